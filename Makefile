@@ -1,0 +1,25 @@
+# `make app` and `make test` do all set-up on a fresh machine: create .venv, install, run.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export GTSRB_ROOT ?= ../shared/data
+
+.PHONY: app test cli bench clean-cache
+
+$(VENV)/.installed: requirements.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps torchattacks==3.5.1
+	touch $@
+
+app: $(VENV)/.installed
+	$(PY) -m core run --preset quick
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q tests
+
+bench: $(VENV)/.installed
+	$(PY) bench/attacks.py
+
+clean-cache:
+	rm -rf runs/cache

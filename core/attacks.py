@@ -1,0 +1,116 @@
+"""L-infinity gradient-sign attacks: FGSM, I-FGSM (BIM) and PGD. Tensor in, tensor out.
+
+They follow the standard definitions (Goodfellow et al. 2014; Kurakin et al. 2016; Madry et al. 2017),
+as torchattacks implements them: images in [0, 1], the loss is cross-entropy on the logits, each step
+moves by alpha * sign(gradient), the result is projected onto the eps-ball around the original image
+and clipped to [0, 1]. Loss and gradient are computed in fp32 on the model's device, the model is put
+in eval mode during the attack and its mode restored after.
+
+The cross-entropy is summed over the batch (torchattacks averages): the sign of each image's gradient
+is the same, but a sum keeps tiny per-image gradients from underflowing in large batches, and makes an
+attack's result independent of how the inputs are batched.
+
+`loss` lets later attacks swap the objective (logits / T, a margin loss) without another code path.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+AttackLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, labels) -> per-image loss
+
+DEFAULT_BATCH_SIZE = 1024
+
+
+def cross_entropy_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, labels, reduction="none")
+
+
+def _check(x: torch.Tensor, eps: float, alpha: float | None = None, steps: int | None = None) -> None:
+    if not torch.is_floating_point(x):
+        raise TypeError(f"attacks take float images in [0, 1], got dtype {x.dtype} (divide uint8 by 255)")
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    if alpha is not None and alpha < 0:
+        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    if steps is not None and steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+
+
+def loss_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: AttackLoss = cross_entropy_loss) -> torch.Tensor:
+    """Gradient of the summed per-image loss w.r.t. x, in fp32 (model already on x's device)."""
+    x = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad(), torch.autocast(x.device.type, enabled=False):
+        total = loss(model(x).float(), y).sum()
+        (gradient,) = torch.autograd.grad(total, x)
+    return gradient
+
+
+def _project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Onto the L-inf eps-ball around x, then into [0, 1]."""
+    return torch.min(torch.max(x_adv, x - eps), x + eps).clamp_(0.0, 1.0)
+
+
+def _batched(attack_one_batch):
+    """Run an attack over chunks on the model's device, restore the model's mode, return on x's device."""
+
+    def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *args, batch_size: int = DEFAULT_BATCH_SIZE, **kwargs):
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        try:
+            chunks = [
+                attack_one_batch(model, x[i: i + batch_size].to(device), y[i: i + batch_size].to(device), *args, **kwargs).to(x.device)
+                for i in range(0, x.shape[0], batch_size)
+            ]
+        finally:
+            model.train(was_training)
+        return torch.cat(chunks) if chunks else x.clone()
+
+    run.__wrapped__ = attack_one_batch
+    run.__doc__ = attack_one_batch.__doc__
+    run.__name__ = attack_one_batch.__name__
+    return run
+
+
+def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, loss: AttackLoss = cross_entropy_loss,
+         batch_size: int = DEFAULT_BATCH_SIZE) -> torch.Tensor:
+    """Fast gradient sign method: x + eps * sign(grad), clipped to [0, 1]."""
+    _check(x, eps)
+    return _fgsm(model, x, y, eps, loss=loss, batch_size=batch_size)
+
+
+@_batched
+def _fgsm(model, x, y, eps, *, loss):
+    return (x + eps * loss_gradient(model, x, y, loss).sign()).clamp_(0.0, 1.0)
+
+
+def ifgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int, *,
+          loss: AttackLoss = cross_entropy_loss, batch_size: int = DEFAULT_BATCH_SIZE) -> torch.Tensor:
+    """Iterative FGSM (BIM): `steps` steps of alpha * sign(grad), each projected onto the eps-ball and [0, 1]."""
+    _check(x, eps, alpha, steps)
+    return _iterate(model, x, y, eps, alpha, steps, None, loss=loss, batch_size=batch_size)
+
+
+def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int,
+        random_start: bool = True, *, generator: torch.Generator | None = None,
+        loss: AttackLoss = cross_entropy_loss, batch_size: int = DEFAULT_BATCH_SIZE) -> torch.Tensor:
+    """PGD: I-FGSM from a uniformly random start in the eps-ball (Madry et al.)."""
+    _check(x, eps, alpha, steps)
+    start_generator = (generator or torch.Generator().manual_seed(0)) if random_start else None
+    return _iterate(model, x, y, eps, alpha, steps, start_generator, loss=loss, batch_size=batch_size)
+
+
+@_batched
+def _iterate(model, x, y, eps, alpha, steps, start_generator, *, loss):
+    x_adv = x.clone()
+    if start_generator is not None:
+        # Drawn on the CPU so the start is the same whatever the device.
+        noise = torch.rand(x.shape, generator=start_generator, dtype=x.dtype).to(x.device)
+        x_adv = (x + (2 * noise - 1) * eps).clamp_(0.0, 1.0)
+    for _ in range(steps):
+        x_adv = _project(x_adv + alpha * loss_gradient(model, x_adv, y, loss).sign(), x, eps)
+    return x_adv

@@ -1,0 +1,215 @@
+"""Command line: `python -m core run|tune|data ...`. Errors end in one clear line and a non-zero exit."""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from core.storage import write_json
+
+RUNS_DIR = Path("runs")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse prints usage + error; we print one line
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="python -m core", description="DAE-filtered defensive distillation on poisoned GTSRB.")
+    parser.add_argument("--data-root", help="GTSRB root (default: $GTSRB_ROOT, else ./data)")
+    parser.add_argument("--download", action="store_true", help="let torchvision download GTSRB into the data root (needs internet)")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    run = commands.add_parser("run", help="run the whole pipeline and print results beside the paper's")
+    run.add_argument("--preset", default="quick", help="paper (all of GTSRB) or quick (a quarter, fewer epochs)")
+    run.add_argument("--attack", choices=["fgsm", "ifgsm", "pgd"], help="poisoning attack")
+    run.add_argument("--eps", type=float, help="L-inf radius of the poisons on the [0, 1] pixel scale")
+    run.add_argument("--alpha", type=float, help="I-FGSM step size")
+    run.add_argument("--steps", type=int, help="I-FGSM iterations")
+    run.add_argument("--poison-fraction", type=float, help="share of the train split replaced by poisons, in [0, 1]")
+    run.add_argument("--temperature", type=float, help="distillation temperature T (> 0)")
+    threshold = run.add_mutually_exclusive_group()
+    threshold.add_argument("--threshold", type=float, help="fixed reconstruction threshold (paper's initial: 0.015)")
+    threshold.add_argument("--fpr", type=float, help="infer the threshold at this false-positive rate on trusted clean data")
+    threshold.add_argument("--expected-poison", type=float, help="infer the threshold dropping this share of the train set (default 0.1)")
+    run.add_argument("--epochs", type=int, help="epochs for every classifier")
+    run.add_argument("--dae-epochs", type=int, help="epochs for the DAE")
+    run.add_argument("--use-best-trial", action="store_true", help="take the DAE's hyperparameters from the Optuna study's best trial")
+    run.add_argument("--storage", default=f"sqlite:///{RUNS_DIR}/optuna.db", help="Optuna storage URL (with --use-best-trial)")
+    run.add_argument("--study", default="dae", help="Optuna study name")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--out", type=Path, help="write results.json, models and scores here (default: runs/<preset>-seed<seed>)")
+    run.add_argument("--cache-dir", type=Path, default=RUNS_DIR / "cache", help="trained-model cache (reused by identical reruns)")
+
+    tune = commands.add_parser("tune", help="search the DAE's hyperparameters with Optuna (persistent, resumable)")
+    tune.add_argument("--trials", type=int, default=20)
+    tune.add_argument("--epochs", type=int, default=5, help="epochs per trial")
+    tune.add_argument("--storage", default=f"sqlite:///{RUNS_DIR}/optuna.db", help="any Optuna storage URL")
+    tune.add_argument("--study", default="dae", help="study name (reusing a name resumes it)")
+    tune.add_argument("--preset", default="quick", help="which preset's data and trusted split to tune on")
+    tune.add_argument("--seed", type=int, default=0)
+
+    commands.add_parser("data", help="check the dataset: where it is and how many images it holds")
+    return parser
+
+
+def experiment_from_args(args) -> "ExperimentConfig":
+    from core.detect import ThresholdConfig
+    from core.pipeline import preset
+
+    config = preset(args.preset, seed=args.seed)
+    poison_changes = {k: v for k, v in (("attack", args.attack), ("eps", args.eps), ("alpha", args.alpha),
+                                        ("steps", args.steps), ("fraction", args.poison_fraction)) if v is not None}
+    poison = replace(config.poison, seed=args.seed, **poison_changes)
+    if args.threshold is not None:
+        threshold = ThresholdConfig(mode="fixed", value=args.threshold)
+    elif args.fpr is not None:
+        threshold = ThresholdConfig(mode="fpr", fpr=args.fpr)
+    elif args.expected_poison is not None:
+        threshold = ThresholdConfig(mode="expected_poison", expected_poison=args.expected_poison)
+    else:
+        threshold = config.threshold
+    changes = {"poison": poison, "threshold": threshold}
+    if args.temperature is not None:
+        changes["temperature"] = args.temperature
+    if args.epochs is not None:
+        changes["classifier_train"] = replace(config.classifier_train, epochs=args.epochs)
+    dae = config.dae
+    if args.use_best_trial:
+        import optuna
+        from core.dae import config_from_params
+
+        try:
+            study = optuna.load_study(study_name=args.study, storage=args.storage)
+            best = study.best_trial
+        except (KeyError, ValueError):
+            raise ValueError(f"no finished trial in Optuna study '{args.study}' at {args.storage}; run `python -m core tune` first") from None
+        dae = config_from_params(best.params, dae)
+    if args.dae_epochs is not None:
+        dae = replace(dae, train=replace(dae.train, epochs=args.dae_epochs))
+    changes["dae"] = dae
+    return replace(config, **changes)
+
+
+class TqdmStages:
+    """One tqdm bar per pipeline stage, on stderr."""
+
+    def __init__(self):
+        self.stage, self.bar = None, None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if stage != self.stage:
+            self.close()
+            self.stage, self.bar = stage, tqdm(total=total, desc=stage, unit="step", leave=True, dynamic_ncols=True, mininterval=0.5)
+        self.bar.total = total
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.stage, self.bar = None, None
+
+
+def format_results(results: dict) -> str:
+    """The five models' accuracies, the filter's quality, and our numbers beside the paper's."""
+    from core.pipeline import MODEL_NAMES
+
+    lines = [f"{'model':<22}{'clean':>8}{'FGSM':>8}{'I-FGSM':>8}"]
+    for name in MODEL_NAMES:
+        m = results["models"][name]
+        lines.append(f"{name:<22}{m['clean_acc']:>8.2%}{m['fgsm_acc']:>8.2%}{m['ifgsm_acc']:>8.2%}")
+    f, p, paper = results["filter"], results["poison"], results["paper"]
+    lines += [
+        "",
+        f"poisons: {p['n_poisoned']} of {p['n_train']} training images ({p['attack']}, eps {p['eps']}, max change {p['linf_levels']} grey levels)",
+        f"filter ({f['mode']}): threshold {f['threshold']:.5f}, ROC AUC {f['auroc']:.3f}, precision {f['precision']:.3f}, "
+        f"recall {f['recall']:.3f}, F1 {f['f1']:.3f}",
+        f"  kept clean {f['kept_clean']}, kept poisoned {f['kept_poisoned']}, dropped clean {f['dropped_clean']}, "
+        f"dropped poisoned {f['dropped_poisoned']}",
+        "",
+        f"{'quantity':<46}{'ours':>10}{'paper':>10}",
+        f"{'inferred threshold':<46}{f['threshold']:>10.5f}{paper['inferred_threshold']:>10.5f}",
+        f"{'mean DAE reconstruction error (test set)':<46}{results['dae']['mean_reconstruction_error_test']:>10.6f}{paper['mean_reconstruction_error']:>10.6f}",
+        f"{'teacher (T) training accuracy':<46}{results['teacher_train_acc']:>10.2%}{paper['teacher_train_acc']:>10.2%}",
+        f"{'student accuracy on I-FGSM test inputs':<46}{results['models']['filter_distillation']['ifgsm_acc']:>10.2%}{paper['student_adversarial_acc']:>10.2%}",
+        f"{'student accuracy on FGSM test inputs':<46}{results['models']['filter_distillation']['fgsm_acc']:>10.2%}{paper['student_adversarial_acc']:>10.2%}",
+    ]
+    if f["auroc"] == f["auroc"] and f["auroc"] < 0.6:
+        lines.append(f"note: ROC AUC {f['auroc']:.3f} means reconstruction error barely separates these poisons from clean images.")
+    return "\n".join(lines)
+
+
+def command_run(args) -> int:
+    from core.pipeline import export_run, run_experiment
+
+    config = experiment_from_args(args)
+    out = args.out or RUNS_DIR / f"{config.preset}-seed{config.seed}"
+    print(f"running {config.summary()}", file=sys.stderr)
+    stages = TqdmStages()
+    try:
+        results, state = run_experiment(config, args.cache_dir, args.data_root, progress=stages, download=args.download)
+    finally:
+        stages.close()
+    export_run(results, state, out)
+    print(format_results(results))
+    print(f"\nresults: {out / 'results.json'}  ({results['seconds']:.0f} s)")
+    return 0
+
+
+def command_tune(args) -> int:
+    from core.dae import TuneConfig, denoising_pairs, tune
+    from core.data import load_splits
+    from core.distill import train_classifier
+    from core.pipeline import preset
+
+    config = preset(args.preset, seed=args.seed)
+    tune_config = TuneConfig(trials=args.trials, storage=args.storage, study_name=args.study,
+                             epochs_per_trial=args.epochs, seed=args.seed)
+    if tune_config.storage.startswith("sqlite:///"):
+        Path(tune_config.storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    splits = load_splits(args.data_root, config.trusted_fraction, args.seed, config.train_subset, config.test_subset, args.download)
+    print(f"training the defender's classifier on {len(splits.trusted)} trusted images", file=sys.stderr)
+    defender = train_classifier(splits.trusted, config.classifier, config.classifier_train)
+    inputs, targets = denoising_pairs(splits.trusted, defender, config.dae)
+    from tqdm import tqdm
+
+    with tqdm(total=args.trials, desc="Optuna trials", unit="trial") as bar:
+        study = tune(inputs, targets, config.dae, tune_config,
+                     on_trial=lambda number, value: (bar.update(1), bar.set_postfix(last=value)))
+    best = study.best_trial
+    print(f"best trial #{best.number}: validation MSE {best.value:.6f} with {best.params}")
+    print(f"study '{study.study_name}' in {args.storage}: {len(study.trials)} trials; use `run --use-best-trial` to apply")
+    return 0
+
+
+def command_data(args) -> int:
+    from core.data import default_root, load_gtsrb
+
+    root = args.data_root or default_root()
+    train, test = load_gtsrb("train", root, args.download), load_gtsrb("test", root, args.download)
+    print(f"GTSRB at {root}: {len(train)} training and {len(test)} test images, {int(train.labels.max()) + 1} classes")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from core.data import DatasetNotFoundError
+    from core.storage import CheckpointError
+    from core.train import TrainingCancelled
+
+    try:
+        return {"run": command_run, "tune": command_tune, "data": command_data}[args.command](args)
+    except (ValueError, TypeError, DatasetNotFoundError, CheckpointError, TrainingCancelled) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; finished models are cached and reused by the next run", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""The denoising autoencoder: trained on the defender's trusted set, tuned with Optuna.
+
+Training pairs are (x -> x) for trusted clean images and (x* -> x) for the defender's own FGSM /
+I-FGSM copies of them, crafted on the defender's own classifier (trained on the trusted set): the
+paper's "both X and x* are fed to the DAE". The defender never sees the attacker's surrogate or the
+poison mask.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable
+
+import torch
+from torch import nn
+
+from core.data import ImageSet
+from core.models import AutoencoderConfig, DenoisingAutoencoder
+from core.poison import PoisonConfig, craft, quantise_toward
+from core.train import Progress, TrainConfig, predict, reconstruction_loss, train
+
+
+@dataclass(frozen=True)
+class DAEConfig:
+    model: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        epochs=20, batch_size=128, learning_rate=0.05, optimizer="sgd", momentum=0.9, weight_decay=0.0,
+    ))
+    # The defender's own perturbed copies x*: one copy per attack listed, at this eps / alpha / steps.
+    defender_attacks: tuple[str, ...] = ("fgsm", "ifgsm")
+    eps: float = 0.01
+    alpha: float = 0.01
+    steps: int = 10
+
+    def __post_init__(self):
+        for attack in self.defender_attacks:
+            PoisonConfig(attack=attack, eps=self.eps, alpha=self.alpha, steps=self.steps)  # validates
+
+    def to_dict(self) -> dict:
+        return {"model": self.model.to_dict(), "train": self.train.to_dict(),
+                "defender_attacks": list(self.defender_attacks), "eps": self.eps, "alpha": self.alpha, "steps": self.steps}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DAEConfig":
+        return cls(model=AutoencoderConfig(**data["model"]), train=TrainConfig(**data["train"]),
+                   defender_attacks=tuple(data["defender_attacks"]), eps=data["eps"], alpha=data["alpha"], steps=data["steps"])
+
+
+def denoising_pairs(trusted: ImageSet, defender_model: nn.Module, config: DAEConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, targets) as uint8: clean -> clean, and each defender attack's copy -> clean."""
+    inputs, targets = [trusted.images], [trusted.images]
+    for attack in config.defender_attacks:
+        attack_config = PoisonConfig(attack=attack, eps=config.eps, alpha=config.alpha, steps=config.steps, fraction=1.0)
+        adversarial = craft(defender_model, trusted.images, trusted.labels, attack_config)
+        inputs.append(quantise_toward(trusted.images, adversarial, config.eps))
+        targets.append(trusted.images)
+    return torch.cat(inputs), torch.cat(targets)
+
+
+def train_dae(inputs: torch.Tensor, targets: torch.Tensor, config: DAEConfig,
+              progress: Callable[[Progress], None] | None = None,
+              should_stop: Callable[[], bool] | None = None) -> tuple[DenoisingAutoencoder, list[float]]:
+    """Train a fresh DAE on (inputs -> targets); returns it (eval mode) and its per-epoch losses."""
+    torch.manual_seed(config.train.seed)
+    autoencoder = DenoisingAutoencoder(config.model)
+    losses = train(autoencoder, inputs, targets, reconstruction_loss, config.train, progress=progress, should_stop=should_stop)
+    return autoencoder, losses
+
+
+def validation_loss(autoencoder: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> float:
+    reconstruction = predict(autoencoder, inputs)
+    return float(((reconstruction - targets.float() / 255.0) ** 2).mean())
+
+
+# ---- Optuna -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TuneConfig:
+    trials: int = 20
+    storage: str = "sqlite:///runs/optuna.db"  # any Optuna storage URL; the study persists and resumes
+    study_name: str = "dae"
+    epochs_per_trial: int = 5
+    validation_fraction: float = 0.2  # of the denoising pairs, held out for the objective
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.trials < 1:
+            raise ValueError(f"trials must be >= 1, got {self.trials}")
+        if self.epochs_per_trial < 1:
+            raise ValueError(f"epochs_per_trial must be >= 1, got {self.epochs_per_trial}")
+        if not 0 < self.validation_fraction < 1:
+            raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def suggest_dae_config(trial, base: DAEConfig, epochs: int) -> DAEConfig:
+    """The search space: architecture and SGD settings (objective: validation reconstruction MSE)."""
+    model = AutoencoderConfig(
+        depth=trial.suggest_int("depth", 2, 4),
+        width=trial.suggest_categorical("width", [16, 32, 48]),
+        latent_dim=trial.suggest_int("latent_dim", 32, 512, log=True),
+    )
+    training = replace(
+        base.train, epochs=epochs,
+        learning_rate=trial.suggest_float("learning_rate", 1e-3, 0.3, log=True),
+        momentum=trial.suggest_float("momentum", 0.5, 0.99),
+    )
+    return replace(base, model=model, train=training)
+
+
+def config_from_params(params: dict, base: DAEConfig) -> DAEConfig:
+    """A DAEConfig from a trial's params (e.g. the study's best), keeping base's epochs."""
+    model = AutoencoderConfig(depth=params["depth"], width=params["width"], latent_dim=params["latent_dim"])
+    training = replace(base.train, learning_rate=params["learning_rate"], momentum=params["momentum"])
+    return replace(base, model=model, train=training)
+
+
+def tune(inputs: torch.Tensor, targets: torch.Tensor, base: DAEConfig, config: TuneConfig,
+         on_trial: Callable[[int, float | None], None] | None = None):
+    """Run config.trials more trials of a persistent, resumable study; returns the optuna Study.
+
+    Each trial reports its validation MSE after every epoch so the median pruner can stop bad ones.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    generator = torch.Generator().manual_seed(config.seed)
+    order = torch.randperm(inputs.shape[0], generator=generator)
+    n_val = max(1, int(config.validation_fraction * inputs.shape[0]))
+    val_index, fit_index = order[:n_val], order[n_val:]
+
+    study = optuna.create_study(
+        study_name=config.study_name, storage=config.storage, load_if_exists=True, direction="minimize",
+        sampler=optuna.samplers.TPESampler(seed=config.seed + len(_completed(config))),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
+    )
+
+    def objective(trial) -> float:
+        candidate = suggest_dae_config(trial, base, config.epochs_per_trial)
+        trial.set_user_attr("config", candidate.to_dict())
+        autoencoder_holder = {}
+
+        def report(event: Progress) -> None:
+            if event.epoch_loss is None:
+                return
+            value = validation_loss(autoencoder_holder["model"], inputs[val_index], targets[val_index])
+            trial.report(value, event.epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        torch.manual_seed(candidate.train.seed)
+        autoencoder = DenoisingAutoencoder(candidate.model)
+        autoencoder_holder["model"] = autoencoder
+        train(autoencoder, inputs[fit_index], targets[fit_index], reconstruction_loss, candidate.train, progress=report)
+        return validation_loss(autoencoder, inputs[val_index], targets[val_index])
+
+    def callback(study, trial) -> None:
+        if on_trial is not None:
+            on_trial(trial.number, trial.value)
+
+    study.optimize(objective, n_trials=config.trials, callbacks=[callback])
+    return study
+
+
+def _completed(config: TuneConfig) -> list:
+    """Trials already in the study (0 for a new one); seeds the sampler differently on resume."""
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=config.study_name, storage=config.storage)
+    except KeyError:
+        return []
+    return study.trials

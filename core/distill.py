@@ -1,0 +1,62 @@
+"""Defensive distillation (Papernot et al. 2016).
+
+The teacher is trained on hard labels with softmax(logits / T); its soft labels are
+softmax(teacher logits / T); a student of the same architecture is trained at the same T on them.
+Both are used and evaluated at T = 1, i.e. on their raw logits.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from core.data import ImageSet
+from core.models import Classifier, ClassifierConfig
+from core.train import Progress, TrainConfig, hard_label_loss, predict, soft_label_loss, train
+
+
+def classifier_train_config(**overrides) -> TrainConfig:
+    """The classifier recipe shared by every classifier of a run (augmented SGD, one-cycle)."""
+    return TrainConfig(**{"epochs": 8, "batch_size": 128, "learning_rate": 0.05, "augment": True, **overrides})
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    temperature: float = 5.0
+    model: ClassifierConfig = field(default_factory=ClassifierConfig)
+    train: TrainConfig = field(default_factory=classifier_train_config)
+
+    def __post_init__(self):
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+
+
+def soft_labels(teacher: torch.nn.Module, images: torch.Tensor, temperature: float) -> torch.Tensor:
+    """softmax(teacher logits / T) for each image, (N, classes)."""
+    return torch.softmax(predict(teacher, images) / temperature, dim=1)
+
+
+def train_classifier(data: ImageSet, model_config: ClassifierConfig, train_config: TrainConfig, temperature: float = 1.0,
+                     progress: Callable[[Progress], None] | None = None, should_stop=None) -> Classifier:
+    """A fresh classifier trained on hard labels at temperature T (T = 1: an ordinary classifier)."""
+    torch.manual_seed(train_config.seed)
+    model = Classifier(model_config)
+    train(model, data.images, data.labels, hard_label_loss(temperature), train_config, progress=progress, should_stop=should_stop)
+    return model
+
+
+def train_student(images: torch.Tensor, targets: torch.Tensor, config: DistillConfig,
+                  progress: Callable[[Progress], None] | None = None, should_stop=None) -> Classifier:
+    """A fresh classifier trained at T on the teacher's soft labels."""
+    torch.manual_seed(config.train.seed + 1)
+    student = Classifier(config.model)
+    train(student, images, targets, soft_label_loss(config.temperature), config.train, progress=progress, should_stop=should_stop)
+    return student
+
+
+def distill(data: ImageSet, config: DistillConfig, progress=None, should_stop=None) -> tuple[Classifier, Classifier]:
+    """Teacher at T on data, then a student at T on its soft labels; returns (teacher, student)."""
+    teacher = train_classifier(data, config.model, config.train, config.temperature, progress, should_stop)
+    student = train_student(data.images, soft_labels(teacher, data.images, config.temperature), config, progress, should_stop)
+    return teacher, student

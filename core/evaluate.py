@@ -1,0 +1,64 @@
+"""Measurements: clean and adversarial accuracy of a classifier, and the quality of a poison filter."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import nn
+
+from core.attacks import fgsm, ifgsm
+from core.data import ImageSet
+from core.train import predict
+
+
+@dataclass(frozen=True)
+class AttackEvalConfig:
+    """Test-time white-box attacks, crafted on the evaluated model (the paper's settings by default)."""
+
+    eps: float = 0.01
+    alpha: float = 0.01
+    steps: int = 10
+
+    def __post_init__(self):
+        if not self.eps >= 0 or not self.alpha >= 0 or self.steps < 1:
+            raise ValueError(f"eval attack needs eps >= 0, alpha >= 0, steps >= 1; got {self.eps}, {self.alpha}, {self.steps}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    if images.shape[0] == 0:
+        return float("nan")
+    return float((predict(model, images).argmax(dim=1) == labels.cpu()).float().mean())
+
+
+def robustness(model: nn.Module, test: ImageSet, config: AttackEvalConfig) -> dict:
+    """clean_acc, fgsm_acc and ifgsm_acc (fractions in [0, 1]) with white-box attacks on model."""
+    x = test.images.float() / 255.0
+    return {
+        "clean_acc": accuracy(model, x, test.labels),
+        "fgsm_acc": accuracy(model, fgsm(model, x, test.labels, config.eps), test.labels),
+        "ifgsm_acc": accuracy(model, ifgsm(model, x, test.labels, config.eps, config.alpha, config.steps), test.labels),
+    }
+
+
+def filter_quality(scores: torch.Tensor, dropped: torch.Tensor, poison_mask: torch.Tensor, threshold: float) -> dict:
+    """Score a filter against the ground truth: the 2x2 counts, precision / recall / F1 of dropping
+    poisons, and the ROC AUC of the score (0.5 = no better than chance)."""
+    dropped, poison_mask = dropped.bool().cpu(), poison_mask.bool().cpu()
+    kept = ~dropped
+    counts = {
+        "kept_clean": int((kept & ~poison_mask).sum()),
+        "kept_poisoned": int((kept & poison_mask).sum()),
+        "dropped_clean": int((dropped & ~poison_mask).sum()),
+        "dropped_poisoned": int((dropped & poison_mask).sum()),
+    }
+    true_positive = counts["dropped_poisoned"]
+    precision = true_positive / max(int(dropped.sum()), 1) if dropped.any() else 0.0
+    recall = true_positive / int(poison_mask.sum()) if poison_mask.any() else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    has_both = bool(poison_mask.any()) and bool((~poison_mask).any())
+    auroc = float(roc_auc_score(poison_mask.numpy(), scores.cpu().numpy())) if has_both else float("nan")
+    return {"threshold": float(threshold), "auroc": auroc, "precision": precision, "recall": recall, "f1": f1, **counts}

@@ -1,0 +1,284 @@
+"""The paper's pipeline end to end, with every trained model cached by a hash of its config.
+
+poison the train split (surrogate, FGSM / I-FGSM) -> DAE trained on the trusted set -> threshold ->
+drop samples scored above it -> teacher at T -> soft labels -> student at T -> evaluate five models.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from core.dae import DAEConfig, denoising_pairs, train_dae, validation_loss
+from core.data import GTSRBSplits, ImageSet, load_splits, stratified_split
+from core.detect import DAEDetector, ThresholdConfig, set_detector_threshold
+from core.distill import DistillConfig, classifier_train_config, soft_labels, train_classifier, train_student
+from core.evaluate import AttackEvalConfig, accuracy, filter_quality, robustness
+from core.models import AutoencoderConfig, Classifier, ClassifierConfig, DenoisingAutoencoder
+from core.poison import PoisonConfig, PoisonedSet, poison_training_set
+from core.storage import atomic_write, config_hash, has_model, load_weights, save_model, write_json
+from core.train import Progress, TrainConfig
+
+# What the paper reports (see ../shared/paper/README.md), shown beside our numbers.
+PAPER_RESULTS = {
+    "poison_attacks": "FGSM (eps 0.01) and I-FGSM (eps 0.01, alpha 0.01, 10 iterations)",
+    "initial_threshold": 0.015,
+    "inferred_threshold": 0.003,
+    "mean_reconstruction_error": 0.008190,
+    "teacher_train_acc": 0.9989,
+    "student_adversarial_acc": 0.7609,
+}
+
+MODEL_NAMES = ("clean_reference", "undefended", "distillation_only", "filter_only", "filter_distillation")
+
+# stage name, done, total -> None. The CLI draws tqdm bars from it, the app a progress bar.
+StageProgress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    preset: str = "paper"
+    seed: int = 0
+    trusted_fraction: float = 0.1  # of the official train split, clean, held by the defender
+    calibration_fraction: float = 0.2  # of the trusted set, kept out of DAE training to calibrate fpr thresholds
+    train_subset: float = 1.0  # stratified share of the official train split to use (quick runs)
+    test_subset: float = 1.0  # stratified share of the official test split to evaluate on
+    classifier: ClassifierConfig = field(default_factory=lambda: ClassifierConfig(width=24))
+    classifier_train: TrainConfig = field(default_factory=classifier_train_config)
+    poison: PoisonConfig = field(default_factory=PoisonConfig)
+    dae: DAEConfig = field(default_factory=DAEConfig)
+    threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
+    temperature: float = 5.0
+    eval_attack: AttackEvalConfig = field(default_factory=AttackEvalConfig)
+
+    def __post_init__(self):
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 < self.calibration_fraction < 1:
+            raise ValueError(f"calibration_fraction must be in (0, 1), got {self.calibration_fraction}")
+        if not 0 < self.trusted_fraction < 1:
+            raise ValueError(f"trusted_fraction must be in (0, 1), got {self.trusted_fraction}")
+        for name in ("train_subset", "test_subset"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["dae"] = self.dae.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ExperimentConfig":
+        return cls(
+            **{k: v for k, v in data.items() if k not in ("classifier", "classifier_train", "poison", "dae", "threshold", "eval_attack")},
+            classifier=ClassifierConfig(**data["classifier"]), classifier_train=TrainConfig(**data["classifier_train"]),
+            poison=PoisonConfig(**data["poison"]), dae=DAEConfig.from_dict(data["dae"]),
+            threshold=ThresholdConfig(**data["threshold"]), eval_attack=AttackEvalConfig(**data["eval_attack"]),
+        )
+
+    def summary(self) -> str:
+        p = self.poison
+        steps = f", alpha {p.alpha}, {p.steps} steps" if p.attack != "fgsm" else ""
+        return (f"{self.preset}: {p.attack.upper()} eps {p.eps}{steps} on {p.fraction:.0%} of train, "
+                f"threshold {self.threshold.mode}, T={self.temperature}, seed {self.seed}")
+
+
+def preset(name: str, **overrides) -> ExperimentConfig:
+    """'paper': all of GTSRB, the paper's settings. 'quick': a stratified quarter, fewer epochs (~minutes on CPU)."""
+    if name == "paper":
+        base = ExperimentConfig(preset="paper")
+    elif name == "quick":
+        base = ExperimentConfig(
+            preset="quick", train_subset=0.25, test_subset=0.2,
+            classifier_train=classifier_train_config(epochs=4),
+            dae=DAEConfig(train=replace(DAEConfig().train, epochs=8)),
+        )
+    else:
+        raise ValueError(f"unknown preset {name!r}: choose 'paper' or 'quick'")
+    return replace(base, **overrides)
+
+
+def _seeded(config: TrainConfig, seed: int, role_offset: int) -> TrainConfig:
+    return replace(config, seed=seed * 1000 + role_offset)
+
+
+class ModelCache:
+    """Trained models on disk, addressed by role and a hash of everything that determined them."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+
+    def get(self, role: str, key: dict, build: Callable[[], torch.nn.Module], fit: Callable[[], torch.nn.Module],
+            metrics: Callable[[torch.nn.Module], dict] | None = None) -> tuple[torch.nn.Module, str]:
+        name = f"{role}-{config_hash(key)}"
+        if has_model(self.directory, name):
+            return load_weights(self.directory, name, build()).eval(), name
+        model = fit()
+        save_model(self.directory, name, model, key, metrics(model) if metrics else {})
+        return model.eval(), name
+
+
+@dataclass
+class RunState:
+    """Everything a run produced, for the CLI's results and the app's views."""
+
+    config: ExperimentConfig
+    splits: GTSRBSplits
+    poisoned: PoisonedSet
+    detector: DAEDetector
+    train_scores: torch.Tensor  # reconstruction error of every (possibly poisoned) training image
+    threshold: float
+    models: dict[str, torch.nn.Module] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)  # role -> cache name
+
+
+def run_experiment(config: ExperimentConfig, cache_dir: str | Path = "runs/cache", data_root=None,
+                   progress: StageProgress | None = None, should_stop=None, download: bool = False) -> tuple[dict, RunState]:
+    """Run (or reload from cache) every stage; returns (results dict, RunState)."""
+    started = time.time()
+    report = progress or (lambda stage, done, total: None)
+    cache = ModelCache(cache_dir)
+    seed = config.seed
+
+    def trainer(stage: str):
+        return lambda event: report(stage, event.step, event.total_steps)
+
+    report("loading GTSRB", 0, 1)
+    splits = load_splits(data_root, config.trusted_fraction, seed, config.train_subset, config.test_subset, download)
+    report("loading GTSRB", 1, 1)
+    data_key = {"seed": seed, "trusted_fraction": config.trusted_fraction, "train_subset": config.train_subset,
+                "n_train": len(splits.train), "n_trusted": len(splits.trusted)}
+    classifier_key = {"model": asdict(config.classifier)}
+
+    def classifier(role: str, data: ImageSet, offset: int, upstream: dict, temperature: float = 1.0):
+        train_config = _seeded(config.classifier_train, seed, offset)
+        key = {"role": role, "data": upstream, **classifier_key, "train": asdict(train_config), "temperature": temperature}
+        return cache.get(role, key, lambda: Classifier(config.classifier),
+                         lambda: train_classifier(data, config.classifier, train_config, temperature, trainer(f"training {role}"), should_stop),
+                         lambda model: {"train_acc": accuracy(model, data.images, data.labels)})
+
+    # 1. The attacker: a surrogate on clean data, then poisons crafted on it.
+    surrogate, surrogate_name = classifier("surrogate", splits.train, 1, data_key)
+    poison_key = {"surrogate": surrogate_name, "poison": asdict(config.poison)}
+    poisoned = _cached_poison(cache, poison_key, splits.train, surrogate, config.poison, report)
+
+    # 2. The defender: own classifier on trusted data, own perturbed copies, the DAE, the threshold.
+    dae_index, calibration_index = stratified_split(splits.trusted.labels, config.calibration_fraction, seed)
+    dae_data, calibration = splits.trusted.subset(dae_index), splits.trusted.subset(calibration_index)
+    defender, defender_name = classifier("defender", dae_data, 2, {**data_key, "calibration_fraction": config.calibration_fraction})
+    dae_config = replace(config.dae, train=_seeded(config.dae.train, seed, 3))
+    dae_key = {"defender": defender_name, "dae": dae_config.to_dict()}
+
+    def fit_dae():
+        inputs, targets = denoising_pairs(dae_data, defender, dae_config)
+        autoencoder, _ = train_dae(inputs, targets, dae_config, trainer("training DAE"), should_stop)
+        return autoencoder
+
+    autoencoder, dae_name = cache.get("dae", dae_key, lambda: DenoisingAutoencoder(dae_config.model), fit_dae)
+    detector = DAEDetector(autoencoder)
+    detector.fit(calibration.images)
+    report("scoring training set", 0, 1)
+    threshold = set_detector_threshold(detector, config.threshold, calibration.images, poisoned.data.images)
+    train_scores = detector.score(poisoned.data.images)
+    report("scoring training set", 1, 1)
+    dropped = train_scores > threshold
+    filtered = poisoned.data.subset(torch.nonzero(~dropped).flatten())
+    filter_key = {"poison": poison_key, "dae": dae_name, "threshold": threshold}
+
+    state = RunState(config, splits, poisoned, detector, train_scores, threshold)
+    state.artifacts.update(surrogate=surrogate_name, defender=defender_name, dae=dae_name)
+
+    # 3. The five models.
+    def distilled(role: str, data: ImageSet, offset: int, upstream: dict):
+        teacher, teacher_name = classifier(f"{role}_teacher", data, offset, upstream, config.temperature)
+        student_config = DistillConfig(config.temperature, config.classifier, _seeded(config.classifier_train, seed, offset))
+        key = {"role": f"{role}_student", "teacher": teacher_name, "temperature": config.temperature,
+               **classifier_key, "train": asdict(student_config.train)}
+        student, student_name = cache.get(
+            f"{role}_student", key, lambda: Classifier(config.classifier),
+            lambda: train_student(data.images, soft_labels(teacher, data.images, config.temperature), student_config,
+                                  trainer(f"training {role} student"), should_stop))
+        state.models[f"{role}_teacher"] = teacher
+        state.artifacts[f"{role}_teacher"] = teacher_name
+        return student, student_name
+
+    for role, offset, make in (
+        ("clean_reference", 4, lambda: classifier("clean_reference", splits.train, 4, data_key)),
+        ("undefended", 5, lambda: classifier("undefended", poisoned.data, 5, poison_key)),
+        ("distillation_only", 6, lambda: distilled("distillation_only", poisoned.data, 6, poison_key)),
+        ("filter_only", 7, lambda: classifier("filter_only", filtered, 7, filter_key)),
+        ("filter_distillation", 8, lambda: distilled("filter_distillation", filtered, 8, filter_key)),
+    ):
+        state.models[role], state.artifacts[role] = make()
+    state.models["surrogate"], state.models["defender"] = surrogate, defender
+
+    # 4. Measurements.
+    results = {
+        "config": config.to_dict(),
+        "data": {"n_train": len(splits.train), "n_trusted": len(splits.trusted), "n_dae_train": len(dae_data),
+                 "n_calibration": len(calibration), "n_test": len(splits.test)},
+        "poison": _poison_stats(poisoned, splits.train),
+        "filter": {"mode": config.threshold.mode,
+                   **filter_quality(train_scores, dropped, poisoned.poison_mask, threshold),
+                   "mean_error_clean": float(train_scores[~poisoned.poison_mask].mean()),
+                   "mean_error_poisoned": float(train_scores[poisoned.poison_mask].mean()) if poisoned.n_poisoned else None},
+        "dae": {"config": dae_config.to_dict(),
+                "mean_reconstruction_error_test": float(detector.score(splits.test.images).mean()),
+                "mean_reconstruction_error_calibration": float(detector.reference_scores.mean())},
+        "models": {},
+    }
+    for index, name in enumerate(MODEL_NAMES):
+        report("evaluating models (clean, FGSM, I-FGSM)", index, len(MODEL_NAMES))
+        results["models"][name] = robustness(state.models[name], splits.test, config.eval_attack)
+    report("evaluating models (clean, FGSM, I-FGSM)", len(MODEL_NAMES), len(MODEL_NAMES))
+    results["teacher_train_acc"] = accuracy(state.models["filter_distillation_teacher"], filtered.images, filtered.labels)
+    results["paper"] = PAPER_RESULTS
+    results["artifacts"] = dict(state.artifacts)
+    results["seconds"] = round(time.time() - started, 1)
+    return results, state
+
+
+def _poison_stats(poisoned: PoisonedSet, clean: ImageSet) -> dict:
+    changed = (poisoned.data.images.int() - clean.images.int()).abs()
+    mask = poisoned.poison_mask
+    linf = int(changed[mask].amax()) if mask.any() else 0
+    return {"fraction": poisoned.config.fraction, "n_poisoned": poisoned.n_poisoned, "n_train": len(clean),
+            "attack": poisoned.config.attack, "eps": poisoned.config.eps,
+            "linf_levels": linf, "mean_abs_change_levels": float(changed[mask].float().mean()) if mask.any() else 0.0}
+
+
+def _cached_poison(cache: ModelCache, key: dict, train: ImageSet, surrogate, config: PoisonConfig, report) -> PoisonedSet:
+    """Poisoned images are deterministic given the surrogate and config; cache the changed ones."""
+    path = cache.directory / f"poison-{config_hash(key)}.safetensors"
+    if path.exists():
+        stored = load_file(str(path))
+        images = train.images.clone()
+        images[stored["index"]] = stored["images"]
+        mask = torch.zeros(len(train), dtype=torch.bool)
+        mask[stored["index"]] = True
+        return PoisonedSet(ImageSet(images, train.labels.clone()), mask, config)
+    poisoned = poison_training_set(train, surrogate, config, progress=lambda done, total: report("crafting poisons", done, total))
+    index = torch.nonzero(poisoned.poison_mask).flatten()
+    payload = {"index": index, "images": poisoned.data.images[index].contiguous()}
+    atomic_write(path, lambda tmp: save_file(payload, str(tmp)))
+    return poisoned
+
+
+SHIPPED_ROLES = ("surrogate", "dae", *MODEL_NAMES, "filter_distillation_teacher")
+
+
+def export_run(results: dict, state: RunState, out_dir: str | Path) -> None:
+    """Write results.json, the shipped models under their role names, and the per-sample scores."""
+    out = Path(out_dir)
+    for role in SHIPPED_ROLES:
+        model = state.detector.autoencoder if role == "dae" else state.models[role]
+        save_model(out, role, model, {"role": role, "cache_name": state.artifacts[role], "experiment": results["config"]},
+                   results["models"].get(role, {}))
+    scores = {"train_scores": state.train_scores.float().contiguous(), "poison_mask": state.poisoned.poison_mask.to(torch.uint8),
+              "calibration_scores": state.detector.reference_scores.float().contiguous()}
+    atomic_write(out / "scores.safetensors", lambda tmp: save_file(scores, str(tmp)))
+    write_json(out / "results.json", results)

@@ -1,0 +1,98 @@
+"""Artifacts on disk: safetensors weights plus a JSON of config and metrics, written atomically.
+
+Nothing here ever unpickles: a checkpoint a user hands us can at worst fail to load, never run code.
+An artifact is addressed by a hash of its config, so an identical rerun finds and reuses it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt or does not match the model it is loaded into."""
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
+    """Call write(tmp_path) on a temp file beside path, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; artifacts are meant to be shared
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: str | Path, data: dict) -> None:
+    text = json.dumps(data, indent=2, sort_keys=False, default=_json_default)
+    atomic_write(path, lambda tmp: tmp.write_text(text + "\n"))
+
+
+def _json_default(value):
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def config_hash(config: dict) -> str:
+    """Stable short hash of a JSON-able config dict."""
+    canonical = json.dumps(config, sort_keys=True, default=_json_default)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def save_model(directory: str | Path, name: str, model: torch.nn.Module, config: dict, metrics: dict | None = None) -> Path:
+    """Write <directory>/<name>.safetensors and <name>.json; returns the weights path."""
+    directory = Path(directory)
+    weights = directory / f"{name}.safetensors"
+    state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    atomic_write(weights, lambda tmp: save_file(state, str(tmp)))
+    write_json(directory / f"{name}.json", {"name": name, "config": config, "metrics": metrics or {}})
+    return weights
+
+
+def read_metadata(directory: str | Path, name: str) -> dict:
+    path = Path(directory) / f"{name}.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint metadata {path} is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"checkpoint metadata {path} is corrupt ({error}); delete it and retrain") from None
+
+
+def load_weights(directory: str | Path, name: str, model: torch.nn.Module) -> torch.nn.Module:
+    """Load <name>.safetensors into model (strictly); raise CheckpointError with a clear message."""
+    path = Path(directory) / f"{name}.safetensors"
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} is missing")
+    try:
+        state = load_file(str(path))
+    except Exception as error:
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a safetensors file ({error}); delete it and retrain") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise CheckpointError(f"checkpoint {path} does not fit this model ({first_line})") from None
+    return model
+
+
+def has_model(directory: str | Path, name: str) -> bool:
+    directory = Path(directory)
+    return (directory / f"{name}.safetensors").exists() and (directory / f"{name}.json").exists()

@@ -1,0 +1,45 @@
+"""Shared fixtures. Tests that need GTSRB fail (never skip) when it is missing: set GTSRB_ROOT."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from core.data import dataset_available, default_root, load_splits
+from core.models import Classifier, ClassifierConfig
+from core.train import TrainConfig, hard_label_loss, train
+
+torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def gtsrb_root() -> Path:
+    root = default_root()
+    if not dataset_available(root):
+        pytest.fail(f"GTSRB not found at '{root}': set GTSRB_ROOT to the folder holding gtsrb/ (CI uses ../shared/data)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def small_splits(gtsrb_root):
+    """A stratified quarter of the train split and a tenth of the test split."""
+    return load_splits(gtsrb_root, trusted_fraction=0.1, seed=0, train_subset=0.25, test_subset=0.1)
+
+
+@pytest.fixture(scope="session")
+def small_classifier(small_splits) -> Classifier:
+    """A narrow classifier trained briefly on the small split: good enough to attack."""
+    torch.manual_seed(0)
+    model = Classifier(ClassifierConfig(width=8, hidden=64))
+    train(model, small_splits.train.images, small_splits.train.labels, hard_label_loss(),
+          TrainConfig(epochs=2, learning_rate=0.05, seed=0), device=torch.device("cpu"))
+    return model.eval()
+
+
+@pytest.fixture
+def tiny_model() -> Classifier:
+    """A random narrow classifier: fast, for properties that hold for any model."""
+    torch.manual_seed(0)
+    return Classifier(ClassifierConfig(num_classes=43, width=4, hidden=16)).eval()

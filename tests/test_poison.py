@@ -1,0 +1,58 @@
+import pytest
+import torch
+
+from core.data import ImageSet
+from core.poison import PoisonConfig, choose_poison_indices, poison_training_set, quantise_toward
+
+
+@pytest.fixture
+def random_set():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (200, 3, 32, 32), generator=generator, dtype=torch.uint8)
+    return ImageSet(images, torch.randint(0, 43, (200,), generator=generator))
+
+
+@pytest.mark.parametrize("attack", ["fgsm", "ifgsm"])
+@pytest.mark.parametrize("fraction", [0.0, 0.137, 0.5, 1.0])
+def test_poisons_exactly_the_chosen_samples(tiny_model, random_set, attack, fraction):
+    config = PoisonConfig(attack=attack, eps=0.03, alpha=0.01, steps=3, fraction=fraction, seed=1)
+    poisoned = poison_training_set(random_set, tiny_model, config)
+    assert poisoned.n_poisoned == round(fraction * 200)
+    changed = (poisoned.data.images != random_set.images).flatten(1).any(dim=1)
+    assert not changed[~poisoned.poison_mask].any()  # only chosen samples change
+    if fraction > 0:
+        assert changed[poisoned.poison_mask].float().mean() > 0.9  # and (almost all of) those do
+    assert poisoned.data.images.dtype == torch.uint8
+    difference = (poisoned.data.images.int() - random_set.images.int()).abs()
+    assert difference.max() <= int(0.03 * 255)  # within eps after rounding: 7 grey levels
+    assert torch.equal(poisoned.data.labels, random_set.labels)  # labels untouched
+
+
+def test_paper_eps_moves_pixels_by_at_most_two_levels(tiny_model, random_set):
+    poisoned = poison_training_set(random_set, tiny_model, PoisonConfig(attack="fgsm", eps=0.01, fraction=1.0))
+    difference = (poisoned.data.images.int() - random_set.images.int()).abs()
+    assert difference.max() == 2  # 0.01 * 255 = 2.55 levels, rounded toward the original
+
+
+def test_quantisation_rounds_toward_the_original():
+    original = torch.tensor([10, 10, 10, 0, 255], dtype=torch.uint8)
+    adversarial = torch.tensor([12.9, 7.1, 10.4, 0.0, 250.0]) / 255
+    assert quantise_toward(original, adversarial, eps=3 / 255).tolist() == [12, 8, 10, 0, 252]  # last: capped at eps
+    # float noise just below a whole level does not lose the level; the eps cap holds
+    assert quantise_toward(torch.tensor([100], dtype=torch.uint8), torch.tensor([102.99999]) / 255, 3 / 255).tolist() == [103]
+    assert quantise_toward(torch.tensor([100], dtype=torch.uint8), torch.tensor([110.0]) / 255, 3 / 255).tolist() == [103]
+
+
+def test_choice_is_seeded_and_exact():
+    a, b = choose_poison_indices(1000, 0.1234, 5), choose_poison_indices(1000, 0.1234, 5)
+    assert torch.equal(a, b) and len(a) == 123 and len(set(a.tolist())) == 123
+    assert not torch.equal(a, choose_poison_indices(1000, 0.1234, 6))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"eps": -0.01}, "eps"), ({"fraction": 1.5}, "fraction"), ({"fraction": -0.1}, "fraction"),
+    ({"steps": 0}, "steps"), ({"attack": "cw"}, "attack"), ({"alpha": -1}, "alpha"),
+])
+def test_config_rejects_bad_values(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        PoisonConfig(**kwargs)

@@ -1,0 +1,94 @@
+import pytest
+import torch
+
+from core.evaluate import accuracy
+from core.models import AutoencoderConfig, Classifier, ClassifierConfig, DenoisingAutoencoder
+from core.train import (TrainConfig, TrainingCancelled, hard_label_loss, random_translate, reconstruction_loss,
+                        soft_label_loss, train)
+
+
+def test_small_classifier_learns_gtsrb_on_cpu(small_splits):
+    torch.manual_seed(0)
+    model = Classifier(ClassifierConfig(width=16, hidden=128))
+    events = []
+    losses = train(model, small_splits.train.images, small_splits.train.labels, hard_label_loss(),
+                   TrainConfig(epochs=3, learning_rate=0.05, augment=True, seed=0), device=torch.device("cpu"),
+                   progress=events.append)
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    assert events[-1].step == events[-1].total_steps and events[-1].epoch_loss is not None
+    assert accuracy(model, small_splits.test.images, small_splits.test.labels) > 0.90
+
+
+def test_training_is_reproducible_with_a_seed():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (64, 3, 32, 32), generator=generator, dtype=torch.uint8)
+    labels = torch.randint(0, 43, (64,), generator=generator)
+    weights = []
+    for _ in range(2):
+        torch.manual_seed(1)
+        model = Classifier(ClassifierConfig(width=4, hidden=16))
+        train(model, images, labels, hard_label_loss(), TrainConfig(epochs=2, batch_size=16, augment=True, seed=3),
+              device=torch.device("cpu"))
+        weights.append(torch.cat([p.flatten() for p in model.parameters()]))
+    assert torch.equal(weights[0], weights[1])
+
+
+def test_cancel_stops_and_restores_mode():
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    model = Classifier(ClassifierConfig(width=4, hidden=16)).eval()
+    calls = []
+
+    def stop():
+        calls.append(1)
+        return len(calls) > 2
+
+    with pytest.raises(TrainingCancelled):
+        train(model, images, torch.zeros(64, dtype=torch.long), hard_label_loss(), TrainConfig(epochs=5, batch_size=8),
+              device=torch.device("cpu"), should_stop=stop)
+    assert len(calls) == 3 and not model.training
+
+
+def test_autoencoder_trains_through_the_same_loop():
+    images = torch.randint(0, 256, (128, 3, 32, 32), dtype=torch.uint8)
+    model = DenoisingAutoencoder(AutoencoderConfig(depth=2, width=8, latent_dim=16))
+    losses = train(model, images, images, reconstruction_loss, TrainConfig(epochs=3, batch_size=32, optimizer="adam",
+                   learning_rate=1e-2, weight_decay=0), device=torch.device("cpu"))
+    assert losses[-1] < losses[0]
+    output = model(images[:2].float() / 255)
+    assert output.shape == (2, 3, 32, 32) and output.min() >= 0 and output.max() <= 1
+
+
+def test_temperature_losses():
+    logits = torch.tensor([[2.0, 0.0, -1.0]])
+    label = torch.tensor([0])
+    T = 5.0
+    expected_hard = -T * torch.log_softmax(logits / T, dim=1)[0, 0]
+    assert torch.isclose(hard_label_loss(T)(logits, label), expected_hard)
+    soft = torch.softmax(logits / T, dim=1)
+    # cross-entropy of a distribution with itself is its entropy
+    entropy = -(soft * soft.log()).sum()
+    assert torch.isclose(soft_label_loss(T)(logits, soft), T * entropy)
+    # the gradient w.r.t. the logits is softmax(logits / T) - target, as at T = 1
+    logits.requires_grad_(True)
+    hard_label_loss(T)(logits, label).backward()
+    assert torch.allclose(logits.grad, soft - torch.tensor([[1.0, 0.0, 0.0]]), atol=1e-6)
+    with pytest.raises(ValueError):
+        soft_label_loss(0.0)
+
+
+def test_random_translate_shifts_within_two_pixels():
+    image = torch.zeros(1, 1, 8, 8)
+    image[0, 0, 4, 4] = 1.0
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        shifted = random_translate(image.expand(3, 1, 8, 8).contiguous(), 2, generator)
+        for one in shifted:
+            row, col = divmod(int(one.flatten().argmax()), 8)
+            assert abs(row - 4) <= 2 and abs(col - 4) <= 2 and one.sum() == 1
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainConfig(optimizer="rmsprop")
