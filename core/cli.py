@@ -202,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     from core.train import TrainingCancelled
 
     try:
+        if args.command in ("run", "tune"):
+            from core.data import require_dataset
+
+            require_dataset(args.data_root, args.download)
         return {"run": command_run, "tune": command_tune, "data": command_data}[args.command](args)
     except (ValueError, TypeError, DatasetNotFoundError, CheckpointError, TrainingCancelled) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -23,7 +23,7 @@ from core.train import Progress, TrainConfig, predict, reconstruction_loss, trai
 class DAEConfig:
     model: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        epochs=20, batch_size=128, learning_rate=0.05, optimizer="sgd", momentum=0.9, weight_decay=0.0,
+        epochs=20, batch_size=128, learning_rate=0.2, optimizer="sgd", momentum=0.9, weight_decay=0.0,
     ))
     # The defender's own perturbed copies x*: one copy per attack listed, at this eps / alpha / steps.
     defender_attacks: tuple[str, ...] = ("fgsm", "ifgsm")

@@ -86,6 +86,17 @@ def dataset_available(root: str | Path | None = None) -> bool:
     return (base / "gtsrb" / "GTSRB" / "Training").is_dir() and (base / "gtsrb" / "GT-final_test.csv").is_file()
 
 
+def require_dataset(root: str | Path | None = None, download: bool = False) -> Path:
+    """Fail fast, before any work starts, when GTSRB is not where we will look for it."""
+    base = Path(root) if root is not None else default_root()
+    if not download and not dataset_available(base):
+        raise DatasetNotFoundError(
+            f"GTSRB not found under '{base}'. Set GTSRB_ROOT to the folder holding {EXPECTED_LAYOUT}, "
+            "or pass --download on a machine with internet."
+        )
+    return base
+
+
 def _torchvision_samples(root: Path, split: str, download: bool) -> list[tuple[str, int]]:
     from torchvision.datasets import GTSRB
 

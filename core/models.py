@@ -103,7 +103,7 @@ class DenoisingAutoencoder(nn.Module):
 
         encoder: list[nn.Module] = []
         for c_in, c_out in zip(channels[:-1], channels[1:]):
-            encoder += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.ReLU(inplace=True)]
+            encoder += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
         encoder += [nn.Flatten(), nn.Linear(flat, self.config.latent_dim)]
         self.encoder = nn.Sequential(*encoder)
 
@@ -113,9 +113,10 @@ class DenoisingAutoencoder(nn.Module):
         ]
         reversed_channels = channels[::-1]
         for i, (c_in, c_out) in enumerate(zip(reversed_channels[:-1], reversed_channels[1:])):
-            decoder.append(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1))
-            if i < depth - 1:
-                decoder.append(nn.ReLU(inplace=True))
+            last = i == depth - 1
+            decoder.append(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1, bias=last))
+            if not last:  # batch norm keeps plain SGD (the paper's optimiser) from stalling at the mean image
+                decoder += [nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
         decoder.append(nn.Sigmoid())
         self.decoder = nn.Sequential(*decoder)
 

@@ -49,6 +49,7 @@ class ExperimentConfig:
     test_subset: float = 1.0  # stratified share of the official test split to evaluate on
     classifier: ClassifierConfig = field(default_factory=lambda: ClassifierConfig(width=24))
     classifier_train: TrainConfig = field(default_factory=classifier_train_config)
+    defender_epochs: int = 30  # the defender's own classifier sees only the small trusted set: more epochs
     poison: PoisonConfig = field(default_factory=PoisonConfig)
     dae: DAEConfig = field(default_factory=DAEConfig)
     threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
@@ -58,6 +59,8 @@ class ExperimentConfig:
     def __post_init__(self):
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.defender_epochs < 1:
+            raise ValueError(f"defender_epochs must be >= 1, got {self.defender_epochs}")
         if not 0 < self.calibration_fraction < 1:
             raise ValueError(f"calibration_fraction must be in (0, 1), got {self.calibration_fraction}")
         if not 0 < self.trusted_fraction < 1:
@@ -93,8 +96,8 @@ def preset(name: str, **overrides) -> ExperimentConfig:
         base = ExperimentConfig(preset="paper")
     elif name == "quick":
         base = ExperimentConfig(
-            preset="quick", train_subset=0.25, test_subset=0.2,
-            classifier_train=classifier_train_config(epochs=4),
+            preset="quick", train_subset=0.25, test_subset=0.1,
+            classifier_train=classifier_train_config(epochs=5), defender_epochs=20,
             dae=DAEConfig(train=replace(DAEConfig().train, epochs=8)),
         )
     else:
@@ -154,8 +157,10 @@ def run_experiment(config: ExperimentConfig, cache_dir: str | Path = "runs/cache
                 "n_train": len(splits.train), "n_trusted": len(splits.trusted)}
     classifier_key = {"model": asdict(config.classifier)}
 
-    def classifier(role: str, data: ImageSet, offset: int, upstream: dict, temperature: float = 1.0):
+    def classifier(role: str, data: ImageSet, offset: int, upstream: dict, temperature: float = 1.0, epochs: int | None = None):
         train_config = _seeded(config.classifier_train, seed, offset)
+        if epochs is not None:
+            train_config = replace(train_config, epochs=epochs)
         key = {"role": role, "data": upstream, **classifier_key, "train": asdict(train_config), "temperature": temperature}
         return cache.get(role, key, lambda: Classifier(config.classifier),
                          lambda: train_classifier(data, config.classifier, train_config, temperature, trainer(f"training {role}"), should_stop),
@@ -169,7 +174,8 @@ def run_experiment(config: ExperimentConfig, cache_dir: str | Path = "runs/cache
     # 2. The defender: own classifier on trusted data, own perturbed copies, the DAE, the threshold.
     dae_index, calibration_index = stratified_split(splits.trusted.labels, config.calibration_fraction, seed)
     dae_data, calibration = splits.trusted.subset(dae_index), splits.trusted.subset(calibration_index)
-    defender, defender_name = classifier("defender", dae_data, 2, {**data_key, "calibration_fraction": config.calibration_fraction})
+    defender, defender_name = classifier("defender", dae_data, 2, {**data_key, "calibration_fraction": config.calibration_fraction},
+                                         epochs=config.defender_epochs)
     dae_config = replace(config.dae, train=_seeded(config.dae.train, seed, 3))
     dae_key = {"defender": defender_name, "dae": dae_config.to_dict()}
 

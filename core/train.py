@@ -128,6 +128,13 @@ def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     )
 
 
+def _one_cycle(total_steps: int, warmup_share: float = 0.25) -> Callable[[int], float]:
+    """Learning-rate factor: linear warm-up over the first quarter, then linear decay to zero."""
+    warmup = max(1, int(warmup_share * total_steps))
+    decay = max(1, total_steps - warmup)
+    return lambda step: (step + 1) / warmup if step < warmup else max(0.0, (total_steps - step) / decay)
+
+
 def train(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -160,9 +167,7 @@ def train(
     optimizer = _make_optimizer(model, config)
     scheduler = None
     if config.schedule == "onecycle":
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=config.learning_rate, total_steps=total_steps, pct_start=0.25,
-        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _one_cycle(total_steps))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda)
 
     was_training = model.training

@@ -1,0 +1,86 @@
+"""A tiny end-to-end run, the Optuna study, and the command line's error handling."""
+import json
+import math
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+import torch
+
+from core.dae import DAEConfig, TuneConfig, tune
+from core.distill import classifier_train_config
+from core.models import AutoencoderConfig, ClassifierConfig
+from core.pipeline import MODEL_NAMES, ExperimentConfig, export_run, preset, run_experiment
+
+
+def tiny_config(**overrides) -> ExperimentConfig:
+    dae = DAEConfig(model=AutoencoderConfig(depth=2, width=8, latent_dim=32))
+    dae = replace(dae, train=replace(dae.train, epochs=1))
+    return replace(preset("quick"), train_subset=0.06, test_subset=0.02, classifier=ClassifierConfig(width=8, hidden=32),
+                   classifier_train=classifier_train_config(epochs=1), defender_epochs=2, dae=dae, **overrides)
+
+
+def test_tiny_end_to_end_run_has_every_field_in_range(gtsrb_root, tmp_path):
+    stages = []
+    results, state = run_experiment(tiny_config(), tmp_path / "cache", gtsrb_root,
+                                    progress=lambda stage, done, total: stages.append(stage))
+    export_run(results, state, tmp_path / "out")
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["config"]["poison"]["eps"] == 0.01
+    assert saved["poison"]["n_poisoned"] == round(0.1 * saved["poison"]["n_train"])
+    assert saved["poison"]["linf_levels"] <= 2
+    f = saved["filter"]
+    for key in ("threshold", "auroc", "precision", "recall", "kept_clean", "kept_poisoned", "dropped_clean", "dropped_poisoned"):
+        assert key in f
+    assert f["kept_clean"] + f["kept_poisoned"] + f["dropped_clean"] + f["dropped_poisoned"] == saved["poison"]["n_train"]
+    assert f["kept_poisoned"] + f["dropped_poisoned"] == saved["poison"]["n_poisoned"]
+    assert 0 <= f["auroc"] <= 1 and 0 <= f["precision"] <= 1 and 0 <= f["recall"] <= 1 and f["threshold"] > 0
+    for name in MODEL_NAMES:
+        for metric in ("clean_acc", "fgsm_acc", "ifgsm_acc"):
+            value = saved["models"][name][metric]
+            assert 0 <= value <= 1 and not math.isnan(value)
+    assert saved["paper"]["student_adversarial_acc"] == pytest.approx(0.7609)
+    assert {"training surrogate", "crafting poisons", "training DAE"} <= set(stages)
+    for role in ("surrogate", "dae", *MODEL_NAMES):
+        assert (tmp_path / "out" / f"{role}.safetensors").exists() and (tmp_path / "out" / f"{role}.json").exists()
+
+    # an identical rerun reuses every cached model: same numbers, no training stage
+    stages.clear()
+    again, _ = run_experiment(tiny_config(), tmp_path / "cache", gtsrb_root, progress=lambda stage, done, total: stages.append(stage))
+    assert not any(stage.startswith("training") for stage in stages)
+    assert again["models"] == results["models"] and again["filter"] == results["filter"]
+
+
+def test_optuna_study_persists_and_resumes(tmp_path):
+    images = torch.randint(0, 256, (96, 3, 32, 32), dtype=torch.uint8)
+    base = DAEConfig(model=AutoencoderConfig(depth=2, width=4, latent_dim=8))
+    config = TuneConfig(trials=2, storage=f"sqlite:///{tmp_path / 'optuna.db'}", study_name="t", epochs_per_trial=1)
+    first = tune(images, images, base, config)
+    assert len(first.trials) == 2 and (tmp_path / "optuna.db").exists()
+    second = tune(images, images, base, replace(config, trials=1))
+    assert len(second.trials) == 3  # the same study, resumed from disk
+    assert second.best_value <= min(t.value for t in first.trials if t.value is not None)
+    assert "config" in second.best_trial.user_attrs
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "core", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--eps", "-0.1"], "eps"),
+    (["run", "--poison-fraction", "1.5"], "fraction"),
+    (["run", "--temperature", "0"], "temperature"),
+    (["run", "--preset", "huge"], "preset"),
+    (["run", "--steps", "0"], "steps"),
+    (["run", "--fpr", "2"], "fpr"),
+    (["--data-root", "/nonexistent", "run"], "GTSRB_ROOT"),
+    (["run", "--eps", "abc"], "invalid float"),
+])
+def test_cli_bad_parameters_exit_with_one_clear_line(args, message):
+    result = _cli(*args)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.strip().splitlines() if line]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error:") and message in lines[0] and "Traceback" not in result.stderr
