@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--preset", default="quick", help="which preset's data and trusted split to tune on")
     tune.add_argument("--seed", type=int, default=0)
 
+    sweep = commands.add_parser("sweep", help="student accuracy vs reconstruction threshold, for a finished run")
+    sweep.add_argument("--run-dir", type=Path, required=True, help="a run's output folder (holds results.json)")
+    sweep.add_argument("--epochs", type=int, default=3, help="epochs for each teacher and student of the sweep")
+    sweep.add_argument("--test-subset", type=float, default=0.15, help="share of the test set each student is measured on")
+    sweep.add_argument("--cache-dir", type=Path, default=RUNS_DIR / "cache")
+
     commands.add_parser("data", help="check the dataset: where it is and how many images it holds")
     return parser
 
@@ -186,6 +192,35 @@ def command_tune(args) -> int:
     return 0
 
 
+def command_sweep(args) -> int:
+    import json
+
+    from core.pipeline import ExperimentConfig, run_experiment
+    from core.sweep import SweepConfig, sweep_thresholds
+
+    results_path = args.run_dir / "results.json"
+    try:
+        config = ExperimentConfig.from_dict(json.loads(results_path.read_text())["config"])
+    except FileNotFoundError:
+        raise ValueError(f"{results_path} not found: run `python -m core run --out {args.run_dir}` first") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ValueError(f"{results_path} is not a results file of this tool ({error})") from None
+    sweep_config = SweepConfig(epochs=args.epochs, test_subset=args.test_subset)
+    stages = TqdmStages()
+    try:
+        _, state = run_experiment(config, args.cache_dir, args.data_root, progress=stages, download=args.download, evaluate=False)
+        sweep = sweep_thresholds(state, sweep_config, progress=stages)
+    finally:
+        stages.close()
+    write_json(args.run_dir / "sweep.json", sweep)
+    print(f"{'threshold':>10}{'dropped':>9}{'precision':>10}{'recall':>8}{'clean':>8}{'FGSM':>8}{'I-FGSM':>8}")
+    for point in sweep["points"]:
+        print(f"{point['threshold']:>10.5f}{point['drop_share']:>9.1%}{point['precision']:>10.3f}{point['recall']:>8.3f}"
+              f"{point['clean_acc']:>8.2%}{point['fgsm_acc']:>8.2%}{point['ifgsm_acc']:>8.2%}")
+    print(f"sweep: {args.run_dir / 'sweep.json'}")
+    return 0
+
+
 def command_data(args) -> int:
     from core.data import default_root, load_gtsrb
 
@@ -202,11 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     from core.train import TrainingCancelled
 
     try:
-        if args.command in ("run", "tune"):
+        if args.command in ("run", "tune", "sweep"):
             from core.data import require_dataset
 
             require_dataset(args.data_root, args.download)
-        return {"run": command_run, "tune": command_tune, "data": command_data}[args.command](args)
+        commands = {"run": command_run, "tune": command_tune, "sweep": command_sweep, "data": command_data}
+        return commands[args.command](args)
     except (ValueError, TypeError, DatasetNotFoundError, CheckpointError, TrainingCancelled) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

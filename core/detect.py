@@ -18,7 +18,7 @@ with warnings.catch_warnings():  # alibi-detect still decorates with the depreca
     warnings.simplefilter("ignore", FutureWarning)
     from alibi_detect.od.pytorch.base import TorchOutlierDetector, TorchOutlierDetectorOutput
 
-from core.train import predict, to_float_images
+from core.train import default_device, predict, to_float_images
 
 THRESHOLD_MODES = ("fixed", "fpr", "expected_poison")
 PAPER_INITIAL_THRESHOLD = 0.015
@@ -29,6 +29,10 @@ class ScoreDetector(TorchOutlierDetector):
     """Base for our detectors: subclasses define `score`; higher means more likely poisoned."""
 
     ensemble = False
+
+    def __init__(self, device=None):
+        # alibi-detect prints a line when it guesses the device; we always name it
+        super().__init__(device=device if device is not None else default_device())
 
     def fit(self, x_ref: torch.Tensor) -> "ScoreDetector":
         """Record the scores of reference (trusted, clean) data; the scoring model is trained beforehand."""
@@ -113,4 +117,21 @@ def set_detector_threshold(detector: ScoreDetector, config: ThresholdConfig,
         detector.infer_threshold(calibration, config.fpr)
     else:
         detector.infer_threshold(train_images, config.expected_poison)
+    return float(detector.threshold)
+
+
+class PrecomputedScores(ScoreDetector):
+    """A detector whose 'data' are already scores: lets alibi-detect's own infer_threshold run on
+    stored reconstruction errors (the app's threshold buttons) without re-running the DAE."""
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(x, dtype=torch.float32).flatten()
+
+
+def infer_threshold_from_scores(scores, fpr: float) -> float:
+    """alibi-detect's infer_threshold(scores, fpr) on precomputed scores: the (1 - fpr) 'higher' quantile."""
+    detector = PrecomputedScores()
+    scores = torch.as_tensor(scores, dtype=torch.float32)
+    detector.fit(scores)
+    detector.infer_threshold(scores, fpr)
     return float(detector.threshold)

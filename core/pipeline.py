@@ -140,8 +140,12 @@ class RunState:
 
 
 def run_experiment(config: ExperimentConfig, cache_dir: str | Path = "runs/cache", data_root=None,
-                   progress: StageProgress | None = None, should_stop=None, download: bool = False) -> tuple[dict, RunState]:
-    """Run (or reload from cache) every stage; returns (results dict, RunState)."""
+                   progress: StageProgress | None = None, should_stop=None, download: bool = False,
+                   evaluate: bool = True) -> tuple[dict, RunState]:
+    """Run (or reload from cache) every stage; returns (results dict, RunState).
+
+    evaluate=False stops after training (results is then empty): for callers that only need the state.
+    """
     started = time.time()
     report = progress or (lambda stage, done, total: None)
     cache = ModelCache(cache_dir)
@@ -221,6 +225,8 @@ def run_experiment(config: ExperimentConfig, cache_dir: str | Path = "runs/cache
     ):
         state.models[role], state.artifacts[role] = make()
     state.models["surrogate"], state.models["defender"] = surrogate, defender
+    if not evaluate:
+        return {}, state
 
     # 4. Measurements.
     results = {
@@ -274,7 +280,7 @@ def _cached_poison(cache: ModelCache, key: dict, train: ImageSet, surrogate, con
     return poisoned
 
 
-SHIPPED_ROLES = ("surrogate", "dae", *MODEL_NAMES, "filter_distillation_teacher")
+SHIPPED_ROLES = ("surrogate", "defender", "dae", *MODEL_NAMES, "filter_distillation_teacher")
 
 
 def export_run(results: dict, state: RunState, out_dir: str | Path) -> None:

@@ -76,3 +76,12 @@ def test_filter_counts_add_up():
     assert quality["dropped_poisoned"] == 2 and quality["dropped_clean"] == 1
     assert quality["precision"] == pytest.approx(2 / 3) and quality["recall"] == pytest.approx(2 / 3)
     assert quality["auroc"] == pytest.approx(8 / 9)
+
+
+def test_threshold_from_stored_scores_matches_the_detector():
+    from core.detect import infer_threshold_from_scores
+
+    values = np.random.default_rng(1).random(500)
+    detector = MeanPixel().fit(_images(values))
+    detector.infer_threshold(_images(values), 0.1)
+    assert infer_threshold_from_scores(values, 0.1) == pytest.approx(float(detector.threshold), abs=1e-7)

@@ -1,0 +1,233 @@
+"""What the app computes, without Streamlit: loading a finished run, the threshold view, uploads.
+
+Everything here takes and returns plain tensors, arrays and dicts so the app can cache it by small
+config values. A finished run is a folder written by `export_run` (results.json, scores.safetensors,
+one safetensors + JSON per model) and optionally `sweep.json`.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from safetensors.torch import load_file
+from sklearn.metrics import precision_recall_curve, roc_curve
+
+from core.attacks import fgsm, ifgsm
+from core.data import CLASS_NAMES, IMAGE_SIZE
+from core.models import Classifier, DenoisingAutoencoder
+from core.pipeline import ExperimentConfig
+from core.storage import CheckpointError, load_weights
+from core.train import predict
+
+SHIPPED_RUN = Path(__file__).resolve().parents[1] / "checkpoints" / "paper"
+MAX_UPLOAD_PIXELS = 4096 * 4096  # larger images are refused before decoding (decompression bombs)
+
+
+class UploadError(ValueError):
+    """An uploaded file that is not a usable image; the message says what to do."""
+
+
+@dataclass
+class RunView:
+    """A finished run as read from disk."""
+
+    directory: Path
+    results: dict
+    config: ExperimentConfig
+    train_scores: torch.Tensor  # reconstruction error per training image
+    poison_mask: torch.Tensor  # bool, ground truth: only for scoring the filter
+    calibration_scores: torch.Tensor
+    sweep: dict | None
+
+    @property
+    def threshold(self) -> float:
+        return float(self.results["filter"]["threshold"])
+
+
+def load_run(directory: str | Path = SHIPPED_RUN) -> RunView:
+    """Read a run folder; a missing or corrupt file raises CheckpointError with what to do."""
+    directory = Path(directory)
+    results_path = directory / "results.json"
+    try:
+        results = json.loads(results_path.read_text())
+        config = ExperimentConfig.from_dict(results["config"])
+    except FileNotFoundError:
+        raise CheckpointError(f"no results.json in {directory}: run `python -m core run --out {directory}`") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{results_path} is corrupt or from another tool ({error}); rerun the experiment") from None
+    try:
+        scores = load_file(str(directory / "scores.safetensors"))
+    except Exception as error:
+        raise CheckpointError(f"{directory / 'scores.safetensors'} is missing or corrupt ({error})") from None
+    sweep = None
+    sweep_path = directory / "sweep.json"
+    if sweep_path.exists():
+        try:
+            sweep = json.loads(sweep_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            sweep = None  # the app says there is no sweep rather than failing
+    return RunView(directory, results, config, scores["train_scores"], scores["poison_mask"].bool(),
+                   scores["calibration_scores"], sweep)
+
+
+def load_classifier(run: RunView, role: str) -> Classifier:
+    return load_weights(run.directory, role, Classifier(run.config.classifier)).eval()
+
+
+def load_autoencoder(run: RunView) -> DenoisingAutoencoder:
+    return load_weights(run.directory, "dae", DenoisingAutoencoder(run.config.dae.model)).eval()
+
+
+# ---- the threshold view -------------------------------------------------------------------------
+
+def threshold_counts(scores: np.ndarray, poison_mask: np.ndarray, threshold: float) -> dict:
+    """The 2x2 table kept/dropped x clean/poisoned with precision, recall and F1 (fast: numpy only)."""
+    dropped = scores > threshold
+    dropped_poisoned = int(np.count_nonzero(dropped & poison_mask))
+    dropped_clean = int(np.count_nonzero(dropped)) - dropped_poisoned
+    n_poisoned = int(np.count_nonzero(poison_mask))
+    kept_poisoned = n_poisoned - dropped_poisoned
+    kept_clean = len(scores) - n_poisoned - dropped_clean
+    n_dropped = dropped_clean + dropped_poisoned
+    precision = dropped_poisoned / n_dropped if n_dropped else 0.0
+    recall = dropped_poisoned / n_poisoned if n_poisoned else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"threshold": float(threshold), "kept_clean": kept_clean, "kept_poisoned": kept_poisoned,
+            "dropped_clean": dropped_clean, "dropped_poisoned": dropped_poisoned,
+            "precision": precision, "recall": recall, "f1": f1, "kept": kept_clean + kept_poisoned}
+
+
+def curves(scores: np.ndarray, poison_mask: np.ndarray) -> dict:
+    """ROC and precision-recall curves of the score (computed once per run)."""
+    fpr, tpr, roc_thresholds = roc_curve(poison_mask, scores)
+    precision, recall, pr_thresholds = precision_recall_curve(poison_mask, scores)
+    return {"fpr": fpr, "tpr": tpr, "roc_thresholds": roc_thresholds,
+            "precision": precision, "recall": recall, "pr_thresholds": pr_thresholds}
+
+
+def operating_point(scores: np.ndarray, poison_mask: np.ndarray, threshold: float) -> tuple[float, float]:
+    """(false-positive rate, true-positive rate) of dropping scores above threshold."""
+    dropped = scores > threshold
+    clean = ~poison_mask
+    fpr = float(np.count_nonzero(dropped & clean)) / max(int(np.count_nonzero(clean)), 1)
+    tpr = float(np.count_nonzero(dropped & poison_mask)) / max(int(np.count_nonzero(poison_mask)), 1)
+    return fpr, tpr
+
+
+def example_indices(scores: np.ndarray, poison_mask: np.ndarray, threshold: float, per_group: int = 8,
+                    seed: int = 0) -> dict[str, np.ndarray]:
+    """A few training indices per decision: kept / dropped, each a mix of clean and poisoned."""
+    rng = np.random.default_rng(seed)
+    dropped = scores > threshold
+    groups = {}
+    for name, decision in (("kept", ~dropped), ("dropped", dropped)):
+        chosen = []
+        for truth in (poison_mask, ~poison_mask):
+            candidates = np.flatnonzero(decision & truth)
+            take = min(per_group // 2, len(candidates))
+            chosen.extend(rng.choice(candidates, size=take, replace=False).tolist() if take else [])
+        groups[name] = np.array(sorted(chosen), dtype=np.int64)
+    return groups
+
+
+# ---- images ---------------------------------------------------------------------------------------
+
+def perturbation_stats(clean: torch.Tensor, poisoned: torch.Tensor) -> dict:
+    """L-inf (grey levels and [0, 1]), mean L2 ([0, 1] scale) and PSNR (dB) of uint8 image pairs."""
+    difference = poisoned.float() - clean.float()
+    linf = float(difference.abs().max()) if difference.numel() else 0.0
+    l2 = float((difference / 255).flatten(1).norm(dim=1).mean()) if difference.numel() else 0.0
+    mse = float((difference / 255).pow(2).mean()) if difference.numel() else 0.0
+    psnr = math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
+    return {"linf_levels": linf, "linf": linf / 255, "l2": l2, "psnr_db": psnr}
+
+
+def read_upload(data: bytes, name: str = "upload") -> torch.Tensor:
+    """Bytes of an image file -> uint8 (3, 32, 32). Raises UploadError with a clear message."""
+    if not data:
+        raise UploadError(f"{name} is empty: upload a PNG, JPEG, PPM or WebP image")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            if width * height > MAX_UPLOAD_PIXELS:
+                raise UploadError(f"{name} is {width}x{height} pixels, over the {MAX_UPLOAD_PIXELS:,}-pixel limit: resize it first")
+            image.load()  # decodes fully: truncated files fail here
+            rgb = image.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
+    except UploadError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError):
+        raise UploadError(f"{name} is not an image we can read: upload a PNG, JPEG, PPM or WebP file") from None
+    except (OSError, ValueError, SyntaxError) as error:
+        raise UploadError(f"{name} could not be decoded ({error}); it may be truncated or corrupt") from None
+    return torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+
+
+def top_classes(model: torch.nn.Module, images: torch.Tensor, k: int = 5, temperature: float = 1.0) -> list[list[tuple[str, float]]]:
+    """For each image, the k most likely classes as (name, probability) at the given temperature."""
+    probabilities = torch.softmax(predict(model, images) / temperature, dim=1)
+    values, indices = probabilities.topk(k, dim=1)
+    return [[(CLASS_NAMES[i], float(p)) for p, i in zip(row_values, row_indices)]
+            for row_values, row_indices in zip(values.tolist(), indices.tolist())]
+
+
+def attack_images(model: torch.nn.Module, images: torch.Tensor, attack: str, eps: float, alpha: float, steps: int) -> torch.Tensor:
+    """uint8 images -> float adversarial images in [0, 1], untargeted, against the model's own prediction."""
+    x = images.float() / 255
+    labels = predict(model, x).argmax(dim=1)
+    if attack == "fgsm":
+        return fgsm(model, x, labels, eps)
+    return ifgsm(model, x, labels, eps, alpha, steps)
+
+
+def example_pool(run: RunView, train, surrogate: torch.nn.Module, pool_size: int = 48) -> dict:
+    """A seeded pool of training indices, half poisoned, with their images as the defender received them.
+
+    The poisons are re-crafted on the run's surrogate with the run's config: I-FGSM and FGSM act on each
+    image independently, so a subset gives exactly the images the full run poisoned.
+    """
+    from core.poison import craft, quantise_toward
+
+    if len(train) != len(run.poison_mask):
+        raise CheckpointError(f"the run has {len(run.poison_mask)} training scores but the data split has {len(train)} images: "
+                              "GTSRB_ROOT points at a different dataset than the run used")
+    rng = np.random.default_rng(run.config.seed)
+    mask = run.poison_mask.numpy()
+    poisoned = np.flatnonzero(mask)
+    clean = np.flatnonzero(~mask)
+    half = pool_size // 2
+    chosen = np.concatenate([rng.choice(poisoned, min(half, len(poisoned)), replace=False),
+                             rng.choice(clean, min(pool_size - min(half, len(poisoned)), len(clean)), replace=False)])
+    index = torch.from_numpy(np.sort(chosen))
+    clean_images = train.images[index]
+    delivered = clean_images.clone()
+    is_poisoned = run.poison_mask[index]
+    if is_poisoned.any():
+        which = torch.nonzero(is_poisoned).flatten()
+        adversarial = craft(surrogate, clean_images[which], train.labels[index][which], run.config.poison)
+        delivered[which] = quantise_toward(clean_images[which], adversarial, run.config.poison.eps)
+    return {"index": index.numpy(), "clean": clean_images, "delivered": delivered, "is_poisoned": is_poisoned.numpy(),
+            "labels": train.labels[index]}
+
+
+def poisoned_train_set(run: RunView, train, surrogate: torch.nn.Module, progress=None):
+    """Rebuild the run's poisoned training set (seeded choice, deterministic attack) and check it matches."""
+    from core.poison import poison_training_set
+
+    poisoned = poison_training_set(train, surrogate, run.config.poison, progress=progress)
+    if not torch.equal(poisoned.poison_mask, run.poison_mask):
+        raise CheckpointError("the rebuilt poison mask differs from the run's: the data split or code changed since the run")
+    return poisoned
+
+
+def student_test_subset(run: RunView, test, share: float = 0.15):
+    """The stratified test subset the threshold sweep measured students on (same seed)."""
+    from core.data import stratified_split
+
+    _, index = stratified_split(test.labels, share, run.config.seed + 7)
+    return test.subset(index)

@@ -1,0 +1,133 @@
+"""Autoencoder: the shipped DAE, training a new one, an Optuna search, and a reconstruction gallery."""
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+import torch
+
+from core.dae import DAEConfig, TuneConfig, config_from_params, denoising_pairs, train_dae, tune
+from core.detect import reconstruction_error
+from core.models import AutoencoderConfig
+from core.train import predict
+from ui.common import (cached_autoencoder, cached_classifier, cached_example_pool, cached_run, enlarged, guard, run_dir,
+                       run_splits)
+
+st.title("Autoencoder")
+run = None
+with guard("loading the run"):
+    run = cached_run(run_dir())
+if run is None:
+    st.stop()
+
+shipped, training, search, gallery = st.tabs(["Shipped DAE", "Train a DAE", "Optuna search", "Gallery"])
+
+with shipped:
+    dae = run.results["dae"]
+    st.json({"architecture": dae["config"]["model"], "training": dae["config"]["train"],
+             "defender attacks for x*": dae["config"]["defender_attacks"]})
+    cols = st.columns(2)
+    cols[0].metric("mean reconstruction error, test set", f"{dae['mean_reconstruction_error_test']:.6f}", "paper: 0.008190",
+                   delta_color="off")
+    cols[1].metric("mean reconstruction error, trusted calibration slice", f"{dae['mean_reconstruction_error_calibration']:.6f}")
+
+
+@st.cache_resource(max_entries=1, show_spinner="Crafting the defender's perturbed copies...")
+def cached_pairs(directory: str, eps: float, alpha: float, steps: int):
+    """Denoising pairs from the trusted set (clean -> clean, defender's FGSM / I-FGSM copies -> clean)."""
+    run = cached_run(directory)
+    trusted = run_splits(run).trusted
+    config = replace(run.config.dae, eps=eps, alpha=alpha, steps=steps)
+    return denoising_pairs(trusted, cached_classifier(directory, "defender"), config)
+
+
+with training:
+    base = st.session_state.get("dae_config", run.config.dae)
+    c1, c2, c3 = st.columns(3)
+    depth = c1.slider("depth (stride-2 stages)", 1, 4, base.model.depth)
+    width = c1.select_slider("width (first stage channels)", [8, 16, 24, 32, 48, 64], base.model.width)
+    latent = c2.select_slider("latent size", [16, 32, 64, 128, 256, 512], min(max(base.model.latent_dim, 16), 512))
+    optimizer = c2.radio("optimiser", ["sgd", "adam"], index=0 if base.train.optimizer == "sgd" else 1, horizontal=True)
+    learning_rate = c3.number_input("learning rate", 1e-5, 2.0, float(base.train.learning_rate), format="%.5f")
+    momentum = c3.slider("momentum (SGD)", 0.0, 0.99, float(base.train.momentum))
+    epochs = c3.slider("epochs", 1, 60, base.train.epochs)
+    if st.button("Train", type="primary", key="train-dae"):
+        with guard("training the DAE"):
+            config = DAEConfig(model=AutoencoderConfig(depth, width, latent),
+                               train=replace(base.train, optimizer=optimizer, learning_rate=learning_rate, momentum=momentum,
+                                             epochs=epochs), eps=base.eps, alpha=base.alpha, steps=base.steps)
+            inputs, targets = cached_pairs(run_dir(), base.eps, base.alpha, base.steps)
+            bar, chart = st.progress(0.0), st.empty()
+            st.button("Cancel", key="cancel-dae", help="Stops training (any click interrupts the run)")
+            losses = []
+
+            def progress(event):
+                bar.progress(event.step / event.total_steps, text=f"epoch {event.epoch}/{event.epochs}, step {event.step}/{event.total_steps}")
+                if event.epoch_loss is not None:
+                    losses.append(event.epoch_loss)
+                    chart.line_chart(pd.DataFrame({"training MSE": losses}, index=range(1, len(losses) + 1)))
+
+            model, _ = train_dae(inputs, targets, config, progress)
+            test_error = float(reconstruction_error(model, run_splits(run).test.images[:2000]).mean())
+            st.session_state["trained_dae"] = model
+            st.success(f"Trained. Mean reconstruction error on 2,000 test images: {test_error:.6f} "
+                       f"(shipped DAE: {run.results['dae']['mean_reconstruction_error_test']:.6f}).")
+
+with search:
+    st.caption("A persistent study in `runs/optuna.db` (study `dae-app`): each click adds trials and resumes the same study.")
+    c1, c2 = st.columns(2)
+    trials = c1.number_input("trials to add", 1, 50, 3)
+    epochs_per_trial = c2.number_input("epochs per trial", 1, 20, 2)
+    config = TuneConfig(trials=int(trials), storage="sqlite:///runs/optuna.db", study_name="dae-app",
+                        epochs_per_trial=int(epochs_per_trial), seed=run.config.seed)
+    study = None
+    if st.button("Run trials", key="run-trials"):
+        with guard("the Optuna search"):
+            import os
+
+            os.makedirs("runs", exist_ok=True)
+            inputs, targets = cached_pairs(run_dir(), run.config.dae.eps, run.config.dae.alpha, run.config.dae.steps)
+            bar = st.progress(0.0, text="trials")
+            done = []
+            study = tune(inputs, targets, run.config.dae, config,
+                         on_trial=lambda number, value: (done.append(value), bar.progress(len(done) / int(trials),
+                                                                                            text=f"trial {number}: {value}")))
+    with guard("reading the study"):
+        import optuna
+
+        try:
+            study = study or optuna.load_study(study_name=config.study_name, storage=config.storage)
+        except KeyError:
+            study = None
+        if study is not None and any(t.value is not None for t in study.trials):
+            from optuna import visualization
+
+            st.plotly_chart(visualization.plot_optimization_history(study), width="stretch")
+            completed = [t for t in study.trials if t.value is not None]
+            if len(completed) >= 2:
+                with guard("parameter importances"):
+                    st.plotly_chart(visualization.plot_param_importances(study), width="stretch")
+                st.plotly_chart(visualization.plot_parallel_coordinate(study), width="stretch")
+            st.write(f"Best trial #{study.best_trial.number}: validation MSE {study.best_value:.6f}", study.best_params)
+            if st.button("Apply the best trial to *Train a DAE*"):
+                st.session_state["dae_config"] = config_from_params(study.best_params, run.config.dae)
+                st.rerun()
+        else:
+            st.caption("No finished trials yet.")
+
+with gallery:
+    with guard("the gallery"):
+        autoencoder = st.session_state.get("trained_dae") or cached_autoencoder(run_dir())
+        pool = cached_example_pool(run_dir())
+        images = pool["delivered"][:8]
+        reconstruction = predict(autoencoder, images)
+        error = ((reconstruction - images.float() / 255) ** 2).mean(dim=1)  # per pixel, averaged over colour
+        scale = float(error.max()) or 1.0
+        for row in range(len(images)):
+            cols = st.columns(4)
+            cols[0].image(enlarged(images[row]), caption="input" if row == 0 else None)
+            cols[1].image(enlarged(reconstruction[row]), caption="reconstruction" if row == 0 else None)
+            heat = (error[row] / scale).clamp(0, 1)
+            heat_rgb = torch.stack([heat, torch.zeros_like(heat), 1 - heat])
+            cols[2].image(enlarged(heat_rgb), caption="error (blue low, red high)" if row == 0 else None)
+            cols[3].markdown(f"{'**poison**' if pool['is_poisoned'][row] else 'clean'} — MSE {float(error[row].mean()):.5f}")

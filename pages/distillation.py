@@ -1,0 +1,64 @@
+"""Distillation: temperature, teacher probabilities at T and at 1, and the five models side by side."""
+import json
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import explore
+from core.data import CLASS_NAMES
+from core.pipeline import MODEL_NAMES, PAPER_RESULTS
+from ui.common import cached_classifier, cached_run, enlarged, figure_download, guard, run_dir, run_splits, train_at_threshold
+
+st.title("Distillation")
+run = None
+with guard("loading the run"):
+    run = cached_run(run_dir())
+if run is None:
+    st.stop()
+
+st.subheader("The five models")
+results = run.results
+rows = []
+for name in MODEL_NAMES:
+    model = results["models"][name]
+    rows.append({"model": name, "clean": model["clean_acc"], "FGSM": model["fgsm_acc"], "I-FGSM": model["ifgsm_acc"],
+                 "paper (adversarial)": PAPER_RESULTS["student_adversarial_acc"] if name == "filter_distillation" else np.nan})
+table = pd.DataFrame(rows).set_index("model")
+st.dataframe(table.style.format("{:.2%}", na_rep="—"), width="stretch")
+attack = run.config.eval_attack
+st.caption(f"White-box attacks crafted on each evaluated model at T = 1: eps {attack.eps}, alpha {attack.alpha}, "
+           f"{attack.steps} steps, on {results['data']['n_test']:,} test images. Distilled students are known to mask "
+           "gradients at T = 1 (Carlini & Wagner 2016): high numbers here do not prove robustness.")
+downloads = st.columns(2)
+downloads[0].download_button("Download results (JSON)", json.dumps(results, indent=2), "results.json", "application/json")
+downloads[1].download_button("Download the table (CSV)", table.to_csv(), "models.csv", "text/csv")
+
+st.subheader("Teacher probabilities at T and at 1")
+T = st.slider("Temperature T", 1.0, 100.0, float(run.config.temperature), 0.5, key="T", bind="query-params")
+with guard("the teacher's probabilities"):
+    teacher = cached_classifier(run_dir(), "filter_distillation_teacher")
+    test = run_splits(run).test
+    index = st.number_input("GTSRB test image", 0, len(test) - 1, 0, key="distill_image")
+    image = test.images[index: index + 1]
+    left, right = st.columns([1, 4])
+    left.image(enlarged(image[0], 5), caption=CLASS_NAMES[int(test.labels[index])])
+    at_t = explore.top_classes(teacher, image, k=5, temperature=T)[0]
+    at_1 = explore.top_classes(teacher, image, k=5, temperature=1.0)[0]
+    figure = go.Figure([go.Bar(y=[n for n, _ in at_t][::-1], x=[p for _, p in at_t][::-1], orientation="h", name=f"T = {T:g}"),
+                        go.Bar(y=[n for n, _ in at_1][::-1], x=[p for _, p in at_1][::-1], orientation="h", name="T = 1")])
+    figure.update_layout(barmode="group", height=320, margin=dict(t=30, b=30), xaxis_range=[0, 1], xaxis_title="probability")
+    with right:
+        st.plotly_chart(figure, width="stretch", key="chart-teacher")
+        figure_download(figure, "teacher_probabilities")
+
+st.subheader("Train teacher and student on the filtered set")
+threshold = float(st.session_state.get("threshold", run.threshold))
+epochs = st.slider("epochs (teacher and student each)", 1, 20, run.sweep["config"]["epochs"] if run.sweep else 3, key="distill_epochs")
+st.caption(f"Uses the Threshold page's current threshold ({threshold:.5f}) and T = {T:g}.")
+if st.button("Train", type="primary"):
+    with guard("training teacher and student"):
+        train_at_threshold(threshold, T, epochs)
+if st.session_state.get("trained_points"):
+    st.dataframe(pd.DataFrame(st.session_state["trained_points"]), width="stretch")

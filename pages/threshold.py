@@ -1,0 +1,175 @@
+"""Threshold: drag the reconstruction threshold and watch the filter and the student respond."""
+import json
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import explore
+from core.detect import PAPER_INFERRED_THRESHOLD, PAPER_INITIAL_THRESHOLD, infer_threshold_from_scores
+from core.sweep import accuracy_at
+from ui.common import (cached_curves, cached_example_pool, cached_run, cached_scores, figure_download, guard,
+                       ringed, run_dir)
+
+st.title("Threshold")
+st.caption("Samples whose DAE reconstruction error is above the threshold are dropped before the teacher sees them. "
+           "The ground-truth poison mask is used here only to score that decision.")
+
+directory = run_dir()
+run = None
+with guard("loading the run"):
+    run = cached_run(directory)
+    scores, mask = cached_scores(directory)
+    curves = cached_curves(directory)
+if run is None:
+    st.stop()
+
+
+@st.cache_data(max_entries=4)
+def histogram(directory: str, bins: int = 80) -> dict:
+    scores, mask = cached_scores(directory)
+    top = float(np.quantile(scores, 0.999))
+    edges = np.linspace(float(scores.min()), top, bins + 1)
+    return {"edges": edges, "clean": np.histogram(scores[~mask], edges)[0], "poisoned": np.histogram(scores[mask], edges)[0]}
+
+
+low, high = float(scores.min()), float(max(np.quantile(scores, 0.999), PAPER_INITIAL_THRESHOLD))
+st.session_state.setdefault("threshold", float(np.clip(run.threshold, low, high)))
+st.session_state.setdefault("threshold_input", st.session_state["threshold"])
+
+
+def set_threshold(value: float) -> None:
+    value = float(np.clip(value, low, high))
+    st.session_state["threshold"] = value
+    st.session_state["threshold_input"] = value
+
+
+def from_number() -> None:
+    set_threshold(st.session_state["threshold_input"])
+
+
+def from_slider() -> None:
+    st.session_state["threshold_input"] = st.session_state["threshold"]
+
+
+buttons = st.columns([1, 1, 1.3, 1.3])
+buttons[0].button(f"Paper's initial {PAPER_INITIAL_THRESHOLD}", on_click=set_threshold, args=(PAPER_INITIAL_THRESHOLD,))
+buttons[1].button(f"This run's threshold ({run.threshold:.4f})", on_click=set_threshold, args=(run.threshold,))
+with buttons[2]:
+    fpr = st.number_input("False-positive rate on trusted clean data", 0.001, 0.999, 0.05, 0.01, format="%.3f", key="fpr")
+    st.button("infer_threshold at this FPR", on_click=lambda: set_threshold(
+        infer_threshold_from_scores(run.calibration_scores, fpr)))
+with buttons[3]:
+    expected = st.number_input("Expected poison share of the training set", 0.001, 0.999, 0.10, 0.01, format="%.3f", key="expected")
+    st.button("infer_threshold at this share", on_click=lambda: set_threshold(infer_threshold_from_scores(scores, expected)))
+
+if PAPER_INFERRED_THRESHOLD < low:
+    st.info(f"The paper's inferred threshold {PAPER_INFERRED_THRESHOLD} is below every reconstruction error of this run "
+            f"(lowest {low:.4f}): it would drop every training sample.")
+
+
+@st.fragment
+def live_view() -> None:
+    slider_column, number_column = st.columns([4, 1])
+    slider_column.slider("Reconstruction threshold (per-image MSE)", low, high, key="threshold", step=(high - low) / 1000,
+                         format="%.5f", on_change=from_slider, bind="query-params")
+    number_column.number_input("exact value", low, high, key="threshold_input", step=1e-4, format="%.5f", on_change=from_number)
+    threshold = float(st.session_state["threshold"])
+    counts = explore.threshold_counts(scores, mask, threshold)
+
+    if counts["kept"] == 0:
+        st.error("This threshold drops every training sample: nothing would be left to train the teacher. Raise it.")
+    metrics = st.columns(6)
+    metrics[0].metric("kept", f"{counts['kept']:,}")
+    metrics[1].metric("dropped", f"{counts['dropped_clean'] + counts['dropped_poisoned']:,}")
+    metrics[2].metric("precision", f"{counts['precision']:.3f}")
+    metrics[3].metric("recall", f"{counts['recall']:.3f}")
+    metrics[4].metric("F1", f"{counts['f1']:.3f}")
+    metrics[5].metric("ROC AUC of the score", f"{run.results['filter']['auroc']:.3f}")
+
+    table = pd.DataFrame({"clean": [counts["kept_clean"], counts["dropped_clean"]],
+                          "poisoned": [counts["kept_poisoned"], counts["dropped_poisoned"]]}, index=["kept", "dropped"])
+    left, right = st.columns([1, 2])
+    left.markdown("**Kept / dropped x clean / poisoned**")
+    left.dataframe(table, width="stretch")
+    left.download_button("Download counts (JSON)", json.dumps(counts, indent=2), "threshold_counts.json", "application/json")
+
+    with right:
+        if run.sweep:
+            accuracy = accuracy_at(run.sweep, threshold)
+            st.markdown(f"**Student at this threshold** (interpolated from a {len(run.sweep['points'])}-point sweep, "
+                        f"{run.sweep['config']['epochs']} epochs each, {run.sweep['config']['n_test']:,} test images)")
+            cols = st.columns(3)
+            cols[0].metric("clean accuracy", f"{accuracy['clean_acc']:.2%}")
+            cols[1].metric("FGSM accuracy", f"{accuracy['fgsm_acc']:.2%}")
+            cols[2].metric("I-FGSM accuracy", f"{accuracy['ifgsm_acc']:.2%}")
+        else:
+            st.warning("This run has no threshold sweep: run `python -m core sweep --run-dir <run>` to add the accuracy curve.")
+
+    hist = histogram(directory)
+    centres = (hist["edges"][:-1] + hist["edges"][1:]) / 2
+    histogram_figure = go.Figure([go.Bar(x=centres, y=hist["clean"], name="clean", marker_color="#4c78a8", opacity=0.7),
+                                  go.Bar(x=centres, y=hist["poisoned"], name="poisoned", marker_color="#e45756", opacity=0.7)])
+    histogram_figure.update_layout(barmode="overlay", height=300, margin=dict(t=30, b=30), title="Reconstruction error",
+                                   xaxis_title="per-image MSE", yaxis_title="training images", yaxis_type="log")
+    histogram_figure.add_vline(threshold, line_color="black", line_dash="dash")
+
+    fpr_point, tpr_point = explore.operating_point(scores, mask, threshold)
+    roc = go.Figure([go.Scatter(x=curves["fpr"], y=curves["tpr"], name="ROC", mode="lines"),
+                     go.Scatter(x=[0, 1], y=[0, 1], name="chance", mode="lines", line_dash="dot", line_color="grey"),
+                     go.Scatter(x=[fpr_point], y=[tpr_point], name="this threshold", mode="markers", marker_size=12)])
+    roc.update_layout(height=300, margin=dict(t=30, b=30), title="ROC: dropping poisons", xaxis_title="false-positive rate",
+                      yaxis_title="true-positive rate")
+    pr = go.Figure([go.Scatter(x=curves["recall"], y=curves["precision"], name="PR", mode="lines"),
+                    go.Scatter(x=[counts["recall"]], y=[counts["precision"]], name="this threshold", mode="markers", marker_size=12)])
+    pr.update_layout(height=300, margin=dict(t=30, b=30), title="Precision-recall", xaxis_title="recall", yaxis_title="precision")
+    charts = st.columns(3)
+    for column, figure, name in zip(charts, (histogram_figure, roc, pr), ("histogram", "roc", "precision_recall")):
+        with column:
+            st.plotly_chart(figure, width="stretch", key=f"chart-{name}")
+
+    if run.sweep:
+        points = sorted(run.sweep["points"], key=lambda point: point["threshold"])
+        sweep_figure = go.Figure()
+        for key, label in (("clean_acc", "clean"), ("fgsm_acc", "FGSM"), ("ifgsm_acc", "I-FGSM")):
+            sweep_figure.add_trace(go.Scatter(x=[p["threshold"] for p in points], y=[p[key] for p in points], name=label,
+                                              mode="lines+markers"))
+        sweep_figure.add_vline(threshold, line_color="black", line_dash="dash")
+        sweep_figure.update_layout(height=320, margin=dict(t=30, b=30), title="Student accuracy vs threshold",
+                                   xaxis_title="threshold", yaxis_title="accuracy", yaxis_range=[0, 1])
+        st.plotly_chart(sweep_figure, width="stretch", key="chart-sweep")
+
+    pool = cached_example_pool(directory)
+    pool_scores = scores[pool["index"]]
+    dropped = pool_scores > threshold
+    for title, selected in (("Kept", ~dropped), ("Dropped", dropped)):
+        positions = np.flatnonzero(selected)[:12]
+        st.markdown(f"**{title}** ({int(selected.sum())} of the {len(dropped)} example images; "
+                    "green ring: right decision, red: wrong)")
+        if len(positions) == 0:
+            st.caption("none")
+            continue
+        columns = st.columns(12)
+        for column, position in zip(columns, positions):
+            poisoned = bool(pool["is_poisoned"][position])
+            correct = poisoned == (title == "Dropped")
+            column.image(ringed(pool["delivered"][position], correct), caption=f"{'poison' if poisoned else 'clean'} "
+                         f"{pool_scores[position]:.4f}", width="stretch")
+
+
+with guard("the threshold view"):
+    live_view()
+
+st.divider()
+st.subheader("Train at exactly this threshold")
+st.caption("Rebuilds the poisoned training set (once per session), then trains teacher and student at the run's T on "
+           "what this threshold keeps, with the sweep's epoch budget, and measures the student on the sweep's test subset.")
+if st.button("Train teacher and student at this threshold", type="primary"):
+    with guard("training at this threshold"):
+        from ui.common import train_at_threshold
+
+        epochs = run.sweep["config"]["epochs"] if run.sweep else 3
+        train_at_threshold(float(st.session_state["threshold"]), run.config.temperature, epochs)
+if st.session_state.get("trained_points"):
+    st.dataframe(pd.DataFrame(st.session_state["trained_points"]), width="stretch")

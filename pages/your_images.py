@@ -1,0 +1,76 @@
+"""Your images: upload images (or pick GTSRB test images), see both models and the DAE, then attack them."""
+import pandas as pd
+import streamlit as st
+import torch
+
+from core import explore
+from core.data import CLASS_NAMES
+from core.detect import reconstruction_error
+from core.train import predict
+from ui.common import cached_autoencoder, cached_classifier, cached_run, enlarged, guard, run_dir, run_splits
+
+st.title("Your images")
+run = None
+with guard("loading the models"):
+    run = cached_run(run_dir())
+    student = cached_classifier(run_dir(), "filter_distillation")
+    undefended = cached_classifier(run_dir(), "undefended")
+    autoencoder = cached_autoencoder(run_dir())
+if run is None:
+    st.stop()
+threshold = float(st.session_state.get("threshold", run.threshold))
+st.caption(f"Student: `filter_distillation`; baseline: `undefended`. DAE verdict at the current threshold {threshold:.5f} "
+           "(set it on the Threshold page).")
+
+uploads = st.file_uploader("Upload images (PNG, JPEG, PPM, WebP)", type=["png", "jpg", "jpeg", "ppm", "webp"],
+                           accept_multiple_files=True)
+picked = st.multiselect("...or pick GTSRB test images by index", list(range(0, 12630, 97)), default=[] if uploads else [0])
+
+images, names = [], []
+for upload in uploads or []:
+    try:
+        images.append(explore.read_upload(upload.getvalue(), upload.name))
+        names.append(upload.name)
+    except explore.UploadError as error:
+        st.error(str(error))
+with guard("loading the test images"):
+    test = run_splits(run).test
+    for index in picked:
+        if 0 <= index < len(test):
+            images.append(test.images[index])
+            names.append(f"test #{index} ({CLASS_NAMES[int(test.labels[index])]})")
+
+st.subheader("Attack")
+c1, c2, c3, c4 = st.columns(4)
+attack = c1.selectbox("attack", ["none", "fgsm", "ifgsm"], format_func=lambda a: a.upper() if a != "none" else "no attack")
+eps = c2.slider("eps", 0.0, 0.1, 0.01, 0.001, format="%.3f", key="upload_eps")
+alpha = c3.slider("alpha", 0.0, 0.05, 0.01, 0.001, format="%.3f", key="upload_alpha")
+steps = c4.slider("steps", 1, 50, 10, key="upload_steps")
+target = st.radio("attack crafted on", ["student", "undefended"], horizontal=True)
+
+
+def top5(model, x):
+    return pd.DataFrame(explore.top_classes(model, x.unsqueeze(0))[0], columns=["class", "probability"])
+
+
+for image, name in zip(images, names):
+    with guard(f"analysing {name}"):
+        st.markdown(f"#### {name}")
+        shown = image.float() / 255
+        if attack != "none":
+            model = student if target == "student" else undefended
+            shown = explore.attack_images(model, image.unsqueeze(0), attack, eps, alpha, steps)[0]
+        reconstruction = predict(autoencoder, shown.unsqueeze(0))[0]
+        error = float(reconstruction_error(autoencoder, shown.unsqueeze(0))[0])
+        heat = ((reconstruction - shown) ** 2).mean(dim=0)
+        heat = (heat / (heat.max() or 1.0)).clamp(0, 1)
+        cols = st.columns([1, 1, 1, 2, 2])
+        cols[0].image(enlarged(shown), caption="input (32x32)" + (f", {attack.upper()}" if attack != "none" else ""))
+        cols[1].image(enlarged(reconstruction), caption="DAE reconstruction")
+        cols[2].image(enlarged(torch.stack([heat, torch.zeros_like(heat), 1 - heat])), caption="error map")
+        verdict = "dropped" if error > threshold else "kept"
+        cols[2].markdown(f"MSE **{error:.5f}** → **{verdict}**")
+        cols[3].markdown("**student** top-5")
+        cols[3].dataframe(top5(student, shown), hide_index=True)
+        cols[4].markdown("**undefended** top-5")
+        cols[4].dataframe(top5(undefended, shown), hide_index=True)

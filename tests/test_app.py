@@ -1,0 +1,97 @@
+"""Every page through Streamlit's AppTest, on the shipped run (or $DAE_DISTILL_RUN)."""
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from core.explore import SHIPPED_RUN
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+PAGES = ["pages/overview.py", "pages/poison.py", "pages/autoencoder.py", "pages/threshold.py",
+         "pages/distillation.py", "pages/your_images.py"]
+
+
+@pytest.fixture(scope="module")
+def run_directory(gtsrb_root):
+    directory = os.environ.get("DAE_DISTILL_RUN", str(SHIPPED_RUN))
+    assert os.path.exists(os.path.join(directory, "results.json")), f"no shipped run at {directory}"
+    return directory
+
+
+def app(run_directory) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.session_state["run_dir"] = run_directory
+    return at
+
+
+def assert_clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not [e for e in at.error if "Could not complete" in e.value], [e.value for e in at.error]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_without_exception(run_directory, page):
+    at = app(run_directory)
+    at.run()
+    at.switch_page(page).run()
+    assert_clean(at)
+    assert at.title, f"{page} shows no title"
+
+
+def _metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def test_moving_the_threshold_changes_counts_and_student_accuracy(run_directory):
+    at = app(run_directory)
+    at.run()
+    at.switch_page("pages/threshold.py").run()
+    assert_clean(at)
+    slider = at.slider(key="threshold")
+    low, high = slider.min, slider.max
+    values = {}
+    for fraction in (0.2, 0.6):
+        slider.set_value(low + fraction * (high - low)).run()
+        assert_clean(at)
+        values[fraction] = (_metric(at, "kept"), _metric(at, "clean accuracy"), _metric(at, "I-FGSM accuracy"))
+    assert values[0.2][0] != values[0.6][0]  # kept count changes
+    assert values[0.2][1:] != values[0.6][1:]  # the student's accuracy read from the sweep changes
+
+
+def test_a_threshold_below_every_score_warns_instead_of_failing(run_directory):
+    at = app(run_directory)
+    at.run()
+    at.switch_page("pages/threshold.py").run()
+    at.slider(key="threshold").set_value(at.slider(key="threshold").min).run()
+    assert not at.exception
+    assert _metric(at, "kept") in ("0", "1")  # the lowest score itself may stay
+    at.number_input(key="threshold_input").set_value(at.slider(key="threshold").max).run()
+    assert not at.exception
+
+
+def _png(size=(40, 40)) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (*size, 3), dtype=np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_uploads_bad_files_get_a_message_and_the_page_keeps_working(run_directory):
+    at = app(run_directory)
+    at.run()
+    at.switch_page("pages/your_images.py").run()
+    uploader = at.file_uploader[0]
+    good = _png()
+    uploader.set_value([("notes.png", b"this is not an image", "image/png"),
+                        ("cut.png", good[: len(good) // 2], "image/png"),
+                        ("sign.png", good, "image/png")]).run()
+    assert not at.exception
+    messages = " ".join(e.value for e in at.error)
+    assert "notes.png is not an image" in messages
+    assert "cut.png could not be decoded" in messages
+    assert any("sign.png" in m.value for m in at.markdown)  # the good upload is still analysed
+    assert len(at.dataframe) >= 2  # top-5 tables for it

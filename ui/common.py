@@ -1,0 +1,196 @@
+"""Streamlit glue shared by the pages: cached loaders keyed by small values, the sidebar, error guard.
+
+All computing lives in `core`; this module only caches it for the app and draws shared widgets.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+import torch
+
+from core import explore
+from core.data import DatasetNotFoundError, dataset_available, default_root, load_splits
+from core.pipeline import ExperimentConfig, preset
+from core.storage import CheckpointError
+from core.train import TrainingCancelled, default_device
+
+torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+PRESETS = ("Paper", "Quick", "Custom")
+EXPECTED_ERRORS = (ValueError, TypeError, CheckpointError, DatasetNotFoundError, explore.UploadError,
+                   TrainingCancelled, FileNotFoundError, RuntimeError)
+
+
+@contextlib.contextmanager
+def guard(what: str = "this step"):
+    """Show any failure as a clear message instead of a traceback; the rest of the page keeps working."""
+    try:
+        yield
+    except Exception as error:  # noqa: BLE001 - the app never shows a traceback
+        if type(error).__name__ in ("StopException", "RerunException", "RerunData"):
+            raise  # Streamlit's own control flow
+        if isinstance(error, EXPECTED_ERRORS):
+            st.error(f"Could not complete {what}: {error}")
+        else:
+            st.error(f"Could not complete {what}: unexpected {type(error).__name__}: {error}")
+
+
+def run_dir() -> str:
+    """The run the pages show: the session's choice, else $DAE_DISTILL_RUN, else the shipped demo run."""
+    return st.session_state.setdefault("run_dir", os.environ.get("DAE_DISTILL_RUN", str(explore.SHIPPED_RUN)))
+
+
+def data_root() -> str:
+    return str(default_root())
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the run...")
+def cached_run(directory: str) -> explore.RunView:
+    return explore.load_run(directory)
+
+
+@st.cache_resource(max_entries=16, show_spinner="Loading a model...")
+def cached_classifier(directory: str, role: str) -> torch.nn.Module:
+    return explore.load_classifier(cached_run(directory), role)
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the autoencoder...")
+def cached_autoencoder(directory: str) -> torch.nn.Module:
+    return explore.load_autoencoder(cached_run(directory))
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading GTSRB...")
+def cached_splits(root: str, trusted_fraction: float, seed: int, train_subset: float, test_subset: float):
+    return load_splits(root, trusted_fraction, seed, train_subset, test_subset)
+
+
+def run_splits(run: explore.RunView):
+    c = run.config
+    return cached_splits(data_root(), c.trusted_fraction, c.seed, c.train_subset, c.test_subset)
+
+
+@st.cache_data(max_entries=4)
+def cached_scores(directory: str) -> tuple[np.ndarray, np.ndarray]:
+    run = cached_run(directory)
+    return run.train_scores.numpy().astype(np.float64), run.poison_mask.numpy().astype(bool)
+
+
+@st.cache_data(max_entries=4)
+def cached_curves(directory: str) -> dict:
+    scores, mask = cached_scores(directory)
+    return explore.curves(scores, mask)
+
+
+@st.cache_resource(max_entries=2, show_spinner="Crafting the example poisons...")
+def cached_example_pool(directory: str, pool_size: int = 48) -> dict:
+    """A fixed, seeded pool of poisoned and clean training images (uint8) for the sample grids."""
+    run = cached_run(directory)
+    splits = run_splits(run)
+    return explore.example_pool(run, splits.train, cached_classifier(directory, "surrogate"), pool_size)
+
+
+def current_experiment() -> ExperimentConfig | None:
+    with contextlib.suppress(Exception):
+        return cached_run(run_dir()).config
+    return None
+
+
+def sidebar() -> None:
+    """Dataset, device and current experiment, with the preset picker; shared by every page."""
+    with st.sidebar:
+        st.subheader("Dataset")
+        root = data_root()
+        if dataset_available(root):
+            st.success(f"GTSRB found at `{root}`")
+        else:
+            st.error(f"GTSRB not found at `{root}`.")
+            st.caption("Set `GTSRB_ROOT` to the folder holding `gtsrb/GTSRB/Training` and restart, "
+                       "or run `python -m core --download data` on a machine with internet.")
+        device = default_device()
+        st.caption(f"Device: **{'GPU (' + torch.cuda.get_device_name(0) + ')' if device.type == 'cuda' else 'CPU'}**")
+        st.subheader("Experiment")
+        st.radio("Preset", PRESETS, key="preset", horizontal=True,
+                 help="Paper: all of GTSRB, the paper's settings. Quick: a quarter of it, fewer epochs. "
+                      "Custom: your own values on the Poison and Distillation pages.")
+        experiment = current_experiment()
+        if experiment is not None:
+            st.caption(f"Loaded run: {experiment.summary()}")
+        else:
+            st.warning("No run loaded: the shipped demo run is missing or corrupt. Run `python -m core run --preset paper "
+                       "--out checkpoints/paper`, or use *Run the quick experiment* on the Overview page.")
+
+
+def preset_config() -> ExperimentConfig:
+    """The config the sidebar's preset stands for (Custom starts from Paper)."""
+    choice = st.session_state.get("preset", "Paper")
+    return preset("quick" if choice == "Quick" else "paper")
+
+
+def figure_download(figure, name: str) -> None:
+    """A download button for a plotly figure, as standalone HTML."""
+    st.download_button(f"Download {name} (HTML)", figure.to_html(include_plotlyjs="cdn"), file_name=f"{name}.html",
+                       mime="text/html", key=f"download-{name}")
+
+
+def as_pixels(image: torch.Tensor) -> np.ndarray:
+    """uint8 (3, H, W) or float [0, 1] -> HWC uint8 for st.image."""
+    if image.dtype != torch.uint8:
+        image = (image.clamp(0, 1) * 255).round().to(torch.uint8)
+    return image.permute(1, 2, 0).numpy()
+
+
+def enlarged(image: torch.Tensor, scale: int = 4) -> np.ndarray:
+    return np.kron(as_pixels(image), np.ones((scale, scale, 1), dtype=np.uint8))
+
+
+def ringed(image: torch.Tensor, correct: bool, scale: int = 4) -> np.ndarray:
+    """The image enlarged with a green (right decision) or red (wrong decision) ring, as in the paper's figures."""
+    pixels = enlarged(image, scale)
+    colour = np.array([0, 170, 0] if correct else [220, 0, 0], dtype=np.uint8)
+    border = 3
+    pixels[:border], pixels[-border:], pixels[:, :border], pixels[:, -border:] = colour, colour, colour, colour
+    return pixels
+
+
+@st.cache_resource(max_entries=1, show_spinner=False)
+def cached_poisoned_train(directory: str):
+    """The run's full poisoned training set, rebuilt once per session (crafting takes a while on CPU)."""
+    run = cached_run(directory)
+    bar = st.progress(0.0, text="Rebuilding the poisoned training set")
+    poisoned = explore.poisoned_train_set(run, run_splits(run).train, cached_classifier(directory, "surrogate"),
+                                          progress=lambda done, total: bar.progress(done / max(total, 1),
+                                                                                    text=f"Crafting poisons {done}/{total}"))
+    bar.empty()
+    return poisoned
+
+
+def train_at_threshold(threshold: float, temperature: float, epochs: int) -> dict:
+    """Teacher and student at T on the samples kept at threshold, measured like the sweep; shows progress."""
+    from core.evaluate import robustness
+    from core.sweep import distil_at_threshold
+
+    directory = run_dir()
+    run = cached_run(directory)
+    poisoned = cached_poisoned_train(directory)
+    with st.status(f"Training teacher and student at T={temperature} on the samples kept at {threshold:.5f}", expanded=True) as status:
+        bar = st.progress(0.0)
+        st.button("Cancel", key="cancel-training", help="Stops the run (any click interrupts it)")
+
+        def progress(stage: str, done: int, total: int) -> None:
+            bar.progress(done / max(total, 1), text=f"{stage}: step {done}/{total}")
+
+        _, student, kept = distil_at_threshold(poisoned.data, run.train_scores, threshold, run.config, epochs,
+                                               temperature, progress)
+        bar.progress(1.0, text="measuring the student (clean, FGSM, I-FGSM)")
+        test = explore.student_test_subset(run, run_splits(run).test)
+        point = {"threshold": threshold, "temperature": temperature, "epochs": epochs, "kept": int(kept.sum()),
+                 **robustness(student, test, run.config.eval_attack)}
+        status.update(label=f"Trained at {threshold:.5f}: student clean {point['clean_acc']:.2%}, I-FGSM {point['ifgsm_acc']:.2%}",
+                      state="complete")
+    st.session_state.setdefault("trained_points", []).append(point)
+    st.session_state["last_student"] = student
+    return point
