@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export GTSRB_ROOT ?= ../shared/data
 
-.PHONY: app test cli bench clean-cache
+.PHONY: app test bench screenshots clean-cache
 
 $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
@@ -13,13 +13,17 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 app: $(VENV)/.installed
-	$(PY) -m core run --preset quick
+	$(PY) -m streamlit run app.py
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
 
 bench: $(VENV)/.installed
 	$(PY) bench/attacks.py
+	$(PY) bench/threshold.py
+
+screenshots: $(VENV)/.installed
+	UPDATE_SCREENSHOTS=1 $(PY) -m pytest -q tests/test_browser.py
 
 clean-cache:
 	rm -rf runs/cache

@@ -10,8 +10,10 @@ from core.dae import DAEConfig, TuneConfig, config_from_params, denoising_pairs,
 from core.detect import reconstruction_error
 from core.models import AutoencoderConfig
 from core.train import predict
-from ui.common import (cached_autoencoder, cached_classifier, cached_example_pool, cached_run, enlarged, guard, run_dir,
+from ui.common import (ensure_navigation, cached_autoencoder, cached_classifier, cached_example_pool, cached_run, enlarged, guard, run_dir,
                        run_splits)
+
+ensure_navigation()
 
 st.title("Autoencoder")
 run = None

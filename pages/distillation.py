@@ -9,7 +9,9 @@ import streamlit as st
 from core import explore
 from core.data import CLASS_NAMES
 from core.pipeline import MODEL_NAMES, PAPER_RESULTS
-from ui.common import cached_classifier, cached_run, enlarged, figure_download, guard, run_dir, run_splits, train_at_threshold
+from ui.common import ensure_navigation, cached_classifier, cached_run, enlarged, figure_download, guard, run_dir, run_splits, train_at_threshold
+
+ensure_navigation()
 
 st.title("Distillation")
 run = None

@@ -7,7 +7,9 @@ import streamlit as st
 from core import explore
 from core.pipeline import MODEL_NAMES, PAPER_RESULTS, export_run, run_experiment
 from core.poison import PoisonConfig
-from ui.common import cached_run, guard, preset_config, run_dir
+from ui.common import ensure_navigation, cached_run, guard, preset_config, run_dir
+
+ensure_navigation()
 
 st.title("DAE-filtered defensive distillation, measured")
 st.caption("Badjie, Cecílio & Casimiro (2023) poison GTSRB with FGSM / I-FGSM, filter the training set with a denoising "

@@ -8,7 +8,9 @@ from core import explore
 from core.data import CLASS_NAMES
 from core.evaluate import accuracy
 from core.poison import PoisonConfig, craft, poison_training_set, quantise_toward
-from ui.common import cached_classifier, cached_run, enlarged, guard, preset_config, run_dir, run_splits
+from ui.common import ensure_navigation, cached_classifier, cached_run, enlarged, guard, preset_config, run_dir, run_splits
+
+ensure_navigation()
 
 st.title("Poison")
 st.caption("The attacker replaces a share of the training images by adversarial copies crafted on a surrogate model, "

@@ -9,8 +9,10 @@ import streamlit as st
 from core import explore
 from core.detect import PAPER_INFERRED_THRESHOLD, PAPER_INITIAL_THRESHOLD, infer_threshold_from_scores
 from core.sweep import accuracy_at
-from ui.common import (cached_curves, cached_example_pool, cached_run, cached_scores, figure_download, guard,
+from ui.common import (ensure_navigation, cached_curves, cached_example_pool, cached_run, cached_scores, figure_download, guard,
                        ringed, run_dir)
+
+ensure_navigation()
 
 st.title("Threshold")
 st.caption("Samples whose DAE reconstruction error is above the threshold are dropped before the teacher sees them. "

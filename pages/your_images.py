@@ -7,7 +7,9 @@ from core import explore
 from core.data import CLASS_NAMES
 from core.detect import reconstruction_error
 from core.train import predict
-from ui.common import cached_autoencoder, cached_classifier, cached_run, enlarged, guard, run_dir, run_splits
+from ui.common import ensure_navigation, cached_autoencoder, cached_classifier, cached_run, enlarged, guard, run_dir, run_splits
+
+ensure_navigation()
 
 st.title("Your images")
 run = None

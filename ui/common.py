@@ -194,3 +194,17 @@ def train_at_threshold(threshold: float, temperature: float, epochs: int) -> dic
     st.session_state.setdefault("trained_points", []).append(point)
     st.session_state["last_student"] = student
     return point
+
+
+def ensure_navigation() -> None:
+    """Make a deep link (/threshold) on a fresh server go through app.py's st.navigation.
+
+    Streamlit runs a pages/ file directly (its legacy multipage mode) until some session has called
+    st.navigation; the first visitor of a deep link would then miss the shared sidebar. Switching the
+    flag and rerunning sends that run through app.py, which picks the same page from the URL.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()

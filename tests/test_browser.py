@@ -1,0 +1,125 @@
+"""One real-browser test: `streamlit run` on a free localhost port, driven by Playwright in Debian's Chromium.
+
+It opens the Threshold page, moves the slider with the keyboard, checks that the counts change and no
+exception shows, uploads an image on the Your images page, sees a prediction, and saves screenshots
+under test-artifacts/ (and docs/screenshots/ when UPDATE_SCREENSHOTS=1).
+"""
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-quic", "--no-first-run", "--disable-sync"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(gtsrb_root):
+    assert os.path.exists(CHROMIUM), "Debian's chromium is missing: apt-get install chromium (.ci/run does)"
+    port = free_port()
+    env = {**os.environ, "STREAMLIT_SERVER_HEADLESS": "true"}
+    process = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
+                                "--server.address", "127.0.0.1"], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail("streamlit did not start within 90 s")
+    yield url
+    process.terminate()
+    process.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+def shoot(page, name: str) -> None:
+    out = ROOT / "test-artifacts"
+    out.mkdir(exist_ok=True)
+    page.screenshot(path=str(out / f"{name}.png"), full_page=True)
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+        (ROOT / "docs" / "screenshots").mkdir(parents=True, exist_ok=True)
+        shutil.copy(out / f"{name}.png", ROOT / "docs" / "screenshots" / f"{name}.png")
+
+
+def wait_idle(page, timeout: float = 120_000) -> None:
+    """Until Streamlit's 'running' indicator is gone."""
+    page.wait_for_timeout(500)
+    page.wait_for_selector("[data-testid='stStatusWidget']", state="detached", timeout=timeout)
+
+
+def kept_count(page) -> str:
+    metric = page.locator("[data-testid='stMetric']", has_text="kept").first
+    return metric.locator("[data-testid='stMetricValue']").inner_text()
+
+
+def test_threshold_slider_and_upload_in_a_real_browser(server, browser, tmp_path):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{server}/threshold")
+    page.wait_for_selector("[data-testid='stSlider']", timeout=120_000)
+    wait_idle(page)
+    before = kept_count(page)
+    thumb = page.locator("[data-testid='stSlider'] input[type='range']").first
+    thumb.focus()
+    for _ in range(40):
+        page.keyboard.press("ArrowLeft")
+    wait_idle(page)
+    page.wait_for_function(
+        "before => { const m = [...document.querySelectorAll('[data-testid=stMetric]')].find(e => e.innerText.startsWith('kept'));"
+        " return m && !m.innerText.includes(before); }", arg=before, timeout=60_000)
+    after = kept_count(page)
+    assert after != before
+    assert page.locator("[data-testid='stException']").count() == 0
+    shoot(page, "threshold")
+
+    page.goto(f"{server}/your_images")
+    page.wait_for_selector("[data-testid='stFileUploaderDropzoneInput']", state="attached", timeout=120_000)
+    wait_idle(page)
+    image_path = tmp_path / "sign.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(image_path)
+    page.set_input_files("[data-testid='stFileUploaderDropzoneInput']", str(image_path))
+    page.wait_for_selector("text=sign.png", timeout=60_000)
+    wait_idle(page)
+    page.wait_for_selector("text=student", timeout=60_000)
+    assert page.locator("[data-testid='stException']").count() == 0
+    assert page.locator("text=top-5").count() >= 2
+    shoot(page, "your_images")
+
+    for name in ("overview", "poison", "autoencoder", "distillation"):
+        page.goto(f"{server}/{name}")
+        page.wait_for_selector("h1", timeout=120_000)
+        wait_idle(page)
+        assert page.locator("[data-testid='stException']").count() == 0, name
+        shoot(page, name)
+    page.close()
