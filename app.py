@@ -3,15 +3,15 @@ import streamlit as st
 
 from ui.common import sidebar
 
-st.set_page_config(page_title="DAE + defensive distillation, measured", page_icon="🛑", layout="wide")
+st.set_page_config(page_title="DAE + defensive distillation, measured", page_icon=":material/traffic:", layout="wide")
 
 PAGES = [
-    st.Page("pages/overview.py", title="Overview", icon="🏠", default=True),
-    st.Page("pages/poison.py", title="Poison", icon="☣️"),
-    st.Page("pages/autoencoder.py", title="Autoencoder", icon="🧽"),
-    st.Page("pages/threshold.py", title="Threshold", icon="🎚️"),
-    st.Page("pages/distillation.py", title="Distillation", icon="🌡️"),
-    st.Page("pages/your_images.py", title="Your images", icon="🖼️"),
+    st.Page("pages/overview.py", title="Overview", icon=":material/home:", default=True),
+    st.Page("pages/poison.py", title="Poison", icon=":material/coronavirus:"),
+    st.Page("pages/autoencoder.py", title="Autoencoder", icon=":material/auto_fix_high:"),
+    st.Page("pages/threshold.py", title="Threshold", icon=":material/tune:"),
+    st.Page("pages/distillation.py", title="Distillation", icon=":material/thermostat:"),
+    st.Page("pages/your_images.py", title="Your images", icon=":material/image:"),
 ]
 
 page = st.navigation(PAGES)

@@ -29,6 +29,40 @@ def cross_entropy_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     return F.cross_entropy(logits, labels, reduction="none")
 
 
+def margin_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Carlini-Wagner margin: the best wrong logit minus the true one (positive = misclassified).
+
+    It works on logits directly, so it does not vanish when a distilled model's softmax saturates.
+    """
+    true = logits.gather(1, labels[:, None]).squeeze(1)
+    wrong = logits.masked_fill(F.one_hot(labels, logits.shape[1]).bool(), float("-inf")).amax(dim=1)
+    return wrong - true
+
+
+def scaled_logits(loss: AttackLoss, temperature: float) -> AttackLoss:
+    """The same loss on logits / T: undoes the logit scale a student learned at temperature T."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    return lambda logits, labels: loss(logits / temperature, labels)
+
+
+@torch.no_grad()
+def zero_gradient_fraction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: AttackLoss = cross_entropy_loss,
+                           batch_size: int = DEFAULT_BATCH_SIZE) -> float:
+    """Share of inputs whose loss gradient is exactly zero: a sign-gradient attack cannot move them."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    zero = 0
+    try:
+        for i in range(0, x.shape[0], batch_size):
+            gradient = loss_gradient(model, x[i: i + batch_size].to(device), y[i: i + batch_size].to(device), loss)
+            zero += int((gradient.flatten(1).abs().amax(dim=1) == 0).sum())
+    finally:
+        model.train(was_training)
+    return zero / max(x.shape[0], 1)
+
+
 def _check(x: torch.Tensor, eps: float, alpha: float | None = None, steps: int | None = None) -> None:
     if not torch.is_floating_point(x):
         raise TypeError(f"attacks take float images in [0, 1], got dtype {x.dtype} (divide uint8 by 255)")

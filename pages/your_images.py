@@ -55,24 +55,28 @@ def top5(model, x):
     return pd.DataFrame(explore.top_classes(model, x.unsqueeze(0))[0], columns=["class", "probability"])
 
 
+def analyse(x, label: str) -> None:
+    """One row: the image, the DAE's reconstruction, error map and verdict, both models' top-5."""
+    reconstruction = predict(autoencoder, x.unsqueeze(0))[0]
+    error = float(reconstruction_error(autoencoder, x.unsqueeze(0))[0])
+    heat = ((reconstruction - x) ** 2).mean(dim=0)
+    heat = (heat / (heat.max() or 1.0)).clamp(0, 1)
+    cols = st.columns([1, 1, 1, 2, 2])
+    cols[0].image(enlarged(x), caption=label)
+    cols[1].image(enlarged(reconstruction), caption="DAE reconstruction")
+    cols[2].image(enlarged(torch.stack([heat, torch.zeros_like(heat), 1 - heat])), caption="error map")
+    cols[2].markdown(f"MSE **{error:.5f}** → **{'dropped' if error > threshold else 'kept'}**")
+    cols[3].markdown("**student** top-5")
+    cols[3].dataframe(top5(student, x), hide_index=True)
+    cols[4].markdown("**undefended** top-5")
+    cols[4].dataframe(top5(undefended, x), hide_index=True)
+
+
 for image, name in zip(images, names):
     with guard(f"analysing {name}"):
         st.markdown(f"#### {name}")
-        shown = image.float() / 255
+        analyse(image.float() / 255, "input (32x32)")
         if attack != "none":
             model = student if target == "student" else undefended
-            shown = explore.attack_images(model, image.unsqueeze(0), attack, eps, alpha, steps)[0]
-        reconstruction = predict(autoencoder, shown.unsqueeze(0))[0]
-        error = float(reconstruction_error(autoencoder, shown.unsqueeze(0))[0])
-        heat = ((reconstruction - shown) ** 2).mean(dim=0)
-        heat = (heat / (heat.max() or 1.0)).clamp(0, 1)
-        cols = st.columns([1, 1, 1, 2, 2])
-        cols[0].image(enlarged(shown), caption="input (32x32)" + (f", {attack.upper()}" if attack != "none" else ""))
-        cols[1].image(enlarged(reconstruction), caption="DAE reconstruction")
-        cols[2].image(enlarged(torch.stack([heat, torch.zeros_like(heat), 1 - heat])), caption="error map")
-        verdict = "dropped" if error > threshold else "kept"
-        cols[2].markdown(f"MSE **{error:.5f}** → **{verdict}**")
-        cols[3].markdown("**student** top-5")
-        cols[3].dataframe(top5(student, shown), hide_index=True)
-        cols[4].markdown("**undefended** top-5")
-        cols[4].dataframe(top5(undefended, shown), hide_index=True)
+            attacked = explore.attack_images(model, image.unsqueeze(0), attack, eps, alpha, steps)[0]
+            analyse(attacked, f"{attack.upper()} eps {eps} on the {target}")

@@ -95,3 +95,29 @@ def test_uploads_bad_files_get_a_message_and_the_page_keeps_working(run_director
     assert "cut.png could not be decoded" in messages
     assert any("sign.png" in m.value for m in at.markdown)  # the good upload is still analysed
     assert len(at.dataframe) >= 2  # top-5 tables for it
+
+
+def test_a_corrupt_run_gives_a_message_and_the_app_keeps_working(run_directory, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(run_directory, broken)
+    (broken / "results.json").write_text("{ this is not json")
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.session_state["run_dir"] = str(broken)
+    at.run()
+    for page in ("pages/threshold.py", "pages/distillation.py", "pages/your_images.py"):
+        at.switch_page(page).run()
+        assert not at.exception
+        assert any("corrupt" in e.value for e in at.error), page
+
+
+def test_a_missing_dataset_is_explained(run_directory, monkeypatch, tmp_path):
+    monkeypatch.setenv("GTSRB_ROOT", str(tmp_path / "nowhere"))
+    at = app(run_directory)
+    at.run()
+    assert not at.exception
+    assert any("GTSRB not found" in e.value for e in at.sidebar.error)
+    at.switch_page("pages/poison.py").run()
+    assert not at.exception
+    assert any("GTSRB_ROOT" in e.value for e in at.error)

@@ -90,3 +90,33 @@ def test_bad_parameters_raise(tiny_model):
         ifgsm(tiny_model, x, y, 0.1, 0.01, 0)
     with pytest.raises(TypeError, match="float"):
         fgsm(tiny_model, (x * 255).to(torch.uint8), y, 0.1)
+
+
+class Saturated(torch.nn.Module):
+    """A model whose logits are scaled up, as a student distilled at high T looks at T = 1."""
+
+    def __init__(self, base, scale):
+        super().__init__()
+        self.base, self.scale = base, scale
+
+    def forward(self, x):
+        return self.base(x) * self.scale
+
+
+def test_margin_loss_beats_gradient_masking(small_classifier, small_splits):
+    from core.attacks import cross_entropy_loss, margin_loss, scaled_logits, zero_gradient_fraction
+
+    x = small_splits.test.images[:200].float() / 255
+    masked = Saturated(small_classifier, 1e3).eval()
+    with torch.no_grad():
+        y = masked(x).argmax(dim=1)  # attack the model's own (correct by definition) predictions
+    assert zero_gradient_fraction(masked, x, y) > 0.5  # softmax saturated: cross-entropy gradients vanish
+    plain = fgsm(masked, x, y, 0.05)
+    adaptive = fgsm(masked, x, y, 0.05, loss=margin_loss)
+    rescaled = fgsm(masked, x, y, 0.05, loss=scaled_logits(cross_entropy_loss, 1e3))
+    with torch.no_grad():
+        plain_acc = (masked(plain).argmax(1) == y).float().mean()
+        adaptive_acc = (masked(adaptive).argmax(1) == y).float().mean()
+        rescaled_acc = (masked(rescaled).argmax(1) == y).float().mean()
+    assert adaptive_acc < plain_acc and rescaled_acc < plain_acc
+    assert zero_gradient_fraction(masked, x, y, loss=margin_loss) == 0.0

@@ -68,6 +68,13 @@ def cached_splits(root: str, trusted_fraction: float, seed: int, train_subset: f
     return load_splits(root, trusted_fraction, seed, train_subset, test_subset)
 
 
+@st.cache_data(max_entries=2, show_spinner="Reading GTSRB...")
+def dataset_counts(root: str) -> tuple[int, int]:
+    from core.data import load_gtsrb
+
+    return len(load_gtsrb("train", root)), len(load_gtsrb("test", root))
+
+
 def run_splits(run: explore.RunView):
     c = run.config
     return cached_splits(data_root(), c.trusted_fraction, c.seed, c.train_subset, c.test_subset)
@@ -105,7 +112,8 @@ def sidebar() -> None:
         st.subheader("Dataset")
         root = data_root()
         if dataset_available(root):
-            st.success(f"GTSRB found at `{root}`")
+            counts = dataset_counts(root)
+            st.success(f"GTSRB found at `{root}`: {counts[0]:,} training and {counts[1]:,} test images, 43 classes")
         else:
             st.error(f"GTSRB not found at `{root}`.")
             st.caption("Set `GTSRB_ROOT` to the folder holding `gtsrb/GTSRB/Training` and restart, "
