@@ -10,17 +10,13 @@ from core.dae import DAEConfig, TuneConfig, config_from_params, denoising_pairs,
 from core.detect import reconstruction_error
 from core.models import AutoencoderConfig
 from core.train import predict
-from ui.common import (ensure_navigation, cached_autoencoder, cached_classifier, cached_example_pool, cached_run, enlarged, guard, run_dir,
+from ui.common import (ensure_navigation, require_run, cached_autoencoder, cached_classifier, cached_example_pool, cached_run, enlarged, guard, run_dir,
                        run_splits)
 
 ensure_navigation()
 
 st.title("Autoencoder")
-run = None
-with guard("loading the run"):
-    run = cached_run(run_dir())
-if run is None:
-    st.stop()
+run = require_run()
 
 shipped, training, search, gallery = st.tabs(["Shipped DAE", "Train a DAE", "Optuna search", "Gallery"])
 

@@ -9,16 +9,12 @@ import streamlit as st
 from core import explore
 from core.data import CLASS_NAMES
 from core.pipeline import MODEL_NAMES, PAPER_RESULTS
-from ui.common import ensure_navigation, cached_classifier, cached_run, enlarged, figure_download, guard, run_dir, run_splits, train_at_threshold
+from ui.common import ensure_navigation, require_run, cached_classifier, cached_run, enlarged, figure_download, guard, run_dir, run_splits, train_at_threshold
 
 ensure_navigation()
 
 st.title("Distillation")
-run = None
-with guard("loading the run"):
-    run = cached_run(run_dir())
-if run is None:
-    st.stop()
+run = require_run()
 
 st.subheader("The five models")
 results = run.results

@@ -7,7 +7,7 @@ import streamlit as st
 from core import explore
 from core.pipeline import MODEL_NAMES, PAPER_RESULTS, export_run, run_experiment
 from core.poison import PoisonConfig
-from ui.common import ensure_navigation, cached_run, guard, preset_config, run_dir
+from ui.common import ensure_navigation, require_run, cached_run, guard, preset_config, run_dir
 
 ensure_navigation()
 
@@ -48,11 +48,7 @@ if run_clicked:
             status.update(label=f"Done in {results['seconds']:.0f} s; results in {out}", state="complete")
         st.session_state["run_dir"] = str(out)
 
-run = None
-with guard("loading the run"):
-    run = cached_run(run_dir())
-if run is None:
-    st.stop()
+run = require_run()
 
 results = run.results
 st.subheader("Headline results")

@@ -216,3 +216,10 @@ def ensure_navigation() -> None:
     if PagesManager.uses_pages_directory:
         PagesManager.uses_pages_directory = False
         st.rerun()
+
+
+def require_run() -> explore.RunView:
+    """The current run, or a clear message and the end of this page's run."""
+    with guard("loading the run"):
+        return cached_run(run_dir())
+    st.stop()
