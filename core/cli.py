@@ -57,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--test-subset", type=float, default=0.15, help="share of the test set each student is measured on")
     sweep.add_argument("--cache-dir", type=Path, default=RUNS_DIR / "cache")
 
+    robust = commands.add_parser("robustness", help="adaptive, transfer and eps-curve robustness of a finished run's models")
+    robust.add_argument("--run-dir", type=Path, required=True, help="a run's output folder (holds results.json)")
+    robust.add_argument("--test-subset", type=float, default=0.08, help="stratified share of the test set to attack")
+    robust.add_argument("--steps", type=int, default=10, help="iterations of the iterative attacks")
+
     commands.add_parser("data", help="check the dataset: where it is and how many images it holds")
     return parser
 
@@ -221,6 +226,44 @@ def command_sweep(args) -> int:
     return 0
 
 
+def command_robustness(args) -> int:
+    from core import explore
+    from core.data import load_gtsrb, stratified_split
+    from core.pipeline import MODEL_NAMES
+    from core.robust import RobustEvalConfig, robust_report
+
+    run = explore.load_run(args.run_dir)
+    if not 0 < args.test_subset <= 1:
+        raise ValueError(f"test-subset must be in (0, 1], got {args.test_subset}")
+    test = load_gtsrb("test", args.data_root, args.download)
+    _, index = stratified_split(test.labels, args.test_subset, run.config.seed + 11)
+    test = test.subset(index)
+    config = RobustEvalConfig(eps=run.config.eval_attack.eps, steps=args.steps, temperature=run.config.temperature,
+                              seed=run.config.seed)
+    surrogate = explore.load_classifier(run, "surrogate")
+    stages = TqdmStages()
+    reports = {}
+    try:
+        for name in MODEL_NAMES:
+            reports[name] = robust_report(explore.load_classifier(run, name), test, config, transfer_from=surrogate,
+                                          progress=lambda done, total: stages(f"robustness of {name}", done, total))
+    finally:
+        stages.close()
+    write_json(args.run_dir / "robustness.json", {"config": config.to_dict(), "n_test": len(test), "models": reports})
+    # Also beside the paper-style numbers in results.json, where readers of a run look first.
+    for name, report in reports.items():
+        run.results["models"][name].update(adaptive_acc=report["adaptive_acc"], zero_grad_fraction=report["zero_grad_fraction"],
+                                           eps_curve=report["eps_curve"], adaptive_n_test=len(test))
+    write_json(args.run_dir / "results.json", run.results)
+    print(f"{'model':<22}{'clean':>8}{'paper-style I-FGSM':>20}{'worst case':>12}{'zero grad':>11}")
+    for name, report in reports.items():
+        attacks = report["attacks"]
+        print(f"{name:<22}{attacks['clean']:>8.2%}{attacks['ifgsm']:>20.2%}{report['adaptive_acc']:>12.2%}"
+              f"{report['zero_grad_fraction']:>11.2%}")
+    print(f"robustness: {args.run_dir / 'robustness.json'} ({len(test)} test images, eps {config.eps})")
+    return 0
+
+
 def command_data(args) -> int:
     from core.data import default_root, load_gtsrb
 
@@ -237,11 +280,12 @@ def main(argv: list[str] | None = None) -> int:
     from core.train import TrainingCancelled
 
     try:
-        if args.command in ("run", "tune", "sweep"):
+        if args.command in ("run", "tune", "sweep", "robustness"):
             from core.data import require_dataset
 
             require_dataset(args.data_root, args.download)
-        commands = {"run": command_run, "tune": command_tune, "sweep": command_sweep, "data": command_data}
+        commands = {"run": command_run, "tune": command_tune, "sweep": command_sweep, "robustness": command_robustness,
+                    "data": command_data}
         return commands[args.command](args)
     except (ValueError, TypeError, DatasetNotFoundError, CheckpointError, TrainingCancelled) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -44,6 +44,7 @@ class RunView:
     poison_mask: torch.Tensor  # bool, ground truth: only for scoring the filter
     calibration_scores: torch.Tensor
     sweep: dict | None
+    robustness: dict | None = None  # robustness.json from `python -m core robustness`, if run
 
     @property
     def threshold(self) -> float:
@@ -65,15 +66,17 @@ def load_run(directory: str | Path = SHIPPED_RUN) -> RunView:
         scores = load_file(str(directory / "scores.safetensors"))
     except Exception as error:
         raise CheckpointError(f"{directory / 'scores.safetensors'} is missing or corrupt ({error})") from None
-    sweep = None
-    sweep_path = directory / "sweep.json"
-    if sweep_path.exists():
-        try:
-            sweep = json.loads(sweep_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            sweep = None  # the app says there is no sweep rather than failing
     return RunView(directory, results, config, scores["train_scores"], scores["poison_mask"].bool(),
-                   scores["calibration_scores"], sweep)
+                   scores["calibration_scores"], _optional_json(directory / "sweep.json"),
+                   _optional_json(directory / "robustness.json"))
+
+
+def _optional_json(path: Path) -> dict | None:
+    """An optional extra of a run; a missing or corrupt one reads as absent (the app says so)."""
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
 
 
 def load_classifier(run: RunView, role: str) -> Classifier:

@@ -33,6 +33,30 @@ downloads = st.columns(2)
 downloads[0].download_button("Download results (JSON)", json.dumps(results, indent=2), "results.json", "application/json")
 downloads[1].download_button("Download the table (CSV)", table.to_csv(), "models.csv", "text/csv")
 
+st.subheader("Robustness that gradient masking cannot fake")
+if run.robustness:
+    robust = run.robustness
+    labels = {"clean": "clean", "fgsm": "FGSM (paper-style)", "ifgsm": "I-FGSM (paper-style)", "fgsm_logits_t": "FGSM on logits/T",
+              "ifgsm_logits_t": "I-FGSM on logits/T", "ifgsm_margin": "I-FGSM, margin loss", "pgd_margin": "PGD, margin loss",
+              "transfer_ifgsm": "transfer I-FGSM (surrogate)", "worst_case": "worst case (headline)"}
+    robust_table = pd.DataFrame({name: {labels[k]: v for k, v in report["attacks"].items()} | {"inputs with zero gradient": report["zero_grad_fraction"]}
+                                 for name, report in robust["models"].items()}).T
+    st.dataframe(robust_table.style.format("{:.2%}"), width="stretch")
+    config = robust["config"]
+    st.caption(f"{robust['n_test']:,} test images, eps {config['eps']}, {config['steps']} steps, alpha = {config['step_ratio']} x eps; "
+               "an input counts as robust only if every attack fails on it.")
+    curve = go.Figure()
+    for name, report in robust["models"].items():
+        curve.add_trace(go.Scatter(x=[p["eps"] * 255 for p in report["eps_curve"]], y=[p["robust_acc"] for p in report["eps_curve"]],
+                                   name=name, mode="lines+markers"))
+    curve.update_layout(height=340, margin=dict(t=30, b=30), xaxis_title="eps (grey levels of 255)", yaxis_title="worst-case accuracy",
+                        yaxis_range=[0, 1], title="Accuracy vs eps, strongest attack per input")
+    st.plotly_chart(curve, width="stretch", key="chart-eps")
+    figure_download(curve, "eps_curve")
+else:
+    st.warning("No adaptive evaluation for this run yet: `python -m core robustness --run-dir <run>` adds it. Until then the "
+               "FGSM / I-FGSM columns above may be inflated by gradient masking.")
+
 st.subheader("Teacher probabilities at T and at 1")
 T = st.slider("Temperature T", 1.0, 100.0, float(run.config.temperature), 0.5, key="T", bind="query-params")
 with guard("the teacher's probabilities"):
