@@ -255,7 +255,7 @@ def command_robustness(args) -> int:
         run.results["models"][name].update(adaptive_acc=report["adaptive_acc"], zero_grad_fraction=report["zero_grad_fraction"],
                                            eps_curve=report["eps_curve"], adaptive_n_test=len(test))
     write_json(args.run_dir / "results.json", run.results)
-    print(f"{'model':<22}{'clean':>8}{'paper-style I-FGSM':>20}{'worst case':>12}{'zero grad':>11}")
+    print(f"{'model':<22}{'clean':>8}{'I-FGSM (CE)':>20}{'worst case':>12}{'zero grad':>11}")
     for name, report in reports.items():
         attacks = report["attacks"]
         print(f"{name:<22}{attacks['clean']:>8.2%}{attacks['ifgsm']:>20.2%}{report['adaptive_acc']:>12.2%}"

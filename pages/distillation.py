@@ -36,7 +36,7 @@ downloads[1].download_button("Download the table (CSV)", table.to_csv(), "models
 st.subheader("Robustness that gradient masking cannot fake")
 if run.robustness:
     robust = run.robustness
-    labels = {"clean": "clean", "fgsm": "FGSM (paper-style)", "ifgsm": "I-FGSM (paper-style)", "fgsm_logits_t": "FGSM on logits/T",
+    labels = {"clean": "clean", "fgsm": "FGSM (cross-entropy)", "ifgsm": "I-FGSM (cross-entropy)", "fgsm_logits_t": "FGSM on logits/T",
               "ifgsm_logits_t": "I-FGSM on logits/T", "ifgsm_margin": "I-FGSM, margin loss", "pgd_margin": "PGD, margin loss",
               "transfer_ifgsm": "transfer I-FGSM (surrogate)", "worst_case": "worst case (headline)"}
     robust_table = pd.DataFrame({name: {labels[k]: v for k, v in report["attacks"].items()} | {"inputs with zero gradient": report["zero_grad_fraction"]}
