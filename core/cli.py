@@ -89,13 +89,12 @@ def experiment_from_args(args) -> "ExperimentConfig":
         changes["classifier_train"] = replace(config.classifier_train, epochs=args.epochs)
     dae = config.dae
     if args.use_best_trial:
-        import optuna
-        from core.dae import config_from_params
+        from core.dae import TuneConfig, config_from_params, load_study_if_any
 
+        study = load_study_if_any(TuneConfig(storage=args.storage, study_name=args.study))
         try:
-            study = optuna.load_study(study_name=args.study, storage=args.storage)
-            best = study.best_trial
-        except (KeyError, ValueError):
+            best = study.best_trial  # ValueError when no trial has finished
+        except (AttributeError, ValueError):
             raise ValueError(f"no finished trial in Optuna study '{args.study}' at {args.storage}; run `python -m core tune` first") from None
         dae = config_from_params(best.params, dae)
     if args.dae_epochs is not None:
@@ -180,8 +179,6 @@ def command_tune(args) -> int:
     config = preset(args.preset, seed=args.seed)
     tune_config = TuneConfig(trials=args.trials, storage=args.storage, study_name=args.study,
                              epochs_per_trial=args.epochs, seed=args.seed)
-    if tune_config.storage.startswith("sqlite:///"):
-        Path(tune_config.storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     splits = load_splits(args.data_root, config.trusted_fraction, args.seed, config.train_subset, config.test_subset, args.download)
     print(f"training the defender's classifier on {len(splits.trusted)} trusted images", file=sys.stderr)
     defender = train_classifier(splits.trusted, config.classifier, config.classifier_train)

@@ -8,6 +8,7 @@ poison mask.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -131,7 +132,7 @@ def tune(inputs: torch.Tensor, targets: torch.Tensor, base: DAEConfig, config: T
     val_index, fit_index = order[:n_val], order[n_val:]
 
     study = optuna.create_study(
-        study_name=config.study_name, storage=config.storage, load_if_exists=True, direction="minimize",
+        study_name=config.study_name, storage=prepare_storage(config.storage), load_if_exists=True, direction="minimize",
         sampler=optuna.samplers.TPESampler(seed=config.seed + len(_completed(config))),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
     )
@@ -163,12 +164,24 @@ def tune(inputs: torch.Tensor, targets: torch.Tensor, base: DAEConfig, config: T
     return study
 
 
-def _completed(config: TuneConfig) -> list:
-    """Trials already in the study (0 for a new one); seeds the sampler differently on resume."""
+def prepare_storage(storage: str) -> str:
+    """Create the folder of a SQLite storage file (a fresh checkout has no runs/); other URLs pass through."""
+    if storage.startswith("sqlite:///") and storage != "sqlite:///:memory:":
+        Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return storage
+
+
+def load_study_if_any(config: TuneConfig):
+    """The persisted study, or None when there is none yet."""
     import optuna
 
     try:
-        study = optuna.load_study(study_name=config.study_name, storage=config.storage)
+        return optuna.load_study(study_name=config.study_name, storage=prepare_storage(config.storage))
     except KeyError:
-        return []
-    return study.trials
+        return None
+
+
+def _completed(config: TuneConfig) -> list:
+    """Trials already in the study (0 for a new one); seeds the sampler differently on resume."""
+    study = load_study_if_any(config)
+    return study.trials if study is not None else []

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from core.dae import DAEConfig, TuneConfig, config_from_params, denoising_pairs, train_dae, tune
+from core.dae import DAEConfig, TuneConfig, config_from_params, denoising_pairs, load_study_if_any, train_dae, tune
 from core.detect import reconstruction_error
 from core.models import AutoencoderConfig
 from core.train import predict
@@ -81,9 +81,6 @@ with search:
     study = None
     if st.button("Run trials", key="run-trials"):
         with guard("the Optuna search"):
-            import os
-
-            os.makedirs("runs", exist_ok=True)
             inputs, targets = cached_pairs(run_dir(), run.config.dae.eps, run.config.dae.alpha, run.config.dae.steps)
             bar = st.progress(0.0, text="trials")
             done = []
@@ -91,12 +88,7 @@ with search:
                          on_trial=lambda number, value: (done.append(value), bar.progress(len(done) / int(trials),
                                                                                             text=f"trial {number}: {value}")))
     with guard("reading the study"):
-        import optuna
-
-        try:
-            study = study or optuna.load_study(study_name=config.study_name, storage=config.storage)
-        except KeyError:
-            study = None
+        study = study or load_study_if_any(config)
         if study is not None and any(t.value is not None for t in study.trials):
             from optuna import visualization
 

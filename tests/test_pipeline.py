@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from core.dae import DAEConfig, TuneConfig, tune
+from core.dae import DAEConfig, TuneConfig, load_study_if_any, tune
 from core.distill import classifier_train_config
 from core.models import AutoencoderConfig, ClassifierConfig
 from core.pipeline import MODEL_NAMES, ExperimentConfig, export_run, preset, run_experiment
@@ -84,3 +84,18 @@ def test_cli_bad_parameters_exit_with_one_clear_line(args, message):
     lines = [line for line in result.stderr.strip().splitlines() if line]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error:") and message in lines[0] and "Traceback" not in result.stderr
+
+
+def test_cli_tune_then_run_with_the_best_trial_in_a_fresh_folder(gtsrb_root, tmp_path, capsys):
+    from core.cli import build_parser, experiment_from_args, main
+
+    storage = f"sqlite:///{tmp_path / 'nested' / 'optuna.db'}"  # the folder does not exist yet
+    missing = _cli("run", "--use-best-trial", "--storage", storage, "--study", "none")
+    assert missing.returncode != 0 and "no finished trial" in missing.stderr
+    assert main(["tune", "--trials", "2", "--epochs", "1", "--storage", storage, "--study", "s"]) == 0
+    assert "best trial" in capsys.readouterr().out and (tmp_path / "nested" / "optuna.db").exists()
+    args = build_parser().parse_args(["run", "--use-best-trial", "--storage", storage, "--study", "s"])
+    config = experiment_from_args(args)
+    study = load_study_if_any(TuneConfig(storage=storage, study_name="s"))
+    assert config.dae.model.latent_dim == study.best_params["latent_dim"]
+    assert config.dae.train.learning_rate == study.best_params["learning_rate"]
