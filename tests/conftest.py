@@ -43,3 +43,19 @@ def tiny_model() -> Classifier:
     """A random narrow classifier: fast, for properties that hold for any model."""
     torch.manual_seed(0)
     return Classifier(ClassifierConfig(num_classes=43, width=4, hidden=16)).eval()
+
+
+class Saturated(torch.nn.Module):
+    """A model whose logits are scaled up: what a student distilled at a high T looks like at T = 1."""
+
+    def __init__(self, base, scale):
+        super().__init__()
+        self.base, self.scale = base, scale
+
+    def forward(self, x):
+        return self.base(x) * self.scale
+
+
+@pytest.fixture(scope="session")
+def saturated_classifier(small_classifier) -> torch.nn.Module:
+    return Saturated(small_classifier, 1e3).eval()

@@ -92,22 +92,11 @@ def test_bad_parameters_raise(tiny_model):
         fgsm(tiny_model, (x * 255).to(torch.uint8), y, 0.1)
 
 
-class Saturated(torch.nn.Module):
-    """A model whose logits are scaled up, as a student distilled at high T looks at T = 1."""
-
-    def __init__(self, base, scale):
-        super().__init__()
-        self.base, self.scale = base, scale
-
-    def forward(self, x):
-        return self.base(x) * self.scale
-
-
-def test_margin_loss_beats_gradient_masking(small_classifier, small_splits):
+def test_margin_loss_beats_gradient_masking(saturated_classifier, small_splits):
     from core.attacks import cross_entropy_loss, margin_loss, scaled_logits, zero_gradient_fraction
 
     x = small_splits.test.images[:200].float() / 255
-    masked = Saturated(small_classifier, 1e3).eval()
+    masked = saturated_classifier
     with torch.no_grad():
         y = masked(x).argmax(dim=1)  # attack the model's own (correct by definition) predictions
     assert zero_gradient_fraction(masked, x, y) > 0.5  # softmax saturated: cross-entropy gradients vanish

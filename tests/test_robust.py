@@ -4,15 +4,6 @@ import torch
 from core.robust import RobustEvalConfig, attack_suite, robust_report
 
 
-class Saturated(torch.nn.Module):
-    def __init__(self, base, scale):
-        super().__init__()
-        self.base, self.scale = base, scale
-
-    def forward(self, x):
-        return self.base(x) * self.scale
-
-
 def test_worst_case_is_below_every_single_attack(small_classifier, small_splits):
     test = small_splits.test.subset(torch.arange(120))
     result = attack_suite(small_classifier, test, 0.03, RobustEvalConfig(steps=3, temperature=1.0), transfer_from=small_classifier)
@@ -20,9 +11,9 @@ def test_worst_case_is_below_every_single_attack(small_classifier, small_splits)
     assert result["worst_case"] <= min(singles) <= result["clean"]
 
 
-def test_adaptive_attacks_expose_a_masked_model(small_classifier, small_splits):
+def test_adaptive_attacks_expose_a_masked_model(saturated_classifier, small_splits):
     test = small_splits.test.subset(torch.arange(150))
-    masked = Saturated(small_classifier, 1e3).eval()  # what a high-T student looks like at T = 1
+    masked = saturated_classifier  # what a high-T student looks like at T = 1
     report = robust_report(masked, test, RobustEvalConfig(eps=0.03, steps=5, temperature=1e3, eps_curve=(0.0, 0.03)))
     attacks = report["attacks"]
     assert report["zero_grad_fraction"] > 0.5
