@@ -130,6 +130,7 @@ def live_view() -> None:
     for column, figure, name in zip(charts, (histogram_figure, roc, pr), ("histogram", "roc", "precision_recall")):
         with column:
             st.plotly_chart(figure, width="stretch", key=f"chart-{name}")
+            figure_download(figure, name)
 
     if run.sweep:
         points = sorted(run.sweep["points"], key=lambda point: point["threshold"])
@@ -141,6 +142,7 @@ def live_view() -> None:
         sweep_figure.update_layout(height=320, margin=dict(t=30, b=30), title="Student accuracy vs threshold",
                                    xaxis_title="threshold", yaxis_title="accuracy", yaxis_range=[0, 1])
         st.plotly_chart(sweep_figure, width="stretch", key="chart-sweep")
+        figure_download(sweep_figure, "student_accuracy_vs_threshold")
 
     pool = cached_example_pool(directory)
     pool_scores = scores[pool["index"]]

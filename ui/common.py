@@ -139,8 +139,8 @@ def preset_config() -> ExperimentConfig:
 
 
 def figure_download(figure, name: str) -> None:
-    """A download button for a plotly figure, as standalone HTML."""
-    st.download_button(f"Download {name} (HTML)", figure.to_html(include_plotlyjs="cdn"), file_name=f"{name}.html",
+    """A download button for a plotly figure, as standalone HTML, built only when clicked (cheap on every rerun)."""
+    st.download_button(f"Download {name} (HTML)", lambda: figure.to_html(include_plotlyjs="cdn"), file_name=f"{name}.html",
                        mime="text/html", key=f"download-{name}")
 
 
