@@ -135,3 +135,19 @@ def infer_threshold_from_scores(scores, fpr: float) -> float:
     detector.fit(scores)
     detector.infer_threshold(scores, fpr)
     return float(detector.threshold)
+
+
+# ---- controls: what any poison filter must be compared with -------------------------------------
+
+def random_drop_mask(n: int, n_drop: int, seed: int) -> torch.Tensor:
+    """Drop exactly n_drop of n samples uniformly at random (the 'no better than chance' control)."""
+    if not 0 <= n_drop <= n:
+        raise ValueError(f"n_drop must be in [0, {n}], got {n_drop}")
+    dropped = torch.zeros(n, dtype=torch.bool)
+    dropped[torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:n_drop]] = True
+    return dropped
+
+
+def oracle_drop_mask(poison_mask: torch.Tensor) -> torch.Tensor:
+    """Drop exactly the poisoned samples (the 'perfect detector' control; uses the ground truth by design)."""
+    return poison_mask.bool().clone()

@@ -85,3 +85,21 @@ def test_threshold_from_stored_scores_matches_the_detector():
     detector = MeanPixel().fit(_images(values))
     detector.infer_threshold(_images(values), 0.1)
     assert infer_threshold_from_scores(values, 0.1) == pytest.approx(float(detector.threshold), abs=1e-7)
+
+
+def test_random_and_oracle_controls_drop_what_they_claim():
+    from core.detect import oracle_drop_mask, random_drop_mask
+
+    poisoned = torch.zeros(1000, dtype=torch.bool)
+    poisoned[::10] = True
+    random = random_drop_mask(1000, 137, seed=4)
+    assert int(random.sum()) == 137 and torch.equal(random, random_drop_mask(1000, 137, seed=4))
+    assert not torch.equal(random, random_drop_mask(1000, 137, seed=5))
+    quality = filter_quality(torch.rand(1000), random, poisoned, 0.5)
+    assert abs(quality["precision"] - 0.1) < 0.08  # chance level: the base rate of poisons
+    oracle = oracle_drop_mask(poisoned)
+    assert torch.equal(oracle, poisoned)
+    perfect = filter_quality(poisoned.float(), oracle, poisoned, 0.5)
+    assert perfect["precision"] == perfect["recall"] == perfect["auroc"] == 1.0
+    with pytest.raises(ValueError):
+        random_drop_mask(10, 11, seed=0)
