@@ -193,7 +193,9 @@ def run_experiment(config: ExperimentConfig, cache_dir: str | Path = "runs/cache
     detector.fit(calibration.images)
     report("scoring training set", 0, 1)
     threshold = set_detector_threshold(detector, config.threshold, calibration.images, poisoned.data.images)
-    train_scores = detector.score(poisoned.data.images)
+    # In expected_poison mode infer_threshold has just scored the training set: reuse, do not rescore.
+    train_scores = (detector.val_scores if config.threshold.mode == "expected_poison"
+                    else detector.score(poisoned.data.images))
     report("scoring training set", 1, 1)
     dropped = train_scores > threshold
     filtered = poisoned.data.subset(torch.nonzero(~dropped).flatten())

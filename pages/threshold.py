@@ -9,7 +9,7 @@ import streamlit as st
 from core import explore
 from core.detect import PAPER_INFERRED_THRESHOLD, PAPER_INITIAL_THRESHOLD, infer_threshold_from_scores
 from core.sweep import accuracy_at
-from ui.common import (ensure_navigation, cached_curves, cached_example_pool, cached_run, cached_scores, figure_download, guard,
+from ui.common import (ensure_navigation, require_run, cached_curves, cached_example_pool, cached_scores, figure_download, guard,
                        ringed, run_dir)
 
 ensure_navigation()
@@ -19,13 +19,9 @@ st.caption("Samples whose DAE reconstruction error is above the threshold are dr
            "The ground-truth poison mask is used here only to score that decision.")
 
 directory = run_dir()
-run = None
-with guard("loading the run"):
-    run = cached_run(directory)
-    scores, mask = cached_scores(directory)
-    curves = cached_curves(directory)
-if run is None:
-    st.stop()
+run = require_run()
+scores, mask = cached_scores(directory)
+curves = cached_curves(directory)
 
 
 @st.cache_data(max_entries=4)
