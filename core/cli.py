@@ -6,7 +6,12 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from core.storage import write_json
+
+if TYPE_CHECKING:  # the engine is imported lazily so that --help and errors stay fast
+    from core.pipeline import ExperimentConfig
 
 RUNS_DIR = Path("runs")
 
@@ -24,11 +29,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the whole pipeline and print results beside the paper's")
     run.add_argument("--preset", default="quick", help="paper (all of GTSRB) or quick (a quarter, fewer epochs)")
-    run.add_argument("--attack", choices=["fgsm", "ifgsm", "pgd"], help="poisoning attack")
+    run.add_argument("--threat", choices=["perturbation", "label_flip", "backdoor"],
+                     help="threat model: the paper's perturbation poisons (default), label flipping, or a BadNets backdoor")
+    run.add_argument("--source-class", type=int, help="label_flip: the class whose labels are flipped (default 14, Stop)")
+    run.add_argument("--target-class", type=int, help="label_flip / backdoor: the attacker's target class (default 3, 60 km/h)")
+    run.add_argument("--trigger-size", type=int, help="backdoor: side of the square trigger patch in pixels (default 3)")
+    run.add_argument("--attack", choices=["fgsm", "ifgsm", "pgd"], help="poisoning attack (perturbation threat)")
     run.add_argument("--eps", type=float, help="L-inf radius of the poisons on the [0, 1] pixel scale")
     run.add_argument("--alpha", type=float, help="I-FGSM step size")
     run.add_argument("--steps", type=int, help="I-FGSM iterations")
-    run.add_argument("--poison-fraction", type=float, help="share of the train split replaced by poisons, in [0, 1]")
+    run.add_argument("--poison-fraction", type=float,
+                     help="share of the train split poisoned, in [0, 1] (label_flip: share of the source class)")
     run.add_argument("--temperature", type=float, help="distillation temperature T (> 0)")
     threshold = run.add_mutually_exclusive_group()
     threshold.add_argument("--threshold", type=float, help="fixed reconstruction threshold (paper's initial: 0.015)")
@@ -62,17 +73,37 @@ def build_parser() -> argparse.ArgumentParser:
     robust.add_argument("--test-subset", type=float, default=0.08, help="stratified share of the test set to attack")
     robust.add_argument("--steps", type=int, default=10, help="iterations of the iterative attacks")
 
+    comparison = commands.add_parser("compare", help="poison detectors vs random / oracle / no-filter controls, per threat model, over seeds")
+    comparison.add_argument("--preset", default="quick", help="paper or quick (the shipped comparison uses quick)")
+    comparison.add_argument("--threats", nargs="+", default=["perturbation", "label_flip", "backdoor"])
+    comparison.add_argument("--detectors", nargs="+", help="detectors to score (default: all)")
+    comparison.add_argument("--distil", nargs="+", help="filters that also get a distilled student (default: all controls and detectors)")
+    comparison.add_argument("--seeds", type=int, default=1, help="run everything for seeds 0..K-1 and report mean +- std")
+    comparison.add_argument("--expected-poison", type=float, help="share of the train set every detector drops (default 0.1)")
+    comparison.add_argument("--robust-test-subset", type=float, default=0.3, help="share of the test set attacked for the adaptive worst case")
+    comparison.add_argument("--out", type=Path, default=RUNS_DIR / "compare", help="folder for compare.json")
+    comparison.add_argument("--cache-dir", type=Path, default=RUNS_DIR / "cache")
+
+    abstain = commands.add_parser("abstain", help="MC-dropout abstention of a finished run's student: coverage and accuracy")
+    abstain.add_argument("--run-dir", type=Path, required=True, help="a run's output folder (holds results.json)")
+    abstain.add_argument("--model", default="filter_distillation", help="which of the run's models (default: the student)")
+    abstain.add_argument("--passes", type=int, default=20, help="MC-dropout forward passes per input")
+    abstain.add_argument("--fpr", type=float, default=0.05, help="share of trusted clean images the cut-off may reject")
+    abstain.add_argument("--test-subset", type=float, default=0.15, help="stratified share of the test set to evaluate")
+
     commands.add_parser("data", help="check the dataset: where it is and how many images it holds")
     return parser
 
 
-def experiment_from_args(args) -> "ExperimentConfig":
+def experiment_from_args(args) -> ExperimentConfig:
     from core.detect import ThresholdConfig
     from core.pipeline import preset
 
     config = preset(args.preset, seed=args.seed)
     poison_changes = {k: v for k, v in (("attack", args.attack), ("eps", args.eps), ("alpha", args.alpha),
                                         ("steps", args.steps), ("fraction", args.poison_fraction)) if v is not None}
+    poison_changes.update({k: v for k, v in (("threat", args.threat), ("source_class", args.source_class),
+                                             ("target_class", args.target_class), ("trigger_size", args.trigger_size)) if v is not None})
     poison = replace(config.poison, seed=args.seed, **poison_changes)
     if args.threshold is not None:
         threshold = ThresholdConfig(mode="fixed", value=args.threshold)
@@ -128,14 +159,19 @@ def format_results(results: dict) -> str:
     """The five models' accuracies, the filter's quality, and our numbers beside the paper's."""
     from core.pipeline import MODEL_NAMES
 
-    lines = [f"{'model':<22}{'clean':>8}{'FGSM':>8}{'I-FGSM':>8}"]
+    has_asr = "attack_success_rate" in results["models"][MODEL_NAMES[0]]
+    lines = [f"{'model':<22}{'clean':>8}{'FGSM':>8}{'I-FGSM':>8}" + (f"{'attack success':>16}" if has_asr else "")]
     for name in MODEL_NAMES:
         m = results["models"][name]
-        lines.append(f"{name:<22}{m['clean_acc']:>8.2%}{m['fgsm_acc']:>8.2%}{m['ifgsm_acc']:>8.2%}")
+        lines.append(f"{name:<22}{m['clean_acc']:>8.2%}{m['fgsm_acc']:>8.2%}{m['ifgsm_acc']:>8.2%}"
+                     + (f"{m['attack_success_rate']:>16.2%}" if has_asr else ""))
     f, p, paper = results["filter"], results["poison"], results["paper"]
+    threat = p.get("threat", "perturbation")
+    what = (f"{p['attack']}, eps {p['eps']}, max change {p['linf_levels']} grey levels" if threat == "perturbation"
+            else f"{threat}, {p.get('n_relabelled', 0)} relabelled")
     lines += [
         "",
-        f"poisons: {p['n_poisoned']} of {p['n_train']} training images ({p['attack']}, eps {p['eps']}, max change {p['linf_levels']} grey levels)",
+        f"poisons: {p['n_poisoned']} of {p['n_train']} training images ({what})",
         f"filter ({f['mode']}): threshold {f['threshold']:.5f}, ROC AUC {f['auroc']:.3f}, precision {f['precision']:.3f}, "
         f"recall {f['recall']:.3f}, F1 {f['f1']:.3f}",
         f"  kept clean {f['kept_clean']}, kept poisoned {f['kept_poisoned']}, dropped clean {f['dropped_clean']}, "
@@ -261,6 +297,108 @@ def command_robustness(args) -> int:
     return 0
 
 
+def format_comparison(comparison: dict) -> str:
+    """Per threat: the clean reference and undefended model, then each filter's detection quality and
+    its student's accuracies, as mean +- std over seeds."""
+    summary = comparison["summary"]
+    n_seeds = len(comparison["runs"])
+
+    def cell(stat, percent=True, width=14):
+        if not stat:
+            return f"{'-':>{width}}"
+        text = (f"{stat['mean']:.1%}" if percent else f"{stat['mean']:.3f}")
+        if n_seeds > 1:
+            text += "+-" + (f"{stat['std'] * 100:.1f}" if percent else f"{stat['std']:.3f}")
+        return f"{text:>{width}}"
+
+    lines = []
+    for threat, result in summary.items():
+        has_asr = "attack_success_rate" in result["reference"]["undefended"]
+        header = f"{'':<22}{'ROC AUC':>14}{'precision':>14}{'recall':>14}{'clean':>14}{'I-FGSM':>14}{'worst case':>14}"
+        header += f"{'attack success':>16}" if has_asr else ""
+        lines += ["", f"== {threat} ({n_seeds} seed{'s' if n_seeds > 1 else ''}; students at T, accuracies on the test set) ==", header]
+        rows = [(name, None, metrics) for name, metrics in result["reference"].items()]
+        rows += [(f"filter: {name}", quality, quality.get("student")) for name, quality in result["filters"].items()]
+        for label, quality, student in rows:
+            line = f"{label:<22}"
+            line += "".join(cell(quality.get(key) if quality else None, percent=False) for key in ("auroc", "precision", "recall"))
+            line += "".join(cell(student.get(key) if student else None) for key in ("clean_acc", "ifgsm_acc", "adaptive_acc"))
+            if has_asr:
+                line += cell(student.get("attack_success_rate") if student else None, width=16)
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def command_compare(args) -> int:
+    from core.compare import CompareConfig, compare
+    from core.detect import CONTROLS, DETECTORS, ThresholdConfig
+    from core.pipeline import preset
+
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    experiment = preset(args.preset)
+    if args.expected_poison is not None:
+        experiment = replace(experiment, threshold=ThresholdConfig(mode="expected_poison", expected_poison=args.expected_poison))
+    detectors = tuple(args.detectors or DETECTORS)
+    distil = tuple(args.distil or CONTROLS + detectors)
+    config = CompareConfig(experiment, threats=tuple(args.threats), detectors=detectors, distil=distil,
+                           seeds=tuple(range(args.seeds)), robust_test_subset=args.robust_test_subset)
+    stages = TqdmStages()
+    try:
+        comparison = compare(config, args.cache_dir, args.data_root, progress=stages)
+    finally:
+        stages.close()
+    write_json(args.out / "compare.json", comparison)
+    print(format_comparison(comparison))
+    print(f"\ncomparison: {args.out / 'compare.json'}  ({comparison['seconds']:.0f} s)")
+    return 0
+
+
+def command_abstain(args) -> int:
+    import torch
+
+    from core import explore
+    from core.abstain import AbstainConfig, abstention_report
+    from core.attacks import ifgsm, margin_loss, pgd
+    from core.data import ImageSet, load_splits, stratified_split
+    from core.pipeline import MODEL_NAMES
+    from core.poison import quantise_toward
+
+    if args.model not in MODEL_NAMES:
+        raise ValueError(f"--model must be one of {', '.join(MODEL_NAMES)}, got {args.model!r}")
+    if not 0 < args.test_subset <= 1:
+        raise ValueError(f"--test-subset must be in (0, 1], got {args.test_subset}")
+    config = AbstainConfig(passes=args.passes, fpr=args.fpr, seed=0)
+    run = explore.load_run(args.run_dir)
+    rc = run.config
+    splits = load_splits(args.data_root, rc.trusted_fraction, rc.seed, rc.train_subset, rc.test_subset, args.download)
+    _, calibration_index = stratified_split(splits.trusted.labels, rc.calibration_fraction, rc.seed)
+    calibration = splits.trusted.subset(calibration_index)  # trusted clean images no model trained on
+    _, index = stratified_split(splits.test.labels, args.test_subset, rc.seed + 11)
+    test = splits.test.subset(index)
+    model = explore.load_classifier(run, args.model)
+    x, eps = test.images.float() / 255, rc.eval_attack.eps
+
+    def as_images(adversarial):  # attacked inputs as uint8 images, like everything the model sees
+        return ImageSet(quantise_toward(test.images, adversarial, eps), test.labels)
+
+    inputs = {"clean": test,
+              "ifgsm": as_images(ifgsm(model, x, test.labels, eps, rc.eval_attack.alpha, rc.eval_attack.steps)),
+              "pgd_margin": as_images(pgd(model, x, test.labels, eps, eps / 4, 10, loss=margin_loss,
+                                          generator=torch.Generator().manual_seed(rc.seed)))}
+    report = abstention_report(model, calibration, inputs, config)
+    report.update(model=args.model, n_test=len(test))
+    write_json(args.run_dir / "abstention.json", report)
+    print(f"MC dropout ({config.passes} passes) on {args.model}: cut-off {report['cutoff']:.3g} (fpr {config.fpr} on "
+          f"{len(calibration)} trusted clean images)")
+    print(f"{'inputs':<14}{'accuracy (all)':>16}{'coverage':>10}{'accuracy (answered)':>21}")
+    for name, result in report["sets"].items():
+        at = result["at_cutoff"]
+        print(f"{name:<14}{result['accuracy_all']:>16.2%}{at['coverage']:>10.2%}{at['accuracy']:>21.2%}")
+    print(f"abstention: {args.run_dir / 'abstention.json'}")
+    return 0
+
+
 def command_data(args) -> int:
     from core.data import default_root, load_gtsrb
 
@@ -277,12 +415,12 @@ def main(argv: list[str] | None = None) -> int:
     from core.train import TrainingCancelled
 
     try:
-        if args.command in ("run", "tune", "sweep", "robustness"):
+        if args.command in ("run", "tune", "sweep", "robustness", "compare", "abstain"):
             from core.data import require_dataset
 
             require_dataset(args.data_root, args.download)
         commands = {"run": command_run, "tune": command_tune, "sweep": command_sweep, "robustness": command_robustness,
-                    "data": command_data}
+                    "compare": command_compare, "abstain": command_abstain, "data": command_data}
         return commands[args.command](args)
     except (ValueError, TypeError, DatasetNotFoundError, CheckpointError, TrainingCancelled) as error:
         print(f"error: {error}", file=sys.stderr)

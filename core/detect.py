@@ -3,22 +3,39 @@
 `DAEDetector` subclasses alibi-detect's PyTorch outlier-detector base, so its threshold and p-values
 follow alibi-detect's own semantics: `infer_threshold(x, fpr)` sets the threshold to the
 (1 - fpr)-quantile of the scores of x (interpolation 'higher'), and a sample is an outlier when its
-score is strictly above the threshold. Other scores plug in by subclassing `ScoreDetector`.
+score is strictly above the threshold. Other scores plug in by subclassing `ScoreDetector`:
+
+  dae          the paper's: DAE reconstruction error
+  magnet       MagNet (Meng & Chen 2017): Jensen-Shannon divergence between the defender's classifier
+               on x and on DAE(x), at temperature T
+  mahalanobis_latent / mahalanobis_features / knn_latent / knn_features
+               alibi-detect's own Mahalanobis and KNN detectors on DAE latent codes or on the
+               defender classifier's penultimate features, fitted on trusted clean images
+  supervised   a binary classifier trained on the trusted set against the defender's own perturbed
+               copies (the same copies the DAE learns to denoise)
+
+Every detector sees only what the defender has: the trusted set, its own classifier and DAE, and the
+(poisoned) training images. Never the attacker's surrogate or the poison mask.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import warnings
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
 with warnings.catch_warnings():  # alibi-detect still decorates with the deprecated torch.jit.script
     warnings.simplefilter("ignore", FutureWarning)
+    from alibi_detect.od._knn import KNN
+    from alibi_detect.od._mahalanobis import Mahalanobis
     from alibi_detect.od.pytorch.base import TorchOutlierDetector, TorchOutlierDetectorOutput
 
-from core.train import default_device, predict, to_float_images
+from core.models import Classifier
+from core.train import TrainConfig, default_device, hard_label_loss, predict, to_float_images, train
+
+DETECTORS = ("dae", "magnet", "mahalanobis_latent", "mahalanobis_features", "knn_latent", "knn_features", "supervised")
+CONTROLS = ("none", "random", "oracle")
 
 THRESHOLD_MODES = ("fixed", "fpr", "expected_poison")
 PAPER_INITIAL_THRESHOLD = 0.015
@@ -67,6 +84,151 @@ class DAEDetector(ScoreDetector):
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         return reconstruction_error(self.autoencoder, x, self.batch_size)
+
+
+class MagNetDetector(ScoreDetector):
+    """Score = JSD(softmax(f(x) / T), softmax(f(DAE(x)) / T)) for the defender's classifier f."""
+
+    def __init__(self, autoencoder: nn.Module, classifier: nn.Module, temperature: float = 10.0, batch_size: int = 1024,
+                 device=None):
+        super().__init__(device=device)
+        if not temperature > 0:
+            raise ValueError(f"MagNet temperature must be > 0, got {temperature}")
+        self.autoencoder, self.classifier = autoencoder.eval(), classifier.eval()
+        self.temperature, self.batch_size = temperature, batch_size
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        scores = []
+        for start in range(0, x.shape[0], self.batch_size):
+            chunk = to_float_images(x[start: start + self.batch_size].cpu())
+            reconstruction = predict(self.autoencoder, chunk)
+            p = torch.softmax(predict(self.classifier, chunk) / self.temperature, dim=1)
+            q = torch.softmax(predict(self.classifier, reconstruction) / self.temperature, dim=1)
+            scores.append(jensen_shannon(p, q))
+        return torch.cat(scores) if scores else torch.empty(0)
+
+
+def jensen_shannon(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Row-wise JSD (natural log) between probability vectors; 0 for equal rows, at most log 2."""
+    middle = (p + q) / 2
+
+    def kl(a, b):  # 0 * log 0 = 0
+        return torch.where(a > 0, a * (a.clamp_min(1e-30).log() - b.clamp_min(1e-30).log()), torch.zeros_like(a)).sum(dim=1)
+
+    return 0.5 * kl(p, middle) + 0.5 * kl(q, middle)
+
+
+class FeatureDetector(ScoreDetector):
+    """alibi-detect's Mahalanobis or KNN detector, run on features(x) instead of pixels.
+
+    fit(x_ref) fits the alibi-detect detector on the reference features (trusted clean images);
+    score is its score (Mahalanobis distance, or mean distance to the k nearest reference points).
+    """
+
+    def __init__(self, kind: str, features, k: int = 10, batch_size: int = 1024, device=None):
+        super().__init__(device=device)
+        if kind not in ("mahalanobis", "knn"):
+            raise ValueError(f"feature detector kind must be 'mahalanobis' or 'knn', got {kind!r}")
+        self.kind, self.features, self.batch_size = kind, features, batch_size
+        # normalizer=None: raw KNN distances (alibi-detect's p-value normaliser only matters for ensembles)
+        self.inner = Mahalanobis(device="cpu") if kind == "mahalanobis" else KNN(k=k, normalizer=None, device="cpu")
+
+    def _features(self, x: torch.Tensor):
+        chunks = [self.features(to_float_images(x[start: start + self.batch_size].cpu()))
+                  for start in range(0, x.shape[0], self.batch_size)]
+        return torch.cat(chunks).float().cpu().numpy()
+
+    def fit(self, x_ref: torch.Tensor) -> "FeatureDetector":
+        self.inner.fit(self._features(x_ref))
+        return super().fit(x_ref)
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.inner.score(self._features(x))).float()
+
+
+def latent_features(autoencoder: nn.Module):
+    """DAE latent codes h = f_e(x)."""
+    encoder = autoencoder.encoder.eval()
+    return lambda x: predict(encoder, x)
+
+
+def classifier_features(classifier: Classifier):
+    """The classifier's penultimate features."""
+    class Embed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.classifier = classifier
+
+        def forward(self, x):
+            return self.classifier.embed(x)
+
+    embed = Embed().eval()
+    return lambda x: predict(embed, x)
+
+
+@dataclass(frozen=True)
+class SupervisedConfig:
+    """The binary clean-vs-perturbed classifier. Its positives are the DAE's own training inputs: the
+    defender's FGSM / I-FGSM copies of the trusted images (core.dae.denoising_pairs)."""
+
+    width: int = 32
+    epochs: int = 20
+    learning_rate: float = 1e-3
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.width < 1 or self.epochs < 1 or not self.learning_rate > 0:
+            raise ValueError("supervised detector needs width >= 1, epochs >= 1, learning_rate > 0")
+
+
+class NoiseResidualNet(nn.Module):
+    """A small CNN on the image's high-pass residual x - mean3x3(x), in grey levels.
+
+    Perturbation poisons add +-2 grey levels to most pixels: invisible next to the image content (and
+    to a DAE's reconstruction error) but plain in the residual once the content is subtracted, as in
+    steganalysis. A classifier on raw pixels (our VGG-style one) never learned it here.
+    """
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = [3, width, width, width, 2 * width]
+        for index, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:])):
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, stride=1 if index < 2 else 2), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(2 * width, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        levels = x * 255.0
+        local_mean = nn.functional.avg_pool2d(nn.functional.pad(levels, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+        return self.head(self.features(levels - local_mean))
+
+
+def train_supervised_detector(clean: torch.Tensor, perturbed: torch.Tensor, config: SupervisedConfig,
+                              progress=None, should_stop=None) -> NoiseResidualNet:
+    """A 2-class classifier: 0 = clean trusted image, 1 = the defender's perturbed copy of one."""
+    torch.manual_seed(config.seed)
+    model = NoiseResidualNet(config.width)
+    copies = max(1, perturbed.shape[0] // max(clean.shape[0], 1))  # balance the classes
+    images = torch.cat([clean.repeat(copies, 1, 1, 1), perturbed])
+    labels = torch.cat([torch.zeros(images.shape[0] - perturbed.shape[0], dtype=torch.long),
+                        torch.ones(perturbed.shape[0], dtype=torch.long)])
+    train_config = TrainConfig(epochs=config.epochs, learning_rate=config.learning_rate, optimizer="adam", augment=True,
+                               seed=config.seed)
+    train(model, images, labels, hard_label_loss(), train_config, progress=progress, should_stop=should_stop)
+    return model.eval()
+
+
+class SupervisedDetector(ScoreDetector):
+    """Score = logit(perturbed) - logit(clean) of the supervised binary classifier."""
+
+    def __init__(self, model: nn.Module, device=None):
+        super().__init__(device=device)
+        self.model = model.eval()
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        logits = predict(self.model, x)
+        return (logits[:, 1] - logits[:, 0]) if logits.numel() else torch.empty(0)
 
 
 def reconstruction_error(autoencoder: nn.Module, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:

@@ -13,15 +13,15 @@ from typing import Callable
 import torch
 from safetensors.torch import load_file, save_file
 
-from core.dae import DAEConfig, denoising_pairs, train_dae, validation_loss
+from core.dae import DAEConfig, denoising_pairs, train_dae
 from core.data import GTSRBSplits, ImageSet, load_splits, stratified_split
 from core.detect import DAEDetector, ThresholdConfig, set_detector_threshold
 from core.distill import DistillConfig, classifier_train_config, soft_labels, train_classifier, train_student
 from core.evaluate import AttackEvalConfig, accuracy, filter_quality, robustness
-from core.models import AutoencoderConfig, Classifier, ClassifierConfig, DenoisingAutoencoder
-from core.poison import PoisonConfig, PoisonedSet, poison_training_set
+from core.models import Classifier, ClassifierConfig, DenoisingAutoencoder
+from core.poison import PoisonConfig, PoisonedSet, poison_training_set, threat_metrics
 from core.storage import atomic_write, config_hash, has_model, load_weights, save_model, write_json
-from core.train import Progress, TrainConfig
+from core.train import TrainConfig
 
 # What the paper reports (see ../shared/paper/README.md), shown beside our numbers.
 PAPER_RESULTS = {
@@ -139,16 +139,31 @@ class RunState:
     artifacts: dict[str, str] = field(default_factory=dict)  # role -> cache name
 
 
-def run_experiment(config: ExperimentConfig, cache_dir: str | Path = "runs/cache", data_root=None,
-                   progress: StageProgress | None = None, should_stop=None, download: bool = False,
-                   evaluate: bool = True) -> tuple[dict, RunState]:
-    """Run (or reload from cache) every stage; returns (results dict, RunState).
+@dataclass
+class Prepared:
+    """The stages every defence shares: data, the attacker's surrogate and poisons, the defender's
+    classifier and DAE (with the DAE detector fitted and thresholded)."""
 
-    evaluate=False stops after training (results is then empty): for callers that only need the state.
-    """
-    started = time.time()
-    report = progress or (lambda stage, done, total: None)
-    cache = ModelCache(cache_dir)
+    splits: GTSRBSplits
+    poisoned: PoisonedSet
+    surrogate: torch.nn.Module
+    defender: torch.nn.Module
+    dae_data: ImageSet  # trusted images the DAE (and the defender) trained on
+    calibration: ImageSet  # trusted images held out to calibrate thresholds
+    detector: DAEDetector
+    train_scores: torch.Tensor
+    threshold: float
+    data_key: dict
+    poison_key: dict
+    artifacts: dict[str, str]
+    classifier: Callable  # (role, data, offset, upstream, temperature=1, epochs=None) -> (model, cache name)
+    dae_config: DAEConfig
+
+
+def prepare(config: ExperimentConfig, cache: "ModelCache", data_root=None, report: StageProgress | None = None,
+            should_stop=None, download: bool = False) -> Prepared:
+    """Stages 1 and 2 of the pipeline (each model cached): poisons, defender, DAE, scores, threshold."""
+    report = report or (lambda stage, done, total: None)
     seed = config.seed
 
     def trainer(stage: str):
@@ -170,9 +185,9 @@ def run_experiment(config: ExperimentConfig, cache_dir: str | Path = "runs/cache
                          lambda: train_classifier(data, config.classifier, train_config, temperature, trainer(f"training {role}"), should_stop),
                          lambda model: {"train_acc": accuracy(model, data.images, data.labels)})
 
-    # 1. The attacker: a surrogate on clean data, then poisons crafted on it.
+    # 1. The attacker: a surrogate on clean data, then poisons crafted on it (perturbations only need it).
     surrogate, surrogate_name = classifier("surrogate", splits.train, 1, data_key)
-    poison_key = {"surrogate": surrogate_name, "poison": asdict(config.poison)}
+    poison_key = {"surrogate": surrogate_name, "poison": _poison_identity(config.poison)}
     poisoned = _cached_poison(cache, poison_key, splits.train, surrogate, config.poison, report)
 
     # 2. The defender: own classifier on trusted data, own perturbed copies, the DAE, the threshold.
@@ -197,23 +212,54 @@ def run_experiment(config: ExperimentConfig, cache_dir: str | Path = "runs/cache
     train_scores = (detector.val_scores if config.threshold.mode == "expected_poison"
                     else detector.score(poisoned.data.images))
     report("scoring training set", 1, 1)
+    return Prepared(splits, poisoned, surrogate, defender, dae_data, calibration, detector, train_scores, threshold,
+                    data_key, poison_key, {"surrogate": surrogate_name, "defender": defender_name, "dae": dae_name},
+                    classifier, dae_config)
+
+
+def distilled(config: ExperimentConfig, cache: "ModelCache", prepared: Prepared, role: str, data: ImageSet, offset: int,
+              upstream: dict, report: StageProgress | None = None, should_stop=None):
+    """Teacher at T on data, then a student at T on its soft labels, both cached.
+
+    Returns (teacher, student, teacher cache name, student cache name)."""
+    report = report or (lambda stage, done, total: None)
+    teacher, teacher_name = prepared.classifier(f"{role}_teacher", data, offset, upstream, config.temperature)
+    student_config = DistillConfig(config.temperature, config.classifier, _seeded(config.classifier_train, config.seed, offset))
+    key = {"role": f"{role}_student", "teacher": teacher_name, "temperature": config.temperature,
+           "model": asdict(config.classifier), "train": asdict(student_config.train)}
+    student, student_name = cache.get(
+        f"{role}_student", key, lambda: Classifier(config.classifier),
+        lambda: train_student(data.images, soft_labels(teacher, data.images, config.temperature), student_config,
+                              lambda event: report(f"training {role} student", event.step, event.total_steps), should_stop))
+    return teacher, student, teacher_name, student_name
+
+
+def run_experiment(config: ExperimentConfig, cache_dir: str | Path = "runs/cache", data_root=None,
+                   progress: StageProgress | None = None, should_stop=None, download: bool = False,
+                   evaluate: bool = True) -> tuple[dict, RunState]:
+    """Run (or reload from cache) every stage; returns (results dict, RunState).
+
+    evaluate=False stops after training (results is then empty): for callers that only need the state.
+    """
+    started = time.time()
+    report = progress or (lambda stage, done, total: None)
+    cache = ModelCache(cache_dir)
+    prepared = prepare(config, cache, data_root, report, should_stop, download)
+    splits, poisoned, detector = prepared.splits, prepared.poisoned, prepared.detector
+    train_scores, threshold, classifier = prepared.train_scores, prepared.threshold, prepared.classifier
+    dae_data, calibration, dae_config = prepared.dae_data, prepared.calibration, prepared.dae_config
+    data_key, poison_key, dae_name = prepared.data_key, prepared.poison_key, prepared.artifacts["dae"]
     dropped = train_scores > threshold
     filtered = poisoned.data.subset(torch.nonzero(~dropped).flatten())
     filter_key = {"poison": poison_key, "dae": dae_name, "threshold": threshold}
 
     state = RunState(config, splits, poisoned, detector, train_scores, threshold)
-    state.artifacts.update(surrogate=surrogate_name, defender=defender_name, dae=dae_name)
+    state.artifacts.update(prepared.artifacts)
 
     # 3. The five models.
-    def distilled(role: str, data: ImageSet, offset: int, upstream: dict):
-        teacher, teacher_name = classifier(f"{role}_teacher", data, offset, upstream, config.temperature)
-        student_config = DistillConfig(config.temperature, config.classifier, _seeded(config.classifier_train, seed, offset))
-        key = {"role": f"{role}_student", "teacher": teacher_name, "temperature": config.temperature,
-               **classifier_key, "train": asdict(student_config.train)}
-        student, student_name = cache.get(
-            f"{role}_student", key, lambda: Classifier(config.classifier),
-            lambda: train_student(data.images, soft_labels(teacher, data.images, config.temperature), student_config,
-                                  trainer(f"training {role} student"), should_stop))
+    def distil(role: str, data: ImageSet, offset: int, upstream: dict):
+        teacher, student, teacher_name, student_name = distilled(config, cache, prepared, role, data, offset, upstream,
+                                                                 report, should_stop)
         state.models[f"{role}_teacher"] = teacher
         state.artifacts[f"{role}_teacher"] = teacher_name
         return student, student_name
@@ -221,12 +267,12 @@ def run_experiment(config: ExperimentConfig, cache_dir: str | Path = "runs/cache
     for role, offset, make in (
         ("clean_reference", 4, lambda: classifier("clean_reference", splits.train, 4, data_key)),
         ("undefended", 5, lambda: classifier("undefended", poisoned.data, 5, poison_key)),
-        ("distillation_only", 6, lambda: distilled("distillation_only", poisoned.data, 6, poison_key)),
+        ("distillation_only", 6, lambda: distil("distillation_only", poisoned.data, 6, poison_key)),
         ("filter_only", 7, lambda: classifier("filter_only", filtered, 7, filter_key)),
-        ("filter_distillation", 8, lambda: distilled("filter_distillation", filtered, 8, filter_key)),
+        ("filter_distillation", 8, lambda: distil("filter_distillation", filtered, 8, filter_key)),
     ):
         state.models[role], state.artifacts[role] = make()
-    state.models["surrogate"], state.models["defender"] = surrogate, defender
+    state.models["surrogate"], state.models["defender"] = prepared.surrogate, prepared.defender
     if not evaluate:
         return {}, state
 
@@ -247,7 +293,8 @@ def run_experiment(config: ExperimentConfig, cache_dir: str | Path = "runs/cache
     }
     for index, name in enumerate(MODEL_NAMES):
         report("evaluating models (clean, FGSM, I-FGSM)", index, len(MODEL_NAMES))
-        results["models"][name] = robustness(state.models[name], splits.test, config.eval_attack)
+        results["models"][name] = {**robustness(state.models[name], splits.test, config.eval_attack),
+                                    **threat_metrics(state.models[name], splits.test, config.poison)}
     report("evaluating models (clean, FGSM, I-FGSM)", len(MODEL_NAMES), len(MODEL_NAMES))
     results["teacher_train_acc"] = accuracy(state.models["filter_distillation_teacher"], filtered.images, filtered.labels)
     results["paper"] = PAPER_RESULTS
@@ -260,9 +307,20 @@ def _poison_stats(poisoned: PoisonedSet, clean: ImageSet) -> dict:
     changed = (poisoned.data.images.int() - clean.images.int()).abs()
     mask = poisoned.poison_mask
     linf = int(changed[mask].amax()) if mask.any() else 0
-    return {"fraction": poisoned.config.fraction, "n_poisoned": poisoned.n_poisoned, "n_train": len(clean),
+    return {"threat": poisoned.config.threat, "fraction": poisoned.config.fraction,
+            "n_relabelled": int((poisoned.data.labels != clean.labels).sum()), "n_poisoned": poisoned.n_poisoned, "n_train": len(clean),
             "attack": poisoned.config.attack, "eps": poisoned.config.eps,
             "linf_levels": linf, "mean_abs_change_levels": float(changed[mask].float().mean()) if mask.any() else 0.0}
+
+
+def _poison_identity(config: PoisonConfig) -> dict:
+    """The poison config as hashed into cache keys. Perturbation poisons keep the fields they had before
+    the other threat models existed, so caches made then stay valid."""
+    fields = asdict(config)
+    if config.threat == "perturbation":
+        for name in ("threat", "source_class", "target_class", "trigger_size"):
+            fields.pop(name)
+    return fields
 
 
 def _cached_poison(cache: ModelCache, key: dict, train: ImageSet, surrogate, config: PoisonConfig, report) -> PoisonedSet:
@@ -270,14 +328,17 @@ def _cached_poison(cache: ModelCache, key: dict, train: ImageSet, surrogate, con
     path = cache.directory / f"poison-{config_hash(key)}.safetensors"
     if path.exists():
         stored = load_file(str(path))
-        images = train.images.clone()
+        images, labels = train.images.clone(), train.labels.clone()
         images[stored["index"]] = stored["images"]
+        if "labels" in stored:  # label_flip and backdoor relabel; perturbation caches predate this
+            labels[stored["index"]] = stored["labels"]
         mask = torch.zeros(len(train), dtype=torch.bool)
         mask[stored["index"]] = True
-        return PoisonedSet(ImageSet(images, train.labels.clone()), mask, config)
+        return PoisonedSet(ImageSet(images, labels), mask, config)
     poisoned = poison_training_set(train, surrogate, config, progress=lambda done, total: report("crafting poisons", done, total))
     index = torch.nonzero(poisoned.poison_mask).flatten()
-    payload = {"index": index, "images": poisoned.data.images[index].contiguous()}
+    payload = {"index": index, "images": poisoned.data.images[index].contiguous(),
+               "labels": poisoned.data.labels[index].contiguous()}
     atomic_write(path, lambda tmp: save_file(payload, str(tmp)))
     return poisoned
 

@@ -1,6 +1,12 @@
-"""Perturbation poisoning: replace a fraction of the training images by FGSM / I-FGSM copies.
+"""Poisoning threat models, each a function from the clean train split to the set the defender receives.
 
-The attacker crafts the perturbations on a surrogate classifier trained on clean data, keeps the
+perturbation (the paper's): replace a fraction of the training images by FGSM / I-FGSM copies.
+label_flip: relabel a fraction of one source class as a target class (images untouched).
+backdoor (BadNets, Gu et al. 2017): stamp a small trigger patch on a fraction of the training images of
+  the other classes and relabel them as the target class; at test time the trigger steers any image
+  to the target class (measured by the attack success rate, `threat_metrics`).
+
+For perturbations, the attacker crafts the perturbations on a surrogate classifier trained on clean data, keeps the
 labels, and delivers ordinary image files: the poisons are quantised back to uint8, rounding each
 pixel toward its original value so the L-inf bound still holds after rounding. (Float-valued poisons
 would be spotted by their non-integral pixels, a loophole no detector may use.)
@@ -16,20 +22,37 @@ from torch import nn
 
 from core.attacks import fgsm, ifgsm, pgd
 from core.data import ImageSet
+from core.train import predict
 
 ATTACKS = ("fgsm", "ifgsm", "pgd")
+THREATS = ("perturbation", "label_flip", "backdoor")
+# GTSRB class 14 is "Stop", class 3 "Speed limit (60km/h)": a flip with obvious real-world harm.
+DEFAULT_SOURCE_CLASS, DEFAULT_TARGET_CLASS = 14, 3
 
 
 @dataclass(frozen=True)
 class PoisonConfig:
+    threat: str = "perturbation"  # one of THREATS
     attack: str = "ifgsm"
     eps: float = 0.01  # L-inf radius on the [0, 1] pixel scale (the paper's 0.01 is 2.55 grey levels)
     alpha: float = 0.01  # step size of I-FGSM / PGD
     steps: int = 10
-    fraction: float = 0.1  # of the train split, replaced in place (the paper does not say; see README)
+    # perturbation and backdoor: share of the train split; label_flip: share of the source class
+    fraction: float = 0.1  # (the paper does not say; see README)
     seed: int = 0
+    source_class: int = DEFAULT_SOURCE_CLASS  # label_flip only
+    target_class: int = DEFAULT_TARGET_CLASS  # label_flip and backdoor
+    trigger_size: int = 3  # backdoor: side of the square trigger in pixels, stamped in the bottom-right corner
 
     def __post_init__(self):
+        if self.threat not in THREATS:
+            raise ValueError(f"threat must be one of {', '.join(THREATS)}, got {self.threat!r}")
+        if not (0 <= self.source_class < 43 and 0 <= self.target_class < 43):
+            raise ValueError(f"source and target class must be GTSRB classes 0..42, got {self.source_class}, {self.target_class}")
+        if self.threat == "label_flip" and self.source_class == self.target_class:
+            raise ValueError("label flipping needs a source class different from the target class")
+        if not 1 <= self.trigger_size <= 16:
+            raise ValueError(f"trigger_size must be in 1..16 pixels, got {self.trigger_size}")
         if self.attack not in ATTACKS:
             raise ValueError(f"attack must be one of {', '.join(ATTACKS)}, got {self.attack!r}")
         if not self.eps >= 0:
@@ -49,8 +72,8 @@ class PoisonConfig:
 class PoisonedSet:
     """The training set as the defender receives it, plus the ground truth for scoring only."""
 
-    data: ImageSet  # poisoned images (uint8) with their original, unchanged labels
-    poison_mask: torch.Tensor  # bool (N,): True where the image was replaced by a poison
+    data: ImageSet  # poisoned images (uint8) and labels (changed only by label_flip and backdoor)
+    poison_mask: torch.Tensor  # bool (N,): True where the sample was poisoned
     config: PoisonConfig
 
     @property
@@ -58,11 +81,12 @@ class PoisonedSet:
         return int(self.poison_mask.sum())
 
 
-def choose_poison_indices(n: int, fraction: float, seed: int) -> torch.Tensor:
-    """Exactly round(fraction * n) distinct indices, seeded."""
-    count = int(round(fraction * n))
+def choose_poison_indices(n: int, fraction: float, seed: int, eligible: torch.Tensor | None = None) -> torch.Tensor:
+    """Exactly round(fraction * n_eligible) distinct indices among the eligible ones (default: all n), seeded."""
+    pool = torch.arange(n) if eligible is None else torch.nonzero(eligible).flatten()
+    count = int(round(fraction * pool.shape[0]))
     generator = torch.Generator().manual_seed(seed)
-    return torch.sort(torch.randperm(n, generator=generator)[:count]).values
+    return torch.sort(pool[torch.randperm(pool.shape[0], generator=generator)[:count]]).values
 
 
 def quantise_toward(original: torch.Tensor, adversarial: torch.Tensor, eps: float) -> torch.Tensor:
@@ -90,12 +114,18 @@ def craft(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, config: 
                generator=torch.Generator().manual_seed(config.seed))
 
 
-def poison_training_set(train: ImageSet, surrogate: nn.Module, config: PoisonConfig,
+def poison_training_set(train: ImageSet, surrogate: nn.Module | None, config: PoisonConfig,
                         progress=None, batch_size: int = 2048) -> PoisonedSet:
-    """Replace round(fraction * N) chosen training images by quantised adversarial copies.
+    """The training set under config.threat. Only perturbations need the attacker's surrogate.
 
     progress(done, total), if given, is called after each batch of crafted poisons.
     """
+    if config.threat == "label_flip":
+        return flip_labels(train, config)
+    if config.threat == "backdoor":
+        return plant_backdoor(train, config)
+    if surrogate is None:
+        raise ValueError("perturbation poisons are crafted on a surrogate classifier; none was given")
     chosen = choose_poison_indices(len(train), config.fraction, config.seed)
     images = train.images.clone()
     for start in range(0, chosen.shape[0], batch_size):
@@ -107,3 +137,55 @@ def poison_training_set(train: ImageSet, surrogate: nn.Module, config: PoisonCon
     mask = torch.zeros(len(train), dtype=torch.bool)
     mask[chosen] = True
     return PoisonedSet(ImageSet(images, train.labels.clone()), mask, config)
+
+
+def flip_labels(train: ImageSet, config: PoisonConfig) -> PoisonedSet:
+    """Relabel round(fraction * n_source) images of the source class as the target class."""
+    chosen = choose_poison_indices(len(train), config.fraction, config.seed, eligible=train.labels == config.source_class)
+    labels = train.labels.clone()
+    labels[chosen] = config.target_class
+    mask = torch.zeros(len(train), dtype=torch.bool)
+    mask[chosen] = True
+    return PoisonedSet(ImageSet(train.images.clone(), labels), mask, config)
+
+
+def trigger_patch(size: int) -> torch.Tensor:
+    """The BadNets trigger: a size x size black-and-white checkerboard, uint8 (3, size, size)."""
+    rows, cols = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    return (((rows + cols) % 2 == 0).to(torch.uint8) * 255).expand(3, size, size).clone()
+
+
+def stamp_trigger(images: torch.Tensor, size: int) -> torch.Tensor:
+    """A copy of uint8 images (N, 3, 32, 32) with the trigger in the bottom-right corner, one pixel in."""
+    stamped = images.clone()
+    stamped[:, :, -size - 1: -1, -size - 1: -1] = trigger_patch(size)
+    return stamped
+
+
+def plant_backdoor(train: ImageSet, config: PoisonConfig) -> PoisonedSet:
+    """Stamp the trigger on round(fraction * N_other) images of the other classes and relabel them as the target."""
+    chosen = choose_poison_indices(len(train), config.fraction, config.seed, eligible=train.labels != config.target_class)
+    images, labels = train.images.clone(), train.labels.clone()
+    images[chosen] = stamp_trigger(train.images[chosen], config.trigger_size)
+    labels[chosen] = config.target_class
+    mask = torch.zeros(len(train), dtype=torch.bool)
+    mask[chosen] = True
+    return PoisonedSet(ImageSet(images, labels), mask, config)
+
+
+def threat_metrics(model: nn.Module, test: ImageSet, config: PoisonConfig) -> dict:
+    """What the attacker wanted, measured on the test set (empty for perturbation poisons, which aim at
+    accuracy itself).
+
+    backdoor: attack_success_rate = share of triggered test images of other classes classified as the target.
+    label_flip: attack_success_rate = share of source-class test images classified as the target class.
+    """
+    if config.threat == "backdoor":
+        others = test.images[test.labels != config.target_class]
+        predicted = predict(model, stamp_trigger(others, config.trigger_size)).argmax(dim=1)
+    elif config.threat == "label_flip":
+        predicted = predict(model, test.images[test.labels == config.source_class]).argmax(dim=1)
+    else:
+        return {}
+    rate = float((predicted == config.target_class).float().mean()) if predicted.numel() else float("nan")
+    return {"attack_success_rate": rate, "n_asr_test": int(predicted.numel())}

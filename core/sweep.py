@@ -13,7 +13,7 @@ import torch
 
 from core.data import ImageSet, stratified_split
 from core.distill import DistillConfig, soft_labels, train_classifier, train_student
-from core.evaluate import AttackEvalConfig, filter_quality, robustness
+from core.evaluate import filter_quality, robustness
 from core.pipeline import ExperimentConfig, RunState, _seeded
 
 DEFAULT_DROP_SHARES = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.75, 0.9)

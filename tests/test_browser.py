@@ -4,7 +4,6 @@ It opens the Threshold page, moves the slider with the keyboard, checks that the
 exception shows, uploads an image on the Your images page, sees a prediction, and saves screenshots
 under test-artifacts/ (and docs/screenshots/ when UPDATE_SCREENSHOTS=1).
 """
-import io
 import os
 import shutil
 import socket

@@ -3,7 +3,6 @@ import json
 import shutil
 
 import pytest
-import torch
 
 from core import explore
 from core.evaluate import accuracy

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from core.data import ImageSet
-from core.poison import PoisonConfig, choose_poison_indices, poison_training_set, quantise_toward
+from core.poison import PoisonConfig, choose_poison_indices, poison_training_set, quantise_toward, threat_metrics
 
 
 @pytest.fixture
@@ -56,3 +56,62 @@ def test_choice_is_seeded_and_exact():
 def test_config_rejects_bad_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
         PoisonConfig(**kwargs)
+
+
+def test_label_flip_relabels_exactly_the_chosen_share_of_the_source_class(random_set):
+    config = PoisonConfig(threat="label_flip", source_class=5, target_class=7, fraction=0.5, seed=3)
+    poisoned = poison_training_set(random_set, None, config)
+    source = random_set.labels == 5
+    assert poisoned.n_poisoned == round(0.5 * int(source.sum()))
+    assert not poisoned.poison_mask[~source].any()  # only the source class is touched
+    assert (poisoned.data.labels[poisoned.poison_mask] == 7).all()
+    assert torch.equal(poisoned.data.labels[~poisoned.poison_mask], random_set.labels[~poisoned.poison_mask])
+    assert torch.equal(poisoned.data.images, random_set.images)  # images untouched
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.1, 0.33])
+def test_backdoor_stamps_exactly_the_patch_and_relabels_exactly_the_fraction(random_set, fraction):
+    config = PoisonConfig(threat="backdoor", target_class=0, trigger_size=3, fraction=fraction, seed=2)
+    poisoned = poison_training_set(random_set, None, config)
+    eligible = random_set.labels != 0
+    assert poisoned.n_poisoned == round(fraction * int(eligible.sum()))
+    assert not poisoned.poison_mask[~eligible].any()  # never a target-class image
+    mask = poisoned.poison_mask
+    assert (poisoned.data.labels[mask] == 0).all()
+    assert torch.equal(poisoned.data.labels[~mask], random_set.labels[~mask])
+    assert torch.equal(poisoned.data.images[~mask], random_set.images[~mask])
+    # Inside the 3x3 window one pixel from the bottom-right corner: the checkerboard; outside it: unchanged.
+    window = (slice(None), slice(None), slice(28, 31), slice(28, 31))
+    expected = torch.tensor([[255, 0, 255], [0, 255, 0], [255, 0, 255]], dtype=torch.uint8)
+    assert (poisoned.data.images[mask][window] == expected).all()
+    outside = poisoned.data.images[mask].clone()
+    outside[window] = random_set.images[mask][window]
+    assert torch.equal(outside, random_set.images[mask])
+
+
+def test_threat_metrics_measure_attack_success(random_set):
+    class AlwaysTarget(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bias = torch.nn.Parameter(torch.zeros(43))
+
+        def forward(self, x):
+            return self.bias.expand(x.shape[0], 43) + torch.nn.functional.one_hot(torch.tensor(7), 43).float()
+
+    model = AlwaysTarget()
+    backdoor = threat_metrics(model, random_set, PoisonConfig(threat="backdoor", target_class=7))
+    assert backdoor["attack_success_rate"] == 1.0
+    assert backdoor["n_asr_test"] == int((random_set.labels != 7).sum())
+    assert threat_metrics(model, random_set, PoisonConfig(threat="backdoor", target_class=8))["attack_success_rate"] == 0.0
+    assert threat_metrics(model, random_set, PoisonConfig())=={}
+
+
+def test_threat_configs_reject_nonsense():
+    with pytest.raises(ValueError, match="threat must be one of"):
+        PoisonConfig(threat="gradient_matching")
+    with pytest.raises(ValueError, match="different from the target"):
+        PoisonConfig(threat="label_flip", source_class=3, target_class=3)
+    with pytest.raises(ValueError, match="0..42"):
+        PoisonConfig(threat="backdoor", target_class=43)
+    with pytest.raises(ValueError, match="surrogate"):
+        poison_training_set(ImageSet(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.zeros(2, dtype=torch.long)), None, PoisonConfig())

@@ -1,0 +1,211 @@
+"""Poison detectors compared with controls, per threat model, over seeds.
+
+For each seed and threat model: poison the train split, build every detector from what the defender
+has (trusted set, own classifier, DAE), threshold each the same way (the run's ThresholdConfig, by
+default: drop the top 10% of the training set by score), and score it against the ground truth.
+Then, for each filter in `distil` (detectors and the three controls: no filter, a random filter
+dropping as many samples as the DAE filter, an oracle dropping exactly the poisons), train a teacher
+at T and a student on what is left, and measure the student: clean accuracy, paper-style FGSM /
+I-FGSM, the adaptive worst case (core.robust) and the attack success rate where the threat has one.
+The clean reference and the undefended model show the damage the poisons do. Every model is cached.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+
+from core.data import ImageSet, stratified_split
+from core.detect import (CONTROLS, DETECTORS, FeatureDetector, MagNetDetector, NoiseResidualNet, ScoreDetector, SupervisedConfig,
+                         SupervisedDetector, classifier_features, latent_features, oracle_drop_mask, random_drop_mask,
+                         set_detector_threshold, train_supervised_detector)
+from core.dae import denoising_pairs
+from core.evaluate import filter_quality, robustness
+from core.pipeline import ExperimentConfig, ModelCache, Prepared, distilled, prepare
+from core.poison import THREATS, threat_metrics
+from core.robust import RobustEvalConfig, attack_suite
+
+# Share poisoned per threat when none is given: the paper's 10% of train for perturbations; 40% of
+# the source class for label flipping (~1% of train); 5% of train for the backdoor (BadNets-typical).
+DEFAULT_FRACTIONS = {"perturbation": 0.1, "label_flip": 0.4, "backdoor": 0.05}
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    experiment: ExperimentConfig
+    threats: tuple[str, ...] = THREATS
+    detectors: tuple[str, ...] = DETECTORS  # scored (cheap) for every threat
+    distil: tuple[str, ...] = CONTROLS + DETECTORS  # filters that also get a teacher + student (expensive)
+    seeds: tuple[int, ...] = (0,)
+    fractions: dict = field(default_factory=lambda: dict(DEFAULT_FRACTIONS))
+    robust_test_subset: float = 0.3  # share of the run's test set attacked for the adaptive worst case
+    robust_steps: int = 10
+    magnet_temperature: float = 10.0
+    knn_k: int = 10
+    supervised: SupervisedConfig = field(default_factory=SupervisedConfig)
+
+    def __post_init__(self):
+        for name, allowed, values in (("threat", THREATS, self.threats), ("detector", DETECTORS, self.detectors),
+                                      ("filter", CONTROLS + DETECTORS, self.distil)):
+            unknown = [value for value in values if value not in allowed]
+            if unknown or not values:
+                raise ValueError(f"unknown or missing {name} {unknown}: choose from {', '.join(allowed)}")
+        missing = [name for name in self.distil if name in DETECTORS and name not in self.detectors]
+        if missing:
+            raise ValueError(f"cannot distil behind detectors that are not scored: {missing}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds must be distinct and at least one")
+        if not 0 < self.robust_test_subset <= 1 or self.robust_steps < 1:
+            raise ValueError("robust_test_subset must be in (0, 1] and robust_steps >= 1")
+        for threat, fraction in self.fractions.items():
+            if threat not in THREATS or not 0 < fraction <= 1:
+                raise ValueError(f"poison fraction for {threat!r} must be in (0, 1], got {fraction}")
+
+    def experiment_for(self, threat: str, seed: int) -> ExperimentConfig:
+        poison = replace(self.experiment.poison, threat=threat, seed=seed,
+                         fraction=self.fractions.get(threat, DEFAULT_FRACTIONS[threat]))
+        return replace(self.experiment, seed=seed, poison=poison)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["experiment"] = self.experiment.to_dict()
+        return data
+
+
+def build_detectors(prepared: Prepared, names: tuple[str, ...], config: CompareConfig, cache: ModelCache,
+                    report=None) -> dict[str, ScoreDetector]:
+    """Every named detector, fitted on the defender's trusted images (never on training data)."""
+    autoencoder, defender = prepared.detector.autoencoder, prepared.defender
+    detectors: dict[str, ScoreDetector] = {}
+    for name in names:
+        if name == "dae":
+            detectors[name] = prepared.detector
+            continue
+        if name == "magnet":
+            detector = MagNetDetector(autoencoder, defender, config.magnet_temperature)
+        elif name == "supervised":
+            detector = SupervisedDetector(_supervised_model(prepared, config, cache, report))
+        else:
+            kind, space = name.split("_")
+            features = latent_features(autoencoder) if space == "latent" else classifier_features(defender)
+            detector = FeatureDetector(kind, features, k=config.knn_k)
+        # Feature detectors learn their reference distribution from the DAE's trusted images; the
+        # others only record reference scores, on the held-out calibration images.
+        feature_based = name.startswith(("mahalanobis", "knn"))
+        detector.fit(prepared.dae_data.images if feature_based else prepared.calibration.images)
+        detectors[name] = detector
+    return detectors
+
+
+def _supervised_model(prepared: Prepared, config: CompareConfig, cache: ModelCache, report=None):
+    key = {"defender": prepared.artifacts["defender"], "dae_attacks": prepared.dae_config.to_dict(),
+           "supervised": asdict(config.supervised)}
+
+    def fit():
+        inputs, _ = denoising_pairs(prepared.dae_data, prepared.defender, prepared.dae_config)
+        n = len(prepared.dae_data)
+        progress = (lambda event: report("training supervised detector", event.step, event.total_steps)) if report else None
+        return train_supervised_detector(inputs[:n], inputs[n:], config.supervised, progress)
+
+    model, _ = cache.get("supervised_detector", key,
+                         lambda: NoiseResidualNet(config.supervised.width), fit)
+    return model
+
+
+def _mask_digest(mask: torch.Tensor) -> str:
+    return hashlib.sha256(mask.to(torch.uint8).numpy().tobytes()).hexdigest()[:16]
+
+
+def _student_metrics(model, prepared: Prepared, experiment: ExperimentConfig, robust_test: ImageSet,
+                     robust_config: RobustEvalConfig) -> dict:
+    paper_style = robustness(model, prepared.splits.test, experiment.eval_attack)
+    adaptive = attack_suite(model, robust_test, robust_config.eps, robust_config, transfer_from=prepared.surrogate)
+    return {**paper_style, "adaptive_acc": adaptive["worst_case"],
+            **threat_metrics(model, prepared.splits.test, experiment.poison)}
+
+
+def compare_one(config: CompareConfig, threat: str, seed: int, cache: ModelCache, data_root=None, report=None,
+                should_stop=None) -> dict:
+    """One threat model at one seed: {"poison", "reference": {clean_reference, undefended}, "filters": {...}}."""
+    report = report or (lambda stage, done, total: None)
+    experiment = config.experiment_for(threat, seed)
+    prepared = prepare(experiment, cache, data_root, report, should_stop)
+    poisoned, mask = prepared.poisoned, prepared.poisoned.poison_mask
+    _, robust_index = stratified_split(prepared.splits.test.labels, config.robust_test_subset, seed + 11)
+    robust_test = prepared.splits.test.subset(robust_index)
+    robust_config = RobustEvalConfig(eps=experiment.eval_attack.eps, steps=config.robust_steps,
+                                     temperature=experiment.temperature, seed=seed)
+
+    def measure(model):
+        return _student_metrics(model, prepared, experiment, robust_test, robust_config)
+
+    clean_reference, _ = prepared.classifier("clean_reference", prepared.splits.train, 4, prepared.data_key)
+    undefended, _ = prepared.classifier("undefended", poisoned.data, 5, prepared.poison_key)
+    reference = {"clean_reference": measure(clean_reference), "undefended": measure(undefended)}
+
+    # Scores and drop masks of every detector, then the controls (same count as the DAE filter).
+    detectors = build_detectors(prepared, config.detectors, config, cache, report)
+    filters: dict[str, dict] = {}
+    drops: dict[str, torch.Tensor] = {}
+    for number, (name, detector) in enumerate(detectors.items()):
+        report("scoring detectors", number, len(detectors))
+        threshold = set_detector_threshold(detector, experiment.threshold, prepared.calibration.images, poisoned.data.images)
+        scores = detector.val_scores if experiment.threshold.mode == "expected_poison" else detector.score(poisoned.data.images)
+        drops[name] = scores > threshold
+        filters[name] = filter_quality(scores, drops[name], mask, threshold)
+    n_drop = int((prepared.train_scores > prepared.threshold).sum())
+    control_drops = {"none": torch.zeros(len(mask), dtype=torch.bool), "random": random_drop_mask(len(mask), n_drop, seed + 13),
+                     "oracle": oracle_drop_mask(mask)}
+    for name, dropped in control_drops.items():
+        # Controls have no score; their "score" is the drop decision itself (AUC 0.5 / 1.0 by construction).
+        drops[name] = dropped
+        filters[name] = {**filter_quality(dropped.float(), dropped, mask, float("nan")), "auroc": None if name == "none"
+                         else filter_quality(dropped.float(), dropped, mask, 0.5)["auroc"]}
+
+    for number, name in enumerate(config.distil):
+        report("distilling behind each filter", number, len(config.distil))
+        kept = poisoned.data.subset(torch.nonzero(~drops[name]).flatten())
+        upstream = {"poison": prepared.poison_key, "filter": name, "dropped": _mask_digest(drops[name])}
+        _, student, _, _ = distilled(experiment, cache, prepared, f"compare_{name}", kept, 10, upstream, report, should_stop)
+        filters[name].update(student=measure(student), n_kept=len(kept))
+    report("distilling behind each filter", len(config.distil), len(config.distil))
+    return {"poison": {"threat": threat, "fraction": experiment.poison.fraction, "n_poisoned": poisoned.n_poisoned,
+                       "n_train": len(mask), "n_drop": n_drop},
+            "n_test": len(prepared.splits.test), "n_robust_test": len(robust_test),
+            "reference": reference, "filters": filters}
+
+
+def compare(config: CompareConfig, cache_dir="runs/cache", data_root=None, progress=None, should_stop=None) -> dict:
+    """Every threat at every seed, then mean and standard deviation over seeds of each number."""
+    started = time.time()
+    cache = ModelCache(cache_dir)
+    runs: dict[str, dict] = {}
+    for seed in config.seeds:
+        for threat in config.threats:
+            stage = (lambda stage, done, total, seed=seed, threat=threat: progress(f"[seed {seed} {threat}] {stage}", done, total)) \
+                if progress else None
+            runs.setdefault(str(seed), {})[threat] = compare_one(config, threat, seed, cache, data_root, stage, should_stop)
+    return {"config": config.to_dict(), "runs": runs, "summary": summarise(runs), "seconds": round(time.time() - started, 1)}
+
+
+def summarise(runs: dict) -> dict:
+    """Same nested shape as one run's result, with each number replaced by {mean, std, n} over seeds."""
+    per_seed = list(runs.values())
+
+    def merge(values: list):
+        if all(isinstance(value, dict) for value in values):
+            keys = [key for key in values[0] if all(key in value for value in values)]
+            return {key: merge([value[key] for value in values]) for key in keys}
+        numbers = [float(value) for value in values if isinstance(value, (int, float)) and not isinstance(value, bool)
+                   and not math.isnan(float(value))]
+        if not numbers:
+            return None
+        mean = sum(numbers) / len(numbers)
+        std = math.sqrt(sum((x - mean) ** 2 for x in numbers) / (len(numbers) - 1)) if len(numbers) > 1 else 0.0
+        return {"mean": mean, "std": std, "n": len(numbers)}
+
+    threats = [threat for threat in per_seed[0] if all(threat in run for run in per_seed)]
+    return {threat: merge([run[threat] for run in per_seed]) for threat in threats}

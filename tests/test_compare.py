@@ -1,0 +1,90 @@
+"""The detector comparison: controls drop what they claim, every detector follows alibi-detect's
+threshold semantics, and a tiny comparison over two seeds has mean +- std for every number."""
+import pytest
+import torch
+
+from core.cli import main
+from core.compare import CompareConfig, compare, summarise
+from core.detect import (FeatureDetector, MagNetDetector, SupervisedConfig, SupervisedDetector, jensen_shannon,
+                         oracle_drop_mask, random_drop_mask, train_supervised_detector)
+from core.models import DenoisingAutoencoder, AutoencoderConfig
+from tests.test_pipeline import tiny_config
+
+
+def random_uint8(n, seed):
+    return torch.randint(0, 256, (n, 3, 32, 32), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+
+
+def test_random_control_drops_exactly_n_and_oracle_exactly_the_poisons():
+    dropped = random_drop_mask(1000, 137, seed=4)
+    assert int(dropped.sum()) == 137
+    assert not torch.equal(dropped, random_drop_mask(1000, 137, seed=5))  # seeded, not fixed
+    poison_mask = torch.rand(1000, generator=torch.Generator().manual_seed(0)) < 0.1
+    assert torch.equal(oracle_drop_mask(poison_mask), poison_mask)
+    with pytest.raises(ValueError):
+        random_drop_mask(10, 11, seed=0)
+
+
+def test_jensen_shannon_bounds():
+    p = torch.tensor([[1.0, 0.0], [0.5, 0.5]])
+    assert torch.allclose(jensen_shannon(p, p), torch.zeros(2))
+    assert torch.allclose(jensen_shannon(p[:1], torch.tensor([[0.0, 1.0]])), torch.tensor([0.6931]), atol=1e-4)
+
+
+@pytest.mark.parametrize("make", ["magnet", "mahalanobis", "knn", "supervised"])
+def test_every_detector_follows_alibi_detect_threshold_semantics(tiny_model, make):
+    torch.manual_seed(0)
+    autoencoder = DenoisingAutoencoder(AutoencoderConfig(depth=2, width=4, latent_dim=8)).eval()
+    if make == "magnet":
+        detector = MagNetDetector(autoencoder, tiny_model, temperature=10.0)
+    elif make == "supervised":
+        clean = random_uint8(40, 1)
+        model = train_supervised_detector(clean, (clean.int() + 2).clamp(0, 255).to(torch.uint8), SupervisedConfig(width=4, epochs=1))
+        detector = SupervisedDetector(model)
+    else:
+        detector = FeatureDetector(make, lambda x: x.flatten(1)[:, :16], k=3)
+    reference, data = random_uint8(60, 2), random_uint8(200, 3)
+    detector.fit(reference)
+    scores = detector.score(data)
+    assert scores.shape == (200,) and torch.isfinite(scores).all()
+    detector.infer_threshold(data, 0.1)
+    # alibi-detect: threshold = the 'higher' (1 - fpr) quantile of the scores; outlier iff score > threshold
+    assert float(detector.threshold) == pytest.approx(float(torch.quantile(scores, 0.9, interpolation="higher")), rel=1e-5)
+    flagged = detector.predict(data).is_outlier
+    assert torch.equal(flagged.bool(), scores > detector.threshold)
+    assert abs(float(flagged.float().mean()) - 0.1) <= 0.02
+
+
+def test_summary_gives_mean_and_sample_std_over_seeds():
+    runs = {"0": {"backdoor": {"a": {"x": 0.2, "none": None}}}, "1": {"backdoor": {"a": {"x": 0.4, "none": None}}}}
+    summary = summarise(runs)["backdoor"]["a"]
+    assert summary["x"]["mean"] == pytest.approx(0.3) and summary["x"]["std"] == pytest.approx(0.1414, abs=1e-4)
+    assert summary["x"]["n"] == 2 and summary["none"] is None
+
+
+def test_tiny_comparison_over_two_seeds(gtsrb_root, tmp_path):
+    config = CompareConfig(tiny_config(), threats=("backdoor", "label_flip"), detectors=("dae", "knn_latent", "supervised"),
+                           distil=("none", "random", "oracle", "dae"), seeds=(0, 1), robust_test_subset=0.5, robust_steps=2,
+                           supervised=SupervisedConfig(width=4, epochs=1))
+    result = compare(config, tmp_path / "cache", gtsrb_root)
+    for seed in ("0", "1"):
+        backdoor = result["runs"][seed]["backdoor"]
+        poison, filters = backdoor["poison"], backdoor["filters"]
+        assert filters["oracle"]["recall"] == 1.0 and filters["oracle"]["precision"] == 1.0
+        assert filters["oracle"]["n_kept"] == poison["n_train"] - poison["n_poisoned"]
+        assert filters["random"]["n_kept"] == poison["n_train"] - poison["n_drop"]
+        assert filters["none"]["n_kept"] == poison["n_train"]
+        for name in ("dae", "knn_latent", "supervised"):
+            assert 0 <= filters[name]["auroc"] <= 1
+        for name in config.distil:
+            student = filters[name]["student"]
+            assert 0 <= student["attack_success_rate"] <= 1 and 0 <= student["adaptive_acc"] <= 1
+    summary = result["summary"]["backdoor"]
+    assert summary["filters"]["oracle"]["recall"] == {"mean": 1.0, "std": 0.0, "n": 2}
+    assert summary["reference"]["undefended"]["attack_success_rate"]["n"] == 2
+
+
+def test_compare_cli_rejects_unknown_names_in_one_line(capsys):
+    assert main(["compare", "--threats", "gradient_matching"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error:") and "gradient_matching" in error and "\n" not in error
