@@ -11,6 +11,7 @@ PAGES = [
     st.Page("pages/autoencoder.py", title="Autoencoder", icon=":material/auto_fix_high:"),
     st.Page("pages/threshold.py", title="Threshold", icon=":material/tune:"),
     st.Page("pages/distillation.py", title="Distillation", icon=":material/thermostat:"),
+    st.Page("pages/detectors.py", title="Detectors", icon=":material/troubleshoot:"),
     st.Page("pages/your_images.py", title="Your images", icon=":material/image:"),
 ]
 

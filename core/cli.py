@@ -74,15 +74,20 @@ def build_parser() -> argparse.ArgumentParser:
     robust.add_argument("--steps", type=int, default=10, help="iterations of the iterative attacks")
 
     comparison = commands.add_parser("compare", help="poison detectors vs random / oracle / no-filter controls, per threat model, over seeds")
-    comparison.add_argument("--preset", default="quick", help="paper or quick (the shipped comparison uses quick)")
+    comparison.add_argument("--preset", default="compare", help="paper, quick or compare (default; what the shipped comparison used)")
     comparison.add_argument("--threats", nargs="+", default=["perturbation", "label_flip", "backdoor"])
     comparison.add_argument("--detectors", nargs="+", help="detectors to score (default: all)")
-    comparison.add_argument("--distil", nargs="+", help="filters that also get a distilled student (default: all controls and detectors)")
+    comparison.add_argument("--distil", nargs="+",
+                            help="filters that also get a distilled student (default: the controls, dae and supervised)")
     comparison.add_argument("--seeds", type=int, default=1, help="run everything for seeds 0..K-1 and report mean +- std")
     comparison.add_argument("--expected-poison", type=float, help="share of the train set every detector drops (default 0.1)")
     comparison.add_argument("--robust-test-subset", type=float, default=0.3, help="share of the test set attacked for the adaptive worst case")
     comparison.add_argument("--out", type=Path, default=RUNS_DIR / "compare", help="folder for compare.json")
     comparison.add_argument("--cache-dir", type=Path, default=RUNS_DIR / "cache")
+
+    detectors = commands.add_parser("detectors", help="score every poison detector on a finished run's training set (for the app)")
+    detectors.add_argument("--run-dir", type=Path, required=True, help="a run's output folder (holds results.json)")
+    detectors.add_argument("--cache-dir", type=Path, default=RUNS_DIR / "cache")
 
     abstain = commands.add_parser("abstain", help="MC-dropout abstention of a finished run's student: coverage and accuracy")
     abstain.add_argument("--run-dir", type=Path, required=True, help="a run's output folder (holds results.json)")
@@ -340,7 +345,7 @@ def command_compare(args) -> int:
     if args.expected_poison is not None:
         experiment = replace(experiment, threshold=ThresholdConfig(mode="expected_poison", expected_poison=args.expected_poison))
     detectors = tuple(args.detectors or DETECTORS)
-    distil = tuple(args.distil or CONTROLS + detectors)
+    distil = tuple(args.distil or [name for name in CONTROLS + ("dae", "supervised") if name in CONTROLS + detectors])
     config = CompareConfig(experiment, threats=tuple(args.threats), detectors=detectors, distil=distil,
                            seeds=tuple(range(args.seeds)), robust_test_subset=args.robust_test_subset)
     stages = TqdmStages()
@@ -351,6 +356,24 @@ def command_compare(args) -> int:
     write_json(args.out / "compare.json", comparison)
     print(format_comparison(comparison))
     print(f"\ncomparison: {args.out / 'compare.json'}  ({comparison['seconds']:.0f} s)")
+    return 0
+
+
+def command_detectors(args) -> int:
+    from core import explore
+    from core.compare import CompareConfig, score_run
+    from core.pipeline import ModelCache
+
+    run = explore.load_run(args.run_dir)
+    stages = TqdmStages()
+    try:
+        summary = score_run(run, CompareConfig(run.config), ModelCache(args.cache_dir), args.data_root, args.download, stages)
+    finally:
+        stages.close()
+    print(f"{'detector':<22}{'ROC AUC':>9}{'precision':>11}{'recall':>8}   ({summary['n_poisoned']} poisons in {summary['n_train']})")
+    for name, quality in summary["detectors"].items():
+        print(f"{name:<22}{quality['auroc']:>9.3f}{quality['precision']:>11.3f}{quality['recall']:>8.3f}")
+    print(f"detectors: {args.run_dir / 'detectors.json'}, scores in detector_scores.safetensors")
     return 0
 
 
@@ -415,12 +438,12 @@ def main(argv: list[str] | None = None) -> int:
     from core.train import TrainingCancelled
 
     try:
-        if args.command in ("run", "tune", "sweep", "robustness", "compare", "abstain"):
+        if args.command in ("run", "tune", "sweep", "robustness", "compare", "abstain", "detectors"):
             from core.data import require_dataset
 
             require_dataset(args.data_root, args.download)
         commands = {"run": command_run, "tune": command_tune, "sweep": command_sweep, "robustness": command_robustness,
-                    "compare": command_compare, "abstain": command_abstain, "data": command_data}
+                    "compare": command_compare, "abstain": command_abstain, "detectors": command_detectors, "data": command_data}
         return commands[args.command](args)
     except (ValueError, TypeError, DatasetNotFoundError, CheckpointError, TrainingCancelled) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -18,15 +18,18 @@ from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
-from core.data import ImageSet, stratified_split
-from core.detect import (CONTROLS, DETECTORS, FeatureDetector, MagNetDetector, NoiseResidualNet, ScoreDetector, SupervisedConfig,
+from safetensors.torch import save_file
+
+from core.data import ImageSet, load_splits, stratified_split
+from core.detect import (CONTROLS, DETECTORS, DAEDetector, FeatureDetector, MagNetDetector, NoiseResidualNet, ScoreDetector, SupervisedConfig,
                          SupervisedDetector, classifier_features, latent_features, oracle_drop_mask, random_drop_mask,
-                         set_detector_threshold, train_supervised_detector)
+                         ThresholdConfig, set_detector_threshold, train_supervised_detector)
 from core.dae import denoising_pairs
 from core.evaluate import filter_quality, robustness
 from core.pipeline import ExperimentConfig, ModelCache, Prepared, distilled, prepare
 from core.poison import THREATS, threat_metrics
 from core.robust import RobustEvalConfig, attack_suite
+from core.storage import atomic_write, save_model, write_json
 
 # Share poisoned per threat when none is given: the paper's 10% of train for perturbations; 40% of
 # the source class for label flipping (~1% of train); 5% of train for the backdoor (BadNets-typical).
@@ -115,6 +118,61 @@ def _supervised_model(prepared: Prepared, config: CompareConfig, cache: ModelCac
     return model
 
 
+def score_detectors(prepared: Prepared, detectors: dict[str, ScoreDetector], threshold_config: ThresholdConfig,
+                    report=None) -> tuple[dict, dict, dict]:
+    """Each detector thresholded per threshold_config on the (poisoned) training set.
+
+    Returns (scores, drop masks, filter quality against the ground truth), each keyed by detector name."""
+    images, mask = prepared.poisoned.data.images, prepared.poisoned.poison_mask
+    scores, drops, quality = {}, {}, {}
+    for number, (name, detector) in enumerate(detectors.items()):
+        if report:
+            report("scoring detectors", number, len(detectors))
+        threshold = set_detector_threshold(detector, threshold_config, prepared.calibration.images, images)
+        # expected_poison mode: infer_threshold has just scored the training set; reuse those scores
+        scores[name] = detector.val_scores if threshold_config.mode == "expected_poison" else detector.score(images)
+        drops[name] = scores[name] > threshold
+        quality[name] = filter_quality(scores[name], drops[name], mask, threshold)
+    return scores, drops, quality
+
+
+def prepared_from_run(run, data_root=None, download: bool = False, progress=None) -> Prepared:
+    """The shared stages of a finished run, rebuilt from its shipped models (nothing is retrained)."""
+    from core import explore
+
+    config = run.config
+    splits = load_splits(data_root, config.trusted_fraction, config.seed, config.train_subset, config.test_subset, download)
+    dae_index, calibration_index = stratified_split(splits.trusted.labels, config.calibration_fraction, config.seed)
+    surrogate = explore.load_classifier(run, "surrogate")
+    poisoned = explore.poisoned_train_set(run, splits.train, surrogate,
+                                          progress=(lambda done, total: progress("crafting poisons", done, total)) if progress else None)
+    calibration = splits.trusted.subset(calibration_index)
+    detector = DAEDetector(explore.load_autoencoder(run))
+    detector.fit(calibration.images)
+    return Prepared(splits, poisoned, surrogate, explore.load_classifier(run, "defender"), splits.trusted.subset(dae_index),
+                    calibration, detector, run.train_scores, run.threshold, data_key={}, poison_key={},
+                    artifacts=dict(run.results["artifacts"]), classifier=None, dae_config=config.dae)
+
+
+def score_run(run, config: CompareConfig, cache: ModelCache, data_root=None, download: bool = False, progress=None) -> dict:
+    """Every detector on a finished run's training set: writes detector_scores.safetensors and
+    detectors.json into the run folder (the app's Threshold page switches between these scores)."""
+    prepared = prepared_from_run(run, data_root, download, progress)
+    detectors = build_detectors(prepared, config.detectors, config, cache, progress)
+    scores, _, quality = score_detectors(prepared, detectors, run.config.threshold, progress)
+    if "supervised" in detectors:  # shipped with the run so the app can judge uploads with it
+        save_model(run.directory, "supervised_detector", detectors["supervised"].model,
+                   {"role": "supervised_detector", "supervised": asdict(config.supervised)}, quality["supervised"])
+    payload = {name: value.float().contiguous() for name, value in scores.items()}
+    atomic_write(run.directory / "detector_scores.safetensors", lambda tmp: save_file(payload, str(tmp)))
+    summary = {"threshold": run.config.threshold.to_dict(), "n_train": len(prepared.poisoned.poison_mask),
+               "n_poisoned": prepared.poisoned.n_poisoned, "detectors": quality,
+               "settings": {"magnet_temperature": config.magnet_temperature, "knn_k": config.knn_k,
+                            "supervised": asdict(config.supervised)}}
+    write_json(run.directory / "detectors.json", summary)
+    return summary
+
+
 def _mask_digest(mask: torch.Tensor) -> str:
     return hashlib.sha256(mask.to(torch.uint8).numpy().tobytes()).hexdigest()[:16]
 
@@ -148,22 +206,16 @@ def compare_one(config: CompareConfig, threat: str, seed: int, cache: ModelCache
 
     # Scores and drop masks of every detector, then the controls (same count as the DAE filter).
     detectors = build_detectors(prepared, config.detectors, config, cache, report)
-    filters: dict[str, dict] = {}
-    drops: dict[str, torch.Tensor] = {}
-    for number, (name, detector) in enumerate(detectors.items()):
-        report("scoring detectors", number, len(detectors))
-        threshold = set_detector_threshold(detector, experiment.threshold, prepared.calibration.images, poisoned.data.images)
-        scores = detector.val_scores if experiment.threshold.mode == "expected_poison" else detector.score(poisoned.data.images)
-        drops[name] = scores > threshold
-        filters[name] = filter_quality(scores, drops[name], mask, threshold)
+    _, drops, filters = score_detectors(prepared, detectors, experiment.threshold, report)
     n_drop = int((prepared.train_scores > prepared.threshold).sum())
     control_drops = {"none": torch.zeros(len(mask), dtype=torch.bool), "random": random_drop_mask(len(mask), n_drop, seed + 13),
                      "oracle": oracle_drop_mask(mask)}
     for name, dropped in control_drops.items():
-        # Controls have no score; their "score" is the drop decision itself (AUC 0.5 / 1.0 by construction).
+        # Controls have no score; their "score" is the drop decision itself (AUC ~0.5 / 1.0 by construction).
         drops[name] = dropped
-        filters[name] = {**filter_quality(dropped.float(), dropped, mask, float("nan")), "auroc": None if name == "none"
-                         else filter_quality(dropped.float(), dropped, mask, 0.5)["auroc"]}
+        filters[name] = filter_quality(dropped.float(), dropped, mask, float("nan"))
+        if name == "none":
+            filters[name]["auroc"] = None
 
     for number, name in enumerate(config.distil):
         report("distilling behind each filter", number, len(config.distil))

@@ -36,6 +36,13 @@ from core.train import TrainConfig, default_device, hard_label_loss, predict, to
 
 DETECTORS = ("dae", "magnet", "mahalanobis_latent", "mahalanobis_features", "knn_latent", "knn_features", "supervised")
 CONTROLS = ("none", "random", "oracle")
+LABELS = {
+    "dae": "DAE reconstruction error (the paper's)", "magnet": "MagNet: JSD of classifier on x vs DAE(x)",
+    "mahalanobis_latent": "Mahalanobis on DAE latents (alibi-detect)", "mahalanobis_features": "Mahalanobis on classifier features (alibi-detect)",
+    "knn_latent": "KNN on DAE latents (alibi-detect)", "knn_features": "KNN on classifier features (alibi-detect)",
+    "supervised": "Supervised noise-residual CNN", "none": "no filter (control)", "random": "random filter (control)",
+    "oracle": "oracle filter (control)",
+}
 
 THRESHOLD_MODES = ("fixed", "fpr", "expected_poison")
 PAPER_INITIAL_THRESHOLD = 0.015

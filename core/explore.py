@@ -45,6 +45,29 @@ class RunView:
     calibration_scores: torch.Tensor
     sweep: dict | None
     robustness: dict | None = None  # robustness.json from `python -m core robustness`, if run
+    detectors: dict | None = None  # detectors.json from `python -m core detectors`, if run
+    abstention: dict | None = None  # abstention.json from `python -m core abstain`, if run
+
+    def score_names(self) -> list[str]:
+        """'dae' (always there) and every other detector scored on this run."""
+        extra = [name for name in (self.detectors or {}).get("detectors", {}) if name != "dae"]
+        return ["dae"] + [name for name in extra if (self.directory / "detector_scores.safetensors").exists()]
+
+    def scores_of(self, name: str) -> torch.Tensor:
+        """Training-set scores of a detector; 'dae' is the run's own reconstruction error."""
+        if name == "dae":
+            return self.train_scores
+        try:
+            return load_file(str(self.directory / "detector_scores.safetensors"))[name]
+        except Exception as error:  # missing file, missing key, corrupt file
+            raise CheckpointError(f"no '{name}' scores in {self.directory}: run `python -m core detectors "
+                                  f"--run-dir {self.directory}` ({error})") from None
+
+    def threshold_of(self, name: str) -> float:
+        """The run's threshold for a detector (the same ThresholdConfig applied to its scores)."""
+        if name == "dae":
+            return self.threshold
+        return float(self.detectors["detectors"][name]["threshold"])
 
     @property
     def threshold(self) -> float:
@@ -68,7 +91,8 @@ def load_run(directory: str | Path = SHIPPED_RUN) -> RunView:
         raise CheckpointError(f"{directory / 'scores.safetensors'} is missing or corrupt ({error})") from None
     return RunView(directory, results, config, scores["train_scores"], scores["poison_mask"].bool(),
                    scores["calibration_scores"], _optional_json(directory / "sweep.json"),
-                   _optional_json(directory / "robustness.json"))
+                   _optional_json(directory / "robustness.json"), _optional_json(directory / "detectors.json"),
+                   _optional_json(directory / "abstention.json"))
 
 
 def _optional_json(path: Path) -> dict | None:
@@ -81,6 +105,16 @@ def _optional_json(path: Path) -> dict | None:
 
 def load_classifier(run: RunView, role: str) -> Classifier:
     return load_weights(run.directory, role, Classifier(run.config.classifier)).eval()
+
+
+def load_supervised_detector(run: RunView):
+    """The run's noise-residual poison detector (`python -m core detectors` ships it), or None."""
+    from core.detect import NoiseResidualNet
+
+    if not (run.directory / "supervised_detector.safetensors").exists() or not run.detectors:
+        return None
+    width = run.detectors["settings"]["supervised"]["width"]
+    return load_weights(run.directory, "supervised_detector", NoiseResidualNet(width)).eval()
 
 
 def load_autoencoder(run: RunView) -> DenoisingAutoencoder:
@@ -107,10 +141,10 @@ def threshold_counts(scores: np.ndarray, poison_mask: np.ndarray, threshold: flo
 
 
 def curves(scores: np.ndarray, poison_mask: np.ndarray) -> dict:
-    """ROC and precision-recall curves of the score (computed once per run)."""
+    """ROC and precision-recall curves of the score, and its ROC AUC (computed once per run and score)."""
     fpr, tpr, roc_thresholds = roc_curve(poison_mask, scores)
     precision, recall, pr_thresholds = precision_recall_curve(poison_mask, scores)
-    return {"fpr": fpr, "tpr": tpr, "roc_thresholds": roc_thresholds,
+    return {"auroc": float(np.trapz(tpr, fpr)), "fpr": fpr, "tpr": tpr, "roc_thresholds": roc_thresholds,
             "precision": precision, "recall": recall, "pr_thresholds": pr_thresholds}
 
 
@@ -234,3 +268,52 @@ def student_test_subset(run: RunView, test, share: float = 0.15):
 
     _, index = stratified_split(test.labels, share, run.config.seed + 7)
     return test.subset(index)
+
+
+# ---- the detector comparison (python -m core compare) --------------------------------------------
+
+SHIPPED_COMPARISON = Path(__file__).resolve().parents[1] / "checkpoints" / "compare" / "compare.json"
+COMPARISON_COLUMNS = (("auroc", "ROC AUC"), ("precision", "precision"), ("recall", "recall"), ("clean_acc", "clean"),
+                      ("ifgsm_acc", "I-FGSM"), ("adaptive_acc", "worst case"), ("attack_success_rate", "attack success"))
+
+
+def load_comparison(path: str | Path = SHIPPED_COMPARISON) -> dict:
+    """compare.json; a missing or corrupt file raises CheckpointError saying how to make it."""
+    path = Path(path)
+    try:
+        comparison = json.loads(path.read_text())
+        comparison["summary"], comparison["runs"]  # noqa: B018 - the two keys every reader needs
+    except FileNotFoundError:
+        raise CheckpointError(f"no comparison at {path}: run `python -m core compare --seeds 3 --out {path.parent}`") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{path} is corrupt or from another tool ({error}); rerun `python -m core compare`") from None
+    return comparison
+
+
+def _mean_std(stat: dict | None, percent: bool) -> str:
+    if not stat:
+        return "-"
+    if percent:
+        return f"{stat['mean']:.1%} ± {stat['std'] * 100:.1f}" if stat["n"] > 1 else f"{stat['mean']:.1%}"
+    return f"{stat['mean']:.3f} ± {stat['std']:.3f}" if stat["n"] > 1 else f"{stat['mean']:.3f}"
+
+
+def comparison_rows(threat_summary: dict, labels: dict[str, str]) -> list[dict]:
+    """One row per model of a threat's summary (reference models, then each filter), numbers as 'mean ± std'."""
+    detection = ("auroc", "precision", "recall")
+    rows = []
+    for name, metrics in threat_summary["reference"].items():
+        row = {"model": name.replace("_", " "), "filter": "-"}
+        for key, title in COMPARISON_COLUMNS:
+            row[title] = "-" if key in detection else _mean_std(metrics.get(key), percent=True)
+        rows.append(row)
+    for name, quality in threat_summary["filters"].items():
+        student = quality.get("student") or {}
+        row = {"model": "student at T" if student else "(scored only)", "filter": labels.get(name, name)}
+        for key, title in COMPARISON_COLUMNS:
+            row[title] = _mean_std(quality.get(key), percent=False) if key in detection else _mean_std(student.get(key), percent=True)
+        rows.append(row)
+    if "attack_success_rate" not in threat_summary["reference"]["undefended"]:
+        for row in rows:
+            row.pop("attack success")
+    return rows

@@ -91,7 +91,8 @@ class ExperimentConfig:
 
 
 def preset(name: str, **overrides) -> ExperimentConfig:
-    """'paper': all of GTSRB, the paper's settings. 'quick': a stratified quarter, fewer epochs (~minutes on CPU)."""
+    """'paper': all of GTSRB, the paper's settings. 'quick': a stratified quarter, fewer epochs (~minutes on CPU).
+    'compare': quick with a narrower classifier and 4 epochs, for the many models of `python -m core compare`."""
     if name == "paper":
         base = ExperimentConfig(preset="paper")
     elif name == "quick":
@@ -100,8 +101,11 @@ def preset(name: str, **overrides) -> ExperimentConfig:
             classifier_train=classifier_train_config(epochs=5), defender_epochs=20,
             dae=DAEConfig(train=replace(DAEConfig().train, epochs=8)),
         )
+    elif name == "compare":  # the detector comparison trains ~12 models per threat and seed: narrower, shorter
+        base = replace(preset("quick"), preset="compare", classifier=ClassifierConfig(width=16),
+                       classifier_train=classifier_train_config(epochs=4))
     else:
-        raise ValueError(f"unknown preset {name!r}: choose 'paper' or 'quick'")
+        raise ValueError(f"unknown preset {name!r}: choose 'paper', 'quick' or 'compare'")
     return replace(base, **overrides)
 
 

@@ -1,7 +1,6 @@
 """Autoencoder: the shipped DAE, training a new one, an Optuna search, and a reconstruction gallery."""
 from dataclasses import replace
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 import torch

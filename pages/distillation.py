@@ -9,7 +9,7 @@ import streamlit as st
 from core import explore
 from core.data import CLASS_NAMES
 from core.pipeline import MODEL_NAMES, PAPER_RESULTS
-from ui.common import ensure_navigation, require_run, cached_classifier, cached_run, enlarged, figure_download, guard, run_dir, run_splits, train_at_threshold
+from ui.common import ensure_navigation, require_run, cached_classifier, enlarged, figure_download, guard, run_dir, run_splits, train_at_threshold
 
 ensure_navigation()
 
@@ -57,6 +57,35 @@ else:
     st.warning("No adaptive evaluation for this run yet: `python -m core robustness --run-dir <run>` adds it. Until then the "
                "FGSM / I-FGSM columns above may be inflated by gradient masking.")
 
+st.subheader("Abstention: MC dropout on the student")
+if run.abstention:
+    abstention = run.abstention
+    config = abstention["config"]
+    set_labels = {"clean": "clean test", "ifgsm": "I-FGSM (paper-style)", "pgd_margin": "PGD, margin loss (adaptive)"}
+    st.caption(f"{config['passes']} forward passes with dropout on; the student abstains when the passes disagree (expected KL "
+               f"from their mean) more than a cut-off set at {config['fpr']:.0%} false positives on "
+               f"{abstention['n_calibration']:,} trusted clean images. {abstention['n_test']:,} test images, model "
+               f"`{abstention['model']}`.")
+    abstention_table = pd.DataFrame({set_labels.get(name, name): {"accuracy (answer all)": result["accuracy_all"],
+                                                                   "coverage at the cut-off": result["at_cutoff"]["coverage"],
+                                                                   "accuracy on answered": result["at_cutoff"]["accuracy"]}
+                                     for name, result in abstention["sets"].items()}).T
+    st.dataframe(abstention_table.style.format("{:.2%}", na_rep="—"), width="stretch")
+    coverage = go.Figure()
+    for name, result in abstention["sets"].items():
+        coverage.add_trace(go.Scatter(x=[p["coverage"] for p in result["curve"]], y=[p["accuracy"] for p in result["curve"]],
+                                      name=set_labels.get(name, name), mode="lines+markers"))
+        at = result["at_cutoff"]
+        coverage.add_trace(go.Scatter(x=[at["coverage"]], y=[at["accuracy"]], mode="markers", marker_size=13, marker_symbol="x",
+                                      showlegend=False, name=f"{name} at the cut-off"))
+    coverage.update_layout(height=340, margin=dict(t=30, b=30), xaxis_title="coverage (share answered)",
+                           yaxis_title="accuracy on answered inputs", yaxis_range=[0, 1.02], xaxis_range=[0, 1.02],
+                           title="Coverage vs accuracy (x: the calibrated cut-off)")
+    st.plotly_chart(coverage, width="stretch", key="chart-coverage")
+    figure_download(coverage, "coverage_accuracy")
+else:
+    st.info("No abstention evaluation for this run yet: `python -m core abstain --run-dir <run>` adds it.")
+
 st.subheader("Teacher probabilities at T and at 1")
 T = st.slider("Temperature T", 1.0, 100.0, float(run.config.temperature), 0.5, key="T", bind="query-params")
 with guard("the teacher's probabilities"):
@@ -76,11 +105,12 @@ with guard("the teacher's probabilities"):
         figure_download(figure, "teacher_probabilities")
 
 st.subheader("Train teacher and student on the filtered set")
-threshold = float(st.session_state.get("threshold", run.threshold))
+score = st.session_state.get("score", "dae")
+threshold = float(st.session_state.get("threshold", run.threshold_of(score)))
 epochs = st.slider("epochs (teacher and student each)", 1, 20, run.sweep["config"]["epochs"] if run.sweep else 3, key="distill_epochs")
-st.caption(f"Uses the Threshold page's current threshold ({threshold:.5f}) and T = {T:g}.")
+st.caption(f"Uses the Threshold page's current score ({score}) and threshold ({threshold:.5f}) and T = {T:g}.")
 if st.button("Train", type="primary"):
     with guard("training teacher and student"):
-        train_at_threshold(threshold, T, epochs)
+        train_at_threshold(threshold, T, epochs, score)
 if st.session_state.get("trained_points"):
     st.dataframe(pd.DataFrame(st.session_state["trained_points"]), width="stretch")

@@ -7,7 +7,7 @@ import streamlit as st
 from core import explore
 from core.pipeline import MODEL_NAMES, PAPER_RESULTS, export_run, run_experiment
 from core.poison import PoisonConfig
-from ui.common import ensure_navigation, require_run, cached_run, guard, preset_config, run_dir
+from ui.common import ensure_navigation, require_run, guard, preset_config
 
 ensure_navigation()
 
@@ -36,8 +36,14 @@ if run_clicked:
     with guard("the experiment"):
         config = preset_config()
         if st.session_state.get("preset") == "Custom":
-            values = {key: st.session_state[key] for key in ("attack", "eps", "alpha", "steps", "fraction") if key in st.session_state}
-            config = replace(config, poison=PoisonConfig(**{**config.poison.to_dict(), **values}))
+            threat = st.session_state.get("threat", "perturbation")
+            if threat == "perturbation":
+                keys = {"attack": "attack", "eps": "eps", "alpha": "alpha", "steps": "steps", "fraction": "fraction"}
+            else:  # the Poison page's label-flip / backdoor settings
+                keys = {"source_class": "source_class", "target_class": "target_class", "trigger_size": "trigger_size",
+                        "fraction": f"fraction_{threat}"}
+            values = {field: st.session_state[key] for field, key in keys.items() if key in st.session_state}
+            config = replace(config, poison=PoisonConfig(**{**config.poison.to_dict(), "threat": threat, **values}))
         out = Path("runs") / f"app-{config.preset}-seed{config.seed}"
         with st.status(f"Running {config.summary()}", expanded=True) as status:
             bar = st.progress(0.0)
@@ -67,5 +73,7 @@ st.markdown(
     "**How to read this.** `undefended` is the honest baseline for the defence; `clean_reference` shows whether the poisons "
     "hurt at all. A filter ROC AUC near 0.5 means reconstruction error cannot tell these poisons from clean images "
     "(an eps = 0.01 perturbation changes an image's MSE by at most 1e-4, far below the DAE's own error). The Threshold "
-    "page shows the filter at work; the Distillation page the five models side by side."
+    "page shows the filter at work; the Distillation page the five models side by side, with adaptive attacks that "
+    "gradient masking cannot fool and MC-dropout abstention. The Detectors page compares seven poison detectors with "
+    "no-filter, random and oracle controls under three threat models (perturbations, label flipping, a backdoor)."
 )

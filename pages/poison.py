@@ -1,4 +1,4 @@
-"""Poison: craft FGSM / I-FGSM poisons on the attacker's surrogate and look at them."""
+"""Poison: pick a threat model (the paper's perturbations, label flipping, a BadNets backdoor) and look at it."""
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -7,12 +7,76 @@ import torch
 from core import explore
 from core.data import CLASS_NAMES
 from core.evaluate import accuracy
-from core.poison import PoisonConfig, craft, poison_training_set, quantise_toward
-from ui.common import ensure_navigation, cached_classifier, cached_run, enlarged, guard, preset_config, run_dir, run_splits
+from core.poison import DEFAULT_SOURCE_CLASS, DEFAULT_TARGET_CLASS, THREATS, PoisonConfig, craft, poison_training_set, quantise_toward
+from ui.common import (cached_classifier, cached_comparison, cached_run, enlarged, ensure_navigation, guard, preset_config,
+                       run_dir, run_splits)
 
 ensure_navigation()
 
 st.title("Poison")
+THREAT_LABELS = {"perturbation": "Perturbation (the paper's)", "label_flip": "Label flipping", "backdoor": "BadNets backdoor"}
+threat = st.radio("Threat model", THREATS, format_func=THREAT_LABELS.get, horizontal=True, key="threat", bind="query-params")
+
+
+def other_threat(threat: str) -> None:
+    """Label flipping and the backdoor: settings, a preview, the damage measured by `compare`, and applying it."""
+    st.caption({"label_flip": "The attacker relabels a share of one source class as a target class; images are untouched.",
+                "backdoor": "The attacker stamps a small trigger on a share of the other classes' training images and relabels "
+                            "them as the target class; at test time the trigger steers any image to the target."}[threat])
+    left, right = st.columns(2)
+    classes = list(range(len(CLASS_NAMES)))
+    with left:
+        source = st.selectbox("source class", classes, index=DEFAULT_SOURCE_CLASS, format_func=lambda c: f"{c}: {CLASS_NAMES[c]}",
+                              key="source_class", disabled=threat != "label_flip")
+        target = st.selectbox("target class", classes, index=DEFAULT_TARGET_CLASS, format_func=lambda c: f"{c}: {CLASS_NAMES[c]}",
+                              key="target_class")
+    with right:
+        fraction = st.slider("poison fraction" + (" of the source class" if threat == "label_flip" else " of the other classes"),
+                             0.0, 1.0, 0.4 if threat == "label_flip" else 0.05, 0.01, key=f"fraction_{threat}")
+        trigger = st.slider("trigger size (pixels)", 1, 8, 3, key="trigger_size", disabled=threat != "backdoor")
+        seed = st.number_input("seed", 0, 10_000, 0, key="threat_seed")
+    config = None
+    with guard("the poison settings"):
+        config = PoisonConfig(threat=threat, fraction=fraction, source_class=source, target_class=target, trigger_size=trigger,
+                              seed=int(seed))
+    run = None
+    with guard("loading the data"):
+        run = cached_run(run_dir())
+        train = run_splits(run).train
+    if config is None or run is None:
+        return
+    poisoned = poison_training_set(train, None, config)  # no crafting: milliseconds
+    changed = torch.nonzero(poisoned.poison_mask).flatten()
+    st.success(f"{poisoned.n_poisoned:,} of {len(train):,} training samples poisoned "
+               f"({poisoned.n_poisoned / max(len(train), 1):.2%} of the training set).")
+    if len(changed):
+        shown = changed[torch.randperm(len(changed), generator=torch.Generator().manual_seed(int(seed)))[:8]]
+        columns = st.columns(8)
+        for column, index in zip(columns, shown.tolist()):
+            column.image(enlarged(poisoned.data.images[index]), width="stretch",
+                         caption=f"{CLASS_NAMES[int(train.labels[index])]} → {CLASS_NAMES[int(poisoned.data.labels[index])]}")
+    with guard("the measured damage"):
+        comparison = cached_comparison()
+        if threat in comparison["summary"]:
+            reference = comparison["summary"][threat]["reference"]
+            shipped = comparison["config"]["fractions"][threat]
+            st.markdown(f"**Measured damage** (shipped comparison, default settings: fraction {shipped:.0%}, "
+                        f"{len(comparison['runs'])} seeds, preset `{comparison['config']['experiment']['preset']}`)")
+            cols = st.columns(4)
+            for column, (name, key, title) in zip(cols, (("clean_reference", "clean_acc", "clean reference: clean acc."),
+                                                         ("undefended", "clean_acc", "undefended: clean acc."),
+                                                         ("clean_reference", "attack_success_rate", "clean reference: attack success"),
+                                                         ("undefended", "attack_success_rate", "undefended: attack success"))):
+                stat = reference[name][key]
+                column.metric(title, f"{stat['mean']:.1%}", f"± {stat['std'] * 100:.1f} points", delta_color="off")
+            st.caption("The Detectors page shows which filters remove these poisons, and what the student keeps. "
+                       f"CLI: `python -m core run --threat {threat}` for a full run with these settings.")
+
+
+if threat != "perturbation":
+    other_threat(threat)
+    st.stop()
+
 st.caption("The attacker replaces a share of the training images by adversarial copies crafted on a surrogate model, "
            "keeps their labels, and delivers them as ordinary 8-bit images.")
 
@@ -65,7 +129,7 @@ def preview(directory: str, classes: tuple, per_class: int, attack: str, eps: fl
     index = torch.tensor(index, dtype=torch.long)
     clean, labels = train.images[index], train.labels[index]
     model = cached_classifier(directory, "surrogate")
-    poisoned = quantise_toward(clean, craft(model, clean, labels, PoisonConfig(attack, eps, alpha, steps, 1.0, seed)), eps)
+    poisoned = quantise_toward(clean, craft(model, clean, labels, PoisonConfig(attack=attack, eps=eps, alpha=alpha, steps=steps, fraction=1.0, seed=seed)), eps)
     return clean, poisoned, labels
 
 
@@ -98,7 +162,7 @@ def applied(directory: str, attack: str, eps: float, alpha: float, steps: int, f
     run = cached_run(directory)
     bar = st.progress(0.0, text="Crafting poisons")
     result = poison_training_set(run_splits(run).train, cached_classifier(directory, "surrogate"),
-                                 PoisonConfig(attack, eps, alpha, steps, fraction, seed),
+                                 PoisonConfig(attack=attack, eps=eps, alpha=alpha, steps=steps, fraction=fraction, seed=seed),
                                  progress=lambda done, total: bar.progress(done / max(total, 1), text=f"Crafting poisons {done}/{total}"))
     bar.empty()
     return result

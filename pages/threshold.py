@@ -1,4 +1,4 @@
-"""Threshold: drag the reconstruction threshold and watch the filter and the student respond."""
+"""Threshold: drag the detector threshold and watch the filter and the student respond; switch the score."""
 import json
 
 import numpy as np
@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import explore
-from core.detect import PAPER_INFERRED_THRESHOLD, PAPER_INITIAL_THRESHOLD, infer_threshold_from_scores
+from core.detect import LABELS, PAPER_INFERRED_THRESHOLD, PAPER_INITIAL_THRESHOLD, infer_threshold_from_scores
 from core.sweep import accuracy_at
 from ui.common import (ensure_navigation, require_run, cached_curves, cached_example_pool, cached_scores, figure_download, guard,
                        ringed, run_dir)
@@ -15,25 +15,43 @@ from ui.common import (ensure_navigation, require_run, cached_curves, cached_exa
 ensure_navigation()
 
 st.title("Threshold")
-st.caption("Samples whose DAE reconstruction error is above the threshold are dropped before the teacher sees them. "
+st.caption("Samples scored above the threshold are dropped before the teacher sees them. "
            "The ground-truth poison mask is used here only to score that decision.")
 
 directory = run_dir()
 run = require_run()
-scores, mask = cached_scores(directory)
-curves = cached_curves(directory)
+score_names = run.score_names()
 
 
-@st.cache_data(max_entries=4)
-def histogram(directory: str, bins: int = 80) -> dict:
-    scores, mask = cached_scores(directory)
+def reset_threshold() -> None:  # a new score has its own scale: start from the run's threshold for it
+    for key in ("threshold", "threshold_input"):
+        st.session_state.pop(key, None)
+
+
+score = st.selectbox("Score", score_names, format_func=lambda name: LABELS.get(name, name), key="score", bind="query-params",
+                     on_change=reset_threshold,
+                     help="Every detector was scored on this run's training set by `python -m core detectors`. "
+                          "The Detectors page compares them across threat models, with controls.")
+if len(score_names) == 1:
+    st.caption("Only the DAE score is available for this run: run `python -m core detectors --run-dir <run>` for the others.")
+scores, mask = cached_scores(directory, score)
+curves = cached_curves(directory, score)
+is_dae = score == "dae"
+unit = "per-image MSE" if is_dae else "score"
+run_threshold = run.threshold_of(score)
+
+
+@st.cache_data(max_entries=16)
+def histogram(directory: str, score: str, bins: int = 80) -> dict:
+    scores, mask = cached_scores(directory, score)
     top = float(np.quantile(scores, 0.999))
     edges = np.linspace(float(scores.min()), top, bins + 1)
     return {"edges": edges, "clean": np.histogram(scores[~mask], edges)[0], "poisoned": np.histogram(scores[mask], edges)[0]}
 
 
-low, high = float(scores.min()), float(max(np.quantile(scores, 0.999), PAPER_INITIAL_THRESHOLD))
-st.session_state.setdefault("threshold", float(np.clip(run.threshold, low, high)))
+low = float(scores.min())
+high = float(max(np.quantile(scores, 0.999), PAPER_INITIAL_THRESHOLD if is_dae else run_threshold))
+st.session_state.setdefault("threshold", float(np.clip(run_threshold, low, high)))
 st.session_state.setdefault("threshold_input", st.session_state["threshold"])
 
 
@@ -52,17 +70,19 @@ def from_slider() -> None:
 
 
 buttons = st.columns([1, 1, 1.3, 1.3])
-buttons[0].button(f"Paper's initial {PAPER_INITIAL_THRESHOLD}", on_click=set_threshold, args=(PAPER_INITIAL_THRESHOLD,))
-buttons[1].button(f"This run's threshold ({run.threshold:.4f})", on_click=set_threshold, args=(run.threshold,))
+buttons[0].button(f"Paper's initial {PAPER_INITIAL_THRESHOLD}", on_click=set_threshold, args=(PAPER_INITIAL_THRESHOLD,),
+                  disabled=not is_dae, help=None if is_dae else "a reconstruction-error threshold: DAE score only")
+buttons[1].button(f"This run's threshold ({run_threshold:.4g})", on_click=set_threshold, args=(run_threshold,))
 with buttons[2]:
     fpr = st.number_input("False-positive rate on trusted clean data", 0.001, 0.999, 0.05, 0.01, format="%.3f", key="fpr")
-    st.button("infer_threshold at this FPR", on_click=lambda: set_threshold(
-        infer_threshold_from_scores(run.calibration_scores, fpr)))
+    st.button("infer_threshold at this FPR", disabled=not is_dae, on_click=lambda: set_threshold(
+        infer_threshold_from_scores(run.calibration_scores, fpr)),
+        help=None if is_dae else "the run stores trusted-set scores for the DAE only")
 with buttons[3]:
     expected = st.number_input("Expected poison share of the training set", 0.001, 0.999, 0.10, 0.01, format="%.3f", key="expected")
     st.button("infer_threshold at this share", on_click=lambda: set_threshold(infer_threshold_from_scores(scores, expected)))
 
-if PAPER_INFERRED_THRESHOLD < low:
+if is_dae and PAPER_INFERRED_THRESHOLD < low:
     st.info(f"The paper's inferred threshold {PAPER_INFERRED_THRESHOLD} is below every reconstruction error of this run "
             f"(lowest {low:.4f}): it would drop every training sample.")
 
@@ -70,7 +90,7 @@ if PAPER_INFERRED_THRESHOLD < low:
 @st.fragment
 def live_view() -> None:
     slider_column, number_column = st.columns([4, 1])
-    slider_column.slider("Reconstruction threshold (per-image MSE)", low, high, key="threshold", step=(high - low) / 1000,
+    slider_column.slider(f"Threshold ({LABELS.get(score, score)})", low, high, key="threshold", step=(high - low) / 1000,
                          format="%.5f", on_change=from_slider, bind="query-params")
     number_column.number_input("exact value", low, high, key="threshold_input", step=1e-4, format="%.5f", on_change=from_number)
     threshold = float(st.session_state["threshold"])
@@ -84,7 +104,7 @@ def live_view() -> None:
     metrics[2].metric("precision", f"{counts['precision']:.3f}")
     metrics[3].metric("recall", f"{counts['recall']:.3f}")
     metrics[4].metric("F1", f"{counts['f1']:.3f}")
-    metrics[5].metric("ROC AUC of the score", f"{run.results['filter']['auroc']:.3f}")
+    metrics[5].metric("ROC AUC of the score", f"{curves['auroc']:.3f}")
 
     table = pd.DataFrame({"clean": [counts["kept_clean"], counts["dropped_clean"]],
                           "poisoned": [counts["kept_poisoned"], counts["dropped_poisoned"]]}, index=["kept", "dropped"])
@@ -94,7 +114,10 @@ def live_view() -> None:
     left.download_button("Download counts (JSON)", json.dumps(counts, indent=2), "threshold_counts.json", "application/json")
 
     with right:
-        if run.sweep:
+        if run.sweep and not is_dae:
+            st.info("The threshold sweep (student accuracy vs threshold) was run on the DAE score. For this score, "
+                    "train at the exact threshold below, or see the Detectors page for students behind each detector.")
+        elif run.sweep:
             accuracy = accuracy_at(run.sweep, threshold)
             st.markdown(f"**Student at this threshold** (interpolated from a {len(run.sweep['points'])}-point sweep, "
                         f"{run.sweep['config']['epochs']} epochs each, {run.sweep['config']['n_test']:,} test images)")
@@ -105,12 +128,12 @@ def live_view() -> None:
         else:
             st.warning("This run has no threshold sweep: run `python -m core sweep --run-dir <run>` to add the accuracy curve.")
 
-    hist = histogram(directory)
+    hist = histogram(directory, score)
     centres = (hist["edges"][:-1] + hist["edges"][1:]) / 2
     histogram_figure = go.Figure([go.Bar(x=centres, y=hist["clean"], name="clean", marker_color="#4c78a8", opacity=0.7),
                                   go.Bar(x=centres, y=hist["poisoned"], name="poisoned", marker_color="#e45756", opacity=0.7)])
-    histogram_figure.update_layout(barmode="overlay", height=300, margin=dict(t=30, b=30), title="Reconstruction error",
-                                   xaxis_title="per-image MSE", yaxis_title="training images", yaxis_type="log")
+    histogram_figure.update_layout(barmode="overlay", height=300, margin=dict(t=30, b=30), title=LABELS.get(score, score),
+                                   xaxis_title=unit, yaxis_title="training images", yaxis_type="log")
     histogram_figure.add_vline(threshold, line_color="black", line_dash="dash")
 
     fpr_point, tpr_point = explore.operating_point(scores, mask, threshold)
@@ -128,7 +151,7 @@ def live_view() -> None:
             st.plotly_chart(figure, width="stretch", key=f"chart-{name}")
             figure_download(figure, name)
 
-    if run.sweep:
+    if run.sweep and is_dae:
         points = sorted(run.sweep["points"], key=lambda point: point["threshold"])
         sweep_figure = go.Figure()
         for key, label in (("clean_acc", "clean"), ("fgsm_acc", "FGSM"), ("ifgsm_acc", "I-FGSM")):
@@ -170,6 +193,6 @@ if st.button("Train teacher and student at this threshold", type="primary"):
         from ui.common import train_at_threshold
 
         epochs = run.sweep["config"]["epochs"] if run.sweep else 3
-        train_at_threshold(float(st.session_state["threshold"]), run.config.temperature, epochs)
+        train_at_threshold(float(st.session_state["threshold"]), run.config.temperature, epochs, score)
 if st.session_state.get("trained_points"):
     st.dataframe(pd.DataFrame(st.session_state["trained_points"]), width="stretch")

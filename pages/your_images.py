@@ -5,9 +5,10 @@ import torch
 
 from core import explore
 from core.data import CLASS_NAMES
-from core.detect import reconstruction_error
+from core.detect import SupervisedDetector, reconstruction_error
 from core.train import predict
-from ui.common import ensure_navigation, cached_autoencoder, cached_classifier, cached_run, enlarged, guard, run_dir, run_splits
+from ui.common import (cached_autoencoder, cached_classifier, cached_run, cached_supervised_detector, enlarged, ensure_navigation,
+                       guard, run_dir, run_splits)
 
 ensure_navigation()
 
@@ -18,11 +19,16 @@ with guard("loading the models"):
     student = cached_classifier(run_dir(), "filter_distillation")
     undefended = cached_classifier(run_dir(), "undefended")
     autoencoder = cached_autoencoder(run_dir())
+    residual_model = cached_supervised_detector(run_dir())
 if run is None:
     st.stop()
-threshold = float(st.session_state.get("threshold", run.threshold))
-st.caption(f"Student: `filter_distillation`; baseline: `undefended`. DAE verdict at the current threshold {threshold:.5f} "
-           "(set it on the Threshold page).")
+# The Threshold page's threshold applies to the DAE only while the DAE score is selected there.
+dae_selected = st.session_state.get("score", "dae") == "dae"
+threshold = float(st.session_state.get("threshold", run.threshold)) if dae_selected else run.threshold
+residual_detector = SupervisedDetector(residual_model, device=torch.device("cpu")) if residual_model is not None else None
+st.caption(f"Student: `filter_distillation`; baseline: `undefended`. DAE verdict at the threshold {threshold:.5f} "
+           "(set it on the Threshold page)" + (f"; noise-residual detector verdict at the run's threshold "
+                                                f"{run.threshold_of('supervised'):.3f}." if residual_detector else "."))
 
 uploads = st.file_uploader("Upload images (PNG, JPEG, PPM, WebP)", type=["png", "jpg", "jpeg", "ppm", "webp"],
                            accept_multiple_files=True)
@@ -66,6 +72,10 @@ def analyse(x, label: str) -> None:
     cols[1].image(enlarged(reconstruction), caption="DAE reconstruction")
     cols[2].image(enlarged(torch.stack([heat, torch.zeros_like(heat), 1 - heat])), caption="error map")
     cols[2].markdown(f"MSE **{error:.5f}** → **{'dropped' if error > threshold else 'kept'}**")
+    if residual_detector is not None:
+        residual = float(residual_detector.score(x.unsqueeze(0))[0])
+        flagged = residual > run.threshold_of("supervised")
+        cols[2].markdown(f"noise residual **{residual:.2f}** → **{'poison-like' if flagged else 'clean-like'}**")
     cols[3].markdown("**student** top-5")
     cols[3].dataframe(top5(student, x), hide_index=True)
     cols[4].markdown("**undefended** top-5")

@@ -13,7 +13,7 @@ from core.explore import SHIPPED_RUN
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
 PAGES = ["pages/overview.py", "pages/poison.py", "pages/autoencoder.py", "pages/threshold.py",
-         "pages/distillation.py", "pages/your_images.py"]
+         "pages/distillation.py", "pages/detectors.py", "pages/your_images.py"]
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +61,53 @@ def test_moving_the_threshold_changes_counts_and_student_accuracy(run_directory)
         values[fraction] = (_metric(at, "kept"), _metric(at, "clean accuracy"), _metric(at, "I-FGSM accuracy"))
     assert values[0.2][0] != values[0.6][0]  # kept count changes
     assert values[0.2][1:] != values[0.6][1:]  # the student's accuracy read from the sweep changes
+
+
+def test_switching_the_score_changes_the_filter(run_directory):
+    at = app(run_directory)
+    at.run()
+    at.switch_page("pages/threshold.py").run()
+    assert len(at.selectbox(key="score").options) == 7  # the shipped run has every detector's scores
+    dae_auc = _metric(at, "ROC AUC of the score")
+    at.selectbox(key="score").set_value("supervised").run()
+    assert_clean(at)
+    assert _metric(at, "ROC AUC of the score") != dae_auc
+    assert float(_metric(at, "ROC AUC of the score")) > 0.9  # the shipped supervised detector separates the poisons
+    assert float(_metric(at, "recall")) > 0.5
+
+
+@pytest.mark.parametrize("threat", ["perturbation", "label_flip", "backdoor"])
+def test_detectors_page_shows_each_threat_with_controls(run_directory, threat):
+    at = app(run_directory)
+    at.run()
+    at.switch_page("pages/detectors.py").run()
+    at.radio(key="threat").set_value(threat).run()
+    assert_clean(at)
+    table = at.dataframe[0].value
+    filters = " ".join(table["filter"])
+    for control in ("no filter", "random filter", "oracle filter"):
+        assert control in filters
+    assert ("attack success" in table.columns) == (threat != "perturbation")
+
+
+@pytest.mark.parametrize("threat", ["label_flip", "backdoor"])
+def test_poison_page_applies_the_other_threat_models(run_directory, threat):
+    at = app(run_directory)
+    at.run()
+    at.switch_page("pages/poison.py").run()
+    at.radio(key="threat").set_value(threat).run()
+    assert_clean(at)
+    assert any("training samples poisoned" in message.value for message in at.success)
+    assert any(metric.label == "undefended: attack success" for metric in at.metric)
+
+
+def test_distillation_page_shows_abstention(run_directory):
+    at = app(run_directory)
+    at.run()
+    at.switch_page("pages/distillation.py").run()
+    assert_clean(at)
+    assert any(header.value.startswith("Abstention") for header in at.subheader)
+    assert not any("No abstention evaluation" in message.value for message in at.info)
 
 
 def test_a_threshold_below_every_score_warns_instead_of_failing(run_directory):

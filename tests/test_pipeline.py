@@ -52,6 +52,21 @@ def test_tiny_end_to_end_run_has_every_field_in_range(gtsrb_root, tmp_path):
     assert again["models"] == results["models"] and again["filter"] == results["filter"]
 
 
+def test_tiny_backdoor_run_reports_attack_success_and_caches_the_relabelled_set(gtsrb_root, tmp_path):
+    from core.poison import PoisonConfig
+
+    config = tiny_config(poison=PoisonConfig(threat="backdoor", fraction=0.2, target_class=3))
+    results, state = run_experiment(config, tmp_path / "cache", gtsrb_root)
+    assert results["poison"]["threat"] == "backdoor"
+    assert results["poison"]["n_relabelled"] == results["poison"]["n_poisoned"] > 0
+    for name in MODEL_NAMES:
+        assert 0 <= results["models"][name]["attack_success_rate"] <= 1
+    # the cached poisoned set comes back with its changed labels, not the clean ones
+    again, state_again = run_experiment(config, tmp_path / "cache", gtsrb_root, evaluate=False)
+    assert torch.equal(state_again.poisoned.data.labels, state.poisoned.data.labels)
+    assert torch.equal(state_again.poisoned.data.images, state.poisoned.data.images)
+
+
 def test_optuna_study_persists_and_resumes(tmp_path):
     images = torch.randint(0, 256, (96, 3, 32, 32), dtype=torch.uint8)
     base = DAEConfig(model=AutoencoderConfig(depth=2, width=4, latent_dim=8))
@@ -77,6 +92,12 @@ def _cli(*args):
     (["run", "--fpr", "2"], "fpr"),
     (["--data-root", "/nonexistent", "run"], "GTSRB_ROOT"),
     (["run", "--eps", "abc"], "invalid float"),
+    (["run", "--threat", "label_flip", "--source-class", "3", "--target-class", "3"], "different from the target"),
+    (["run", "--threat", "backdoor", "--trigger-size", "40"], "trigger_size"),
+    (["compare", "--seeds", "0"], "--seeds"),
+    (["compare", "--detectors", "dae", "--distil", "magnet"], "not scored"),
+    (["abstain", "--run-dir", "/nonexistent"], "results.json"),
+    (["detectors", "--run-dir", "/nonexistent"], "results.json"),
 ])
 def test_cli_bad_parameters_exit_with_one_clear_line(args, message):
     result = _cli(*args)

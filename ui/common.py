@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from pathlib import Path
 
 import numpy as np
 import streamlit as st
@@ -63,6 +62,11 @@ def cached_autoencoder(directory: str) -> torch.nn.Module:
     return explore.load_autoencoder(cached_run(directory))
 
 
+@st.cache_resource(max_entries=4, show_spinner=False)
+def cached_supervised_detector(directory: str):
+    return explore.load_supervised_detector(cached_run(directory))
+
+
 @st.cache_resource(max_entries=2, show_spinner="Loading GTSRB...")
 def cached_splits(root: str, trusted_fraction: float, seed: int, train_subset: float, test_subset: float):
     return load_splits(root, trusted_fraction, seed, train_subset, test_subset)
@@ -80,15 +84,21 @@ def run_splits(run: explore.RunView):
     return cached_splits(data_root(), c.trusted_fraction, c.seed, c.train_subset, c.test_subset)
 
 
-@st.cache_data(max_entries=4)
-def cached_scores(directory: str) -> tuple[np.ndarray, np.ndarray]:
+@st.cache_data(max_entries=2, show_spinner=False)
+def cached_comparison(path: str = str(explore.SHIPPED_COMPARISON)) -> dict:
+    return explore.load_comparison(path)
+
+
+@st.cache_data(max_entries=16)
+def cached_scores(directory: str, score: str = "dae") -> tuple[np.ndarray, np.ndarray]:
+    """A detector's training-set scores ('dae': reconstruction error) and the ground-truth mask."""
     run = cached_run(directory)
-    return run.train_scores.numpy().astype(np.float64), run.poison_mask.numpy().astype(bool)
+    return run.scores_of(score).numpy().astype(np.float64), run.poison_mask.numpy().astype(bool)
 
 
-@st.cache_data(max_entries=4)
-def cached_curves(directory: str) -> dict:
-    scores, mask = cached_scores(directory)
+@st.cache_data(max_entries=16)
+def cached_curves(directory: str, score: str = "dae") -> dict:
+    scores, mask = cached_scores(directory, score)
     return explore.curves(scores, mask)
 
 
@@ -176,8 +186,8 @@ def cached_poisoned_train(directory: str):
     return poisoned
 
 
-def train_at_threshold(threshold: float, temperature: float, epochs: int) -> dict:
-    """Teacher and student at T on the samples kept at threshold, measured like the sweep; shows progress."""
+def train_at_threshold(threshold: float, temperature: float, epochs: int, score: str = "dae") -> dict:
+    """Teacher and student at T on the samples whose `score` is at most threshold, measured like the sweep."""
     from core.evaluate import robustness
     from core.sweep import distil_at_threshold
 
@@ -191,11 +201,11 @@ def train_at_threshold(threshold: float, temperature: float, epochs: int) -> dic
         def progress(stage: str, done: int, total: int) -> None:
             bar.progress(done / max(total, 1), text=f"{stage}: step {done}/{total}")
 
-        _, student, kept = distil_at_threshold(poisoned.data, run.train_scores, threshold, run.config, epochs,
+        _, student, kept = distil_at_threshold(poisoned.data, run.scores_of(score), threshold, run.config, epochs,
                                                temperature, progress)
         bar.progress(1.0, text="measuring the student (clean, FGSM, I-FGSM)")
         test = explore.student_test_subset(run, run_splits(run).test)
-        point = {"threshold": threshold, "temperature": temperature, "epochs": epochs, "kept": int(kept.sum()),
+        point = {"score": score, "threshold": threshold, "temperature": temperature, "epochs": epochs, "kept": int(kept.sum()),
                  **robustness(student, test, run.config.eval_attack)}
         status.update(label=f"Trained at {threshold:.5f}: student clean {point['clean_acc']:.2%}, I-FGSM {point['ifgsm_acc']:.2%}",
                       state="complete")
