@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--use-best-trial", action="store_true", help="take the DAE's hyperparameters from the Optuna study's best trial")
     run.add_argument("--storage", default=f"sqlite:///{RUNS_DIR}/optuna.db", help="Optuna storage URL (with --use-best-trial)")
     run.add_argument("--study", default="dae", help="Optuna study name")
+    run.add_argument("--robustness", action="store_true",
+                     help="also run the adaptive / transfer / eps-curve evaluation (as the robustness command) on the new run")
+    run.add_argument("--robust-test-subset", type=float, default=0.08, help="with --robustness: share of the test set to attack")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--out", type=Path, help="write results.json, models and scores here (default: runs/<preset>-seed<seed>)")
     run.add_argument("--cache-dir", type=Path, default=RUNS_DIR / "cache", help="trained-model cache (reused by identical reruns)")
@@ -87,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     detectors = commands.add_parser("detectors", help="score every poison detector on a finished run's training set (for the app)")
     detectors.add_argument("--run-dir", type=Path, required=True, help="a run's output folder (holds results.json)")
+    detectors.add_argument("--supervised-epochs", type=int, default=20, help="epochs of the supervised noise-residual detector")
     detectors.add_argument("--cache-dir", type=Path, default=RUNS_DIR / "cache")
 
     abstain = commands.add_parser("abstain", help="MC-dropout abstention of a finished run's student: coverage and accuracy")
@@ -208,6 +212,8 @@ def command_run(args) -> int:
     export_run(results, state, out)
     print(format_results(results))
     print(f"\nresults: {out / 'results.json'}  ({results['seconds']:.0f} s)")
+    if args.robustness:
+        add_robustness(out, args.robust_test_subset, 10, args.data_root, args.download)
     return 0
 
 
@@ -265,18 +271,25 @@ def command_sweep(args) -> int:
 
 
 def command_robustness(args) -> int:
+    add_robustness(args.run_dir, args.test_subset, args.steps, args.data_root, args.download)
+    return 0
+
+
+def add_robustness(run_dir: Path, test_subset: float, steps: int, data_root=None, download: bool = False) -> None:
+    """Adaptive, transfer and eps-curve robustness of a finished run's five models: robustness.json, and
+    adaptive_acc / zero_grad_fraction / eps_curve beside the paper-style numbers in results.json."""
     from core import explore
     from core.data import load_gtsrb, stratified_split
     from core.pipeline import MODEL_NAMES
     from core.robust import RobustEvalConfig, robust_report
 
-    run = explore.load_run(args.run_dir)
-    if not 0 < args.test_subset <= 1:
-        raise ValueError(f"test-subset must be in (0, 1], got {args.test_subset}")
-    test = load_gtsrb("test", args.data_root, args.download)
-    _, index = stratified_split(test.labels, args.test_subset, run.config.seed + 11)
+    run = explore.load_run(run_dir)
+    if not 0 < test_subset <= 1:
+        raise ValueError(f"test-subset must be in (0, 1], got {test_subset}")
+    test = load_gtsrb("test", data_root, download)
+    _, index = stratified_split(test.labels, test_subset, run.config.seed + 11)
     test = test.subset(index)
-    config = RobustEvalConfig(eps=run.config.eval_attack.eps, steps=args.steps, temperature=run.config.temperature,
+    config = RobustEvalConfig(eps=run.config.eval_attack.eps, steps=steps, temperature=run.config.temperature,
                               seed=run.config.seed)
     surrogate = explore.load_classifier(run, "surrogate")
     stages = TqdmStages()
@@ -287,19 +300,18 @@ def command_robustness(args) -> int:
                                           progress=lambda done, total: stages(f"robustness of {name}", done, total))
     finally:
         stages.close()
-    write_json(args.run_dir / "robustness.json", {"config": config.to_dict(), "n_test": len(test), "models": reports})
+    write_json(run_dir / "robustness.json", {"config": config.to_dict(), "n_test": len(test), "models": reports})
     # Also beside the paper-style numbers in results.json, where readers of a run look first.
     for name, report in reports.items():
         run.results["models"][name].update(adaptive_acc=report["adaptive_acc"], zero_grad_fraction=report["zero_grad_fraction"],
                                            eps_curve=report["eps_curve"], adaptive_n_test=len(test))
-    write_json(args.run_dir / "results.json", run.results)
+    write_json(run_dir / "results.json", run.results)
     print(f"{'model':<22}{'clean':>8}{'I-FGSM (CE)':>20}{'worst case':>12}{'zero grad':>11}")
     for name, report in reports.items():
         attacks = report["attacks"]
         print(f"{name:<22}{attacks['clean']:>8.2%}{attacks['ifgsm']:>20.2%}{report['adaptive_acc']:>12.2%}"
               f"{report['zero_grad_fraction']:>11.2%}")
-    print(f"robustness: {args.run_dir / 'robustness.json'} ({len(test)} test images, eps {config.eps})")
-    return 0
+    print(f"robustness: {run_dir / 'robustness.json'} ({len(test)} test images, eps {config.eps})")
 
 
 def format_comparison(comparison: dict) -> str:
@@ -362,12 +374,14 @@ def command_compare(args) -> int:
 def command_detectors(args) -> int:
     from core import explore
     from core.compare import CompareConfig, score_run
+    from core.detect import SupervisedConfig
     from core.pipeline import ModelCache
 
     run = explore.load_run(args.run_dir)
+    config = CompareConfig(run.config, supervised=SupervisedConfig(epochs=args.supervised_epochs))
     stages = TqdmStages()
     try:
-        summary = score_run(run, CompareConfig(run.config), ModelCache(args.cache_dir), args.data_root, args.download, stages)
+        summary = score_run(run, config, ModelCache(args.cache_dir), args.data_root, args.download, stages)
     finally:
         stages.close()
     print(f"{'detector':<22}{'ROC AUC':>9}{'precision':>11}{'recall':>8}   ({summary['n_poisoned']} poisons in {summary['n_train']})")

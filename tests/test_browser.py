@@ -115,7 +115,7 @@ def test_threshold_slider_and_upload_in_a_real_browser(server, browser, tmp_path
     assert page.locator("text=top-5").count() >= 2
     shoot(page, "your_images")
 
-    for name in ("overview", "poison", "autoencoder", "distillation"):
+    for name in ("overview", "poison", "autoencoder", "distillation", "detectors"):
         page.goto(f"{server}/{name}")
         page.wait_for_selector("h1", timeout=120_000)
         wait_idle(page)

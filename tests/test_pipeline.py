@@ -45,6 +45,24 @@ def test_tiny_end_to_end_run_has_every_field_in_range(gtsrb_root, tmp_path):
     for role in ("surrogate", "dae", *MODEL_NAMES):
         assert (tmp_path / "out" / f"{role}.safetensors").exists() and (tmp_path / "out" / f"{role}.json").exists()
 
+    # the follow-up commands on the finished run: adaptive robustness, every detector, abstention
+    from core.cli import main
+
+    out = str(tmp_path / "out")
+    assert main(["--data-root", str(gtsrb_root), "robustness", "--run-dir", out, "--test-subset", "0.005", "--steps", "1"]) == 0
+    robust = json.loads((tmp_path / "out" / "results.json").read_text())["models"]["filter_distillation"]
+    assert 0 <= robust["adaptive_acc"] <= 1 and 0 <= robust["zero_grad_fraction"] <= 1 and len(robust["eps_curve"]) >= 5
+    assert main(["--data-root", str(gtsrb_root), "detectors", "--run-dir", out, "--supervised-epochs", "1",
+                 "--cache-dir", str(tmp_path / "cache")]) == 0
+    detectors = json.loads((tmp_path / "out" / "detectors.json").read_text())["detectors"]
+    assert set(detectors) == {"dae", "magnet", "mahalanobis_latent", "mahalanobis_features", "knn_latent", "knn_features", "supervised"}
+    assert detectors["dae"]["auroc"] == pytest.approx(saved["filter"]["auroc"])  # the same scores as the run's own
+    assert (tmp_path / "out" / "supervised_detector.safetensors").exists()
+    assert main(["--data-root", str(gtsrb_root), "abstain", "--run-dir", out, "--passes", "3", "--test-subset", "0.02"]) == 0
+    abstention = json.loads((tmp_path / "out" / "abstention.json").read_text())
+    assert set(abstention["sets"]) == {"clean", "ifgsm", "pgd_margin"}
+    assert 0 <= abstention["sets"]["clean"]["at_cutoff"]["coverage"] <= 1
+
     # an identical rerun reuses every cached model: same numbers, no training stage
     stages.clear()
     again, _ = run_experiment(tiny_config(), tmp_path / "cache", gtsrb_root, progress=lambda stage, done, total: stages.append(stage))
