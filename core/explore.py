@@ -225,10 +225,10 @@ def attack_images(model: torch.nn.Module, images: torch.Tensor, attack: str, eps
 def example_pool(run: RunView, train, surrogate: torch.nn.Module, pool_size: int = 48) -> dict:
     """A seeded pool of training indices, half poisoned, with their images as the defender received them.
 
-    The poisons are re-crafted on the run's surrogate with the run's config: I-FGSM and FGSM act on each
-    image independently, so a subset gives exactly the images the full run poisoned.
+    The poisons are re-made with the run's config (perturbations re-crafted on the run's surrogate): every
+    threat acts on each image independently, so a subset gives exactly the images the full run poisoned.
     """
-    from core.poison import craft, quantise_toward
+    from core.poison import craft, quantise_toward, stamp_trigger
 
     if len(train) != len(run.poison_mask):
         raise CheckpointError(f"the run has {len(run.poison_mask)} training scores but the data split has {len(train)} images: "
@@ -244,12 +244,19 @@ def example_pool(run: RunView, train, surrogate: torch.nn.Module, pool_size: int
     clean_images = train.images[index]
     delivered = clean_images.clone()
     is_poisoned = run.poison_mask[index]
+    labels = train.labels[index].clone()
+    poison = run.config.poison
     if is_poisoned.any():
         which = torch.nonzero(is_poisoned).flatten()
-        adversarial = craft(surrogate, clean_images[which], train.labels[index][which], run.config.poison)
-        delivered[which] = quantise_toward(clean_images[which], adversarial, run.config.poison.eps)
+        if poison.threat == "perturbation":
+            adversarial = craft(surrogate, clean_images[which], labels[which], poison)
+            delivered[which] = quantise_toward(clean_images[which], adversarial, poison.eps)
+        else:  # label flipping keeps the image; the backdoor stamps its trigger; both relabel
+            if poison.threat == "backdoor":
+                delivered[which] = stamp_trigger(clean_images[which], poison.trigger_size)
+            labels[which] = poison.target_class
     return {"index": index.numpy(), "clean": clean_images, "delivered": delivered, "is_poisoned": is_poisoned.numpy(),
-            "labels": train.labels[index]}
+            "labels": labels}
 
 
 def poisoned_train_set(run: RunView, train, surrogate: torch.nn.Module, progress=None):

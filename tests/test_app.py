@@ -168,3 +168,19 @@ def test_a_missing_dataset_is_explained(run_directory, monkeypatch, tmp_path):
     at.switch_page("pages/poison.py").run()
     assert not at.exception
     assert any("GTSRB_ROOT" in e.value for e in at.error)
+
+
+def test_a_backdoor_run_renders_on_every_page(gtsrb_root, tmp_path):
+    """Runs of the other threat models load like the paper's: triggers in the sample grids, attack success shown."""
+    from core.pipeline import export_run, run_experiment
+    from core.poison import PoisonConfig
+    from tests.test_pipeline import tiny_config
+
+    config = tiny_config(poison=PoisonConfig(threat="backdoor", fraction=0.2, target_class=3))
+    results, state = run_experiment(config, tmp_path / "cache", gtsrb_root)
+    export_run(results, state, tmp_path / "backdoor")
+    at = app(str(tmp_path / "backdoor"))
+    at.run()
+    for page in ("pages/overview.py", "pages/threshold.py", "pages/distillation.py", "pages/your_images.py"):
+        at.switch_page(page).run()
+        assert_clean(at)
