@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also run the adaptive / transfer / eps-curve evaluation (as the robustness command) on the new run")
     run.add_argument("--robust-test-subset", type=float, default=0.08, help="with --robustness: share of the test set to attack")
     run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--seeds", type=int, default=1, help="run seeds seed..seed+K-1 (each into OUT/seed<k>) and report mean +- std")
     run.add_argument("--out", type=Path, help="write results.json, models and scores here (default: runs/<preset>-seed<seed>)")
     run.add_argument("--cache-dir", type=Path, default=RUNS_DIR / "cache", help="trained-model cache (reused by identical reruns)")
 
@@ -199,22 +200,48 @@ def format_results(results: dict) -> str:
 
 
 def command_run(args) -> int:
-    from core.pipeline import export_run, run_experiment
-
-    config = experiment_from_args(args)
-    out = args.out or RUNS_DIR / f"{config.preset}-seed{config.seed}"
-    print(f"running {config.summary()}", file=sys.stderr)
-    stages = TqdmStages()
-    try:
-        results, state = run_experiment(config, args.cache_dir, args.data_root, progress=stages, download=args.download)
-    finally:
-        stages.close()
-    export_run(results, state, out)
-    print(format_results(results))
-    print(f"\nresults: {out / 'results.json'}  ({results['seconds']:.0f} s)")
-    if args.robustness:
-        add_robustness(out, args.robust_test_subset, 10, args.data_root, args.download)
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    run_seeds(experiment_from_args(args), range(args.seed, args.seed + args.seeds), args.out, args.cache_dir,
+              args.data_root, args.download, args.robust_test_subset if args.robustness else None)
     return 0
+
+
+def run_seeds(base: ExperimentConfig, seeds, out: Path | None, cache_dir: Path, data_root=None, download: bool = False,
+              robust_test_subset: float | None = None) -> dict | None:
+    """Run the experiment once per seed; with several seeds, each goes to OUT/seed<k> and OUT/seeds.json
+    holds mean +- std of every number (returned)."""
+    from core.compare import summarise
+    from core.pipeline import MODEL_NAMES, export_run, run_experiment
+
+    seeds = list(seeds)
+    runs = {}
+    for seed in seeds:
+        config = replace(base, seed=seed, poison=replace(base.poison, seed=seed))
+        run_dir = (out or RUNS_DIR / config.preset) / f"seed{seed}" if len(seeds) > 1 else out or RUNS_DIR / f"{config.preset}-seed{seed}"
+        print(f"running {config.summary()}", file=sys.stderr)
+        stages = TqdmStages()
+        try:
+            results, state = run_experiment(config, cache_dir, data_root, progress=stages, download=download)
+        finally:
+            stages.close()
+        export_run(results, state, run_dir)
+        print(format_results(results))
+        print(f"\nresults: {run_dir / 'results.json'}  ({results['seconds']:.0f} s)")
+        if robust_test_subset is not None:
+            add_robustness(run_dir, robust_test_subset, 10, data_root, download)
+        runs[str(seed)] = {"models": results["models"], "filter": results["filter"]}
+    if len(seeds) == 1:
+        return None
+    summary = summarise(runs)
+    seeds_path = (out or RUNS_DIR / base.preset) / "seeds.json"
+    write_json(seeds_path, {"config": base.to_dict(), "seeds": seeds, "summary": summary})
+    print(f"\n{'model':<22}{'clean':>16}{'FGSM':>16}{'I-FGSM':>16}   (mean +- std over {len(seeds)} seeds)")
+    for name in MODEL_NAMES:
+        m = summary["models"][name]
+        print(f"{name:<22}" + "".join(f"{m[key]['mean']:>9.2%} +-{m[key]['std'] * 100:4.1f}" for key in ("clean_acc", "fgsm_acc", "ifgsm_acc")))
+    print(f"filter ROC AUC {summary['filter']['auroc']['mean']:.3f} +- {summary['filter']['auroc']['std']:.3f}; seeds: {seeds_path}")
+    return summary
 
 
 def command_tune(args) -> int:

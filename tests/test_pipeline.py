@@ -85,6 +85,20 @@ def test_tiny_backdoor_run_reports_attack_success_and_caches_the_relabelled_set(
     assert torch.equal(state_again.poisoned.data.images, state.poisoned.data.images)
 
 
+def test_run_over_seeds_reports_mean_and_std(gtsrb_root, tmp_path, capsys):
+    from core.cli import run_seeds
+
+    summary = run_seeds(tiny_config(), [0, 1], tmp_path / "seeds", tmp_path / "cache", gtsrb_root)
+    stored = json.loads((tmp_path / "seeds" / "seeds.json").read_text())
+    assert stored["seeds"] == [0, 1] and stored["summary"] == summary
+    per_seed = [json.loads((tmp_path / "seeds" / f"seed{seed}" / "results.json").read_text()) for seed in (0, 1)]
+    values = [run["models"]["undefended"]["clean_acc"] for run in per_seed]
+    assert summary["models"]["undefended"]["clean_acc"]["mean"] == pytest.approx(sum(values) / 2)
+    assert summary["models"]["undefended"]["clean_acc"]["std"] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5)
+    assert per_seed[0]["config"]["seed"] == 0 and per_seed[1]["config"]["poison"]["seed"] == 1
+    assert "mean +- std over 2 seeds" in capsys.readouterr().out
+
+
 def test_optuna_study_persists_and_resumes(tmp_path):
     images = torch.randint(0, 256, (96, 3, 32, 32), dtype=torch.uint8)
     base = DAEConfig(model=AutoencoderConfig(depth=2, width=4, latent_dim=8))
@@ -113,6 +127,7 @@ def _cli(*args):
     (["run", "--threat", "label_flip", "--source-class", "3", "--target-class", "3"], "different from the target"),
     (["run", "--threat", "backdoor", "--trigger-size", "40"], "trigger_size"),
     (["compare", "--seeds", "0"], "--seeds"),
+    (["run", "--seeds", "0"], "--seeds"),
     (["compare", "--detectors", "dae", "--distil", "magnet"], "not scored"),
     (["abstain", "--run-dir", "/nonexistent"], "results.json"),
     (["detectors", "--run-dir", "/nonexistent"], "results.json"),
