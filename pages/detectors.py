@@ -51,11 +51,11 @@ if "attack_success_rate" in undefended:
     damage[3].metric("undefended: attack success", f"{undefended['attack_success_rate']['mean']:.1%}",
                      f"{(undefended['attack_success_rate']['mean'] - reference['attack_success_rate']['mean']) * 100:+.1f} points",
                      delta_color="inverse")
+    st.caption("Attack success: backdoor, the share of triggered test images of other classes classified as the target; "
+               "label flipping, the share of Stop test images classified as 60 km/h.")
 else:
     damage[2].metric("undefended: I-FGSM accuracy", f"{undefended['ifgsm_acc']['mean']:.1%}")
     damage[3].metric("undefended: worst case", f"{undefended['adaptive_acc']['mean']:.1%}")
-st.caption("Attack success: backdoor, the share of triggered test images of other classes classified as the target; "
-           "label flipping, the share of Stop test images classified as 60 km/h.")
 
 rows = explore.comparison_rows(summary, LABELS)
 table = pd.DataFrame(rows)
