@@ -114,6 +114,10 @@ def experiment_from_args(args) -> ExperimentConfig:
                                         ("steps", args.steps), ("fraction", args.poison_fraction)) if v is not None}
     poison_changes.update({k: v for k, v in (("threat", args.threat), ("source_class", args.source_class),
                                              ("target_class", args.target_class), ("trigger_size", args.trigger_size)) if v is not None})
+    if args.threat is not None and args.poison_fraction is None:
+        from core.poison import DEFAULT_FRACTIONS
+
+        poison_changes["fraction"] = DEFAULT_FRACTIONS[args.threat]  # e.g. 40% of the source class for label_flip
     poison = replace(config.poison, seed=args.seed, **poison_changes)
     if args.threshold is not None:
         threshold = ThresholdConfig(mode="fixed", value=args.threshold)

@@ -27,13 +27,10 @@ from core.detect import (CONTROLS, DETECTORS, DAEDetector, FeatureDetector, MagN
 from core.dae import denoising_pairs
 from core.evaluate import filter_quality, robustness
 from core.pipeline import ExperimentConfig, ModelCache, Prepared, distilled, prepare
-from core.poison import THREATS, threat_metrics
+from core.poison import DEFAULT_FRACTIONS, THREATS, threat_metrics
 from core.robust import RobustEvalConfig, attack_suite
 from core.storage import atomic_write, save_model, write_json
 
-# Share poisoned per threat when none is given: the paper's 10% of train for perturbations; 40% of
-# the source class for label flipping (~1% of train); 5% of train for the backdoor (BadNets-typical).
-DEFAULT_FRACTIONS = {"perturbation": 0.1, "label_flip": 0.4, "backdoor": 0.05}
 
 
 @dataclass(frozen=True)

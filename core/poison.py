@@ -28,6 +28,9 @@ ATTACKS = ("fgsm", "ifgsm", "pgd")
 THREATS = ("perturbation", "label_flip", "backdoor")
 # GTSRB class 14 is "Stop", class 3 "Speed limit (60km/h)": a flip with obvious real-world harm.
 DEFAULT_SOURCE_CLASS, DEFAULT_TARGET_CLASS = 14, 3
+# Share poisoned per threat when none is given: the paper's 10% of train for perturbations; 40% of
+# the source class for label flipping (~1% of train); 5% of train for the backdoor (BadNets-typical).
+DEFAULT_FRACTIONS = {"perturbation": 0.1, "label_flip": 0.4, "backdoor": 0.05}
 
 
 @dataclass(frozen=True)

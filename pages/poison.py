@@ -7,7 +7,7 @@ import torch
 from core import explore
 from core.data import CLASS_NAMES
 from core.evaluate import accuracy
-from core.poison import DEFAULT_SOURCE_CLASS, DEFAULT_TARGET_CLASS, THREATS, PoisonConfig, craft, poison_training_set, quantise_toward
+from core.poison import DEFAULT_FRACTIONS, DEFAULT_SOURCE_CLASS, DEFAULT_TARGET_CLASS, THREATS, PoisonConfig, craft, poison_training_set, quantise_toward
 from ui.common import (cached_classifier, cached_comparison, cached_run, enlarged, ensure_navigation, guard, preset_config,
                        run_dir, run_splits)
 
@@ -32,7 +32,7 @@ def other_threat(threat: str) -> None:
                               key="target_class")
     with right:
         fraction = st.slider("poison fraction" + (" of the source class" if threat == "label_flip" else " of the other classes"),
-                             0.0, 1.0, 0.4 if threat == "label_flip" else 0.05, 0.01, key=f"fraction_{threat}")
+                             0.0, 1.0, DEFAULT_FRACTIONS[threat], 0.01, key=f"fraction_{threat}")
         trigger = st.slider("trigger size (pixels)", 1, 8, 3, key="trigger_size", disabled=threat != "backdoor")
         seed = st.number_input("seed", 0, 10_000, 0, key="threat_seed")
     config = None

@@ -85,6 +85,18 @@ def test_tiny_backdoor_run_reports_attack_success_and_caches_the_relabelled_set(
     assert torch.equal(state_again.poisoned.data.images, state.poisoned.data.images)
 
 
+def test_cli_threat_defaults_follow_the_threat():
+    from core.cli import build_parser, experiment_from_args
+
+    def poison(*args):
+        return experiment_from_args(build_parser().parse_args(["run", *args])).poison
+
+    assert poison("--threat", "label_flip").fraction == 0.4
+    assert poison("--threat", "backdoor").fraction == 0.05
+    assert poison("--threat", "backdoor", "--poison-fraction", "0.2").fraction == 0.2
+    assert poison().fraction == 0.1 and poison().threat == "perturbation"
+
+
 def test_run_over_seeds_reports_mean_and_std(gtsrb_root, tmp_path, capsys):
     from core.cli import run_seeds
 
