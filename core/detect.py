@@ -132,18 +132,16 @@ class FeatureDetector(ScoreDetector):
     score is its score (Mahalanobis distance, or mean distance to the k nearest reference points).
     """
 
-    def __init__(self, kind: str, features, k: int = 10, batch_size: int = 1024, device=None):
+    def __init__(self, kind: str, features, k: int = 10, device=None):
         super().__init__(device=device)
         if kind not in ("mahalanobis", "knn"):
             raise ValueError(f"feature detector kind must be 'mahalanobis' or 'knn', got {kind!r}")
-        self.kind, self.features, self.batch_size = kind, features, batch_size
+        self.kind, self.features = kind, features
         # normalizer=None: raw KNN distances (alibi-detect's p-value normaliser only matters for ensembles)
         self.inner = Mahalanobis(device="cpu") if kind == "mahalanobis" else KNN(k=k, normalizer=None, device="cpu")
 
     def _features(self, x: torch.Tensor):
-        chunks = [self.features(to_float_images(x[start: start + self.batch_size].cpu()))
-                  for start in range(0, x.shape[0], self.batch_size)]
-        return torch.cat(chunks).float().cpu().numpy()
+        return self.features(x).float().numpy()  # the feature functions batch through predict()
 
     def fit(self, x_ref: torch.Tensor) -> "FeatureDetector":
         self.inner.fit(self._features(x_ref))

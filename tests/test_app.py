@@ -29,6 +29,14 @@ def app(run_directory) -> AppTest:
     return at
 
 
+def on_page(run_directory, page: str) -> AppTest:
+    """The app, run once, then switched to page."""
+    at = app(run_directory)
+    at.run()
+    at.switch_page(page).run()
+    return at
+
+
 def assert_clean(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
     assert not [e for e in at.error if "Could not complete" in e.value], [e.value for e in at.error]
@@ -64,9 +72,7 @@ def test_moving_the_threshold_changes_counts_and_student_accuracy(run_directory)
 
 
 def test_switching_the_score_changes_the_filter(run_directory):
-    at = app(run_directory)
-    at.run()
-    at.switch_page("pages/threshold.py").run()
+    at = on_page(run_directory, "pages/threshold.py")
     assert len(at.selectbox(key="score").options) == 7  # the shipped run has every detector's scores
     dae_auc = _metric(at, "ROC AUC of the score")
     at.selectbox(key="score").set_value("supervised").run()
@@ -78,9 +84,7 @@ def test_switching_the_score_changes_the_filter(run_directory):
 
 @pytest.mark.parametrize("threat", ["perturbation", "label_flip", "backdoor"])
 def test_detectors_page_shows_each_threat_with_controls(run_directory, threat):
-    at = app(run_directory)
-    at.run()
-    at.switch_page("pages/detectors.py").run()
+    at = on_page(run_directory, "pages/detectors.py")
     at.radio(key="threat").set_value(threat).run()
     assert_clean(at)
     table = at.dataframe[0].value
@@ -92,9 +96,7 @@ def test_detectors_page_shows_each_threat_with_controls(run_directory, threat):
 
 @pytest.mark.parametrize("threat", ["label_flip", "backdoor"])
 def test_poison_page_applies_the_other_threat_models(run_directory, threat):
-    at = app(run_directory)
-    at.run()
-    at.switch_page("pages/poison.py").run()
+    at = on_page(run_directory, "pages/poison.py")
     at.radio(key="threat").set_value(threat).run()
     assert_clean(at)
     assert any("training samples poisoned" in message.value for message in at.success)
@@ -102,9 +104,7 @@ def test_poison_page_applies_the_other_threat_models(run_directory, threat):
 
 
 def test_distillation_page_shows_abstention(run_directory):
-    at = app(run_directory)
-    at.run()
-    at.switch_page("pages/distillation.py").run()
+    at = on_page(run_directory, "pages/distillation.py")
     assert_clean(at)
     assert any(header.value.startswith("Abstention") for header in at.subheader)
     assert not any("No abstention evaluation" in message.value for message in at.info)
