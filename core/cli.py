@@ -273,23 +273,14 @@ def command_tune(args) -> int:
 
 
 def command_sweep(args) -> int:
-    import json
+    from core import explore
+    from core.sweep import SweepConfig, sweep_run
 
-    from core.pipeline import ExperimentConfig, run_experiment
-    from core.sweep import SweepConfig, sweep_thresholds
-
-    results_path = args.run_dir / "results.json"
-    try:
-        config = ExperimentConfig.from_dict(json.loads(results_path.read_text())["config"])
-    except FileNotFoundError:
-        raise ValueError(f"{results_path} not found: run `python -m core run --out {args.run_dir}` first") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise ValueError(f"{results_path} is not a results file of this tool ({error})") from None
+    run = explore.load_run(args.run_dir)
     sweep_config = SweepConfig(epochs=args.epochs, test_subset=args.test_subset)
     stages = TqdmStages()
     try:
-        _, state = run_experiment(config, args.cache_dir, args.data_root, progress=stages, download=args.download, evaluate=False)
-        sweep = sweep_thresholds(state, sweep_config, progress=stages)
+        sweep = sweep_run(run, sweep_config, args.data_root, args.download, progress=stages)
     finally:
         stages.close()
     write_json(args.run_dir / "sweep.json", sweep)
@@ -312,13 +303,14 @@ def add_robustness(run_dir: Path, test_subset: float, steps: int, data_root=None
     from core import explore
     from core.data import load_gtsrb, stratified_split
     from core.pipeline import MODEL_NAMES
+    from core.recipe import sampling_seed
     from core.robust import RobustEvalConfig, robust_report
 
     run = explore.load_run(run_dir)
     if not 0 < test_subset <= 1:
         raise ValueError(f"test-subset must be in (0, 1], got {test_subset}")
     test = load_gtsrb("test", data_root, download)
-    _, index = stratified_split(test.labels, test_subset, run.config.seed + 11)
+    _, index = stratified_split(test.labels, test_subset, sampling_seed(run.config.seed, "robust_test"))
     test = test.subset(index)
     config = RobustEvalConfig(eps=run.config.eval_attack.eps, steps=steps, temperature=run.config.temperature,
                               seed=run.config.seed)
@@ -431,6 +423,7 @@ def command_abstain(args) -> int:
     from core.data import ImageSet, load_splits, stratified_split
     from core.pipeline import MODEL_NAMES
     from core.poison import quantise_toward
+    from core.recipe import sampling_seed
 
     if args.model not in MODEL_NAMES:
         raise ValueError(f"--model must be one of {', '.join(MODEL_NAMES)}, got {args.model!r}")
@@ -442,7 +435,7 @@ def command_abstain(args) -> int:
     splits = load_splits(args.data_root, rc.trusted_fraction, rc.seed, rc.train_subset, rc.test_subset, args.download)
     _, calibration_index = stratified_split(splits.trusted.labels, rc.calibration_fraction, rc.seed)
     calibration = splits.trusted.subset(calibration_index)  # trusted clean images no model trained on
-    _, index = stratified_split(splits.test.labels, args.test_subset, rc.seed + 11)
+    _, index = stratified_split(splits.test.labels, args.test_subset, sampling_seed(rc.seed, "robust_test"))
     test = splits.test.subset(index)
     model = explore.load_classifier(run, args.model)
     x, eps = test.images.float() / 255, rc.eval_attack.eps

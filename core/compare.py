@@ -28,6 +28,7 @@ from core.dae import denoising_pairs
 from core.evaluate import filter_quality, robustness
 from core.pipeline import ExperimentConfig, ModelCache, Prepared, distilled, prepare
 from core.poison import DEFAULT_FRACTIONS, THREATS, threat_metrics
+from core.recipe import recipe_key, sampling_seed
 from core.robust import RobustEvalConfig, attack_suite
 from core.storage import atomic_write, save_model, write_json
 
@@ -102,7 +103,8 @@ def build_detectors(prepared: Prepared, names: tuple[str, ...], config: CompareC
 
 def _supervised_model(prepared: Prepared, config: CompareConfig, cache: ModelCache, report=None):
     key = {"defender": prepared.artifacts["defender"], "dae_attacks": prepared.dae_config.to_dict(),
-           "supervised": asdict(config.supervised)}
+           "supervised": asdict(config.supervised), "architecture": NoiseResidualNet.__name__,
+           **recipe_key("supervised_detector")}
 
     def fit():
         inputs, _ = denoising_pairs(prepared.dae_data, prepared.defender, prepared.dae_config)
@@ -141,8 +143,7 @@ def prepared_from_run(run, data_root=None, download: bool = False, progress=None
     splits = load_splits(data_root, config.trusted_fraction, config.seed, config.train_subset, config.test_subset, download)
     dae_index, calibration_index = stratified_split(splits.trusted.labels, config.calibration_fraction, config.seed)
     surrogate = explore.load_classifier(run, "surrogate")
-    poisoned = explore.poisoned_train_set(run, splits.train, surrogate,
-                                          progress=(lambda done, total: progress("crafting poisons", done, total)) if progress else None)
+    poisoned = explore.run_poisons(run, splits.train)
     calibration = splits.trusted.subset(calibration_index)
     detector = DAEDetector(explore.load_autoencoder(run))
     detector.fit(calibration.images)
@@ -189,7 +190,8 @@ def compare_one(config: CompareConfig, threat: str, seed: int, cache: ModelCache
     experiment = config.experiment_for(threat, seed)
     prepared = prepare(experiment, cache, data_root, report, should_stop)
     poisoned, mask = prepared.poisoned, prepared.poisoned.poison_mask
-    _, robust_index = stratified_split(prepared.splits.test.labels, config.robust_test_subset, seed + 11)
+    _, robust_index = stratified_split(prepared.splits.test.labels, config.robust_test_subset,
+                                      sampling_seed(seed, "robust_test"))
     robust_test = prepared.splits.test.subset(robust_index)
     robust_config = RobustEvalConfig(eps=experiment.eval_attack.eps, steps=config.robust_steps,
                                      temperature=experiment.temperature, seed=seed)
@@ -197,15 +199,15 @@ def compare_one(config: CompareConfig, threat: str, seed: int, cache: ModelCache
     def measure(model):
         return _student_metrics(model, prepared, experiment, robust_test, robust_config)
 
-    clean_reference, _ = prepared.classifier("clean_reference", prepared.splits.train, 4, prepared.data_key)
-    undefended, _ = prepared.classifier("undefended", poisoned.data, 5, prepared.poison_key)
+    clean_reference, _ = prepared.classifier("clean_reference", prepared.splits.train, "clean_reference", prepared.data_key)
+    undefended, _ = prepared.classifier("undefended", poisoned.data, "undefended", prepared.poison_key)
     reference = {"clean_reference": measure(clean_reference), "undefended": measure(undefended)}
 
     # Scores and drop masks of every detector, then the controls (same count as the DAE filter).
     detectors = build_detectors(prepared, config.detectors, config, cache, report)
     _, drops, filters = score_detectors(prepared, detectors, experiment.threshold, report)
     n_drop = int((prepared.train_scores > prepared.threshold).sum())
-    control_drops = {"none": torch.zeros(len(mask), dtype=torch.bool), "random": random_drop_mask(len(mask), n_drop, seed + 13),
+    control_drops = {"none": torch.zeros(len(mask), dtype=torch.bool), "random": random_drop_mask(len(mask), n_drop, sampling_seed(seed, "random_filter")),
                      "oracle": oracle_drop_mask(mask)}
     for name, dropped in control_drops.items():
         # Controls have no score; their "score" is the drop decision itself (AUC ~0.5 / 1.0 by construction).
@@ -218,7 +220,8 @@ def compare_one(config: CompareConfig, threat: str, seed: int, cache: ModelCache
         report("distilling behind each filter", number, len(config.distil))
         kept = poisoned.data.subset(torch.nonzero(~drops[name]).flatten())
         upstream = {"poison": prepared.poison_key, "filter": name, "dropped": _mask_digest(drops[name])}
-        _, student, _, _ = distilled(experiment, cache, prepared, f"compare_{name}", kept, 10, upstream, report, should_stop)
+        _, student, _, _ = distilled(experiment, cache, prepared, f"compare_{name}", kept, "compare", upstream, report,
+                                     should_stop)
         filters[name].update(student=measure(student), n_kept=len(kept))
     report("distilling behind each filter", len(config.distil), len(config.distil))
     return {"poison": {"threat": threat, "fraction": experiment.poison.fraction, "n_poisoned": poisoned.n_poisoned,

@@ -42,7 +42,7 @@ class DAEConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "DAEConfig":
-        return cls(model=AutoencoderConfig(**data["model"]), train=TrainConfig(**data["train"]),
+        return cls(model=AutoencoderConfig(**data["model"]), train=TrainConfig.from_dict(data["train"]),
                    defender_attacks=tuple(data["defender_attacks"]), eps=data["eps"], alpha=data["alpha"], steps=data["steps"])
 
 

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from core.recipe import sampling_seed
 from core.storage import atomic_write
 
 IMAGE_SIZE = 32
@@ -71,6 +72,13 @@ class ImageSet:
     def to(self, device: torch.device | str) -> "ImageSet":
         return ImageSet(self.images.to(device), self.labels.to(device))
 
+    def digest(self) -> str:
+        """SHA-256 of the pixels and labels: what a model trained on this set saw, whatever the data root was
+        (a full-size GTSRB resized here and the pre-resized 32x32 copy differ in pixels, so in digest)."""
+        digest = hashlib.sha256(self.images.contiguous().numpy().tobytes())
+        digest.update(self.labels.contiguous().numpy().tobytes())
+        return digest.hexdigest()[:20]
+
 
 def default_root() -> Path:
     return Path(os.environ.get("GTSRB_ROOT", "./data"))
@@ -119,7 +127,9 @@ def _decode(path: str) -> np.ndarray:
 
 
 def _cache_key(root: Path, split: str, samples: list[tuple[str, int]]) -> str:
-    digest = hashlib.sha256(f"{root.resolve()}|{split}|{IMAGE_SIZE}".encode())
+    from core.recipe import RECIPE_VERSIONS
+
+    digest = hashlib.sha256(f"{root.resolve()}|{split}|{IMAGE_SIZE}|{RECIPE_VERSIONS['data']}".encode())
     for path, label in samples:
         stat = os.stat(path)
         digest.update(f"{os.path.relpath(path, root)}|{label}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
@@ -202,7 +212,7 @@ def load_splits(
         _, keep = stratified_split(full_train.labels, train_subset, seed)
         full_train = full_train.subset(keep)
     if test_subset < 1.0:
-        _, keep = stratified_split(test.labels, test_subset, seed + 1)
+        _, keep = stratified_split(test.labels, test_subset, sampling_seed(seed, "test_subset"))
         test = test.subset(keep)
     train_index, trusted_index = stratified_split(full_train.labels, trusted_fraction, seed)
     return GTSRBSplits(full_train.subset(train_index), full_train.subset(trusted_index), test)

@@ -22,6 +22,7 @@ from core.attacks import fgsm, ifgsm
 from core.data import CLASS_NAMES, IMAGE_SIZE
 from core.models import Classifier, DenoisingAutoencoder
 from core.pipeline import ExperimentConfig
+from core.recipe import outdated_stages, sampling_seed
 from core.storage import CheckpointError, load_weights
 from core.train import predict
 
@@ -47,6 +48,12 @@ class RunView:
     robustness: dict | None = None  # robustness.json from `python -m core robustness`, if run
     detectors: dict | None = None  # detectors.json from `python -m core detectors`, if run
     abstention: dict | None = None  # abstention.json from `python -m core abstain`, if run
+
+    @property
+    def outdated(self) -> list[str]:
+        """Stages whose recipe changed since this run was made (its numbers stand; retraining from it uses the
+        current recipe)."""
+        return outdated_stages(self.results.get("recipe_versions"))
 
     def score_names(self) -> list[str]:
         """'dae' (always there) and every other detector scored on this run."""
@@ -222,17 +229,10 @@ def attack_images(model: torch.nn.Module, images: torch.Tensor, attack: str, eps
     return ifgsm(model, x, labels, eps, alpha, steps)
 
 
-def example_pool(run: RunView, train, surrogate: torch.nn.Module, pool_size: int = 48) -> dict:
-    """A seeded pool of training indices, half poisoned, with their images as the defender received them.
-
-    The poisons are re-made with the run's config (perturbations re-crafted on the run's surrogate): every
-    threat acts on each image independently, so a subset gives exactly the images the full run poisoned.
-    """
-    from core.poison import craft, quantise_toward, stamp_trigger
-
-    if len(train) != len(run.poison_mask):
-        raise CheckpointError(f"the run has {len(run.poison_mask)} training scores but the data split has {len(train)} images: "
-                              "GTSRB_ROOT points at a different dataset than the run used")
+def example_pool(run: RunView, train, pool_size: int = 48) -> dict:
+    """A seeded pool of training indices, half poisoned, with their images as the defender received them
+    (the run's stored poisons, never re-made)."""
+    delivered = run_poisons(run, train)
     rng = np.random.default_rng(run.config.seed)
     mask = run.poison_mask.numpy()
     poisoned = np.flatnonzero(mask)
@@ -241,31 +241,22 @@ def example_pool(run: RunView, train, surrogate: torch.nn.Module, pool_size: int
     chosen = np.concatenate([rng.choice(poisoned, min(half, len(poisoned)), replace=False),
                              rng.choice(clean, min(pool_size - min(half, len(poisoned)), len(clean)), replace=False)])
     index = torch.from_numpy(np.sort(chosen))
-    clean_images = train.images[index]
-    delivered = clean_images.clone()
-    is_poisoned = run.poison_mask[index]
-    labels = train.labels[index].clone()
-    poison = run.config.poison
-    if is_poisoned.any():
-        which = torch.nonzero(is_poisoned).flatten()
-        if poison.threat == "perturbation":
-            adversarial = craft(surrogate, clean_images[which], labels[which], poison)
-            delivered[which] = quantise_toward(clean_images[which], adversarial, poison.eps)
-        else:  # label flipping keeps the image; the backdoor stamps its trigger; both relabel
-            if poison.threat == "backdoor":
-                delivered[which] = stamp_trigger(clean_images[which], poison.trigger_size)
-            labels[which] = poison.target_class
-    return {"index": index.numpy(), "clean": clean_images, "delivered": delivered, "is_poisoned": is_poisoned.numpy(),
-            "labels": labels}
+    return {"index": index.numpy(), "clean": train.images[index], "delivered": delivered.data.images[index],
+            "is_poisoned": run.poison_mask[index].numpy(), "labels": delivered.data.labels[index]}
 
 
-def poisoned_train_set(run: RunView, train, surrogate: torch.nn.Module, progress=None):
-    """Rebuild the run's poisoned training set (seeded choice, deterministic attack) and check it matches."""
-    from core.poison import poison_training_set
+def run_poisons(run: RunView, train):
+    """The run's training set as the defender received it, from the poisons stored with the run."""
+    from core.pipeline import POISONS_FILE
+    from core.poison import load_poisons
 
-    poisoned = poison_training_set(train, surrogate, run.config.poison, progress=progress)
+    if len(train) != len(run.poison_mask):
+        raise CheckpointError(f"the run has {len(run.poison_mask)} training scores but the data split has {len(train)} images: "
+                              "GTSRB_ROOT points at a different dataset than the run used")
+    poisoned = load_poisons(run.directory / POISONS_FILE, train, run.config.poison)
     if not torch.equal(poisoned.poison_mask, run.poison_mask):
-        raise CheckpointError("the rebuilt poison mask differs from the run's: the data split or code changed since the run")
+        raise CheckpointError(f"{run.directory / POISONS_FILE} and scores.safetensors disagree on which samples are "
+                              "poisoned: the run folder mixes files of two runs")
     return poisoned
 
 
@@ -273,7 +264,7 @@ def student_test_subset(run: RunView, test, share: float = 0.15):
     """The stratified test subset the threshold sweep measured students on (same seed)."""
     from core.data import stratified_split
 
-    _, index = stratified_split(test.labels, share, run.config.seed + 7)
+    _, index = stratified_split(test.labels, share, sampling_seed(run.config.seed, "sweep_test"))
     return test.subset(index)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from core.dae import DAEConfig, denoising_pairs, train_dae
 from core.data import GTSRBSplits, ImageSet, load_splits, stratified_split
@@ -19,7 +19,8 @@ from core.detect import DAEDetector, ThresholdConfig, set_detector_threshold
 from core.distill import DistillConfig, classifier_train_config, soft_labels, train_classifier, train_student
 from core.evaluate import AttackEvalConfig, accuracy, filter_quality, robustness
 from core.models import Classifier, ClassifierConfig, DenoisingAutoencoder
-from core.poison import PoisonConfig, PoisonedSet, poison_training_set, threat_metrics
+from core.poison import PoisonConfig, PoisonedSet, load_poisons, poison_training_set, save_poisons, threat_metrics
+from core.recipe import RECIPE_VERSIONS, recipe_key, training_seed
 from core.storage import atomic_write, config_hash, has_model, load_weights, save_model, write_json
 from core.train import TrainConfig
 
@@ -78,7 +79,7 @@ class ExperimentConfig:
     def from_dict(cls, data: dict) -> "ExperimentConfig":
         return cls(
             **{k: v for k, v in data.items() if k not in ("classifier", "classifier_train", "poison", "dae", "threshold", "eval_attack")},
-            classifier=ClassifierConfig(**data["classifier"]), classifier_train=TrainConfig(**data["classifier_train"]),
+            classifier=ClassifierConfig(**data["classifier"]), classifier_train=TrainConfig.from_dict(data["classifier_train"]),
             poison=PoisonConfig(**data["poison"]), dae=DAEConfig.from_dict(data["dae"]),
             threshold=ThresholdConfig(**data["threshold"]), eval_attack=AttackEvalConfig(**data["eval_attack"]),
         )
@@ -109,8 +110,8 @@ def preset(name: str, **overrides) -> ExperimentConfig:
     return replace(base, **overrides)
 
 
-def _seeded(config: TrainConfig, seed: int, role_offset: int) -> TrainConfig:
-    return replace(config, seed=seed * 1000 + role_offset)
+def _seeded(config: TrainConfig, seed: int, role: str) -> TrainConfig:
+    return replace(config, seed=training_seed(seed, role))
 
 
 class ModelCache:
@@ -176,12 +177,13 @@ def prepare(config: ExperimentConfig, cache: "ModelCache", data_root=None, repor
     report("loading GTSRB", 0, 1)
     splits = load_splits(data_root, config.trusted_fraction, seed, config.train_subset, config.test_subset, download)
     report("loading GTSRB", 1, 1)
-    data_key = {"seed": seed, "trusted_fraction": config.trusted_fraction, "train_subset": config.train_subset,
-                "n_train": len(splits.train), "n_trusted": len(splits.trusted)}
-    classifier_key = {"model": asdict(config.classifier)}
+    data_key = {**recipe_key("data"), "seed": seed, "trusted_fraction": config.trusted_fraction,
+                "train_subset": config.train_subset, "train": splits.train.digest(), "trusted": splits.trusted.digest()}
+    classifier_key = {"model": asdict(config.classifier), **recipe_key("classifier")}
 
-    def classifier(role: str, data: ImageSet, offset: int, upstream: dict, temperature: float = 1.0, epochs: int | None = None):
-        train_config = _seeded(config.classifier_train, seed, offset)
+    def classifier(role: str, data: ImageSet, seed_role: str, upstream: dict, temperature: float = 1.0,
+                   epochs: int | None = None):
+        train_config = _seeded(config.classifier_train, seed, seed_role)
         if epochs is not None:
             train_config = replace(train_config, epochs=epochs)
         key = {"role": role, "data": upstream, **classifier_key, "train": asdict(train_config), "temperature": temperature}
@@ -190,17 +192,18 @@ def prepare(config: ExperimentConfig, cache: "ModelCache", data_root=None, repor
                          lambda model: {"train_acc": accuracy(model, data.images, data.labels)})
 
     # 1. The attacker: a surrogate on clean data, then poisons crafted on it (perturbations only need it).
-    surrogate, surrogate_name = classifier("surrogate", splits.train, 1, data_key)
-    poison_key = {"surrogate": surrogate_name, "poison": _poison_identity(config.poison)}
+    surrogate, surrogate_name = classifier("surrogate", splits.train, "surrogate", data_key)
+    poison_key = {"surrogate": surrogate_name, "poison": config.poison.to_dict(), **recipe_key("poison")}
     poisoned = _cached_poison(cache, poison_key, splits.train, surrogate, config.poison, report)
 
     # 2. The defender: own classifier on trusted data, own perturbed copies, the DAE, the threshold.
     dae_index, calibration_index = stratified_split(splits.trusted.labels, config.calibration_fraction, seed)
     dae_data, calibration = splits.trusted.subset(dae_index), splits.trusted.subset(calibration_index)
-    defender, defender_name = classifier("defender", dae_data, 2, {**data_key, "calibration_fraction": config.calibration_fraction},
+    defender, defender_name = classifier("defender", dae_data, "defender",
+                                         {**data_key, "calibration_fraction": config.calibration_fraction},
                                          epochs=config.defender_epochs)
-    dae_config = replace(config.dae, train=_seeded(config.dae.train, seed, 3))
-    dae_key = {"defender": defender_name, "dae": dae_config.to_dict()}
+    dae_config = replace(config.dae, train=_seeded(config.dae.train, seed, "dae"))
+    dae_key = {"defender": defender_name, "dae": dae_config.to_dict(), **recipe_key("dae")}
 
     def fit_dae():
         inputs, targets = denoising_pairs(dae_data, defender, dae_config)
@@ -221,16 +224,17 @@ def prepare(config: ExperimentConfig, cache: "ModelCache", data_root=None, repor
                     classifier, dae_config)
 
 
-def distilled(config: ExperimentConfig, cache: "ModelCache", prepared: Prepared, role: str, data: ImageSet, offset: int,
+def distilled(config: ExperimentConfig, cache: "ModelCache", prepared: Prepared, role: str, data: ImageSet, seed_role: str,
               upstream: dict, report: StageProgress | None = None, should_stop=None):
     """Teacher at T on data, then a student at T on its soft labels, both cached.
 
     Returns (teacher, student, teacher cache name, student cache name)."""
     report = report or (lambda stage, done, total: None)
-    teacher, teacher_name = prepared.classifier(f"{role}_teacher", data, offset, upstream, config.temperature)
-    student_config = DistillConfig(config.temperature, config.classifier, _seeded(config.classifier_train, config.seed, offset))
+    teacher, teacher_name = prepared.classifier(f"{role}_teacher", data, seed_role, upstream, config.temperature)
+    student_config = DistillConfig(config.temperature, config.classifier,
+                                   _seeded(config.classifier_train, config.seed, seed_role))
     key = {"role": f"{role}_student", "teacher": teacher_name, "temperature": config.temperature,
-           "model": asdict(config.classifier), "train": asdict(student_config.train)}
+           "model": asdict(config.classifier), "train": asdict(student_config.train), **recipe_key("classifier")}
     student, student_name = cache.get(
         f"{role}_student", key, lambda: Classifier(config.classifier),
         lambda: train_student(data.images, soft_labels(teacher, data.images, config.temperature), student_config,
@@ -261,19 +265,19 @@ def run_experiment(config: ExperimentConfig, cache_dir: str | Path = "runs/cache
     state.artifacts.update(prepared.artifacts)
 
     # 3. The five models.
-    def distil(role: str, data: ImageSet, offset: int, upstream: dict):
-        teacher, student, teacher_name, student_name = distilled(config, cache, prepared, role, data, offset, upstream,
+    def distil(role: str, data: ImageSet, upstream: dict):
+        teacher, student, teacher_name, student_name = distilled(config, cache, prepared, role, data, role, upstream,
                                                                  report, should_stop)
         state.models[f"{role}_teacher"] = teacher
         state.artifacts[f"{role}_teacher"] = teacher_name
         return student, student_name
 
-    for role, offset, make in (
-        ("clean_reference", 4, lambda: classifier("clean_reference", splits.train, 4, data_key)),
-        ("undefended", 5, lambda: classifier("undefended", poisoned.data, 5, poison_key)),
-        ("distillation_only", 6, lambda: distil("distillation_only", poisoned.data, 6, poison_key)),
-        ("filter_only", 7, lambda: classifier("filter_only", filtered, 7, filter_key)),
-        ("filter_distillation", 8, lambda: distil("filter_distillation", filtered, 8, filter_key)),
+    for role, make in (
+        ("clean_reference", lambda: classifier("clean_reference", splits.train, "clean_reference", data_key)),
+        ("undefended", lambda: classifier("undefended", poisoned.data, "undefended", poison_key)),
+        ("distillation_only", lambda: distil("distillation_only", poisoned.data, poison_key)),
+        ("filter_only", lambda: classifier("filter_only", filtered, "filter_only", filter_key)),
+        ("filter_distillation", lambda: distil("filter_distillation", filtered, filter_key)),
     ):
         state.models[role], state.artifacts[role] = make()
     state.models["surrogate"], state.models["defender"] = prepared.surrogate, prepared.defender
@@ -302,6 +306,7 @@ def run_experiment(config: ExperimentConfig, cache_dir: str | Path = "runs/cache
     report("evaluating models (clean, FGSM, I-FGSM)", len(MODEL_NAMES), len(MODEL_NAMES))
     results["teacher_train_acc"] = accuracy(state.models["filter_distillation_teacher"], filtered.images, filtered.labels)
     results["paper"] = PAPER_RESULTS
+    results["recipe_versions"] = dict(RECIPE_VERSIONS)
     results["artifacts"] = dict(state.artifacts)
     results["seconds"] = round(time.time() - started, 1)
     return results, state
@@ -317,36 +322,17 @@ def _poison_stats(poisoned: PoisonedSet, clean: ImageSet) -> dict:
             "linf_levels": linf, "mean_abs_change_levels": float(changed[mask].float().mean()) if mask.any() else 0.0}
 
 
-def _poison_identity(config: PoisonConfig) -> dict:
-    """The poison config as hashed into cache keys. Perturbation poisons keep the fields they had before
-    the other threat models existed, so caches made then stay valid."""
-    fields = asdict(config)
-    if config.threat == "perturbation":
-        for name in ("threat", "source_class", "target_class", "trigger_size"):
-            fields.pop(name)
-    return fields
-
-
 def _cached_poison(cache: ModelCache, key: dict, train: ImageSet, surrogate, config: PoisonConfig, report) -> PoisonedSet:
-    """Poisoned images are deterministic given the surrogate and config; cache the changed ones."""
+    """Poisoned images are deterministic given the surrogate and config; cache the changed rows."""
     path = cache.directory / f"poison-{config_hash(key)}.safetensors"
     if path.exists():
-        stored = load_file(str(path))
-        images, labels = train.images.clone(), train.labels.clone()
-        images[stored["index"]] = stored["images"]
-        if "labels" in stored:  # label_flip and backdoor relabel; perturbation caches predate this
-            labels[stored["index"]] = stored["labels"]
-        mask = torch.zeros(len(train), dtype=torch.bool)
-        mask[stored["index"]] = True
-        return PoisonedSet(ImageSet(images, labels), mask, config)
+        return load_poisons(path, train, config)
     poisoned = poison_training_set(train, surrogate, config, progress=lambda done, total: report("crafting poisons", done, total))
-    index = torch.nonzero(poisoned.poison_mask).flatten()
-    payload = {"index": index, "images": poisoned.data.images[index].contiguous(),
-               "labels": poisoned.data.labels[index].contiguous()}
-    atomic_write(path, lambda tmp: save_file(payload, str(tmp)))
+    save_poisons(path, poisoned)
     return poisoned
 
 
+POISONS_FILE = "poisons.safetensors"  # the run's poisoned rows as delivered; reused by everything after the run
 SHIPPED_ROLES = ("surrogate", "defender", "dae", *MODEL_NAMES, "filter_distillation_teacher")
 
 
@@ -360,4 +346,5 @@ def export_run(results: dict, state: RunState, out_dir: str | Path) -> None:
     scores = {"train_scores": state.train_scores.float().contiguous(), "poison_mask": state.poisoned.poison_mask.to(torch.uint8),
               "calibration_scores": state.detector.reference_scores.float().contiguous()}
     atomic_write(out / "scores.safetensors", lambda tmp: save_file(scores, str(tmp)))
+    save_poisons(out / POISONS_FILE, state.poisoned)
     write_json(out / "results.json", results)

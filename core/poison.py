@@ -142,6 +142,44 @@ def poison_training_set(train: ImageSet, surrogate: nn.Module | None, config: Po
     return PoisonedSet(ImageSet(images, train.labels.clone()), mask, config)
 
 
+def save_poisons(path, poisoned: PoisonedSet) -> None:
+    """The poisoned rows as delivered (index, uint8 images, labels), atomically: a run keeps its own poisons."""
+    from safetensors.torch import save_file
+
+    from core.storage import atomic_write
+
+    index = torch.nonzero(poisoned.poison_mask).flatten()
+    payload = {"index": index, "images": poisoned.data.images[index].contiguous(),
+               "labels": poisoned.data.labels[index].contiguous()}
+    atomic_write(path, lambda tmp: save_file(payload, str(tmp)))
+
+
+def load_poisons(path, clean: ImageSet, config: PoisonConfig) -> PoisonedSet:
+    """The set the defender received: clean rows from the split, poisoned rows exactly as stored.
+
+    Raises CheckpointError when the file is missing, corrupt, or does not fit the split."""
+    from safetensors.torch import load_file
+
+    from core.storage import CheckpointError
+
+    try:
+        stored = load_file(str(path))
+        index, images, labels = stored["index"].long(), stored["images"], stored["labels"].long()
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing: the run's poisons are stored there by `python -m core run`") from None
+    except Exception as error:  # noqa: BLE001 - a corrupt file of any kind
+        raise CheckpointError(f"{path} is corrupt or not a poison file of this tool ({error})") from None
+    if (index.ndim != 1 or images.dtype != torch.uint8 or images.shape != (len(index), *clean.images.shape[1:])
+            or labels.shape != index.shape or (len(index) and (int(index.min()) < 0 or int(index.max()) >= len(clean)))):
+        raise CheckpointError(f"{path} does not fit a training split of {len(clean)} images: "
+                              "GTSRB_ROOT points at another dataset than the run used, or the file is damaged")
+    images_out, labels_out = clean.images.clone(), clean.labels.clone()
+    images_out[index], labels_out[index] = images, labels
+    mask = torch.zeros(len(clean), dtype=torch.bool)
+    mask[index] = True
+    return PoisonedSet(ImageSet(images_out, labels_out), mask, config)
+
+
 def flip_labels(train: ImageSet, config: PoisonConfig) -> PoisonedSet:
     """Relabel round(fraction * n_source) images of the source class as the target class."""
     chosen = choose_poison_indices(len(train), config.fraction, config.seed, eligible=train.labels == config.source_class)

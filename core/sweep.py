@@ -11,10 +11,10 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from core.data import ImageSet, stratified_split
+from core.data import ImageSet
 from core.distill import DistillConfig, soft_labels, train_classifier, train_student
 from core.evaluate import filter_quality, robustness
-from core.pipeline import ExperimentConfig, RunState, _seeded
+from core.pipeline import ExperimentConfig, _seeded
 
 DEFAULT_DROP_SHARES = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.75, 0.9)
 
@@ -45,7 +45,7 @@ def distil_at_threshold(train: ImageSet, scores: torch.Tensor, threshold: float,
     kept = train.subset(torch.nonzero(kept_mask).flatten())
     if len(kept) == 0:
         raise ValueError(f"threshold {threshold:.5f} drops every training sample: nothing is left to train on; raise it")
-    train_config = replace(_seeded(experiment.classifier_train, experiment.seed, 9), epochs=epochs)
+    train_config = replace(_seeded(experiment.classifier_train, experiment.seed, "sweep"), epochs=epochs)
     distill_config = DistillConfig(temperature, experiment.classifier, train_config)
     report = (lambda stage: (lambda event: progress(stage, event.step, event.total_steps))) if progress else (lambda stage: None)
     teacher = train_classifier(kept, experiment.classifier, train_config, temperature, report("training teacher"), should_stop)
@@ -54,13 +54,13 @@ def distil_at_threshold(train: ImageSet, scores: torch.Tensor, threshold: float,
     return teacher, student, kept_mask
 
 
-def sweep_thresholds(state: RunState, config: SweepConfig, progress=None) -> dict:
-    """Returns {"config": ..., "points": [{threshold, drop_share, filter quality..., clean_acc, fgsm_acc, ifgsm_acc}]}."""
+def sweep_thresholds(train: ImageSet, scores: torch.Tensor, poison_mask: torch.Tensor, test: ImageSet,
+                     experiment: ExperimentConfig, config: SweepConfig, progress=None) -> dict:
+    """Returns {"config": ..., "points": [{threshold, drop_share, filter quality..., clean_acc, fgsm_acc, ifgsm_acc}]}.
+
+    train: the training set as delivered (poisons included); scores: the detector's score of each of its images;
+    test: the images each student is measured on."""
     report = progress or (lambda stage, done, total: None)
-    experiment = state.config
-    scores, mask, train = state.train_scores, state.poisoned.poison_mask, state.poisoned.data
-    _, test_index = stratified_split(state.splits.test.labels, config.test_subset, experiment.seed + 7)
-    test = state.splits.test.subset(test_index)
     points = []
     for number, share in enumerate(sorted(config.drop_shares)):
         report("threshold sweep", number, len(config.drop_shares))
@@ -68,11 +68,23 @@ def sweep_thresholds(state: RunState, config: SweepConfig, progress=None) -> dic
         _, student, kept_mask = distil_at_threshold(train, scores, threshold, experiment, config.epochs)
         dropped = ~kept_mask
         points.append({"threshold": threshold, "drop_share": float(dropped.float().mean()),
-                       **filter_quality(scores, dropped, mask, threshold),
+                       **filter_quality(scores, dropped, poison_mask, threshold),
                        **robustness(student, test, experiment.eval_attack)})
     report("threshold sweep", len(config.drop_shares), len(config.drop_shares))
     return {"config": {**asdict(config), "n_test": len(test), "eval_attack": asdict(experiment.eval_attack)},
             "points": points}
+
+
+def sweep_run(run, config: SweepConfig, data_root=None, download: bool = False, progress=None) -> dict:
+    """The sweep of a finished run, on its stored poisons and scores (nothing of the run is retrained)."""
+    from core import explore
+    from core.data import load_splits
+
+    c = run.config
+    splits = load_splits(data_root, c.trusted_fraction, c.seed, c.train_subset, c.test_subset, download)
+    poisoned = explore.run_poisons(run, splits.train)
+    test = explore.student_test_subset(run, splits.test, config.test_subset)
+    return sweep_thresholds(poisoned.data, run.train_scores, run.poison_mask, test, c, config, progress)
 
 
 def accuracy_at(sweep: dict, threshold: float) -> dict:

@@ -107,7 +107,7 @@ def cached_example_pool(directory: str, pool_size: int = 48) -> dict:
     """A fixed, seeded pool of poisoned and clean training images (uint8) for the sample grids."""
     run = cached_run(directory)
     splits = run_splits(run)
-    return explore.example_pool(run, splits.train, cached_classifier(directory, "surrogate"), pool_size)
+    return explore.example_pool(run, splits.train, pool_size)
 
 
 def current_experiment() -> ExperimentConfig | None:
@@ -176,14 +176,9 @@ def ringed(image: torch.Tensor, correct: bool, scale: int = 4) -> np.ndarray:
 
 @st.cache_resource(max_entries=1, show_spinner=False)
 def cached_poisoned_train(directory: str):
-    """The run's full poisoned training set, rebuilt once per session (crafting takes a while on CPU)."""
+    """The run's poisoned training set, from the poisons stored with it."""
     run = cached_run(directory)
-    bar = st.progress(0.0, text="Rebuilding the poisoned training set")
-    poisoned = explore.poisoned_train_set(run, run_splits(run).train, cached_classifier(directory, "surrogate"),
-                                          progress=lambda done, total: bar.progress(done / max(total, 1),
-                                                                                    text=f"Crafting poisons {done}/{total}"))
-    bar.empty()
-    return poisoned
+    return explore.run_poisons(run, run_splits(run).train)
 
 
 def train_at_threshold(threshold: float, temperature: float, epochs: int, score: str = "dae") -> dict:
