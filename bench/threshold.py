@@ -20,6 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core import explore  # noqa: E402
+from core.run import SHIPPED_RUN, load_run  # noqa: E402
 from core.evaluate import filter_quality  # noqa: E402
 from core.sweep import accuracy_at  # noqa: E402
 
@@ -44,11 +45,11 @@ def one_move(scores, mask, curves, hist, sweep, threshold) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--run", default=str(explore.SHIPPED_RUN))
+    parser.add_argument("--run", default=str(SHIPPED_RUN))
     parser.add_argument("--moves", type=int, default=50)
     args = parser.parse_args()
     try:
-        run = explore.load_run(args.run)
+        run = load_run(args.run)
         scores, mask, sweep = run.train_scores.numpy().astype(np.float64), run.poison_mask.numpy(), run.sweep
         source = args.run
     except Exception:  # no run: synthetic scores of the same size

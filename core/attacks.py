@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.registry import ATTACKS, AttackSpec
+
 AttackLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, labels) -> per-image loss
 
 DEFAULT_BATCH_SIZE = 1024
@@ -148,3 +150,23 @@ def _iterate(model, x, y, eps, alpha, steps, start_generator, *, loss):
     for _ in range(steps):
         x_adv = _project(x_adv + alpha * loss_gradient(model, x_adv, y, loss).sign(), x, eps)
     return x_adv
+
+
+# ---- the attack registry: every poisoning / upload attack the CLI and app offer ----------------
+# Each entry takes (model, x, y, eps, alpha, steps, generator) so callers need not know which it uses.
+
+def _run_fgsm(model, x, y, eps, alpha, steps, generator=None):
+    return fgsm(model, x, y, eps)
+
+
+def _run_ifgsm(model, x, y, eps, alpha, steps, generator=None):
+    return ifgsm(model, x, y, eps, alpha, steps)
+
+
+def _run_pgd(model, x, y, eps, alpha, steps, generator=None):
+    return pgd(model, x, y, eps, alpha, steps, generator=generator)
+
+
+ATTACKS.register(AttackSpec("fgsm", "FGSM", _run_fgsm, iterative=False))
+ATTACKS.register(AttackSpec("ifgsm", "I-FGSM (BIM)", _run_ifgsm, iterative=True))
+ATTACKS.register(AttackSpec("pgd", "PGD (random start)", _run_pgd, iterative=True))

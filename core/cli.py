@@ -1,19 +1,24 @@
-"""Command line: `python -m core run|tune|data ...`. Errors end in one clear line and a non-zero exit."""
+"""Command line: `python -m core run|tune|sweep|robustness|detectors|abstain|compare|verify|report|data`.
+
+It parses, calls the engine and prints; the engine is imported lazily so that errors stay fast. Errors end in one
+`error:` line and exit code 2.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
 from dataclasses import replace
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
+from core.registry import ATTACKS, DETECTORS, THREATS
 from core.storage import write_json
 
-if TYPE_CHECKING:  # the engine is imported lazily so that --help and errors stay fast
+if TYPE_CHECKING:
     from core.pipeline import ExperimentConfig
 
 RUNS_DIR = Path("runs")
+PRESETS = ("paper", "quick", "compare")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -21,25 +26,36 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see --help)\n")
 
 
+def _global_options(parser: argparse.ArgumentParser, default) -> None:
+    """--data-root and --download, accepted before and after the subcommand."""
+    parser.add_argument("--data-root", default=default, help="GTSRB root (default: $GTSRB_ROOT, else ./data)")
+    parser.add_argument("--download", action="store_true", default=default,
+                        help="let torchvision download GTSRB into the data root (needs internet)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="python -m core", description="DAE-filtered defensive distillation on poisoned GTSRB.")
-    parser.add_argument("--data-root", help="GTSRB root (default: $GTSRB_ROOT, else ./data)")
-    parser.add_argument("--download", action="store_true", help="let torchvision download GTSRB into the data root (needs internet)")
+    _global_options(parser, None)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
-    run = commands.add_parser("run", help="run the whole pipeline and print results beside the paper's")
-    run.add_argument("--preset", default="quick", help="paper (all of GTSRB) or quick (a quarter, fewer epochs)")
-    run.add_argument("--threat", choices=["perturbation", "label_flip", "backdoor"],
-                     help="threat model: the paper's perturbation poisons (default), label flipping, or a BadNets backdoor")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help)
+        _global_options(sub, argparse.SUPPRESS)  # after the subcommand too, without overriding the global value
+        return sub
+
+    run = command("run", "run the whole pipeline and print results beside the paper's")
+    run.add_argument("--preset", default="quick", choices=PRESETS, help="paper (all of GTSRB) or quick (a quarter, fewer epochs)")
+    run.add_argument("--threat", choices=THREATS.names(),
+                     help="threat model: " + "; ".join(f"{spec.name}: {spec.label}" for spec in THREATS.specs()))
     run.add_argument("--source-class", type=int, help="label_flip: the class whose labels are flipped (default 14, Stop)")
     run.add_argument("--target-class", type=int, help="label_flip / backdoor: the attacker's target class (default 3, 60 km/h)")
     run.add_argument("--trigger-size", type=int, help="backdoor: side of the square trigger patch in pixels (default 3)")
-    run.add_argument("--attack", choices=["fgsm", "ifgsm", "pgd"], help="poisoning attack (perturbation threat)")
+    run.add_argument("--attack", choices=ATTACKS.names(), help="poisoning attack (perturbation threat)")
     run.add_argument("--eps", type=float, help="L-inf radius of the poisons on the [0, 1] pixel scale")
     run.add_argument("--alpha", type=float, help="I-FGSM step size")
     run.add_argument("--steps", type=int, help="I-FGSM iterations")
     run.add_argument("--poison-fraction", type=float,
-                     help="share of the train split poisoned, in [0, 1] (label_flip: share of the source class)")
+                     help="share poisoned, in [0, 1], of what the threat says (train split; label_flip: the source class)")
     run.add_argument("--temperature", type=float, help="distillation temperature T (> 0)")
     threshold = run.add_mutually_exclusive_group()
     threshold.add_argument("--threshold", type=float, help="fixed reconstruction threshold (paper's initial: 0.015)")
@@ -55,32 +71,33 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--robust-test-subset", type=float, default=0.08, help="with --robustness: share of the test set to attack")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--seeds", type=int, default=1, help="run seeds seed..seed+K-1 (each into OUT/seed<k>) and report mean +- std")
-    run.add_argument("--out", type=Path, help="write results.json, models and scores here (default: runs/<preset>-seed<seed>)")
+    run.add_argument("--out", type=Path, help="write results.json, models, poisons and scores here (default: runs/<preset>-seed<seed>)")
     run.add_argument("--cache-dir", type=Path, default=RUNS_DIR / "cache", help="trained-model cache (reused by identical reruns)")
 
-    tune = commands.add_parser("tune", help="search the DAE's hyperparameters with Optuna (persistent, resumable)")
+    tune = command("tune", "search the DAE's hyperparameters with Optuna (persistent, resumable)")
     tune.add_argument("--trials", type=int, default=20)
     tune.add_argument("--epochs", type=int, default=5, help="epochs per trial")
     tune.add_argument("--storage", default=f"sqlite:///{RUNS_DIR}/optuna.db", help="any Optuna storage URL")
     tune.add_argument("--study", default="dae", help="study name (reusing a name resumes it)")
-    tune.add_argument("--preset", default="quick", help="which preset's data and trusted split to tune on")
+    tune.add_argument("--preset", default="quick", choices=PRESETS, help="whose DAE training pairs to tune on (those a run of it uses)")
     tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--cache-dir", type=Path, default=RUNS_DIR / "cache", help="the run's cached defender is reused")
 
-    sweep = commands.add_parser("sweep", help="student accuracy vs reconstruction threshold, for a finished run")
+    sweep = command("sweep", "student accuracy vs reconstruction threshold, for a finished run")
     sweep.add_argument("--run-dir", type=Path, required=True, help="a run's output folder (holds results.json)")
     sweep.add_argument("--epochs", type=int, default=3, help="epochs for each teacher and student of the sweep")
     sweep.add_argument("--test-subset", type=float, default=0.15, help="share of the test set each student is measured on")
     sweep.add_argument("--cache-dir", type=Path, default=RUNS_DIR / "cache")
 
-    robust = commands.add_parser("robustness", help="adaptive, transfer and eps-curve robustness of a finished run's models")
+    robust = command("robustness", "adaptive, transfer and eps-curve robustness of a finished run's models")
     robust.add_argument("--run-dir", type=Path, required=True, help="a run's output folder (holds results.json)")
     robust.add_argument("--test-subset", type=float, default=0.08, help="stratified share of the test set to attack")
     robust.add_argument("--steps", type=int, default=10, help="iterations of the iterative attacks")
 
-    comparison = commands.add_parser("compare", help="poison detectors vs random / oracle / no-filter controls, per threat model, over seeds")
-    comparison.add_argument("--preset", default="compare", help="paper, quick or compare (default; what the shipped comparison used)")
-    comparison.add_argument("--threats", nargs="+", default=["perturbation", "label_flip", "backdoor"])
-    comparison.add_argument("--detectors", nargs="+", help="detectors to score (default: all)")
+    comparison = command("compare", "poison detectors vs random / oracle / no-filter controls, per threat model, over seeds")
+    comparison.add_argument("--preset", default="compare", choices=PRESETS, help="the shipped comparison used 'compare'")
+    comparison.add_argument("--threats", nargs="+", choices=THREATS.names(), default=["perturbation", "label_flip", "backdoor"])
+    comparison.add_argument("--detectors", nargs="+", choices=DETECTORS.names(), help="detectors to score (default: all)")
     comparison.add_argument("--distil", nargs="+",
                             help="filters that also get a distilled student (default: the controls, dae and supervised)")
     comparison.add_argument("--seeds", type=int, default=1, help="run everything for seeds 0..K-1 and report mean +- std")
@@ -89,19 +106,27 @@ def build_parser() -> argparse.ArgumentParser:
     comparison.add_argument("--out", type=Path, default=RUNS_DIR / "compare", help="folder for compare.json")
     comparison.add_argument("--cache-dir", type=Path, default=RUNS_DIR / "cache")
 
-    detectors = commands.add_parser("detectors", help="score every poison detector on a finished run's training set (for the app)")
+    detectors = command("detectors", "score every poison detector on a finished run's training set (for the app)")
     detectors.add_argument("--run-dir", type=Path, required=True, help="a run's output folder (holds results.json)")
     detectors.add_argument("--supervised-epochs", type=int, default=20, help="epochs of the supervised noise-residual detector")
     detectors.add_argument("--cache-dir", type=Path, default=RUNS_DIR / "cache")
 
-    abstain = commands.add_parser("abstain", help="MC-dropout abstention of a finished run's student: coverage and accuracy")
+    abstain = command("abstain", "MC-dropout abstention of a finished run's student: coverage and accuracy")
     abstain.add_argument("--run-dir", type=Path, required=True, help="a run's output folder (holds results.json)")
     abstain.add_argument("--model", default="filter_distillation", help="which of the run's models (default: the student)")
     abstain.add_argument("--passes", type=int, default=20, help="MC-dropout forward passes per input")
     abstain.add_argument("--fpr", type=float, default=0.05, help="share of trusted clean images the cut-off may reject")
     abstain.add_argument("--test-subset", type=float, default=0.15, help="stratified share of the test set to evaluate")
 
-    commands.add_parser("data", help="check the dataset: where it is and how many images it holds")
+    verify = command("verify", "recompute a stratified sample of a shipped run's numbers from its stored models and poisons")
+    verify.add_argument("--run-dir", type=Path, required=True, help="a run's output folder (holds results.json)")
+    verify.add_argument("--sample", type=float, default=0.1, help="stratified share of the test set to recompute accuracies on")
+
+    report = command("report", "the numbers README states about a run, computed from its files (with standard errors)")
+    report.add_argument("--run-dir", type=Path, required=True, help="a run's output folder (holds results.json)")
+    report.add_argument("--comparison", type=Path, help="a compare.json to report on as well")
+
+    command("data", "check the dataset: where it is and how many images it holds")
     return parser
 
 
@@ -115,9 +140,9 @@ def experiment_from_args(args) -> ExperimentConfig:
     poison_changes.update({k: v for k, v in (("threat", args.threat), ("source_class", args.source_class),
                                              ("target_class", args.target_class), ("trigger_size", args.trigger_size)) if v is not None})
     if args.threat is not None and args.poison_fraction is None:
-        from core.poison import DEFAULT_FRACTIONS
+        from core.registry import THREATS
 
-        poison_changes["fraction"] = DEFAULT_FRACTIONS[args.threat]  # e.g. 40% of the source class for label_flip
+        poison_changes["fraction"] = THREATS[args.threat].default_fraction  # e.g. 40% of the source class for label_flip
     poison = replace(config.poison, seed=args.seed, **poison_changes)
     if args.threshold is not None:
         threshold = ThresholdConfig(mode="fixed", value=args.threshold)
@@ -153,6 +178,12 @@ class TqdmStages:
 
     def __init__(self):
         self.stage, self.bar = None, None
+
+    def __enter__(self) -> "TqdmStages":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         from tqdm import tqdm
@@ -204,65 +235,55 @@ def format_results(results: dict) -> str:
 
 
 def command_run(args) -> int:
+    from core.run import seed_config, seed_dir, summarise_seeds, train_run
+
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
-    run_seeds(experiment_from_args(args), range(args.seed, args.seed + args.seeds), args.out, args.cache_dir,
-              args.data_root, args.download, args.robust_test_subset if args.robustness else None)
+    base = experiment_from_args(args)
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    runs = {}
+    for seed in seeds:
+        config = seed_config(base, seed)
+        out = seed_dir(args.out, config.preset, seed, len(seeds))
+        print(f"running {config.summary()}", file=sys.stderr)
+        with TqdmStages() as stages:
+            run = train_run(config, out, args.cache_dir, args.data_root, args.download, stages)
+        print(format_results(run.results))
+        print(f"\nresults: {out / 'results.json'}  ({run.results['seconds']:.0f} s)")
+        if args.robustness:
+            print_robustness(run, _robustness(run, args.robust_test_subset, 10, args))
+        runs[str(seed)] = run
+    if len(seeds) > 1:
+        out = args.out or RUNS_DIR / base.preset
+        print_seeds(seeds, summarise_seeds(base, runs, out), out)
     return 0
 
 
-def run_seeds(base: ExperimentConfig, seeds, out: Path | None, cache_dir: Path, data_root=None, download: bool = False,
-              robust_test_subset: float | None = None) -> dict | None:
-    """Run the experiment once per seed; with several seeds, each goes to OUT/seed<k> and OUT/seeds.json
-    holds mean +- std of every number (returned)."""
-    from core.compare import summarise
-    from core.pipeline import MODEL_NAMES, export_run, run_experiment
+def print_seeds(seeds, summary: dict, out: Path) -> None:
+    from core.pipeline import MODEL_NAMES
 
-    seeds = list(seeds)
-    runs = {}
-    for seed in seeds:
-        config = replace(base, seed=seed, poison=replace(base.poison, seed=seed))
-        run_dir = (out or RUNS_DIR / config.preset) / f"seed{seed}" if len(seeds) > 1 else out or RUNS_DIR / f"{config.preset}-seed{seed}"
-        print(f"running {config.summary()}", file=sys.stderr)
-        stages = TqdmStages()
-        try:
-            results, state = run_experiment(config, cache_dir, data_root, progress=stages, download=download)
-        finally:
-            stages.close()
-        export_run(results, state, run_dir)
-        print(format_results(results))
-        print(f"\nresults: {run_dir / 'results.json'}  ({results['seconds']:.0f} s)")
-        if robust_test_subset is not None:
-            add_robustness(run_dir, robust_test_subset, 10, data_root, download)
-        runs[str(seed)] = {"models": results["models"], "filter": results["filter"]}
-    if len(seeds) == 1:
-        return None
-    summary = summarise(runs)
-    seeds_path = (out or RUNS_DIR / base.preset) / "seeds.json"
-    write_json(seeds_path, {"config": base.to_dict(), "seeds": seeds, "summary": summary})
     print(f"\n{'model':<22}{'clean':>16}{'FGSM':>16}{'I-FGSM':>16}   (mean +- std over {len(seeds)} seeds)")
     for name in MODEL_NAMES:
         m = summary["models"][name]
-        print(f"{name:<22}" + "".join(f"{m[key]['mean']:>9.2%} +-{m[key]['std'] * 100:4.1f}" for key in ("clean_acc", "fgsm_acc", "ifgsm_acc")))
-    print(f"filter ROC AUC {summary['filter']['auroc']['mean']:.3f} +- {summary['filter']['auroc']['std']:.3f}; seeds: {seeds_path}")
-    return summary
+        print(f"{name:<22}" + "".join(f"{m[key]['mean']:>9.2%} +-{m[key]['std'] * 100:4.1f}"
+                                      for key in ("clean_acc", "fgsm_acc", "ifgsm_acc")))
+    print(f"filter ROC AUC {summary['filter']['auroc']['mean']:.3f} +- {summary['filter']['auroc']['std']:.3f}; "
+          f"seeds: {out / 'seeds.json'}")
 
 
 def command_tune(args) -> int:
-    from core.dae import TuneConfig, denoising_pairs, tune
-    from core.data import load_splits
-    from core.distill import train_classifier
-    from core.pipeline import preset
+    from tqdm import tqdm
+
+    from core.dae import TuneConfig, tune
+    from core.pipeline import preset, tuning_pairs
 
     config = preset(args.preset, seed=args.seed)
     tune_config = TuneConfig(trials=args.trials, storage=args.storage, study_name=args.study,
                              epochs_per_trial=args.epochs, seed=args.seed)
-    splits = load_splits(args.data_root, config.trusted_fraction, args.seed, config.train_subset, config.test_subset, args.download)
-    print(f"training the defender's classifier on {len(splits.trusted)} trusted images", file=sys.stderr)
-    defender = train_classifier(splits.trusted, config.classifier, config.classifier_train)
-    inputs, targets = denoising_pairs(splits.trusted, defender, config.dae)
-    from tqdm import tqdm
-
+    print(f"denoising pairs of a {args.preset} run (seed {args.seed}): the defender's own copies of its trusted images",
+          file=sys.stderr)
+    with TqdmStages() as stages:
+        inputs, targets = tuning_pairs(config, args.cache_dir, args.data_root, stages, args.download)
     with tqdm(total=args.trials, desc="Optuna trials", unit="trial") as bar:
         study = tune(inputs, targets, config.dae, tune_config,
                      on_trial=lambda number, value: (bar.update(1), bar.set_postfix(last=value)))
@@ -272,17 +293,21 @@ def command_tune(args) -> int:
     return 0
 
 
+def _load(args):
+    from core.run import Run, warn_if_outdated
+
+    run = Run.load(args.run_dir)
+    warn_if_outdated(run)
+    return run
+
+
 def command_sweep(args) -> int:
-    from core import explore
     from core.sweep import SweepConfig, sweep_run
 
-    run = explore.load_run(args.run_dir)
-    sweep_config = SweepConfig(epochs=args.epochs, test_subset=args.test_subset)
-    stages = TqdmStages()
-    try:
-        sweep = sweep_run(run, sweep_config, args.data_root, args.download, progress=stages)
-    finally:
-        stages.close()
+    run = _load(args)
+    with TqdmStages() as stages:
+        sweep = sweep_run(run, SweepConfig(epochs=args.epochs, test_subset=args.test_subset), args.data_root,
+                          args.download, progress=stages)
     write_json(args.run_dir / "sweep.json", sweep)
     print(f"{'threshold':>10}{'dropped':>9}{'precision':>10}{'recall':>8}{'clean':>8}{'FGSM':>8}{'I-FGSM':>8}")
     for point in sweep["points"]:
@@ -292,49 +317,26 @@ def command_sweep(args) -> int:
     return 0
 
 
+def _robustness(run, test_subset: float, steps: int, args) -> dict:
+    from core.run import add_robustness
+
+    with TqdmStages() as stages:
+        return add_robustness(run, test_subset, steps, args.data_root, args.download, stages)
+
+
 def command_robustness(args) -> int:
-    add_robustness(args.run_dir, args.test_subset, args.steps, args.data_root, args.download)
+    run = _load(args)
+    print_robustness(run, _robustness(run, args.test_subset, args.steps, args))
     return 0
 
 
-def add_robustness(run_dir: Path, test_subset: float, steps: int, data_root=None, download: bool = False) -> None:
-    """Adaptive, transfer and eps-curve robustness of a finished run's five models: robustness.json, and
-    adaptive_acc / zero_grad_fraction / eps_curve beside the paper-style numbers in results.json."""
-    from core import explore
-    from core.data import load_gtsrb, stratified_split
-    from core.pipeline import MODEL_NAMES
-    from core.recipe import sampling_seed
-    from core.robust import RobustEvalConfig, robust_report
-
-    run = explore.load_run(run_dir)
-    if not 0 < test_subset <= 1:
-        raise ValueError(f"test-subset must be in (0, 1], got {test_subset}")
-    test = load_gtsrb("test", data_root, download)
-    _, index = stratified_split(test.labels, test_subset, sampling_seed(run.config.seed, "robust_test"))
-    test = test.subset(index)
-    config = RobustEvalConfig(eps=run.config.eval_attack.eps, steps=steps, temperature=run.config.temperature,
-                              seed=run.config.seed)
-    surrogate = explore.load_classifier(run, "surrogate")
-    stages = TqdmStages()
-    reports = {}
-    try:
-        for name in MODEL_NAMES:
-            reports[name] = robust_report(explore.load_classifier(run, name), test, config, transfer_from=surrogate,
-                                          progress=lambda done, total: stages(f"robustness of {name}", done, total))
-    finally:
-        stages.close()
-    write_json(run_dir / "robustness.json", {"config": config.to_dict(), "n_test": len(test), "models": reports})
-    # Also beside the paper-style numbers in results.json, where readers of a run look first.
-    for name, report in reports.items():
-        run.results["models"][name].update(adaptive_acc=report["adaptive_acc"], zero_grad_fraction=report["zero_grad_fraction"],
-                                           eps_curve=report["eps_curve"], adaptive_n_test=len(test))
-    write_json(run_dir / "results.json", run.results)
+def print_robustness(run, robustness: dict) -> None:
     print(f"{'model':<22}{'clean':>8}{'I-FGSM (CE)':>20}{'worst case':>12}{'zero grad':>11}")
-    for name, report in reports.items():
+    for name, report in robustness["models"].items():
         attacks = report["attacks"]
         print(f"{name:<22}{attacks['clean']:>8.2%}{attacks['ifgsm']:>20.2%}{report['adaptive_acc']:>12.2%}"
               f"{report['zero_grad_fraction']:>11.2%}")
-    print(f"robustness: {run_dir / 'robustness.json'} ({len(test)} test images, eps {config.eps})")
+    print(f"robustness: {run.directory / 'robustness.json'} ({robustness['n_test']} test images, eps {robustness['config']['eps']})")
 
 
 def format_comparison(comparison: dict) -> str:
@@ -371,7 +373,7 @@ def format_comparison(comparison: dict) -> str:
 
 def command_compare(args) -> int:
     from core.compare import CompareConfig, compare
-    from core.detect import CONTROLS, DETECTORS, ThresholdConfig
+    from core.detect import CONTROLS, ThresholdConfig
     from core.pipeline import preset
 
     if args.seeds < 1:
@@ -379,15 +381,12 @@ def command_compare(args) -> int:
     experiment = preset(args.preset)
     if args.expected_poison is not None:
         experiment = replace(experiment, threshold=ThresholdConfig(mode="expected_poison", expected_poison=args.expected_poison))
-    detectors = tuple(args.detectors or DETECTORS)
+    detectors = tuple(args.detectors or DETECTORS.names())
     distil = tuple(args.distil or [name for name in CONTROLS + ("dae", "supervised") if name in CONTROLS + detectors])
     config = CompareConfig(experiment, threats=tuple(args.threats), detectors=detectors, distil=distil,
                            seeds=tuple(range(args.seeds)), robust_test_subset=args.robust_test_subset)
-    stages = TqdmStages()
-    try:
+    with TqdmStages() as stages:
         comparison = compare(config, args.cache_dir, args.data_root, progress=stages)
-    finally:
-        stages.close()
     write_json(args.out / "compare.json", comparison)
     print(format_comparison(comparison))
     print(f"\ncomparison: {args.out / 'compare.json'}  ({comparison['seconds']:.0f} s)")
@@ -395,18 +394,11 @@ def command_compare(args) -> int:
 
 
 def command_detectors(args) -> int:
-    from core import explore
-    from core.compare import CompareConfig, score_run
-    from core.detect import SupervisedConfig
-    from core.pipeline import ModelCache
+    from core.run import add_detectors
 
-    run = explore.load_run(args.run_dir)
-    config = CompareConfig(run.config, supervised=SupervisedConfig(epochs=args.supervised_epochs))
-    stages = TqdmStages()
-    try:
-        summary = score_run(run, config, ModelCache(args.cache_dir), args.data_root, args.download, stages)
-    finally:
-        stages.close()
+    run = _load(args)
+    with TqdmStages() as stages:
+        summary = add_detectors(run, args.supervised_epochs, args.cache_dir, args.data_root, args.download, stages)
     print(f"{'detector':<22}{'ROC AUC':>9}{'precision':>11}{'recall':>8}   ({summary['n_poisoned']} poisons in {summary['n_train']})")
     for name, quality in summary["detectors"].items():
         print(f"{name:<22}{quality['auroc']:>9.3f}{quality['precision']:>11.3f}{quality['recall']:>8.3f}")
@@ -415,48 +407,48 @@ def command_detectors(args) -> int:
 
 
 def command_abstain(args) -> int:
-    import torch
+    from core.run import add_abstention
 
-    from core import explore
-    from core.abstain import AbstainConfig, abstention_report
-    from core.attacks import ifgsm, margin_loss, pgd
-    from core.data import ImageSet, load_splits, stratified_split
-    from core.pipeline import MODEL_NAMES
-    from core.poison import quantise_toward
-    from core.recipe import sampling_seed
-
-    if args.model not in MODEL_NAMES:
-        raise ValueError(f"--model must be one of {', '.join(MODEL_NAMES)}, got {args.model!r}")
-    if not 0 < args.test_subset <= 1:
-        raise ValueError(f"--test-subset must be in (0, 1], got {args.test_subset}")
-    config = AbstainConfig(passes=args.passes, fpr=args.fpr, seed=0)
-    run = explore.load_run(args.run_dir)
-    rc = run.config
-    splits = load_splits(args.data_root, rc.trusted_fraction, rc.seed, rc.train_subset, rc.test_subset, args.download)
-    _, calibration_index = stratified_split(splits.trusted.labels, rc.calibration_fraction, rc.seed)
-    calibration = splits.trusted.subset(calibration_index)  # trusted clean images no model trained on
-    _, index = stratified_split(splits.test.labels, args.test_subset, sampling_seed(rc.seed, "robust_test"))
-    test = splits.test.subset(index)
-    model = explore.load_classifier(run, args.model)
-    x, eps = test.images.float() / 255, rc.eval_attack.eps
-
-    def as_images(adversarial):  # attacked inputs as uint8 images, like everything the model sees
-        return ImageSet(quantise_toward(test.images, adversarial, eps), test.labels)
-
-    inputs = {"clean": test,
-              "ifgsm": as_images(ifgsm(model, x, test.labels, eps, rc.eval_attack.alpha, rc.eval_attack.steps)),
-              "pgd_margin": as_images(pgd(model, x, test.labels, eps, eps / 4, 10, loss=margin_loss,
-                                          generator=torch.Generator().manual_seed(rc.seed)))}
-    report = abstention_report(model, calibration, inputs, config)
-    report.update(model=args.model, n_test=len(test))
-    write_json(args.run_dir / "abstention.json", report)
-    print(f"MC dropout ({config.passes} passes) on {args.model}: cut-off {report['cutoff']:.3g} (fpr {config.fpr} on "
-          f"{len(calibration)} trusted clean images)")
+    run = _load(args)
+    report = add_abstention(run, args.model, args.passes, args.fpr, args.test_subset, args.data_root, args.download)
+    config = report["config"]
+    print(f"MC dropout ({config['passes']} passes) on {args.model}: cut-off {report['cutoff']:.3g} (fpr {config['fpr']} on "
+          f"{report['n_calibration']} trusted clean images)")
     print(f"{'inputs':<14}{'accuracy (all)':>16}{'coverage':>10}{'accuracy (answered)':>21}")
     for name, result in report["sets"].items():
         at = result["at_cutoff"]
         print(f"{name:<14}{result['accuracy_all']:>16.2%}{at['coverage']:>10.2%}{at['accuracy']:>21.2%}")
     print(f"abstention: {args.run_dir / 'abstention.json'}")
+    return 0
+
+
+def command_verify(args) -> int:
+    from core.verify import verify_run
+
+    run = _load(args)
+    with TqdmStages() as stages:
+        checks = verify_run(run, args.sample, args.data_root, args.download, stages)
+    failed = [check for check in checks if not check["ok"]]
+    print(f"{'check':<58}{'stored':>12}{'recomputed':>12}{'error':>11}{'tolerance':>11}  ok")
+    for check in checks:
+        print(f"{check['name']:<58}{check['stored']:>12.6g}{check['recomputed']:>12.6g}{check['error']:>11.3g}"
+              f"{check['tolerance']:>11.3g}  {'yes' if check['ok'] else 'NO'}")
+    if failed:
+        print(f"error: {len(failed)} of {len(checks)} numbers of {args.run_dir} do not reproduce: "
+              + ", ".join(check["name"] for check in failed), file=sys.stderr)
+        return 1
+    print(f"verified: all {len(checks)} numbers of {args.run_dir} reproduce within tolerance")
+    return 0
+
+
+def command_report(args) -> int:
+    from core.report import report_comparison, report_run
+
+    print(report_run(_load(args)))
+    if args.comparison:
+        from core.explore import load_comparison
+
+        print(report_comparison(load_comparison(args.comparison)))
     return 0
 
 
@@ -469,6 +461,12 @@ def command_data(args) -> int:
     return 0
 
 
+COMMANDS = {"run": command_run, "tune": command_tune, "sweep": command_sweep, "robustness": command_robustness,
+            "compare": command_compare, "abstain": command_abstain, "detectors": command_detectors,
+            "verify": command_verify, "report": command_report, "data": command_data}
+NEEDS_DATASET = ("run", "tune", "sweep", "robustness", "compare", "abstain", "detectors", "verify")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from core.data import DatasetNotFoundError
@@ -476,13 +474,11 @@ def main(argv: list[str] | None = None) -> int:
     from core.train import TrainingCancelled
 
     try:
-        if args.command in ("run", "tune", "sweep", "robustness", "compare", "abstain", "detectors"):
+        if args.command in NEEDS_DATASET:
             from core.data import require_dataset
 
             require_dataset(args.data_root, args.download)
-        commands = {"run": command_run, "tune": command_tune, "sweep": command_sweep, "robustness": command_robustness,
-                    "compare": command_compare, "abstain": command_abstain, "detectors": command_detectors, "data": command_data}
-        return commands[args.command](args)
+        return COMMANDS[args.command](args)
     except (ValueError, TypeError, DatasetNotFoundError, CheckpointError, TrainingCancelled) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

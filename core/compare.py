@@ -21,14 +21,13 @@ import torch
 from safetensors.torch import save_file
 
 from core.data import ImageSet, load_splits, stratified_split
-from core.detect import (CONTROLS, DETECTORS, DAEDetector, FeatureDetector, MagNetDetector, NoiseResidualNet, ScoreDetector, SupervisedConfig,
-                         SupervisedDetector, classifier_features, latent_features, oracle_drop_mask, random_drop_mask,
-                         ThresholdConfig, set_detector_threshold, train_supervised_detector)
-from core.dae import denoising_pairs
+from core.detect import (CONTROLS, DAEDetector, DetectorContext, ScoreDetector, SupervisedConfig, ThresholdConfig,
+                         oracle_drop_mask, random_drop_mask, set_detector_threshold)
 from core.evaluate import filter_quality, robustness
 from core.pipeline import ExperimentConfig, ModelCache, Prepared, distilled, prepare
-from core.poison import DEFAULT_FRACTIONS, THREATS, threat_metrics
-from core.recipe import recipe_key, sampling_seed
+from core.poison import threat_metrics
+from core.recipe import sampling_seed
+from core.registry import DETECTORS, THREATS
 from core.robust import RobustEvalConfig, attack_suite
 from core.storage import atomic_write, save_model, write_json
 
@@ -37,11 +36,11 @@ from core.storage import atomic_write, save_model, write_json
 @dataclass(frozen=True)
 class CompareConfig:
     experiment: ExperimentConfig
-    threats: tuple[str, ...] = THREATS
-    detectors: tuple[str, ...] = DETECTORS  # scored (cheap) for every threat
-    distil: tuple[str, ...] = CONTROLS + DETECTORS  # filters that also get a teacher + student (expensive)
+    threats: tuple[str, ...] = ("perturbation", "label_flip", "backdoor")  # any names in core.registry.THREATS
+    detectors: tuple[str, ...] | None = None  # scored (cheap) for every threat; None: every registered detector
+    distil: tuple[str, ...] | None = None  # filters that also get a teacher + student (expensive); None: all
     seeds: tuple[int, ...] = (0,)
-    fractions: dict = field(default_factory=lambda: dict(DEFAULT_FRACTIONS))
+    fractions: dict = field(default_factory=dict)  # per threat; a threat not named uses its spec's default
     robust_test_subset: float = 0.3  # share of the run's test set attacked for the adaptive worst case
     robust_steps: int = 10
     magnet_temperature: float = 10.0
@@ -49,25 +48,32 @@ class CompareConfig:
     supervised: SupervisedConfig = field(default_factory=SupervisedConfig)
 
     def __post_init__(self):
-        for name, allowed, values in (("threat", THREATS, self.threats), ("detector", DETECTORS, self.detectors),
-                                      ("filter", CONTROLS + DETECTORS, self.distil)):
+        if self.detectors is None:
+            object.__setattr__(self, "detectors", DETECTORS.names())
+        if self.distil is None:
+            object.__setattr__(self, "distil", CONTROLS + tuple(self.detectors))
+        for name, allowed, values in (("threat", THREATS.names(), self.threats), ("detector", DETECTORS.names(), self.detectors),
+                                      ("filter", CONTROLS + DETECTORS.names(), self.distil)):
             unknown = [value for value in values if value not in allowed]
             if unknown or not values:
                 raise ValueError(f"unknown or missing {name} {unknown}: choose from {', '.join(allowed)}")
-        missing = [name for name in self.distil if name in DETECTORS and name not in self.detectors]
+        missing = [name for name in self.distil if name in DETECTORS.names() and name not in self.detectors]
         if missing:
             raise ValueError(f"cannot distil behind detectors that are not scored: {missing}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError("seeds must be distinct and at least one")
         if not 0 < self.robust_test_subset <= 1 or self.robust_steps < 1:
             raise ValueError("robust_test_subset must be in (0, 1] and robust_steps >= 1")
-        for threat, fraction in self.fractions.items():
+        fractions = {threat: THREATS[threat].default_fraction for threat in self.threats}
+        fractions.update(self.fractions)
+        for threat, fraction in fractions.items():
             if threat not in THREATS or not 0 < fraction <= 1:
                 raise ValueError(f"poison fraction for {threat!r} must be in (0, 1], got {fraction}")
+        object.__setattr__(self, "fractions", fractions)
 
     def experiment_for(self, threat: str, seed: int) -> ExperimentConfig:
         poison = replace(self.experiment.poison, threat=threat, seed=seed,
-                         fraction=self.fractions.get(threat, DEFAULT_FRACTIONS[threat]))
+                         fraction=self.fractions[threat])
         return replace(self.experiment, seed=seed, poison=poison)
 
     def to_dict(self) -> dict:
@@ -78,43 +84,17 @@ class CompareConfig:
 
 def build_detectors(prepared: Prepared, names: tuple[str, ...], config: CompareConfig, cache: ModelCache,
                     report=None) -> dict[str, ScoreDetector]:
-    """Every named detector, fitted on the defender's trusted images (never on training data)."""
-    autoencoder, defender = prepared.detector.autoencoder, prepared.defender
+    """Every named detector from the registry, fitted on the defender's trusted images (never on training data)."""
+    context = DetectorContext(prepared.detector.autoencoder, prepared.defender, prepared.dae_data, prepared.dae_config,
+                              prepared.artifacts["defender"], cache, config.magnet_temperature, config.knn_k,
+                              config.supervised, report)
     detectors: dict[str, ScoreDetector] = {}
     for name in names:
-        if name == "dae":
-            detectors[name] = prepared.detector
-            continue
-        if name == "magnet":
-            detector = MagNetDetector(autoencoder, defender, config.magnet_temperature)
-        elif name == "supervised":
-            detector = SupervisedDetector(_supervised_model(prepared, config, cache, report))
-        else:
-            kind, space = name.split("_")
-            features = latent_features(autoencoder) if space == "latent" else classifier_features(defender)
-            detector = FeatureDetector(kind, features, k=config.knn_k)
-        # Feature detectors learn their reference distribution from the DAE's trusted images; the
-        # others only record reference scores, on the held-out calibration images.
-        feature_based = name.startswith(("mahalanobis", "knn"))
-        detector.fit(prepared.dae_data.images if feature_based else prepared.calibration.images)
+        spec = DETECTORS[name]
+        detector = spec.build(context)
+        detector.fit(prepared.dae_data.images if spec.fit_on == "trusted" else prepared.calibration.images)
         detectors[name] = detector
     return detectors
-
-
-def _supervised_model(prepared: Prepared, config: CompareConfig, cache: ModelCache, report=None):
-    key = {"defender": prepared.artifacts["defender"], "dae_attacks": prepared.dae_config.to_dict(),
-           "supervised": asdict(config.supervised), "architecture": NoiseResidualNet.__name__,
-           **recipe_key("supervised_detector")}
-
-    def fit():
-        inputs, _ = denoising_pairs(prepared.dae_data, prepared.defender, prepared.dae_config)
-        n = len(prepared.dae_data)
-        progress = (lambda event: report("training supervised detector", event.step, event.total_steps)) if report else None
-        return train_supervised_detector(inputs[:n], inputs[n:], config.supervised, progress)
-
-    model, _ = cache.get("supervised_detector", key,
-                         lambda: NoiseResidualNet(config.supervised.width), fit)
-    return model
 
 
 def score_detectors(prepared: Prepared, detectors: dict[str, ScoreDetector], threshold_config: ThresholdConfig,
@@ -137,17 +117,16 @@ def score_detectors(prepared: Prepared, detectors: dict[str, ScoreDetector], thr
 
 def prepared_from_run(run, data_root=None, download: bool = False, progress=None) -> Prepared:
     """The shared stages of a finished run, rebuilt from its shipped models (nothing is retrained)."""
-    from core import explore
 
     config = run.config
     splits = load_splits(data_root, config.trusted_fraction, config.seed, config.train_subset, config.test_subset, download)
     dae_index, calibration_index = stratified_split(splits.trusted.labels, config.calibration_fraction, config.seed)
-    surrogate = explore.load_classifier(run, "surrogate")
-    poisoned = explore.run_poisons(run, splits.train)
+    surrogate = run.classifier("surrogate")
+    poisoned = run.poisons(splits.train)
     calibration = splits.trusted.subset(calibration_index)
-    detector = DAEDetector(explore.load_autoencoder(run))
+    detector = DAEDetector(run.autoencoder())
     detector.fit(calibration.images)
-    return Prepared(splits, poisoned, surrogate, explore.load_classifier(run, "defender"), splits.trusted.subset(dae_index),
+    return Prepared(splits, poisoned, surrogate, run.classifier("defender"), splits.trusted.subset(dae_index),
                     calibration, detector, run.train_scores, run.threshold, data_key={}, poison_key={},
                     artifacts=dict(run.results["artifacts"]), classifier=None, dae_config=config.dae)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -32,17 +33,21 @@ with warnings.catch_warnings():  # alibi-detect still decorates with the depreca
     from alibi_detect.od.pytorch.base import TorchOutlierDetector, TorchOutlierDetectorOutput
 
 from core.models import Classifier
+from core.registry import DETECTORS, DetectorSpec
 from core.train import TrainConfig, default_device, hard_label_loss, predict, to_float_images, train
 
-DETECTORS = ("dae", "magnet", "mahalanobis_latent", "mahalanobis_features", "knn_latent", "knn_features", "supervised")
+if TYPE_CHECKING:
+    from core.dae import DAEConfig
+    from core.data import ImageSet
+
+# Controls are not detectors: they decide without a score (core.compare); their labels sit beside the detectors'.
 CONTROLS = ("none", "random", "oracle")
-LABELS = {
-    "dae": "DAE reconstruction error (the paper's)", "magnet": "MagNet: JSD of classifier on x vs DAE(x)",
-    "mahalanobis_latent": "Mahalanobis on DAE latents (alibi-detect)", "mahalanobis_features": "Mahalanobis on classifier features (alibi-detect)",
-    "knn_latent": "KNN on DAE latents (alibi-detect)", "knn_features": "KNN on classifier features (alibi-detect)",
-    "supervised": "Supervised noise-residual CNN", "none": "no filter (control)", "random": "random filter (control)",
-    "oracle": "oracle filter (control)",
-}
+CONTROL_LABELS = {"none": "no filter (control)", "random": "random filter (control)", "oracle": "oracle filter (control)"}
+
+
+def filter_label(name: str) -> str:
+    """A detector's or control's label for tables and selectors."""
+    return CONTROL_LABELS.get(name) or DETECTORS.label(name)
 
 THRESHOLD_MODES = ("fixed", "fpr", "expected_poison")
 PAPER_INITIAL_THRESHOLD = 0.015
@@ -318,3 +323,62 @@ def random_drop_mask(n: int, n_drop: int, seed: int) -> torch.Tensor:
 def oracle_drop_mask(poison_mask: torch.Tensor) -> torch.Tensor:
     """Drop exactly the poisoned samples (the 'perfect detector' control; uses the ground truth by design)."""
     return poison_mask.bool().clone()
+
+
+# ---- the detector registry ----------------------------------------------------------------------
+
+@dataclass
+class DetectorContext:
+    """What the defender has when building a detector: never the attacker's surrogate or the poison mask."""
+
+    autoencoder: nn.Module  # the defender's DAE
+    defender: nn.Module  # the defender's classifier, trained on the trusted images
+    dae_data: "ImageSet"  # trusted images the DAE and the defender trained on
+    dae_config: "DAEConfig"  # how the defender's own perturbed copies were made
+    defender_name: str  # the defender's cache name (keys the supervised detector)
+    cache: object | None = None  # a core.pipeline.ModelCache for trained detectors; None trains afresh
+    magnet_temperature: float = 10.0
+    knn_k: int = 10
+    supervised: SupervisedConfig = SupervisedConfig()
+    report: object | None = None  # progress(stage, done, total)
+
+
+def supervised_model(context: DetectorContext) -> nn.Module:
+    """The noise-residual classifier of the context's defender, cached by everything that determines it."""
+    from core.dae import denoising_pairs
+    from core.recipe import recipe_key
+
+    def fit():
+        inputs, _ = denoising_pairs(context.dae_data, context.defender, context.dae_config)
+        n = len(context.dae_data)
+        report = context.report
+        progress = (lambda event: report("training supervised detector", event.step, event.total_steps)) if report else None
+        return train_supervised_detector(inputs[:n], inputs[n:], context.supervised, progress)
+
+    if context.cache is None:
+        return fit()
+    key = {"defender": context.defender_name, "dae_attacks": context.dae_config.to_dict(),
+           "supervised": asdict(context.supervised), "architecture": NoiseResidualNet.__name__,
+           **recipe_key("supervised_detector")}
+    model, _ = context.cache.get("supervised_detector", key, lambda: NoiseResidualNet(context.supervised.width), fit)
+    return model
+
+
+def _feature_detector(kind: str, space: str):
+    def build(context: DetectorContext) -> FeatureDetector:
+        features = latent_features(context.autoencoder) if space == "latent" else classifier_features(context.defender)
+        return FeatureDetector(kind, features, k=context.knn_k)
+    return build
+
+
+DETECTORS.register(DetectorSpec("dae", "DAE reconstruction error (the paper's)",
+                                lambda context: DAEDetector(context.autoencoder)))
+DETECTORS.register(DetectorSpec("magnet", "MagNet: JSD of classifier on x vs DAE(x)",
+                                lambda context: MagNetDetector(context.autoencoder, context.defender,
+                                                               context.magnet_temperature)))
+for _kind, _kind_label in (("mahalanobis", "Mahalanobis"), ("knn", "KNN")):
+    for _space, _space_label in (("latent", "DAE latents"), ("features", "classifier features")):
+        DETECTORS.register(DetectorSpec(f"{_kind}_{_space}", f"{_kind_label} on {_space_label} (alibi-detect)",
+                                        _feature_detector(_kind, _space), fit_on="trusted"))
+DETECTORS.register(DetectorSpec("supervised", "Supervised noise-residual CNN",
+                                lambda context: SupervisedDetector(supervised_model(context))))

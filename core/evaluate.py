@@ -34,14 +34,22 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> fl
     return float((predict(model, images).argmax(dim=1) == labels.cpu()).float().mean())
 
 
+def correct_per_image(model: nn.Module, test: ImageSet, config: AttackEvalConfig) -> dict[str, torch.Tensor]:
+    """{"clean_acc", "fgsm_acc", "ifgsm_acc"} -> bool (N,): whether the model is right on each test image, clean
+    and under white-box FGSM / I-FGSM crafted on it. Stored with a run so `verify` can recompute any sample."""
+    x = test.images.float() / 255.0
+
+    def correct(images: torch.Tensor) -> torch.Tensor:
+        return predict(model, images).argmax(dim=1) == test.labels.cpu()
+
+    return {"clean_acc": correct(x), "fgsm_acc": correct(fgsm(model, x, test.labels, config.eps)),
+            "ifgsm_acc": correct(ifgsm(model, x, test.labels, config.eps, config.alpha, config.steps))}
+
+
 def robustness(model: nn.Module, test: ImageSet, config: AttackEvalConfig) -> dict:
     """clean_acc, fgsm_acc and ifgsm_acc (fractions in [0, 1]) with white-box attacks on model."""
-    x = test.images.float() / 255.0
-    return {
-        "clean_acc": accuracy(model, x, test.labels),
-        "fgsm_acc": accuracy(model, fgsm(model, x, test.labels, config.eps), test.labels),
-        "ifgsm_acc": accuracy(model, ifgsm(model, x, test.labels, config.eps, config.alpha, config.steps), test.labels),
-    }
+    return {key: float(correct.float().mean()) if correct.numel() else float("nan")
+            for key, correct in correct_per_image(model, test, config).items()}
 
 
 def filter_quality(scores: torch.Tensor, dropped: torch.Tensor, poison_mask: torch.Tensor, threshold: float) -> dict:

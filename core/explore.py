@@ -1,131 +1,32 @@
-"""What the app computes, without Streamlit: loading a finished run, the threshold view, uploads.
+"""What the app computes, without Streamlit: the threshold view, uploads, sample pools, the comparison table.
 
 Everything here takes and returns plain tensors, arrays and dicts so the app can cache it by small
-config values. A finished run is a folder written by `export_run` (results.json, scores.safetensors,
-one safetensors + JSON per model) and optionally `sweep.json`.
+config values. A finished run is a core.run.Run.
 """
 from __future__ import annotations
 
 import io
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from safetensors.torch import load_file
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from core.attacks import fgsm, ifgsm
 from core.data import CLASS_NAMES, IMAGE_SIZE
-from core.models import Classifier, DenoisingAutoencoder
-from core.pipeline import ExperimentConfig
-from core.recipe import outdated_stages, sampling_seed
-from core.storage import CheckpointError, load_weights
+from core.recipe import sampling_seed
+from core.run import Run
+from core.storage import CheckpointError
 from core.train import predict
 
-SHIPPED_RUN = Path(__file__).resolve().parents[1] / "checkpoints" / "paper"
 MAX_UPLOAD_PIXELS = 4096 * 4096  # larger images are refused before decoding (decompression bombs)
 
 
 class UploadError(ValueError):
     """An uploaded file that is not a usable image; the message says what to do."""
-
-
-@dataclass
-class RunView:
-    """A finished run as read from disk."""
-
-    directory: Path
-    results: dict
-    config: ExperimentConfig
-    train_scores: torch.Tensor  # reconstruction error per training image
-    poison_mask: torch.Tensor  # bool, ground truth: only for scoring the filter
-    calibration_scores: torch.Tensor
-    sweep: dict | None
-    robustness: dict | None = None  # robustness.json from `python -m core robustness`, if run
-    detectors: dict | None = None  # detectors.json from `python -m core detectors`, if run
-    abstention: dict | None = None  # abstention.json from `python -m core abstain`, if run
-
-    @property
-    def outdated(self) -> list[str]:
-        """Stages whose recipe changed since this run was made (its numbers stand; retraining from it uses the
-        current recipe)."""
-        return outdated_stages(self.results.get("recipe_versions"))
-
-    def score_names(self) -> list[str]:
-        """'dae' (always there) and every other detector scored on this run."""
-        extra = [name for name in (self.detectors or {}).get("detectors", {}) if name != "dae"]
-        return ["dae"] + [name for name in extra if (self.directory / "detector_scores.safetensors").exists()]
-
-    def scores_of(self, name: str) -> torch.Tensor:
-        """Training-set scores of a detector; 'dae' is the run's own reconstruction error."""
-        if name == "dae":
-            return self.train_scores
-        try:
-            return load_file(str(self.directory / "detector_scores.safetensors"))[name]
-        except Exception as error:  # missing file, missing key, corrupt file
-            raise CheckpointError(f"no '{name}' scores in {self.directory}: run `python -m core detectors "
-                                  f"--run-dir {self.directory}` ({error})") from None
-
-    def threshold_of(self, name: str) -> float:
-        """The run's threshold for a detector (the same ThresholdConfig applied to its scores)."""
-        if name == "dae":
-            return self.threshold
-        return float(self.detectors["detectors"][name]["threshold"])
-
-    @property
-    def threshold(self) -> float:
-        return float(self.results["filter"]["threshold"])
-
-
-def load_run(directory: str | Path = SHIPPED_RUN) -> RunView:
-    """Read a run folder; a missing or corrupt file raises CheckpointError with what to do."""
-    directory = Path(directory)
-    results_path = directory / "results.json"
-    try:
-        results = json.loads(results_path.read_text())
-        config = ExperimentConfig.from_dict(results["config"])
-    except FileNotFoundError:
-        raise CheckpointError(f"no results.json in {directory}: run `python -m core run --out {directory}`") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{results_path} is corrupt or from another tool ({error}); rerun the experiment") from None
-    try:
-        scores = load_file(str(directory / "scores.safetensors"))
-    except Exception as error:
-        raise CheckpointError(f"{directory / 'scores.safetensors'} is missing or corrupt ({error})") from None
-    return RunView(directory, results, config, scores["train_scores"], scores["poison_mask"].bool(),
-                   scores["calibration_scores"], _optional_json(directory / "sweep.json"),
-                   _optional_json(directory / "robustness.json"), _optional_json(directory / "detectors.json"),
-                   _optional_json(directory / "abstention.json"))
-
-
-def _optional_json(path: Path) -> dict | None:
-    """An optional extra of a run; a missing or corrupt one reads as absent (the app says so)."""
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-
-
-def load_classifier(run: RunView, role: str) -> Classifier:
-    return load_weights(run.directory, role, Classifier(run.config.classifier)).eval()
-
-
-def load_supervised_detector(run: RunView):
-    """The run's noise-residual poison detector (`python -m core detectors` ships it), or None."""
-    from core.detect import NoiseResidualNet
-
-    if not (run.directory / "supervised_detector.safetensors").exists() or not run.detectors:
-        return None
-    width = run.detectors["settings"]["supervised"]["width"]
-    return load_weights(run.directory, "supervised_detector", NoiseResidualNet(width)).eval()
-
-
-def load_autoencoder(run: RunView) -> DenoisingAutoencoder:
-    return load_weights(run.directory, "dae", DenoisingAutoencoder(run.config.dae.model)).eval()
 
 
 # ---- the threshold view -------------------------------------------------------------------------
@@ -229,10 +130,10 @@ def attack_images(model: torch.nn.Module, images: torch.Tensor, attack: str, eps
     return ifgsm(model, x, labels, eps, alpha, steps)
 
 
-def example_pool(run: RunView, train, pool_size: int = 48) -> dict:
+def example_pool(run: Run, train, pool_size: int = 48) -> dict:
     """A seeded pool of training indices, half poisoned, with their images as the defender received them
     (the run's stored poisons, never re-made)."""
-    delivered = run_poisons(run, train)
+    delivered = run.poisons(train)
     rng = np.random.default_rng(run.config.seed)
     mask = run.poison_mask.numpy()
     poisoned = np.flatnonzero(mask)
@@ -245,22 +146,7 @@ def example_pool(run: RunView, train, pool_size: int = 48) -> dict:
             "is_poisoned": run.poison_mask[index].numpy(), "labels": delivered.data.labels[index]}
 
 
-def run_poisons(run: RunView, train):
-    """The run's training set as the defender received it, from the poisons stored with the run."""
-    from core.pipeline import POISONS_FILE
-    from core.poison import load_poisons
-
-    if len(train) != len(run.poison_mask):
-        raise CheckpointError(f"the run has {len(run.poison_mask)} training scores but the data split has {len(train)} images: "
-                              "GTSRB_ROOT points at a different dataset than the run used")
-    poisoned = load_poisons(run.directory / POISONS_FILE, train, run.config.poison)
-    if not torch.equal(poisoned.poison_mask, run.poison_mask):
-        raise CheckpointError(f"{run.directory / POISONS_FILE} and scores.safetensors disagree on which samples are "
-                              "poisoned: the run folder mixes files of two runs")
-    return poisoned
-
-
-def student_test_subset(run: RunView, test, share: float = 0.15):
+def student_test_subset(run: Run, test, share: float = 0.15):
     """The stratified test subset the threshold sweep measured students on (same seed)."""
     from core.data import stratified_split
 

@@ -17,10 +17,10 @@ from core.dae import DAEConfig, denoising_pairs, train_dae
 from core.data import GTSRBSplits, ImageSet, load_splits, stratified_split
 from core.detect import DAEDetector, ThresholdConfig, set_detector_threshold
 from core.distill import DistillConfig, classifier_train_config, soft_labels, train_classifier, train_student
-from core.evaluate import AttackEvalConfig, accuracy, filter_quality, robustness
+from core.evaluate import AttackEvalConfig, accuracy, correct_per_image, filter_quality
 from core.models import Classifier, ClassifierConfig, DenoisingAutoencoder
 from core.poison import PoisonConfig, PoisonedSet, load_poisons, poison_training_set, save_poisons, threat_metrics
-from core.recipe import RECIPE_VERSIONS, recipe_key, training_seed
+from core.recipe import RECIPE_VERSIONS, recipe_key, sampling_seed, training_seed
 from core.storage import atomic_write, config_hash, has_model, load_weights, save_model, write_json
 from core.train import TrainConfig
 
@@ -142,6 +142,7 @@ class RunState:
     threshold: float
     models: dict[str, torch.nn.Module] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)  # role -> cache name
+    per_image: dict[str, torch.Tensor] = field(default_factory=dict)  # "<model>/<metric>" -> bool per test image
 
 
 @dataclass
@@ -165,15 +166,16 @@ class Prepared:
     dae_config: DAEConfig
 
 
-def prepare(config: ExperimentConfig, cache: "ModelCache", data_root=None, report: StageProgress | None = None,
-            should_stop=None, download: bool = False) -> Prepared:
-    """Stages 1 and 2 of the pipeline (each model cached): poisons, defender, DAE, scores, threshold."""
-    report = report or (lambda stage, done, total: None)
+def _trainer(report: StageProgress, stage: str):
+    """The training loop's per-batch event as the one progress shape, (stage, done, total)."""
+    return lambda event: report(stage, event.step, event.total_steps)
+
+
+def _data_and_classifiers(config: ExperimentConfig, cache: "ModelCache", data_root, report: StageProgress, should_stop,
+                          download: bool):
+    """The run's splits, the key of its data, and `classifier(role, data, seed_role, upstream, T, epochs)`, which
+    trains (or reloads) a classifier of the run's architecture and recipe under the role's seed."""
     seed = config.seed
-
-    def trainer(stage: str):
-        return lambda event: report(stage, event.step, event.total_steps)
-
     report("loading GTSRB", 0, 1)
     splits = load_splits(data_root, config.trusted_fraction, seed, config.train_subset, config.test_subset, download)
     report("loading GTSRB", 1, 1)
@@ -188,8 +190,31 @@ def prepare(config: ExperimentConfig, cache: "ModelCache", data_root=None, repor
             train_config = replace(train_config, epochs=epochs)
         key = {"role": role, "data": upstream, **classifier_key, "train": asdict(train_config), "temperature": temperature}
         return cache.get(role, key, lambda: Classifier(config.classifier),
-                         lambda: train_classifier(data, config.classifier, train_config, temperature, trainer(f"training {role}"), should_stop),
+                         lambda: train_classifier(data, config.classifier, train_config, temperature,
+                                                  _trainer(report, f"training {role}"), should_stop),
                          lambda model: {"train_acc": accuracy(model, data.images, data.labels)})
+
+    return splits, data_key, classifier
+
+
+def _defender(config: ExperimentConfig, splits: GTSRBSplits, data_key: dict, classifier):
+    """The defender's trusted images split into DAE training data and a held-out calibration slice, and its own
+    classifier trained on the former. Returns (dae_data, calibration, defender, defender cache name, DAE config)."""
+    dae_index, calibration_index = stratified_split(splits.trusted.labels, config.calibration_fraction,
+                                                    sampling_seed(config.seed, "calibration_split"))
+    dae_data, calibration = splits.trusted.subset(dae_index), splits.trusted.subset(calibration_index)
+    defender, defender_name = classifier("defender", dae_data, "defender",
+                                         {**data_key, "calibration_fraction": config.calibration_fraction},
+                                         epochs=config.defender_epochs)
+    dae_config = replace(config.dae, train=_seeded(config.dae.train, config.seed, "dae"))
+    return dae_data, calibration, defender, defender_name, dae_config
+
+
+def prepare(config: ExperimentConfig, cache: "ModelCache", data_root=None, report: StageProgress | None = None,
+            should_stop=None, download: bool = False) -> Prepared:
+    """Stages 1 and 2 of the pipeline (each model cached): poisons, defender, DAE, scores, threshold."""
+    report = report or (lambda stage, done, total: None)
+    splits, data_key, classifier = _data_and_classifiers(config, cache, data_root, report, should_stop, download)
 
     # 1. The attacker: a surrogate on clean data, then poisons crafted on it (perturbations only need it).
     surrogate, surrogate_name = classifier("surrogate", splits.train, "surrogate", data_key)
@@ -197,17 +222,12 @@ def prepare(config: ExperimentConfig, cache: "ModelCache", data_root=None, repor
     poisoned = _cached_poison(cache, poison_key, splits.train, surrogate, config.poison, report)
 
     # 2. The defender: own classifier on trusted data, own perturbed copies, the DAE, the threshold.
-    dae_index, calibration_index = stratified_split(splits.trusted.labels, config.calibration_fraction, seed)
-    dae_data, calibration = splits.trusted.subset(dae_index), splits.trusted.subset(calibration_index)
-    defender, defender_name = classifier("defender", dae_data, "defender",
-                                         {**data_key, "calibration_fraction": config.calibration_fraction},
-                                         epochs=config.defender_epochs)
-    dae_config = replace(config.dae, train=_seeded(config.dae.train, seed, "dae"))
+    dae_data, calibration, defender, defender_name, dae_config = _defender(config, splits, data_key, classifier)
     dae_key = {"defender": defender_name, "dae": dae_config.to_dict(), **recipe_key("dae")}
 
     def fit_dae():
         inputs, targets = denoising_pairs(dae_data, defender, dae_config)
-        autoencoder, _ = train_dae(inputs, targets, dae_config, trainer("training DAE"), should_stop)
+        autoencoder, _ = train_dae(inputs, targets, dae_config, _trainer(report, "training DAE"), should_stop)
         return autoencoder
 
     autoencoder, dae_name = cache.get("dae", dae_key, lambda: DenoisingAutoencoder(dae_config.model), fit_dae)
@@ -222,6 +242,16 @@ def prepare(config: ExperimentConfig, cache: "ModelCache", data_root=None, repor
     return Prepared(splits, poisoned, surrogate, defender, dae_data, calibration, detector, train_scores, threshold,
                     data_key, poison_key, {"surrogate": surrogate_name, "defender": defender_name, "dae": dae_name},
                     classifier, dae_config)
+
+
+def tuning_pairs(config: ExperimentConfig, cache_dir: str | Path, data_root=None, report: StageProgress | None = None,
+                 download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The denoising pairs a run of `config` trains its DAE on (the defender's trusted images minus the calibration
+    slice, and its own perturbed copies of them, from the same cached defender), for Optuna to tune on."""
+    report = report or (lambda stage, done, total: None)
+    splits, data_key, classifier = _data_and_classifiers(config, ModelCache(cache_dir), data_root, report, None, download)
+    dae_data, _, defender, _, dae_config = _defender(config, splits, data_key, classifier)
+    return denoising_pairs(dae_data, defender, dae_config)
 
 
 def distilled(config: ExperimentConfig, cache: "ModelCache", prepared: Prepared, role: str, data: ImageSet, seed_role: str,
@@ -301,7 +331,9 @@ def run_experiment(config: ExperimentConfig, cache_dir: str | Path = "runs/cache
     }
     for index, name in enumerate(MODEL_NAMES):
         report("evaluating models (clean, FGSM, I-FGSM)", index, len(MODEL_NAMES))
-        results["models"][name] = {**robustness(state.models[name], splits.test, config.eval_attack),
+        per_image = correct_per_image(state.models[name], splits.test, config.eval_attack)
+        state.per_image.update({f"{name}/{key}": correct for key, correct in per_image.items()})
+        results["models"][name] = {**{key: float(correct.float().mean()) for key, correct in per_image.items()},
                                     **threat_metrics(state.models[name], splits.test, config.poison)}
     report("evaluating models (clean, FGSM, I-FGSM)", len(MODEL_NAMES), len(MODEL_NAMES))
     results["teacher_train_acc"] = accuracy(state.models["filter_distillation_teacher"], filtered.images, filtered.labels)
@@ -327,11 +359,12 @@ def _cached_poison(cache: ModelCache, key: dict, train: ImageSet, surrogate, con
     path = cache.directory / f"poison-{config_hash(key)}.safetensors"
     if path.exists():
         return load_poisons(path, train, config)
-    poisoned = poison_training_set(train, surrogate, config, progress=lambda done, total: report("crafting poisons", done, total))
+    poisoned = poison_training_set(train, surrogate, config, progress=report)
     save_poisons(path, poisoned)
     return poisoned
 
 
+EVALUATION_FILE = "evaluation.safetensors"  # per test image: right or wrong, per model, clean / FGSM / I-FGSM
 POISONS_FILE = "poisons.safetensors"  # the run's poisoned rows as delivered; reused by everything after the run
 SHIPPED_ROLES = ("surrogate", "defender", "dae", *MODEL_NAMES, "filter_distillation_teacher")
 
@@ -347,4 +380,7 @@ def export_run(results: dict, state: RunState, out_dir: str | Path) -> None:
               "calibration_scores": state.detector.reference_scores.float().contiguous()}
     atomic_write(out / "scores.safetensors", lambda tmp: save_file(scores, str(tmp)))
     save_poisons(out / POISONS_FILE, state.poisoned)
+    if state.per_image:  # which test images each model gets right, clean and attacked: what `verify` samples
+        per_image = {key: value.to(torch.uint8).contiguous() for key, value in state.per_image.items()}
+        atomic_write(out / EVALUATION_FILE, lambda tmp: save_file(per_image, str(tmp)))
     write_json(out / "results.json", results)

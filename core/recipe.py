@@ -43,7 +43,7 @@ TRAINING_SEED_OFFSETS = {
 }
 SAMPLING_SEED_OFFSETS = {
     "train_trusted_split": 0, "calibration_split": 0, "test_subset": 1, "sweep_test": 7, "robust_test": 11,
-    "random_filter": 13,
+    "random_filter": 13, "verify": 17,
 }
 
 

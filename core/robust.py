@@ -71,14 +71,16 @@ def attack_suite(model: nn.Module, test: ImageSet, eps: float, config: RobustEva
 
 
 def robust_report(model: nn.Module, test: ImageSet, config: RobustEvalConfig, transfer_from: nn.Module | None = None,
-                  progress=None) -> dict:
-    """adaptive_acc (worst case at config.eps), per-attack accuracies, zero_grad_fraction, and eps_curve."""
+                  progress=None, stage: str = "robustness") -> dict:
+    """adaptive_acc (worst case at config.eps), per-attack accuracies, zero_grad_fraction, and eps_curve.
+
+    progress(stage, done, total), if given, is called once per point of the eps curve."""
     at_eps = attack_suite(model, test, config.eps, config, transfer_from)
     x, y = test.images.float() / 255, test.labels
     curve = []
     for number, eps in enumerate(config.eps_curve):
         if progress is not None:
-            progress(number, len(config.eps_curve))
+            progress(stage, number, len(config.eps_curve))
         result = attack_suite(model, test, eps, config, transfer_from) if eps > 0 else {"worst_case": at_eps["clean"]}
         curve.append({"eps": eps, "robust_acc": result["worst_case"]})
     return {"adaptive_acc": at_eps["worst_case"], "attacks": at_eps,

@@ -82,7 +82,7 @@ def sweep_run(run, config: SweepConfig, data_root=None, download: bool = False, 
 
     c = run.config
     splits = load_splits(data_root, c.trusted_fraction, c.seed, c.train_subset, c.test_subset, download)
-    poisoned = explore.run_poisons(run, splits.train)
+    poisoned = run.poisons(splits.train)
     test = explore.student_test_subset(run, splits.test, config.test_subset)
     return sweep_thresholds(poisoned.data, run.train_scores, run.poison_mask, test, c, config, progress)
 

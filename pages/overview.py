@@ -28,7 +28,7 @@ digraph {
 
 buttons = st.columns(2)
 if buttons[0].button("Load the shipped demo run"):
-    st.session_state["run_dir"] = str(explore.SHIPPED_RUN)
+    st.session_state["run_dir"] = str(SHIPPED_RUN)
     st.rerun()
 run_clicked = buttons[1].button("Run the experiment (sidebar preset; Custom uses the Poison page's values)")
 

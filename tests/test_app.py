@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from core.explore import SHIPPED_RUN
+from core.run import SHIPPED_RUN
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 

@@ -10,7 +10,7 @@ from core.models import Classifier
 from core.pipeline import MODEL_NAMES, SHIPPED_ROLES
 from core.storage import CheckpointError, load_weights, save_model
 
-SHIPPED = explore.SHIPPED_RUN
+SHIPPED = SHIPPED_RUN
 
 
 def test_shipped_run_is_complete_and_small():
@@ -26,18 +26,18 @@ def test_shipped_run_is_complete_and_small():
 
 
 def test_shipped_models_reproduce_their_recorded_clean_accuracy(gtsrb_root):
-    run = explore.load_run(SHIPPED)
+    run = load_run(SHIPPED)
     from core.data import load_gtsrb
 
     test = load_gtsrb("test", gtsrb_root)
     for name in MODEL_NAMES:
-        model = explore.load_classifier(run, name)
+        model = run.classifier(name)
         recorded = run.results["models"][name]["clean_acc"]
         assert accuracy(model, test.images, test.labels) == pytest.approx(recorded, abs=0.002), name
 
 
 def test_shipped_scores_match_the_shipped_dae(gtsrb_root):
-    run = explore.load_run(SHIPPED)
+    run = load_run(SHIPPED)
     assert len(run.train_scores) == run.results["poison"]["n_train"] == len(run.poison_mask)
     assert int(run.poison_mask.sum()) == run.results["poison"]["n_poisoned"]
     # the recorded filter counts follow from the stored scores and threshold
@@ -66,10 +66,10 @@ def test_a_corrupt_run_folder_is_reported_not_crashed(tmp_path):
     shutil.copytree(SHIPPED, broken)
     (broken / "results.json").write_text("{ not json")
     with pytest.raises(CheckpointError, match="corrupt"):
-        explore.load_run(broken)
+        load_run(broken)
     (broken / "results.json").unlink()
     with pytest.raises(CheckpointError, match="no results.json"):
-        explore.load_run(broken)
+        load_run(broken)
 
 
 def test_writes_are_atomic(tmp_path, monkeypatch):

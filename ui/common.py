@@ -14,6 +14,7 @@ import torch
 from core import explore
 from core.data import DatasetNotFoundError, dataset_available, default_root, load_splits
 from core.pipeline import ExperimentConfig, preset
+from core.run import SHIPPED_RUN, Run
 from core.storage import CheckpointError
 from core.train import TrainingCancelled, default_device
 
@@ -40,7 +41,7 @@ def guard(what: str = "this step"):
 
 def run_dir() -> str:
     """The run the pages show: the session's choice, else $DAE_DISTILL_RUN, else the shipped demo run."""
-    return st.session_state.setdefault("run_dir", os.environ.get("DAE_DISTILL_RUN", str(explore.SHIPPED_RUN)))
+    return st.session_state.setdefault("run_dir", os.environ.get("DAE_DISTILL_RUN", str(SHIPPED_RUN)))
 
 
 def data_root() -> str:
@@ -48,23 +49,23 @@ def data_root() -> str:
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the run...")
-def cached_run(directory: str) -> explore.RunView:
-    return explore.load_run(directory)
+def cached_run(directory: str) -> Run:
+    return Run.load(directory)
 
 
 @st.cache_resource(max_entries=16, show_spinner="Loading a model...")
 def cached_classifier(directory: str, role: str) -> torch.nn.Module:
-    return explore.load_classifier(cached_run(directory), role)
+    return cached_run(directory).classifier(role)
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the autoencoder...")
 def cached_autoencoder(directory: str) -> torch.nn.Module:
-    return explore.load_autoencoder(cached_run(directory))
+    return cached_run(directory).autoencoder()
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
 def cached_supervised_detector(directory: str):
-    return explore.load_supervised_detector(cached_run(directory))
+    return cached_run(directory).supervised_detector()
 
 
 @st.cache_resource(max_entries=2, show_spinner="Loading GTSRB...")
@@ -79,7 +80,7 @@ def dataset_counts(root: str) -> tuple[int, int]:
     return len(load_gtsrb("train", root)), len(load_gtsrb("test", root))
 
 
-def run_splits(run: explore.RunView):
+def run_splits(run: Run):
     c = run.config
     return cached_splits(data_root(), c.trusted_fraction, c.seed, c.train_subset, c.test_subset)
 
@@ -178,7 +179,7 @@ def ringed(image: torch.Tensor, correct: bool, scale: int = 4) -> np.ndarray:
 def cached_poisoned_train(directory: str):
     """The run's poisoned training set, from the poisons stored with it."""
     run = cached_run(directory)
-    return explore.run_poisons(run, run_splits(run).train)
+    return run.poisons(run_splits(run).train)
 
 
 def train_at_threshold(threshold: float, temperature: float, epochs: int, score: str = "dae") -> dict:
@@ -223,7 +224,7 @@ def ensure_navigation() -> None:
         st.rerun()
 
 
-def require_run() -> explore.RunView:
+def require_run() -> Run:
     """The current run, or a clear message and the end of this page's run."""
     with guard("loading the run"):
         return cached_run(run_dir())

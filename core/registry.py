@@ -1,0 +1,122 @@
+"""Registries: attacks, threat models and poison detectors are tables from a name to a spec.
+
+The CLI's choices, the app's selectors, the comparison loop and the contract tests iterate these tables, so
+adding an entry is one file (or function) that calls `register`, plus its test; nothing else names it.
+Built-in entries register where they are defined (core/attacks.py, core/threats/, core/detect.py); any
+module placed in core/plugins/ is imported with them, so a new entry can live there (README: Extending).
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, TypeVar
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """An L-inf attack: `run(model, x, y, eps, alpha, steps, generator)` -> adversarial x in [0, 1]."""
+
+    name: str
+    label: str
+    run: Callable[..., Any]
+    iterative: bool  # uses alpha and steps (the app greys them out otherwise)
+
+
+@dataclass(frozen=True)
+class ThreatSpec:
+    """A poisoning threat model: `apply(train, surrogate, config, progress)` -> PoisonedSet.
+
+    metrics(model, test, config) -> dict: what the attacker wanted, measured on the test set ({} when the
+    threat aims at accuracy itself). params: the PoisonConfig fields it reads (the app shows only those).
+    """
+
+    name: str
+    label: str
+    description: str
+    apply: Callable[..., Any]
+    default_fraction: float
+    fraction_of: str  # what the poison fraction is a share of, for labels and help texts
+    params: tuple[str, ...]
+    needs_surrogate: bool = False
+    metrics: Callable[..., dict] = lambda model, test, config: {}
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """A poison detector: `build(context)` -> an unfitted ScoreDetector (alibi-detect's fit / score /
+    infer_threshold / predict). context: a core.pipeline.Prepared plus `cache` and `settings`
+    (core.compare.CompareConfig). fit_on: which trusted images it is fitted on: "trusted" (the DAE's training
+    images: detectors that learn a reference distribution) or "calibration" (held out: detectors that only
+    record reference scores)."""
+
+    name: str
+    label: str
+    build: Callable[..., Any]
+    fit_on: str = "calibration"
+
+
+Spec = TypeVar("Spec")
+
+
+class Registry(Generic[Spec]):
+    """name -> spec, in registration order. Looking a name up fails with the list of valid names."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._specs: dict[str, Spec] = {}
+
+    def register(self, spec: Spec) -> Spec:
+        name = spec.name
+        if not name or not name.replace("_", "").isalnum() or name != name.lower():
+            raise ValueError(f"{self.kind} names are lower-case words joined by '_', got {name!r}")
+        if name in self._specs and self._specs[name] is not spec:
+            raise ValueError(f"a {self.kind} named {name!r} is already registered")
+        self._specs[name] = spec
+        return spec
+
+    def unregister(self, name: str) -> None:
+        self._specs.pop(name, None)
+
+    def __getitem__(self, name: str) -> Spec:
+        load_builtins()
+        try:
+            return self._specs[name]
+        except KeyError:
+            raise ValueError(f"unknown {self.kind} {name!r}: choose one of {', '.join(self._specs)}") from None
+
+    def __contains__(self, name: object) -> bool:
+        load_builtins()
+        return name in self._specs
+
+    def names(self) -> tuple[str, ...]:
+        load_builtins()
+        return tuple(self._specs)
+
+    def label(self, name: str) -> str:
+        return self[name].label if name in self else name
+
+    def specs(self) -> tuple[Spec, ...]:
+        load_builtins()
+        return tuple(self._specs.values())
+
+
+ATTACKS: Registry[AttackSpec] = Registry("attack")
+THREATS: Registry[ThreatSpec] = Registry("threat model")
+DETECTORS: Registry[DetectorSpec] = Registry("detector")
+
+_loaded = False
+
+
+def load_builtins() -> None:
+    """Import the modules that register the built-in entries, then every module in core/plugins/."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for module in ("core.attacks", "core.threats", "core.detect"):
+        importlib.import_module(module)
+    import core.plugins
+
+    for info in pkgutil.iter_modules(core.plugins.__path__):
+        importlib.import_module(f"core.plugins.{info.name}")

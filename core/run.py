@@ -1,0 +1,287 @@
+"""A run: the one object for an experiment's results on disk, and everything done to a finished run.
+
+`train_run` trains (or reloads from the model cache), evaluates and exports a run folder; `Run.load` reads one
+back; the follow-ups (`add_robustness`, `add_detectors`, `add_abstention`, `core.sweep.sweep_run`,
+`core.verify.verify_run`) read its stored models and poisons and write their JSON beside it. Nothing here
+re-crafts a run's poisons or retrains its models.
+
+A run folder: results.json, scores.safetensors (per-sample DAE scores, poison mask), poisons.safetensors (the
+poisoned rows as delivered), one <role>.safetensors + <role>.json per model, and the follow-ups' sweep.json,
+robustness.json, detectors.json (+ detector_scores.safetensors, supervised_detector), abstention.json.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from core.data import GTSRBSplits, ImageSet, load_splits, stratified_split
+from core.models import Classifier, DenoisingAutoencoder
+from core.pipeline import MODEL_NAMES, POISONS_FILE, ExperimentConfig, StageProgress, export_run, run_experiment
+from core.poison import PoisonedSet, load_poisons
+from core.recipe import outdated_stages, sampling_seed
+from core.storage import CheckpointError, load_weights, write_json
+
+SHIPPED_RUN = Path(__file__).resolve().parents[1] / "checkpoints" / "paper"
+
+
+@dataclass
+class Run:
+    """A finished run as read from disk."""
+
+    directory: Path
+    results: dict
+    config: ExperimentConfig
+    train_scores: torch.Tensor  # reconstruction error per training image
+    poison_mask: torch.Tensor  # bool, ground truth: only for scoring the filter
+    calibration_scores: torch.Tensor
+    sweep: dict | None
+    robustness: dict | None = None  # robustness.json from `python -m core robustness`, if run
+    detectors: dict | None = None  # detectors.json from `python -m core detectors`, if run
+    abstention: dict | None = None  # abstention.json from `python -m core abstain`, if run
+
+    @classmethod
+    def load(cls, directory: str | Path = SHIPPED_RUN) -> "Run":
+        """Read a run folder; a missing or corrupt file raises CheckpointError naming it and what to do."""
+        directory = Path(directory)
+        results_path = directory / "results.json"
+        try:
+            results = json.loads(results_path.read_text())
+            config = ExperimentConfig.from_dict(results["config"])
+        except FileNotFoundError:
+            raise CheckpointError(f"no results.json in {directory}: run `python -m core run --out {directory}`") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"{results_path} is corrupt or from another tool ({error}); rerun the experiment") from None
+        try:
+            scores = load_file(str(directory / "scores.safetensors"))
+            train_scores, mask, calibration = scores["train_scores"], scores["poison_mask"].bool(), scores["calibration_scores"]
+        except Exception as error:  # noqa: BLE001 - missing, truncated, wrong keys
+            raise CheckpointError(f"{directory / 'scores.safetensors'} is missing or corrupt ({error})") from None
+        return cls(directory, results, config, train_scores, mask, calibration, _optional_json(directory / "sweep.json"),
+                   _optional_json(directory / "robustness.json"), _optional_json(directory / "detectors.json"),
+                   _optional_json(directory / "abstention.json"))
+
+    # ---- what the run is ----
+
+    @property
+    def threshold(self) -> float:
+        return float(self.results["filter"]["threshold"])
+
+    @property
+    def outdated(self) -> list[str]:
+        """Stages whose recipe changed since this run was made: its numbers stand for the recipe it was made with;
+        anything trained from it uses the current recipe."""
+        return outdated_stages(self.results.get("recipe_versions"))
+
+    def outdated_note(self) -> str | None:
+        stages = self.outdated
+        if not stages:
+            return None
+        return (f"run {self.directory} was made with an older recipe of {', '.join(stages)}: its numbers are those of "
+                "that recipe; anything trained from it now uses the current one (rerun `python -m core run` to refresh)")
+
+    def score_names(self) -> list[str]:
+        """'dae' (always there) and every other detector scored on this run."""
+        extra = [name for name in (self.detectors or {}).get("detectors", {}) if name != "dae"]
+        return ["dae"] + [name for name in extra if (self.directory / "detector_scores.safetensors").exists()]
+
+    def scores_of(self, name: str) -> torch.Tensor:
+        """Training-set scores of a detector; 'dae' is the run's own reconstruction error."""
+        if name == "dae":
+            return self.train_scores
+        try:
+            return load_file(str(self.directory / "detector_scores.safetensors"))[name]
+        except Exception as error:  # noqa: BLE001 - missing file, missing key, corrupt file
+            raise CheckpointError(f"no '{name}' scores in {self.directory}: run `python -m core detectors "
+                                  f"--run-dir {self.directory}` ({error})") from None
+
+    def threshold_of(self, name: str) -> float:
+        """The run's threshold for a detector (the same ThresholdConfig applied to its scores)."""
+        if name == "dae":
+            return self.threshold
+        return float(self.detectors["detectors"][name]["threshold"])
+
+    # ---- what it stores ----
+
+    def classifier(self, role: str) -> Classifier:
+        return load_weights(self.directory, role, Classifier(self.config.classifier)).eval()
+
+    def autoencoder(self) -> DenoisingAutoencoder:
+        return load_weights(self.directory, "dae", DenoisingAutoencoder(self.config.dae.model)).eval()
+
+    def supervised_detector(self):
+        """The run's noise-residual poison detector (`python -m core detectors` ships it), or None."""
+        from core.detect import NoiseResidualNet
+
+        if not (self.directory / "supervised_detector.safetensors").exists() or not self.detectors:
+            return None
+        width = self.detectors["settings"]["supervised"]["width"]
+        return load_weights(self.directory, "supervised_detector", NoiseResidualNet(width)).eval()
+
+    def splits(self, data_root=None, download: bool = False) -> GTSRBSplits:
+        """The run's train / trusted / test split of GTSRB (same seed and subsets)."""
+        c = self.config
+        return load_splits(data_root, c.trusted_fraction, c.seed, c.train_subset, c.test_subset, download)
+
+    def poisons(self, train: ImageSet) -> PoisonedSet:
+        """The training set as the defender received it, from the poisons stored with the run."""
+        if len(train) != len(self.poison_mask):
+            raise CheckpointError(f"the run has {len(self.poison_mask)} training scores but the data split has {len(train)} "
+                                  "images: GTSRB_ROOT points at a different dataset than the run used")
+        poisoned = load_poisons(self.directory / POISONS_FILE, train, self.config.poison)
+        if not torch.equal(poisoned.poison_mask, self.poison_mask):
+            raise CheckpointError(f"{self.directory / POISONS_FILE} and scores.safetensors disagree on which samples are "
+                                  "poisoned: the run folder mixes files of two runs")
+        return poisoned
+
+    def calibration(self, splits: GTSRBSplits) -> ImageSet:
+        """The trusted images held out of DAE training (no model of the run trained on them)."""
+        _, index = stratified_split(splits.trusted.labels, self.config.calibration_fraction,
+                                    sampling_seed(self.config.seed, "calibration_split"))
+        return splits.trusted.subset(index)
+
+    def check_models(self, roles=MODEL_NAMES) -> None:
+        """Load every named model once so a missing or truncated file fails before any long work starts."""
+        for role in roles:
+            self.classifier(role)
+
+
+def load_run(directory: str | Path = SHIPPED_RUN) -> Run:
+    return Run.load(directory)
+
+
+def _optional_json(path: Path) -> dict | None:
+    """An optional extra of a run; a missing or corrupt one reads as absent (the app says so)."""
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def robust_test_set(test: ImageSet, share: float, seed: int) -> ImageSet:
+    """The stratified test subset the adaptive evaluations attack (the same for every model of a run)."""
+    if not 0 < share <= 1:
+        raise ValueError(f"test-subset must be in (0, 1], got {share}")
+    _, index = stratified_split(test.labels, share, sampling_seed(seed, "robust_test"))
+    return test.subset(index)
+
+
+# ---- training ------------------------------------------------------------------------------------
+
+def train_run(config: ExperimentConfig, out: str | Path, cache_dir: str | Path, data_root=None, download: bool = False,
+              progress: StageProgress | None = None, should_stop=None) -> Run:
+    """Train (or reload from the cache), evaluate and export a run to `out`; returns it as read back."""
+    results, state = run_experiment(config, cache_dir, data_root, progress=progress, should_stop=should_stop,
+                                    download=download)
+    export_run(results, state, out)
+    return Run.load(out)
+
+
+def seed_config(base: ExperimentConfig, seed: int) -> ExperimentConfig:
+    """The same experiment at another seed: the split, the poisons and every model re-drawn."""
+    return replace(base, seed=seed, poison=replace(base.poison, seed=seed))
+
+
+def seed_dir(out: Path, preset: str, seed: int, n_seeds: int) -> Path:
+    """Where one seed's run goes: OUT (or runs/<preset>-seed<k>) alone, OUT/seed<k> among several."""
+    if n_seeds > 1:
+        return Path(out or Path("runs") / preset) / f"seed{seed}"
+    return Path(out or Path("runs") / f"{preset}-seed{seed}")
+
+
+def summarise_seeds(base: ExperimentConfig, runs: dict[str, Run], out: Path) -> dict:
+    """Mean +- std over seeds of every model's and the filter's numbers, written to OUT/seeds.json."""
+    from core.compare import summarise
+
+    summary = summarise({seed: {"models": run.results["models"], "filter": run.results["filter"]}
+                         for seed, run in runs.items()})
+    write_json(Path(out) / "seeds.json", {"config": base.to_dict(), "seeds": [int(seed) for seed in runs],
+                                          "summary": summary})
+    return summary
+
+
+# ---- follow-ups on a finished run ------------------------------------------------------------------
+
+def add_robustness(run: Run, test_subset: float, steps: int, data_root=None, download: bool = False,
+                   progress: StageProgress | None = None) -> dict:
+    """Adaptive, transfer and eps-curve robustness of the run's five models: robustness.json, and adaptive_acc /
+    zero_grad_fraction / eps_curve beside the paper-style numbers in results.json."""
+    from core.robust import RobustEvalConfig, robust_report
+
+    run.check_models((*MODEL_NAMES, "surrogate"))
+    test = robust_test_set(run.splits(data_root, download).test, test_subset, run.config.seed)
+    config = RobustEvalConfig(eps=run.config.eval_attack.eps, steps=steps, temperature=run.config.temperature,
+                              seed=run.config.seed)
+    surrogate = run.classifier("surrogate")
+    reports = {}
+    for name in MODEL_NAMES:
+        reports[name] = robust_report(run.classifier(name), test, config, transfer_from=surrogate, progress=progress,
+                                      stage=f"robustness of {name}")
+    robustness = {"config": config.to_dict(), "n_test": len(test), "models": reports}
+    write_json(run.directory / "robustness.json", robustness)
+    # Also beside the paper-style numbers in results.json, where readers of a run look first.
+    for name, report in reports.items():
+        run.results["models"][name].update(adaptive_acc=report["adaptive_acc"], zero_grad_fraction=report["zero_grad_fraction"],
+                                           eps_curve=report["eps_curve"], adaptive_n_test=len(test))
+    write_json(run.directory / "results.json", run.results)
+    run.robustness = robustness
+    return robustness
+
+
+def add_detectors(run: Run, supervised_epochs: int, cache_dir, data_root=None, download: bool = False,
+                  progress: StageProgress | None = None) -> dict:
+    """Every registered detector on the run's stored training set: detectors.json, detector_scores.safetensors and
+    the supervised detector's weights in the run folder."""
+    from core.compare import CompareConfig, score_run
+    from core.detect import SupervisedConfig
+    from core.pipeline import ModelCache
+
+    run.check_models(("surrogate", "defender"))
+    config = CompareConfig(run.config, supervised=SupervisedConfig(epochs=supervised_epochs))
+    summary = score_run(run, config, ModelCache(cache_dir), data_root, download, progress)
+    run.detectors = summary
+    return summary
+
+
+def add_abstention(run: Run, model_name: str, passes: int, fpr: float, test_subset: float, data_root=None,
+                   download: bool = False) -> dict:
+    """MC-dropout abstention of one of the run's models, calibrated on trusted clean images no model trained on,
+    measured on clean, I-FGSM and margin-PGD test images (rounded to 8 bits like everything the model sees)."""
+    from core.abstain import AbstainConfig, abstention_report
+    from core.attacks import ifgsm, margin_loss, pgd
+    from core.poison import quantise_toward
+
+    if model_name not in MODEL_NAMES:
+        raise ValueError(f"--model must be one of {', '.join(MODEL_NAMES)}, got {model_name!r}")
+    if not 0 < test_subset <= 1:
+        raise ValueError(f"--test-subset must be in (0, 1], got {test_subset}")
+    config = AbstainConfig(passes=passes, fpr=fpr, seed=0)
+    model = run.classifier(model_name)
+    splits = run.splits(data_root, download)
+    calibration = run.calibration(splits)
+    test = robust_test_set(splits.test, test_subset, run.config.seed)
+    x, attack = test.images.float() / 255, run.config.eval_attack
+
+    def as_images(adversarial):  # attacked inputs as uint8 images, like everything the model sees
+        return ImageSet(quantise_toward(test.images, adversarial, attack.eps), test.labels)
+
+    inputs = {"clean": test,
+              "ifgsm": as_images(ifgsm(model, x, test.labels, attack.eps, attack.alpha, attack.steps)),
+              "pgd_margin": as_images(pgd(model, x, test.labels, attack.eps, attack.eps / 4, 10, loss=margin_loss,
+                                          generator=torch.Generator().manual_seed(run.config.seed)))}
+    report = abstention_report(model, calibration, inputs, config)
+    report.update(model=model_name, n_test=len(test))
+    write_json(run.directory / "abstention.json", report)
+    run.abstention = report
+    return report
+
+
+def warn_if_outdated(run: Run) -> None:
+    """The CLI's one-line notice for a run made with an older recipe (not an error: its files still load)."""
+    note = run.outdated_note()
+    if note:
+        print(f"note: {note}", file=sys.stderr)

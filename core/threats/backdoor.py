@@ -1,0 +1,50 @@
+"""BadNets backdoor (Gu et al. 2017): stamp a small trigger on a share of the other classes' training images and
+relabel them as the target class; at test time the trigger steers any image to the target.
+Attack success: the share of triggered test images of other classes classified as the target."""
+from __future__ import annotations
+
+import torch
+
+from core.data import ImageSet
+from core.poison import PoisonConfig, PoisonedSet, choose_poison_indices, poison_mask
+from core.registry import THREATS, ThreatSpec
+from core.train import predict
+
+
+def trigger_patch(size: int) -> torch.Tensor:
+    """The BadNets trigger: a size x size black-and-white checkerboard, uint8 (3, size, size)."""
+    rows, cols = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    return (((rows + cols) % 2 == 0).to(torch.uint8) * 255).expand(3, size, size).clone()
+
+
+def stamp_trigger(images: torch.Tensor, size: int) -> torch.Tensor:
+    """A copy of uint8 images (N, 3, 32, 32) with the trigger in the bottom-right corner, one pixel in."""
+    stamped = images.clone()
+    stamped[:, :, -size - 1: -1, -size - 1: -1] = trigger_patch(size)
+    return stamped
+
+
+def plant_backdoor(train: ImageSet, config: PoisonConfig, progress=None) -> PoisonedSet:
+    """Stamp the trigger on round(fraction * N_other) images of the other classes and relabel them as the target."""
+    chosen = choose_poison_indices(len(train), config.fraction, config.seed, eligible=train.labels != config.target_class)
+    images, labels = train.images.clone(), train.labels.clone()
+    images[chosen] = stamp_trigger(train.images[chosen], config.trigger_size)
+    labels[chosen] = config.target_class
+    return PoisonedSet(ImageSet(images, labels), poison_mask(len(train), chosen), config)
+
+
+def backdoor_success(model, test: ImageSet, config: PoisonConfig) -> dict:
+    others = test.images[test.labels != config.target_class]
+    predicted = predict(model, stamp_trigger(others, config.trigger_size)).argmax(dim=1)
+    rate = float((predicted == config.target_class).float().mean()) if predicted.numel() else float("nan")
+    return {"attack_success_rate": rate, "n_asr_test": int(predicted.numel())}
+
+
+THREATS.register(ThreatSpec(
+    name="backdoor", label="BadNets backdoor",
+    description="The attacker stamps a small trigger on a share of the other classes' training images and relabels "
+                "them as the target class; at test time the trigger steers any image to the target.",
+    apply=lambda train, surrogate, config, progress=None: plant_backdoor(train, config),
+    default_fraction=0.05, fraction_of="the other classes",  # BadNets-typical
+    params=("target_class", "trigger_size", "fraction", "seed"), metrics=backdoor_success,
+))
