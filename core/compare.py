@@ -20,7 +20,7 @@ import torch
 
 from safetensors.torch import save_file
 
-from core.data import ImageSet, load_splits, stratified_split
+from core.data import ImageSet, stratified_split
 from core.detect import (CONTROLS, DAEDetector, DetectorContext, ScoreDetector, SupervisedConfig, ThresholdConfig,
                          oracle_drop_mask, random_drop_mask, set_detector_threshold)
 from core.evaluate import filter_quality, robustness
@@ -118,17 +118,13 @@ def score_detectors(prepared: Prepared, detectors: dict[str, ScoreDetector], thr
 def prepared_from_run(run, data_root=None, download: bool = False, progress=None) -> Prepared:
     """The shared stages of a finished run, rebuilt from its shipped models (nothing is retrained)."""
 
-    config = run.config
-    splits = load_splits(data_root, config.trusted_fraction, config.seed, config.train_subset, config.test_subset, download)
-    dae_index, calibration_index = stratified_split(splits.trusted.labels, config.calibration_fraction, config.seed)
-    surrogate = run.classifier("surrogate")
-    poisoned = run.poisons(splits.train)
-    calibration = splits.trusted.subset(calibration_index)
+    splits = run.splits(data_root, download)
+    calibration = run.calibration(splits)
     detector = DAEDetector(run.autoencoder())
     detector.fit(calibration.images)
-    return Prepared(splits, poisoned, surrogate, run.classifier("defender"), splits.trusted.subset(dae_index),
-                    calibration, detector, run.train_scores, run.threshold, data_key={}, poison_key={},
-                    artifacts=dict(run.results["artifacts"]), classifier=None, dae_config=config.dae)
+    return Prepared(splits, run.poisons(splits.train), run.classifier("surrogate"), run.classifier("defender"),
+                    run.dae_data(splits), calibration, detector, run.train_scores, run.threshold, data_key={},
+                    poison_key={}, artifacts=dict(run.results["artifacts"]), classifier=None, dae_config=run.config.dae)
 
 
 def score_run(run, config: CompareConfig, cache: ModelCache, data_root=None, download: bool = False, progress=None) -> dict:

@@ -15,9 +15,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from core.attacks import fgsm, ifgsm
 from core.data import CLASS_NAMES, IMAGE_SIZE
 from core.recipe import sampling_seed
+from core.registry import ATTACKS
 from core.run import Run
 from core.storage import CheckpointError
 from core.train import predict
@@ -121,13 +121,112 @@ def top_classes(model: torch.nn.Module, images: torch.Tensor, k: int = 5, temper
             for row_values, row_indices in zip(values.tolist(), indices.tolist())]
 
 
-def attack_images(model: torch.nn.Module, images: torch.Tensor, attack: str, eps: float, alpha: float, steps: int) -> torch.Tensor:
-    """uint8 images -> float adversarial images in [0, 1], untargeted, against the model's own prediction."""
+def attack_images(model: torch.nn.Module, images: torch.Tensor, attack: str, eps: float, alpha: float, steps: int,
+                  seed: int = 0) -> torch.Tensor:
+    """uint8 images -> float adversarial images in [0, 1] with a registered attack, untargeted, against the
+    model's own prediction."""
     x = images.float() / 255
     labels = predict(model, x).argmax(dim=1)
-    if attack == "fgsm":
-        return fgsm(model, x, labels, eps)
-    return ifgsm(model, x, labels, eps, alpha, steps)
+    return ATTACKS[attack].run(model, x, labels, eps, alpha, steps, generator=torch.Generator().manual_seed(seed))
+
+
+def reconstruction_view(autoencoder: torch.nn.Module, images: torch.Tensor) -> dict:
+    """For uint8 or [0, 1] images: the DAE's reconstructions, each image's MSE, and an error map as RGB in [0, 1]
+    (blue: low, red: high; per-pixel squared error averaged over colour, scaled to the batch's largest)."""
+    x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+    reconstruction = predict(autoencoder, x)
+    error = ((reconstruction - x) ** 2).mean(dim=1)
+    heat = (error / (float(error.max()) or 1.0)).clamp(0, 1)
+    return {"input": x, "reconstruction": reconstruction, "mse": ((reconstruction - x) ** 2).flatten(1).mean(dim=1),
+            "error_map": torch.stack([heat, torch.zeros_like(heat), 1 - heat], dim=1)}
+
+
+def image_verdicts(x: torch.Tensor, run: Run, autoencoder, student, undefended, residual_model, dae_threshold: float,
+                   k: int = 5) -> dict:
+    """Everything Your images shows for one image in [0, 1] (3, 32, 32): the DAE's view and verdict at dae_threshold,
+    the noise-residual detector's verdict at the run's threshold (when the run ships one), both models' top-k."""
+    from core.detect import SupervisedDetector
+
+    x = x.float() / 255 if x.dtype == torch.uint8 else x
+    view = reconstruction_view(autoencoder, x.unsqueeze(0))
+    mse = float(view["mse"][0])
+    verdicts = {"reconstruction": view["reconstruction"][0], "error_map": view["error_map"][0], "mse": mse,
+                "dae_dropped": mse > dae_threshold,
+                "student_top": top_classes(student, x.unsqueeze(0), k)[0],
+                "undefended_top": top_classes(undefended, x.unsqueeze(0), k)[0]}
+    if residual_model is not None:
+        residual = float(SupervisedDetector(residual_model, device=torch.device("cpu")).score(x.unsqueeze(0))[0])
+        verdicts.update(residual=residual, residual_flagged=residual > run.threshold_of("supervised"))
+    return verdicts
+
+
+def poison_preview(train, surrogate: torch.nn.Module, classes: list[int], per_class: int, config) -> dict:
+    """A few training images of the chosen classes poisoned with config (seeded choice): clean, poisoned, the
+    perturbation amplified to [0, 1] for display, its size, and the surrogate's accuracy before and after."""
+    from core.evaluate import accuracy
+    from core.poison import craft, quantise_toward
+
+    rng = np.random.default_rng(config.seed)
+    labels_np = train.labels.numpy()
+    index = [int(i) for c in classes for i in rng.choice(np.flatnonzero(labels_np == c), per_class, replace=False)]
+    index = torch.tensor(index, dtype=torch.long)
+    clean, labels = train.images[index], train.labels[index]
+    poisoned = quantise_toward(clean, craft(surrogate, clean, labels, config), config.eps)
+    amplified = ((poisoned.float() - clean.float()) / max(2 * config.eps * 255, 1e-6) + 0.5).clamp(0, 1)
+    return {"clean": clean, "poisoned": poisoned, "labels": labels, "amplified": amplified,
+            "stats": perturbation_stats(clean, poisoned), "acc_before": accuracy(surrogate, clean, labels),
+            "acc_after": accuracy(surrogate, poisoned, labels)}
+
+
+def threat_preview(train, config, shown: int = 8) -> dict:
+    """A threat that needs no surrogate (label flip, backdoor) applied to the whole train split, and a seeded few of
+    its poisons with their old and new labels."""
+    from core.poison import poison_training_set
+
+    poisoned = poison_training_set(train, None, config)
+    changed = torch.nonzero(poisoned.poison_mask).flatten()
+    chosen = changed[torch.randperm(len(changed), generator=torch.Generator().manual_seed(config.seed))[:shown]]
+    return {"n_poisoned": poisoned.n_poisoned, "n_train": len(train), "images": poisoned.data.images[chosen],
+            "old_labels": train.labels[chosen].tolist(), "new_labels": poisoned.data.labels[chosen].tolist()}
+
+
+def applied_summary(train, poisoned) -> dict:
+    """How many training images a poisoning replaced, how many differ after rounding, and the perturbation's size."""
+    changed = (poisoned.data.images != train.images).flatten(1).any(dim=1)
+    mask = poisoned.poison_mask
+    return {"poisoned": poisoned.n_poisoned, "of": len(train), "actually changed": int(changed.sum()),
+            **perturbation_stats(train.images[mask], poisoned.data.images[mask])}
+
+
+def train_at_threshold(run: Run, splits, score: str, threshold: float, temperature: float, epochs: int,
+                       progress=None, should_stop=None) -> tuple[dict, torch.nn.Module]:
+    """Teacher and student at T on the run's stored training samples whose `score` is at most threshold, measured
+    like the sweep (its test subset, the run's paper-style attacks). Returns (point, student)."""
+    from core.evaluate import robustness
+    from core.sweep import distil_at_threshold
+
+    poisoned = run.poisons(splits.train)
+    _, student, kept = distil_at_threshold(poisoned.data, run.scores_of(score), threshold, run.config, epochs,
+                                           temperature, progress, should_stop)
+    if progress is not None:
+        progress("measuring the student (clean, FGSM, I-FGSM)", 0, 1)
+    test = student_test_subset(run, splits.test)
+    point = {"score": score, "threshold": threshold, "temperature": temperature, "epochs": epochs, "kept": int(kept.sum()),
+             **robustness(student, test, run.config.eval_attack)}
+    return point, student
+
+
+def mean_reconstruction_error(autoencoder: torch.nn.Module, images: torch.Tensor) -> float:
+    from core.detect import reconstruction_error
+
+    return float(reconstruction_error(autoencoder, images).mean())
+
+
+def as_pixels(image: torch.Tensor) -> np.ndarray:
+    """uint8 (3, H, W) or float [0, 1] -> HWC uint8 for display."""
+    if image.dtype != torch.uint8:
+        image = (image.clamp(0, 1) * 255).round().to(torch.uint8)
+    return image.permute(1, 2, 0).numpy()
 
 
 def example_pool(run: Run, train, pool_size: int = 48) -> dict:
@@ -182,8 +281,10 @@ def _mean_std(stat: dict | None, percent: bool) -> str:
     return f"{stat['mean']:.3f} ± {stat['std']:.3f}" if stat["n"] > 1 else f"{stat['mean']:.3f}"
 
 
-def comparison_rows(threat_summary: dict, labels: dict[str, str]) -> list[dict]:
+def comparison_rows(threat_summary: dict) -> list[dict]:
     """One row per model of a threat's summary (reference models, then each filter), numbers as 'mean ± std'."""
+    from core.detect import filter_label
+
     detection = ("auroc", "precision", "recall")
     rows = []
     for name, metrics in threat_summary["reference"].items():
@@ -193,7 +294,7 @@ def comparison_rows(threat_summary: dict, labels: dict[str, str]) -> list[dict]:
         rows.append(row)
     for name, quality in threat_summary["filters"].items():
         student = quality.get("student") or {}
-        row = {"model": "student at T" if student else "(scored only)", "filter": labels.get(name, name)}
+        row = {"model": "student at T" if student else "(scored only)", "filter": filter_label(name)}
         for key, title in COMPARISON_COLUMNS:
             row[title] = _mean_std(quality.get(key), percent=False) if key in detection else _mean_std(student.get(key), percent=True)
         rows.append(row)

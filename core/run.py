@@ -140,9 +140,15 @@ class Run:
 
     def calibration(self, splits: GTSRBSplits) -> ImageSet:
         """The trusted images held out of DAE training (no model of the run trained on them)."""
-        _, index = stratified_split(splits.trusted.labels, self.config.calibration_fraction,
-                                    sampling_seed(self.config.seed, "calibration_split"))
-        return splits.trusted.subset(index)
+        return splits.trusted.subset(self._trusted_parts(splits)[1])
+
+    def dae_data(self, splits: GTSRBSplits) -> ImageSet:
+        """The trusted images the run's defender and DAE trained on."""
+        return splits.trusted.subset(self._trusted_parts(splits)[0])
+
+    def _trusted_parts(self, splits: GTSRBSplits):
+        return stratified_split(splits.trusted.labels, self.config.calibration_fraction,
+                                sampling_seed(self.config.seed, "calibration_split"))
 
     def check_models(self, roles=MODEL_NAMES) -> None:
         """Load every named model once so a missing or truncated file fails before any long work starts."""

@@ -26,6 +26,12 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def device_description() -> str:
+    """'CPU' or 'GPU (<name>)': where runs train, for people."""
+    device = default_device()
+    return f"GPU ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "CPU"
+
+
 def to_float_images(batch: torch.Tensor) -> torch.Tensor:
     """uint8 pixels -> float32 in [0, 1]; float tensors pass through."""
     return batch.float().div_(255.0) if batch.dtype == torch.uint8 else batch

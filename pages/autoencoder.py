@@ -3,12 +3,10 @@ from dataclasses import replace
 
 import pandas as pd
 import streamlit as st
-import torch
 
+from core import explore
 from core.dae import DAEConfig, TuneConfig, config_from_params, denoising_pairs, load_study_if_any, train_dae, tune
-from core.detect import reconstruction_error
 from core.models import AutoencoderConfig
-from core.train import predict
 from ui.common import (ensure_navigation, require_run, cached_autoencoder, cached_classifier, cached_example_pool, cached_run, enlarged, guard, run_dir,
                        run_splits)
 
@@ -31,11 +29,11 @@ with shipped:
 
 @st.cache_resource(max_entries=1, show_spinner="Crafting the defender's perturbed copies...")
 def cached_pairs(directory: str, eps: float, alpha: float, steps: int):
-    """Denoising pairs from the trusted set (clean -> clean, defender's FGSM / I-FGSM copies -> clean)."""
+    """The run's DAE training pairs: its trusted images minus the calibration slice (clean -> clean) and the
+    defender's FGSM / I-FGSM copies of them (-> clean), at the given eps / alpha / steps."""
     run = cached_run(directory)
-    trusted = run_splits(run).trusted
     config = replace(run.config.dae, eps=eps, alpha=alpha, steps=steps)
-    return denoising_pairs(trusted, cached_classifier(directory, "defender"), config)
+    return denoising_pairs(run.dae_data(run_splits(run)), cached_classifier(directory, "defender"), config)
 
 
 with training:
@@ -65,7 +63,7 @@ with training:
                     chart.line_chart(pd.DataFrame({"training MSE": losses}, index=range(1, len(losses) + 1)))
 
             model, _ = train_dae(inputs, targets, config, progress)
-            test_error = float(reconstruction_error(model, run_splits(run).test.images[:2000]).mean())
+            test_error = explore.mean_reconstruction_error(model, run_splits(run).test.images[:2000])
             st.session_state["trained_dae"] = model
             st.success(f"Trained. Mean reconstruction error on 2,000 test images: {test_error:.6f} "
                        f"(shipped DAE: {run.results['dae']['mean_reconstruction_error_test']:.6f}).")
@@ -108,15 +106,10 @@ with gallery:
     with guard("the gallery"):
         autoencoder = st.session_state.get("trained_dae") or cached_autoencoder(run_dir())
         pool = cached_example_pool(run_dir())
-        images = pool["delivered"][:8]
-        reconstruction = predict(autoencoder, images)
-        error = ((reconstruction - images.float() / 255) ** 2).mean(dim=1)  # per pixel, averaged over colour
-        scale = float(error.max()) or 1.0
-        for row in range(len(images)):
+        view = explore.reconstruction_view(autoencoder, pool["delivered"][:8])
+        for row in range(len(view["input"])):
             cols = st.columns(4)
-            cols[0].image(enlarged(images[row]), caption="input" if row == 0 else None)
-            cols[1].image(enlarged(reconstruction[row]), caption="reconstruction" if row == 0 else None)
-            heat = (error[row] / scale).clamp(0, 1)
-            heat_rgb = torch.stack([heat, torch.zeros_like(heat), 1 - heat])
-            cols[2].image(enlarged(heat_rgb), caption="error (blue low, red high)" if row == 0 else None)
-            cols[3].markdown(f"{'**poison**' if pool['is_poisoned'][row] else 'clean'} — MSE {float(error[row].mean()):.5f}")
+            cols[0].image(enlarged(view["input"][row]), caption="input" if row == 0 else None)
+            cols[1].image(enlarged(view["reconstruction"][row]), caption="reconstruction" if row == 0 else None)
+            cols[2].image(enlarged(view["error_map"][row]), caption="error (blue low, red high)" if row == 0 else None)
+            cols[3].markdown(f"{'**poison**' if pool['is_poisoned'][row] else 'clean'} — MSE {float(view['mse'][row]):.5f}")

@@ -6,8 +6,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import explore
-from core.detect import LABELS
-from core.poison import THREATS
+from core.detect import filter_label
+from core.registry import THREATS
 from ui.common import cached_comparison, ensure_navigation, figure_download, guard, require_run
 
 ensure_navigation()
@@ -17,27 +17,22 @@ st.caption("Rules: poisons are 8-bit images like the rest; a detector sees only 
            "classifier and DAE, and the training set; never the attacker's surrogate or the poison mask, which is used "
            "here only to score. Every detector drops the same share of the training set (the run's threshold rule).")
 
-THREAT_LABELS = {"perturbation": "Perturbation (the paper's I-FGSM, eps 0.01)", "label_flip": "Label flipping",
-                 "backdoor": "BadNets backdoor"}
 comparison = None
 with guard("loading the comparison"):
     comparison = cached_comparison()
 if comparison is None:
     st.stop()
 
-threats = [threat for threat in THREATS if threat in comparison["summary"]]
-threat = st.radio("Threat model", threats, format_func=THREAT_LABELS.get, horizontal=True, key="threat", bind="query-params")
+threats = [threat for threat in comparison["summary"] if threat in THREATS]
+threat = st.radio("Threat model", threats, format_func=THREATS.label, horizontal=True, key="threat", bind="query-params")
 summary = comparison["summary"][threat]
 first_run = next(iter(comparison["runs"].values()))[threat]
 experiment = comparison["config"]["experiment"]
 n_seeds = len(comparison["runs"])
 poison = first_run["poison"]
-what = {"perturbation": f"{poison['fraction']:.0%} of the training images replaced by I-FGSM copies (eps 0.01) crafted on the "
-                        "attacker's surrogate, labels kept",
-        "label_flip": f"{poison['fraction']:.0%} of the Stop signs (class 14) relabelled as 60 km/h (class 3)",
-        "backdoor": f"a 3x3 checkerboard stamped on {poison['fraction']:.0%} of the other classes' training images, "
-                    "relabelled as 60 km/h (class 3)"}[threat]
-st.markdown(f"**{THREAT_LABELS[threat]}**: {what}; {poison['n_poisoned']:,} poisons in {poison['n_train']:,} training images. "
+spec = THREATS[threat]
+what = f"{spec.description} Poison fraction: {poison['fraction']:.0%} of {spec.fraction_of}"
+st.markdown(f"**{spec.label}**: {what}: {poison['n_poisoned']:,} poisons in {poison['n_train']:,} training images. "
             f"Preset `{experiment['preset']}`, {n_seeds} seed{'s' if n_seeds > 1 else ''} (mean ± standard deviation), "
             f"{first_run['n_test']:,} test images, worst case over adaptive attacks on {first_run['n_robust_test']:,} of them.")
 
@@ -57,7 +52,7 @@ else:
     damage[2].metric("undefended: I-FGSM accuracy", f"{undefended['ifgsm_acc']['mean']:.1%}")
     damage[3].metric("undefended: worst case", f"{undefended['adaptive_acc']['mean']:.1%}")
 
-rows = explore.comparison_rows(summary, LABELS)
+rows = explore.comparison_rows(summary)
 table = pd.DataFrame(rows)
 st.dataframe(table, width="stretch", hide_index=True)
 st.caption("ROC AUC, precision and recall score each detector's drop decision against the ground truth (controls: the "
@@ -69,13 +64,13 @@ downloads[0].download_button("Download the table (CSV)", table.to_csv(index=Fals
 downloads[1].download_button("Download compare.json", json.dumps(comparison, indent=2), "compare.json", "application/json")
 
 detectors = [name for name, quality in summary["filters"].items() if quality.get("auroc") and name not in ("random", "oracle", "none")]
-auc = go.Figure(go.Bar(x=[LABELS.get(name, name) for name in detectors], y=[summary["filters"][name]["auroc"]["mean"] for name in detectors],
+auc = go.Figure(go.Bar(x=[filter_label(name) for name in detectors], y=[summary["filters"][name]["auroc"]["mean"] for name in detectors],
                        error_y=dict(type="data", array=[summary["filters"][name]["auroc"]["std"] for name in detectors]),
                        marker_color=["#e45756" if name == "dae" else "#4c78a8" for name in detectors]))
 auc.add_hline(0.5, line_dash="dot", line_color="grey", annotation_text="chance")
 auc.add_hline(0.95, line_dash="dash", line_color="green", annotation_text="goal 0.95")
 auc.update_layout(height=360, margin=dict(t=40, b=30), yaxis_range=[0, 1.02], yaxis_title="ROC AUC (mean ± std over seeds)",
-                  title=f"Separating poisons from clean training images: {THREAT_LABELS[threat]}")
+                  title=f"Separating poisons from clean training images: {spec.label}")
 st.plotly_chart(auc, width="stretch", key="chart-auc")
 figure_download(auc, f"detector_auc_{threat}")
 
@@ -84,7 +79,7 @@ if run.detectors and threat == run.config.poison.threat:
     st.subheader("On the loaded run")
     st.caption(f"The same detectors on the loaded run's training set ({run.detectors['n_poisoned']:,} poisons in "
                f"{run.detectors['n_train']:,} images, preset `{run.config.preset}`). Switch the score on the Threshold page.")
-    paper_rows = [{"detector": LABELS.get(name, name), "ROC AUC": quality["auroc"], "precision": quality["precision"],
+    paper_rows = [{"detector": filter_label(name), "ROC AUC": quality["auroc"], "precision": quality["precision"],
                    "recall": quality["recall"]} for name, quality in run.detectors["detectors"].items()]
     st.dataframe(pd.DataFrame(paper_rows).style.format({"ROC AUC": "{:.3f}", "precision": "{:.3f}", "recall": "{:.3f}"}),
                  width="stretch", hide_index=True)

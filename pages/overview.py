@@ -4,10 +4,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import explore
-from core.pipeline import MODEL_NAMES, PAPER_RESULTS, export_run, run_experiment
-from core.poison import PoisonConfig
-from ui.common import ensure_navigation, require_run, guard, preset_config
+from core.pipeline import MODEL_NAMES, PAPER_RESULTS
+from core.run import SHIPPED_RUN, train_run
+from ui.common import custom_poison, data_root, ensure_navigation, guard, preset_config, require_run
 
 ensure_navigation()
 
@@ -36,22 +35,14 @@ if run_clicked:
     with guard("the experiment"):
         config = preset_config()
         if st.session_state.get("preset") == "Custom":
-            threat = st.session_state.get("threat", "perturbation")
-            if threat == "perturbation":
-                keys = {"attack": "attack", "eps": "eps", "alpha": "alpha", "steps": "steps", "fraction": "fraction"}
-            else:  # the Poison page's label-flip / backdoor settings
-                keys = {"source_class": "source_class", "target_class": "target_class", "trigger_size": "trigger_size",
-                        "fraction": f"fraction_{threat}"}
-            values = {field: st.session_state[key] for field, key in keys.items() if key in st.session_state}
-            config = replace(config, poison=PoisonConfig(**{**config.poison.to_dict(), "threat": threat, **values}))
+            config = replace(config, poison=custom_poison() or config.poison)
         out = Path("runs") / f"app-{config.preset}-seed{config.seed}"
         with st.status(f"Running {config.summary()}", expanded=True) as status:
             bar = st.progress(0.0)
             st.button("Cancel", key="cancel-run", help="Stops the run; finished models stay cached")
-            results, state = run_experiment(config, Path("runs") / "cache", progress=lambda stage, done, total:
-                                            bar.progress(done / max(total, 1), text=f"{stage}: {done}/{total}"))
-            export_run(results, state, out)
-            status.update(label=f"Done in {results['seconds']:.0f} s; results in {out}", state="complete")
+            run = train_run(config, out, Path("runs") / "cache", data_root(),
+                            progress=lambda stage, done, total: bar.progress(done / max(total, 1), text=f"{stage}: {done}/{total}"))
+            status.update(label=f"Done in {run.results['seconds']:.0f} s; results in {out}", state="complete")
         st.session_state["run_dir"] = str(out)
 
 run = require_run()

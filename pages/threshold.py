@@ -7,7 +7,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import explore
-from core.detect import LABELS, PAPER_INFERRED_THRESHOLD, PAPER_INITIAL_THRESHOLD, infer_threshold_from_scores
+from core.detect import PAPER_INFERRED_THRESHOLD, PAPER_INITIAL_THRESHOLD, filter_label, infer_threshold_from_scores
+from core.registry import DETECTORS
 from core.sweep import accuracy_at
 from ui.common import (ensure_navigation, require_run, cached_curves, cached_example_pool, cached_scores, figure_download, guard,
                        ringed, run_dir)
@@ -20,7 +21,8 @@ st.caption("Samples scored above the threshold are dropped before the teacher se
 
 directory = run_dir()
 run = require_run()
-score_names = run.score_names()
+scored = run.score_names()
+score_names = list(dict.fromkeys([*scored, *DETECTORS.names()]))  # every registered detector; unscored ones say so
 
 
 def reset_threshold() -> None:  # a new score has its own scale: start from the run's threshold for it
@@ -28,12 +30,14 @@ def reset_threshold() -> None:  # a new score has its own scale: start from the 
         st.session_state.pop(key, None)
 
 
-score = st.selectbox("Score", score_names, format_func=lambda name: LABELS.get(name, name), key="score", bind="query-params",
-                     on_change=reset_threshold,
-                     help="Every detector was scored on this run's training set by `python -m core detectors`. "
+score = st.selectbox("Score", score_names, key="score", bind="query-params", on_change=reset_threshold,
+                     format_func=lambda name: filter_label(name) + ("" if name in scored else " (not scored on this run)"),
+                     help="Every detector scored on this run's training set by `python -m core detectors`. "
                           "The Detectors page compares them across threat models, with controls.")
-if len(score_names) == 1:
-    st.caption("Only the DAE score is available for this run: run `python -m core detectors --run-dir <run>` for the others.")
+if score not in scored:
+    st.info(f"{filter_label(score)} has not been scored on this run: `python -m core detectors --run-dir {directory}` "
+            "scores every registered detector.")
+    st.stop()
 scores, mask = cached_scores(directory, score)
 curves = cached_curves(directory, score)
 is_dae = score == "dae"
@@ -90,7 +94,7 @@ if is_dae and PAPER_INFERRED_THRESHOLD < low:
 @st.fragment
 def live_view() -> None:
     slider_column, number_column = st.columns([4, 1])
-    slider_column.slider(f"Threshold ({LABELS.get(score, score)})", low, high, key="threshold", step=(high - low) / 1000,
+    slider_column.slider(f"Threshold ({filter_label(score)})", low, high, key="threshold", step=(high - low) / 1000,
                          format="%.5f", on_change=from_slider, bind="query-params")
     number_column.number_input("exact value", low, high, key="threshold_input", step=1e-4, format="%.5f", on_change=from_number)
     threshold = float(st.session_state["threshold"])
@@ -132,7 +136,7 @@ def live_view() -> None:
     centres = (hist["edges"][:-1] + hist["edges"][1:]) / 2
     histogram_figure = go.Figure([go.Bar(x=centres, y=hist["clean"], name="clean", marker_color="#4c78a8", opacity=0.7),
                                   go.Bar(x=centres, y=hist["poisoned"], name="poisoned", marker_color="#e45756", opacity=0.7)])
-    histogram_figure.update_layout(barmode="overlay", height=300, margin=dict(t=30, b=30), title=LABELS.get(score, score),
+    histogram_figure.update_layout(barmode="overlay", height=300, margin=dict(t=30, b=30), title=filter_label(score),
                                    xaxis_title=unit, yaxis_title="training images", yaxis_type="log")
     histogram_figure.add_vline(threshold, line_color="black", line_dash="dash")
 

@@ -59,3 +59,13 @@ class Saturated(torch.nn.Module):
 @pytest.fixture(scope="session")
 def saturated_classifier(small_classifier) -> torch.nn.Module:
     return Saturated(small_classifier, 1e3).eval()
+
+
+@pytest.fixture(scope="session")
+def run_directory(gtsrb_root):
+    """The run the app tests open: $DAE_DISTILL_RUN, else the shipped paper run."""
+    from core.run import SHIPPED_RUN
+
+    directory = os.environ.get("DAE_DISTILL_RUN", str(SHIPPED_RUN))
+    assert os.path.exists(os.path.join(directory, "results.json")), f"no shipped run at {directory}"
+    return directory

@@ -1,5 +1,6 @@
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -57,16 +58,77 @@ def test_cache_round_trips_and_is_fast(gtsrb_root, tmp_path, monkeypatch):
     assert torch.equal(first.images, third.images)
 
 
-def test_decoded_images_match_torchvision(gtsrb_root):
-    from torchvision.datasets import GTSRB
-    import numpy as np
+def make_gtsrb_root(root, size=None, seed=0, per_class=2, classes=3):
+    """A GTSRB folder in torchvision's layout with random images: full-size (per-image sizes around 40-60 px)
+    or, with size=32, the same pictures pre-resized by another tool (Pillow's box filter)."""
+    from PIL import Image
 
-    ours = load_gtsrb("test", gtsrb_root)
-    reference = GTSRB(root=str(gtsrb_root), split="test")
-    for index in (0, 1234, 12_629):
-        image, label = reference[index]
-        expected = torch.from_numpy(np.asarray(image.convert("RGB").resize((32, 32))).copy()).permute(2, 0, 1)
-        assert torch.equal(ours.images[index], expected) and int(ours.labels[index]) == label
+    rng = np.random.default_rng(seed)
+    pictures = []
+    for split in ("train", "test"):
+        for label in range(classes):
+            for number in range(per_class):
+                height, width = rng.integers(38, 64, size=2)
+                pictures.append((split, label, number, rng.integers(0, 256, (height, width, 3), dtype=np.uint8)))
+    rows = ["Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId"]
+    for split, label, number, pixels in pictures:
+        image = Image.fromarray(pixels)
+        if size is not None:
+            image = image.resize((size, size), Image.BOX)
+        if split == "train":
+            folder = root / "gtsrb" / "GTSRB" / "Training" / f"{label:05d}"
+            name = f"{label:05d}_{number:05d}.ppm"
+        else:
+            folder = root / "gtsrb" / "GTSRB" / "Final_Test" / "Images"
+            name = f"{label:02d}{number:03d}.ppm"
+            rows.append(f"{name};{image.width};{image.height};0;0;{image.width};{image.height};{label}")
+        folder.mkdir(parents=True, exist_ok=True)
+        image.save(folder / name)
+    (root / "gtsrb" / "GT-final_test.csv").write_text("\n".join(rows) + "\n")
+    return pictures
+
+
+def test_full_size_images_are_resized_bilinearly(tmp_path, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setenv("DAE_DISTILL_CACHE", str(tmp_path / "cache"))
+    pictures = make_gtsrb_root(tmp_path / "full")
+    train = load_gtsrb("train", tmp_path / "full")
+    originals = [pixels for split, _, _, pixels in pictures if split == "train"]
+    assert len(train) == len(originals) and all(p.shape[0] != 32 for p in originals)
+    for index, pixels in enumerate(originals):
+        expected = np.asarray(Image.fromarray(pixels).resize((32, 32), Image.BILINEAR)).transpose(2, 0, 1)
+        assert np.array_equal(train.images[index].numpy(), expected), index
+        bicubic = np.asarray(Image.fromarray(pixels).resize((32, 32))).transpose(2, 0, 1)  # Pillow's default
+        assert not np.array_equal(train.images[index].numpy(), bicubic)  # so the test can tell the two apart
+
+
+def test_full_size_and_pre_resized_roots_do_not_share_cache_entries(tmp_path, monkeypatch):
+    from core.pipeline import ModelCache, _data_and_classifiers, preset
+    from core.storage import config_hash
+
+    monkeypatch.setenv("DAE_DISTILL_CACHE", str(tmp_path / "cache"))
+    make_gtsrb_root(tmp_path / "full", per_class=4)
+    make_gtsrb_root(tmp_path / "small", size=32, per_class=4)
+    keys = []
+    for root in ("full", "small"):
+        _, data_key, _ = _data_and_classifiers(preset("paper"), ModelCache(tmp_path / "models"), tmp_path / root,
+                                               lambda *args: None, None, False)
+        keys.append(data_key)
+    assert keys[0]["train"] != keys[1]["train"] and config_hash(keys[0]) != config_hash(keys[1])
+    assert len(list((tmp_path / "cache").glob("gtsrb-train-*.safetensors"))) == 2  # decoded separately too
+
+
+def test_cache_keys_change_with_the_recipe(monkeypatch):
+    from core import recipe
+    from core.storage import config_hash
+
+    before = config_hash(recipe.recipe_key("classifier"))
+    monkeypatch.setitem(recipe.RECIPE_VERSIONS, "classifier", recipe.RECIPE_VERSIONS["classifier"] + 1)
+    assert config_hash(recipe.recipe_key("classifier")) != before
+    monkeypatch.setenv("DAE_DISTILL_DEVICE", "meta")  # another device type is another key, too
+    monkeypatch.setitem(recipe.RECIPE_VERSIONS, "classifier", recipe.RECIPE_VERSIONS["classifier"] - 1)
+    assert config_hash(recipe.recipe_key("classifier")) != before
 
 
 def test_missing_dataset_names_the_variable_and_layout(tmp_path):

@@ -14,9 +14,10 @@ import torch
 from core import explore
 from core.data import DatasetNotFoundError, dataset_available, default_root, load_splits
 from core.pipeline import ExperimentConfig, preset
+from core.poison import PoisonConfig
 from core.run import SHIPPED_RUN, Run
 from core.storage import CheckpointError
-from core.train import TrainingCancelled, default_device
+from core.train import TrainingCancelled, device_description
 
 torch.set_num_threads(max(1, os.cpu_count() or 1))
 
@@ -111,12 +112,6 @@ def cached_example_pool(directory: str, pool_size: int = 48) -> dict:
     return explore.example_pool(run, splits.train, pool_size)
 
 
-def current_experiment() -> ExperimentConfig | None:
-    with contextlib.suppress(Exception):
-        return cached_run(run_dir()).config
-    return None
-
-
 def sidebar() -> None:
     """Dataset, device and current experiment, with the preset picker; shared by every page."""
     with st.sidebar:
@@ -129,18 +124,30 @@ def sidebar() -> None:
             st.error(f"GTSRB not found at `{root}`.")
             st.caption("Set `GTSRB_ROOT` to the folder holding `gtsrb/GTSRB/Training` and restart, "
                        "or run `python -m core --download data` on a machine with internet.")
-        device = default_device()
-        st.caption(f"Device: **{'GPU (' + torch.cuda.get_device_name(0) + ')' if device.type == 'cuda' else 'CPU'}**")
+        st.caption(f"Device: **{device_description()}**")
         st.subheader("Experiment")
         st.radio("Preset", PRESETS, key="preset", horizontal=True,
                  help="Paper: all of GTSRB, the paper's settings. Quick: a quarter of it, fewer epochs. "
                       "Custom: your own values on the Poison and Distillation pages.")
-        experiment = current_experiment()
-        if experiment is not None:
-            st.caption(f"Loaded run: {experiment.summary()}")
+        try:
+            run = cached_run(run_dir())
+        except (CheckpointError, OSError) as error:
+            st.warning(f"No run loaded from `{run_dir()}`: {error}. On the Overview page, *Load the shipped demo run* "
+                       "or *Run the experiment*; or `python -m core run --preset paper --out checkpoints/paper`.")
         else:
-            st.warning("No run loaded: the shipped demo run is missing or corrupt. Run `python -m core run --preset paper "
-                       "--out checkpoints/paper`, or use *Run the quick experiment* on the Overview page.")
+            st.caption(f"Loaded run: {run.config.summary()}")
+            if run.outdated:
+                st.warning(run.outdated_note())
+
+
+def set_custom_poison(config: PoisonConfig) -> None:
+    """The Poison page's current settings: what *Run the experiment* uses with the Custom preset."""
+    st.session_state["custom_poison"] = config.to_dict()
+
+
+def custom_poison() -> PoisonConfig | None:
+    stored = st.session_state.get("custom_poison")
+    return PoisonConfig(**stored) if stored else None
 
 
 def preset_config() -> ExperimentConfig:
@@ -155,18 +162,12 @@ def figure_download(figure, name: str) -> None:
                        mime="text/html", key=f"download-{name}")
 
 
-def as_pixels(image: torch.Tensor) -> np.ndarray:
-    """uint8 (3, H, W) or float [0, 1] -> HWC uint8 for st.image."""
-    if image.dtype != torch.uint8:
-        image = (image.clamp(0, 1) * 255).round().to(torch.uint8)
-    return image.permute(1, 2, 0).numpy()
+def enlarged(image, scale: int = 4) -> np.ndarray:
+    """An image tensor (uint8 or [0, 1]) as HWC uint8 pixels, each pixel a scale x scale block."""
+    return np.kron(explore.as_pixels(image), np.ones((scale, scale, 1), dtype=np.uint8))
 
 
-def enlarged(image: torch.Tensor, scale: int = 4) -> np.ndarray:
-    return np.kron(as_pixels(image), np.ones((scale, scale, 1), dtype=np.uint8))
-
-
-def ringed(image: torch.Tensor, correct: bool, scale: int = 4) -> np.ndarray:
+def ringed(image, correct: bool, scale: int = 4) -> np.ndarray:
     """The image enlarged with a green (right decision) or red (wrong decision) ring, as in the paper's figures."""
     pixels = enlarged(image, scale)
     colour = np.array([0, 170, 0] if correct else [220, 0, 0], dtype=np.uint8)
@@ -175,21 +176,10 @@ def ringed(image: torch.Tensor, correct: bool, scale: int = 4) -> np.ndarray:
     return pixels
 
 
-@st.cache_resource(max_entries=1, show_spinner=False)
-def cached_poisoned_train(directory: str):
-    """The run's poisoned training set, from the poisons stored with it."""
-    run = cached_run(directory)
-    return run.poisons(run_splits(run).train)
-
-
 def train_at_threshold(threshold: float, temperature: float, epochs: int, score: str = "dae") -> dict:
-    """Teacher and student at T on the samples whose `score` is at most threshold, measured like the sweep."""
-    from core.evaluate import robustness
-    from core.sweep import distil_at_threshold
-
+    """Teacher and student at T on the samples whose `score` is at most threshold (core.explore), with a progress bar."""
     directory = run_dir()
     run = cached_run(directory)
-    poisoned = cached_poisoned_train(directory)
     with st.status(f"Training teacher and student at T={temperature} on the samples kept at {threshold:.5f}", expanded=True) as status:
         bar = st.progress(0.0)
         st.button("Cancel", key="cancel-training", help="Stops the run (any click interrupts it)")
@@ -197,12 +187,7 @@ def train_at_threshold(threshold: float, temperature: float, epochs: int, score:
         def progress(stage: str, done: int, total: int) -> None:
             bar.progress(done / max(total, 1), text=f"{stage}: step {done}/{total}")
 
-        _, student, kept = distil_at_threshold(poisoned.data, run.scores_of(score), threshold, run.config, epochs,
-                                               temperature, progress)
-        bar.progress(1.0, text="measuring the student (clean, FGSM, I-FGSM)")
-        test = explore.student_test_subset(run, run_splits(run).test)
-        point = {"score": score, "threshold": threshold, "temperature": temperature, "epochs": epochs, "kept": int(kept.sum()),
-                 **robustness(student, test, run.config.eval_attack)}
+        point, student = explore.train_at_threshold(run, run_splits(run), score, threshold, temperature, epochs, progress)
         status.update(label=f"Trained at {threshold:.5f}: student clean {point['clean_acc']:.2%}, I-FGSM {point['ifgsm_acc']:.2%}",
                       state="complete")
     st.session_state.setdefault("trained_points", []).append(point)
