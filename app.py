@@ -1,4 +1,5 @@
 """Streamlit entry point: `streamlit run app.py` (or `make app`). Pages live in pages/, computing in core/."""
+
 import streamlit as st
 
 from ui.common import sidebar

@@ -5,6 +5,7 @@
 Prints the time of each and the ratio torchattacks / ours (>= 1 means ours is at least as fast), and
 checks that the outputs agree to float precision.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,11 @@ def main() -> None:
     y = torch.randint(0, 43, (args.n,), device=device)
     cases = [
         ("FGSM eps 0.01", lambda: fgsm(model, x, y, 0.01), lambda: torchattacks.FGSM(model, eps=0.01)(x, y)),
-        ("I-FGSM eps 0.01, alpha 0.01, 10 steps", lambda: ifgsm(model, x, y, 0.01, 0.01, 10),
-         lambda: torchattacks.BIM(model, eps=0.01, alpha=0.01, steps=10)(x, y)),
+        (
+            "I-FGSM eps 0.01, alpha 0.01, 10 steps",
+            lambda: ifgsm(model, x, y, 0.01, 0.01, 10),
+            lambda: torchattacks.BIM(model, eps=0.01, alpha=0.01, steps=10)(x, y),
+        ),
     ]
     print(f"device {device}, {args.n} images, best of {args.repeats}")
     print(f"{'attack':<40}{'ours s':>10}{'torchattacks s':>16}{'ratio':>8}{'max |diff|':>12}")

@@ -6,6 +6,7 @@ Times what the page's fragment computes and builds per move (the 2x2 counts, the
 four plotly figures, the sweep lookup) and prints it against the 100 ms budget, side by side with the
 naive alternative that also rescores the filter and rebuilds the curves with scikit-learn on every move.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core import explore  # noqa: E402
-from core.run import SHIPPED_RUN, load_run  # noqa: E402
 from core.evaluate import filter_quality  # noqa: E402
+from core.run import SHIPPED_RUN, load_run  # noqa: E402
 from core.sweep import accuracy_at  # noqa: E402
 
 BUDGET_MS = 100.0
@@ -36,7 +37,12 @@ def one_move(scores, mask, curves, hist, sweep, threshold) -> None:
     figures = [
         go.Figure([go.Bar(x=centres, y=hist["clean"]), go.Bar(x=centres, y=hist["poisoned"])]),
         go.Figure([go.Scatter(x=curves["fpr"], y=curves["tpr"]), go.Scatter(x=[fpr], y=[tpr])]),
-        go.Figure([go.Scatter(x=curves["recall"], y=curves["precision"]), go.Scatter(x=[counts["recall"]], y=[counts["precision"]])]),
+        go.Figure(
+            [
+                go.Scatter(x=curves["recall"], y=curves["precision"]),
+                go.Scatter(x=[counts["recall"]], y=[counts["precision"]]),
+            ]
+        ),
     ]
     figures[0].add_vline(threshold)
     for figure in figures:
@@ -58,7 +64,11 @@ def main() -> None:
         source = "synthetic scores (no run found)"
     curves = explore.curves(scores, mask)
     edges = np.linspace(scores.min(), np.quantile(scores, 0.999), 81)
-    hist = {"edges": edges, "clean": np.histogram(scores[~mask], edges)[0], "poisoned": np.histogram(scores[mask], edges)[0]}
+    hist = {
+        "edges": edges,
+        "clean": np.histogram(scores[~mask], edges)[0],
+        "poisoned": np.histogram(scores[mask], edges)[0],
+    }
     thresholds = np.quantile(scores, np.linspace(0.05, 0.95, args.moves))
 
     one_move(scores, mask, curves, hist, sweep, float(thresholds[0]))  # warm-up: plotly's first figure is slow

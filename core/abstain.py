@@ -8,6 +8,7 @@ false-positive rate, with alibi-detect's threshold semantics (`MCDropoutDetector
 Reported: coverage (share of inputs answered) and accuracy on the answered inputs, clean and adversarial,
 and the whole coverage-accuracy curve.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -40,8 +41,9 @@ class AbstainConfig:
 
 
 @torch.no_grad()
-def mc_dropout_probabilities(model: nn.Module, images: torch.Tensor, passes: int, seed: int = 0,
-                             batch_size: int = 1024) -> torch.Tensor:
+def mc_dropout_probabilities(
+    model: nn.Module, images: torch.Tensor, passes: int, seed: int = 0, batch_size: int = 1024
+) -> torch.Tensor:
     """(passes, N, classes) softmax outputs with only the dropout layers in training mode. Seeded."""
     if not any(isinstance(module, nn.Dropout) for module in model.modules()):
         raise ValueError("MC dropout needs a model with dropout layers")
@@ -56,7 +58,7 @@ def mc_dropout_probabilities(model: nn.Module, images: torch.Tensor, passes: int
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
             for start in range(0, images.shape[0], batch_size):
-                x = to_float_images(images[start: start + batch_size].to(device))
+                x = to_float_images(images[start : start + batch_size].to(device))
                 outputs.append(torch.stack([torch.softmax(model(x).float(), dim=1) for _ in range(passes)]).cpu())
     finally:
         model.train(was_training)
@@ -67,7 +69,12 @@ def expected_kl(probabilities: torch.Tensor) -> torch.Tensor:
     """(passes, N, C) -> (N,): mean over passes of KL(p_i || mean_i p_i); 0 when all passes agree."""
     mean = probabilities.mean(dim=0, keepdim=True)
     ratio = probabilities.clamp_min(1e-30).log() - mean.clamp_min(1e-30).log()
-    return torch.where(probabilities > 0, probabilities * ratio, torch.zeros_like(ratio)).sum(dim=2).mean(dim=0).clamp_min(0)
+    return (
+        torch.where(probabilities > 0, probabilities * ratio, torch.zeros_like(ratio))
+        .sum(dim=2)
+        .mean(dim=0)
+        .clamp_min(0)
+    )
 
 
 class MCDropoutDetector(ScoreDetector):
@@ -93,7 +100,9 @@ def coverage_accuracy(scores: torch.Tensor, correct: torch.Tensor, cutoff: float
     return {"coverage": coverage, "accuracy": accuracy}
 
 
-def abstention_report(model: nn.Module, calibration: ImageSet, inputs: dict[str, ImageSet], config: AbstainConfig) -> dict:
+def abstention_report(
+    model: nn.Module, calibration: ImageSet, inputs: dict[str, ImageSet], config: AbstainConfig
+) -> dict:
     """Calibrate the cut-off on trusted clean images at config.fpr, then for each named input set
     (e.g. clean test, I-FGSM test): coverage and accuracy at that cut-off, and the curve over cut-offs."""
     detector = MCDropoutDetector(model, config)

@@ -12,9 +12,10 @@ attack's result independent of how the inputs are batched.
 
 `loss` lets later attacks swap the objective (logits / T, a margin loss) without another code path.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -49,8 +50,13 @@ def scaled_logits(loss: AttackLoss, temperature: float) -> AttackLoss:
 
 
 @torch.no_grad()
-def zero_gradient_fraction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: AttackLoss = cross_entropy_loss,
-                           batch_size: int = DEFAULT_BATCH_SIZE) -> float:
+def zero_gradient_fraction(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss: AttackLoss = cross_entropy_loss,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> float:
     """Share of inputs whose loss gradient is exactly zero: a sign-gradient attack cannot move them."""
     device = next(model.parameters()).device
     was_training = model.training
@@ -58,7 +64,7 @@ def zero_gradient_fraction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, l
     zero = 0
     try:
         for i in range(0, x.shape[0], batch_size):
-            gradient = loss_gradient(model, x[i: i + batch_size].to(device), y[i: i + batch_size].to(device), loss)
+            gradient = loss_gradient(model, x[i : i + batch_size].to(device), y[i : i + batch_size].to(device), loss)
             zero += int((gradient.flatten(1).abs().amax(dim=1) == 0).sum())
     finally:
         model.train(was_training)
@@ -76,7 +82,9 @@ def _check(x: torch.Tensor, eps: float, alpha: float | None = None, steps: int |
         raise ValueError(f"steps must be >= 1, got {steps}")
 
 
-def loss_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: AttackLoss = cross_entropy_loss) -> torch.Tensor:
+def loss_gradient(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: AttackLoss = cross_entropy_loss
+) -> torch.Tensor:
     """Gradient of the summed per-image loss w.r.t. x, in fp32 (model already on x's device)."""
     x = x.detach().clone().requires_grad_(True)
     with torch.enable_grad(), torch.autocast(x.device.type, enabled=False):
@@ -99,7 +107,9 @@ def _batched(attack_one_batch):
         model.eval()
         try:
             chunks = [
-                attack_one_batch(model, x[i: i + batch_size].to(device), y[i: i + batch_size].to(device), *args, **kwargs).to(x.device)
+                attack_one_batch(
+                    model, x[i : i + batch_size].to(device), y[i : i + batch_size].to(device), *args, **kwargs
+                ).to(x.device)
                 for i in range(0, x.shape[0], batch_size)
             ]
         finally:
@@ -112,8 +122,15 @@ def _batched(attack_one_batch):
     return run
 
 
-def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, loss: AttackLoss = cross_entropy_loss,
-         batch_size: int = DEFAULT_BATCH_SIZE) -> torch.Tensor:
+def fgsm(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    *,
+    loss: AttackLoss = cross_entropy_loss,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> torch.Tensor:
     """Fast gradient sign method: x + eps * sign(grad), clipped to [0, 1]."""
     _check(x, eps)
     return _fgsm(model, x, y, eps, loss=loss, batch_size=batch_size)
@@ -124,16 +141,35 @@ def _fgsm(model, x, y, eps, *, loss):
     return (x + eps * loss_gradient(model, x, y, loss).sign()).clamp_(0.0, 1.0)
 
 
-def ifgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int, *,
-          loss: AttackLoss = cross_entropy_loss, batch_size: int = DEFAULT_BATCH_SIZE) -> torch.Tensor:
+def ifgsm(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    alpha: float,
+    steps: int,
+    *,
+    loss: AttackLoss = cross_entropy_loss,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> torch.Tensor:
     """Iterative FGSM (BIM): `steps` steps of alpha * sign(grad), each projected onto the eps-ball and [0, 1]."""
     _check(x, eps, alpha, steps)
     return _iterate(model, x, y, eps, alpha, steps, None, loss=loss, batch_size=batch_size)
 
 
-def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int,
-        random_start: bool = True, *, generator: torch.Generator | None = None,
-        loss: AttackLoss = cross_entropy_loss, batch_size: int = DEFAULT_BATCH_SIZE) -> torch.Tensor:
+def pgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    alpha: float,
+    steps: int,
+    random_start: bool = True,
+    *,
+    generator: torch.Generator | None = None,
+    loss: AttackLoss = cross_entropy_loss,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> torch.Tensor:
     """PGD: I-FGSM from a uniformly random start in the eps-ball (Madry et al.)."""
     _check(x, eps, alpha, steps)
     start_generator = (generator or torch.Generator().manual_seed(0)) if random_start else None
@@ -154,6 +190,7 @@ def _iterate(model, x, y, eps, alpha, steps, start_generator, *, loss):
 
 # ---- the attack registry: every poisoning / upload attack the CLI and app offer ----------------
 # Each entry takes (model, x, y, eps, alpha, steps, generator) so callers need not know which it uses.
+
 
 def _run_fgsm(model, x, y, eps, alpha, steps, generator=None):
     return fgsm(model, x, y, eps)

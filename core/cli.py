@@ -3,6 +3,7 @@
 It parses, calls the engine and prints; the engine is imported lazily so that errors stay fast. Errors end in one
 `error:` line and exit code 2.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,12 @@ class OneLineParser(argparse.ArgumentParser):
 def _global_options(parser: argparse.ArgumentParser, default) -> None:
     """--data-root and --download, accepted before and after the subcommand."""
     parser.add_argument("--data-root", default=default, help="GTSRB root (default: $GTSRB_ROOT, else ./data)")
-    parser.add_argument("--download", action="store_true", default=default,
-                        help="let torchvision download GTSRB into the data root (needs internet)")
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        default=default,
+        help="let torchvision download GTSRB into the data root (needs internet)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,49 +49,93 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     run = command("run", "run the whole pipeline and print results beside the paper's")
-    run.add_argument("--preset", default="quick", choices=PRESETS, help="paper (all of GTSRB) or quick (a quarter, fewer epochs)")
-    run.add_argument("--threat", choices=THREATS.names(),
-                     help="threat model: " + "; ".join(f"{spec.name}: {spec.label}" for spec in THREATS.specs()))
-    run.add_argument("--source-class", type=int, help="label_flip: the class whose labels are flipped (default 14, Stop)")
-    run.add_argument("--target-class", type=int, help="label_flip / backdoor: the attacker's target class (default 3, 60 km/h)")
-    run.add_argument("--trigger-size", type=int, help="backdoor: side of the square trigger patch in pixels (default 3)")
+    run.add_argument(
+        "--preset", default="quick", choices=PRESETS, help="paper (all of GTSRB) or quick (a quarter, fewer epochs)"
+    )
+    run.add_argument(
+        "--threat",
+        choices=THREATS.names(),
+        help="threat model: " + "; ".join(f"{spec.name}: {spec.label}" for spec in THREATS.specs()),
+    )
+    run.add_argument(
+        "--source-class", type=int, help="label_flip: the class whose labels are flipped (default 14, Stop)"
+    )
+    run.add_argument(
+        "--target-class", type=int, help="label_flip / backdoor: the attacker's target class (default 3, 60 km/h)"
+    )
+    run.add_argument(
+        "--trigger-size", type=int, help="backdoor: side of the square trigger patch in pixels (default 3)"
+    )
     run.add_argument("--attack", choices=ATTACKS.names(), help="poisoning attack (perturbation threat)")
     run.add_argument("--eps", type=float, help="L-inf radius of the poisons on the [0, 1] pixel scale")
     run.add_argument("--alpha", type=float, help="I-FGSM step size")
     run.add_argument("--steps", type=int, help="I-FGSM iterations")
-    run.add_argument("--poison-fraction", type=float,
-                     help="share poisoned, in [0, 1], of what the threat says (train split; label_flip: the source class)")
+    run.add_argument(
+        "--poison-fraction",
+        type=float,
+        help="share poisoned, in [0, 1], of what the threat says (train split; label_flip: the source class)",
+    )
     run.add_argument("--temperature", type=float, help="distillation temperature T (> 0)")
     threshold = run.add_mutually_exclusive_group()
     threshold.add_argument("--threshold", type=float, help="fixed reconstruction threshold (paper's initial: 0.015)")
-    threshold.add_argument("--fpr", type=float, help="infer the threshold at this false-positive rate on trusted clean data")
-    threshold.add_argument("--expected-poison", type=float, help="infer the threshold dropping this share of the train set (default 0.1)")
+    threshold.add_argument(
+        "--fpr", type=float, help="infer the threshold at this false-positive rate on trusted clean data"
+    )
+    threshold.add_argument(
+        "--expected-poison", type=float, help="infer the threshold dropping this share of the train set (default 0.1)"
+    )
     run.add_argument("--epochs", type=int, help="epochs for every classifier")
     run.add_argument("--dae-epochs", type=int, help="epochs for the DAE")
-    run.add_argument("--use-best-trial", action="store_true", help="take the DAE's hyperparameters from the Optuna study's best trial")
-    run.add_argument("--storage", default=f"sqlite:///{RUNS_DIR}/optuna.db", help="Optuna storage URL (with --use-best-trial)")
+    run.add_argument(
+        "--use-best-trial",
+        action="store_true",
+        help="take the DAE's hyperparameters from the Optuna study's best trial",
+    )
+    run.add_argument(
+        "--storage", default=f"sqlite:///{RUNS_DIR}/optuna.db", help="Optuna storage URL (with --use-best-trial)"
+    )
     run.add_argument("--study", default="dae", help="Optuna study name")
-    run.add_argument("--robustness", action="store_true",
-                     help="also run the adaptive / transfer / eps-curve evaluation (as the robustness command) on the new run")
-    run.add_argument("--robust-test-subset", type=float, default=0.08, help="with --robustness: share of the test set to attack")
+    run.add_argument(
+        "--robustness",
+        action="store_true",
+        help="also run the adaptive / transfer / eps-curve evaluation (as the robustness command) on the new run",
+    )
+    run.add_argument(
+        "--robust-test-subset", type=float, default=0.08, help="with --robustness: share of the test set to attack"
+    )
     run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--seeds", type=int, default=1, help="run seeds seed..seed+K-1 (each into OUT/seed<k>) and report mean +- std")
-    run.add_argument("--out", type=Path, help="write results.json, models, poisons and scores here (default: runs/<preset>-seed<seed>)")
-    run.add_argument("--cache-dir", type=Path, default=RUNS_DIR / "cache", help="trained-model cache (reused by identical reruns)")
+    run.add_argument(
+        "--seeds", type=int, default=1, help="run seeds seed..seed+K-1 (each into OUT/seed<k>) and report mean +- std"
+    )
+    run.add_argument(
+        "--out",
+        type=Path,
+        help="write results.json, models, poisons and scores here (default: runs/<preset>-seed<seed>)",
+    )
+    run.add_argument(
+        "--cache-dir", type=Path, default=RUNS_DIR / "cache", help="trained-model cache (reused by identical reruns)"
+    )
 
     tune = command("tune", "search the DAE's hyperparameters with Optuna (persistent, resumable)")
     tune.add_argument("--trials", type=int, default=20)
     tune.add_argument("--epochs", type=int, default=5, help="epochs per trial")
     tune.add_argument("--storage", default=f"sqlite:///{RUNS_DIR}/optuna.db", help="any Optuna storage URL")
     tune.add_argument("--study", default="dae", help="study name (reusing a name resumes it)")
-    tune.add_argument("--preset", default="quick", choices=PRESETS, help="whose DAE training pairs to tune on (those a run of it uses)")
+    tune.add_argument(
+        "--preset",
+        default="quick",
+        choices=PRESETS,
+        help="whose DAE training pairs to tune on (those a run of it uses)",
+    )
     tune.add_argument("--seed", type=int, default=0)
     tune.add_argument("--cache-dir", type=Path, default=RUNS_DIR / "cache", help="the run's cached defender is reused")
 
     sweep = command("sweep", "student accuracy vs reconstruction threshold, for a finished run")
     sweep.add_argument("--run-dir", type=Path, required=True, help="a run's output folder (holds results.json)")
     sweep.add_argument("--epochs", type=int, default=3, help="epochs for each teacher and student of the sweep")
-    sweep.add_argument("--test-subset", type=float, default=0.15, help="share of the test set each student is measured on")
+    sweep.add_argument(
+        "--test-subset", type=float, default=0.15, help="share of the test set each student is measured on"
+    )
     sweep.add_argument("--cache-dir", type=Path, default=RUNS_DIR / "cache")
 
     robust = command("robustness", "adaptive, transfer and eps-curve robustness of a finished run's models")
@@ -94,33 +143,61 @@ def build_parser() -> argparse.ArgumentParser:
     robust.add_argument("--test-subset", type=float, default=0.08, help="stratified share of the test set to attack")
     robust.add_argument("--steps", type=int, default=10, help="iterations of the iterative attacks")
 
-    comparison = command("compare", "poison detectors vs random / oracle / no-filter controls, per threat model, over seeds")
-    comparison.add_argument("--preset", default="compare", choices=PRESETS, help="the shipped comparison used 'compare'")
-    comparison.add_argument("--threats", nargs="+", choices=THREATS.names(), default=["perturbation", "label_flip", "backdoor"])
-    comparison.add_argument("--detectors", nargs="+", choices=DETECTORS.names(), help="detectors to score (default: all)")
-    comparison.add_argument("--distil", nargs="+",
-                            help="filters that also get a distilled student (default: the controls, dae and supervised)")
-    comparison.add_argument("--seeds", type=int, default=1, help="run everything for seeds 0..K-1 and report mean +- std")
-    comparison.add_argument("--expected-poison", type=float, help="share of the train set every detector drops (default 0.1)")
-    comparison.add_argument("--robust-test-subset", type=float, default=0.3, help="share of the test set attacked for the adaptive worst case")
+    comparison = command(
+        "compare", "poison detectors vs random / oracle / no-filter controls, per threat model, over seeds"
+    )
+    comparison.add_argument(
+        "--preset", default="compare", choices=PRESETS, help="the shipped comparison used 'compare'"
+    )
+    comparison.add_argument(
+        "--threats", nargs="+", choices=THREATS.names(), default=["perturbation", "label_flip", "backdoor"]
+    )
+    comparison.add_argument(
+        "--detectors", nargs="+", choices=DETECTORS.names(), help="detectors to score (default: all)"
+    )
+    comparison.add_argument(
+        "--distil",
+        nargs="+",
+        help="filters that also get a distilled student (default: the controls, dae and supervised)",
+    )
+    comparison.add_argument(
+        "--seeds", type=int, default=1, help="run everything for seeds 0..K-1 and report mean +- std"
+    )
+    comparison.add_argument(
+        "--expected-poison", type=float, help="share of the train set every detector drops (default 0.1)"
+    )
+    comparison.add_argument(
+        "--robust-test-subset",
+        type=float,
+        default=0.3,
+        help="share of the test set attacked for the adaptive worst case",
+    )
     comparison.add_argument("--out", type=Path, default=RUNS_DIR / "compare", help="folder for compare.json")
     comparison.add_argument("--cache-dir", type=Path, default=RUNS_DIR / "cache")
 
     detectors = command("detectors", "score every poison detector on a finished run's training set (for the app)")
     detectors.add_argument("--run-dir", type=Path, required=True, help="a run's output folder (holds results.json)")
-    detectors.add_argument("--supervised-epochs", type=int, default=20, help="epochs of the supervised noise-residual detector")
+    detectors.add_argument(
+        "--supervised-epochs", type=int, default=20, help="epochs of the supervised noise-residual detector"
+    )
     detectors.add_argument("--cache-dir", type=Path, default=RUNS_DIR / "cache")
 
     abstain = command("abstain", "MC-dropout abstention of a finished run's student: coverage and accuracy")
     abstain.add_argument("--run-dir", type=Path, required=True, help="a run's output folder (holds results.json)")
-    abstain.add_argument("--model", default="filter_distillation", help="which of the run's models (default: the student)")
+    abstain.add_argument(
+        "--model", default="filter_distillation", help="which of the run's models (default: the student)"
+    )
     abstain.add_argument("--passes", type=int, default=20, help="MC-dropout forward passes per input")
     abstain.add_argument("--fpr", type=float, default=0.05, help="share of trusted clean images the cut-off may reject")
     abstain.add_argument("--test-subset", type=float, default=0.15, help="stratified share of the test set to evaluate")
 
-    verify = command("verify", "recompute a stratified sample of a shipped run's numbers from its stored models and poisons")
+    verify = command(
+        "verify", "recompute a stratified sample of a shipped run's numbers from its stored models and poisons"
+    )
     verify.add_argument("--run-dir", type=Path, required=True, help="a run's output folder (holds results.json)")
-    verify.add_argument("--sample", type=float, default=0.1, help="stratified share of the test set to recompute accuracies on")
+    verify.add_argument(
+        "--sample", type=float, default=0.1, help="stratified share of the test set to recompute accuracies on"
+    )
 
     report = command("report", "the numbers README states about a run, computed from its files (with standard errors)")
     report.add_argument("--run-dir", type=Path, required=True, help="a run's output folder (holds results.json)")
@@ -135,14 +212,35 @@ def experiment_from_args(args) -> ExperimentConfig:
     from core.pipeline import preset
 
     config = preset(args.preset, seed=args.seed)
-    poison_changes = {k: v for k, v in (("attack", args.attack), ("eps", args.eps), ("alpha", args.alpha),
-                                        ("steps", args.steps), ("fraction", args.poison_fraction)) if v is not None}
-    poison_changes.update({k: v for k, v in (("threat", args.threat), ("source_class", args.source_class),
-                                             ("target_class", args.target_class), ("trigger_size", args.trigger_size)) if v is not None})
+    poison_changes = {
+        k: v
+        for k, v in (
+            ("attack", args.attack),
+            ("eps", args.eps),
+            ("alpha", args.alpha),
+            ("steps", args.steps),
+            ("fraction", args.poison_fraction),
+        )
+        if v is not None
+    }
+    poison_changes.update(
+        {
+            k: v
+            for k, v in (
+                ("threat", args.threat),
+                ("source_class", args.source_class),
+                ("target_class", args.target_class),
+                ("trigger_size", args.trigger_size),
+            )
+            if v is not None
+        }
+    )
     if args.threat is not None and args.poison_fraction is None:
         from core.registry import THREATS
 
-        poison_changes["fraction"] = THREATS[args.threat].default_fraction  # e.g. 40% of the source class for label_flip
+        poison_changes["fraction"] = THREATS[
+            args.threat
+        ].default_fraction  # e.g. 40% of the source class for label_flip
     poison = replace(config.poison, seed=args.seed, **poison_changes)
     if args.threshold is not None:
         threshold = ThresholdConfig(mode="fixed", value=args.threshold)
@@ -165,7 +263,9 @@ def experiment_from_args(args) -> ExperimentConfig:
         try:
             best = study.best_trial  # ValueError when no trial has finished
         except (AttributeError, ValueError):
-            raise ValueError(f"no finished trial in Optuna study '{args.study}' at {args.storage}; run `python -m core tune` first") from None
+            raise ValueError(
+                f"no finished trial in Optuna study '{args.study}' at {args.storage}; run `python -m core tune` first"
+            ) from None
         dae = config_from_params(best.params, dae)
     if args.dae_epochs is not None:
         dae = replace(dae, train=replace(dae.train, epochs=args.dae_epochs))
@@ -190,7 +290,10 @@ class TqdmStages:
 
         if stage != self.stage:
             self.close()
-            self.stage, self.bar = stage, tqdm(total=total, desc=stage, unit="step", leave=True, dynamic_ncols=True, mininterval=0.5)
+            self.stage, self.bar = (
+                stage,
+                tqdm(total=total, desc=stage, unit="step", leave=True, dynamic_ncols=True, mininterval=0.5),
+            )
         self.bar.total = total
         self.bar.update(done - self.bar.n)
 
@@ -208,29 +311,46 @@ def format_results(results: dict) -> str:
     lines = [f"{'model':<22}{'clean':>8}{'FGSM':>8}{'I-FGSM':>8}" + (f"{'attack success':>16}" if has_asr else "")]
     for name in MODEL_NAMES:
         m = results["models"][name]
-        lines.append(f"{name:<22}{m['clean_acc']:>8.2%}{m['fgsm_acc']:>8.2%}{m['ifgsm_acc']:>8.2%}"
-                     + (f"{m['attack_success_rate']:>16.2%}" if has_asr else ""))
+        lines.append(
+            f"{name:<22}{m['clean_acc']:>8.2%}{m['fgsm_acc']:>8.2%}{m['ifgsm_acc']:>8.2%}"
+            + (f"{m['attack_success_rate']:>16.2%}" if has_asr else "")
+        )
     f, p, paper = results["filter"], results["poison"], results["paper"]
     threat = p.get("threat", "perturbation")
-    what = (f"{p['attack']}, eps {p['eps']}, max change {p['linf_levels']} grey levels" if threat == "perturbation"
-            else f"{threat}, {p.get('n_relabelled', 0)} relabelled")
+    what = (
+        f"{p['attack']}, eps {p['eps']}, max change {p['linf_levels']} grey levels"
+        if threat == "perturbation"
+        else f"{threat}, {p.get('n_relabelled', 0)} relabelled"
+    )
     lines += [
         "",
         f"poisons: {p['n_poisoned']} of {p['n_train']} training images ({what})",
-        f"filter ({f['mode']}): threshold {f['threshold']:.5f}, ROC AUC {f['auroc']:.3f}, precision {f['precision']:.3f}, "
-        f"recall {f['recall']:.3f}, F1 {f['f1']:.3f}",
+        f"filter ({f['mode']}): threshold {f['threshold']:.5f}, ROC AUC {f['auroc']:.3f}, "
+        f"precision {f['precision']:.3f}, recall {f['recall']:.3f}, F1 {f['f1']:.3f}",
         f"  kept clean {f['kept_clean']}, kept poisoned {f['kept_poisoned']}, dropped clean {f['dropped_clean']}, "
         f"dropped poisoned {f['dropped_poisoned']}",
         "",
         f"{'quantity':<46}{'ours':>10}{'paper':>10}",
-        f"{'inferred threshold':<46}{f['threshold']:>10.5f}{paper['inferred_threshold']:>10.5f}",
-        f"{'mean DAE reconstruction error (test set)':<46}{results['dae']['mean_reconstruction_error_test']:>10.6f}{paper['mean_reconstruction_error']:>10.6f}",
-        f"{'teacher (T) training accuracy':<46}{results['teacher_train_acc']:>10.2%}{paper['teacher_train_acc']:>10.2%}",
-        f"{'student accuracy on I-FGSM test inputs':<46}{results['models']['filter_distillation']['ifgsm_acc']:>10.2%}{paper['student_adversarial_acc']:>10.2%}",
-        f"{'student accuracy on FGSM test inputs':<46}{results['models']['filter_distillation']['fgsm_acc']:>10.2%}{paper['student_adversarial_acc']:>10.2%}",
     ]
+    student = results["models"]["filter_distillation"]
+    for label, ours, theirs, style in (
+        ("inferred threshold", f["threshold"], paper["inferred_threshold"], ".5f"),
+        (
+            "mean DAE reconstruction error (test set)",
+            results["dae"]["mean_reconstruction_error_test"],
+            paper["mean_reconstruction_error"],
+            ".6f",
+        ),
+        ("teacher (T) training accuracy", results["teacher_train_acc"], paper["teacher_train_acc"], ".2%"),
+        ("student accuracy on I-FGSM test inputs", student["ifgsm_acc"], paper["student_adversarial_acc"], ".2%"),
+        ("student accuracy on FGSM test inputs", student["fgsm_acc"], paper["student_adversarial_acc"], ".2%"),
+    ):
+        lines.append(f"{label:<46}{ours:>10{style}}{theirs:>10{style}}")
     if f["auroc"] == f["auroc"] and f["auroc"] < 0.6:
-        lines.append(f"note: ROC AUC {f['auroc']:.3f} means reconstruction error barely separates these poisons from clean images.")
+        lines.append(
+            f"note: ROC AUC {f['auroc']:.3f} means reconstruction error barely separates these poisons from clean "
+            "images."
+        )
     return "\n".join(lines)
 
 
@@ -265,10 +385,16 @@ def print_seeds(seeds, summary: dict, out: Path) -> None:
     print(f"\n{'model':<22}{'clean':>16}{'FGSM':>16}{'I-FGSM':>16}   (mean +- std over {len(seeds)} seeds)")
     for name in MODEL_NAMES:
         m = summary["models"][name]
-        print(f"{name:<22}" + "".join(f"{m[key]['mean']:>9.2%} +-{m[key]['std'] * 100:4.1f}"
-                                      for key in ("clean_acc", "fgsm_acc", "ifgsm_acc")))
-    print(f"filter ROC AUC {summary['filter']['auroc']['mean']:.3f} +- {summary['filter']['auroc']['std']:.3f}; "
-          f"seeds: {out / 'seeds.json'}")
+        print(
+            f"{name:<22}"
+            + "".join(
+                f"{m[key]['mean']:>9.2%} +-{m[key]['std'] * 100:4.1f}" for key in ("clean_acc", "fgsm_acc", "ifgsm_acc")
+            )
+        )
+    print(
+        f"filter ROC AUC {summary['filter']['auroc']['mean']:.3f} +- {summary['filter']['auroc']['std']:.3f}; "
+        f"seeds: {out / 'seeds.json'}"
+    )
 
 
 def command_tune(args) -> int:
@@ -278,18 +404,28 @@ def command_tune(args) -> int:
     from core.pipeline import preset, tuning_pairs
 
     config = preset(args.preset, seed=args.seed)
-    tune_config = TuneConfig(trials=args.trials, storage=args.storage, study_name=args.study,
-                             epochs_per_trial=args.epochs, seed=args.seed)
-    print(f"denoising pairs of a {args.preset} run (seed {args.seed}): the defender's own copies of its trusted images",
-          file=sys.stderr)
+    tune_config = TuneConfig(
+        trials=args.trials, storage=args.storage, study_name=args.study, epochs_per_trial=args.epochs, seed=args.seed
+    )
+    print(
+        f"denoising pairs of a {args.preset} run (seed {args.seed}): the defender's own copies of its trusted images",
+        file=sys.stderr,
+    )
     with TqdmStages() as stages:
         inputs, targets = tuning_pairs(config, args.cache_dir, args.data_root, stages, args.download)
     with tqdm(total=args.trials, desc="Optuna trials", unit="trial") as bar:
-        study = tune(inputs, targets, config.dae, tune_config,
-                     on_trial=lambda number, value: (bar.update(1), bar.set_postfix(last=value)))
+        study = tune(
+            inputs,
+            targets,
+            config.dae,
+            tune_config,
+            on_trial=lambda number, value: (bar.update(1), bar.set_postfix(last=value)),
+        )
     best = study.best_trial
     print(f"best trial #{best.number}: validation MSE {best.value:.6f} with {best.params}")
-    print(f"study '{study.study_name}' in {args.storage}: {len(study.trials)} trials; use `run --use-best-trial` to apply")
+    print(
+        f"study '{study.study_name}' in {args.storage}: {len(study.trials)} trials; use `run --use-best-trial` to apply"
+    )
     return 0
 
 
@@ -306,13 +442,20 @@ def command_sweep(args) -> int:
 
     run = _load(args)
     with TqdmStages() as stages:
-        sweep = sweep_run(run, SweepConfig(epochs=args.epochs, test_subset=args.test_subset), args.data_root,
-                          args.download, progress=stages)
+        sweep = sweep_run(
+            run,
+            SweepConfig(epochs=args.epochs, test_subset=args.test_subset),
+            args.data_root,
+            args.download,
+            progress=stages,
+        )
     write_json(args.run_dir / "sweep.json", sweep)
     print(f"{'threshold':>10}{'dropped':>9}{'precision':>10}{'recall':>8}{'clean':>8}{'FGSM':>8}{'I-FGSM':>8}")
     for point in sweep["points"]:
-        print(f"{point['threshold']:>10.5f}{point['drop_share']:>9.1%}{point['precision']:>10.3f}{point['recall']:>8.3f}"
-              f"{point['clean_acc']:>8.2%}{point['fgsm_acc']:>8.2%}{point['ifgsm_acc']:>8.2%}")
+        print(
+            f"{point['threshold']:>10.5f}{point['drop_share']:>9.1%}{point['precision']:>10.3f}{point['recall']:>8.3f}"
+            f"{point['clean_acc']:>8.2%}{point['fgsm_acc']:>8.2%}{point['ifgsm_acc']:>8.2%}"
+        )
     print(f"sweep: {args.run_dir / 'sweep.json'}")
     return 0
 
@@ -334,9 +477,14 @@ def print_robustness(run, robustness: dict) -> None:
     print(f"{'model':<22}{'clean':>8}{'I-FGSM (CE)':>20}{'worst case':>12}{'zero grad':>11}")
     for name, report in robustness["models"].items():
         attacks = report["attacks"]
-        print(f"{name:<22}{attacks['clean']:>8.2%}{attacks['ifgsm']:>20.2%}{report['adaptive_acc']:>12.2%}"
-              f"{report['zero_grad_fraction']:>11.2%}")
-    print(f"robustness: {run.directory / 'robustness.json'} ({robustness['n_test']} test images, eps {robustness['config']['eps']})")
+        print(
+            f"{name:<22}{attacks['clean']:>8.2%}{attacks['ifgsm']:>20.2%}{report['adaptive_acc']:>12.2%}"
+            f"{report['zero_grad_fraction']:>11.2%}"
+        )
+    print(
+        f"robustness: {run.directory / 'robustness.json'} ({robustness['n_test']} test images, "
+        f"eps {robustness['config']['eps']})"
+    )
 
 
 def format_comparison(comparison: dict) -> str:
@@ -348,7 +496,7 @@ def format_comparison(comparison: dict) -> str:
     def cell(stat, percent=True, width=14):
         if not stat:
             return f"{'-':>{width}}"
-        text = (f"{stat['mean']:.1%}" if percent else f"{stat['mean']:.3f}")
+        text = f"{stat['mean']:.1%}" if percent else f"{stat['mean']:.3f}"
         if n_seeds > 1:
             text += "+-" + (f"{stat['std'] * 100:.1f}" if percent else f"{stat['std']:.3f}")
         return f"{text:>{width}}"
@@ -358,13 +506,21 @@ def format_comparison(comparison: dict) -> str:
         has_asr = "attack_success_rate" in result["reference"]["undefended"]
         header = f"{'':<22}{'ROC AUC':>14}{'precision':>14}{'recall':>14}{'clean':>14}{'I-FGSM':>14}{'worst case':>14}"
         header += f"{'attack success':>16}" if has_asr else ""
-        lines += ["", f"== {threat} ({n_seeds} seed{'s' if n_seeds > 1 else ''}; students at T, accuracies on the test set) ==", header]
+        lines += [
+            "",
+            f"== {threat} ({n_seeds} seed{'s' if n_seeds > 1 else ''}; students at T, accuracies on the test set) ==",
+            header,
+        ]
         rows = [(name, None, metrics) for name, metrics in result["reference"].items()]
         rows += [(f"filter: {name}", quality, quality.get("student")) for name, quality in result["filters"].items()]
         for label, quality, student in rows:
             line = f"{label:<22}"
-            line += "".join(cell(quality.get(key) if quality else None, percent=False) for key in ("auroc", "precision", "recall"))
-            line += "".join(cell(student.get(key) if student else None) for key in ("clean_acc", "ifgsm_acc", "adaptive_acc"))
+            line += "".join(
+                cell(quality.get(key) if quality else None, percent=False) for key in ("auroc", "precision", "recall")
+            )
+            line += "".join(
+                cell(student.get(key) if student else None) for key in ("clean_acc", "ifgsm_acc", "adaptive_acc")
+            )
             if has_asr:
                 line += cell(student.get("attack_success_rate") if student else None, width=16)
             lines.append(line)
@@ -380,11 +536,19 @@ def command_compare(args) -> int:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     experiment = preset(args.preset)
     if args.expected_poison is not None:
-        experiment = replace(experiment, threshold=ThresholdConfig(mode="expected_poison", expected_poison=args.expected_poison))
+        experiment = replace(
+            experiment, threshold=ThresholdConfig(mode="expected_poison", expected_poison=args.expected_poison)
+        )
     detectors = tuple(args.detectors or DETECTORS.names())
     distil = tuple(args.distil or [name for name in CONTROLS + ("dae", "supervised") if name in CONTROLS + detectors])
-    config = CompareConfig(experiment, threats=tuple(args.threats), detectors=detectors, distil=distil,
-                           seeds=tuple(range(args.seeds)), robust_test_subset=args.robust_test_subset)
+    config = CompareConfig(
+        experiment,
+        threats=tuple(args.threats),
+        detectors=detectors,
+        distil=distil,
+        seeds=tuple(range(args.seeds)),
+        robust_test_subset=args.robust_test_subset,
+    )
     with TqdmStages() as stages:
         comparison = compare(config, args.cache_dir, args.data_root, progress=stages)
     write_json(args.out / "compare.json", comparison)
@@ -399,7 +563,10 @@ def command_detectors(args) -> int:
     run = _load(args)
     with TqdmStages() as stages:
         summary = add_detectors(run, args.supervised_epochs, args.cache_dir, args.data_root, args.download, stages)
-    print(f"{'detector':<22}{'ROC AUC':>9}{'precision':>11}{'recall':>8}   ({summary['n_poisoned']} poisons in {summary['n_train']})")
+    print(
+        f"{'detector':<22}{'ROC AUC':>9}{'precision':>11}{'recall':>8}   "
+        f"({summary['n_poisoned']} poisons in {summary['n_train']})"
+    )
     for name, quality in summary["detectors"].items():
         print(f"{name:<22}{quality['auroc']:>9.3f}{quality['precision']:>11.3f}{quality['recall']:>8.3f}")
     print(f"detectors: {args.run_dir / 'detectors.json'}, scores in detector_scores.safetensors")
@@ -412,8 +579,10 @@ def command_abstain(args) -> int:
     run = _load(args)
     report = add_abstention(run, args.model, args.passes, args.fpr, args.test_subset, args.data_root, args.download)
     config = report["config"]
-    print(f"MC dropout ({config['passes']} passes) on {args.model}: cut-off {report['cutoff']:.3g} (fpr {config['fpr']} on "
-          f"{report['n_calibration']} trusted clean images)")
+    print(
+        f"MC dropout ({config['passes']} passes) on {args.model}: cut-off {report['cutoff']:.3g} "
+        f"(fpr {config['fpr']} on {report['n_calibration']} trusted clean images)"
+    )
     print(f"{'inputs':<14}{'accuracy (all)':>16}{'coverage':>10}{'accuracy (answered)':>21}")
     for name, result in report["sets"].items():
         at = result["at_cutoff"]
@@ -431,11 +600,16 @@ def command_verify(args) -> int:
     failed = [check for check in checks if not check["ok"]]
     print(f"{'check':<58}{'stored':>12}{'recomputed':>12}{'error':>11}{'tolerance':>11}  ok")
     for check in checks:
-        print(f"{check['name']:<58}{check['stored']:>12.6g}{check['recomputed']:>12.6g}{check['error']:>11.3g}"
-              f"{check['tolerance']:>11.3g}  {'yes' if check['ok'] else 'NO'}")
+        print(
+            f"{check['name']:<58}{check['stored']:>12.6g}{check['recomputed']:>12.6g}{check['error']:>11.3g}"
+            f"{check['tolerance']:>11.3g}  {'yes' if check['ok'] else 'NO'}"
+        )
     if failed:
-        print(f"error: {len(failed)} of {len(checks)} numbers of {args.run_dir} do not reproduce: "
-              + ", ".join(check["name"] for check in failed), file=sys.stderr)
+        print(
+            f"error: {len(failed)} of {len(checks)} numbers of {args.run_dir} do not reproduce: "
+            + ", ".join(check["name"] for check in failed),
+            file=sys.stderr,
+        )
         return 1
     print(f"verified: all {len(checks)} numbers of {args.run_dir} reproduce within tolerance")
     return 0
@@ -461,9 +635,18 @@ def command_data(args) -> int:
     return 0
 
 
-COMMANDS = {"run": command_run, "tune": command_tune, "sweep": command_sweep, "robustness": command_robustness,
-            "compare": command_compare, "abstain": command_abstain, "detectors": command_detectors,
-            "verify": command_verify, "report": command_report, "data": command_data}
+COMMANDS = {
+    "run": command_run,
+    "tune": command_tune,
+    "sweep": command_sweep,
+    "robustness": command_robustness,
+    "compare": command_compare,
+    "abstain": command_abstain,
+    "detectors": command_detectors,
+    "verify": command_verify,
+    "report": command_report,
+    "data": command_data,
+}
 NEEDS_DATASET = ("run", "tune", "sweep", "robustness", "compare", "abstain", "detectors", "verify")
 
 

@@ -9,6 +9,7 @@ at T and a student on what is left, and measure the student: clean accuracy, pap
 I-FGSM, the adaptive worst case (core.robust) and the attack success rate where the threat has one.
 The clean reference and the undefended model show the damage the poisons do. Every model is cached.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -17,12 +18,20 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
-
 from safetensors.torch import save_file
 
 from core.data import ImageSet, stratified_split
-from core.detect import (CONTROLS, DAEDetector, DetectorContext, ScoreDetector, SupervisedConfig, ThresholdConfig,
-                         oracle_drop_mask, random_drop_mask, set_detector_threshold)
+from core.detect import (
+    CONTROLS,
+    DAEDetector,
+    DetectorContext,
+    ScoreDetector,
+    SupervisedConfig,
+    ThresholdConfig,
+    oracle_drop_mask,
+    random_drop_mask,
+    set_detector_threshold,
+)
 from core.evaluate import filter_quality, robustness
 from core.pipeline import ExperimentConfig, ModelCache, Prepared, distilled, prepare
 from core.poison import threat_metrics
@@ -30,7 +39,6 @@ from core.recipe import sampling_seed
 from core.registry import DETECTORS, THREATS
 from core.robust import RobustEvalConfig, attack_suite
 from core.storage import atomic_write, save_model, write_json
-
 
 
 @dataclass(frozen=True)
@@ -52,8 +60,11 @@ class CompareConfig:
             object.__setattr__(self, "detectors", DETECTORS.names())
         if self.distil is None:
             object.__setattr__(self, "distil", CONTROLS + tuple(self.detectors))
-        for name, allowed, values in (("threat", THREATS.names(), self.threats), ("detector", DETECTORS.names(), self.detectors),
-                                      ("filter", CONTROLS + DETECTORS.names(), self.distil)):
+        for name, allowed, values in (
+            ("threat", THREATS.names(), self.threats),
+            ("detector", DETECTORS.names(), self.detectors),
+            ("filter", CONTROLS + DETECTORS.names(), self.distil),
+        ):
             unknown = [value for value in values if value not in allowed]
             if unknown or not values:
                 raise ValueError(f"unknown or missing {name} {unknown}: choose from {', '.join(allowed)}")
@@ -72,8 +83,7 @@ class CompareConfig:
         object.__setattr__(self, "fractions", fractions)
 
     def experiment_for(self, threat: str, seed: int) -> ExperimentConfig:
-        poison = replace(self.experiment.poison, threat=threat, seed=seed,
-                         fraction=self.fractions[threat])
+        poison = replace(self.experiment.poison, threat=threat, seed=seed, fraction=self.fractions[threat])
         return replace(self.experiment, seed=seed, poison=poison)
 
     def to_dict(self) -> dict:
@@ -82,12 +92,22 @@ class CompareConfig:
         return data
 
 
-def build_detectors(prepared: Prepared, names: tuple[str, ...], config: CompareConfig, cache: ModelCache,
-                    report=None) -> dict[str, ScoreDetector]:
+def build_detectors(
+    prepared: Prepared, names: tuple[str, ...], config: CompareConfig, cache: ModelCache, report=None
+) -> dict[str, ScoreDetector]:
     """Every named detector from the registry, fitted on the defender's trusted images (never on training data)."""
-    context = DetectorContext(prepared.detector.autoencoder, prepared.defender, prepared.dae_data, prepared.dae_config,
-                              prepared.artifacts["defender"], cache, config.magnet_temperature, config.knn_k,
-                              config.supervised, report)
+    context = DetectorContext(
+        prepared.detector.autoencoder,
+        prepared.defender,
+        prepared.dae_data,
+        prepared.dae_config,
+        prepared.artifacts["defender"],
+        cache,
+        config.magnet_temperature,
+        config.knn_k,
+        config.supervised,
+        report,
+    )
     detectors: dict[str, ScoreDetector] = {}
     for name in names:
         spec = DETECTORS[name]
@@ -97,8 +117,9 @@ def build_detectors(prepared: Prepared, names: tuple[str, ...], config: CompareC
     return detectors
 
 
-def score_detectors(prepared: Prepared, detectors: dict[str, ScoreDetector], threshold_config: ThresholdConfig,
-                    report=None) -> tuple[dict, dict, dict]:
+def score_detectors(
+    prepared: Prepared, detectors: dict[str, ScoreDetector], threshold_config: ThresholdConfig, report=None
+) -> tuple[dict, dict, dict]:
     """Each detector thresholded per threshold_config on the (poisoned) training set.
 
     Returns (scores, drop masks, filter quality against the ground truth), each keyed by detector name."""
@@ -122,26 +143,53 @@ def prepared_from_run(run, data_root=None, download: bool = False, progress=None
     calibration = run.calibration(splits)
     detector = DAEDetector(run.autoencoder())
     detector.fit(calibration.images)
-    return Prepared(splits, run.poisons(splits.train), run.classifier("surrogate"), run.classifier("defender"),
-                    run.dae_data(splits), calibration, detector, run.train_scores, run.threshold, data_key={},
-                    poison_key={}, artifacts=dict(run.results["artifacts"]), classifier=None, dae_config=run.config.dae)
+    return Prepared(
+        splits,
+        run.poisons(splits.train),
+        run.classifier("surrogate"),
+        run.classifier("defender"),
+        run.dae_data(splits),
+        calibration,
+        detector,
+        run.train_scores,
+        run.threshold,
+        data_key={},
+        poison_key={},
+        artifacts=dict(run.results["artifacts"]),
+        classifier=None,
+        dae_config=run.config.dae,
+    )
 
 
-def score_run(run, config: CompareConfig, cache: ModelCache, data_root=None, download: bool = False, progress=None) -> dict:
+def score_run(
+    run, config: CompareConfig, cache: ModelCache, data_root=None, download: bool = False, progress=None
+) -> dict:
     """Every detector on a finished run's training set: writes detector_scores.safetensors and
     detectors.json into the run folder (the app's Threshold page switches between these scores)."""
     prepared = prepared_from_run(run, data_root, download, progress)
     detectors = build_detectors(prepared, config.detectors, config, cache, progress)
     scores, _, quality = score_detectors(prepared, detectors, run.config.threshold, progress)
     if "supervised" in detectors:  # shipped with the run so the app can judge uploads with it
-        save_model(run.directory, "supervised_detector", detectors["supervised"].model,
-                   {"role": "supervised_detector", "supervised": asdict(config.supervised)}, quality["supervised"])
+        save_model(
+            run.directory,
+            "supervised_detector",
+            detectors["supervised"].model,
+            {"role": "supervised_detector", "supervised": asdict(config.supervised)},
+            quality["supervised"],
+        )
     payload = {name: value.float().contiguous() for name, value in scores.items()}
     atomic_write(run.directory / "detector_scores.safetensors", lambda tmp: save_file(payload, str(tmp)))
-    summary = {"threshold": run.config.threshold.to_dict(), "n_train": len(prepared.poisoned.poison_mask),
-               "n_poisoned": prepared.poisoned.n_poisoned, "detectors": quality,
-               "settings": {"magnet_temperature": config.magnet_temperature, "knn_k": config.knn_k,
-                            "supervised": asdict(config.supervised)}}
+    summary = {
+        "threshold": run.config.threshold.to_dict(),
+        "n_train": len(prepared.poisoned.poison_mask),
+        "n_poisoned": prepared.poisoned.n_poisoned,
+        "detectors": quality,
+        "settings": {
+            "magnet_temperature": config.magnet_temperature,
+            "knn_k": config.knn_k,
+            "supervised": asdict(config.supervised),
+        },
+    }
     write_json(run.directory / "detectors.json", summary)
     return summary
 
@@ -150,31 +198,40 @@ def _mask_digest(mask: torch.Tensor) -> str:
     return hashlib.sha256(mask.to(torch.uint8).numpy().tobytes()).hexdigest()[:16]
 
 
-def _student_metrics(model, prepared: Prepared, experiment: ExperimentConfig, robust_test: ImageSet,
-                     robust_config: RobustEvalConfig) -> dict:
+def _student_metrics(
+    model, prepared: Prepared, experiment: ExperimentConfig, robust_test: ImageSet, robust_config: RobustEvalConfig
+) -> dict:
     paper_style = robustness(model, prepared.splits.test, experiment.eval_attack)
     adaptive = attack_suite(model, robust_test, robust_config.eps, robust_config, transfer_from=prepared.surrogate)
-    return {**paper_style, "adaptive_acc": adaptive["worst_case"],
-            **threat_metrics(model, prepared.splits.test, experiment.poison)}
+    return {
+        **paper_style,
+        "adaptive_acc": adaptive["worst_case"],
+        **threat_metrics(model, prepared.splits.test, experiment.poison),
+    }
 
 
-def compare_one(config: CompareConfig, threat: str, seed: int, cache: ModelCache, data_root=None, report=None,
-                should_stop=None) -> dict:
+def compare_one(
+    config: CompareConfig, threat: str, seed: int, cache: ModelCache, data_root=None, report=None, should_stop=None
+) -> dict:
     """One threat model at one seed: {"poison", "reference": {clean_reference, undefended}, "filters": {...}}."""
     report = report or (lambda stage, done, total: None)
     experiment = config.experiment_for(threat, seed)
     prepared = prepare(experiment, cache, data_root, report, should_stop)
     poisoned, mask = prepared.poisoned, prepared.poisoned.poison_mask
-    _, robust_index = stratified_split(prepared.splits.test.labels, config.robust_test_subset,
-                                      sampling_seed(seed, "robust_test"))
+    _, robust_index = stratified_split(
+        prepared.splits.test.labels, config.robust_test_subset, sampling_seed(seed, "robust_test")
+    )
     robust_test = prepared.splits.test.subset(robust_index)
-    robust_config = RobustEvalConfig(eps=experiment.eval_attack.eps, steps=config.robust_steps,
-                                     temperature=experiment.temperature, seed=seed)
+    robust_config = RobustEvalConfig(
+        eps=experiment.eval_attack.eps, steps=config.robust_steps, temperature=experiment.temperature, seed=seed
+    )
 
     def measure(model):
         return _student_metrics(model, prepared, experiment, robust_test, robust_config)
 
-    clean_reference, _ = prepared.classifier("clean_reference", prepared.splits.train, "clean_reference", prepared.data_key)
+    clean_reference, _ = prepared.classifier(
+        "clean_reference", prepared.splits.train, "clean_reference", prepared.data_key
+    )
     undefended, _ = prepared.classifier("undefended", poisoned.data, "undefended", prepared.poison_key)
     reference = {"clean_reference": measure(clean_reference), "undefended": measure(undefended)}
 
@@ -182,8 +239,11 @@ def compare_one(config: CompareConfig, threat: str, seed: int, cache: ModelCache
     detectors = build_detectors(prepared, config.detectors, config, cache, report)
     _, drops, filters = score_detectors(prepared, detectors, experiment.threshold, report)
     n_drop = int((prepared.train_scores > prepared.threshold).sum())
-    control_drops = {"none": torch.zeros(len(mask), dtype=torch.bool), "random": random_drop_mask(len(mask), n_drop, sampling_seed(seed, "random_filter")),
-                     "oracle": oracle_drop_mask(mask)}
+    control_drops = {
+        "none": torch.zeros(len(mask), dtype=torch.bool),
+        "random": random_drop_mask(len(mask), n_drop, sampling_seed(seed, "random_filter")),
+        "oracle": oracle_drop_mask(mask),
+    }
     for name, dropped in control_drops.items():
         # Controls have no score; their "score" is the drop decision itself (AUC ~0.5 / 1.0 by construction).
         drops[name] = dropped
@@ -195,14 +255,24 @@ def compare_one(config: CompareConfig, threat: str, seed: int, cache: ModelCache
         report("distilling behind each filter", number, len(config.distil))
         kept = poisoned.data.subset(torch.nonzero(~drops[name]).flatten())
         upstream = {"poison": prepared.poison_key, "filter": name, "dropped": _mask_digest(drops[name])}
-        _, student, _, _ = distilled(experiment, cache, prepared, f"compare_{name}", kept, "compare", upstream, report,
-                                     should_stop)
+        _, student, _, _ = distilled(
+            experiment, cache, prepared, f"compare_{name}", kept, "compare", upstream, report, should_stop
+        )
         filters[name].update(student=measure(student), n_kept=len(kept))
     report("distilling behind each filter", len(config.distil), len(config.distil))
-    return {"poison": {"threat": threat, "fraction": experiment.poison.fraction, "n_poisoned": poisoned.n_poisoned,
-                       "n_train": len(mask), "n_drop": n_drop},
-            "n_test": len(prepared.splits.test), "n_robust_test": len(robust_test),
-            "reference": reference, "filters": filters}
+    return {
+        "poison": {
+            "threat": threat,
+            "fraction": experiment.poison.fraction,
+            "n_poisoned": poisoned.n_poisoned,
+            "n_train": len(mask),
+            "n_drop": n_drop,
+        },
+        "n_test": len(prepared.splits.test),
+        "n_robust_test": len(robust_test),
+        "reference": reference,
+        "filters": filters,
+    }
 
 
 def compare(config: CompareConfig, cache_dir="runs/cache", data_root=None, progress=None, should_stop=None) -> dict:
@@ -212,10 +282,24 @@ def compare(config: CompareConfig, cache_dir="runs/cache", data_root=None, progr
     runs: dict[str, dict] = {}
     for seed in config.seeds:
         for threat in config.threats:
-            stage = (lambda stage, done, total, seed=seed, threat=threat: progress(f"[seed {seed} {threat}] {stage}", done, total)) \
-                if progress else None
-            runs.setdefault(str(seed), {})[threat] = compare_one(config, threat, seed, cache, data_root, stage, should_stop)
-    return {"config": config.to_dict(), "runs": runs, "summary": summarise(runs), "seconds": round(time.time() - started, 1)}
+            stage = (
+                (
+                    lambda stage, done, total, seed=seed, threat=threat: progress(
+                        f"[seed {seed} {threat}] {stage}", done, total
+                    )
+                )
+                if progress
+                else None
+            )
+            runs.setdefault(str(seed), {})[threat] = compare_one(
+                config, threat, seed, cache, data_root, stage, should_stop
+            )
+    return {
+        "config": config.to_dict(),
+        "runs": runs,
+        "summary": summarise(runs),
+        "seconds": round(time.time() - started, 1),
+    }
 
 
 def summarise(runs: dict) -> dict:
@@ -226,8 +310,11 @@ def summarise(runs: dict) -> dict:
         if all(isinstance(value, dict) for value in values):
             keys = [key for key in values[0] if all(key in value for value in values)]
             return {key: merge([value[key] for value in values]) for key in keys}
-        numbers = [float(value) for value in values if isinstance(value, (int, float)) and not isinstance(value, bool)
-                   and not math.isnan(float(value))]
+        numbers = [
+            float(value)
+            for value in values
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(float(value))
+        ]
         if not numbers:
             return None
         mean = sum(numbers) / len(numbers)

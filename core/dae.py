@@ -5,11 +5,12 @@ I-FGSM copies of them, crafted on the defender's own classifier (trained on the 
 paper's "both X and x* are fed to the DAE". The defender never sees the attacker's surrogate or the
 poison mask.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -23,9 +24,16 @@ from core.train import Progress, TrainConfig, predict, reconstruction_loss, trai
 @dataclass(frozen=True)
 class DAEConfig:
     model: AutoencoderConfig = field(default_factory=AutoencoderConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        epochs=20, batch_size=128, learning_rate=0.2, optimizer="sgd", momentum=0.9, weight_decay=0.0,
-    ))
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            epochs=20,
+            batch_size=128,
+            learning_rate=0.2,
+            optimizer="sgd",
+            momentum=0.9,
+            weight_decay=0.0,
+        )
+    )
     # The defender's own perturbed copies x*: one copy per attack listed, at this eps / alpha / steps.
     defender_attacks: tuple[str, ...] = ("fgsm", "ifgsm")
     eps: float = 0.01
@@ -37,33 +45,55 @@ class DAEConfig:
             PoisonConfig(attack=attack, eps=self.eps, alpha=self.alpha, steps=self.steps)  # validates
 
     def to_dict(self) -> dict:
-        return {"model": self.model.to_dict(), "train": self.train.to_dict(),
-                "defender_attacks": list(self.defender_attacks), "eps": self.eps, "alpha": self.alpha, "steps": self.steps}
+        return {
+            "model": self.model.to_dict(),
+            "train": self.train.to_dict(),
+            "defender_attacks": list(self.defender_attacks),
+            "eps": self.eps,
+            "alpha": self.alpha,
+            "steps": self.steps,
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> "DAEConfig":
-        return cls(model=AutoencoderConfig(**data["model"]), train=TrainConfig.from_dict(data["train"]),
-                   defender_attacks=tuple(data["defender_attacks"]), eps=data["eps"], alpha=data["alpha"], steps=data["steps"])
+        return cls(
+            model=AutoencoderConfig(**data["model"]),
+            train=TrainConfig.from_dict(data["train"]),
+            defender_attacks=tuple(data["defender_attacks"]),
+            eps=data["eps"],
+            alpha=data["alpha"],
+            steps=data["steps"],
+        )
 
 
-def denoising_pairs(trusted: ImageSet, defender_model: nn.Module, config: DAEConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def denoising_pairs(
+    trusted: ImageSet, defender_model: nn.Module, config: DAEConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(inputs, targets) as uint8: clean -> clean, and each defender attack's copy -> clean."""
     inputs, targets = [trusted.images], [trusted.images]
     for attack in config.defender_attacks:
-        attack_config = PoisonConfig(attack=attack, eps=config.eps, alpha=config.alpha, steps=config.steps, fraction=1.0)
+        attack_config = PoisonConfig(
+            attack=attack, eps=config.eps, alpha=config.alpha, steps=config.steps, fraction=1.0
+        )
         adversarial = craft(defender_model, trusted.images, trusted.labels, attack_config)
         inputs.append(quantise_toward(trusted.images, adversarial, config.eps))
         targets.append(trusted.images)
     return torch.cat(inputs), torch.cat(targets)
 
 
-def train_dae(inputs: torch.Tensor, targets: torch.Tensor, config: DAEConfig,
-              progress: Callable[[Progress], None] | None = None,
-              should_stop: Callable[[], bool] | None = None) -> tuple[DenoisingAutoencoder, list[float]]:
+def train_dae(
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    config: DAEConfig,
+    progress: Callable[[Progress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[DenoisingAutoencoder, list[float]]:
     """Train a fresh DAE on (inputs -> targets); returns it (eval mode) and its per-epoch losses."""
     torch.manual_seed(config.train.seed)
     autoencoder = DenoisingAutoencoder(config.model)
-    losses = train(autoencoder, inputs, targets, reconstruction_loss, config.train, progress=progress, should_stop=should_stop)
+    losses = train(
+        autoencoder, inputs, targets, reconstruction_loss, config.train, progress=progress, should_stop=should_stop
+    )
     return autoencoder, losses
 
 
@@ -73,6 +103,7 @@ def validation_loss(autoencoder: nn.Module, inputs: torch.Tensor, targets: torch
 
 
 # ---- Optuna -------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class TuneConfig:
@@ -103,7 +134,8 @@ def suggest_dae_config(trial, base: DAEConfig, epochs: int) -> DAEConfig:
         latent_dim=trial.suggest_int("latent_dim", 32, 512, log=True),
     )
     training = replace(
-        base.train, epochs=epochs,
+        base.train,
+        epochs=epochs,
         learning_rate=trial.suggest_float("learning_rate", 1e-3, 0.3, log=True),
         momentum=trial.suggest_float("momentum", 0.5, 0.99),
     )
@@ -117,8 +149,13 @@ def config_from_params(params: dict, base: DAEConfig) -> DAEConfig:
     return replace(base, model=model, train=training)
 
 
-def tune(inputs: torch.Tensor, targets: torch.Tensor, base: DAEConfig, config: TuneConfig,
-         on_trial: Callable[[int, float | None], None] | None = None):
+def tune(
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    base: DAEConfig,
+    config: TuneConfig,
+    on_trial: Callable[[int, float | None], None] | None = None,
+):
     """Run config.trials more trials of a persistent, resumable study; returns the optuna Study.
 
     Each trial reports its validation MSE after every epoch so the median pruner can stop bad ones.
@@ -132,7 +169,10 @@ def tune(inputs: torch.Tensor, targets: torch.Tensor, base: DAEConfig, config: T
     val_index, fit_index = order[:n_val], order[n_val:]
 
     study = optuna.create_study(
-        study_name=config.study_name, storage=prepare_storage(config.storage), load_if_exists=True, direction="minimize",
+        study_name=config.study_name,
+        storage=prepare_storage(config.storage),
+        load_if_exists=True,
+        direction="minimize",
         sampler=optuna.samplers.TPESampler(seed=config.seed + len(_completed(config))),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
     )

@@ -4,6 +4,7 @@ Images are decoded once through torchvision's GTSRB file list, resized to 32x32 
 safetensors file outside the data root (the data root may be read-only), keyed by the root and its
 file list, so later loads take a second or two.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,17 +25,49 @@ IMAGE_SIZE = 32
 NUM_CLASSES = 43
 
 CLASS_NAMES = (
-    "Speed limit (20km/h)", "Speed limit (30km/h)", "Speed limit (50km/h)", "Speed limit (60km/h)",
-    "Speed limit (70km/h)", "Speed limit (80km/h)", "End of speed limit (80km/h)",
-    "Speed limit (100km/h)", "Speed limit (120km/h)", "No passing",
-    "No passing for vehicles over 3.5 t", "Right-of-way at the next intersection", "Priority road",
-    "Yield", "Stop", "No vehicles", "Vehicles over 3.5 t prohibited", "No entry", "General caution",
-    "Dangerous curve to the left", "Dangerous curve to the right", "Double curve", "Bumpy road",
-    "Slippery road", "Road narrows on the right", "Road work", "Traffic signals", "Pedestrians",
-    "Children crossing", "Bicycles crossing", "Beware of ice/snow", "Wild animals crossing",
-    "End of all speed and passing limits", "Turn right ahead", "Turn left ahead", "Ahead only",
-    "Go straight or right", "Go straight or left", "Keep right", "Keep left", "Roundabout mandatory",
-    "End of no passing", "End of no passing by vehicles over 3.5 t",
+    "Speed limit (20km/h)",
+    "Speed limit (30km/h)",
+    "Speed limit (50km/h)",
+    "Speed limit (60km/h)",
+    "Speed limit (70km/h)",
+    "Speed limit (80km/h)",
+    "End of speed limit (80km/h)",
+    "Speed limit (100km/h)",
+    "Speed limit (120km/h)",
+    "No passing",
+    "No passing for vehicles over 3.5 t",
+    "Right-of-way at the next intersection",
+    "Priority road",
+    "Yield",
+    "Stop",
+    "No vehicles",
+    "Vehicles over 3.5 t prohibited",
+    "No entry",
+    "General caution",
+    "Dangerous curve to the left",
+    "Dangerous curve to the right",
+    "Double curve",
+    "Bumpy road",
+    "Slippery road",
+    "Road narrows on the right",
+    "Road work",
+    "Traffic signals",
+    "Pedestrians",
+    "Children crossing",
+    "Bicycles crossing",
+    "Beware of ice/snow",
+    "Wild animals crossing",
+    "End of all speed and passing limits",
+    "Turn right ahead",
+    "Turn left ahead",
+    "Ahead only",
+    "Go straight or right",
+    "Go straight or left",
+    "Keep right",
+    "Keep left",
+    "Roundabout mandatory",
+    "End of no passing",
+    "End of no passing by vehicles over 3.5 t",
 )
 
 EXPECTED_LAYOUT = (

@@ -17,6 +17,7 @@ score is strictly above the threshold. Other scores plug in by subclassing `Scor
 Every detector sees only what the defender has: the trusted set, its own classifier and DAE, and the
 (poisoned) training images. Never the attacker's surrogate or the poison mask.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -42,12 +43,17 @@ if TYPE_CHECKING:
 
 # Controls are not detectors: they decide without a score (core.compare); their labels sit beside the detectors'.
 CONTROLS = ("none", "random", "oracle")
-CONTROL_LABELS = {"none": "no filter (control)", "random": "random filter (control)", "oracle": "oracle filter (control)"}
+CONTROL_LABELS = {
+    "none": "no filter (control)",
+    "random": "random filter (control)",
+    "oracle": "oracle filter (control)",
+}
 
 
 def filter_label(name: str) -> str:
     """A detector's or control's label for tables and selectors."""
     return CONTROL_LABELS.get(name) or DETECTORS.label(name)
+
 
 THRESHOLD_MODES = ("fixed", "fpr", "expected_poison")
 PAPER_INITIAL_THRESHOLD = 0.015
@@ -101,8 +107,14 @@ class DAEDetector(ScoreDetector):
 class MagNetDetector(ScoreDetector):
     """Score = JSD(softmax(f(x) / T), softmax(f(DAE(x)) / T)) for the defender's classifier f."""
 
-    def __init__(self, autoencoder: nn.Module, classifier: nn.Module, temperature: float = 10.0, batch_size: int = 1024,
-                 device=None):
+    def __init__(
+        self,
+        autoencoder: nn.Module,
+        classifier: nn.Module,
+        temperature: float = 10.0,
+        batch_size: int = 1024,
+        device=None,
+    ):
         super().__init__(device=device)
         if not temperature > 0:
             raise ValueError(f"MagNet temperature must be > 0, got {temperature}")
@@ -112,7 +124,7 @@ class MagNetDetector(ScoreDetector):
     def score(self, x: torch.Tensor) -> torch.Tensor:
         scores = []
         for start in range(0, x.shape[0], self.batch_size):
-            chunk = to_float_images(x[start: start + self.batch_size].cpu())
+            chunk = to_float_images(x[start : start + self.batch_size].cpu())
             reconstruction = predict(self.autoencoder, chunk)
             p = torch.softmax(predict(self.classifier, chunk) / self.temperature, dim=1)
             q = torch.softmax(predict(self.classifier, reconstruction) / self.temperature, dim=1)
@@ -125,7 +137,9 @@ def jensen_shannon(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     middle = (p + q) / 2
 
     def kl(a, b):  # 0 * log 0 = 0
-        return torch.where(a > 0, a * (a.clamp_min(1e-30).log() - b.clamp_min(1e-30).log()), torch.zeros_like(a)).sum(dim=1)
+        return torch.where(a > 0, a * (a.clamp_min(1e-30).log() - b.clamp_min(1e-30).log()), torch.zeros_like(a)).sum(
+            dim=1
+        )
 
     return 0.5 * kl(p, middle) + 0.5 * kl(q, middle)
 
@@ -164,6 +178,7 @@ def latent_features(autoencoder: nn.Module):
 
 def classifier_features(classifier: Classifier):
     """The classifier's penultimate features."""
+
     class Embed(nn.Module):
         def __init__(self):
             super().__init__()
@@ -204,7 +219,11 @@ class NoiseResidualNet(nn.Module):
         layers: list[nn.Module] = []
         channels = [3, width, width, width, 2 * width]
         for index, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:])):
-            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, stride=1 if index < 2 else 2), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(c_in, c_out, 3, padding=1, stride=1 if index < 2 else 2),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+            ]
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.head = nn.Linear(2 * width, 2)
 
@@ -214,17 +233,23 @@ class NoiseResidualNet(nn.Module):
         return self.head(self.features(levels - local_mean))
 
 
-def train_supervised_detector(clean: torch.Tensor, perturbed: torch.Tensor, config: SupervisedConfig,
-                              progress=None, should_stop=None) -> NoiseResidualNet:
+def train_supervised_detector(
+    clean: torch.Tensor, perturbed: torch.Tensor, config: SupervisedConfig, progress=None, should_stop=None
+) -> NoiseResidualNet:
     """A 2-class classifier: 0 = clean trusted image, 1 = the defender's perturbed copy of one."""
     torch.manual_seed(config.seed)
     model = NoiseResidualNet(config.width)
     copies = max(1, perturbed.shape[0] // max(clean.shape[0], 1))  # balance the classes
     images = torch.cat([clean.repeat(copies, 1, 1, 1), perturbed])
-    labels = torch.cat([torch.zeros(images.shape[0] - perturbed.shape[0], dtype=torch.long),
-                        torch.ones(perturbed.shape[0], dtype=torch.long)])
-    train_config = TrainConfig(epochs=config.epochs, learning_rate=config.learning_rate, optimizer="adam", augment=True,
-                               seed=config.seed)
+    labels = torch.cat(
+        [
+            torch.zeros(images.shape[0] - perturbed.shape[0], dtype=torch.long),
+            torch.ones(perturbed.shape[0], dtype=torch.long),
+        ]
+    )
+    train_config = TrainConfig(
+        epochs=config.epochs, learning_rate=config.learning_rate, optimizer="adam", augment=True, seed=config.seed
+    )
     train(model, images, labels, hard_label_loss(), train_config, progress=progress, should_stop=should_stop)
     return model.eval()
 
@@ -245,7 +270,7 @@ def reconstruction_error(autoencoder: nn.Module, images: torch.Tensor, batch_siz
     """Per-image MSE between images (uint8 or [0, 1] floats) and their reconstructions, on the CPU."""
     errors = []
     for start in range(0, images.shape[0], batch_size):
-        chunk = to_float_images(images[start: start + batch_size].cpu())
+        chunk = to_float_images(images[start : start + batch_size].cpu())
         reconstruction = predict(autoencoder, chunk, batch_size)
         errors.append(((reconstruction - chunk) ** 2).flatten(1).mean(dim=1))
     return torch.cat(errors) if errors else torch.empty(0)
@@ -280,8 +305,9 @@ class ThresholdConfig:
         return asdict(self)
 
 
-def set_detector_threshold(detector: ScoreDetector, config: ThresholdConfig,
-                           calibration: torch.Tensor, train_images: torch.Tensor) -> float:
+def set_detector_threshold(
+    detector: ScoreDetector, config: ThresholdConfig, calibration: torch.Tensor, train_images: torch.Tensor
+) -> float:
     """Apply config to a fitted detector; returns the threshold as a float."""
     if config.mode == "fixed":
         detector.set_threshold(config.value)
@@ -311,6 +337,7 @@ def infer_threshold_from_scores(scores, fpr: float) -> float:
 
 # ---- controls: what any poison filter must be compared with -------------------------------------
 
+
 def random_drop_mask(n: int, n_drop: int, seed: int) -> torch.Tensor:
     """Drop exactly n_drop of n samples uniformly at random (the 'no better than chance' control)."""
     if not 0 <= n_drop <= n:
@@ -326,6 +353,7 @@ def oracle_drop_mask(poison_mask: torch.Tensor) -> torch.Tensor:
 
 
 # ---- the detector registry ----------------------------------------------------------------------
+
 
 @dataclass
 class DetectorContext:
@@ -352,14 +380,20 @@ def supervised_model(context: DetectorContext) -> nn.Module:
         inputs, _ = denoising_pairs(context.dae_data, context.defender, context.dae_config)
         n = len(context.dae_data)
         report = context.report
-        progress = (lambda event: report("training supervised detector", event.step, event.total_steps)) if report else None
+        progress = (
+            (lambda event: report("training supervised detector", event.step, event.total_steps)) if report else None
+        )
         return train_supervised_detector(inputs[:n], inputs[n:], context.supervised, progress)
 
     if context.cache is None:
         return fit()
-    key = {"defender": context.defender_name, "dae_attacks": context.dae_config.to_dict(),
-           "supervised": asdict(context.supervised), "architecture": NoiseResidualNet.__name__,
-           **recipe_key("supervised_detector")}
+    key = {
+        "defender": context.defender_name,
+        "dae_attacks": context.dae_config.to_dict(),
+        "supervised": asdict(context.supervised),
+        "architecture": NoiseResidualNet.__name__,
+        **recipe_key("supervised_detector"),
+    }
     model, _ = context.cache.get("supervised_detector", key, lambda: NoiseResidualNet(context.supervised.width), fit)
     return model
 
@@ -368,17 +402,32 @@ def _feature_detector(kind: str, space: str):
     def build(context: DetectorContext) -> FeatureDetector:
         features = latent_features(context.autoencoder) if space == "latent" else classifier_features(context.defender)
         return FeatureDetector(kind, features, k=context.knn_k)
+
     return build
 
 
-DETECTORS.register(DetectorSpec("dae", "DAE reconstruction error (the paper's)",
-                                lambda context: DAEDetector(context.autoencoder)))
-DETECTORS.register(DetectorSpec("magnet", "MagNet: JSD of classifier on x vs DAE(x)",
-                                lambda context: MagNetDetector(context.autoencoder, context.defender,
-                                                               context.magnet_temperature)))
+DETECTORS.register(
+    DetectorSpec("dae", "DAE reconstruction error (the paper's)", lambda context: DAEDetector(context.autoencoder))
+)
+DETECTORS.register(
+    DetectorSpec(
+        "magnet",
+        "MagNet: JSD of classifier on x vs DAE(x)",
+        lambda context: MagNetDetector(context.autoencoder, context.defender, context.magnet_temperature),
+    )
+)
 for _kind, _kind_label in (("mahalanobis", "Mahalanobis"), ("knn", "KNN")):
     for _space, _space_label in (("latent", "DAE latents"), ("features", "classifier features")):
-        DETECTORS.register(DetectorSpec(f"{_kind}_{_space}", f"{_kind_label} on {_space_label} (alibi-detect)",
-                                        _feature_detector(_kind, _space), fit_on="trusted"))
-DETECTORS.register(DetectorSpec("supervised", "Supervised noise-residual CNN",
-                                lambda context: SupervisedDetector(supervised_model(context))))
+        DETECTORS.register(
+            DetectorSpec(
+                f"{_kind}_{_space}",
+                f"{_kind_label} on {_space_label} (alibi-detect)",
+                _feature_detector(_kind, _space),
+                fit_on="trusted",
+            )
+        )
+DETECTORS.register(
+    DetectorSpec(
+        "supervised", "Supervised noise-residual CNN", lambda context: SupervisedDetector(supervised_model(context))
+    )
+)

@@ -4,10 +4,11 @@ The teacher is trained on hard labels with softmax(logits / T); its soft labels 
 softmax(teacher logits / T); a student of the same architecture is trained at the same T on them.
 Both are used and evaluated at T = 1, i.e. on their raw logits.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
@@ -37,26 +38,55 @@ def soft_labels(teacher: torch.nn.Module, images: torch.Tensor, temperature: flo
     return torch.softmax(predict(teacher, images) / temperature, dim=1)
 
 
-def train_classifier(data: ImageSet, model_config: ClassifierConfig, train_config: TrainConfig, temperature: float = 1.0,
-                     progress: Callable[[Progress], None] | None = None, should_stop=None) -> Classifier:
+def train_classifier(
+    data: ImageSet,
+    model_config: ClassifierConfig,
+    train_config: TrainConfig,
+    temperature: float = 1.0,
+    progress: Callable[[Progress], None] | None = None,
+    should_stop=None,
+) -> Classifier:
     """A fresh classifier trained on hard labels at temperature T (T = 1: an ordinary classifier)."""
     torch.manual_seed(train_config.seed)
     model = Classifier(model_config)
-    train(model, data.images, data.labels, hard_label_loss(temperature), train_config, progress=progress, should_stop=should_stop)
+    train(
+        model,
+        data.images,
+        data.labels,
+        hard_label_loss(temperature),
+        train_config,
+        progress=progress,
+        should_stop=should_stop,
+    )
     return model
 
 
-def train_student(images: torch.Tensor, targets: torch.Tensor, config: DistillConfig,
-                  progress: Callable[[Progress], None] | None = None, should_stop=None) -> Classifier:
+def train_student(
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    config: DistillConfig,
+    progress: Callable[[Progress], None] | None = None,
+    should_stop=None,
+) -> Classifier:
     """A fresh classifier trained at T on the teacher's soft labels."""
     torch.manual_seed(config.train.seed + 1)
     student = Classifier(config.model)
-    train(student, images, targets, soft_label_loss(config.temperature), config.train, progress=progress, should_stop=should_stop)
+    train(
+        student,
+        images,
+        targets,
+        soft_label_loss(config.temperature),
+        config.train,
+        progress=progress,
+        should_stop=should_stop,
+    )
     return student
 
 
 def distill(data: ImageSet, config: DistillConfig, progress=None, should_stop=None) -> tuple[Classifier, Classifier]:
     """Teacher at T on data, then a student at T on its soft labels; returns (teacher, student)."""
     teacher = train_classifier(data, config.model, config.train, config.temperature, progress, should_stop)
-    student = train_student(data.images, soft_labels(teacher, data.images, config.temperature), config, progress, should_stop)
+    student = train_student(
+        data.images, soft_labels(teacher, data.images, config.temperature), config, progress, should_stop
+    )
     return teacher, student

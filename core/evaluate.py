@@ -1,4 +1,5 @@
 """Measurements: clean and adversarial accuracy of a classifier, and the quality of a poison filter."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -22,7 +23,9 @@ class AttackEvalConfig:
 
     def __post_init__(self):
         if not self.eps >= 0 or not self.alpha >= 0 or self.steps < 1:
-            raise ValueError(f"eval attack needs eps >= 0, alpha >= 0, steps >= 1; got {self.eps}, {self.alpha}, {self.steps}")
+            raise ValueError(
+                f"eval attack needs eps >= 0, alpha >= 0, steps >= 1; got {self.eps}, {self.alpha}, {self.steps}"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -42,14 +45,19 @@ def correct_per_image(model: nn.Module, test: ImageSet, config: AttackEvalConfig
     def correct(images: torch.Tensor) -> torch.Tensor:
         return predict(model, images).argmax(dim=1) == test.labels.cpu()
 
-    return {"clean_acc": correct(x), "fgsm_acc": correct(fgsm(model, x, test.labels, config.eps)),
-            "ifgsm_acc": correct(ifgsm(model, x, test.labels, config.eps, config.alpha, config.steps))}
+    return {
+        "clean_acc": correct(x),
+        "fgsm_acc": correct(fgsm(model, x, test.labels, config.eps)),
+        "ifgsm_acc": correct(ifgsm(model, x, test.labels, config.eps, config.alpha, config.steps)),
+    }
 
 
 def robustness(model: nn.Module, test: ImageSet, config: AttackEvalConfig) -> dict:
     """clean_acc, fgsm_acc and ifgsm_acc (fractions in [0, 1]) with white-box attacks on model."""
-    return {key: float(correct.float().mean()) if correct.numel() else float("nan")
-            for key, correct in correct_per_image(model, test, config).items()}
+    return {
+        key: float(correct.float().mean()) if correct.numel() else float("nan")
+        for key, correct in correct_per_image(model, test, config).items()
+    }
 
 
 def filter_quality(scores: torch.Tensor, dropped: torch.Tensor, poison_mask: torch.Tensor, threshold: float) -> dict:

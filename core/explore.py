@@ -3,6 +3,7 @@
 Everything here takes and returns plain tensors, arrays and dicts so the app can cache it by small
 config values. A finished run is a core.run.Run.
 """
+
 from __future__ import annotations
 
 import io
@@ -31,6 +32,7 @@ class UploadError(ValueError):
 
 # ---- the threshold view -------------------------------------------------------------------------
 
+
 def threshold_counts(scores: np.ndarray, poison_mask: np.ndarray, threshold: float) -> dict:
     """The 2x2 table kept/dropped x clean/poisoned with precision, recall and F1 (fast: numpy only)."""
     dropped = scores > threshold
@@ -43,17 +45,32 @@ def threshold_counts(scores: np.ndarray, poison_mask: np.ndarray, threshold: flo
     precision = dropped_poisoned / n_dropped if n_dropped else 0.0
     recall = dropped_poisoned / n_poisoned if n_poisoned else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"threshold": float(threshold), "kept_clean": kept_clean, "kept_poisoned": kept_poisoned,
-            "dropped_clean": dropped_clean, "dropped_poisoned": dropped_poisoned,
-            "precision": precision, "recall": recall, "f1": f1, "kept": kept_clean + kept_poisoned}
+    return {
+        "threshold": float(threshold),
+        "kept_clean": kept_clean,
+        "kept_poisoned": kept_poisoned,
+        "dropped_clean": dropped_clean,
+        "dropped_poisoned": dropped_poisoned,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "kept": kept_clean + kept_poisoned,
+    }
 
 
 def curves(scores: np.ndarray, poison_mask: np.ndarray) -> dict:
     """ROC and precision-recall curves of the score, and its ROC AUC (computed once per run and score)."""
     fpr, tpr, roc_thresholds = roc_curve(poison_mask, scores)
     precision, recall, pr_thresholds = precision_recall_curve(poison_mask, scores)
-    return {"auroc": float(np.trapz(tpr, fpr)), "fpr": fpr, "tpr": tpr, "roc_thresholds": roc_thresholds,
-            "precision": precision, "recall": recall, "pr_thresholds": pr_thresholds}
+    return {
+        "auroc": float(np.trapz(tpr, fpr)),
+        "fpr": fpr,
+        "tpr": tpr,
+        "roc_thresholds": roc_thresholds,
+        "precision": precision,
+        "recall": recall,
+        "pr_thresholds": pr_thresholds,
+    }
 
 
 def operating_point(scores: np.ndarray, poison_mask: np.ndarray, threshold: float) -> tuple[float, float]:
@@ -65,8 +82,9 @@ def operating_point(scores: np.ndarray, poison_mask: np.ndarray, threshold: floa
     return fpr, tpr
 
 
-def example_indices(scores: np.ndarray, poison_mask: np.ndarray, threshold: float, per_group: int = 8,
-                    seed: int = 0) -> dict[str, np.ndarray]:
+def example_indices(
+    scores: np.ndarray, poison_mask: np.ndarray, threshold: float, per_group: int = 8, seed: int = 0
+) -> dict[str, np.ndarray]:
     """A few training indices per decision: kept / dropped, each a mix of clean and poisoned."""
     rng = np.random.default_rng(seed)
     dropped = scores > threshold
@@ -82,6 +100,7 @@ def example_indices(scores: np.ndarray, poison_mask: np.ndarray, threshold: floa
 
 
 # ---- images ---------------------------------------------------------------------------------------
+
 
 def perturbation_stats(clean: torch.Tensor, poisoned: torch.Tensor) -> dict:
     """L-inf (grey levels and [0, 1]), mean L2 ([0, 1] scale) and PSNR (dB) of uint8 image pairs."""
@@ -101,7 +120,9 @@ def read_upload(data: bytes, name: str = "upload") -> torch.Tensor:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
             if width * height > MAX_UPLOAD_PIXELS:
-                raise UploadError(f"{name} is {width}x{height} pixels, over the {MAX_UPLOAD_PIXELS:,}-pixel limit: resize it first")
+                raise UploadError(
+                    f"{name} is {width}x{height} pixels, over the {MAX_UPLOAD_PIXELS:,}-pixel limit: resize it first"
+                )
             image.load()  # decodes fully: truncated files fail here
             rgb = image.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
     except UploadError:
@@ -113,16 +134,21 @@ def read_upload(data: bytes, name: str = "upload") -> torch.Tensor:
     return torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
 
-def top_classes(model: torch.nn.Module, images: torch.Tensor, k: int = 5, temperature: float = 1.0) -> list[list[tuple[str, float]]]:
+def top_classes(
+    model: torch.nn.Module, images: torch.Tensor, k: int = 5, temperature: float = 1.0
+) -> list[list[tuple[str, float]]]:
     """For each image, the k most likely classes as (name, probability) at the given temperature."""
     probabilities = torch.softmax(predict(model, images) / temperature, dim=1)
     values, indices = probabilities.topk(k, dim=1)
-    return [[(CLASS_NAMES[i], float(p)) for p, i in zip(row_values, row_indices)]
-            for row_values, row_indices in zip(values.tolist(), indices.tolist())]
+    return [
+        [(CLASS_NAMES[i], float(p)) for p, i in zip(row_values, row_indices)]
+        for row_values, row_indices in zip(values.tolist(), indices.tolist())
+    ]
 
 
-def attack_images(model: torch.nn.Module, images: torch.Tensor, attack: str, eps: float, alpha: float, steps: int,
-                  seed: int = 0) -> torch.Tensor:
+def attack_images(
+    model: torch.nn.Module, images: torch.Tensor, attack: str, eps: float, alpha: float, steps: int, seed: int = 0
+) -> torch.Tensor:
     """uint8 images -> float adversarial images in [0, 1] with a registered attack, untargeted, against the
     model's own prediction."""
     x = images.float() / 255
@@ -137,12 +163,17 @@ def reconstruction_view(autoencoder: torch.nn.Module, images: torch.Tensor) -> d
     reconstruction = predict(autoencoder, x)
     error = ((reconstruction - x) ** 2).mean(dim=1)
     heat = (error / (float(error.max()) or 1.0)).clamp(0, 1)
-    return {"input": x, "reconstruction": reconstruction, "mse": ((reconstruction - x) ** 2).flatten(1).mean(dim=1),
-            "error_map": torch.stack([heat, torch.zeros_like(heat), 1 - heat], dim=1)}
+    return {
+        "input": x,
+        "reconstruction": reconstruction,
+        "mse": ((reconstruction - x) ** 2).flatten(1).mean(dim=1),
+        "error_map": torch.stack([heat, torch.zeros_like(heat), 1 - heat], dim=1),
+    }
 
 
-def image_verdicts(x: torch.Tensor, run: Run, autoencoder, student, undefended, residual_model, dae_threshold: float,
-                   k: int = 5) -> dict:
+def image_verdicts(
+    x: torch.Tensor, run: Run, autoencoder, student, undefended, residual_model, dae_threshold: float, k: int = 5
+) -> dict:
     """Everything Your images shows for one image in [0, 1] (3, 32, 32): the DAE's view and verdict at dae_threshold,
     the noise-residual detector's verdict at the run's threshold (when the run ships one), both models' top-k."""
     from core.detect import SupervisedDetector
@@ -150,10 +181,14 @@ def image_verdicts(x: torch.Tensor, run: Run, autoencoder, student, undefended, 
     x = x.float() / 255 if x.dtype == torch.uint8 else x
     view = reconstruction_view(autoencoder, x.unsqueeze(0))
     mse = float(view["mse"][0])
-    verdicts = {"reconstruction": view["reconstruction"][0], "error_map": view["error_map"][0], "mse": mse,
-                "dae_dropped": mse > dae_threshold,
-                "student_top": top_classes(student, x.unsqueeze(0), k)[0],
-                "undefended_top": top_classes(undefended, x.unsqueeze(0), k)[0]}
+    verdicts = {
+        "reconstruction": view["reconstruction"][0],
+        "error_map": view["error_map"][0],
+        "mse": mse,
+        "dae_dropped": mse > dae_threshold,
+        "student_top": top_classes(student, x.unsqueeze(0), k)[0],
+        "undefended_top": top_classes(undefended, x.unsqueeze(0), k)[0],
+    }
     if residual_model is not None:
         residual = float(SupervisedDetector(residual_model, device=torch.device("cpu")).score(x.unsqueeze(0))[0])
         verdicts.update(residual=residual, residual_flagged=residual > run.threshold_of("supervised"))
@@ -173,9 +208,15 @@ def poison_preview(train, surrogate: torch.nn.Module, classes: list[int], per_cl
     clean, labels = train.images[index], train.labels[index]
     poisoned = quantise_toward(clean, craft(surrogate, clean, labels, config), config.eps)
     amplified = ((poisoned.float() - clean.float()) / max(2 * config.eps * 255, 1e-6) + 0.5).clamp(0, 1)
-    return {"clean": clean, "poisoned": poisoned, "labels": labels, "amplified": amplified,
-            "stats": perturbation_stats(clean, poisoned), "acc_before": accuracy(surrogate, clean, labels),
-            "acc_after": accuracy(surrogate, poisoned, labels)}
+    return {
+        "clean": clean,
+        "poisoned": poisoned,
+        "labels": labels,
+        "amplified": amplified,
+        "stats": perturbation_stats(clean, poisoned),
+        "acc_before": accuracy(surrogate, clean, labels),
+        "acc_after": accuracy(surrogate, poisoned, labels),
+    }
 
 
 def threat_preview(train, config, shown: int = 8) -> dict:
@@ -186,33 +227,50 @@ def threat_preview(train, config, shown: int = 8) -> dict:
     poisoned = poison_training_set(train, None, config)
     changed = torch.nonzero(poisoned.poison_mask).flatten()
     chosen = changed[torch.randperm(len(changed), generator=torch.Generator().manual_seed(config.seed))[:shown]]
-    return {"n_poisoned": poisoned.n_poisoned, "n_train": len(train), "images": poisoned.data.images[chosen],
-            "old_labels": train.labels[chosen].tolist(), "new_labels": poisoned.data.labels[chosen].tolist()}
+    return {
+        "n_poisoned": poisoned.n_poisoned,
+        "n_train": len(train),
+        "images": poisoned.data.images[chosen],
+        "old_labels": train.labels[chosen].tolist(),
+        "new_labels": poisoned.data.labels[chosen].tolist(),
+    }
 
 
 def applied_summary(train, poisoned) -> dict:
     """How many training images a poisoning replaced, how many differ after rounding, and the perturbation's size."""
     changed = (poisoned.data.images != train.images).flatten(1).any(dim=1)
     mask = poisoned.poison_mask
-    return {"poisoned": poisoned.n_poisoned, "of": len(train), "actually changed": int(changed.sum()),
-            **perturbation_stats(train.images[mask], poisoned.data.images[mask])}
+    return {
+        "poisoned": poisoned.n_poisoned,
+        "of": len(train),
+        "actually changed": int(changed.sum()),
+        **perturbation_stats(train.images[mask], poisoned.data.images[mask]),
+    }
 
 
-def train_at_threshold(run: Run, splits, score: str, threshold: float, temperature: float, epochs: int,
-                       progress=None, should_stop=None) -> tuple[dict, torch.nn.Module]:
+def train_at_threshold(
+    run: Run, splits, score: str, threshold: float, temperature: float, epochs: int, progress=None, should_stop=None
+) -> tuple[dict, torch.nn.Module]:
     """Teacher and student at T on the run's stored training samples whose `score` is at most threshold, measured
     like the sweep (its test subset, the run's paper-style attacks). Returns (point, student)."""
     from core.evaluate import robustness
     from core.sweep import distil_at_threshold
 
     poisoned = run.poisons(splits.train)
-    _, student, kept = distil_at_threshold(poisoned.data, run.scores_of(score), threshold, run.config, epochs,
-                                           temperature, progress, should_stop)
+    _, student, kept = distil_at_threshold(
+        poisoned.data, run.scores_of(score), threshold, run.config, epochs, temperature, progress, should_stop
+    )
     if progress is not None:
         progress("measuring the student (clean, FGSM, I-FGSM)", 0, 1)
     test = student_test_subset(run, splits.test)
-    point = {"score": score, "threshold": threshold, "temperature": temperature, "epochs": epochs, "kept": int(kept.sum()),
-             **robustness(student, test, run.config.eval_attack)}
+    point = {
+        "score": score,
+        "threshold": threshold,
+        "temperature": temperature,
+        "epochs": epochs,
+        "kept": int(kept.sum()),
+        **robustness(student, test, run.config.eval_attack),
+    }
     return point, student
 
 
@@ -238,11 +296,20 @@ def example_pool(run: Run, train, pool_size: int = 48) -> dict:
     poisoned = np.flatnonzero(mask)
     clean = np.flatnonzero(~mask)
     half = pool_size // 2
-    chosen = np.concatenate([rng.choice(poisoned, min(half, len(poisoned)), replace=False),
-                             rng.choice(clean, min(pool_size - min(half, len(poisoned)), len(clean)), replace=False)])
+    chosen = np.concatenate(
+        [
+            rng.choice(poisoned, min(half, len(poisoned)), replace=False),
+            rng.choice(clean, min(pool_size - min(half, len(poisoned)), len(clean)), replace=False),
+        ]
+    )
     index = torch.from_numpy(np.sort(chosen))
-    return {"index": index.numpy(), "clean": train.images[index], "delivered": delivered.data.images[index],
-            "is_poisoned": run.poison_mask[index].numpy(), "labels": delivered.data.labels[index]}
+    return {
+        "index": index.numpy(),
+        "clean": train.images[index],
+        "delivered": delivered.data.images[index],
+        "is_poisoned": run.poison_mask[index].numpy(),
+        "labels": delivered.data.labels[index],
+    }
 
 
 def student_test_subset(run: Run, test, share: float = 0.15):
@@ -256,8 +323,15 @@ def student_test_subset(run: Run, test, share: float = 0.15):
 # ---- the detector comparison (python -m core compare) --------------------------------------------
 
 SHIPPED_COMPARISON = Path(__file__).resolve().parents[1] / "checkpoints" / "compare" / "compare.json"
-COMPARISON_COLUMNS = (("auroc", "ROC AUC"), ("precision", "precision"), ("recall", "recall"), ("clean_acc", "clean"),
-                      ("ifgsm_acc", "I-FGSM"), ("adaptive_acc", "worst case"), ("attack_success_rate", "attack success"))
+COMPARISON_COLUMNS = (
+    ("auroc", "ROC AUC"),
+    ("precision", "precision"),
+    ("recall", "recall"),
+    ("clean_acc", "clean"),
+    ("ifgsm_acc", "I-FGSM"),
+    ("adaptive_acc", "worst case"),
+    ("attack_success_rate", "attack success"),
+)
 
 
 def load_comparison(path: str | Path = SHIPPED_COMPARISON) -> dict:
@@ -267,9 +341,13 @@ def load_comparison(path: str | Path = SHIPPED_COMPARISON) -> dict:
         comparison = json.loads(path.read_text())
         comparison["summary"], comparison["runs"]  # noqa: B018 - the two keys every reader needs
     except FileNotFoundError:
-        raise CheckpointError(f"no comparison at {path}: run `python -m core compare --seeds 3 --out {path.parent}`") from None
+        raise CheckpointError(
+            f"no comparison at {path}: run `python -m core compare --seeds 3 --out {path.parent}`"
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
-        raise CheckpointError(f"{path} is corrupt or from another tool ({error}); rerun `python -m core compare`") from None
+        raise CheckpointError(
+            f"{path} is corrupt or from another tool ({error}); rerun `python -m core compare`"
+        ) from None
     return comparison
 
 
@@ -296,7 +374,11 @@ def comparison_rows(threat_summary: dict) -> list[dict]:
         student = quality.get("student") or {}
         row = {"model": "student at T" if student else "(scored only)", "filter": filter_label(name)}
         for key, title in COMPARISON_COLUMNS:
-            row[title] = _mean_std(quality.get(key), percent=False) if key in detection else _mean_std(student.get(key), percent=True)
+            row[title] = (
+                _mean_std(quality.get(key), percent=False)
+                if key in detection
+                else _mean_std(student.get(key), percent=True)
+            )
         rows.append(row)
     if "attack_success_rate" not in threat_summary["reference"]["undefended"]:
         for row in rows:

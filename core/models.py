@@ -3,6 +3,7 @@
 Both take images in [0, 1] of shape (N, 3, 32, 32). The classifier normalises inside itself so that
 attacks, detectors and users all work on plain pixel values, and returns logits.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -54,9 +55,14 @@ class Classifier(nn.Module):
         self.register_buffer("mean", torch.tensor(GTSRB_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(GTSRB_STD).view(1, 3, 1, 1))
         self.features = nn.Sequential(
-            _conv_block(3, w), _conv_block(w, w), nn.MaxPool2d(2),  # 16x16
-            _conv_block(w, 2 * w), _conv_block(2 * w, 2 * w), nn.MaxPool2d(2),  # 8x8
-            _conv_block(2 * w, 4 * w), nn.MaxPool2d(2),  # 4x4
+            _conv_block(3, w),
+            _conv_block(w, w),
+            nn.MaxPool2d(2),  # 16x16
+            _conv_block(w, 2 * w),
+            _conv_block(2 * w, 2 * w),
+            nn.MaxPool2d(2),  # 8x8
+            _conv_block(2 * w, 4 * w),
+            nn.MaxPool2d(2),  # 4x4
         )
         self.embedding = nn.Sequential(
             nn.Flatten(), nn.Linear(4 * w * 4 * 4, self.config.hidden), nn.ReLU(inplace=True)
@@ -103,12 +109,17 @@ class DenoisingAutoencoder(nn.Module):
 
         encoder: list[nn.Module] = []
         for c_in, c_out in zip(channels[:-1], channels[1:]):
-            encoder += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+            encoder += [
+                nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+            ]
         encoder += [nn.Flatten(), nn.Linear(flat, self.config.latent_dim)]
         self.encoder = nn.Sequential(*encoder)
 
         decoder: list[nn.Module] = [
-            nn.Linear(self.config.latent_dim, flat), nn.ReLU(inplace=True),
+            nn.Linear(self.config.latent_dim, flat),
+            nn.ReLU(inplace=True),
             nn.Unflatten(1, (channels[-1], self.spatial, self.spatial)),
         ]
         reversed_channels = channels[::-1]

@@ -3,12 +3,13 @@
 poison the train split (surrogate, FGSM / I-FGSM) -> DAE trained on the trusted set -> threshold ->
 drop samples scored above it -> teacher at T -> soft labels -> student at T -> evaluate five models.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 from safetensors.torch import save_file
@@ -78,17 +79,26 @@ class ExperimentConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "ExperimentConfig":
         return cls(
-            **{k: v for k, v in data.items() if k not in ("classifier", "classifier_train", "poison", "dae", "threshold", "eval_attack")},
-            classifier=ClassifierConfig(**data["classifier"]), classifier_train=TrainConfig.from_dict(data["classifier_train"]),
-            poison=PoisonConfig(**data["poison"]), dae=DAEConfig.from_dict(data["dae"]),
-            threshold=ThresholdConfig(**data["threshold"]), eval_attack=AttackEvalConfig(**data["eval_attack"]),
+            **{
+                k: v
+                for k, v in data.items()
+                if k not in ("classifier", "classifier_train", "poison", "dae", "threshold", "eval_attack")
+            },
+            classifier=ClassifierConfig(**data["classifier"]),
+            classifier_train=TrainConfig.from_dict(data["classifier_train"]),
+            poison=PoisonConfig(**data["poison"]),
+            dae=DAEConfig.from_dict(data["dae"]),
+            threshold=ThresholdConfig(**data["threshold"]),
+            eval_attack=AttackEvalConfig(**data["eval_attack"]),
         )
 
     def summary(self) -> str:
         p = self.poison
         steps = f", alpha {p.alpha}, {p.steps} steps" if p.attack != "fgsm" else ""
-        return (f"{self.preset}: {p.attack.upper()} eps {p.eps}{steps} on {p.fraction:.0%} of train, "
-                f"threshold {self.threshold.mode}, T={self.temperature}, seed {self.seed}")
+        return (
+            f"{self.preset}: {p.attack.upper()} eps {p.eps}{steps} on {p.fraction:.0%} of train, "
+            f"threshold {self.threshold.mode}, T={self.temperature}, seed {self.seed}"
+        )
 
 
 def preset(name: str, **overrides) -> ExperimentConfig:
@@ -98,13 +108,20 @@ def preset(name: str, **overrides) -> ExperimentConfig:
         base = ExperimentConfig(preset="paper")
     elif name == "quick":
         base = ExperimentConfig(
-            preset="quick", train_subset=0.25, test_subset=0.1,
-            classifier_train=classifier_train_config(epochs=5), defender_epochs=20,
+            preset="quick",
+            train_subset=0.25,
+            test_subset=0.1,
+            classifier_train=classifier_train_config(epochs=5),
+            defender_epochs=20,
             dae=DAEConfig(train=replace(DAEConfig().train, epochs=8)),
         )
     elif name == "compare":  # the detector comparison trains ~12 models per threat and seed: narrower, shorter
-        base = replace(preset("quick"), preset="compare", classifier=ClassifierConfig(width=16),
-                       classifier_train=classifier_train_config(epochs=4))
+        base = replace(
+            preset("quick"),
+            preset="compare",
+            classifier=ClassifierConfig(width=16),
+            classifier_train=classifier_train_config(epochs=4),
+        )
     else:
         raise ValueError(f"unknown preset {name!r}: choose 'paper', 'quick' or 'compare'")
     return replace(base, **overrides)
@@ -120,8 +137,14 @@ class ModelCache:
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
 
-    def get(self, role: str, key: dict, build: Callable[[], torch.nn.Module], fit: Callable[[], torch.nn.Module],
-            metrics: Callable[[torch.nn.Module], dict] | None = None) -> tuple[torch.nn.Module, str]:
+    def get(
+        self,
+        role: str,
+        key: dict,
+        build: Callable[[], torch.nn.Module],
+        fit: Callable[[], torch.nn.Module],
+        metrics: Callable[[torch.nn.Module], dict] | None = None,
+    ) -> tuple[torch.nn.Module, str]:
         name = f"{role}-{config_hash(key)}"
         if has_model(self.directory, name):
             return load_weights(self.directory, name, build()).eval(), name
@@ -171,28 +194,47 @@ def _trainer(report: StageProgress, stage: str):
     return lambda event: report(stage, event.step, event.total_steps)
 
 
-def _data_and_classifiers(config: ExperimentConfig, cache: "ModelCache", data_root, report: StageProgress, should_stop,
-                          download: bool):
+def _data_and_classifiers(
+    config: ExperimentConfig, cache: "ModelCache", data_root, report: StageProgress, should_stop, download: bool
+):
     """The run's splits, the key of its data, and `classifier(role, data, seed_role, upstream, T, epochs)`, which
     trains (or reloads) a classifier of the run's architecture and recipe under the role's seed."""
     seed = config.seed
     report("loading GTSRB", 0, 1)
     splits = load_splits(data_root, config.trusted_fraction, seed, config.train_subset, config.test_subset, download)
     report("loading GTSRB", 1, 1)
-    data_key = {**recipe_key("data"), "seed": seed, "trusted_fraction": config.trusted_fraction,
-                "train_subset": config.train_subset, "train": splits.train.digest(), "trusted": splits.trusted.digest()}
+    data_key = {
+        **recipe_key("data"),
+        "seed": seed,
+        "trusted_fraction": config.trusted_fraction,
+        "train_subset": config.train_subset,
+        "train": splits.train.digest(),
+        "trusted": splits.trusted.digest(),
+    }
     classifier_key = {"model": asdict(config.classifier), **recipe_key("classifier")}
 
-    def classifier(role: str, data: ImageSet, seed_role: str, upstream: dict, temperature: float = 1.0,
-                   epochs: int | None = None):
+    def classifier(
+        role: str, data: ImageSet, seed_role: str, upstream: dict, temperature: float = 1.0, epochs: int | None = None
+    ):
         train_config = _seeded(config.classifier_train, seed, seed_role)
         if epochs is not None:
             train_config = replace(train_config, epochs=epochs)
-        key = {"role": role, "data": upstream, **classifier_key, "train": asdict(train_config), "temperature": temperature}
-        return cache.get(role, key, lambda: Classifier(config.classifier),
-                         lambda: train_classifier(data, config.classifier, train_config, temperature,
-                                                  _trainer(report, f"training {role}"), should_stop),
-                         lambda model: {"train_acc": accuracy(model, data.images, data.labels)})
+        key = {
+            "role": role,
+            "data": upstream,
+            **classifier_key,
+            "train": asdict(train_config),
+            "temperature": temperature,
+        }
+        return cache.get(
+            role,
+            key,
+            lambda: Classifier(config.classifier),
+            lambda: train_classifier(
+                data, config.classifier, train_config, temperature, _trainer(report, f"training {role}"), should_stop
+            ),
+            lambda model: {"train_acc": accuracy(model, data.images, data.labels)},
+        )
 
     return splits, data_key, classifier
 
@@ -200,18 +242,29 @@ def _data_and_classifiers(config: ExperimentConfig, cache: "ModelCache", data_ro
 def _defender(config: ExperimentConfig, splits: GTSRBSplits, data_key: dict, classifier):
     """The defender's trusted images split into DAE training data and a held-out calibration slice, and its own
     classifier trained on the former. Returns (dae_data, calibration, defender, defender cache name, DAE config)."""
-    dae_index, calibration_index = stratified_split(splits.trusted.labels, config.calibration_fraction,
-                                                    sampling_seed(config.seed, "calibration_split"))
+    dae_index, calibration_index = stratified_split(
+        splits.trusted.labels, config.calibration_fraction, sampling_seed(config.seed, "calibration_split")
+    )
     dae_data, calibration = splits.trusted.subset(dae_index), splits.trusted.subset(calibration_index)
-    defender, defender_name = classifier("defender", dae_data, "defender",
-                                         {**data_key, "calibration_fraction": config.calibration_fraction},
-                                         epochs=config.defender_epochs)
+    defender, defender_name = classifier(
+        "defender",
+        dae_data,
+        "defender",
+        {**data_key, "calibration_fraction": config.calibration_fraction},
+        epochs=config.defender_epochs,
+    )
     dae_config = replace(config.dae, train=_seeded(config.dae.train, config.seed, "dae"))
     return dae_data, calibration, defender, defender_name, dae_config
 
 
-def prepare(config: ExperimentConfig, cache: "ModelCache", data_root=None, report: StageProgress | None = None,
-            should_stop=None, download: bool = False) -> Prepared:
+def prepare(
+    config: ExperimentConfig,
+    cache: "ModelCache",
+    data_root=None,
+    report: StageProgress | None = None,
+    should_stop=None,
+    download: bool = False,
+) -> Prepared:
     """Stages 1 and 2 of the pipeline (each model cached): poisons, defender, DAE, scores, threshold."""
     report = report or (lambda stage, done, total: None)
     splits, data_key, classifier = _data_and_classifiers(config, cache, data_root, report, should_stop, download)
@@ -236,45 +289,96 @@ def prepare(config: ExperimentConfig, cache: "ModelCache", data_root=None, repor
     report("scoring training set", 0, 1)
     threshold = set_detector_threshold(detector, config.threshold, calibration.images, poisoned.data.images)
     # In expected_poison mode infer_threshold has just scored the training set: reuse, do not rescore.
-    train_scores = (detector.val_scores if config.threshold.mode == "expected_poison"
-                    else detector.score(poisoned.data.images))
+    train_scores = (
+        detector.val_scores if config.threshold.mode == "expected_poison" else detector.score(poisoned.data.images)
+    )
     report("scoring training set", 1, 1)
-    return Prepared(splits, poisoned, surrogate, defender, dae_data, calibration, detector, train_scores, threshold,
-                    data_key, poison_key, {"surrogate": surrogate_name, "defender": defender_name, "dae": dae_name},
-                    classifier, dae_config)
+    return Prepared(
+        splits,
+        poisoned,
+        surrogate,
+        defender,
+        dae_data,
+        calibration,
+        detector,
+        train_scores,
+        threshold,
+        data_key,
+        poison_key,
+        {"surrogate": surrogate_name, "defender": defender_name, "dae": dae_name},
+        classifier,
+        dae_config,
+    )
 
 
-def tuning_pairs(config: ExperimentConfig, cache_dir: str | Path, data_root=None, report: StageProgress | None = None,
-                 download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def tuning_pairs(
+    config: ExperimentConfig,
+    cache_dir: str | Path,
+    data_root=None,
+    report: StageProgress | None = None,
+    download: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The denoising pairs a run of `config` trains its DAE on (the defender's trusted images minus the calibration
     slice, and its own perturbed copies of them, from the same cached defender), for Optuna to tune on."""
     report = report or (lambda stage, done, total: None)
-    splits, data_key, classifier = _data_and_classifiers(config, ModelCache(cache_dir), data_root, report, None, download)
+    splits, data_key, classifier = _data_and_classifiers(
+        config, ModelCache(cache_dir), data_root, report, None, download
+    )
     dae_data, _, defender, _, dae_config = _defender(config, splits, data_key, classifier)
     return denoising_pairs(dae_data, defender, dae_config)
 
 
-def distilled(config: ExperimentConfig, cache: "ModelCache", prepared: Prepared, role: str, data: ImageSet, seed_role: str,
-              upstream: dict, report: StageProgress | None = None, should_stop=None):
+def distilled(
+    config: ExperimentConfig,
+    cache: "ModelCache",
+    prepared: Prepared,
+    role: str,
+    data: ImageSet,
+    seed_role: str,
+    upstream: dict,
+    report: StageProgress | None = None,
+    should_stop=None,
+):
     """Teacher at T on data, then a student at T on its soft labels, both cached.
 
     Returns (teacher, student, teacher cache name, student cache name)."""
     report = report or (lambda stage, done, total: None)
     teacher, teacher_name = prepared.classifier(f"{role}_teacher", data, seed_role, upstream, config.temperature)
-    student_config = DistillConfig(config.temperature, config.classifier,
-                                   _seeded(config.classifier_train, config.seed, seed_role))
-    key = {"role": f"{role}_student", "teacher": teacher_name, "temperature": config.temperature,
-           "model": asdict(config.classifier), "train": asdict(student_config.train), **recipe_key("classifier")}
+    student_config = DistillConfig(
+        config.temperature, config.classifier, _seeded(config.classifier_train, config.seed, seed_role)
+    )
+    key = {
+        "role": f"{role}_student",
+        "teacher": teacher_name,
+        "temperature": config.temperature,
+        "model": asdict(config.classifier),
+        "train": asdict(student_config.train),
+        **recipe_key("classifier"),
+    }
     student, student_name = cache.get(
-        f"{role}_student", key, lambda: Classifier(config.classifier),
-        lambda: train_student(data.images, soft_labels(teacher, data.images, config.temperature), student_config,
-                              lambda event: report(f"training {role} student", event.step, event.total_steps), should_stop))
+        f"{role}_student",
+        key,
+        lambda: Classifier(config.classifier),
+        lambda: train_student(
+            data.images,
+            soft_labels(teacher, data.images, config.temperature),
+            student_config,
+            lambda event: report(f"training {role} student", event.step, event.total_steps),
+            should_stop,
+        ),
+    )
     return teacher, student, teacher_name, student_name
 
 
-def run_experiment(config: ExperimentConfig, cache_dir: str | Path = "runs/cache", data_root=None,
-                   progress: StageProgress | None = None, should_stop=None, download: bool = False,
-                   evaluate: bool = True) -> tuple[dict, RunState]:
+def run_experiment(
+    config: ExperimentConfig,
+    cache_dir: str | Path = "runs/cache",
+    data_root=None,
+    progress: StageProgress | None = None,
+    should_stop=None,
+    download: bool = False,
+    evaluate: bool = True,
+) -> tuple[dict, RunState]:
     """Run (or reload from cache) every stage; returns (results dict, RunState).
 
     evaluate=False stops after training (results is then empty): for callers that only need the state.
@@ -296,8 +400,9 @@ def run_experiment(config: ExperimentConfig, cache_dir: str | Path = "runs/cache
 
     # 3. The five models.
     def distil(role: str, data: ImageSet, upstream: dict):
-        teacher, student, teacher_name, student_name = distilled(config, cache, prepared, role, data, role, upstream,
-                                                                 report, should_stop)
+        teacher, student, teacher_name, student_name = distilled(
+            config, cache, prepared, role, data, role, upstream, report, should_stop
+        )
         state.models[f"{role}_teacher"] = teacher
         state.artifacts[f"{role}_teacher"] = teacher_name
         return student, student_name
@@ -317,26 +422,39 @@ def run_experiment(config: ExperimentConfig, cache_dir: str | Path = "runs/cache
     # 4. Measurements.
     results = {
         "config": config.to_dict(),
-        "data": {"n_train": len(splits.train), "n_trusted": len(splits.trusted), "n_dae_train": len(dae_data),
-                 "n_calibration": len(calibration), "n_test": len(splits.test)},
+        "data": {
+            "n_train": len(splits.train),
+            "n_trusted": len(splits.trusted),
+            "n_dae_train": len(dae_data),
+            "n_calibration": len(calibration),
+            "n_test": len(splits.test),
+        },
         "poison": _poison_stats(poisoned, splits.train),
-        "filter": {"mode": config.threshold.mode,
-                   **filter_quality(train_scores, dropped, poisoned.poison_mask, threshold),
-                   "mean_error_clean": float(train_scores[~poisoned.poison_mask].mean()),
-                   "mean_error_poisoned": float(train_scores[poisoned.poison_mask].mean()) if poisoned.n_poisoned else None},
-        "dae": {"config": dae_config.to_dict(),
-                "mean_reconstruction_error_test": float(detector.score(splits.test.images).mean()),
-                "mean_reconstruction_error_calibration": float(detector.reference_scores.mean())},
+        "filter": {
+            "mode": config.threshold.mode,
+            **filter_quality(train_scores, dropped, poisoned.poison_mask, threshold),
+            "mean_error_clean": float(train_scores[~poisoned.poison_mask].mean()),
+            "mean_error_poisoned": float(train_scores[poisoned.poison_mask].mean()) if poisoned.n_poisoned else None,
+        },
+        "dae": {
+            "config": dae_config.to_dict(),
+            "mean_reconstruction_error_test": float(detector.score(splits.test.images).mean()),
+            "mean_reconstruction_error_calibration": float(detector.reference_scores.mean()),
+        },
         "models": {},
     }
     for index, name in enumerate(MODEL_NAMES):
         report("evaluating models (clean, FGSM, I-FGSM)", index, len(MODEL_NAMES))
         per_image = correct_per_image(state.models[name], splits.test, config.eval_attack)
         state.per_image.update({f"{name}/{key}": correct for key, correct in per_image.items()})
-        results["models"][name] = {**{key: float(correct.float().mean()) for key, correct in per_image.items()},
-                                    **threat_metrics(state.models[name], splits.test, config.poison)}
+        results["models"][name] = {
+            **{key: float(correct.float().mean()) for key, correct in per_image.items()},
+            **threat_metrics(state.models[name], splits.test, config.poison),
+        }
     report("evaluating models (clean, FGSM, I-FGSM)", len(MODEL_NAMES), len(MODEL_NAMES))
-    results["teacher_train_acc"] = accuracy(state.models["filter_distillation_teacher"], filtered.images, filtered.labels)
+    results["teacher_train_acc"] = accuracy(
+        state.models["filter_distillation_teacher"], filtered.images, filtered.labels
+    )
     results["paper"] = PAPER_RESULTS
     results["recipe_versions"] = dict(RECIPE_VERSIONS)
     results["artifacts"] = dict(state.artifacts)
@@ -348,13 +466,22 @@ def _poison_stats(poisoned: PoisonedSet, clean: ImageSet) -> dict:
     changed = (poisoned.data.images.int() - clean.images.int()).abs()
     mask = poisoned.poison_mask
     linf = int(changed[mask].amax()) if mask.any() else 0
-    return {"threat": poisoned.config.threat, "fraction": poisoned.config.fraction,
-            "n_relabelled": int((poisoned.data.labels != clean.labels).sum()), "n_poisoned": poisoned.n_poisoned, "n_train": len(clean),
-            "attack": poisoned.config.attack, "eps": poisoned.config.eps,
-            "linf_levels": linf, "mean_abs_change_levels": float(changed[mask].float().mean()) if mask.any() else 0.0}
+    return {
+        "threat": poisoned.config.threat,
+        "fraction": poisoned.config.fraction,
+        "n_relabelled": int((poisoned.data.labels != clean.labels).sum()),
+        "n_poisoned": poisoned.n_poisoned,
+        "n_train": len(clean),
+        "attack": poisoned.config.attack,
+        "eps": poisoned.config.eps,
+        "linf_levels": linf,
+        "mean_abs_change_levels": float(changed[mask].float().mean()) if mask.any() else 0.0,
+    }
 
 
-def _cached_poison(cache: ModelCache, key: dict, train: ImageSet, surrogate, config: PoisonConfig, report) -> PoisonedSet:
+def _cached_poison(
+    cache: ModelCache, key: dict, train: ImageSet, surrogate, config: PoisonConfig, report
+) -> PoisonedSet:
     """Poisoned images are deterministic given the surrogate and config; cache the changed rows."""
     path = cache.directory / f"poison-{config_hash(key)}.safetensors"
     if path.exists():
@@ -374,10 +501,18 @@ def export_run(results: dict, state: RunState, out_dir: str | Path) -> None:
     out = Path(out_dir)
     for role in SHIPPED_ROLES:
         model = state.detector.autoencoder if role == "dae" else state.models[role]
-        save_model(out, role, model, {"role": role, "cache_name": state.artifacts[role], "experiment": results["config"]},
-                   results["models"].get(role, {}))
-    scores = {"train_scores": state.train_scores.float().contiguous(), "poison_mask": state.poisoned.poison_mask.to(torch.uint8),
-              "calibration_scores": state.detector.reference_scores.float().contiguous()}
+        save_model(
+            out,
+            role,
+            model,
+            {"role": role, "cache_name": state.artifacts[role], "experiment": results["config"]},
+            results["models"].get(role, {}),
+        )
+    scores = {
+        "train_scores": state.train_scores.float().contiguous(),
+        "poison_mask": state.poisoned.poison_mask.to(torch.uint8),
+        "calibration_scores": state.detector.reference_scores.float().contiguous(),
+    }
     atomic_write(out / "scores.safetensors", lambda tmp: save_file(scores, str(tmp)))
     save_poisons(out / POISONS_FILE, state.poisoned)
     if state.per_image:  # which test images each model gets right, clean and attacked: what `verify` samples

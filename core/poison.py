@@ -10,6 +10,7 @@ spotted by their non-integral pixels, a loophole no detector may use.)
 
 The ground-truth mask says which samples were poisoned. It is only ever used to *score* a defence.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -41,7 +42,9 @@ class PoisonConfig:
     def __post_init__(self):
         THREATS[self.threat], ATTACKS[self.attack]  # noqa: B018 - unknown names raise with the valid ones
         if not (0 <= self.source_class < NUM_CLASSES and 0 <= self.target_class < NUM_CLASSES):
-            raise ValueError(f"source and target class must be GTSRB classes 0..42, got {self.source_class}, {self.target_class}")
+            raise ValueError(
+                f"source and target class must be GTSRB classes 0..42, got {self.source_class}, {self.target_class}"
+            )
         if self.threat == "label_flip" and self.source_class == self.target_class:
             raise ValueError("label flipping needs a source class different from the target class")
         if not 1 <= self.trigger_size <= 16:
@@ -57,6 +60,7 @@ class PoisonConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
 
 @dataclass
 class PoisonedSet:
@@ -96,8 +100,9 @@ def quantise_toward(original: torch.Tensor, adversarial: torch.Tensor, eps: floa
 def craft(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, config: PoisonConfig) -> torch.Tensor:
     """Adversarial float images in [0, 1] for uint8 images with config's registered attack (true labels)."""
     x = images.float() / 255.0
-    return ATTACKS[config.attack].run(model, x, labels, config.eps, config.alpha, config.steps,
-                                      generator=torch.Generator().manual_seed(config.seed))
+    return ATTACKS[config.attack].run(
+        model, x, labels, config.eps, config.alpha, config.steps, generator=torch.Generator().manual_seed(config.seed)
+    )
 
 
 def poison_mask(n: int, chosen: torch.Tensor) -> torch.Tensor:
@@ -106,8 +111,9 @@ def poison_mask(n: int, chosen: torch.Tensor) -> torch.Tensor:
     return mask
 
 
-def poison_training_set(train: ImageSet, surrogate: nn.Module | None, config: PoisonConfig,
-                        progress=None) -> PoisonedSet:
+def poison_training_set(
+    train: ImageSet, surrogate: nn.Module | None, config: PoisonConfig, progress=None
+) -> PoisonedSet:
     """The training set under config.threat, as the defender receives it.
 
     progress(stage, done, total), if given, is called as the poisons are made."""
@@ -130,8 +136,11 @@ def save_poisons(path, poisoned: PoisonedSet) -> None:
     from core.storage import atomic_write
 
     index = torch.nonzero(poisoned.poison_mask).flatten()
-    payload = {"index": index, "images": poisoned.data.images[index].contiguous(),
-               "labels": poisoned.data.labels[index].contiguous()}
+    payload = {
+        "index": index,
+        "images": poisoned.data.images[index].contiguous(),
+        "labels": poisoned.data.labels[index].contiguous(),
+    }
     atomic_write(path, lambda tmp: save_file(payload, str(tmp)))
 
 
@@ -147,13 +156,22 @@ def load_poisons(path, clean: ImageSet, config: PoisonConfig) -> PoisonedSet:
         stored = load_file(str(path))
         index, images, labels = stored["index"].long(), stored["images"], stored["labels"].long()
     except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing: the run's poisons are stored there by `python -m core run`") from None
+        raise CheckpointError(
+            f"{path} is missing: the run's poisons are stored there by `python -m core run`"
+        ) from None
     except Exception as error:  # noqa: BLE001 - a corrupt file of any kind
         raise CheckpointError(f"{path} is corrupt or not a poison file of this tool ({error})") from None
-    if (index.ndim != 1 or images.dtype != torch.uint8 or images.shape != (len(index), *clean.images.shape[1:])
-            or labels.shape != index.shape or (len(index) and (int(index.min()) < 0 or int(index.max()) >= len(clean)))):
-        raise CheckpointError(f"{path} does not fit a training split of {len(clean)} images: "
-                              "GTSRB_ROOT points at another dataset than the run used, or the file is damaged")
+    if (
+        index.ndim != 1
+        or images.dtype != torch.uint8
+        or images.shape != (len(index), *clean.images.shape[1:])
+        or labels.shape != index.shape
+        or (len(index) and (int(index.min()) < 0 or int(index.max()) >= len(clean)))
+    ):
+        raise CheckpointError(
+            f"{path} does not fit a training split of {len(clean)} images: "
+            "GTSRB_ROOT points at another dataset than the run used, or the file is damaged"
+        )
     images_out, labels_out = clean.images.clone(), clean.labels.clone()
     images_out[index], labels_out[index] = images, labels
     mask = torch.zeros(len(clean), dtype=torch.bool)

@@ -13,6 +13,7 @@ History (why each version is what it is):
   dae 2         the same loop as the classifiers (partial batches skipped)
   supervised_detector 2  NoiseResidualNet on the 3x3 high-pass residual, Adam, +-2 px translations
 """
+
 from __future__ import annotations
 
 RECIPE_VERSIONS = {"data": 2, "poison": 2, "classifier": 2, "dae": 2, "supervised_detector": 2}
@@ -23,8 +24,12 @@ def recipe_key(stage: str) -> dict:
     from core.train import default_device
 
     device = default_device().type
-    return {"stage": stage, "recipe": RECIPE_VERSIONS[stage], "device": device,
-            "autocast": "bf16" if device == "cuda" else "none"}
+    return {
+        "stage": stage,
+        "recipe": RECIPE_VERSIONS[stage],
+        "device": device,
+        "autocast": "bf16" if device == "cuda" else "none",
+    }
 
 
 def outdated_stages(stored: dict | None) -> list[str]:
@@ -38,12 +43,25 @@ def outdated_stages(stored: dict | None) -> list[str]:
 # samples a control drops) are run seed + offset. The values are those every shipped run was made with.
 
 TRAINING_SEED_OFFSETS = {
-    "surrogate": 1, "defender": 2, "dae": 3, "clean_reference": 4, "undefended": 5, "distillation_only": 6,
-    "filter_only": 7, "filter_distillation": 8, "sweep": 9, "compare": 10,
+    "surrogate": 1,
+    "defender": 2,
+    "dae": 3,
+    "clean_reference": 4,
+    "undefended": 5,
+    "distillation_only": 6,
+    "filter_only": 7,
+    "filter_distillation": 8,
+    "sweep": 9,
+    "compare": 10,
 }
 SAMPLING_SEED_OFFSETS = {
-    "train_trusted_split": 0, "calibration_split": 0, "test_subset": 1, "sweep_test": 7, "robust_test": 11,
-    "random_filter": 13, "verify": 17,
+    "train_trusted_split": 0,
+    "calibration_split": 0,
+    "test_subset": 1,
+    "sweep_test": 7,
+    "robust_test": 11,
+    "random_filter": 13,
+    "verify": 17,
 }
 
 

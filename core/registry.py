@@ -5,12 +5,14 @@ adding an entry is one file (or function) that calls `register`, plus its test; 
 Built-in entries register where they are defined (core/attacks.py, core/threats/, core/detect.py); any
 module placed in core/plugins/ is imported with them, so a new entry can live there (README: Extending).
 """
+
 from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ Accuracy gaps between two models of one run are paired over the same test images
 is std(a_i - b_i) / sqrt(n) from the per-image records (evaluation.safetensors), and z = gap / SE. Gaps over
 seeds (compare.json) use the per-seed differences: SE = std / sqrt(seeds). "Within noise" in README means |z| < 2.
 """
+
 from __future__ import annotations
 
 import math
@@ -54,8 +55,15 @@ def run_gaps(run: Run) -> list[dict]:
     rows = []
     for a, b, why in RUN_GAPS:
         for metric in ("clean_acc", "fgsm_acc", "ifgsm_acc"):
-            rows.append({"a": a, "b": b, "metric": metric, "why": why,
-                         **paired_gap(records[f"{a}/{metric}"], records[f"{b}/{metric}"])})
+            rows.append(
+                {
+                    "a": a,
+                    "b": b,
+                    "metric": metric,
+                    "why": why,
+                    **paired_gap(records[f"{a}/{metric}"], records[f"{b}/{metric}"]),
+                }
+            )
     return rows
 
 
@@ -69,45 +77,67 @@ def poison_facts(run: Run, data_root=None, sample: int = 2000) -> dict:
     change = (poisoned.data.images[index].int() - splits.train.images[index].int()).abs()
     largest = int(change.max())
     mean = float(change.float().mean())
-    facts = {"n_poisoned": int(index.numel()), "largest_change_levels": largest, "mean_change_levels": mean,
-             "share_at_largest": float((change == largest).float().mean()),
-             # With every pixel's change in {0..L} and mean m, at least m - (L - 1) of them must sit at L.
-             "share_at_largest_lower_bound": max(0.0, mean - (largest - 1))}
+    facts = {
+        "n_poisoned": int(index.numel()),
+        "largest_change_levels": largest,
+        "mean_change_levels": mean,
+        "share_at_largest": float((change == largest).float().mean()),
+        # With every pixel's change in {0..L} and mean m, at least m - (L - 1) of them must sit at L.
+        "share_at_largest_lower_bound": max(0.0, mean - (largest - 1)),
+    }
     chosen = index[torch.randperm(index.numel(), generator=torch.Generator().manual_seed(0))[:sample]]
     autoencoder = run.autoencoder()
     added = reconstruction_error(autoencoder, poisoned.data.images[chosen]) - reconstruction_error(
-        autoencoder, splits.train.images[chosen])
+        autoencoder, splits.train.images[chosen]
+    )
     bound = (largest / 255) ** 2
-    facts.update({"dae_error_added_n": int(chosen.numel()), "dae_error_added_median": float(added.median()),
-                  "dae_error_added_abs_max": float(added.abs().max()), "naive_bound": bound,
-                  "share_over_naive_bound": float((added.abs() > bound).float().mean()),
-                  "clean_error_median": float(run.train_scores[~run.poison_mask].median()),
-                  "clean_error_iqr": float(run.train_scores[~run.poison_mask].quantile(0.75)
-                                           - run.train_scores[~run.poison_mask].quantile(0.25))})
+    facts.update(
+        {
+            "dae_error_added_n": int(chosen.numel()),
+            "dae_error_added_median": float(added.median()),
+            "dae_error_added_abs_max": float(added.abs().max()),
+            "naive_bound": bound,
+            "share_over_naive_bound": float((added.abs() > bound).float().mean()),
+            "clean_error_median": float(run.train_scores[~run.poison_mask].median()),
+            "clean_error_iqr": float(
+                run.train_scores[~run.poison_mask].quantile(0.75) - run.train_scores[~run.poison_mask].quantile(0.25)
+            ),
+        }
+    )
     return facts
 
 
 def report_run(run: Run, data_root=None) -> str:
     results = run.results
-    lines = [f"== {run.directory}: preset {run.config.preset}, seed {run.config.seed} (one seed), "
-             f"{results['data']['n_test']:,} test images =="]
+    lines = [
+        f"== {run.directory}: preset {run.config.preset}, seed {run.config.seed} (one seed), "
+        f"{results['data']['n_test']:,} test images =="
+    ]
     lines.append(f"{'gap (a - b)':<44}{'metric':<11}{'gap':>9}{'SE':>8}{'z':>7}  verdict")
     for row in run_gaps(run):
-        lines.append(f"{row['a'] + ' - ' + row['b']:<44}{row['metric']:<11}{row['gap'] * 100:>8.2f}p{row['se'] * 100:>7.2f}p"
-                     f"{row['z']:>7.1f}  {verdict(row['z'])}")
+        lines.append(
+            f"{row['a'] + ' - ' + row['b']:<44}{row['metric']:<11}{row['gap'] * 100:>8.2f}p{row['se'] * 100:>7.2f}p"
+            f"{row['z']:>7.1f}  {verdict(row['z'])}"
+        )
     facts = poison_facts(run, data_root)
     if facts:
-        lines += ["", f"poisons: {facts['n_poisoned']:,}; largest change {facts['largest_change_levels']} levels, mean "
-                      f"{facts['mean_change_levels']:.3f}; share of pixels at the largest change {facts['share_at_largest']:.1%} "
-                      f"(the mean alone implies at least {facts['share_at_largest_lower_bound']:.1%})",
-                  f"DAE error a poison adds to its image ({facts['dae_error_added_n']:,} poisons): median "
-                  f"{facts['dae_error_added_median']:.2e}, largest |change| {facts['dae_error_added_abs_max']:.2e}; "
-                  f"{facts['share_over_naive_bound']:.1%} exceed ({facts['largest_change_levels']}/255)^2 = "
-                  f"{facts['naive_bound']:.1e}; clean errors: median {facts['clean_error_median']:.4f}, "
-                  f"IQR {facts['clean_error_iqr']:.4f}"]
+        lines += [
+            "",
+            f"poisons: {facts['n_poisoned']:,}; largest change {facts['largest_change_levels']} levels, mean "
+            f"{facts['mean_change_levels']:.3f}; share of pixels at the largest change {facts['share_at_largest']:.1%} "
+            f"(the mean alone implies at least {facts['share_at_largest_lower_bound']:.1%})",
+            f"DAE error a poison adds to its image ({facts['dae_error_added_n']:,} poisons): median "
+            f"{facts['dae_error_added_median']:.2e}, largest |change| {facts['dae_error_added_abs_max']:.2e}; "
+            f"{facts['share_over_naive_bound']:.1%} exceed ({facts['largest_change_levels']}/255)^2 = "
+            f"{facts['naive_bound']:.1e}; clean errors: median {facts['clean_error_median']:.4f}, "
+            f"IQR {facts['clean_error_iqr']:.4f}",
+        ]
     if run.detectors:
-        lines += ["", "detectors on this run (ROC AUC): " + ", ".join(
-            f"{name} {quality['auroc']:.3f}" for name, quality in run.detectors["detectors"].items())]
+        lines += [
+            "",
+            "detectors on this run (ROC AUC): "
+            + ", ".join(f"{name} {quality['auroc']:.3f}" for name, quality in run.detectors["detectors"].items()),
+        ]
     return "\n".join(lines)
 
 
@@ -118,14 +148,19 @@ def report_comparison(comparison: dict) -> str:
     for threat, summary in comparison["summary"].items():
         per_seed = [comparison["runs"][seed][threat] for seed in seeds]
         lines.append(f"-- {threat}")
-        aucs = {name: quality["auroc"]["mean"] for name, quality in summary["filters"].items()
-                if name in DETECTORS and quality.get("auroc")}
+        aucs = {
+            name: quality["auroc"]["mean"]
+            for name, quality in summary["filters"].items()
+            if name in DETECTORS and quality.get("auroc")
+        }
         lines.append("ROC AUC (mean over seeds): " + ", ".join(f"{name} {value:.3f}" for name, value in aucs.items()))
         reference = [run["reference"]["clean_reference"]["clean_acc"] for run in per_seed]
         undefended = [run["reference"]["undefended"]["clean_acc"] for run in per_seed]
         gap = seed_gap(undefended, reference)
-        lines.append(f"undefended - clean_reference, clean accuracy: {gap['gap'] * 100:+.2f} +- {gap['se'] * 100:.2f} points "
-                     f"(z {gap['z']:.1f}, {verdict(gap['z'])})")
+        lines.append(
+            f"undefended - clean_reference, clean accuracy: {gap['gap'] * 100:+.2f} +- {gap['se'] * 100:.2f} points "
+            f"(z {gap['z']:.1f}, {verdict(gap['z'])})"
+        )
         baseline = [run["filters"]["none"].get("student") for run in per_seed]
         for name in summary["filters"]:
             students = [run["filters"][name].get("student") for run in per_seed]
@@ -135,14 +170,18 @@ def report_comparison(comparison: dict) -> str:
                 if metric not in students[0]:
                     continue
                 gap = seed_gap([s[metric] for s in students], [s[metric] for s in baseline])
-                lines.append(f"student behind {name} - no filter, {metric}: {gap['gap'] * 100:+.1f} +- {gap['se'] * 100:.1f} "
-                             f"points (z {gap['z']:.1f})")
+                lines.append(
+                    f"student behind {name} - no filter, {metric}: {gap['gap'] * 100:+.1f} +- {gap['se'] * 100:.1f} "
+                    f"points (z {gap['z']:.1f})"
+                )
         hard = [run["reference"]["undefended"]["clean_acc"] for run in per_seed]
-        students = [run["filters"]["none"]["student"]["clean_acc"] for run in per_seed if run["filters"]["none"].get("student")]
+        students = [
+            run["filters"]["none"]["student"]["clean_acc"] for run in per_seed if run["filters"]["none"].get("student")
+        ]
         if len(students) == len(hard):
             gap = seed_gap(hard, students)
-            lines.append(f"undefended (T = 1) - no-filter student (T), clean accuracy: {gap['gap'] * 100:+.1f} +- "
-                         f"{gap['se'] * 100:.1f} points")
+            lines.append(
+                f"undefended (T = 1) - no-filter student (T), clean accuracy: {gap['gap'] * 100:+.1f} +- "
+                f"{gap['se'] * 100:.1f} points"
+            )
     return "\n".join(lines)
-
-

@@ -6,6 +6,7 @@ gradient of many inputs is exactly zero, so plain FGSM / I-FGSM barely move it (
 random start, and transfer attacks crafted on another model. An input counts as robust only if it
 survives every attack (per-input worst case), which is the number we headline.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -43,8 +44,9 @@ def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor
     return predict(model, x).argmax(dim=1) == y.cpu()
 
 
-def attack_suite(model: nn.Module, test: ImageSet, eps: float, config: RobustEvalConfig,
-                 transfer_from: nn.Module | None = None) -> dict:
+def attack_suite(
+    model: nn.Module, test: ImageSet, eps: float, config: RobustEvalConfig, transfer_from: nn.Module | None = None
+) -> dict:
     """Accuracy under each attack at eps, and the per-input worst case over all of them."""
     x, y = test.images.float() / 255, test.labels
     alpha, steps = config.step_ratio * eps, config.steps
@@ -70,8 +72,14 @@ def attack_suite(model: nn.Module, test: ImageSet, eps: float, config: RobustEva
     return accuracies
 
 
-def robust_report(model: nn.Module, test: ImageSet, config: RobustEvalConfig, transfer_from: nn.Module | None = None,
-                  progress=None, stage: str = "robustness") -> dict:
+def robust_report(
+    model: nn.Module,
+    test: ImageSet,
+    config: RobustEvalConfig,
+    transfer_from: nn.Module | None = None,
+    progress=None,
+    stage: str = "robustness",
+) -> dict:
     """adaptive_acc (worst case at config.eps), per-attack accuracies, zero_grad_fraction, and eps_curve.
 
     progress(stage, done, total), if given, is called once per point of the eps curve."""
@@ -83,5 +91,9 @@ def robust_report(model: nn.Module, test: ImageSet, config: RobustEvalConfig, tr
             progress(stage, number, len(config.eps_curve))
         result = attack_suite(model, test, eps, config, transfer_from) if eps > 0 else {"worst_case": at_eps["clean"]}
         curve.append({"eps": eps, "robust_acc": result["worst_case"]})
-    return {"adaptive_acc": at_eps["worst_case"], "attacks": at_eps,
-            "zero_grad_fraction": zero_gradient_fraction(model, x, y), "eps_curve": curve}
+    return {
+        "adaptive_acc": at_eps["worst_case"],
+        "attacks": at_eps,
+        "zero_grad_fraction": zero_gradient_fraction(model, x, y),
+        "eps_curve": curve,
+    }

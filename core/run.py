@@ -9,6 +9,7 @@ A run folder: results.json, scores.safetensors (per-sample DAE scores, poison ma
 poisoned rows as delivered), one <role>.safetensors + <role>.json per model, and the follow-ups' sweep.json,
 robustness.json, detectors.json (+ detector_scores.safetensors, supervised_detector), abstention.json.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,17 +54,34 @@ class Run:
             results = json.loads(results_path.read_text())
             config = ExperimentConfig.from_dict(results["config"])
         except FileNotFoundError:
-            raise CheckpointError(f"no results.json in {directory}: run `python -m core run --out {directory}`") from None
+            raise CheckpointError(
+                f"no results.json in {directory}: run `python -m core run --out {directory}`"
+            ) from None
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as error:
-            raise CheckpointError(f"{results_path} is corrupt or from another tool ({error}); rerun the experiment") from None
+            raise CheckpointError(
+                f"{results_path} is corrupt or from another tool ({error}); rerun the experiment"
+            ) from None
         try:
             scores = load_file(str(directory / "scores.safetensors"))
-            train_scores, mask, calibration = scores["train_scores"], scores["poison_mask"].bool(), scores["calibration_scores"]
+            train_scores, mask, calibration = (
+                scores["train_scores"],
+                scores["poison_mask"].bool(),
+                scores["calibration_scores"],
+            )
         except Exception as error:  # noqa: BLE001 - missing, truncated, wrong keys
             raise CheckpointError(f"{directory / 'scores.safetensors'} is missing or corrupt ({error})") from None
-        return cls(directory, results, config, train_scores, mask, calibration, _optional_json(directory / "sweep.json"),
-                   _optional_json(directory / "robustness.json"), _optional_json(directory / "detectors.json"),
-                   _optional_json(directory / "abstention.json"))
+        return cls(
+            directory,
+            results,
+            config,
+            train_scores,
+            mask,
+            calibration,
+            _optional_json(directory / "sweep.json"),
+            _optional_json(directory / "robustness.json"),
+            _optional_json(directory / "detectors.json"),
+            _optional_json(directory / "abstention.json"),
+        )
 
     # ---- what the run is ----
 
@@ -81,8 +99,10 @@ class Run:
         stages = self.outdated
         if not stages:
             return None
-        return (f"run {self.directory} was made with an older recipe of {', '.join(stages)}: its numbers are those of "
-                "that recipe; anything trained from it now uses the current one (rerun `python -m core run` to refresh)")
+        return (
+            f"run {self.directory} was made with an older recipe of {', '.join(stages)}: its numbers are those of "
+            "that recipe; anything trained from it now uses the current one (rerun `python -m core run` to refresh)"
+        )
 
     def score_names(self) -> list[str]:
         """'dae' (always there) and every other detector scored on this run."""
@@ -96,8 +116,10 @@ class Run:
         try:
             return load_file(str(self.directory / "detector_scores.safetensors"))[name]
         except Exception as error:  # noqa: BLE001 - missing file, missing key, corrupt file
-            raise CheckpointError(f"no '{name}' scores in {self.directory}: run `python -m core detectors "
-                                  f"--run-dir {self.directory}` ({error})") from None
+            raise CheckpointError(
+                f"no '{name}' scores in {self.directory}: run `python -m core detectors "
+                f"--run-dir {self.directory}` ({error})"
+            ) from None
 
     def threshold_of(self, name: str) -> float:
         """The run's threshold for a detector (the same ThresholdConfig applied to its scores)."""
@@ -130,12 +152,16 @@ class Run:
     def poisons(self, train: ImageSet) -> PoisonedSet:
         """The training set as the defender received it, from the poisons stored with the run."""
         if len(train) != len(self.poison_mask):
-            raise CheckpointError(f"the run has {len(self.poison_mask)} training scores but the data split has {len(train)} "
-                                  "images: GTSRB_ROOT points at a different dataset than the run used")
+            raise CheckpointError(
+                f"the run has {len(self.poison_mask)} training scores but the data split has {len(train)} "
+                "images: GTSRB_ROOT points at a different dataset than the run used"
+            )
         poisoned = load_poisons(self.directory / POISONS_FILE, train, self.config.poison)
         if not torch.equal(poisoned.poison_mask, self.poison_mask):
-            raise CheckpointError(f"{self.directory / POISONS_FILE} and scores.safetensors disagree on which samples are "
-                                  "poisoned: the run folder mixes files of two runs")
+            raise CheckpointError(
+                f"{self.directory / POISONS_FILE} and scores.safetensors disagree on which samples are "
+                "poisoned: the run folder mixes files of two runs"
+            )
         return poisoned
 
     def calibration(self, splits: GTSRBSplits) -> ImageSet:
@@ -147,8 +173,11 @@ class Run:
         return splits.trusted.subset(self._trusted_parts(splits)[0])
 
     def _trusted_parts(self, splits: GTSRBSplits):
-        return stratified_split(splits.trusted.labels, self.config.calibration_fraction,
-                                sampling_seed(self.config.seed, "calibration_split"))
+        return stratified_split(
+            splits.trusted.labels,
+            self.config.calibration_fraction,
+            sampling_seed(self.config.seed, "calibration_split"),
+        )
 
     def check_models(self, roles=MODEL_NAMES) -> None:
         """Load every named model once so a missing or truncated file fails before any long work starts."""
@@ -178,11 +207,20 @@ def robust_test_set(test: ImageSet, share: float, seed: int) -> ImageSet:
 
 # ---- training ------------------------------------------------------------------------------------
 
-def train_run(config: ExperimentConfig, out: str | Path, cache_dir: str | Path, data_root=None, download: bool = False,
-              progress: StageProgress | None = None, should_stop=None) -> Run:
+
+def train_run(
+    config: ExperimentConfig,
+    out: str | Path,
+    cache_dir: str | Path,
+    data_root=None,
+    download: bool = False,
+    progress: StageProgress | None = None,
+    should_stop=None,
+) -> Run:
     """Train (or reload from the cache), evaluate and export a run to `out`; returns it as read back."""
-    results, state = run_experiment(config, cache_dir, data_root, progress=progress, should_stop=should_stop,
-                                    download=download)
+    results, state = run_experiment(
+        config, cache_dir, data_root, progress=progress, should_stop=should_stop, download=download
+    )
     export_run(results, state, out)
     return Run.load(out)
 
@@ -203,43 +241,69 @@ def summarise_seeds(base: ExperimentConfig, runs: dict[str, Run], out: Path) -> 
     """Mean +- std over seeds of every model's and the filter's numbers, written to OUT/seeds.json."""
     from core.compare import summarise
 
-    summary = summarise({seed: {"models": run.results["models"], "filter": run.results["filter"]}
-                         for seed, run in runs.items()})
-    write_json(Path(out) / "seeds.json", {"config": base.to_dict(), "seeds": [int(seed) for seed in runs],
-                                          "summary": summary})
+    summary = summarise(
+        {seed: {"models": run.results["models"], "filter": run.results["filter"]} for seed, run in runs.items()}
+    )
+    write_json(
+        Path(out) / "seeds.json", {"config": base.to_dict(), "seeds": [int(seed) for seed in runs], "summary": summary}
+    )
     return summary
 
 
 # ---- follow-ups on a finished run ------------------------------------------------------------------
 
-def add_robustness(run: Run, test_subset: float, steps: int, data_root=None, download: bool = False,
-                   progress: StageProgress | None = None) -> dict:
+
+def add_robustness(
+    run: Run,
+    test_subset: float,
+    steps: int,
+    data_root=None,
+    download: bool = False,
+    progress: StageProgress | None = None,
+) -> dict:
     """Adaptive, transfer and eps-curve robustness of the run's five models: robustness.json, and adaptive_acc /
     zero_grad_fraction / eps_curve beside the paper-style numbers in results.json."""
     from core.robust import RobustEvalConfig, robust_report
 
     run.check_models((*MODEL_NAMES, "surrogate"))
     test = robust_test_set(run.splits(data_root, download).test, test_subset, run.config.seed)
-    config = RobustEvalConfig(eps=run.config.eval_attack.eps, steps=steps, temperature=run.config.temperature,
-                              seed=run.config.seed)
+    config = RobustEvalConfig(
+        eps=run.config.eval_attack.eps, steps=steps, temperature=run.config.temperature, seed=run.config.seed
+    )
     surrogate = run.classifier("surrogate")
     reports = {}
     for name in MODEL_NAMES:
-        reports[name] = robust_report(run.classifier(name), test, config, transfer_from=surrogate, progress=progress,
-                                      stage=f"robustness of {name}")
+        reports[name] = robust_report(
+            run.classifier(name),
+            test,
+            config,
+            transfer_from=surrogate,
+            progress=progress,
+            stage=f"robustness of {name}",
+        )
     robustness = {"config": config.to_dict(), "n_test": len(test), "models": reports}
     write_json(run.directory / "robustness.json", robustness)
     # Also beside the paper-style numbers in results.json, where readers of a run look first.
     for name, report in reports.items():
-        run.results["models"][name].update(adaptive_acc=report["adaptive_acc"], zero_grad_fraction=report["zero_grad_fraction"],
-                                           eps_curve=report["eps_curve"], adaptive_n_test=len(test))
+        run.results["models"][name].update(
+            adaptive_acc=report["adaptive_acc"],
+            zero_grad_fraction=report["zero_grad_fraction"],
+            eps_curve=report["eps_curve"],
+            adaptive_n_test=len(test),
+        )
     write_json(run.directory / "results.json", run.results)
     run.robustness = robustness
     return robustness
 
 
-def add_detectors(run: Run, supervised_epochs: int, cache_dir, data_root=None, download: bool = False,
-                  progress: StageProgress | None = None) -> dict:
+def add_detectors(
+    run: Run,
+    supervised_epochs: int,
+    cache_dir,
+    data_root=None,
+    download: bool = False,
+    progress: StageProgress | None = None,
+) -> dict:
     """Every registered detector on the run's stored training set: detectors.json, detector_scores.safetensors and
     the supervised detector's weights in the run folder."""
     from core.compare import CompareConfig, score_run
@@ -253,8 +317,9 @@ def add_detectors(run: Run, supervised_epochs: int, cache_dir, data_root=None, d
     return summary
 
 
-def add_abstention(run: Run, model_name: str, passes: int, fpr: float, test_subset: float, data_root=None,
-                   download: bool = False) -> dict:
+def add_abstention(
+    run: Run, model_name: str, passes: int, fpr: float, test_subset: float, data_root=None, download: bool = False
+) -> dict:
     """MC-dropout abstention of one of the run's models, calibrated on trusted clean images no model trained on,
     measured on clean, I-FGSM and margin-PGD test images (rounded to 8 bits like everything the model sees)."""
     from core.abstain import AbstainConfig, abstention_report
@@ -275,10 +340,22 @@ def add_abstention(run: Run, model_name: str, passes: int, fpr: float, test_subs
     def as_images(adversarial):  # attacked inputs as uint8 images, like everything the model sees
         return ImageSet(quantise_toward(test.images, adversarial, attack.eps), test.labels)
 
-    inputs = {"clean": test,
-              "ifgsm": as_images(ifgsm(model, x, test.labels, attack.eps, attack.alpha, attack.steps)),
-              "pgd_margin": as_images(pgd(model, x, test.labels, attack.eps, attack.eps / 4, 10, loss=margin_loss,
-                                          generator=torch.Generator().manual_seed(run.config.seed)))}
+    inputs = {
+        "clean": test,
+        "ifgsm": as_images(ifgsm(model, x, test.labels, attack.eps, attack.alpha, attack.steps)),
+        "pgd_margin": as_images(
+            pgd(
+                model,
+                x,
+                test.labels,
+                attack.eps,
+                attack.eps / 4,
+                10,
+                loss=margin_loss,
+                generator=torch.Generator().manual_seed(run.config.seed),
+            )
+        ),
+    }
     report = abstention_report(model, calibration, inputs, config)
     report.update(model=model_name, n_test=len(test))
     write_json(run.directory / "abstention.json", report)

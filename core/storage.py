@@ -3,14 +3,15 @@
 Nothing here ever unpickles: a checkpoint a user hands us can at worst fail to load, never run code.
 An artifact is addressed by a hash of its config, so an identical rerun finds and reuses it.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -56,7 +57,9 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def save_model(directory: str | Path, name: str, model: torch.nn.Module, config: dict, metrics: dict | None = None) -> Path:
+def save_model(
+    directory: str | Path, name: str, model: torch.nn.Module, config: dict, metrics: dict | None = None
+) -> Path:
     """Write <directory>/<name>.safetensors and <name>.json; returns the weights path."""
     directory = Path(directory)
     weights = directory / f"{name}.safetensors"
@@ -84,7 +87,9 @@ def load_weights(directory: str | Path, name: str, model: torch.nn.Module) -> to
     try:
         state = load_file(str(path))
     except Exception as error:
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a safetensors file ({error}); delete it and retrain") from None
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or not a safetensors file ({error}); delete it and retrain"
+        ) from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:

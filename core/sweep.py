@@ -5,6 +5,7 @@ For each threshold (chosen as quantiles of the training scores, so the dropped s
 student. The app reads this curve so that dragging the threshold shows an accuracy without training.
 The sweep uses its own (shorter) epoch budget and a test subset; both are recorded with it.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
@@ -34,8 +35,16 @@ class SweepConfig:
             raise ValueError(f"test_subset must be in (0, 1], got {self.test_subset}")
 
 
-def distil_at_threshold(train: ImageSet, scores: torch.Tensor, threshold: float, experiment: ExperimentConfig,
-                        epochs: int, temperature: float | None = None, progress=None, should_stop=None):
+def distil_at_threshold(
+    train: ImageSet,
+    scores: torch.Tensor,
+    threshold: float,
+    experiment: ExperimentConfig,
+    epochs: int,
+    temperature: float | None = None,
+    progress=None,
+    should_stop=None,
+):
     """Drop training samples scored above threshold; teacher and student at T on the rest.
 
     Returns (teacher, student, kept mask). progress(stage, done, total) reports each training.
@@ -44,18 +53,38 @@ def distil_at_threshold(train: ImageSet, scores: torch.Tensor, threshold: float,
     kept_mask = scores <= threshold
     kept = train.subset(torch.nonzero(kept_mask).flatten())
     if len(kept) == 0:
-        raise ValueError(f"threshold {threshold:.5f} drops every training sample: nothing is left to train on; raise it")
+        raise ValueError(
+            f"threshold {threshold:.5f} drops every training sample: nothing is left to train on; raise it"
+        )
     train_config = replace(_seeded(experiment.classifier_train, experiment.seed, "sweep"), epochs=epochs)
     distill_config = DistillConfig(temperature, experiment.classifier, train_config)
-    report = (lambda stage: (lambda event: progress(stage, event.step, event.total_steps))) if progress else (lambda stage: None)
-    teacher = train_classifier(kept, experiment.classifier, train_config, temperature, report("training teacher"), should_stop)
-    student = train_student(kept.images, soft_labels(teacher, kept.images, temperature), distill_config,
-                            report("training student"), should_stop)
+    report = (
+        (lambda stage: lambda event: progress(stage, event.step, event.total_steps))
+        if progress
+        else (lambda stage: None)
+    )
+    teacher = train_classifier(
+        kept, experiment.classifier, train_config, temperature, report("training teacher"), should_stop
+    )
+    student = train_student(
+        kept.images,
+        soft_labels(teacher, kept.images, temperature),
+        distill_config,
+        report("training student"),
+        should_stop,
+    )
     return teacher, student, kept_mask
 
 
-def sweep_thresholds(train: ImageSet, scores: torch.Tensor, poison_mask: torch.Tensor, test: ImageSet,
-                     experiment: ExperimentConfig, config: SweepConfig, progress=None) -> dict:
+def sweep_thresholds(
+    train: ImageSet,
+    scores: torch.Tensor,
+    poison_mask: torch.Tensor,
+    test: ImageSet,
+    experiment: ExperimentConfig,
+    config: SweepConfig,
+    progress=None,
+) -> dict:
     """Returns {"config": ..., "points": [{threshold, drop_share, filter quality..., clean_acc, fgsm_acc, ifgsm_acc}]}.
 
     train: the training set as delivered (poisons included); scores: the detector's score of each of its images;
@@ -64,15 +93,24 @@ def sweep_thresholds(train: ImageSet, scores: torch.Tensor, poison_mask: torch.T
     points = []
     for number, share in enumerate(sorted(config.drop_shares)):
         report("threshold sweep", number, len(config.drop_shares))
-        threshold = float(torch.quantile(scores, 1 - share, interpolation="higher")) if share > 0 else float(scores.max())
+        threshold = (
+            float(torch.quantile(scores, 1 - share, interpolation="higher")) if share > 0 else float(scores.max())
+        )
         _, student, kept_mask = distil_at_threshold(train, scores, threshold, experiment, config.epochs)
         dropped = ~kept_mask
-        points.append({"threshold": threshold, "drop_share": float(dropped.float().mean()),
-                       **filter_quality(scores, dropped, poison_mask, threshold),
-                       **robustness(student, test, experiment.eval_attack)})
+        points.append(
+            {
+                "threshold": threshold,
+                "drop_share": float(dropped.float().mean()),
+                **filter_quality(scores, dropped, poison_mask, threshold),
+                **robustness(student, test, experiment.eval_attack),
+            }
+        )
     report("threshold sweep", len(config.drop_shares), len(config.drop_shares))
-    return {"config": {**asdict(config), "n_test": len(test), "eval_attack": asdict(experiment.eval_attack)},
-            "points": points}
+    return {
+        "config": {**asdict(config), "n_test": len(test), "eval_attack": asdict(experiment.eval_attack)},
+        "points": points,
+    }
 
 
 def sweep_run(run, config: SweepConfig, data_root=None, download: bool = False, progress=None) -> dict:

@@ -13,6 +13,7 @@ Checks, each with its tolerance (stated here and printed):
   most 0.2% of the sample may disagree for clean accuracy and 1% under attack (sign-gradient attacks flip on
   float noise where a gradient component is near zero; on the machine type that made the run none should).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -36,8 +37,14 @@ DISAGREEMENT_TOLERANCE = {"clean_acc": 0.002, "fgsm_acc": 0.01, "ifgsm_acc": 0.0
 def check(name: str, stored: float, recomputed: float, tolerance: float, error: float | None = None) -> dict:
     """One verified number: ok when |error| <= tolerance (error defaults to recomputed - stored)."""
     error = recomputed - stored if error is None else error
-    return {"name": name, "stored": float(stored), "recomputed": float(recomputed), "tolerance": tolerance,
-            "error": float(error), "ok": bool(abs(error) <= tolerance)}
+    return {
+        "name": name,
+        "stored": float(stored),
+        "recomputed": float(recomputed),
+        "tolerance": tolerance,
+        "error": float(error),
+        "ok": bool(abs(error) <= tolerance),
+    }
 
 
 def verify_run(run: Run, sample: float = 0.1, data_root=None, download: bool = False, progress=None) -> list[dict]:
@@ -53,14 +60,27 @@ def verify_run(run: Run, sample: float = 0.1, data_root=None, download: bool = F
     # Poisons: counts and the eps-ball.
     changed = (poisoned.data.images.int() - splits.train.images.int()).abs().flatten(1).amax(dim=1)
     checks.append(check("poisons: number poisoned", results["poison"]["n_poisoned"], poisoned.n_poisoned, EXACT))
-    checks.append(check("poisons: largest change (grey levels)", results["poison"]["linf_levels"],
-                        int(changed[poisoned.poison_mask].max()) if poisoned.n_poisoned else 0, EXACT))
+    checks.append(
+        check(
+            "poisons: largest change (grey levels)",
+            results["poison"]["linf_levels"],
+            int(changed[poisoned.poison_mask].max()) if poisoned.n_poisoned else 0,
+            EXACT,
+        )
+    )
     if config.poison.threat == "perturbation":
         allowed = int(config.poison.eps * 255 + 1e-6)
-        checks.append(check("poisons: inside the eps-ball (levels over)", 0,
-                            max(0, int(changed.max()) - allowed), EXACT))
-        checks.append(check("poisons: clean rows untouched (rows changed)", 0,
-                            int((changed[~poisoned.poison_mask] > 0).sum()), EXACT))
+        checks.append(
+            check("poisons: inside the eps-ball (levels over)", 0, max(0, int(changed.max()) - allowed), EXACT)
+        )
+        checks.append(
+            check(
+                "poisons: clean rows untouched (rows changed)",
+                0,
+                int((changed[~poisoned.poison_mask] > 0).sum()),
+                EXACT,
+            )
+        )
 
     # DAE scores, threshold, filter counts and AUC.
     _, train_sample = stratified_split(splits.train.labels, sample, sampling_seed(config.seed, "verify"))
@@ -89,11 +109,24 @@ def verify_run(run: Run, sample: float = 0.1, data_root=None, download: bool = F
         recomputed = correct_per_image(run.classifier(name), test, config.eval_attack)
         for key, correct in recomputed.items():
             record = records[f"{name}/{key}"]
-            checks.append(check(f"{name} {key}: record vs results.json", results["models"][name][key],
-                                float(record.float().mean()), EXACT))
+            checks.append(
+                check(
+                    f"{name} {key}: record vs results.json",
+                    results["models"][name][key],
+                    float(record.float().mean()),
+                    EXACT,
+                )
+            )
             disagree = float((record[test_sample] != correct).float().mean())
-            checks.append(check(f"{name} {key}: {len(test)} test images", float(record[test_sample].float().mean()),
-                                float(correct.float().mean()), DISAGREEMENT_TOLERANCE[key], error=disagree))
+            checks.append(
+                check(
+                    f"{name} {key}: {len(test)} test images",
+                    float(record[test_sample].float().mean()),
+                    float(correct.float().mean()),
+                    DISAGREEMENT_TOLERANCE[key],
+                    error=disagree,
+                )
+            )
     report("verify: accuracies", len(MODEL_NAMES), len(MODEL_NAMES))
     return checks
 
@@ -113,10 +146,14 @@ def _per_image_records(run: Run) -> dict[str, torch.Tensor]:
     try:
         return {key: value.bool() for key, value in load_file(str(path)).items()}
     except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing: runs made before per-image records were stored cannot be verified; "
-                              f"rerun `python -m core run --out {run.directory}`") from None
+        raise CheckpointError(
+            f"{path} is missing: runs made before per-image records were stored cannot be verified; "
+            f"rerun `python -m core run --out {run.directory}`"
+        ) from None
     except Exception as error:  # noqa: BLE001 - truncated or foreign file
-        raise CheckpointError(f"{path} is corrupt ({error}); rerun `python -m core run --out {run.directory}`") from None
+        raise CheckpointError(
+            f"{path} is corrupt ({error}); rerun `python -m core run --out {run.directory}`"
+        ) from None
 
 
 def _detector_checks(run: Run, train_images: torch.Tensor, sample: torch.Tensor) -> list[dict]:
@@ -130,8 +167,18 @@ def _detector_checks(run: Run, train_images: torch.Tensor, sample: torch.Tensor)
     quality = run.detectors["detectors"]["supervised"]
     dropped = stored > quality["threshold"]
     recomputed_auc = filter_quality(stored, dropped, run.poison_mask, quality["threshold"])["auroc"]
-    return [check(f"supervised detector scores: {len(sample)} images (max |diff|)", 0.0,
-                  float((rescored - stored[sample]).abs().max()), DETECTOR_TOLERANCE),
-            check("supervised detector ROC AUC from stored scores", quality["auroc"], recomputed_auc, EXACT),
-            check("supervised detector: poisons dropped", quality["dropped_poisoned"],
-                  int(np.count_nonzero(dropped.numpy() & run.poison_mask.numpy())), EXACT)]
+    return [
+        check(
+            f"supervised detector scores: {len(sample)} images (max |diff|)",
+            0.0,
+            float((rescored - stored[sample]).abs().max()),
+            DETECTOR_TOLERANCE,
+        ),
+        check("supervised detector ROC AUC from stored scores", quality["auroc"], recomputed_auc, EXACT),
+        check(
+            "supervised detector: poisons dropped",
+            quality["dropped_poisoned"],
+            int(np.count_nonzero(dropped.numpy() & run.poison_mask.numpy())),
+            EXACT,
+        ),
+    ]

@@ -1,4 +1,5 @@
 """Autoencoder: the shipped DAE, training a new one, an Optuna search, and a reconstruction gallery."""
+
 from dataclasses import replace
 
 import pandas as pd
@@ -7,8 +8,18 @@ import streamlit as st
 from core import explore
 from core.dae import DAEConfig, TuneConfig, config_from_params, denoising_pairs, load_study_if_any, train_dae, tune
 from core.models import AutoencoderConfig
-from ui.common import (ensure_navigation, require_run, cached_autoencoder, cached_classifier, cached_example_pool, cached_run, enlarged, guard, run_dir,
-                       run_splits)
+from ui.common import (
+    cached_autoencoder,
+    cached_classifier,
+    cached_example_pool,
+    cached_run,
+    enlarged,
+    ensure_navigation,
+    guard,
+    require_run,
+    run_dir,
+    run_splits,
+)
 
 ensure_navigation()
 
@@ -19,12 +30,23 @@ shipped, training, search, gallery = st.tabs(["Shipped DAE", "Train a DAE", "Opt
 
 with shipped:
     dae = run.results["dae"]
-    st.json({"architecture": dae["config"]["model"], "training": dae["config"]["train"],
-             "defender attacks for x*": dae["config"]["defender_attacks"]})
+    st.json(
+        {
+            "architecture": dae["config"]["model"],
+            "training": dae["config"]["train"],
+            "defender attacks for x*": dae["config"]["defender_attacks"],
+        }
+    )
     cols = st.columns(2)
-    cols[0].metric("mean reconstruction error, test set", f"{dae['mean_reconstruction_error_test']:.6f}", "paper: 0.008190",
-                   delta_color="off")
-    cols[1].metric("mean reconstruction error, trusted calibration slice", f"{dae['mean_reconstruction_error_calibration']:.6f}")
+    cols[0].metric(
+        "mean reconstruction error, test set",
+        f"{dae['mean_reconstruction_error_test']:.6f}",
+        "paper: 0.008190",
+        delta_color="off",
+    )
+    cols[1].metric(
+        "mean reconstruction error, trusted calibration slice", f"{dae['mean_reconstruction_error_calibration']:.6f}"
+    )
 
 
 @st.cache_resource(max_entries=1, show_spinner="Crafting the defender's perturbed copies...")
@@ -48,16 +70,25 @@ with training:
     epochs = c3.slider("epochs", 1, 60, base.train.epochs)
     if st.button("Train", type="primary", key="train-dae"):
         with guard("training the DAE"):
-            config = DAEConfig(model=AutoencoderConfig(depth, width, latent),
-                               train=replace(base.train, optimizer=optimizer, learning_rate=learning_rate, momentum=momentum,
-                                             epochs=epochs), eps=base.eps, alpha=base.alpha, steps=base.steps)
+            config = DAEConfig(
+                model=AutoencoderConfig(depth, width, latent),
+                train=replace(
+                    base.train, optimizer=optimizer, learning_rate=learning_rate, momentum=momentum, epochs=epochs
+                ),
+                eps=base.eps,
+                alpha=base.alpha,
+                steps=base.steps,
+            )
             inputs, targets = cached_pairs(run_dir(), base.eps, base.alpha, base.steps)
             bar, chart = st.progress(0.0), st.empty()
             st.button("Cancel", key="cancel-dae", help="Stops training (any click interrupts the run)")
             losses = []
 
             def progress(event):
-                bar.progress(event.step / event.total_steps, text=f"epoch {event.epoch}/{event.epochs}, step {event.step}/{event.total_steps}")
+                bar.progress(
+                    event.step / event.total_steps,
+                    text=f"epoch {event.epoch}/{event.epochs}, step {event.step}/{event.total_steps}",
+                )
                 if event.epoch_loss is not None:
                     losses.append(event.epoch_loss)
                     chart.line_chart(pd.DataFrame({"training MSE": losses}, index=range(1, len(losses) + 1)))
@@ -65,25 +96,41 @@ with training:
             model, _ = train_dae(inputs, targets, config, progress)
             test_error = explore.mean_reconstruction_error(model, run_splits(run).test.images[:2000])
             st.session_state["trained_dae"] = model
-            st.success(f"Trained. Mean reconstruction error on 2,000 test images: {test_error:.6f} "
-                       f"(shipped DAE: {run.results['dae']['mean_reconstruction_error_test']:.6f}).")
+            st.success(
+                f"Trained. Mean reconstruction error on 2,000 test images: {test_error:.6f} "
+                f"(shipped DAE: {run.results['dae']['mean_reconstruction_error_test']:.6f})."
+            )
 
 with search:
-    st.caption("A persistent study in `runs/optuna.db` (study `dae-app`): each click adds trials and resumes the same study.")
+    st.caption(
+        "A persistent study in `runs/optuna.db` (study `dae-app`): each click adds trials and resumes the same study."
+    )
     c1, c2 = st.columns(2)
     trials = c1.number_input("trials to add", 1, 50, 3)
     epochs_per_trial = c2.number_input("epochs per trial", 1, 20, 2)
-    config = TuneConfig(trials=int(trials), storage="sqlite:///runs/optuna.db", study_name="dae-app",
-                        epochs_per_trial=int(epochs_per_trial), seed=run.config.seed)
+    config = TuneConfig(
+        trials=int(trials),
+        storage="sqlite:///runs/optuna.db",
+        study_name="dae-app",
+        epochs_per_trial=int(epochs_per_trial),
+        seed=run.config.seed,
+    )
     study = None
     if st.button("Run trials", key="run-trials"):
         with guard("the Optuna search"):
             inputs, targets = cached_pairs(run_dir(), run.config.dae.eps, run.config.dae.alpha, run.config.dae.steps)
             bar = st.progress(0.0, text="trials")
             done = []
-            study = tune(inputs, targets, run.config.dae, config,
-                         on_trial=lambda number, value: (done.append(value), bar.progress(len(done) / int(trials),
-                                                                                            text=f"trial {number}: {value}")))
+            study = tune(
+                inputs,
+                targets,
+                run.config.dae,
+                config,
+                on_trial=lambda number, value: (
+                    done.append(value),
+                    bar.progress(len(done) / int(trials), text=f"trial {number}: {value}"),
+                ),
+            )
     with guard("reading the study"):
         study = study or load_study_if_any(config)
         if study is not None and any(t.value is not None for t in study.trials):
@@ -112,4 +159,6 @@ with gallery:
             cols[0].image(enlarged(view["input"][row]), caption="input" if row == 0 else None)
             cols[1].image(enlarged(view["reconstruction"][row]), caption="reconstruction" if row == 0 else None)
             cols[2].image(enlarged(view["error_map"][row]), caption="error (blue low, red high)" if row == 0 else None)
-            cols[3].markdown(f"{'**poison**' if pool['is_poisoned'][row] else 'clean'} — MSE {float(view['mse'][row]):.5f}")
+            cols[3].markdown(
+                f"{'**poison**' if pool['is_poisoned'][row] else 'clean'} — MSE {float(view['mse'][row]):.5f}"
+            )

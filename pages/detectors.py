@@ -1,4 +1,5 @@
 """Detectors: every poison detector against the no-filter, random and oracle controls, per threat model."""
+
 import json
 
 import pandas as pd
@@ -13,9 +14,11 @@ from ui.common import cached_comparison, ensure_navigation, figure_download, gua
 ensure_navigation()
 
 st.title("Detectors")
-st.caption("Rules: poisons are 8-bit images like the rest; a detector sees only the defender's trusted images, its own "
-           "classifier and DAE, and the training set; never the attacker's surrogate or the poison mask, which is used "
-           "here only to score. Every detector drops the same share of the training set (the run's threshold rule).")
+st.caption(
+    "Rules: poisons are 8-bit images like the rest; a detector sees only the defender's trusted images, its own "
+    "classifier and DAE, and the training set; never the attacker's surrogate or the poison mask, which is used "
+    "here only to score. Every detector drops the same share of the training set (the run's threshold rule)."
+)
 
 comparison = None
 with guard("loading the comparison"):
@@ -24,7 +27,9 @@ if comparison is None:
     st.stop()
 
 threats = [threat for threat in comparison["summary"] if threat in THREATS]
-threat = st.radio("Threat model", threats, format_func=THREATS.label, horizontal=True, key="threat", bind="query-params")
+threat = st.radio(
+    "Threat model", threats, format_func=THREATS.label, horizontal=True, key="threat", bind="query-params"
+)
 summary = comparison["summary"][threat]
 first_run = next(iter(comparison["runs"].values()))[threat]
 experiment = comparison["config"]["experiment"]
@@ -32,22 +37,32 @@ n_seeds = len(comparison["runs"])
 poison = first_run["poison"]
 spec = THREATS[threat]
 what = f"{spec.description} Poison fraction: {poison['fraction']:.0%} of {spec.fraction_of}"
-st.markdown(f"**{spec.label}**: {what}: {poison['n_poisoned']:,} poisons in {poison['n_train']:,} training images. "
-            f"Preset `{experiment['preset']}`, {n_seeds} seed{'s' if n_seeds > 1 else ''} (mean ± standard deviation), "
-            f"{first_run['n_test']:,} test images, worst case over adaptive attacks on {first_run['n_robust_test']:,} of them.")
+st.markdown(
+    f"**{spec.label}**: {what}: {poison['n_poisoned']:,} poisons in {poison['n_train']:,} training images. "
+    f"Preset `{experiment['preset']}`, {n_seeds} seed{'s' if n_seeds > 1 else ''} (mean ± standard deviation), "
+    f"{first_run['n_test']:,} test images, worst case over adaptive attacks on {first_run['n_robust_test']:,} of them."
+)
 
 reference, undefended = summary["reference"]["clean_reference"], summary["reference"]["undefended"]
 damage = st.columns(4)
 damage[0].metric("clean reference: clean accuracy", f"{reference['clean_acc']['mean']:.1%}")
-damage[1].metric("undefended: clean accuracy", f"{undefended['clean_acc']['mean']:.1%}",
-                 f"{(undefended['clean_acc']['mean'] - reference['clean_acc']['mean']) * 100:+.1f} points")
+damage[1].metric(
+    "undefended: clean accuracy",
+    f"{undefended['clean_acc']['mean']:.1%}",
+    f"{(undefended['clean_acc']['mean'] - reference['clean_acc']['mean']) * 100:+.1f} points",
+)
 if "attack_success_rate" in undefended:
     damage[2].metric("clean reference: attack success", f"{reference['attack_success_rate']['mean']:.1%}")
-    damage[3].metric("undefended: attack success", f"{undefended['attack_success_rate']['mean']:.1%}",
-                     f"{(undefended['attack_success_rate']['mean'] - reference['attack_success_rate']['mean']) * 100:+.1f} points",
-                     delta_color="inverse")
-    st.caption("Attack success: backdoor, the share of triggered test images of other classes classified as the target; "
-               "label flipping, the share of Stop test images classified as 60 km/h.")
+    damage[3].metric(
+        "undefended: attack success",
+        f"{undefended['attack_success_rate']['mean']:.1%}",
+        f"{(undefended['attack_success_rate']['mean'] - reference['attack_success_rate']['mean']) * 100:+.1f} points",
+        delta_color="inverse",
+    )
+    st.caption(
+        "Attack success: backdoor, the share of triggered test images of other classes classified as the target; "
+        "label flipping, the share of Stop test images classified as 60 km/h."
+    )
 else:
     damage[2].metric("undefended: I-FGSM accuracy", f"{undefended['ifgsm_acc']['mean']:.1%}")
     damage[3].metric("undefended: worst case", f"{undefended['adaptive_acc']['mean']:.1%}")
@@ -55,31 +70,63 @@ else:
 rows = explore.comparison_rows(summary)
 table = pd.DataFrame(rows)
 st.dataframe(table, width="stretch", hide_index=True)
-st.caption("ROC AUC, precision and recall score each detector's drop decision against the ground truth (controls: the "
-           "drop decision itself). Students are distilled at T behind each filter; clean / I-FGSM on the test set, worst "
-           "case = the strongest of FGSM / I-FGSM on logits and logits/T, margin-loss I-FGSM and PGD, and transfer from the "
-           "surrogate, per input.")
+st.caption(
+    "ROC AUC, precision and recall score each detector's drop decision against the ground truth (controls: the "
+    "drop decision itself). Students are distilled at T behind each filter; clean / I-FGSM on the test set, worst "
+    "case = the strongest of FGSM / I-FGSM on logits and logits/T, margin-loss I-FGSM and PGD, and transfer from the "
+    "surrogate, per input."
+)
 downloads = st.columns(2)
-downloads[0].download_button("Download the table (CSV)", table.to_csv(index=False), f"detectors_{threat}.csv", "text/csv")
-downloads[1].download_button("Download compare.json", json.dumps(comparison, indent=2), "compare.json", "application/json")
+downloads[0].download_button(
+    "Download the table (CSV)", table.to_csv(index=False), f"detectors_{threat}.csv", "text/csv"
+)
+downloads[1].download_button(
+    "Download compare.json", json.dumps(comparison, indent=2), "compare.json", "application/json"
+)
 
-detectors = [name for name, quality in summary["filters"].items() if quality.get("auroc") and name not in ("random", "oracle", "none")]
-auc = go.Figure(go.Bar(x=[filter_label(name) for name in detectors], y=[summary["filters"][name]["auroc"]["mean"] for name in detectors],
-                       error_y=dict(type="data", array=[summary["filters"][name]["auroc"]["std"] for name in detectors]),
-                       marker_color=["#e45756" if name == "dae" else "#4c78a8" for name in detectors]))
+detectors = [
+    name
+    for name, quality in summary["filters"].items()
+    if quality.get("auroc") and name not in ("random", "oracle", "none")
+]
+auc = go.Figure(
+    go.Bar(
+        x=[filter_label(name) for name in detectors],
+        y=[summary["filters"][name]["auroc"]["mean"] for name in detectors],
+        error_y=dict(type="data", array=[summary["filters"][name]["auroc"]["std"] for name in detectors]),
+        marker_color=["#e45756" if name == "dae" else "#4c78a8" for name in detectors],
+    )
+)
 auc.add_hline(0.5, line_dash="dot", line_color="grey", annotation_text="chance")
 auc.add_hline(0.95, line_dash="dash", line_color="green", annotation_text="goal 0.95")
-auc.update_layout(height=360, margin=dict(t=40, b=30), yaxis_range=[0, 1.02], yaxis_title="ROC AUC (mean ± std over seeds)",
-                  title=f"Separating poisons from clean training images: {spec.label}")
+auc.update_layout(
+    height=360,
+    margin=dict(t=40, b=30),
+    yaxis_range=[0, 1.02],
+    yaxis_title="ROC AUC (mean ± std over seeds)",
+    title=f"Separating poisons from clean training images: {spec.label}",
+)
 st.plotly_chart(auc, width="stretch", key="chart-auc")
 figure_download(auc, f"detector_auc_{threat}")
 
 run = require_run()
 if run.detectors and threat == run.config.poison.threat:
     st.subheader("On the loaded run")
-    st.caption(f"The same detectors on the loaded run's training set ({run.detectors['n_poisoned']:,} poisons in "
-               f"{run.detectors['n_train']:,} images, preset `{run.config.preset}`). Switch the score on the Threshold page.")
-    paper_rows = [{"detector": filter_label(name), "ROC AUC": quality["auroc"], "precision": quality["precision"],
-                   "recall": quality["recall"]} for name, quality in run.detectors["detectors"].items()]
-    st.dataframe(pd.DataFrame(paper_rows).style.format({"ROC AUC": "{:.3f}", "precision": "{:.3f}", "recall": "{:.3f}"}),
-                 width="stretch", hide_index=True)
+    st.caption(
+        f"The same detectors on the loaded run's training set ({run.detectors['n_poisoned']:,} poisons in "
+        f"{run.detectors['n_train']:,} images, preset `{run.config.preset}`). Switch the score on the Threshold page."
+    )
+    paper_rows = [
+        {
+            "detector": filter_label(name),
+            "ROC AUC": quality["auroc"],
+            "precision": quality["precision"],
+            "recall": quality["recall"],
+        }
+        for name, quality in run.detectors["detectors"].items()
+    ]
+    st.dataframe(
+        pd.DataFrame(paper_rows).style.format({"ROC AUC": "{:.3f}", "precision": "{:.3f}", "recall": "{:.3f}"}),
+        width="stretch",
+        hide_index=True,
+    )

@@ -1,4 +1,5 @@
 """Distillation: temperature, teacher probabilities at T and at 1, and the five models side by side."""
+
 import json
 
 import numpy as np
@@ -9,7 +10,17 @@ import streamlit as st
 from core import explore
 from core.data import CLASS_NAMES
 from core.pipeline import MODEL_NAMES, PAPER_RESULTS
-from ui.common import ensure_navigation, require_run, cached_classifier, enlarged, figure_download, guard, run_dir, run_splits, train_at_threshold
+from ui.common import (
+    cached_classifier,
+    enlarged,
+    ensure_navigation,
+    figure_download,
+    guard,
+    require_run,
+    run_dir,
+    run_splits,
+    train_at_threshold,
+)
 
 ensure_navigation()
 
@@ -21,66 +32,137 @@ results = run.results
 rows = []
 for name in MODEL_NAMES:
     model = results["models"][name]
-    rows.append({"model": name, "clean": model["clean_acc"], "FGSM": model["fgsm_acc"], "I-FGSM": model["ifgsm_acc"],
-                 "paper (adversarial)": PAPER_RESULTS["student_adversarial_acc"] if name == "filter_distillation" else np.nan})
+    rows.append(
+        {
+            "model": name,
+            "clean": model["clean_acc"],
+            "FGSM": model["fgsm_acc"],
+            "I-FGSM": model["ifgsm_acc"],
+            "paper (adversarial)": PAPER_RESULTS["student_adversarial_acc"]
+            if name == "filter_distillation"
+            else np.nan,
+        }
+    )
 table = pd.DataFrame(rows).set_index("model")
 st.dataframe(table.style.format("{:.2%}", na_rep="—"), width="stretch")
 attack = run.config.eval_attack
-st.caption(f"White-box attacks crafted on each evaluated model at T = 1: eps {attack.eps}, alpha {attack.alpha}, "
-           f"{attack.steps} steps, on {results['data']['n_test']:,} test images. Distilled students are known to mask "
-           "gradients at T = 1 (Carlini & Wagner 2016): high numbers here do not prove robustness.")
+st.caption(
+    f"White-box attacks crafted on each evaluated model at T = 1: eps {attack.eps}, alpha {attack.alpha}, "
+    f"{attack.steps} steps, on {results['data']['n_test']:,} test images. Distilled students are known to mask "
+    "gradients at T = 1 (Carlini & Wagner 2016): high numbers here do not prove robustness."
+)
 downloads = st.columns(2)
-downloads[0].download_button("Download results (JSON)", json.dumps(results, indent=2), "results.json", "application/json")
+downloads[0].download_button(
+    "Download results (JSON)", json.dumps(results, indent=2), "results.json", "application/json"
+)
 downloads[1].download_button("Download the table (CSV)", table.to_csv(), "models.csv", "text/csv")
 
 st.subheader("Robustness that gradient masking cannot fake")
 if run.robustness:
     robust = run.robustness
-    labels = {"clean": "clean", "fgsm": "FGSM (cross-entropy)", "ifgsm": "I-FGSM (cross-entropy)", "fgsm_logits_t": "FGSM on logits/T",
-              "ifgsm_logits_t": "I-FGSM on logits/T", "ifgsm_margin": "I-FGSM, margin loss", "pgd_margin": "PGD, margin loss",
-              "transfer_ifgsm": "transfer I-FGSM (surrogate)", "worst_case": "worst case (headline)"}
-    robust_table = pd.DataFrame({name: {labels[k]: v for k, v in report["attacks"].items()} | {"inputs with zero gradient": report["zero_grad_fraction"]}
-                                 for name, report in robust["models"].items()}).T
+    labels = {
+        "clean": "clean",
+        "fgsm": "FGSM (cross-entropy)",
+        "ifgsm": "I-FGSM (cross-entropy)",
+        "fgsm_logits_t": "FGSM on logits/T",
+        "ifgsm_logits_t": "I-FGSM on logits/T",
+        "ifgsm_margin": "I-FGSM, margin loss",
+        "pgd_margin": "PGD, margin loss",
+        "transfer_ifgsm": "transfer I-FGSM (surrogate)",
+        "worst_case": "worst case (headline)",
+    }
+    robust_table = pd.DataFrame(
+        {
+            name: {labels[k]: v for k, v in report["attacks"].items()}
+            | {"inputs with zero gradient": report["zero_grad_fraction"]}
+            for name, report in robust["models"].items()
+        }
+    ).T
     st.dataframe(robust_table.style.format("{:.2%}"), width="stretch")
     config = robust["config"]
-    st.caption(f"{robust['n_test']:,} test images, eps {config['eps']}, {config['steps']} steps, alpha = {config['step_ratio']} x eps; "
-               "an input counts as robust only if every attack fails on it.")
+    st.caption(
+        f"{robust['n_test']:,} test images, eps {config['eps']}, {config['steps']} steps, "
+        f"alpha = {config['step_ratio']} x eps; an input counts as robust only if every attack fails on it."
+    )
     curve = go.Figure()
     for name, report in robust["models"].items():
-        curve.add_trace(go.Scatter(x=[p["eps"] * 255 for p in report["eps_curve"]], y=[p["robust_acc"] for p in report["eps_curve"]],
-                                   name=name, mode="lines+markers"))
-    curve.update_layout(height=340, margin=dict(t=30, b=30), xaxis_title="eps (grey levels of 255)", yaxis_title="worst-case accuracy",
-                        yaxis_range=[0, 1], title="Accuracy vs eps, strongest attack per input")
+        curve.add_trace(
+            go.Scatter(
+                x=[p["eps"] * 255 for p in report["eps_curve"]],
+                y=[p["robust_acc"] for p in report["eps_curve"]],
+                name=name,
+                mode="lines+markers",
+            )
+        )
+    curve.update_layout(
+        height=340,
+        margin=dict(t=30, b=30),
+        xaxis_title="eps (grey levels of 255)",
+        yaxis_title="worst-case accuracy",
+        yaxis_range=[0, 1],
+        title="Accuracy vs eps, strongest attack per input",
+    )
     st.plotly_chart(curve, width="stretch", key="chart-eps")
     figure_download(curve, "eps_curve")
 else:
-    st.warning("No adaptive evaluation for this run yet: `python -m core robustness --run-dir <run>` adds it. Until then the "
-               "FGSM / I-FGSM columns above may be inflated by gradient masking.")
+    st.warning(
+        "No adaptive evaluation for this run yet: `python -m core robustness --run-dir <run>` adds it. Until then the "
+        "FGSM / I-FGSM columns above may be inflated by gradient masking."
+    )
 
 st.subheader("Abstention: MC dropout on the student")
 if run.abstention:
     abstention = run.abstention
     config = abstention["config"]
     set_labels = {"clean": "clean test", "ifgsm": "I-FGSM (paper-style)", "pgd_margin": "PGD, margin loss (adaptive)"}
-    st.caption(f"{config['passes']} forward passes with dropout on; the student abstains when the passes disagree (expected KL "
-               f"from their mean) more than a cut-off set at {config['fpr']:.0%} false positives on "
-               f"{abstention['n_calibration']:,} trusted clean images. {abstention['n_test']:,} test images, model "
-               f"`{abstention['model']}`.")
-    abstention_table = pd.DataFrame({set_labels.get(name, name): {"accuracy (answer all)": result["accuracy_all"],
-                                                                   "coverage at the cut-off": result["at_cutoff"]["coverage"],
-                                                                   "accuracy on answered": result["at_cutoff"]["accuracy"]}
-                                     for name, result in abstention["sets"].items()}).T
+    st.caption(
+        f"{config['passes']} forward passes with dropout on; the student abstains when the passes disagree "
+        f"(expected KL from their mean) more than a cut-off set at {config['fpr']:.0%} false positives on "
+        f"{abstention['n_calibration']:,} trusted clean images. {abstention['n_test']:,} test images, model "
+        f"`{abstention['model']}`."
+    )
+    abstention_table = pd.DataFrame(
+        {
+            set_labels.get(name, name): {
+                "accuracy (answer all)": result["accuracy_all"],
+                "coverage at the cut-off": result["at_cutoff"]["coverage"],
+                "accuracy on answered": result["at_cutoff"]["accuracy"],
+            }
+            for name, result in abstention["sets"].items()
+        }
+    ).T
     st.dataframe(abstention_table.style.format("{:.2%}", na_rep="—"), width="stretch")
     coverage = go.Figure()
     for name, result in abstention["sets"].items():
-        coverage.add_trace(go.Scatter(x=[p["coverage"] for p in result["curve"]], y=[p["accuracy"] for p in result["curve"]],
-                                      name=set_labels.get(name, name), mode="lines+markers"))
+        coverage.add_trace(
+            go.Scatter(
+                x=[p["coverage"] for p in result["curve"]],
+                y=[p["accuracy"] for p in result["curve"]],
+                name=set_labels.get(name, name),
+                mode="lines+markers",
+            )
+        )
         at = result["at_cutoff"]
-        coverage.add_trace(go.Scatter(x=[at["coverage"]], y=[at["accuracy"]], mode="markers", marker_size=13, marker_symbol="x",
-                                      showlegend=False, name=f"{name} at the cut-off"))
-    coverage.update_layout(height=340, margin=dict(t=30, b=30), xaxis_title="coverage (share answered)",
-                           yaxis_title="accuracy on answered inputs", yaxis_range=[0, 1.02], xaxis_range=[0, 1.02],
-                           title="Coverage vs accuracy (x: the calibrated cut-off)")
+        coverage.add_trace(
+            go.Scatter(
+                x=[at["coverage"]],
+                y=[at["accuracy"]],
+                mode="markers",
+                marker_size=13,
+                marker_symbol="x",
+                showlegend=False,
+                name=f"{name} at the cut-off",
+            )
+        )
+    coverage.update_layout(
+        height=340,
+        margin=dict(t=30, b=30),
+        xaxis_title="coverage (share answered)",
+        yaxis_title="accuracy on answered inputs",
+        yaxis_range=[0, 1.02],
+        xaxis_range=[0, 1.02],
+        title="Coverage vs accuracy (x: the calibrated cut-off)",
+    )
     st.plotly_chart(coverage, width="stretch", key="chart-coverage")
     figure_download(coverage, "coverage_accuracy")
 else:
@@ -92,14 +174,20 @@ with guard("the teacher's probabilities"):
     teacher = cached_classifier(run_dir(), "filter_distillation_teacher")
     test = run_splits(run).test
     index = st.number_input("GTSRB test image", 0, len(test) - 1, 0, key="distill_image")
-    image = test.images[index: index + 1]
+    image = test.images[index : index + 1]
     left, right = st.columns([1, 4])
     left.image(enlarged(image[0], 5), caption=CLASS_NAMES[int(test.labels[index])])
     at_t = explore.top_classes(teacher, image, k=5, temperature=T)[0]
     at_1 = explore.top_classes(teacher, image, k=5, temperature=1.0)[0]
-    figure = go.Figure([go.Bar(y=[n for n, _ in at_t][::-1], x=[p for _, p in at_t][::-1], orientation="h", name=f"T = {T:g}"),
-                        go.Bar(y=[n for n, _ in at_1][::-1], x=[p for _, p in at_1][::-1], orientation="h", name="T = 1")])
-    figure.update_layout(barmode="group", height=320, margin=dict(t=30, b=30), xaxis_range=[0, 1], xaxis_title="probability")
+    figure = go.Figure(
+        [
+            go.Bar(y=[n for n, _ in at_t][::-1], x=[p for _, p in at_t][::-1], orientation="h", name=f"T = {T:g}"),
+            go.Bar(y=[n for n, _ in at_1][::-1], x=[p for _, p in at_1][::-1], orientation="h", name="T = 1"),
+        ]
+    )
+    figure.update_layout(
+        barmode="group", height=320, margin=dict(t=30, b=30), xaxis_range=[0, 1], xaxis_title="probability"
+    )
     with right:
         st.plotly_chart(figure, width="stretch", key="chart-teacher")
         figure_download(figure, "teacher_probabilities")
@@ -107,7 +195,9 @@ with guard("the teacher's probabilities"):
 st.subheader("Train teacher and student on the filtered set")
 score = st.session_state.get("score", "dae")
 threshold = float(st.session_state.get("threshold", run.threshold_of(score)))
-epochs = st.slider("epochs (teacher and student each)", 1, 20, run.sweep["config"]["epochs"] if run.sweep else 3, key="distill_epochs")
+epochs = st.slider(
+    "epochs (teacher and student each)", 1, 20, run.sweep["config"]["epochs"] if run.sweep else 3, key="distill_epochs"
+)
 st.caption(f"Uses the Threshold page's current score ({score}) and threshold ({threshold:.5f}) and T = {T:g}.")
 if st.button("Train", type="primary"):
     with guard("training teacher and student"):

@@ -1,4 +1,5 @@
 """Poison: pick a registered threat model and look at it; the perturbation threat with any registered attack."""
+
 import pandas as pd
 import streamlit as st
 
@@ -6,14 +7,25 @@ from core import explore
 from core.data import CLASS_NAMES
 from core.poison import DEFAULT_SOURCE_CLASS, DEFAULT_TARGET_CLASS, PoisonConfig, poison_training_set
 from core.registry import ATTACKS, THREATS
-from ui.common import (cached_classifier, cached_comparison, cached_run, enlarged, ensure_navigation, guard, preset_config,
-                       run_dir, run_splits, set_custom_poison)
+from ui.common import (
+    cached_classifier,
+    cached_comparison,
+    cached_run,
+    enlarged,
+    ensure_navigation,
+    guard,
+    preset_config,
+    run_dir,
+    run_splits,
+    set_custom_poison,
+)
 
 ensure_navigation()
 
 st.title("Poison")
-threat = st.radio("Threat model", THREATS.names(), format_func=THREATS.label, horizontal=True, key="threat",
-                  bind="query-params")
+threat = st.radio(
+    "Threat model", THREATS.names(), format_func=THREATS.label, horizontal=True, key="threat", bind="query-params"
+)
 spec = THREATS[threat]
 st.caption(spec.description)
 
@@ -23,19 +35,40 @@ def other_threat(threat: str) -> None:
     left, right = st.columns(2)
     classes = list(range(len(CLASS_NAMES)))
     with left:
-        source = st.selectbox("source class", classes, index=DEFAULT_SOURCE_CLASS, format_func=lambda c: f"{c}: {CLASS_NAMES[c]}",
-                              key="source_class", disabled="source_class" not in spec.params)
-        target = st.selectbox("target class", classes, index=DEFAULT_TARGET_CLASS, format_func=lambda c: f"{c}: {CLASS_NAMES[c]}",
-                              key="target_class", disabled="target_class" not in spec.params)
+        source = st.selectbox(
+            "source class",
+            classes,
+            index=DEFAULT_SOURCE_CLASS,
+            format_func=lambda c: f"{c}: {CLASS_NAMES[c]}",
+            key="source_class",
+            disabled="source_class" not in spec.params,
+        )
+        target = st.selectbox(
+            "target class",
+            classes,
+            index=DEFAULT_TARGET_CLASS,
+            format_func=lambda c: f"{c}: {CLASS_NAMES[c]}",
+            key="target_class",
+            disabled="target_class" not in spec.params,
+        )
     with right:
-        fraction = st.slider(f"poison fraction of {spec.fraction_of}", 0.0, 1.0, spec.default_fraction, 0.01,
-                             key=f"fraction_{threat}")
-        trigger = st.slider("trigger size (pixels)", 1, 8, 3, key="trigger_size", disabled="trigger_size" not in spec.params)
+        fraction = st.slider(
+            f"poison fraction of {spec.fraction_of}", 0.0, 1.0, spec.default_fraction, 0.01, key=f"fraction_{threat}"
+        )
+        trigger = st.slider(
+            "trigger size (pixels)", 1, 8, 3, key="trigger_size", disabled="trigger_size" not in spec.params
+        )
         seed = st.number_input("seed", 0, 10_000, 0, key="threat_seed")
     config = None
     with guard("the poison settings"):
-        config = PoisonConfig(threat=threat, fraction=fraction, source_class=source, target_class=target, trigger_size=trigger,
-                              seed=int(seed))
+        config = PoisonConfig(
+            threat=threat,
+            fraction=fraction,
+            source_class=source,
+            target_class=target,
+            trigger_size=trigger,
+            seed=int(seed),
+        )
         set_custom_poison(config)
     run = None
     with guard("loading the data"):
@@ -44,8 +77,10 @@ def other_threat(threat: str) -> None:
     if config is None or run is None:
         return
     preview = explore.threat_preview(train, config)  # no crafting: milliseconds
-    st.success(f"{preview['n_poisoned']:,} of {preview['n_train']:,} training samples poisoned "
-               f"({preview['n_poisoned'] / max(preview['n_train'], 1):.2%} of the training set).")
+    st.success(
+        f"{preview['n_poisoned']:,} of {preview['n_train']:,} training samples poisoned "
+        f"({preview['n_poisoned'] / max(preview['n_train'], 1):.2%} of the training set)."
+    )
     columns = st.columns(8)
     for column, image, old, new in zip(columns, preview["images"], preview["old_labels"], preview["new_labels"]):
         column.image(enlarged(image), width="stretch", caption=f"{CLASS_NAMES[old]} → {CLASS_NAMES[new]}")
@@ -54,18 +89,27 @@ def other_threat(threat: str) -> None:
         if threat in comparison["summary"]:
             reference = comparison["summary"][threat]["reference"]
             shipped = comparison["config"]["fractions"][threat]
-            st.markdown(f"**Measured damage** (shipped comparison, default settings: fraction {shipped:.0%}, "
-                        f"{len(comparison['runs'])} seeds, preset `{comparison['config']['experiment']['preset']}`)")
+            st.markdown(
+                f"**Measured damage** (shipped comparison, default settings: fraction {shipped:.0%}, "
+                f"{len(comparison['runs'])} seeds, preset `{comparison['config']['experiment']['preset']}`)"
+            )
             cols = st.columns(4)
-            for column, (name, key, title) in zip(cols, (("clean_reference", "clean_acc", "clean reference: clean acc."),
-                                                         ("undefended", "clean_acc", "undefended: clean acc."),
-                                                         ("clean_reference", "attack_success_rate", "clean reference: attack success"),
-                                                         ("undefended", "attack_success_rate", "undefended: attack success"))):
+            for column, (name, key, title) in zip(
+                cols,
+                (
+                    ("clean_reference", "clean_acc", "clean reference: clean acc."),
+                    ("undefended", "clean_acc", "undefended: clean acc."),
+                    ("clean_reference", "attack_success_rate", "clean reference: attack success"),
+                    ("undefended", "attack_success_rate", "undefended: attack success"),
+                ),
+            ):
                 stat = reference[name].get(key)
                 if stat:
                     column.metric(title, f"{stat['mean']:.1%}", f"± {stat['std'] * 100:.1f} points", delta_color="off")
-            st.caption("The Detectors page shows which filters remove these poisons, and what the student keeps. "
-                       f"CLI: `python -m core run --threat {threat}` for a full run with these settings.")
+            st.caption(
+                "The Detectors page shows which filters remove these poisons, and what the student keeps. "
+                f"CLI: `python -m core run --threat {threat}` for a full run with these settings."
+            )
 
 
 if not spec.needs_surrogate:
@@ -76,25 +120,65 @@ defaults = preset_config().poison
 custom = st.session_state.get("preset") == "Custom"
 left, right = st.columns(2)
 with left:
-    attack = st.selectbox("Attack", ATTACKS.names(), format_func=ATTACKS.label, key="attack", bind="query-params",
-                          disabled=not custom)
+    attack = st.selectbox(
+        "Attack", ATTACKS.names(), format_func=ATTACKS.label, key="attack", bind="query-params", disabled=not custom
+    )
     iterative = ATTACKS[attack].iterative
-    eps = st.slider("eps (L-inf, [0, 1] pixel scale)", 0.0, 0.1, float(defaults.eps), 0.001, format="%.3f", key="eps",
-                    bind="query-params", disabled=not custom)
-    alpha = st.slider("alpha (step of the iterative attacks)", 0.0, 0.05, float(defaults.alpha), 0.001, format="%.3f",
-                      key="alpha", bind="query-params", disabled=not custom or not iterative)
+    eps = st.slider(
+        "eps (L-inf, [0, 1] pixel scale)",
+        0.0,
+        0.1,
+        float(defaults.eps),
+        0.001,
+        format="%.3f",
+        key="eps",
+        bind="query-params",
+        disabled=not custom,
+    )
+    alpha = st.slider(
+        "alpha (step of the iterative attacks)",
+        0.0,
+        0.05,
+        float(defaults.alpha),
+        0.001,
+        format="%.3f",
+        key="alpha",
+        bind="query-params",
+        disabled=not custom or not iterative,
+    )
 with right:
-    steps = st.slider("steps", 1, 50, int(defaults.steps), key="steps", bind="query-params", disabled=not custom or not iterative)
-    fraction = st.slider(f"poison fraction of {spec.fraction_of}", 0.0, 1.0, float(defaults.fraction), 0.01, key="fraction",
-                         bind="query-params", disabled=not custom)
+    steps = st.slider(
+        "steps", 1, 50, int(defaults.steps), key="steps", bind="query-params", disabled=not custom or not iterative
+    )
+    fraction = st.slider(
+        f"poison fraction of {spec.fraction_of}",
+        0.0,
+        1.0,
+        float(defaults.fraction),
+        0.01,
+        key="fraction",
+        bind="query-params",
+        disabled=not custom,
+    )
     seed = st.number_input("seed", 0, 10_000, int(defaults.seed), key="poison_seed", disabled=not custom)
 if not custom:
     st.info("Pick *Custom* in the sidebar to change these values; Paper and Quick use the paper's settings.")
-    attack, eps, alpha, steps, fraction, seed = defaults.attack, defaults.eps, defaults.alpha, defaults.steps, defaults.fraction, defaults.seed
+    attack, eps, alpha, steps, fraction, seed = (
+        defaults.attack,
+        defaults.eps,
+        defaults.alpha,
+        defaults.steps,
+        defaults.fraction,
+        defaults.seed,
+    )
 if iterative and alpha * steps < eps:
-    st.warning(f"alpha x steps = {alpha * steps:.4f} is below eps = {eps}: the attack cannot reach the edge of the eps-ball.")
-st.caption(f"eps {eps} is {eps * 255:.2f} grey levels; after rounding to 8 bits toward the original, "
-           f"each pixel moves by at most {int(eps * 255 + 1e-6)} levels.")
+    st.warning(
+        f"alpha x steps = {alpha * steps:.4f} is below eps = {eps}: the attack cannot reach the edge of the eps-ball."
+    )
+st.caption(
+    f"eps {eps} is {eps * 255:.2f} grey levels; after rounding to 8 bits toward the original, "
+    f"each pixel moves by at most {int(eps * 255 + 1e-6)} levels."
+)
 
 config = None
 with guard("the poison settings"):
@@ -109,16 +193,22 @@ if config is None or run is None:
     st.stop()
 
 st.subheader("Preview")
-classes = st.multiselect("Classes", list(range(len(CLASS_NAMES))), default=[1, 14, 17, 25], format_func=lambda c: CLASS_NAMES[c],
-                         max_selections=8)
+classes = st.multiselect(
+    "Classes",
+    list(range(len(CLASS_NAMES))),
+    default=[1, 14, 17, 25],
+    format_func=lambda c: CLASS_NAMES[c],
+    max_selections=8,
+)
 per_class = st.slider("samples per class", 1, 4, 2)
 
 
 @st.cache_data(max_entries=16, show_spinner="Crafting preview poisons...")
 def preview(directory: str, classes: tuple, per_class: int, config: PoisonConfig) -> dict:
     run = cached_run(directory)
-    return explore.poison_preview(run_splits(run).train, cached_classifier(directory, "surrogate"), list(classes), per_class,
-                                  config)
+    return explore.poison_preview(
+        run_splits(run).train, cached_classifier(directory, "surrogate"), list(classes), per_class, config
+    )
 
 
 with guard("the preview"):
@@ -130,12 +220,18 @@ with guard("the preview"):
         cols[1].metric("mean L2", f"{stats['l2']:.4f}")
         cols[2].metric("PSNR", f"{stats['psnr_db']:.1f} dB")
         cols[3].metric("surrogate acc. before", f"{shown['acc_before']:.0%}")
-        cols[4].metric("surrogate acc. after", f"{shown['acc_after']:.0%}", f"{shown['acc_after'] - shown['acc_before']:+.0%}")
+        cols[4].metric(
+            "surrogate acc. after", f"{shown['acc_after']:.0%}", f"{shown['acc_after'] - shown['acc_before']:+.0%}"
+        )
         for row in range(len(shown["clean"])):
             c1, c2, c3, c4 = st.columns([1, 1, 1, 3])
             c1.image(enlarged(shown["clean"][row]), caption="clean" if row == 0 else None, width="stretch")
             c2.image(enlarged(shown["poisoned"][row]), caption="poisoned" if row == 0 else None, width="stretch")
-            c3.image(enlarged(shown["amplified"][row]), caption="perturbation (amplified)" if row == 0 else None, width="stretch")
+            c3.image(
+                enlarged(shown["amplified"][row]),
+                caption="perturbation (amplified)" if row == 0 else None,
+                width="stretch",
+            )
             c4.markdown(f"**{CLASS_NAMES[int(shown['labels'][row])]}**")
     else:
         st.caption("Pick at least one class.")
@@ -147,8 +243,12 @@ st.subheader("Apply to the training set")
 def applied(directory: str, config: PoisonConfig):
     run = cached_run(directory)
     bar = st.progress(0.0, text="Crafting poisons")
-    result = poison_training_set(run_splits(run).train, cached_classifier(directory, "surrogate"), config,
-                                 progress=lambda stage, done, total: bar.progress(done / max(total, 1), text=f"{stage} {done}/{total}"))
+    result = poison_training_set(
+        run_splits(run).train,
+        cached_classifier(directory, "surrogate"),
+        config,
+        progress=lambda stage, done, total: bar.progress(done / max(total, 1), text=f"{stage} {done}/{total}"),
+    )
     bar.empty()
     return result
 
@@ -158,7 +258,12 @@ if st.button("Apply", type="primary"):
 if "applied_poison" in st.session_state:
     with guard("poisoning the training set"):
         summary = explore.applied_summary(splits.train, applied(run_dir(), st.session_state["applied_poison"]))
-        st.success(f"{summary['poisoned']:,} of {summary['of']:,} training images replaced "
-                   f"({summary['actually changed']:,} differ after rounding).")
+        st.success(
+            f"{summary['poisoned']:,} of {summary['of']:,} training images replaced "
+            f"({summary['actually changed']:,} differ after rounding)."
+        )
         st.dataframe(pd.DataFrame([summary]), width="stretch")
-        st.caption("Run the whole pipeline on these settings from the Overview page (*Run the experiment* with the *Custom* preset).")
+        st.caption(
+            "Run the whole pipeline on these settings from the Overview page "
+            "(*Run the experiment* with the *Custom* preset)."
+        )

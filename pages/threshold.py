@@ -1,4 +1,5 @@
 """Threshold: drag the detector threshold and watch the filter and the student respond; switch the score."""
+
 import json
 
 import numpy as np
@@ -10,14 +11,25 @@ from core import explore
 from core.detect import PAPER_INFERRED_THRESHOLD, PAPER_INITIAL_THRESHOLD, filter_label, infer_threshold_from_scores
 from core.registry import DETECTORS
 from core.sweep import accuracy_at
-from ui.common import (ensure_navigation, require_run, cached_curves, cached_example_pool, cached_scores, figure_download, guard,
-                       ringed, run_dir)
+from ui.common import (
+    cached_curves,
+    cached_example_pool,
+    cached_scores,
+    ensure_navigation,
+    figure_download,
+    guard,
+    require_run,
+    ringed,
+    run_dir,
+)
 
 ensure_navigation()
 
 st.title("Threshold")
-st.caption("Samples scored above the threshold are dropped before the teacher sees them. "
-           "The ground-truth poison mask is used here only to score that decision.")
+st.caption(
+    "Samples scored above the threshold are dropped before the teacher sees them. "
+    "The ground-truth poison mask is used here only to score that decision."
+)
 
 directory = run_dir()
 run = require_run()
@@ -30,13 +42,21 @@ def reset_threshold() -> None:  # a new score has its own scale: start from the 
         st.session_state.pop(key, None)
 
 
-score = st.selectbox("Score", score_names, key="score", bind="query-params", on_change=reset_threshold,
-                     format_func=lambda name: filter_label(name) + ("" if name in scored else " (not scored on this run)"),
-                     help="Every detector scored on this run's training set by `python -m core detectors`. "
-                          "The Detectors page compares them across threat models, with controls.")
+score = st.selectbox(
+    "Score",
+    score_names,
+    key="score",
+    bind="query-params",
+    on_change=reset_threshold,
+    format_func=lambda name: filter_label(name) + ("" if name in scored else " (not scored on this run)"),
+    help="Every detector scored on this run's training set by `python -m core detectors`. "
+    "The Detectors page compares them across threat models, with controls.",
+)
 if score not in scored:
-    st.info(f"{filter_label(score)} has not been scored on this run: `python -m core detectors --run-dir {directory}` "
-            "scores every registered detector.")
+    st.info(
+        f"{filter_label(score)} has not been scored on this run: `python -m core detectors --run-dir {directory}` "
+        "scores every registered detector."
+    )
     st.stop()
 scores, mask = cached_scores(directory, score)
 curves = cached_curves(directory, score)
@@ -50,7 +70,11 @@ def histogram(directory: str, score: str, bins: int = 80) -> dict:
     scores, mask = cached_scores(directory, score)
     top = float(np.quantile(scores, 0.999))
     edges = np.linspace(float(scores.min()), top, bins + 1)
-    return {"edges": edges, "clean": np.histogram(scores[~mask], edges)[0], "poisoned": np.histogram(scores[mask], edges)[0]}
+    return {
+        "edges": edges,
+        "clean": np.histogram(scores[~mask], edges)[0],
+        "poisoned": np.histogram(scores[mask], edges)[0],
+    }
 
 
 low = float(scores.min())
@@ -74,29 +98,55 @@ def from_slider() -> None:
 
 
 buttons = st.columns([1, 1, 1.3, 1.3])
-buttons[0].button(f"Paper's initial {PAPER_INITIAL_THRESHOLD}", on_click=set_threshold, args=(PAPER_INITIAL_THRESHOLD,),
-                  disabled=not is_dae, help=None if is_dae else "a reconstruction-error threshold: DAE score only")
+buttons[0].button(
+    f"Paper's initial {PAPER_INITIAL_THRESHOLD}",
+    on_click=set_threshold,
+    args=(PAPER_INITIAL_THRESHOLD,),
+    disabled=not is_dae,
+    help=None if is_dae else "a reconstruction-error threshold: DAE score only",
+)
 buttons[1].button(f"This run's threshold ({run_threshold:.4g})", on_click=set_threshold, args=(run_threshold,))
 with buttons[2]:
-    fpr = st.number_input("False-positive rate on trusted clean data", 0.001, 0.999, 0.05, 0.01, format="%.3f", key="fpr")
-    st.button("infer_threshold at this FPR", disabled=not is_dae, on_click=lambda: set_threshold(
-        infer_threshold_from_scores(run.calibration_scores, fpr)),
-        help=None if is_dae else "the run stores trusted-set scores for the DAE only")
+    fpr = st.number_input(
+        "False-positive rate on trusted clean data", 0.001, 0.999, 0.05, 0.01, format="%.3f", key="fpr"
+    )
+    st.button(
+        "infer_threshold at this FPR",
+        disabled=not is_dae,
+        on_click=lambda: set_threshold(infer_threshold_from_scores(run.calibration_scores, fpr)),
+        help=None if is_dae else "the run stores trusted-set scores for the DAE only",
+    )
 with buttons[3]:
-    expected = st.number_input("Expected poison share of the training set", 0.001, 0.999, 0.10, 0.01, format="%.3f", key="expected")
-    st.button("infer_threshold at this share", on_click=lambda: set_threshold(infer_threshold_from_scores(scores, expected)))
+    expected = st.number_input(
+        "Expected poison share of the training set", 0.001, 0.999, 0.10, 0.01, format="%.3f", key="expected"
+    )
+    st.button(
+        "infer_threshold at this share", on_click=lambda: set_threshold(infer_threshold_from_scores(scores, expected))
+    )
 
 if is_dae and PAPER_INFERRED_THRESHOLD < low:
-    st.info(f"The paper's inferred threshold {PAPER_INFERRED_THRESHOLD} is below every reconstruction error of this run "
-            f"(lowest {low:.4f}): it would drop every training sample.")
+    st.info(
+        f"The paper's inferred threshold {PAPER_INFERRED_THRESHOLD} is below every reconstruction error of this run "
+        f"(lowest {low:.4f}): it would drop every training sample."
+    )
 
 
 @st.fragment
 def live_view() -> None:
     slider_column, number_column = st.columns([4, 1])
-    slider_column.slider(f"Threshold ({filter_label(score)})", low, high, key="threshold", step=(high - low) / 1000,
-                         format="%.5f", on_change=from_slider, bind="query-params")
-    number_column.number_input("exact value", low, high, key="threshold_input", step=1e-4, format="%.5f", on_change=from_number)
+    slider_column.slider(
+        f"Threshold ({filter_label(score)})",
+        low,
+        high,
+        key="threshold",
+        step=(high - low) / 1000,
+        format="%.5f",
+        on_change=from_slider,
+        bind="query-params",
+    )
+    number_column.number_input(
+        "exact value", low, high, key="threshold_input", step=1e-4, format="%.5f", on_change=from_number
+    )
     threshold = float(st.session_state["threshold"])
     counts = explore.threshold_counts(scores, mask, threshold)
 
@@ -110,45 +160,86 @@ def live_view() -> None:
     metrics[4].metric("F1", f"{counts['f1']:.3f}")
     metrics[5].metric("ROC AUC of the score", f"{curves['auroc']:.3f}")
 
-    table = pd.DataFrame({"clean": [counts["kept_clean"], counts["dropped_clean"]],
-                          "poisoned": [counts["kept_poisoned"], counts["dropped_poisoned"]]}, index=["kept", "dropped"])
+    table = pd.DataFrame(
+        {
+            "clean": [counts["kept_clean"], counts["dropped_clean"]],
+            "poisoned": [counts["kept_poisoned"], counts["dropped_poisoned"]],
+        },
+        index=["kept", "dropped"],
+    )
     left, right = st.columns([1, 2])
     left.markdown("**Kept / dropped x clean / poisoned**")
     left.dataframe(table, width="stretch")
-    left.download_button("Download counts (JSON)", json.dumps(counts, indent=2), "threshold_counts.json", "application/json")
+    left.download_button(
+        "Download counts (JSON)", json.dumps(counts, indent=2), "threshold_counts.json", "application/json"
+    )
 
     with right:
         if run.sweep and not is_dae:
-            st.info("The threshold sweep (student accuracy vs threshold) was run on the DAE score. For this score, "
-                    "train at the exact threshold below, or see the Detectors page for students behind each detector.")
+            st.info(
+                "The threshold sweep (student accuracy vs threshold) was run on the DAE score. For this score, "
+                "train at the exact threshold below, or see the Detectors page for students behind each detector."
+            )
         elif run.sweep:
             accuracy = accuracy_at(run.sweep, threshold)
-            st.markdown(f"**Student at this threshold** (interpolated from a {len(run.sweep['points'])}-point sweep, "
-                        f"{run.sweep['config']['epochs']} epochs each, {run.sweep['config']['n_test']:,} test images)")
+            st.markdown(
+                f"**Student at this threshold** (interpolated from a {len(run.sweep['points'])}-point sweep, "
+                f"{run.sweep['config']['epochs']} epochs each, {run.sweep['config']['n_test']:,} test images)"
+            )
             cols = st.columns(3)
             cols[0].metric("clean accuracy", f"{accuracy['clean_acc']:.2%}")
             cols[1].metric("FGSM accuracy", f"{accuracy['fgsm_acc']:.2%}")
             cols[2].metric("I-FGSM accuracy", f"{accuracy['ifgsm_acc']:.2%}")
         else:
-            st.warning("This run has no threshold sweep: run `python -m core sweep --run-dir <run>` to add the accuracy curve.")
+            st.warning(
+                "This run has no threshold sweep: run `python -m core sweep --run-dir <run>` to add the accuracy curve."
+            )
 
     hist = histogram(directory, score)
     centres = (hist["edges"][:-1] + hist["edges"][1:]) / 2
-    histogram_figure = go.Figure([go.Bar(x=centres, y=hist["clean"], name="clean", marker_color="#4c78a8", opacity=0.7),
-                                  go.Bar(x=centres, y=hist["poisoned"], name="poisoned", marker_color="#e45756", opacity=0.7)])
-    histogram_figure.update_layout(barmode="overlay", height=300, margin=dict(t=30, b=30), title=filter_label(score),
-                                   xaxis_title=unit, yaxis_title="training images", yaxis_type="log")
+    histogram_figure = go.Figure(
+        [
+            go.Bar(x=centres, y=hist["clean"], name="clean", marker_color="#4c78a8", opacity=0.7),
+            go.Bar(x=centres, y=hist["poisoned"], name="poisoned", marker_color="#e45756", opacity=0.7),
+        ]
+    )
+    histogram_figure.update_layout(
+        barmode="overlay",
+        height=300,
+        margin=dict(t=30, b=30),
+        title=filter_label(score),
+        xaxis_title=unit,
+        yaxis_title="training images",
+        yaxis_type="log",
+    )
     histogram_figure.add_vline(threshold, line_color="black", line_dash="dash")
 
     fpr_point, tpr_point = explore.operating_point(scores, mask, threshold)
-    roc = go.Figure([go.Scatter(x=curves["fpr"], y=curves["tpr"], name="ROC", mode="lines"),
-                     go.Scatter(x=[0, 1], y=[0, 1], name="chance", mode="lines", line_dash="dot", line_color="grey"),
-                     go.Scatter(x=[fpr_point], y=[tpr_point], name="this threshold", mode="markers", marker_size=12)])
-    roc.update_layout(height=300, margin=dict(t=30, b=30), title="ROC: dropping poisons", xaxis_title="false-positive rate",
-                      yaxis_title="true-positive rate")
-    pr = go.Figure([go.Scatter(x=curves["recall"], y=curves["precision"], name="PR", mode="lines"),
-                    go.Scatter(x=[counts["recall"]], y=[counts["precision"]], name="this threshold", mode="markers", marker_size=12)])
-    pr.update_layout(height=300, margin=dict(t=30, b=30), title="Precision-recall", xaxis_title="recall", yaxis_title="precision")
+    roc = go.Figure(
+        [
+            go.Scatter(x=curves["fpr"], y=curves["tpr"], name="ROC", mode="lines"),
+            go.Scatter(x=[0, 1], y=[0, 1], name="chance", mode="lines", line_dash="dot", line_color="grey"),
+            go.Scatter(x=[fpr_point], y=[tpr_point], name="this threshold", mode="markers", marker_size=12),
+        ]
+    )
+    roc.update_layout(
+        height=300,
+        margin=dict(t=30, b=30),
+        title="ROC: dropping poisons",
+        xaxis_title="false-positive rate",
+        yaxis_title="true-positive rate",
+    )
+    pr = go.Figure(
+        [
+            go.Scatter(x=curves["recall"], y=curves["precision"], name="PR", mode="lines"),
+            go.Scatter(
+                x=[counts["recall"]], y=[counts["precision"]], name="this threshold", mode="markers", marker_size=12
+            ),
+        ]
+    )
+    pr.update_layout(
+        height=300, margin=dict(t=30, b=30), title="Precision-recall", xaxis_title="recall", yaxis_title="precision"
+    )
     charts = st.columns(3)
     for column, figure, name in zip(charts, (histogram_figure, roc, pr), ("histogram", "roc", "precision_recall")):
         with column:
@@ -159,11 +250,20 @@ def live_view() -> None:
         points = sorted(run.sweep["points"], key=lambda point: point["threshold"])
         sweep_figure = go.Figure()
         for key, label in (("clean_acc", "clean"), ("fgsm_acc", "FGSM"), ("ifgsm_acc", "I-FGSM")):
-            sweep_figure.add_trace(go.Scatter(x=[p["threshold"] for p in points], y=[p[key] for p in points], name=label,
-                                              mode="lines+markers"))
+            sweep_figure.add_trace(
+                go.Scatter(
+                    x=[p["threshold"] for p in points], y=[p[key] for p in points], name=label, mode="lines+markers"
+                )
+            )
         sweep_figure.add_vline(threshold, line_color="black", line_dash="dash")
-        sweep_figure.update_layout(height=320, margin=dict(t=30, b=30), title="Student accuracy vs threshold",
-                                   xaxis_title="threshold", yaxis_title="accuracy", yaxis_range=[0, 1])
+        sweep_figure.update_layout(
+            height=320,
+            margin=dict(t=30, b=30),
+            title="Student accuracy vs threshold",
+            xaxis_title="threshold",
+            yaxis_title="accuracy",
+            yaxis_range=[0, 1],
+        )
         st.plotly_chart(sweep_figure, width="stretch", key="chart-sweep")
         figure_download(sweep_figure, "student_accuracy_vs_threshold")
 
@@ -172,8 +272,10 @@ def live_view() -> None:
     dropped = pool_scores > threshold
     for title, selected in (("Kept", ~dropped), ("Dropped", dropped)):
         positions = np.flatnonzero(selected)[:12]
-        st.markdown(f"**{title}** ({int(selected.sum())} of the {len(dropped)} example images; "
-                    "green ring: right decision, red: wrong)")
+        st.markdown(
+            f"**{title}** ({int(selected.sum())} of the {len(dropped)} example images; "
+            "green ring: right decision, red: wrong)"
+        )
         if len(positions) == 0:
             st.caption("none")
             continue
@@ -181,8 +283,11 @@ def live_view() -> None:
         for column, position in zip(columns, positions):
             poisoned = bool(pool["is_poisoned"][position])
             correct = poisoned == (title == "Dropped")
-            column.image(ringed(pool["delivered"][position], correct), caption=f"{'poison' if poisoned else 'clean'} "
-                         f"{pool_scores[position]:.4f}", width="stretch")
+            column.image(
+                ringed(pool["delivered"][position], correct),
+                caption=f"{'poison' if poisoned else 'clean'} {pool_scores[position]:.4f}",
+                width="stretch",
+            )
 
 
 with guard("the threshold view"):
@@ -190,8 +295,10 @@ with guard("the threshold view"):
 
 st.divider()
 st.subheader("Train at exactly this threshold")
-st.caption("Rebuilds the poisoned training set (once per session), then trains teacher and student at the run's T on "
-           "what this threshold keeps, with the sweep's epoch budget, and measures the student on the sweep's test subset.")
+st.caption(
+    "Rebuilds the poisoned training set (once per session), then trains teacher and student at the run's T on "
+    "what this threshold keeps, with the sweep's epoch budget, and measures the student on the sweep's test subset."
+)
 if st.button("Train teacher and student at this threshold", type="primary"):
     with guard("training at this threshold"):
         from ui.common import train_at_threshold

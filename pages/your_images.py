@@ -1,12 +1,22 @@
 """Your images: upload images (or pick GTSRB test images), see both models and the DAE, then attack them."""
+
 import pandas as pd
 import streamlit as st
 
 from core import explore
 from core.data import CLASS_NAMES
 from core.registry import ATTACKS
-from ui.common import (cached_autoencoder, cached_classifier, cached_run, cached_supervised_detector, enlarged, ensure_navigation,
-                       guard, run_dir, run_splits)
+from ui.common import (
+    cached_autoencoder,
+    cached_classifier,
+    cached_run,
+    cached_supervised_detector,
+    enlarged,
+    ensure_navigation,
+    guard,
+    run_dir,
+    run_splits,
+)
 
 ensure_navigation()
 
@@ -23,13 +33,22 @@ if run is None:
 # The Threshold page's threshold applies to the DAE only while the DAE score is selected there.
 dae_selected = st.session_state.get("score", "dae") == "dae"
 threshold = float(st.session_state.get("threshold", run.threshold)) if dae_selected else run.threshold
-st.caption(f"Student: `filter_distillation`; baseline: `undefended`. DAE verdict at the threshold {threshold:.5f} "
-           "(set it on the Threshold page)" + (f"; noise-residual detector verdict at the run's threshold "
-                                                f"{run.threshold_of('supervised'):.3f}." if residual_model else "."))
+st.caption(
+    f"Student: `filter_distillation`; baseline: `undefended`. DAE verdict at the threshold {threshold:.5f} "
+    "(set it on the Threshold page)"
+    + (
+        f"; noise-residual detector verdict at the run's threshold {run.threshold_of('supervised'):.3f}."
+        if residual_model
+        else "."
+    )
+)
 
-uploads = st.file_uploader("Upload images (PNG, JPEG, PPM, WebP)", type=["png", "jpg", "jpeg", "ppm", "webp"],
-                           accept_multiple_files=True)
-picked = st.multiselect("...or pick GTSRB test images by index", list(range(0, 12630, 97)), default=[] if uploads else [0])
+uploads = st.file_uploader(
+    "Upload images (PNG, JPEG, PPM, WebP)", type=["png", "jpg", "jpeg", "ppm", "webp"], accept_multiple_files=True
+)
+picked = st.multiselect(
+    "...or pick GTSRB test images by index", list(range(0, 12630, 97)), default=[] if uploads else [0]
+)
 
 images, names = [], []
 for upload in uploads or []:
@@ -47,8 +66,12 @@ with guard("loading the test images"):
 
 st.subheader("Attack")
 c1, c2, c3, c4 = st.columns(4)
-attack = c1.selectbox("attack", ["none", *ATTACKS.names()], format_func=lambda a: ATTACKS.label(a) if a != "none" else "no attack",
-                      key="upload_attack")
+attack = c1.selectbox(
+    "attack",
+    ["none", *ATTACKS.names()],
+    format_func=lambda a: ATTACKS.label(a) if a != "none" else "no attack",
+    key="upload_attack",
+)
 eps = c2.slider("eps", 0.0, 0.1, 0.01, 0.001, format="%.3f", key="upload_eps")
 alpha = c3.slider("alpha", 0.0, 0.05, 0.01, 0.001, format="%.3f", key="upload_alpha")
 steps = c4.slider("steps", 1, 50, 10, key="upload_steps")
@@ -64,8 +87,10 @@ def analyse(x, label: str) -> None:
     cols[2].image(enlarged(view["error_map"]), caption="error map")
     cols[2].markdown(f"MSE **{view['mse']:.5f}** → **{'dropped' if view['dae_dropped'] else 'kept'}**")
     if "residual" in view:
-        cols[2].markdown(f"noise residual **{view['residual']:.2f}** → "
-                         f"**{'poison-like' if view['residual_flagged'] else 'clean-like'}**")
+        cols[2].markdown(
+            f"noise residual **{view['residual']:.2f}** → "
+            f"**{'poison-like' if view['residual_flagged'] else 'clean-like'}**"
+        )
     cols[3].markdown("**student** top-5")
     cols[3].dataframe(pd.DataFrame(view["student_top"], columns=["class", "probability"]), hide_index=True)
     cols[4].markdown("**undefended** top-5")

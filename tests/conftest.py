@@ -1,4 +1,5 @@
 """Shared fixtures. Tests that need GTSRB fail (never skip) when it is missing: set GTSRB_ROOT."""
+
 from __future__ import annotations
 
 import os
@@ -18,7 +19,9 @@ torch.set_num_threads(max(1, os.cpu_count() or 1))
 def gtsrb_root() -> Path:
     root = default_root()
     if not dataset_available(root):
-        pytest.fail(f"GTSRB not found at '{root}': set GTSRB_ROOT to the folder holding gtsrb/ (CI uses ../shared/data)")
+        pytest.fail(
+            f"GTSRB not found at '{root}': set GTSRB_ROOT to the folder holding gtsrb/ (CI uses ../shared/data)"
+        )
     return root
 
 
@@ -33,8 +36,14 @@ def small_classifier(small_splits) -> Classifier:
     """A narrow classifier trained briefly on the small split: good enough to attack."""
     torch.manual_seed(0)
     model = Classifier(ClassifierConfig(width=8, hidden=64))
-    train(model, small_splits.train.images, small_splits.train.labels, hard_label_loss(),
-          TrainConfig(epochs=2, learning_rate=0.05, seed=0), device=torch.device("cpu"))
+    train(
+        model,
+        small_splits.train.images,
+        small_splits.train.labels,
+        hard_label_loss(),
+        TrainConfig(epochs=2, learning_rate=0.05, seed=0),
+        device=torch.device("cpu"),
+    )
     return model.eval()
 
 

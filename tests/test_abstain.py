@@ -9,8 +9,10 @@ from core.data import ImageSet
 
 def random_images(n: int, seed: int) -> ImageSet:
     generator = torch.Generator().manual_seed(seed)
-    return ImageSet(torch.randint(0, 256, (n, 3, 32, 32), generator=generator, dtype=torch.uint8),
-                    torch.randint(0, 43, (n,), generator=generator))
+    return ImageSet(
+        torch.randint(0, 256, (n, 3, 32, 32), generator=generator, dtype=torch.uint8),
+        torch.randint(0, 43, (n,), generator=generator),
+    )
 
 
 def test_expected_kl_is_zero_when_passes_agree_and_positive_when_they_do_not():
@@ -44,8 +46,12 @@ def test_abstention_calibration_hits_its_false_positive_rate_on_held_out_clean_d
 
 
 def test_abstention_report_coverage_falls_with_the_cutoff(tiny_model):
-    report = abstention_report(tiny_model, random_images(200, 3), {"clean": random_images(100, 4)},
-                               AbstainConfig(passes=4, fpr=0.2, curve_points=6))
+    report = abstention_report(
+        tiny_model,
+        random_images(200, 3),
+        {"clean": random_images(100, 4)},
+        AbstainConfig(passes=4, fpr=0.2, curve_points=6),
+    )
     clean = report["sets"]["clean"]
     coverages = [point["coverage"] for point in clean["curve"]]
     assert coverages == sorted(coverages) and coverages[-1] == 1.0

@@ -1,4 +1,5 @@
 """Every page through Streamlit's AppTest, on the shipped run (or $DAE_DISTILL_RUN)."""
+
 import io
 from pathlib import Path
 
@@ -7,11 +8,17 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
-PAGES = ["pages/overview.py", "pages/poison.py", "pages/autoencoder.py", "pages/threshold.py",
-         "pages/distillation.py", "pages/detectors.py", "pages/your_images.py"]
+PAGES = [
+    "pages/overview.py",
+    "pages/poison.py",
+    "pages/autoencoder.py",
+    "pages/threshold.py",
+    "pages/distillation.py",
+    "pages/detectors.py",
+    "pages/your_images.py",
+]
 
 
 def app(run_directory) -> AppTest:
@@ -126,9 +133,13 @@ def test_uploads_bad_files_get_a_message_and_the_page_keeps_working(run_director
     at.switch_page("pages/your_images.py").run()
     uploader = at.file_uploader[0]
     good = _png()
-    uploader.set_value([("notes.png", b"this is not an image", "image/png"),
-                        ("cut.png", good[: len(good) // 2], "image/png"),
-                        ("sign.png", good, "image/png")]).run()
+    uploader.set_value(
+        [
+            ("notes.png", b"this is not an image", "image/png"),
+            ("cut.png", good[: len(good) // 2], "image/png"),
+            ("sign.png", good, "image/png"),
+        ]
+    ).run()
     assert not at.exception
     messages = " ".join(e.value for e in at.error)
     assert "notes.png is not an image" in messages

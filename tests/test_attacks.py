@@ -14,9 +14,11 @@ def _batch(n=16, seed=0):
 def test_stays_in_eps_ball_and_pixel_range(tiny_model, attack):
     x, y = _batch()
     eps = 8 / 255
-    run = {"fgsm": lambda: fgsm(tiny_model, x, y, eps),
-           "ifgsm": lambda: ifgsm(tiny_model, x, y, eps, 2 / 255, 7),
-           "pgd": lambda: pgd(tiny_model, x, y, eps, 2 / 255, 7)}[attack]
+    run = {
+        "fgsm": lambda: fgsm(tiny_model, x, y, eps),
+        "ifgsm": lambda: ifgsm(tiny_model, x, y, eps, 2 / 255, 7),
+        "pgd": lambda: pgd(tiny_model, x, y, eps, 2 / 255, 7),
+    }[attack]
     x_adv = run()
     assert x_adv.shape == x.shape and x_adv.dtype == x.dtype
     assert (x_adv - x).abs().max() <= eps + 1e-6
@@ -50,8 +52,11 @@ def test_model_mode_is_restored(tiny_model, start_training):
     tiny_model.train(start_training)
     seen = []
     hook = tiny_model.register_forward_pre_hook(lambda module, inputs: seen.append(module.training))
-    for run in (lambda: fgsm(tiny_model, x, y, 0.01), lambda: ifgsm(tiny_model, x, y, 0.01, 0.005, 2),
-                lambda: pgd(tiny_model, x, y, 0.01, 0.005, 2)):
+    for run in (
+        lambda: fgsm(tiny_model, x, y, 0.01),
+        lambda: ifgsm(tiny_model, x, y, 0.01, 0.005, 2),
+        lambda: pgd(tiny_model, x, y, 0.01, 0.005, 2),
+    ):
         run()
         assert tiny_model.training == start_training
     hook.remove()
@@ -60,6 +65,7 @@ def test_model_mode_is_restored(tiny_model, start_training):
 
 def test_matches_torchattacks_to_float_precision(tiny_model):
     import torchattacks  # installed by the Makefile; a missing one fails, never skips
+
     x, y = _batch(32, seed=1)
     ours_fgsm = fgsm(tiny_model, x, y, 0.03)
     theirs_fgsm = torchattacks.FGSM(tiny_model, eps=0.03)(x, y)

@@ -4,6 +4,7 @@ It opens the Threshold page, moves the slider with the keyboard, checks that the
 exception shows, uploads an image on the Your images page, sees a prediction, and saves screenshots
 under test-artifacts/ (and docs/screenshots/ when UPDATE_SCREENSHOTS=1).
 """
+
 import os
 import shutil
 import socket
@@ -19,8 +20,16 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-quic", "--no-first-run", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-sync",
+]
 
 
 def free_port() -> int:
@@ -34,9 +43,23 @@ def server(gtsrb_root):
     assert os.path.exists(CHROMIUM), "Debian's chromium is missing: apt-get install chromium (.ci/run does)"
     port = free_port()
     env = {**os.environ, "STREAMLIT_SERVER_HEADLESS": "true"}
-    process = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
-                                "--server.address", "127.0.0.1"], cwd=ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(ROOT / "app.py"),
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
     while time.time() < deadline:
@@ -95,8 +118,12 @@ def test_threshold_slider_and_upload_in_a_real_browser(server, browser, tmp_path
         page.keyboard.press("ArrowLeft")
     wait_idle(page)
     page.wait_for_function(
-        "before => { const m = [...document.querySelectorAll('[data-testid=stMetric]')].find(e => e.innerText.startsWith('kept'));"
-        " return m && !m.innerText.includes(before); }", arg=before, timeout=60_000)
+        "before => { const m = [...document.querySelectorAll('[data-testid=stMetric]')]"
+        ".find(e => e.innerText.startsWith('kept'));"
+        " return m && !m.innerText.includes(before); }",
+        arg=before,
+        timeout=60_000,
+    )
     after = kept_count(page)
     assert after != before
     assert page.locator("[data-testid='stException']").count() == 0

@@ -1,4 +1,5 @@
 """The shipped paper run: its models load and reproduce their recorded accuracy; bad files fail clearly."""
+
 import json
 import shutil
 
@@ -19,12 +20,21 @@ def test_shipped_run_is_complete_and_small():
         assert key in results
     for role in SHIPPED_ROLES:
         assert (SHIPPED / f"{role}.safetensors").exists() and (SHIPPED / f"{role}.json").exists(), role
-    for name in ("poisons.safetensors", "evaluation.safetensors", "scores.safetensors", "sweep.json", "robustness.json",
-                 "detectors.json", "abstention.json"):
+    for name in (
+        "poisons.safetensors",
+        "evaluation.safetensors",
+        "scores.safetensors",
+        "sweep.json",
+        "robustness.json",
+        "detectors.json",
+        "abstention.json",
+    ):
         assert (SHIPPED / name).exists(), name
     size = sum(path.stat().st_size for path in SHIPPED.iterdir())
     assert size < 40 * 2**20, f"shipped checkpoints are {size / 2**20:.1f} MB"
-    assert results["config"]["train_subset"] == 1.0 and results["data"]["n_test"] == 12_630  # the paper preset, all of GTSRB
+    assert (
+        results["config"]["train_subset"] == 1.0 and results["data"]["n_test"] == 12_630
+    )  # the paper preset, all of GTSRB
     assert load_run(SHIPPED).outdated == []  # made with the current recipe of every stage
 
 

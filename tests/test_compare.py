@@ -1,11 +1,19 @@
 """The detector comparison: controls drop what they claim, every detector follows alibi-detect's
 threshold semantics, and a tiny comparison over two seeds has mean +- std for every number."""
+
 import pytest
 import torch
 
 from core.cli import main
 from core.compare import CompareConfig, compare, summarise
-from core.detect import SupervisedConfig, SupervisedDetector, jensen_shannon, oracle_drop_mask, random_drop_mask, train_supervised_detector
+from core.detect import (
+    SupervisedConfig,
+    SupervisedDetector,
+    jensen_shannon,
+    oracle_drop_mask,
+    random_drop_mask,
+    train_supervised_detector,
+)
 from tests.test_pipeline import tiny_config
 
 
@@ -37,9 +45,16 @@ def test_summary_gives_mean_and_sample_std_over_seeds():
 
 
 def test_tiny_comparison_over_two_seeds(gtsrb_root, tmp_path):
-    config = CompareConfig(tiny_config(), threats=("backdoor", "label_flip"), detectors=("dae", "knn_latent", "supervised"),
-                           distil=("none", "random", "oracle", "dae"), seeds=(0, 1), robust_test_subset=0.5, robust_steps=2,
-                           supervised=SupervisedConfig(width=4, epochs=1))
+    config = CompareConfig(
+        tiny_config(),
+        threats=("backdoor", "label_flip"),
+        detectors=("dae", "knn_latent", "supervised"),
+        distil=("none", "random", "oracle", "dae"),
+        seeds=(0, 1),
+        robust_test_subset=0.5,
+        robust_steps=2,
+        supervised=SupervisedConfig(width=4, epochs=1),
+    )
     result = compare(config, tmp_path / "cache", gtsrb_root)
     for seed in ("0", "1"):
         backdoor = result["runs"][seed]["backdoor"]
@@ -75,7 +90,11 @@ def test_noise_residual_detector_learns_a_two_level_noise_floor():
 
     def smooth(n):
         coarse = torch.rand(n, 3, 4, 4, generator=generator) * 200 + 20
-        return torch.nn.functional.interpolate(coarse, size=32, mode="bilinear", align_corners=False).round().to(torch.uint8)
+        return (
+            torch.nn.functional.interpolate(coarse, size=32, mode="bilinear", align_corners=False)
+            .round()
+            .to(torch.uint8)
+        )
 
     def noisy(images):
         signs = torch.randint(0, 2, images.shape, generator=generator) * 2 - 1

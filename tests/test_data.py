@@ -5,8 +5,15 @@ import pytest
 import torch
 
 from core import data
-from core.data import (CLASS_NAMES, NUM_CLASSES, DatasetNotFoundError, ImageSet, load_gtsrb, load_splits,
-                       stratified_split)
+from core.data import (
+    CLASS_NAMES,
+    NUM_CLASSES,
+    DatasetNotFoundError,
+    ImageSet,
+    load_gtsrb,
+    load_splits,
+    stratified_split,
+)
 
 
 def test_full_splits_have_the_official_counts(gtsrb_root):
@@ -112,8 +119,9 @@ def test_full_size_and_pre_resized_roots_do_not_share_cache_entries(tmp_path, mo
     make_gtsrb_root(tmp_path / "small", size=32, per_class=4)
     keys = []
     for root in ("full", "small"):
-        _, data_key, _ = _data_and_classifiers(preset("paper"), ModelCache(tmp_path / "models"), tmp_path / root,
-                                               lambda *args: None, None, False)
+        _, data_key, _ = _data_and_classifiers(
+            preset("paper"), ModelCache(tmp_path / "models"), tmp_path / root, lambda *args: None, None, False
+        )
         keys.append(data_key)
     assert keys[0]["train"] != keys[1]["train"] and config_hash(keys[0]) != config_hash(keys[1])
     assert len(list((tmp_path / "cache").glob("gtsrb-train-*.safetensors"))) == 2  # decoded separately too

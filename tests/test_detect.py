@@ -45,10 +45,14 @@ def test_fixed_threshold_and_p_values():
 def test_threshold_modes_pick_the_right_data():
     calibration, train = _images(np.linspace(0, 0.5, 100)), _images(np.linspace(0, 1, 100))
     detector = MeanPixel().fit(calibration)
-    assert set_detector_threshold(detector, ThresholdConfig(mode="fixed", value=0.015), calibration, train) == pytest.approx(0.015)
+    assert set_detector_threshold(
+        detector, ThresholdConfig(mode="fixed", value=0.015), calibration, train
+    ) == pytest.approx(0.015)
     fpr = set_detector_threshold(detector, ThresholdConfig(mode="fpr", fpr=0.1), calibration, train)
     assert fpr <= 0.5  # from the calibration data
-    expected = set_detector_threshold(detector, ThresholdConfig(mode="expected_poison", expected_poison=0.1), calibration, train)
+    expected = set_detector_threshold(
+        detector, ThresholdConfig(mode="expected_poison", expected_poison=0.1), calibration, train
+    )
     assert expected > 0.85  # from the training data: drops its top 10%
     with pytest.raises(ValueError, match="mode"):
         ThresholdConfig(mode="magic")

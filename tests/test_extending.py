@@ -1,5 +1,6 @@
 """README's "Extending" is true: a toy attack, threat model and detector, each one file in tests/plugins/, are
 found in the CLI's choices and the app's selectors, pass the registries' contract tests, and work end to end."""
+
 import importlib
 import sys
 
@@ -50,8 +51,9 @@ def test_toys_pass_the_contract_tests(toys, tiny_model):
 
 
 def test_the_toy_detector_finds_the_toy_threat(toys):
-    from core.poison import PoisonConfig, poison_training_set
     from sklearn.metrics import roc_auc_score
+
+    from core.poison import PoisonConfig, poison_training_set
 
     clean = test_registry.random_set(300)
     poisoned = poison_training_set(clean, None, PoisonConfig(threat="toy_darken", fraction=0.2))
@@ -76,5 +78,3 @@ def test_toys_are_in_the_app_selectors(toys, run_directory):
     assert "toy_darkness" in at.selectbox(key="score").options
     at.selectbox(key="score").set_value("toy_darkness").run()
     assert not at.exception and any("not been scored" in message.value for message in at.info)
-
-

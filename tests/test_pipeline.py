@@ -1,4 +1,5 @@
 """A tiny end-to-end run, the Optuna study, and the command line's error handling."""
+
 import json
 import math
 import subprocess
@@ -17,23 +18,43 @@ from core.pipeline import MODEL_NAMES, ExperimentConfig, export_run, preset, run
 def tiny_config(**overrides) -> ExperimentConfig:
     dae = DAEConfig(model=AutoencoderConfig(depth=2, width=8, latent_dim=32))
     dae = replace(dae, train=replace(dae.train, epochs=1))
-    return replace(preset("quick"), train_subset=0.06, test_subset=0.02, classifier=ClassifierConfig(width=8, hidden=32),
-                   classifier_train=classifier_train_config(epochs=1), defender_epochs=2, dae=dae, **overrides)
+    return replace(
+        preset("quick"),
+        train_subset=0.06,
+        test_subset=0.02,
+        classifier=ClassifierConfig(width=8, hidden=32),
+        classifier_train=classifier_train_config(epochs=1),
+        defender_epochs=2,
+        dae=dae,
+        **overrides,
+    )
 
 
 def test_tiny_end_to_end_run_has_every_field_in_range(gtsrb_root, tmp_path):
     stages = []
-    results, state = run_experiment(tiny_config(), tmp_path / "cache", gtsrb_root,
-                                    progress=lambda stage, done, total: stages.append(stage))
+    results, state = run_experiment(
+        tiny_config(), tmp_path / "cache", gtsrb_root, progress=lambda stage, done, total: stages.append(stage)
+    )
     export_run(results, state, tmp_path / "out")
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved["config"]["poison"]["eps"] == 0.01
     assert saved["poison"]["n_poisoned"] == round(0.1 * saved["poison"]["n_train"])
     assert saved["poison"]["linf_levels"] <= 2
     f = saved["filter"]
-    for key in ("threshold", "auroc", "precision", "recall", "kept_clean", "kept_poisoned", "dropped_clean", "dropped_poisoned"):
+    for key in (
+        "threshold",
+        "auroc",
+        "precision",
+        "recall",
+        "kept_clean",
+        "kept_poisoned",
+        "dropped_clean",
+        "dropped_poisoned",
+    ):
         assert key in f
-    assert f["kept_clean"] + f["kept_poisoned"] + f["dropped_clean"] + f["dropped_poisoned"] == saved["poison"]["n_train"]
+    assert (
+        f["kept_clean"] + f["kept_poisoned"] + f["dropped_clean"] + f["dropped_poisoned"] == saved["poison"]["n_train"]
+    )
     assert f["kept_poisoned"] + f["dropped_poisoned"] == saved["poison"]["n_poisoned"]
     assert 0 <= f["auroc"] <= 1 and 0 <= f["precision"] <= 1 and 0 <= f["recall"] <= 1 and f["threshold"] > 0
     for name in MODEL_NAMES:
@@ -49,23 +70,55 @@ def test_tiny_end_to_end_run_has_every_field_in_range(gtsrb_root, tmp_path):
     from core.cli import main
 
     out = str(tmp_path / "out")
-    assert main(["--data-root", str(gtsrb_root), "robustness", "--run-dir", out, "--test-subset", "0.005", "--steps", "1"]) == 0
+    assert (
+        main(["--data-root", str(gtsrb_root), "robustness", "--run-dir", out, "--test-subset", "0.005", "--steps", "1"])
+        == 0
+    )
     robust = json.loads((tmp_path / "out" / "results.json").read_text())["models"]["filter_distillation"]
     assert 0 <= robust["adaptive_acc"] <= 1 and 0 <= robust["zero_grad_fraction"] <= 1 and len(robust["eps_curve"]) >= 5
-    assert main(["--data-root", str(gtsrb_root), "detectors", "--run-dir", out, "--supervised-epochs", "1",
-                 "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert (
+        main(
+            [
+                "--data-root",
+                str(gtsrb_root),
+                "detectors",
+                "--run-dir",
+                out,
+                "--supervised-epochs",
+                "1",
+                "--cache-dir",
+                str(tmp_path / "cache"),
+            ]
+        )
+        == 0
+    )
     detectors = json.loads((tmp_path / "out" / "detectors.json").read_text())["detectors"]
-    assert set(detectors) == {"dae", "magnet", "mahalanobis_latent", "mahalanobis_features", "knn_latent", "knn_features", "supervised"}
-    assert detectors["dae"]["auroc"] == pytest.approx(saved["filter"]["auroc"], abs=1e-3)  # the run's own scores, to float precision
+    assert set(detectors) == {
+        "dae",
+        "magnet",
+        "mahalanobis_latent",
+        "mahalanobis_features",
+        "knn_latent",
+        "knn_features",
+        "supervised",
+    }
+    assert detectors["dae"]["auroc"] == pytest.approx(
+        saved["filter"]["auroc"], abs=1e-3
+    )  # the run's own scores, to float precision
     assert (tmp_path / "out" / "supervised_detector.safetensors").exists()
-    assert main(["--data-root", str(gtsrb_root), "abstain", "--run-dir", out, "--passes", "3", "--test-subset", "0.02"]) == 0
+    assert (
+        main(["--data-root", str(gtsrb_root), "abstain", "--run-dir", out, "--passes", "3", "--test-subset", "0.02"])
+        == 0
+    )
     abstention = json.loads((tmp_path / "out" / "abstention.json").read_text())
     assert set(abstention["sets"]) == {"clean", "ifgsm", "pgd_margin"}
     assert 0 <= abstention["sets"]["clean"]["at_cutoff"]["coverage"] <= 1
 
     # an identical rerun reuses every cached model: same numbers, no training stage
     stages.clear()
-    again, _ = run_experiment(tiny_config(), tmp_path / "cache", gtsrb_root, progress=lambda stage, done, total: stages.append(stage))
+    again, _ = run_experiment(
+        tiny_config(), tmp_path / "cache", gtsrb_root, progress=lambda stage, done, total: stages.append(stage)
+    )
     assert not any(stage.startswith("training") for stage in stages)
     assert again["models"] == results["models"] and again["filter"] == results["filter"]
 
@@ -101,15 +154,19 @@ def test_run_over_seeds_reports_mean_and_std(gtsrb_root, tmp_path):
     from core.run import seed_config, seed_dir, summarise_seeds, train_run
 
     out = tmp_path / "seeds"
-    runs = {str(seed): train_run(seed_config(tiny_config(), seed), seed_dir(out, "quick", seed, 2), tmp_path / "cache",
-                                 gtsrb_root) for seed in (0, 1)}
+    runs = {
+        str(seed): train_run(
+            seed_config(tiny_config(), seed), seed_dir(out, "quick", seed, 2), tmp_path / "cache", gtsrb_root
+        )
+        for seed in (0, 1)
+    }
     summary = summarise_seeds(tiny_config(), runs, out)
     stored = json.loads((tmp_path / "seeds" / "seeds.json").read_text())
     assert stored["seeds"] == [0, 1] and stored["summary"] == summary
     per_seed = [json.loads((tmp_path / "seeds" / f"seed{seed}" / "results.json").read_text()) for seed in (0, 1)]
     values = [run["models"]["undefended"]["clean_acc"] for run in per_seed]
     assert summary["models"]["undefended"]["clean_acc"]["mean"] == pytest.approx(sum(values) / 2)
-    assert summary["models"]["undefended"]["clean_acc"]["std"] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5)
+    assert summary["models"]["undefended"]["clean_acc"]["std"] == pytest.approx(abs(values[0] - values[1]) / 2**0.5)
     assert per_seed[0]["config"]["seed"] == 0 and per_seed[1]["config"]["poison"]["seed"] == 1
 
 
@@ -129,23 +186,26 @@ def _cli(*args):
     return subprocess.run([sys.executable, "-m", "core", *args], capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["run", "--eps", "-0.1"], "eps"),
-    (["run", "--poison-fraction", "1.5"], "fraction"),
-    (["run", "--temperature", "0"], "temperature"),
-    (["run", "--preset", "huge"], "preset"),
-    (["run", "--steps", "0"], "steps"),
-    (["run", "--fpr", "2"], "fpr"),
-    (["--data-root", "/nonexistent", "run"], "GTSRB_ROOT"),
-    (["run", "--eps", "abc"], "invalid float"),
-    (["run", "--threat", "label_flip", "--source-class", "3", "--target-class", "3"], "different from the target"),
-    (["run", "--threat", "backdoor", "--trigger-size", "40"], "trigger_size"),
-    (["compare", "--seeds", "0"], "--seeds"),
-    (["run", "--seeds", "0"], "--seeds"),
-    (["compare", "--detectors", "dae", "--distil", "magnet"], "not scored"),
-    (["abstain", "--run-dir", "/nonexistent"], "results.json"),
-    (["detectors", "--run-dir", "/nonexistent"], "results.json"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "--eps", "-0.1"], "eps"),
+        (["run", "--poison-fraction", "1.5"], "fraction"),
+        (["run", "--temperature", "0"], "temperature"),
+        (["run", "--preset", "huge"], "preset"),
+        (["run", "--steps", "0"], "steps"),
+        (["run", "--fpr", "2"], "fpr"),
+        (["--data-root", "/nonexistent", "run"], "GTSRB_ROOT"),
+        (["run", "--eps", "abc"], "invalid float"),
+        (["run", "--threat", "label_flip", "--source-class", "3", "--target-class", "3"], "different from the target"),
+        (["run", "--threat", "backdoor", "--trigger-size", "40"], "trigger_size"),
+        (["compare", "--seeds", "0"], "--seeds"),
+        (["run", "--seeds", "0"], "--seeds"),
+        (["compare", "--detectors", "dae", "--distil", "magnet"], "not scored"),
+        (["abstain", "--run-dir", "/nonexistent"], "results.json"),
+        (["detectors", "--run-dir", "/nonexistent"], "results.json"),
+    ],
+)
 def test_cli_bad_parameters_exit_with_one_clear_line(args, message):
     result = _cli(*args)
     assert result.returncode != 0

@@ -39,8 +39,12 @@ def test_quantisation_rounds_toward_the_original():
     adversarial = torch.tensor([12.9, 7.1, 10.4, 0.0, 250.0]) / 255
     assert quantise_toward(original, adversarial, eps=3 / 255).tolist() == [12, 8, 10, 0, 252]  # last: capped at eps
     # float noise just below a whole level does not lose the level; the eps cap holds
-    assert quantise_toward(torch.tensor([100], dtype=torch.uint8), torch.tensor([102.99999]) / 255, 3 / 255).tolist() == [103]
-    assert quantise_toward(torch.tensor([100], dtype=torch.uint8), torch.tensor([110.0]) / 255, 3 / 255).tolist() == [103]
+    assert quantise_toward(
+        torch.tensor([100], dtype=torch.uint8), torch.tensor([102.99999]) / 255, 3 / 255
+    ).tolist() == [103]
+    assert quantise_toward(torch.tensor([100], dtype=torch.uint8), torch.tensor([110.0]) / 255, 3 / 255).tolist() == [
+        103
+    ]
 
 
 def test_choice_is_seeded_and_exact():
@@ -49,10 +53,17 @@ def test_choice_is_seeded_and_exact():
     assert not torch.equal(a, choose_poison_indices(1000, 0.1234, 6))
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"eps": -0.01}, "eps"), ({"fraction": 1.5}, "fraction"), ({"fraction": -0.1}, "fraction"),
-    ({"steps": 0}, "steps"), ({"attack": "cw"}, "attack"), ({"alpha": -1}, "alpha"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"eps": -0.01}, "eps"),
+        ({"fraction": 1.5}, "fraction"),
+        ({"fraction": -0.1}, "fraction"),
+        ({"steps": 0}, "steps"),
+        ({"attack": "cw"}, "attack"),
+        ({"alpha": -1}, "alpha"),
+    ],
+)
 def test_config_rejects_bad_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
         PoisonConfig(**kwargs)
@@ -102,8 +113,10 @@ def test_threat_metrics_measure_attack_success(random_set):
     backdoor = threat_metrics(model, random_set, PoisonConfig(threat="backdoor", target_class=7))
     assert backdoor["attack_success_rate"] == 1.0
     assert backdoor["n_asr_test"] == int((random_set.labels != 7).sum())
-    assert threat_metrics(model, random_set, PoisonConfig(threat="backdoor", target_class=8))["attack_success_rate"] == 0.0
-    assert threat_metrics(model, random_set, PoisonConfig())=={}
+    assert (
+        threat_metrics(model, random_set, PoisonConfig(threat="backdoor", target_class=8))["attack_success_rate"] == 0.0
+    )
+    assert threat_metrics(model, random_set, PoisonConfig()) == {}
 
 
 def test_threat_configs_reject_nonsense():
@@ -114,4 +127,8 @@ def test_threat_configs_reject_nonsense():
     with pytest.raises(ValueError, match="0..42"):
         PoisonConfig(threat="backdoor", target_class=43)
     with pytest.raises(ValueError, match="surrogate"):
-        poison_training_set(ImageSet(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.zeros(2, dtype=torch.long)), None, PoisonConfig())
+        poison_training_set(
+            ImageSet(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.zeros(2, dtype=torch.long)),
+            None,
+            PoisonConfig(),
+        )

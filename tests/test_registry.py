@@ -1,6 +1,7 @@
 """Contract tests: every registered attack, threat model and detector keeps the promises its table makes.
 They iterate the registries, so a new entry is tested here the moment it registers (tests/test_extending.py
 runs the same checks on toy entries defined in one file each)."""
+
 import pytest
 import torch
 
@@ -43,8 +44,15 @@ def check_attack(name: str, model) -> None:
 def check_threat(name: str, model) -> None:
     spec = THREATS[name]
     clean = random_set(200)
-    config = PoisonConfig(threat=name, fraction=0.5, eps=4 / 255, alpha=1 / 255, steps=2, source_class=int(clean.labels[0]),
-                          target_class=(int(clean.labels[0]) + 1) % 43)
+    config = PoisonConfig(
+        threat=name,
+        fraction=0.5,
+        eps=4 / 255,
+        alpha=1 / 255,
+        steps=2,
+        source_class=int(clean.labels[0]),
+        target_class=(int(clean.labels[0]) + 1) % 43,
+    )
     poisoned = poison_training_set(clean, model if spec.needs_surrogate else None, config)
     mask = poisoned.poison_mask
     assert poisoned.data.images.dtype == torch.uint8 and mask.dtype == torch.bool and len(mask) == len(clean)
@@ -66,8 +74,15 @@ def check_detector(name: str, model) -> None:
     from core.dae import DAEConfig
 
     trusted = random_set(40, seed=1)
-    context = DetectorContext(autoencoder, model, trusted, DAEConfig(), "defender-test", Cache(),
-                              supervised=SupervisedConfig(width=4, epochs=1))
+    context = DetectorContext(
+        autoencoder,
+        model,
+        trusted,
+        DAEConfig(),
+        "defender-test",
+        Cache(),
+        supervised=SupervisedConfig(width=4, epochs=1),
+    )
     detector = spec.build(context)
     reference, data = random_set(60, 2).images, random_set(200, 3).images
     detector.fit(trusted.images if spec.fit_on == "trusted" else reference)
@@ -75,7 +90,9 @@ def check_detector(name: str, model) -> None:
     assert scores.shape == (200,) and torch.isfinite(scores).all()
     detector.infer_threshold(data, 0.1)
     # alibi-detect: threshold = the 'higher' (1 - fpr) quantile of the scores; outlier iff score > threshold
-    assert float(detector.threshold) == pytest.approx(float(torch.quantile(scores, 0.9, interpolation="higher")), rel=1e-5)
+    assert float(detector.threshold) == pytest.approx(
+        float(torch.quantile(scores, 0.9, interpolation="higher")), rel=1e-5
+    )
     flagged = detector.predict(data).is_outlier
     assert torch.equal(flagged.bool(), scores > detector.threshold)
 

@@ -3,17 +3,30 @@ import torch
 
 from core.evaluate import accuracy
 from core.models import AutoencoderConfig, Classifier, ClassifierConfig, DenoisingAutoencoder
-from core.train import (TrainConfig, TrainingCancelled, hard_label_loss, random_translate, reconstruction_loss,
-                        soft_label_loss, train)
+from core.train import (
+    TrainConfig,
+    TrainingCancelled,
+    hard_label_loss,
+    random_translate,
+    reconstruction_loss,
+    soft_label_loss,
+    train,
+)
 
 
 def test_small_classifier_learns_gtsrb_on_cpu(small_splits):
     torch.manual_seed(0)
     model = Classifier(ClassifierConfig(width=24))  # the project's classifier, on a quarter of the train split
     events = []
-    losses = train(model, small_splits.train.images, small_splits.train.labels, hard_label_loss(),
-                   TrainConfig(epochs=4, learning_rate=0.05, augment=True, seed=0), device=torch.device("cpu"),
-                   progress=events.append)
+    losses = train(
+        model,
+        small_splits.train.images,
+        small_splits.train.labels,
+        hard_label_loss(),
+        TrainConfig(epochs=4, learning_rate=0.05, augment=True, seed=0),
+        device=torch.device("cpu"),
+        progress=events.append,
+    )
     assert len(losses) == 4 and losses[-1] < losses[0]
     assert events[-1].step == events[-1].total_steps and events[-1].epoch_loss is not None
     assert accuracy(model, small_splits.test.images, small_splits.test.labels) > 0.90
@@ -27,8 +40,14 @@ def test_training_is_reproducible_with_a_seed():
     for _ in range(2):
         torch.manual_seed(1)
         model = Classifier(ClassifierConfig(width=4, hidden=16))
-        train(model, images, labels, hard_label_loss(), TrainConfig(epochs=2, batch_size=16, augment=True, seed=3),
-              device=torch.device("cpu"))
+        train(
+            model,
+            images,
+            labels,
+            hard_label_loss(),
+            TrainConfig(epochs=2, batch_size=16, augment=True, seed=3),
+            device=torch.device("cpu"),
+        )
         weights.append(torch.cat([p.flatten() for p in model.parameters()]))
     assert torch.equal(weights[0], weights[1])
 
@@ -43,16 +62,29 @@ def test_cancel_stops_and_restores_mode():
         return len(calls) > 2
 
     with pytest.raises(TrainingCancelled):
-        train(model, images, torch.zeros(64, dtype=torch.long), hard_label_loss(), TrainConfig(epochs=5, batch_size=8),
-              device=torch.device("cpu"), should_stop=stop)
+        train(
+            model,
+            images,
+            torch.zeros(64, dtype=torch.long),
+            hard_label_loss(),
+            TrainConfig(epochs=5, batch_size=8),
+            device=torch.device("cpu"),
+            should_stop=stop,
+        )
     assert len(calls) == 3 and not model.training
 
 
 def test_autoencoder_trains_through_the_same_loop():
     images = torch.randint(0, 256, (128, 3, 32, 32), dtype=torch.uint8)
     model = DenoisingAutoencoder(AutoencoderConfig(depth=2, width=8, latent_dim=16))
-    losses = train(model, images, images, reconstruction_loss, TrainConfig(epochs=3, batch_size=32, optimizer="adam",
-                   learning_rate=1e-2, weight_decay=0), device=torch.device("cpu"))
+    losses = train(
+        model,
+        images,
+        images,
+        reconstruction_loss,
+        TrainConfig(epochs=3, batch_size=32, optimizer="adam", learning_rate=1e-2, weight_decay=0),
+        device=torch.device("cpu"),
+    )
     assert losses[-1] < losses[0]
     output = model(images[:2].float() / 255)
     assert output.shape == (2, 3, 32, 32) and output.min() >= 0 and output.max() <= 1
@@ -109,7 +141,14 @@ def test_an_epochs_last_partial_batch_is_skipped():
         return loss(logits, targets % 43)
 
     model = Classifier(ClassifierConfig(width=4, hidden=16))
-    train(model, images, labels, recording_loss, TrainConfig(epochs=6, batch_size=16, seed=0), device=torch.device("cpu"),
-          progress=events.append)
+    train(
+        model,
+        images,
+        labels,
+        recording_loss,
+        TrainConfig(epochs=6, batch_size=16, seed=0),
+        device=torch.device("cpu"),
+        progress=events.append,
+    )
     assert seen_sizes == [16] * 12 and events[-1].total_steps == 12
     assert len(seen_labels) > 32  # every epoch draws a new permutation, so the skipped samples differ

@@ -1,4 +1,5 @@
 """`python -m core verify` and `report` on a tiny finished run: they pass on it and catch each kind of tampering."""
+
 import json
 import shutil
 
@@ -23,7 +24,9 @@ def _copy(run: Run, tmp_path):
 
 
 def test_verify_passes_on_an_untouched_run(tiny_run, gtsrb_root, capsys):
-    assert main(["verify", "--run-dir", str(tiny_run.directory), "--sample", "0.5", "--data-root", str(gtsrb_root)]) == 0
+    assert (
+        main(["verify", "--run-dir", str(tiny_run.directory), "--sample", "0.5", "--data-root", str(gtsrb_root)]) == 0
+    )
     out = capsys.readouterr().out
     assert "verified: all" in out and "NO" not in out.split("\n", 1)[1]
 

@@ -2,6 +2,7 @@
 
 All computing lives in `core`; this module only caches it for the app and draws shared widgets.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -22,8 +23,16 @@ from core.train import TrainingCancelled, device_description
 torch.set_num_threads(max(1, os.cpu_count() or 1))
 
 PRESETS = ("Paper", "Quick", "Custom")
-EXPECTED_ERRORS = (ValueError, TypeError, CheckpointError, DatasetNotFoundError, explore.UploadError,
-                   TrainingCancelled, FileNotFoundError, RuntimeError)
+EXPECTED_ERRORS = (
+    ValueError,
+    TypeError,
+    CheckpointError,
+    DatasetNotFoundError,
+    explore.UploadError,
+    TrainingCancelled,
+    FileNotFoundError,
+    RuntimeError,
+)
 
 
 @contextlib.contextmanager
@@ -122,18 +131,27 @@ def sidebar() -> None:
             st.success(f"GTSRB found at `{root}`: {counts[0]:,} training and {counts[1]:,} test images, 43 classes")
         else:
             st.error(f"GTSRB not found at `{root}`.")
-            st.caption("Set `GTSRB_ROOT` to the folder holding `gtsrb/GTSRB/Training` and restart, "
-                       "or run `python -m core --download data` on a machine with internet.")
+            st.caption(
+                "Set `GTSRB_ROOT` to the folder holding `gtsrb/GTSRB/Training` and restart, "
+                "or run `python -m core --download data` on a machine with internet."
+            )
         st.caption(f"Device: **{device_description()}**")
         st.subheader("Experiment")
-        st.radio("Preset", PRESETS, key="preset", horizontal=True,
-                 help="Paper: all of GTSRB, the paper's settings. Quick: a quarter of it, fewer epochs. "
-                      "Custom: your own values on the Poison and Distillation pages.")
+        st.radio(
+            "Preset",
+            PRESETS,
+            key="preset",
+            horizontal=True,
+            help="Paper: all of GTSRB, the paper's settings. Quick: a quarter of it, fewer epochs. "
+            "Custom: your own values on the Poison and Distillation pages.",
+        )
         try:
             run = cached_run(run_dir())
         except (CheckpointError, OSError) as error:
-            st.warning(f"No run loaded from `{run_dir()}`: {error}. On the Overview page, *Load the shipped demo run* "
-                       "or *Run the experiment*; or `python -m core run --preset paper --out checkpoints/paper`.")
+            st.warning(
+                f"No run loaded from `{run_dir()}`: {error}. On the Overview page, *Load the shipped demo run* "
+                "or *Run the experiment*; or `python -m core run --preset paper --out checkpoints/paper`."
+            )
         else:
             st.caption(f"Loaded run: {run.config.summary()}")
             if run.outdated:
@@ -158,8 +176,13 @@ def preset_config() -> ExperimentConfig:
 
 def figure_download(figure, name: str) -> None:
     """A download button for a plotly figure, as standalone HTML, built only when clicked (cheap on every rerun)."""
-    st.download_button(f"Download {name} (HTML)", lambda: figure.to_html(include_plotlyjs="cdn"), file_name=f"{name}.html",
-                       mime="text/html", key=f"download-{name}")
+    st.download_button(
+        f"Download {name} (HTML)",
+        lambda: figure.to_html(include_plotlyjs="cdn"),
+        file_name=f"{name}.html",
+        mime="text/html",
+        key=f"download-{name}",
+    )
 
 
 def enlarged(image, scale: int = 4) -> np.ndarray:
@@ -177,19 +200,26 @@ def ringed(image, correct: bool, scale: int = 4) -> np.ndarray:
 
 
 def train_at_threshold(threshold: float, temperature: float, epochs: int, score: str = "dae") -> dict:
-    """Teacher and student at T on the samples whose `score` is at most threshold (core.explore), with a progress bar."""
+    """Teacher and student at T on the samples whose `score` is at most threshold (core.explore), with progress."""
     directory = run_dir()
     run = cached_run(directory)
-    with st.status(f"Training teacher and student at T={temperature} on the samples kept at {threshold:.5f}", expanded=True) as status:
+    with st.status(
+        f"Training teacher and student at T={temperature} on the samples kept at {threshold:.5f}", expanded=True
+    ) as status:
         bar = st.progress(0.0)
         st.button("Cancel", key="cancel-training", help="Stops the run (any click interrupts it)")
 
         def progress(stage: str, done: int, total: int) -> None:
             bar.progress(done / max(total, 1), text=f"{stage}: step {done}/{total}")
 
-        point, student = explore.train_at_threshold(run, run_splits(run), score, threshold, temperature, epochs, progress)
-        status.update(label=f"Trained at {threshold:.5f}: student clean {point['clean_acc']:.2%}, I-FGSM {point['ifgsm_acc']:.2%}",
-                      state="complete")
+        point, student = explore.train_at_threshold(
+            run, run_splits(run), score, threshold, temperature, epochs, progress
+        )
+        status.update(
+            label=f"Trained at {threshold:.5f}: student clean {point['clean_acc']:.2%}, "
+            f"I-FGSM {point['ifgsm_acc']:.2%}",
+            state="complete",
+        )
     st.session_state.setdefault("trained_points", []).append(point)
     st.session_state["last_student"] = student
     return point

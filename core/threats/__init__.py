@@ -1,5 +1,6 @@
 """Threat models, one file each; importing this package registers them in core.registry.THREATS.
 The import order is the order the CLI and the app list them in."""
+
 # isort: skip_file
 from core.threats import perturbation  # noqa: F401 - imported to register
 from core.threats import label_flip  # noqa: F401

@@ -1,6 +1,7 @@
 """BadNets backdoor (Gu et al. 2017): stamp a small trigger on a share of the other classes' training images and
 relabel them as the target class; at test time the trigger steers any image to the target.
 Attack success: the share of triggered test images of other classes classified as the target."""
+
 from __future__ import annotations
 
 import torch
@@ -20,13 +21,15 @@ def trigger_patch(size: int) -> torch.Tensor:
 def stamp_trigger(images: torch.Tensor, size: int) -> torch.Tensor:
     """A copy of uint8 images (N, 3, 32, 32) with the trigger in the bottom-right corner, one pixel in."""
     stamped = images.clone()
-    stamped[:, :, -size - 1: -1, -size - 1: -1] = trigger_patch(size)
+    stamped[:, :, -size - 1 : -1, -size - 1 : -1] = trigger_patch(size)
     return stamped
 
 
 def plant_backdoor(train: ImageSet, config: PoisonConfig, progress=None) -> PoisonedSet:
     """Stamp the trigger on round(fraction * N_other) images of the other classes and relabel them as the target."""
-    chosen = choose_poison_indices(len(train), config.fraction, config.seed, eligible=train.labels != config.target_class)
+    chosen = choose_poison_indices(
+        len(train), config.fraction, config.seed, eligible=train.labels != config.target_class
+    )
     images, labels = train.images.clone(), train.labels.clone()
     images[chosen] = stamp_trigger(train.images[chosen], config.trigger_size)
     labels[chosen] = config.target_class
@@ -40,11 +43,16 @@ def backdoor_success(model, test: ImageSet, config: PoisonConfig) -> dict:
     return {"attack_success_rate": rate, "n_asr_test": int(predicted.numel())}
 
 
-THREATS.register(ThreatSpec(
-    name="backdoor", label="BadNets backdoor",
-    description="The attacker stamps a small trigger on a share of the other classes' training images and relabels "
-                "them as the target class; at test time the trigger steers any image to the target.",
-    apply=lambda train, surrogate, config, progress=None: plant_backdoor(train, config),
-    default_fraction=0.05, fraction_of="the other classes",  # BadNets-typical
-    params=("target_class", "trigger_size", "fraction", "seed"), metrics=backdoor_success,
-))
+THREATS.register(
+    ThreatSpec(
+        name="backdoor",
+        label="BadNets backdoor",
+        description="The attacker stamps a small trigger on a share of the other classes' training images and relabels "
+        "them as the target class; at test time the trigger steers any image to the target.",
+        apply=lambda train, surrogate, config, progress=None: plant_backdoor(train, config),
+        default_fraction=0.05,
+        fraction_of="the other classes",  # BadNets-typical
+        params=("target_class", "trigger_size", "fraction", "seed"),
+        metrics=backdoor_success,
+    )
+)

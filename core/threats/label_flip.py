@@ -1,5 +1,6 @@
 """Label flipping: relabel a share of one source class as a target class; images untouched.
 Attack success: the share of the source class's test images classified as the target."""
+
 from __future__ import annotations
 
 from core.data import ImageSet
@@ -10,7 +11,9 @@ from core.train import predict
 
 def flip_labels(train: ImageSet, config: PoisonConfig, progress=None) -> PoisonedSet:
     """Relabel round(fraction * n_source) images of the source class as the target class."""
-    chosen = choose_poison_indices(len(train), config.fraction, config.seed, eligible=train.labels == config.source_class)
+    chosen = choose_poison_indices(
+        len(train), config.fraction, config.seed, eligible=train.labels == config.source_class
+    )
     labels = train.labels.clone()
     labels[chosen] = config.target_class
     return PoisonedSet(ImageSet(train.images.clone(), labels), poison_mask(len(train), chosen), config)
@@ -22,10 +25,15 @@ def flip_success(model, test: ImageSet, config: PoisonConfig) -> dict:
     return {"attack_success_rate": rate, "n_asr_test": int(predicted.numel())}
 
 
-THREATS.register(ThreatSpec(
-    name="label_flip", label="Label flipping",
-    description="The attacker relabels a share of one source class as a target class; images are untouched.",
-    apply=lambda train, surrogate, config, progress=None: flip_labels(train, config),
-    default_fraction=0.4, fraction_of="the source class",  # 40% of Stop signs, about 1% of train
-    params=("source_class", "target_class", "fraction", "seed"), metrics=flip_success,
-))
+THREATS.register(
+    ThreatSpec(
+        name="label_flip",
+        label="Label flipping",
+        description="The attacker relabels a share of one source class as a target class; images are untouched.",
+        apply=lambda train, surrogate, config, progress=None: flip_labels(train, config),
+        default_fraction=0.4,
+        fraction_of="the source class",  # 40% of Stop signs, about 1% of train
+        params=("source_class", "target_class", "fraction", "seed"),
+        metrics=flip_success,
+    )
+)

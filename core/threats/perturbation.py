@@ -1,7 +1,7 @@
 """The paper's threat: replace a share of the training images by adversarial copies crafted on the attacker's
 surrogate with a registered attack (FGSM / I-FGSM / PGD), labels kept, delivered as uint8 images."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 from core.data import ImageSet
 from core.poison import PoisonConfig, PoisonedSet, choose_poison_indices, craft, poison_mask, quantise_toward
@@ -14,7 +14,7 @@ def poison_with_perturbations(train: ImageSet, surrogate, config: PoisonConfig, 
     chosen = choose_poison_indices(len(train), config.fraction, config.seed)
     images = train.images.clone()
     for start in range(0, chosen.shape[0], BATCH_SIZE):
-        index = chosen[start: start + BATCH_SIZE]
+        index = chosen[start : start + BATCH_SIZE]
         adversarial = craft(surrogate, train.images[index], train.labels[index], config)
         images[index] = quantise_toward(train.images[index], adversarial, config.eps)
         if progress is not None:
@@ -22,11 +22,16 @@ def poison_with_perturbations(train: ImageSet, surrogate, config: PoisonConfig, 
     return PoisonedSet(ImageSet(images, train.labels.clone()), poison_mask(len(train), chosen), config)
 
 
-THREATS.register(ThreatSpec(
-    name="perturbation", label="Perturbation (the paper's)",
-    description="The attacker replaces a share of the training images by adversarial copies crafted on a surrogate "
-                "model, keeps their labels, and delivers them as ordinary 8-bit images.",
-    apply=poison_with_perturbations, default_fraction=0.1, fraction_of="the train split",
-    params=("attack", "eps", "alpha", "steps", "fraction", "seed"), needs_surrogate=True,
-))
-
+THREATS.register(
+    ThreatSpec(
+        name="perturbation",
+        label="Perturbation (the paper's)",
+        description="The attacker replaces a share of the training images by adversarial copies crafted on a surrogate "
+        "model, keeps their labels, and delivers them as ordinary 8-bit images.",
+        apply=poison_with_perturbations,
+        default_fraction=0.1,
+        fraction_of="the train split",
+        params=("attack", "eps", "alpha", "steps", "fraction", "seed"),
+        needs_surrogate=True,
+    )
+)

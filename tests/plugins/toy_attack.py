@@ -1,4 +1,5 @@
 """A toy attack in one file, as README's "Extending" describes: a function and one register call."""
+
 import torch
 
 from core.registry import ATTACKS, AttackSpec

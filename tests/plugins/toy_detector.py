@@ -1,4 +1,5 @@
 """A toy poison detector in one file: the image's darkness (a ScoreDetector needs only `score`)."""
+
 import torch
 
 from core.detect import ScoreDetector

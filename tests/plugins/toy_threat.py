@@ -1,4 +1,5 @@
 """A toy threat model in one file: darken a share of the training images, labels kept."""
+
 from core.data import ImageSet
 from core.poison import PoisonConfig, PoisonedSet, choose_poison_indices, poison_mask
 from core.registry import THREATS, ThreatSpec
@@ -11,6 +12,14 @@ def darken(train: ImageSet, surrogate, config: PoisonConfig, progress=None) -> P
     return PoisonedSet(ImageSet(images, train.labels.clone()), poison_mask(len(train), chosen), config)
 
 
-SPEC = THREATS.register(ThreatSpec(name="toy_darken", label="Toy: darkened images", description="Halves the brightness.",
-                                   apply=darken, default_fraction=0.2, fraction_of="the train split",
-                                   params=("fraction", "seed")))
+SPEC = THREATS.register(
+    ThreatSpec(
+        name="toy_darken",
+        label="Toy: darkened images",
+        description="Halves the brightness.",
+        apply=darken,
+        default_fraction=0.2,
+        fraction_of="the train split",
+        params=("fraction", "seed"),
+    )
+)
