@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export GTSRB_ROOT ?= ../shared/data
 
-.PHONY: app test bench screenshots clean-cache
+.PHONY: app test lint bench screenshots clean-cache
 
 $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
@@ -16,11 +16,16 @@ app: $(VENV)/.installed
 	$(PY) -m streamlit run app.py
 
 test: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q tests
 
 bench: $(VENV)/.installed
 	$(PY) bench/attacks.py
 	$(PY) bench/threshold.py
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 screenshots: $(VENV)/.installed
 	UPDATE_SCREENSHOTS=1 $(PY) -m pytest -q tests/test_browser.py

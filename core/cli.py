@@ -194,7 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify = command(
         "verify", "recompute a stratified sample of a shipped run's numbers from its stored models and poisons"
     )
-    verify.add_argument("--run-dir", type=Path, required=True, help="a run's output folder (holds results.json)")
+    target = verify.add_mutually_exclusive_group(required=True)
+    target.add_argument("--run-dir", type=Path, help="a run's output folder (holds results.json)")
+    target.add_argument("--comparison", type=Path, help="a compare.json (checks what follows from the file itself)")
     verify.add_argument(
         "--sample", type=float, default=0.1, help="stratified share of the test set to recompute accuracies on"
     )
@@ -592,11 +594,15 @@ def command_abstain(args) -> int:
 
 
 def command_verify(args) -> int:
-    from core.verify import verify_run
+    from core.verify import verify_comparison, verify_run
 
-    run = _load(args)
-    with TqdmStages() as stages:
-        checks = verify_run(run, args.sample, args.data_root, args.download, stages)
+    if args.comparison:
+        from core.explore import load_comparison
+
+        checks, target = verify_comparison(load_comparison(args.comparison)), args.comparison
+    else:
+        with TqdmStages() as stages:
+            checks, target = verify_run(_load(args), args.sample, args.data_root, args.download, stages), args.run_dir
     failed = [check for check in checks if not check["ok"]]
     print(f"{'check':<58}{'stored':>12}{'recomputed':>12}{'error':>11}{'tolerance':>11}  ok")
     for check in checks:
@@ -606,12 +612,12 @@ def command_verify(args) -> int:
         )
     if failed:
         print(
-            f"error: {len(failed)} of {len(checks)} numbers of {args.run_dir} do not reproduce: "
+            f"error: {len(failed)} of {len(checks)} numbers of {target} do not reproduce: "
             + ", ".join(check["name"] for check in failed),
             file=sys.stderr,
         )
         return 1
-    print(f"verified: all {len(checks)} numbers of {args.run_dir} reproduce within tolerance")
+    print(f"verified: all {len(checks)} numbers of {target} reproduce within tolerance")
     return 0
 
 
@@ -647,7 +653,7 @@ COMMANDS = {
     "report": command_report,
     "data": command_data,
 }
-NEEDS_DATASET = ("run", "tune", "sweep", "robustness", "compare", "abstain", "detectors", "verify")
+NEEDS_DATASET = ("run", "tune", "sweep", "robustness", "compare", "abstain", "detectors", "verify", "report")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -657,7 +663,8 @@ def main(argv: list[str] | None = None) -> int:
     from core.train import TrainingCancelled
 
     try:
-        if args.command in NEEDS_DATASET:
+        comparison_only = args.command == "verify" and args.comparison  # compare.json alone needs no images
+        if args.command in NEEDS_DATASET and not comparison_only:
             from core.data import require_dataset
 
             require_dataset(args.data_root, args.download)

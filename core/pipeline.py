@@ -155,17 +155,26 @@ class ModelCache:
 
 @dataclass
 class RunState:
-    """Everything a run produced, for the CLI's results and the app's views."""
+    """What a training run holds in memory: the shared stages (`Prepared`), the models trained on them and the
+    per-image evaluation. `export_run` writes it as a run folder; `core.run.Run` reads that folder back."""
 
     config: ExperimentConfig
-    splits: GTSRBSplits
-    poisoned: PoisonedSet
-    detector: DAEDetector
-    train_scores: torch.Tensor  # reconstruction error of every (possibly poisoned) training image
-    threshold: float
+    prepared: "Prepared"
     models: dict[str, torch.nn.Module] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)  # role -> cache name
     per_image: dict[str, torch.Tensor] = field(default_factory=dict)  # "<model>/<metric>" -> bool per test image
+
+    @property
+    def poisoned(self) -> PoisonedSet:
+        return self.prepared.poisoned
+
+    @property
+    def detector(self) -> DAEDetector:
+        return self.prepared.detector
+
+    @property
+    def train_scores(self) -> torch.Tensor:
+        return self.prepared.train_scores
 
 
 @dataclass
@@ -395,8 +404,7 @@ def run_experiment(
     filtered = poisoned.data.subset(torch.nonzero(~dropped).flatten())
     filter_key = {"poison": poison_key, "dae": dae_name, "threshold": threshold}
 
-    state = RunState(config, splits, poisoned, detector, train_scores, threshold)
-    state.artifacts.update(prepared.artifacts)
+    state = RunState(config, prepared, artifacts=dict(prepared.artifacts))
 
     # 3. The five models.
     def distil(role: str, data: ImageSet, upstream: dict):

@@ -182,3 +182,45 @@ def _detector_checks(run: Run, train_images: torch.Tensor, sample: torch.Tensor)
             EXACT,
         ),
     ]
+
+
+def verify_comparison(comparison: dict) -> list[dict]:
+    """compare.json ships no models (recomputing a cell retrains ~12 classifiers: `python -m core compare`); what
+    follows from the file itself is checked: every mean +- std follows from the per-seed runs, and every control
+    drops what it claims (oracle: exactly the poisons; random: as many as the DAE filter; none: nothing)."""
+    from core.compare import summarise
+
+    checks = []
+    recomputed = summarise(comparison["runs"])
+    mismatched = _count_mismatches(comparison["summary"], recomputed)
+    checks.append(check("summary = mean / std of the per-seed runs (numbers differing)", 0, mismatched, EXACT))
+    for seed, threats in comparison["runs"].items():
+        for threat, cell in threats.items():
+            poison, filters = cell["poison"], cell["filters"]
+            where = f"seed {seed} {threat}"
+            checks.append(check(f"{where}: oracle recall", 1.0, filters["oracle"]["recall"], EXACT))
+            checks.append(check(f"{where}: oracle precision", 1.0, filters["oracle"]["precision"], EXACT))
+            if "n_kept" in filters["random"]:
+                checks.append(
+                    check(
+                        f"{where}: random filter keeps n_train - n_drop",
+                        poison["n_train"] - poison["n_drop"],
+                        filters["random"]["n_kept"],
+                        EXACT,
+                    )
+                )
+            if "n_kept" in filters["none"]:
+                checks.append(
+                    check(f"{where}: no filter keeps everything", poison["n_train"], filters["none"]["n_kept"], EXACT)
+                )
+    return checks
+
+
+def _count_mismatches(stored, recomputed) -> int:
+    if isinstance(stored, dict) and isinstance(recomputed, dict):
+        if set(stored) != set(recomputed):
+            return 1 + sum(_count_mismatches(stored[key], recomputed[key]) for key in set(stored) & set(recomputed))
+        return sum(_count_mismatches(stored[key], recomputed[key]) for key in stored)
+    if isinstance(stored, float) and isinstance(recomputed, float):
+        return int(abs(stored - recomputed) > EXACT)
+    return int(stored != recomputed)

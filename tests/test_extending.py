@@ -66,15 +66,15 @@ def test_the_toy_detector_finds_the_toy_threat(toys):
 
 def test_toys_are_in_the_app_selectors(toys, run_directory):
     at = on_page(run_directory, "pages/poison.py")
-    assert "toy_darken" in at.radio(key="threat").options
+    assert "Toy: darkened images" in at.radio(key="threat").options  # options are shown by label
     at.sidebar.radio(key="preset").set_value("Custom").run()
-    assert "toy_random_sign" in at.selectbox(key="attack").options
+    assert "Toy: random signs" in at.selectbox(key="attack").options
     at.radio(key="threat").set_value("toy_darken").run()
     assert not at.exception
     assert any("training samples poisoned" in message.value for message in at.success)
     at = on_page(run_directory, "pages/your_images.py")
-    assert "toy_random_sign" in at.selectbox(key="upload_attack").options
+    assert "Toy: random signs" in at.selectbox(key="upload_attack").options
     at = on_page(run_directory, "pages/threshold.py")
-    assert "toy_darkness" in at.selectbox(key="score").options
+    assert "Toy: darkness (not scored on this run)" in at.selectbox(key="score").options
     at.selectbox(key="score").set_value("toy_darkness").run()
     assert not at.exception and any("not been scored" in message.value for message in at.info)

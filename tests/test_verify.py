@@ -67,3 +67,17 @@ def test_report_gives_paired_standard_errors(tiny_run, gtsrb_root, capsys):
 
     gap = paired_gap(torch.tensor([1, 1, 0, 1]), torch.tensor([1, 0, 0, 0]))
     assert gap["gap"] == pytest.approx(0.5) and gap["se"] == pytest.approx((1 / 3) ** 0.5 / 2)
+
+
+def test_verify_checks_the_shipped_comparison_and_catches_an_edit(tmp_path, capsys):
+    import json
+
+    from core.explore import SHIPPED_COMPARISON
+
+    assert main(["verify", "--comparison", str(SHIPPED_COMPARISON)]) == 0
+    comparison = json.loads(SHIPPED_COMPARISON.read_text())
+    comparison["summary"]["backdoor"]["reference"]["undefended"]["clean_acc"]["mean"] += 0.001
+    (tmp_path / "compare.json").write_text(json.dumps(comparison))
+    capsys.readouterr()
+    assert main(["verify", "--comparison", str(tmp_path / "compare.json")]) == 1
+    assert "summary = mean / std" in capsys.readouterr().err
