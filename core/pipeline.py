@@ -6,6 +6,7 @@ drop samples scored above it -> teacher at T -> soft labels -> student at T -> e
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -22,7 +23,7 @@ from core.evaluate import AttackEvalConfig, accuracy, correct_per_image, filter_
 from core.models import Classifier, ClassifierConfig, DenoisingAutoencoder
 from core.poison import PoisonConfig, PoisonedSet, load_poisons, poison_training_set, save_poisons, threat_metrics
 from core.recipe import RECIPE_VERSIONS, recipe_key, sampling_seed, training_seed
-from core.storage import atomic_write, config_hash, has_model, load_weights, save_model, write_json
+from core.storage import CheckpointError, atomic_write, config_hash, has_model, load_weights, save_model, write_json
 from core.train import TrainConfig
 
 # What the paper reports (see ../shared/paper/README.md), shown beside our numbers.
@@ -147,10 +148,25 @@ class ModelCache:
     ) -> tuple[torch.nn.Module, str]:
         name = f"{role}-{config_hash(key)}"
         if has_model(self.directory, name):
-            return load_weights(self.directory, name, build()).eval(), name
+            try:
+                return load_weights(self.directory, name, build()).eval(), name
+            except CheckpointError as error:  # a crash mid-write, a full disk: keep the evidence, retrain
+                self.set_aside(name, error)
         model = fit()
         save_model(self.directory, name, model, key, metrics(model) if metrics else {})
         return model.eval(), name
+
+    def set_aside(self, name: str, error: Exception) -> None:
+        """Move a corrupt cache entry's files to <name>.corrupt-<time>.* and say so; the caller rebuilds it."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for path in self.directory.glob(f"{name}.*"):
+            if ".corrupt-" not in path.name:
+                path.rename(path.with_name(f"{name}.corrupt-{stamp}{path.suffix}"))
+        print(
+            f"note: cache entry {self.directory / name} was corrupt ({error}); moved aside as *.corrupt-{stamp}.*, "
+            "rebuilding it",
+            file=sys.stderr,
+        )
 
 
 @dataclass
@@ -491,9 +507,13 @@ def _cached_poison(
     cache: ModelCache, key: dict, train: ImageSet, surrogate, config: PoisonConfig, report
 ) -> PoisonedSet:
     """Poisoned images are deterministic given the surrogate and config; cache the changed rows."""
-    path = cache.directory / f"poison-{config_hash(key)}.safetensors"
+    name = f"poison-{config_hash(key)}"
+    path = cache.directory / f"{name}.safetensors"
     if path.exists():
-        return load_poisons(path, train, config)
+        try:
+            return load_poisons(path, train, config)
+        except CheckpointError as error:
+            cache.set_aside(name, error)
     poisoned = poison_training_set(train, surrogate, config, progress=report)
     save_poisons(path, poisoned)
     return poisoned

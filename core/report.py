@@ -110,8 +110,10 @@ def poison_facts(run: Run, data_root=None, sample: int = 2000) -> dict:
 def report_run(run: Run, data_root=None) -> str:
     results = run.results
     lines = [
+        markdown_tables(run),
+        "",
         f"== {run.directory}: preset {run.config.preset}, seed {run.config.seed} (one seed), "
-        f"{results['data']['n_test']:,} test images =="
+        f"{results['data']['n_test']:,} test images ==",
     ]
     lines.append(f"{'gap (a - b)':<44}{'metric':<11}{'gap':>9}{'SE':>8}{'z':>7}  verdict")
     for row in run_gaps(run):
@@ -119,6 +121,24 @@ def report_run(run: Run, data_root=None) -> str:
             f"{row['a'] + ' - ' + row['b']:<44}{row['metric']:<11}{row['gap'] * 100:>8.2f}p{row['se'] * 100:>7.2f}p"
             f"{row['z']:>7.1f}  {verdict(row['z'])}"
         )
+    if run.robustness:
+        n = run.robustness["n_test"]
+        lines += [
+            "",
+            f"worst-case accuracy gaps ({n} test images; per-image results of the adaptive attacks are not "
+            "stored, so the SE treats the two models as independent, which overstates it):",
+        ]
+        models = run.robustness["models"]
+        for a, b, _ in RUN_GAPS[1:]:
+            pa, pb = models[a]["adaptive_acc"], models[b]["adaptive_acc"]
+            se = math.sqrt(pa * (1 - pa) / n + pb * (1 - pb) / n)
+            z = (pa - pb) / se if se > 0 else 0.0
+            lines.append(
+                f"{a + ' - ' + b:<44}{'worst case':<11}{(pa - pb) * 100:>8.2f}p{se * 100:>7.2f}p{z:>7.1f}  {verdict(z)}"
+            )
+        for name, report in models.items():
+            overstated = report["attacks"]["ifgsm"] - report["adaptive_acc"]
+            lines.append(f"{name}: I-FGSM (cross-entropy) minus worst case = {overstated * 100:.1f} points")
     facts = poison_facts(run, data_root)
     if facts:
         lines += [
@@ -184,4 +204,112 @@ def report_comparison(comparison: dict) -> str:
                 f"undefended (T = 1) - no-filter student (T), clean accuracy: {gap['gap'] * 100:+.1f} +- "
                 f"{gap['se'] * 100:.1f} points"
             )
+    return "\n".join(lines)
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
+def markdown_tables(run: Run) -> str:
+    """README's tables of a run, in Markdown, straight from its JSON files."""
+    from core.pipeline import MODEL_NAMES
+    from core.registry import DETECTORS
+
+    results, lines = run.results, []
+    lines += ["| model | clean | FGSM | I-FGSM |", "| --- | --- | --- | --- |"]
+    for name in MODEL_NAMES:
+        m = results["models"][name]
+        label = f"{name} (the paper's method)" if name == "filter_distillation" else name
+        lines.append(f"| {label} | {_pct(m['clean_acc'])} | {_pct(m['fgsm_acc'])} | {_pct(m['ifgsm_acc'])} |")
+    f, p = results["filter"], results["poison"]
+    lines += [
+        "",
+        f"Poisons: {p['n_poisoned']:,} of {p['n_train']:,} training images, {p['attack']} eps {p['eps']}, at most "
+        f"{p['linf_levels']} grey levels changed (mean {p['mean_abs_change_levels']:.2f}). Filter ({f['mode']}): "
+        f"threshold {f['threshold']:.5f}, ROC AUC {f['auroc']:.3f}, precision {f['precision']:.3f}, recall "
+        f"{f['recall']:.3f}; kept {f['kept_clean']:,} clean and {f['kept_poisoned']:,} poisoned, dropped "
+        f"{f['dropped_clean']:,} clean and {f['dropped_poisoned']:,} poisoned; mean error clean "
+        f"{f['mean_error_clean']:.6f}, poisoned {f['mean_error_poisoned']:.6f}.",
+    ]
+    paper, student = results["paper"], results["models"]["filter_distillation"]
+    lines += [
+        "",
+        "| quantity | ours | paper |",
+        "| --- | --- | --- |",
+        f"| threshold after `infer_threshold` | {f['threshold']:.5f} | {paper['inferred_threshold']} |",
+        f"| mean DAE reconstruction error, test set | {results['dae']['mean_reconstruction_error_test']:.6f} | "
+        f"{paper['mean_reconstruction_error']} |",
+        f"| teacher (T = {run.config.temperature:g}) training accuracy | {_pct(results['teacher_train_acc'])} | "
+        f"{_pct(paper['teacher_train_acc'])} |",
+        f"| student accuracy on adversarial test inputs | {_pct(student['ifgsm_acc'])} (I-FGSM), "
+        f"{_pct(student['fgsm_acc'])} (FGSM) | {_pct(paper['student_adversarial_acc'])} |",
+    ]
+    paper_threshold = float((run.train_scores > paper["inferred_threshold"]).float().mean())
+    lines.append(
+        f"\nThe paper's inferred threshold {paper['inferred_threshold']} would drop "
+        f"{int((run.train_scores > paper['inferred_threshold']).sum()):,} of {len(run.train_scores):,} training "
+        f"images ({paper_threshold:.1%})."
+    )
+    if run.robustness:
+        keys = (
+            "clean",
+            "fgsm",
+            "ifgsm",
+            "ifgsm_logits_t",
+            "ifgsm_margin",
+            "pgd_margin",
+            "transfer_ifgsm",
+            "worst_case",
+        )
+        lines += [
+            "",
+            f"Robustness ({run.robustness['n_test']} test images, eps {run.robustness['config']['eps']}):",
+            "",
+            "| model | " + " | ".join(keys) + " | zero-gradient inputs | worst case at 8/255 |",
+            "| --- " * (len(keys) + 3) + "|",
+        ]
+        for name, report in run.robustness["models"].items():
+            at_8 = next(
+                (point["robust_acc"] for point in report["eps_curve"] if abs(point["eps"] - 8 / 255) < 1e-9), None
+            )
+            lines.append(
+                f"| {name} | "
+                + " | ".join(_pct(report["attacks"].get(key)) for key in keys)
+                + f" | {report['zero_grad_fraction']:.1%} | {_pct(at_8)} |"
+            )
+    if run.detectors:
+        lines += [
+            "",
+            "| detector | ROC AUC | precision | recall (dropping the run's share) |",
+            "| --- | --- | --- | --- |",
+        ]
+        for name, quality in run.detectors["detectors"].items():
+            lines.append(
+                f"| {DETECTORS.label(name)} | {quality['auroc']:.3f} | {quality['precision']:.3f} | "
+                f"{quality['recall']:.3f} |"
+            )
+    if run.abstention:
+        a = run.abstention
+        lines += [
+            "",
+            f"Abstention ({a['model']}, {a['config']['passes']} passes, cut-off {a['cutoff']:.3g} at fpr "
+            f"{a['config']['fpr']} on {a['n_calibration']} trusted images, {a['n_test']} test images):",
+            "",
+            "| inputs | accuracy, answering all | coverage at the cut-off | accuracy on the answered |",
+            "| --- | --- | --- | --- |",
+        ]
+        for name, result in a["sets"].items():
+            at = result["at_cutoff"]
+            lines.append(
+                f"| {name} | {_pct(result['accuracy_all'])} | {_pct(at['coverage'])} | {_pct(at['accuracy'])} |"
+            )
+    if run.sweep:
+        points = run.sweep["points"]
+        lines += [
+            "",
+            f"Sweep: {len(points)} thresholds, {run.sweep['config']['epochs']} epochs each, "
+            f"{run.sweep['config']['n_test']} test images; student clean accuracy from "
+            f"{min(p['clean_acc'] for p in points):.2%} to {max(p['clean_acc'] for p in points):.2%}.",
+        ]
     return "\n".join(lines)

@@ -102,3 +102,27 @@ def test_writes_are_atomic(tmp_path, monkeypatch):
         save_model(tmp_path, "m", Classifier(), {"v": 2})
     assert (tmp_path / "m.safetensors").read_bytes() == before  # the old file is intact
     assert not list(tmp_path.glob("*.tmp"))  # and no temp file is left behind
+
+
+def test_a_corrupt_cache_entry_is_moved_aside_and_rebuilt(tmp_path, capsys):
+    from core.models import ClassifierConfig
+    from core.pipeline import ModelCache
+
+    cache, fits = ModelCache(tmp_path), []
+
+    def fit():
+        fits.append(1)
+        return Classifier(ClassifierConfig(width=4, hidden=8))
+
+    def build():
+        return Classifier(ClassifierConfig(width=4, hidden=8))
+
+    _, name = cache.get("toy", {"a": 1}, build, fit)
+    cache.get("toy", {"a": 1}, build, fit)
+    assert len(fits) == 1  # an intact entry is reused
+    weights = tmp_path / f"{name}.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # what a crash mid-write leaves
+    cache.get("toy", {"a": 1}, build, fit)
+    assert len(fits) == 2 and list(tmp_path.glob(f"{name}.corrupt-*.safetensors"))
+    assert "moved aside" in capsys.readouterr().err
+    load_weights(tmp_path, name, build())  # the rebuilt entry loads

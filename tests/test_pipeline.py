@@ -193,6 +193,8 @@ def _cli(*args):
     "args, message",
     [
         (["run", "--eps", "-0.1"], "eps"),
+        (["run", "--alpha", "1e9"], "alpha"),
+        (["run", "--attack", "cw"], "invalid choice"),
         (["run", "--poison-fraction", "1.5"], "fraction"),
         (["run", "--temperature", "0"], "temperature"),
         (["run", "--preset", "huge"], "preset"),
