@@ -136,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--test-subset", type=float, default=0.15, help="share of the test set each student is measured on"
     )
+    sweep.add_argument(
+        "--drop-shares",
+        type=float,
+        nargs="+",
+        help="shares of the training set to drop, one threshold each (default: 12 from 0 to 0.9)",
+    )
     sweep.add_argument("--cache-dir", type=Path, default=RUNS_DIR / "cache")
 
     robust = command("robustness", "adaptive, transfer and eps-curve robustness of a finished run's models")
@@ -443,10 +449,11 @@ def command_sweep(args) -> int:
     from core.sweep import SweepConfig, sweep_run
 
     run = _load(args)
+    shares = {"drop_shares": tuple(args.drop_shares)} if args.drop_shares else {}
     with TqdmStages() as stages:
         sweep = sweep_run(
             run,
-            SweepConfig(epochs=args.epochs, test_subset=args.test_subset),
+            SweepConfig(epochs=args.epochs, test_subset=args.test_subset, **shares),
             args.data_root,
             args.download,
             progress=stages,
