@@ -55,8 +55,25 @@ def _metric(at: AppTest, label: str) -> str:
     return next(m.value for m in at.metric if m.label == label)
 
 
-def test_moving_the_threshold_changes_counts_and_student_accuracy(run_directory):
-    at = app(run_directory)
+def test_moving_the_threshold_changes_counts_and_student_accuracy(run_directory, tmp_path):
+    """The page reads the run's sweep.json and interpolates between its points. The shipped run carries no sweep
+    this time (README), so the run is copied and given a two-point sweep whose values the test chooses."""
+    import json
+    import shutil
+
+    from core.run import Run
+    from core.sweep import accuracy_at
+
+    folder = tmp_path / "run"
+    shutil.copytree(run_directory, folder)
+    scores = Run.load(folder).train_scores
+    points = [
+        {"threshold": float(scores.quantile(q)), "clean_acc": acc, "fgsm_acc": acc / 2, "ifgsm_acc": acc / 3}
+        for q, acc in ((0.1, 0.5), (0.99, 0.9))
+    ]
+    sweep = {"config": {"epochs": 1, "n_test": 10}, "points": points}
+    (folder / "sweep.json").write_text(json.dumps(sweep))
+    at = app(str(folder))
     at.run()
     at.switch_page("pages/threshold.py").run()
     assert_clean(at)
@@ -66,7 +83,9 @@ def test_moving_the_threshold_changes_counts_and_student_accuracy(run_directory)
     for fraction in (0.2, 0.6):
         slider.set_value(low + fraction * (high - low)).run()
         assert_clean(at)
+        threshold = float(slider.value)
         values[fraction] = (_metric(at, "kept"), _metric(at, "clean accuracy"), _metric(at, "I-FGSM accuracy"))
+        assert values[fraction][1] == f"{accuracy_at(sweep, threshold)['clean_acc']:.2%}"
     assert values[0.2][0] != values[0.6][0]  # kept count changes
     assert values[0.2][1:] != values[0.6][1:]  # the student's accuracy read from the sweep changes
 

@@ -24,7 +24,6 @@ def test_shipped_run_is_complete_and_small():
         "poisons.safetensors",
         "evaluation.safetensors",
         "scores.safetensors",
-        "sweep.json",
         "robustness.json",
         "detectors.json",
         "abstention.json",
