@@ -120,7 +120,7 @@ def test_threat_metrics_measure_attack_success(random_set):
 
 
 def test_threat_configs_reject_nonsense():
-    with pytest.raises(ValueError, match="threat must be one of"):
+    with pytest.raises(ValueError, match="unknown threat model .gradient_matching.: choose one of perturbation"):
         PoisonConfig(threat="gradient_matching")
     with pytest.raises(ValueError, match="different from the target"):
         PoisonConfig(threat="label_flip", source_class=3, target_class=3)
