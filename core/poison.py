@@ -105,6 +105,15 @@ def craft(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, config: 
     )
 
 
+def target_success(model: nn.Module, images: torch.Tensor, target_class: int) -> dict:
+    """attack_success_rate: the share of images the model classifies as the attacker's target (nan for none)."""
+    from core.train import predict
+
+    predicted = predict(model, images).argmax(dim=1)
+    rate = float((predicted == target_class).float().mean()) if predicted.numel() else float("nan")
+    return {"attack_success_rate": rate, "n_asr_test": int(predicted.numel())}
+
+
 def poison_mask(n: int, chosen: torch.Tensor) -> torch.Tensor:
     mask = torch.zeros(n, dtype=torch.bool)
     mask[chosen] = True

@@ -7,9 +7,8 @@ from __future__ import annotations
 import torch
 
 from core.data import ImageSet
-from core.poison import PoisonConfig, PoisonedSet, choose_poison_indices, poison_mask
+from core.poison import PoisonConfig, PoisonedSet, choose_poison_indices, poison_mask, target_success
 from core.registry import THREATS, ThreatSpec
-from core.train import predict
 
 
 def trigger_patch(size: int) -> torch.Tensor:
@@ -38,9 +37,7 @@ def plant_backdoor(train: ImageSet, config: PoisonConfig, progress=None) -> Pois
 
 def backdoor_success(model, test: ImageSet, config: PoisonConfig) -> dict:
     others = test.images[test.labels != config.target_class]
-    predicted = predict(model, stamp_trigger(others, config.trigger_size)).argmax(dim=1)
-    rate = float((predicted == config.target_class).float().mean()) if predicted.numel() else float("nan")
-    return {"attack_success_rate": rate, "n_asr_test": int(predicted.numel())}
+    return target_success(model, stamp_trigger(others, config.trigger_size), config.target_class)
 
 
 THREATS.register(

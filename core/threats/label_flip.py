@@ -4,9 +4,8 @@ Attack success: the share of the source class's test images classified as the ta
 from __future__ import annotations
 
 from core.data import ImageSet
-from core.poison import PoisonConfig, PoisonedSet, choose_poison_indices, poison_mask
+from core.poison import PoisonConfig, PoisonedSet, choose_poison_indices, poison_mask, target_success
 from core.registry import THREATS, ThreatSpec
-from core.train import predict
 
 
 def flip_labels(train: ImageSet, config: PoisonConfig, progress=None) -> PoisonedSet:
@@ -20,9 +19,7 @@ def flip_labels(train: ImageSet, config: PoisonConfig, progress=None) -> Poisone
 
 
 def flip_success(model, test: ImageSet, config: PoisonConfig) -> dict:
-    predicted = predict(model, test.images[test.labels == config.source_class]).argmax(dim=1)
-    rate = float((predicted == config.target_class).float().mean()) if predicted.numel() else float("nan")
-    return {"attack_success_rate": rate, "n_asr_test": int(predicted.numel())}
+    return target_success(model, test.images[test.labels == config.source_class], config.target_class)
 
 
 THREATS.register(
