@@ -93,12 +93,12 @@ def loss_gradient(
     return gradient
 
 
-def _project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+def project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
     """Onto the L-inf eps-ball around x, then into [0, 1]."""
     return torch.min(torch.max(x_adv, x - eps), x + eps).clamp_(0.0, 1.0)
 
 
-def _batched(attack_one_batch):
+def batched(attack_one_batch):
     """Run an attack over chunks on the model's device, restore the model's mode, return on x's device."""
 
     def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *args, batch_size: int = DEFAULT_BATCH_SIZE, **kwargs):
@@ -136,7 +136,7 @@ def fgsm(
     return _fgsm(model, x, y, eps, loss=loss, batch_size=batch_size)
 
 
-@_batched
+@batched
 def _fgsm(model, x, y, eps, *, loss):
     return (x + eps * loss_gradient(model, x, y, loss).sign()).clamp_(0.0, 1.0)
 
@@ -176,7 +176,7 @@ def pgd(
     return _iterate(model, x, y, eps, alpha, steps, start_generator, loss=loss, batch_size=batch_size)
 
 
-@_batched
+@batched
 def _iterate(model, x, y, eps, alpha, steps, start_generator, *, loss):
     x_adv = x.clone()
     if start_generator is not None:
@@ -184,7 +184,7 @@ def _iterate(model, x, y, eps, alpha, steps, start_generator, *, loss):
         noise = torch.rand(x.shape, generator=start_generator, dtype=x.dtype).to(x.device)
         x_adv = (x + (2 * noise - 1) * eps).clamp_(0.0, 1.0)
     for _ in range(steps):
-        x_adv = _project(x_adv + alpha * loss_gradient(model, x_adv, y, loss).sign(), x, eps)
+        x_adv = project_linf(x_adv + alpha * loss_gradient(model, x_adv, y, loss).sign(), x, eps)
     return x_adv
 
 

@@ -13,7 +13,7 @@ The ground-truth mask says which samples were poisoned. It is only ever used to 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
@@ -23,6 +23,7 @@ from core.registry import ATTACKS, THREATS
 
 # GTSRB class 14 is "Stop", class 3 "Speed limit (60km/h)": a flip with obvious real-world harm.
 DEFAULT_SOURCE_CLASS, DEFAULT_TARGET_CLASS = 14, 3
+NOISE_SCOPES = ("samplewise", "classwise")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class PoisonConfig:
     source_class: int = DEFAULT_SOURCE_CLASS  # label_flip only
     target_class: int = DEFAULT_TARGET_CLASS  # label_flip and backdoor
     trigger_size: int = 3  # backdoor: side of the square trigger in pixels, stamped in the bottom-right corner
+    craft_augment: bool = False  # tap: random flips and +-2 px shifts of each step's view (poisons that survive them)
+    noise_scope: str = "samplewise"  # unlearnable: one noise per image, or "classwise": one per class
 
     def __post_init__(self):
         THREATS[self.threat], ATTACKS[self.attack]  # noqa: B018 - unknown names raise with the valid ones
@@ -55,11 +58,18 @@ class PoisonConfig:
             raise ValueError(f"alpha must be in [0, 1] (a step on the [0, 1] pixel scale), got {self.alpha}")
         if not 1 <= self.steps <= 10_000:
             raise ValueError(f"steps must be in 1..10000, got {self.steps}")
+        if self.noise_scope not in NOISE_SCOPES:
+            raise ValueError(f"noise_scope must be one of {', '.join(NOISE_SCOPES)}, got {self.noise_scope!r}")
         if not 0.0 <= self.fraction <= 1.0:
             raise ValueError(f"poison fraction must be in [0, 1], got {self.fraction}")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def with_threat(self, threat: str) -> "PoisonConfig":
+        """This config switched to another threat, starting from that threat's defaults (its spec's `defaults`)."""
+        spec = THREATS[threat]
+        return replace(self, threat=threat, **{"fraction": spec.default_fraction, **spec.defaults})
 
 
 @dataclass

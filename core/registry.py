@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 
@@ -42,6 +42,9 @@ class ThreatSpec:
     params: tuple[str, ...]
     needs_surrogate: bool = False
     metrics: Callable[..., dict] = lambda model, test, config: {}
+    # PoisonConfig values this threat starts from when a user picks it (e.g. TAP at eps 8/255); the user's own
+    # settings win. default_fraction is the "fraction" entry of these.
+    defaults: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

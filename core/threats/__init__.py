@@ -3,5 +3,7 @@ The import order is the order the CLI and the app list them in."""
 
 # isort: skip_file
 from core.threats import perturbation  # noqa: F401 - imported to register
+from core.threats import tap  # noqa: F401
+from core.threats import unlearnable  # noqa: F401
 from core.threats import label_flip  # noqa: F401
 from core.threats import backdoor  # noqa: F401

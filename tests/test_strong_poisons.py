@@ -1,0 +1,65 @@
+"""TAP and error-minimising noise against their definitions, on small models."""
+
+import torch
+import torch.nn.functional as F
+
+from core.models import Classifier, ClassifierConfig
+from core.poison import PoisonConfig, poison_training_set
+from core.threats.tap import permuted_target, targeted_pgd
+from core.threats.unlearnable import error_minimising_noise
+from core.train import predict
+
+
+def test_tap_moves_predictions_toward_the_next_class(small_classifier, small_splits):
+    test = small_splits.test.subset(torch.arange(128))
+    x, target = test.images.float() / 255, permuted_target(test.labels)
+    before = (predict(small_classifier, x).argmax(1) == target).float().mean()
+    adversarial = targeted_pgd(small_classifier, x, target, 8 / 255, 2 / 255, 10)
+    after = (predict(small_classifier, adversarial).argmax(1) == target).float().mean()
+    assert after > before + 0.5, (before, after)
+    assert float((adversarial - x).abs().max()) <= 8 / 255 + 1e-6
+
+
+def test_tap_with_augmented_views_still_hits_the_target(small_classifier, small_splits):
+    test = small_splits.test.subset(torch.arange(128))
+    x, target = test.images.float() / 255, permuted_target(test.labels)
+    generator = torch.Generator().manual_seed(0)
+    adversarial = targeted_pgd(small_classifier, x, target, 8 / 255, 2 / 255, 10, augment=True, generator=generator)
+    assert (predict(small_classifier, adversarial).argmax(1) == target).float().mean() > 0.4
+    assert float((adversarial - x).abs().max()) <= 8 / 255 + 1e-6
+
+
+def test_tap_poisons_are_uint8_within_eps_and_keep_labels(small_classifier, small_splits):
+    train = small_splits.train.subset(torch.arange(300))
+    config = PoisonConfig().with_threat("tap")
+    config = PoisonConfig(**{**config.to_dict(), "alpha": 4 / 255, "steps": 3, "fraction": 0.5})
+    poisoned = poison_training_set(train, small_classifier, config)
+    change = (poisoned.data.images.int() - train.images.int()).abs()
+    assert poisoned.data.images.dtype == torch.uint8 and int(change.max()) == int(8 / 255 * 255 + 1e-6)
+    assert torch.equal(poisoned.data.labels, train.labels) and poisoned.n_poisoned == 150
+
+
+def _loss(model, x, y):
+    with torch.no_grad():
+        return float(F.cross_entropy(model.eval()(x), y))
+
+
+def test_error_minimising_noise_lowers_the_loss_of_the_model_it_was_made_with(small_splits):
+    for scope in ("samplewise", "classwise"):
+        data = small_splits.train.subset(torch.arange(0, 2000, 5))
+        x, y = data.images.float() / 255, data.labels
+        torch.manual_seed(0)
+        model = Classifier(ClassifierConfig(width=4, hidden=16))
+        config = PoisonConfig(threat="unlearnable", eps=8 / 255, alpha=2 / 255, steps=5, noise_scope=scope)
+        noise = error_minimising_noise(model, x, y, config)
+        assert float(noise.abs().max()) <= 8 / 255 + 1e-6
+        if scope == "classwise":  # one noise per class: images of a class share it
+            same = y == y[0]
+            assert torch.equal(noise[same], noise[same][:1].expand_as(noise[same]))
+        assert _loss(model, (x + noise).clamp(0, 1), y) < 0.5 * _loss(model, x, y), scope
+
+
+def test_picking_a_threat_starts_from_its_defaults():
+    tap = PoisonConfig(eps=0.01).with_threat("tap")
+    assert (tap.threat, tap.eps, tap.fraction) == ("tap", 8 / 255, 1.0)
+    assert PoisonConfig().with_threat("label_flip").fraction == 0.4
