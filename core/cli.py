@@ -1,4 +1,4 @@
-"""Command line: `python -m core run|tune|sweep|robustness|detectors|abstain|compare|verify|report|data`.
+"""Command line: `python -m core run|tune|sweep|robustness|detectors|abstain|compare|defences|verify|report|data`.
 
 It parses, calls the engine and prints; the engine is imported lazily so that errors stay fast. Errors end in one
 `error:` line and exit code 2.
@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.registry import ATTACKS, DETECTORS, THREATS
+from core.registry import ATTACKS, DEFENCES, DETECTORS, THREATS
 from core.storage import write_json
 
 if TYPE_CHECKING:
@@ -36,6 +36,12 @@ def _global_options(parser: argparse.ArgumentParser, default) -> None:
         default=default,
         help="let torchvision download GTSRB into the data root (needs internet)",
     )
+
+
+def _case_names() -> tuple[str, ...]:
+    from core.defence_grid import CASES
+
+    return tuple(CASES)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,6 +186,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     comparison.add_argument("--out", type=Path, default=RUNS_DIR / "compare", help="folder for compare.json")
     comparison.add_argument("--cache-dir", type=Path, default=RUNS_DIR / "cache")
+
+    defences = command("defences", "every threat case x every training-time defence, over seeds (no distillation)")
+    defences.add_argument("--preset", default="compare", choices=PRESETS, help="the shipped grid used 'compare'")
+    defences.add_argument("--cases", nargs="+", choices=_case_names(), default=list(_case_names()))
+    defences.add_argument(
+        "--defences", nargs="+", choices=DEFENCES.names(), help="defences to train behind (default: all)"
+    )
+    defences.add_argument("--seeds", type=int, default=1, help="seeds 0..K-1, mean +- std over those that finish")
+    defences.add_argument(
+        "--detector", default="dae", choices=DETECTORS.names(), help="what filter / filter_purify use"
+    )
+    defences.add_argument("--sigma", type=float, default=0.1, help="purify: noise std before the DAE ([0, 1] scale)")
+    defences.add_argument("--jpeg-quality", type=int, default=10, help="jpeg: PIL quality 1..95")
+    defences.add_argument("--adversarial-eps", type=float, default=8 / 255, help="adversarial training: PGD radius")
+    defences.add_argument("--adversarial-steps", type=int, default=3, help="adversarial training: PGD steps per batch")
+    defences.add_argument("--robust-test-subset", type=float, default=0.3, help="share of test attacked (worst case)")
+    defences.add_argument("--robust-steps", type=int, default=10, help="iterations of the adaptive attacks")
+    defences.add_argument("--out", type=Path, default=RUNS_DIR / "defences", help="folder for defences.json")
+    defences.add_argument("--cache-dir", type=Path, default=RUNS_DIR / "cache")
 
     detectors = command("detectors", "score every poison detector on a finished run's training set (for the app)")
     detectors.add_argument("--run-dir", type=Path, required=True, help="a run's output folder (holds results.json)")
@@ -566,6 +591,64 @@ def command_compare(args) -> int:
     return 0
 
 
+def format_defence_grid(grid: dict) -> str:
+    """Per threat case: clean accuracy, adaptive worst case and attack success of each reference and defence."""
+    from core.defence_grid import threat_label
+
+    n_seeds = grid["seeds_complete"]
+
+    def cell(stat, width=16):
+        if not stat:
+            return f"{'-':>{width}}"
+        text = f"{stat['mean']:.1%}" + (f"+-{stat['std'] * 100:.1f}" if n_seeds > 1 else "")
+        return f"{text:>{width}}"
+
+    lines = []
+    for case, result in grid["summary"].items():
+        models = result["models"]
+        has_asr = "attack_success_rate" in (models.get("none") or {})
+        lines += ["", f"== {threat_label(case)} ({n_seeds} seed{'s' if n_seeds != 1 else ''}) =="]
+        header = f"{'':<24}{'clean':>16}{'worst case':>16}" + (f"{'attack success':>16}" if has_asr else "")
+        lines.append(header)
+        for name, metrics in models.items():
+            keys = ("clean_acc", "adaptive_acc") + (("attack_success_rate",) if has_asr else ())
+            lines.append(f"{name:<24}" + "".join(cell((metrics or {}).get(key)) for key in keys))
+    return "\n".join(lines)
+
+
+def command_defences(args) -> int:
+    from core.defence_grid import DefenceGridConfig, defence_grid
+    from core.defences import DefenceConfig
+    from core.pipeline import preset
+
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    config = DefenceGridConfig(
+        preset(args.preset),
+        cases=tuple(args.cases),
+        defences=tuple(args.defences or DEFENCES.names()),
+        defence=DefenceConfig(
+            detector=args.detector,
+            sigma=args.sigma,
+            jpeg_quality=args.jpeg_quality,
+            adversarial_eps=args.adversarial_eps,
+            adversarial_steps=args.adversarial_steps,
+        ),
+        seeds=tuple(range(args.seeds)),
+        robust_test_subset=args.robust_test_subset,
+        robust_steps=args.robust_steps,
+    )
+    out = args.out / "defences.json"
+    with TqdmStages() as stages:
+        grid = defence_grid(
+            config, args.cache_dir, args.data_root, stages, on_case=lambda partial: write_json(out, partial)
+        )
+    write_json(out, grid)
+    print(format_defence_grid(grid))
+    print(f"\ndefence grid: {out}  ({grid['seconds']:.0f} s)")
+    return 0
+
+
 def command_detectors(args) -> int:
     from core.run import add_detectors
 
@@ -654,13 +737,25 @@ COMMANDS = {
     "sweep": command_sweep,
     "robustness": command_robustness,
     "compare": command_compare,
+    "defences": command_defences,
     "abstain": command_abstain,
     "detectors": command_detectors,
     "verify": command_verify,
     "report": command_report,
     "data": command_data,
 }
-NEEDS_DATASET = ("run", "tune", "sweep", "robustness", "compare", "abstain", "detectors", "verify", "report")
+NEEDS_DATASET = (
+    "run",
+    "tune",
+    "sweep",
+    "robustness",
+    "compare",
+    "defences",
+    "abstain",
+    "detectors",
+    "verify",
+    "report",
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,8 +45,11 @@ def train_classifier(
     temperature: float = 1.0,
     progress: Callable[[Progress], None] | None = None,
     should_stop=None,
+    adversary=None,
 ) -> Classifier:
-    """A fresh classifier trained on hard labels at temperature T (T = 1: an ordinary classifier)."""
+    """A fresh classifier trained on hard labels at temperature T (T = 1: an ordinary classifier).
+
+    adversary: core.train.Adversary for adversarial training (the caller keys its cache entry with it)."""
     torch.manual_seed(train_config.seed)
     model = Classifier(model_config)
     train(
@@ -57,6 +60,7 @@ def train_classifier(
         train_config,
         progress=progress,
         should_stop=should_stop,
+        adversary=adversary,
     )
     return model
 

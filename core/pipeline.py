@@ -210,7 +210,8 @@ class Prepared:
     data_key: dict
     poison_key: dict
     artifacts: dict[str, str]
-    classifier: Callable  # (role, data, offset, upstream, temperature=1, epochs=None) -> (model, cache name)
+    # (role, data, seed role, upstream, temperature=1, epochs=None, adversary=None) -> (model, cache name)
+    classifier: Callable
     dae_config: DAEConfig
 
 
@@ -239,8 +240,15 @@ def _data_and_classifiers(
     classifier_key = {"model": asdict(config.classifier), **recipe_key("classifier")}
 
     def classifier(
-        role: str, data: ImageSet, seed_role: str, upstream: dict, temperature: float = 1.0, epochs: int | None = None
+        role: str,
+        data: ImageSet,
+        seed_role: str,
+        upstream: dict,
+        temperature: float = 1.0,
+        epochs: int | None = None,
+        adversary: tuple[dict, Callable] | None = None,
     ):
+        """adversary: (what it does, core.train.Adversary) for adversarial training; the first goes in the key."""
         train_config = _seeded(config.classifier_train, seed, seed_role)
         if epochs is not None:
             train_config = replace(train_config, epochs=epochs)
@@ -251,12 +259,20 @@ def _data_and_classifiers(
             "train": asdict(train_config),
             "temperature": temperature,
         }
+        if adversary is not None:  # absent otherwise, so the keys of models trained without one stay as they were
+            key["adversary"] = adversary[0]
         return cache.get(
             role,
             key,
             lambda: Classifier(config.classifier),
             lambda: train_classifier(
-                data, config.classifier, train_config, temperature, _trainer(report, f"training {role}"), should_stop
+                data,
+                config.classifier,
+                train_config,
+                temperature,
+                _trainer(report, f"training {role}"),
+                should_stop,
+                adversary[1] if adversary else None,
             ),
             lambda model: {"train_acc": accuracy(model, data.images, data.labels)},
         )

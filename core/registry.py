@@ -1,9 +1,10 @@
-"""Registries: attacks, threat models and poison detectors are tables from a name to a spec.
+"""Registries: attacks, threat models, poison detectors and defences are tables from a name to a spec.
 
 The CLI's choices, the app's selectors, the comparison loop and the contract tests iterate these tables, so
 adding an entry is one file (or function) that calls `register`, plus its test; nothing else names it.
-Built-in entries register where they are defined (core/attacks.py, core/threats/, core/detect.py); any
-module placed in core/plugins/ is imported with them, so a new entry can live there (README: Extending).
+Built-in entries register where they are defined (core/attacks.py, core/threats/, core/detect.py,
+core/defences.py); any module placed in core/plugins/ is imported with them, so a new entry can live there
+(README: Extending).
 """
 
 from __future__ import annotations
@@ -61,6 +62,22 @@ class DetectorSpec:
     fit_on: str = "calibration"
 
 
+@dataclass(frozen=True)
+class DefenceSpec:
+    """A training-time defence (core/defences.py): `apply(train, context, config)` -> the ImageSet the classifier
+    trains on. adversary(config) -> a core.train.Adversary (adversarial training) or None. test_input(config) -> a
+    module every input goes through at test time too (grayscale), or None. params: the DefenceConfig fields it
+    reads (the app shows only those)."""
+
+    name: str
+    label: str
+    description: str
+    apply: Callable[..., Any]
+    params: tuple[str, ...] = ()
+    adversary: Callable[..., Any] | None = None
+    test_input: Callable[..., Any] | None = None
+
+
 Spec = TypeVar("Spec")
 
 
@@ -109,6 +126,7 @@ class Registry(Generic[Spec]):
 ATTACKS: Registry[AttackSpec] = Registry("attack")
 THREATS: Registry[ThreatSpec] = Registry("threat model")
 DETECTORS: Registry[DetectorSpec] = Registry("detector")
+DEFENCES: Registry[DefenceSpec] = Registry("defence")
 
 _loaded = False
 
@@ -119,7 +137,7 @@ def load_builtins() -> None:
     if _loaded:
         return
     _loaded = True
-    for module in ("core.attacks", "core.threats", "core.detect"):
+    for module in ("core.attacks", "core.threats", "core.detect", "core.defences"):
         importlib.import_module(module)
     import core.plugins
 

@@ -17,6 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# (model, x in [0, 1], targets) -> x the model trains on instead (adversarial training: PGD examples of the model
+# as it is at that step). Not a TrainConfig field: the caller keys the cache with what the adversary does.
+Adversary = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def default_device() -> torch.device:
@@ -162,10 +165,12 @@ def train(
     device: torch.device | None = None,
     progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    adversary: Adversary | None = None,
 ) -> list[float]:
     """Train model in place on (inputs, targets); returns the mean loss of each epoch.
 
     inputs: (N, 3, 32, 32) uint8 or float images. targets: labels, soft labels or images (uint8 ok).
+    adversary: if given, each (augmented) batch is replaced by adversary(model, batch, targets) before the step.
     """
     if inputs.shape[0] != targets.shape[0]:
         raise ValueError(f"inputs and targets differ in length: {inputs.shape[0]} vs {targets.shape[0]}")
@@ -208,6 +213,8 @@ def train(
                 y = to_float_images(targets[index])
                 if config.augment:
                     x = random_translate(x, 2, generator)
+                if adversary is not None:
+                    x = adversary(model, x, y).detach()
                 x = x.contiguous(memory_format=torch.channels_last)
                 with autocast:
                     output = model(x)

@@ -1,0 +1,207 @@
+"""Every threat case against every training-time defence, over seeds: does anything get the accuracy back?
+
+For each seed and threat case (the paper's I-FGSM at eps 0.01, I-FGSM at 8/255 on all of train, TAP, unlearnable
+noise, label flip, backdoor) the train split is poisoned, every defence in core.registry.DEFENCES turns it into the
+set a classifier trains on (or trains it adversarially), and that classifier is measured: clean test accuracy, the
+adaptive worst case over core.robust.attack_suite, and the attack success rate where the threat has one. Beside
+them: the clean reference, no defence, and the oracle (drop exactly the poisons; empty when all of train is
+poisoned). One classifier per defence, no distillation: the question is what the defence does to the data, and the
+detector comparison (core.compare) already measures the distilled students. Every model is cached; the grid
+resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+from torch import nn
+
+from core.compare import CompareConfig, build_detectors, score_detectors, summarise
+from core.data import stratified_split
+from core.defences import DefenceConfig, DefenceContext
+from core.evaluate import accuracy
+from core.pipeline import ExperimentConfig, ModelCache, Prepared, prepare
+from core.poison import PoisonConfig, threat_metrics
+from core.recipe import sampling_seed
+from core.registry import DEFENCES, THREATS
+from core.robust import RobustEvalConfig, attack_suite
+
+# Threat case -> its threat and the PoisonConfig values that differ from that threat's defaults.
+CASES: dict[str, dict] = {
+    "ifgsm_paper": {"threat": "perturbation"},  # the paper's: I-FGSM, eps 0.01, on 10% of train
+    "ifgsm_8": {"threat": "perturbation", "eps": 8 / 255, "alpha": 2 / 255, "steps": 10, "fraction": 1.0},
+    "tap": {"threat": "tap"},  # eps 8/255, 40 steps, all of train
+    "unlearnable": {"threat": "unlearnable"},  # eps 8/255, sample-wise, all of train
+    "label_flip": {"threat": "label_flip"},
+    "backdoor": {"threat": "backdoor"},
+}
+REFERENCES = ("clean_reference", "none", "oracle")
+
+
+@dataclass(frozen=True)
+class DefenceGridConfig:
+    experiment: ExperimentConfig
+    cases: tuple[str, ...] = tuple(CASES)
+    defences: tuple[str, ...] | None = None  # names in core.registry.DEFENCES; None: all
+    defence: DefenceConfig = field(default_factory=DefenceConfig)
+    seeds: tuple[int, ...] = (0,)
+    robust_test_subset: float = 0.3  # share of the test set attacked for the adaptive worst case
+    robust_steps: int = 10
+
+    def __post_init__(self):
+        if self.defences is None:
+            object.__setattr__(self, "defences", DEFENCES.names())
+        for kind, allowed, values in (
+            ("threat case", tuple(CASES), self.cases),
+            ("defence", DEFENCES.names(), self.defences),
+        ):
+            unknown = [value for value in values if value not in allowed]
+            if unknown or not values:
+                raise ValueError(f"unknown or missing {kind} {unknown}: choose from {', '.join(allowed)}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds must be distinct and at least one")
+        if not 0 < self.robust_test_subset <= 1 or self.robust_steps < 1:
+            raise ValueError("robust_test_subset must be in (0, 1] and robust_steps >= 1")
+
+    def poison_for(self, case: str, seed: int) -> PoisonConfig:
+        changes = dict(CASES[case])
+        return replace(self.experiment.poison.with_threat(changes.pop("threat")), seed=seed, **changes)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["experiment"] = self.experiment.to_dict()
+        data["case_settings"] = {case: self.poison_for(case, 0).to_dict() for case in self.cases}
+        return data
+
+
+def defended_model(
+    prepared: Prepared, name: str, config: DefenceConfig, context: DefenceContext
+) -> tuple[nn.Module, int]:
+    """The classifier trained behind defence `name` (cached), and how many images it trained on."""
+    spec = DEFENCES[name]
+    data = spec.apply(prepared.poisoned.data, context, config)
+    key = config.key(name)
+    adversary = (key, spec.adversary(config)) if spec.adversary else None
+    upstream = {"poison": prepared.poison_key, **key, "data": data.digest()}
+    # The undefended model's seed: defended and undefended differ only in what the defence did.
+    model, _ = prepared.classifier(f"defence_{name}", data, "undefended", upstream, adversary=adversary)
+    if spec.test_input is not None:
+        model = nn.Sequential(spec.test_input(config), model).eval()
+    return model, len(data)
+
+
+def grid_one(
+    config: DefenceGridConfig, case: str, seed: int, cache: ModelCache, data_root=None, report=None, should_stop=None
+) -> dict:
+    """One threat case at one seed: {"poison", "models": {reference or defence: metrics}}."""
+    started = time.time()
+    report = report or (lambda stage, done, total: None)
+    experiment = replace(config.experiment, seed=seed, poison=config.poison_for(case, seed))
+    prepared = prepare(experiment, cache, data_root, report, should_stop)
+    poisoned, mask, test = prepared.poisoned, prepared.poisoned.poison_mask, prepared.splits.test
+    _, robust_index = stratified_split(test.labels, config.robust_test_subset, sampling_seed(seed, "robust_test"))
+    robust_test = test.subset(robust_index)
+    robust_config = RobustEvalConfig(
+        eps=experiment.eval_attack.eps, steps=config.robust_steps, temperature=1.0, seed=seed
+    )
+
+    def measure(model: nn.Module, n_train: int) -> dict:
+        adaptive = attack_suite(model, robust_test, robust_config.eps, robust_config, transfer_from=prepared.surrogate)
+        return {
+            "clean_acc": accuracy(model, test.images, test.labels),
+            "adaptive_acc": adaptive["worst_case"],
+            "n_train": n_train,
+            **threat_metrics(model, test, experiment.poison),
+        }
+
+    models: dict[str, dict | None] = {}
+    report("reference models", 0, 3)
+    clean_reference, _ = prepared.classifier(
+        "clean_reference", prepared.splits.train, "clean_reference", prepared.data_key
+    )
+    models["clean_reference"] = measure(clean_reference, len(prepared.splits.train))
+    undefended, _ = prepared.classifier("undefended", poisoned.data, "undefended", prepared.poison_key)
+    models["none"] = measure(undefended, len(mask))
+    clean_part = poisoned.data.subset(torch.nonzero(~mask).flatten())
+    if len(clean_part) >= experiment.classifier_train.batch_size:  # all of train poisoned: no oracle to train
+        oracle, _ = prepared.classifier(
+            "oracle", clean_part, "undefended", {"poison": prepared.poison_key, "oracle": True}
+        )
+        models["oracle"] = measure(oracle, len(clean_part))
+    else:
+        models["oracle"] = None
+
+    drop_masks = {"dae": prepared.train_scores > prepared.threshold}
+
+    def drop_mask(detector: str) -> torch.Tensor:
+        if detector not in drop_masks:
+            settings = CompareConfig(
+                experiment, threats=(experiment.poison.threat,), detectors=(detector,), distil=("none",)
+            )
+            _, drops, _ = score_detectors(
+                prepared, build_detectors(prepared, (detector,), settings, cache, report), experiment.threshold
+            )
+            drop_masks[detector] = drops[detector]
+        return drop_masks[detector]
+
+    context = DefenceContext(prepared.detector.autoencoder, drop_mask)
+    defence = replace(config.defence, seed=seed)
+    for number, name in enumerate(config.defences):
+        report("training behind each defence", number, len(config.defences))
+        model, n_train = defended_model(prepared, name, defence, context)
+        models[name] = measure(model, n_train)
+    report("training behind each defence", len(config.defences), len(config.defences))
+    return {
+        "poison": {
+            "case": case,
+            "threat": experiment.poison.threat,
+            "eps": experiment.poison.eps,
+            "fraction": experiment.poison.fraction,
+            "n_poisoned": poisoned.n_poisoned,
+            "n_train": len(mask),
+        },
+        "n_test": len(test),
+        "n_robust_test": len(robust_test),
+        "models": models,
+        "seconds": round(time.time() - started, 1),
+    }
+
+
+def defence_grid(
+    config: DefenceGridConfig, cache_dir="runs/cache", data_root=None, progress=None, should_stop=None, on_case=None
+) -> dict:
+    """Every case at every seed, then mean and standard deviation over seeds. on_case(partial result) is called
+    after each case, so a caller can save what is done (the models are cached: a rerun skips them)."""
+    started = time.time()
+    cache = ModelCache(cache_dir)
+    runs: dict[str, dict] = {}
+
+    def result() -> dict:
+        complete = {seed: cases for seed, cases in runs.items() if len(cases) == len(config.cases)}
+        return {
+            "config": config.to_dict(),
+            "runs": runs,
+            "summary": summarise(complete) if complete else {},
+            "seeds_complete": len(complete),
+            "seconds": round(time.time() - started, 1),
+        }
+
+    for seed in config.seeds:
+        for case in config.cases:
+            stage = (
+                (lambda s, d, t, seed=seed, case=case: progress(f"[seed {seed} {case}] {s}", d, t))
+                if progress
+                else None
+            )
+            runs.setdefault(str(seed), {})[case] = grid_one(config, case, seed, cache, data_root, stage, should_stop)
+            if on_case:
+                on_case(result())
+    return result()
+
+
+def threat_label(case: str) -> str:
+    settings = CASES[case]
+    label = THREATS.label(settings["threat"])
+    return f"{label} (eps {settings['eps'] * 255:.0f}/255, all of train)" if "eps" in settings else label
