@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core.poison import NOISE_SCOPES
 from core.registry import ATTACKS, DEFENCES, DETECTORS, THREATS
 from core.storage import write_json
 
@@ -73,9 +74,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--trigger-size", type=int, help="backdoor: side of the square trigger patch in pixels (default 3)"
     )
     run.add_argument("--attack", choices=ATTACKS.names(), help="poisoning attack (perturbation threat)")
-    run.add_argument("--eps", type=float, help="L-inf radius of the poisons on the [0, 1] pixel scale")
-    run.add_argument("--alpha", type=float, help="I-FGSM step size")
-    run.add_argument("--steps", type=int, help="I-FGSM iterations")
+    run.add_argument(
+        "--eps",
+        type=float,
+        help="L-inf radius of the poisons on the [0, 1] pixel scale (up to 16/255 = 0.0627 and more)",
+    )
+    run.add_argument("--alpha", type=float, help="step size of the iterative attacks (I-FGSM, TAP, unlearnable)")
+    run.add_argument("--steps", type=int, help="iterations of the iterative attacks")
+    run.add_argument(
+        "--craft-augment",
+        action="store_true",
+        default=None,
+        help="tap: craft through random flips and +-2 px shifts (poisons that survive the victim's augmentation)",
+    )
+    run.add_argument(
+        "--noise-scope", choices=NOISE_SCOPES, help="unlearnable: one noise per image (samplewise) or per class"
+    )
     run.add_argument(
         "--poison-fraction",
         type=float,
@@ -203,6 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
     defences.add_argument("--adversarial-steps", type=int, default=3, help="adversarial training: PGD steps per batch")
     defences.add_argument("--robust-test-subset", type=float, default=0.3, help="share of test attacked (worst case)")
     defences.add_argument("--robust-steps", type=int, default=10, help="iterations of the adaptive attacks")
+    defences.add_argument("--train-subset", type=float, help="override the preset's share of the train split")
+    defences.add_argument("--test-subset", type=float, help="override the preset's share of the test split")
+    defences.add_argument("--epochs", type=int, help="override the preset's epochs for every classifier")
+    defences.add_argument("--dae-epochs", type=int, help="override the preset's DAE epochs")
+    defences.add_argument(
+        "--defender-epochs", type=int, help="override the preset's epochs of the defender's classifier"
+    )
     defences.add_argument("--out", type=Path, default=RUNS_DIR / "defences", help="folder for defences.json")
     defences.add_argument("--cache-dir", type=Path, default=RUNS_DIR / "cache")
 
@@ -245,6 +266,8 @@ def experiment_from_args(args) -> ExperimentConfig:
     from core.pipeline import preset
 
     config = preset(args.preset, seed=args.seed)
+    # A chosen threat starts from its own defaults (TAP: eps 8/255, 40 steps, all of train); given flags win.
+    poison = config.poison.with_threat(args.threat) if args.threat is not None else config.poison
     poison_changes = {
         k: v
         for k, v in (
@@ -253,28 +276,15 @@ def experiment_from_args(args) -> ExperimentConfig:
             ("alpha", args.alpha),
             ("steps", args.steps),
             ("fraction", args.poison_fraction),
+            ("source_class", args.source_class),
+            ("target_class", args.target_class),
+            ("trigger_size", args.trigger_size),
+            ("craft_augment", args.craft_augment),
+            ("noise_scope", args.noise_scope),
         )
         if v is not None
     }
-    poison_changes.update(
-        {
-            k: v
-            for k, v in (
-                ("threat", args.threat),
-                ("source_class", args.source_class),
-                ("target_class", args.target_class),
-                ("trigger_size", args.trigger_size),
-            )
-            if v is not None
-        }
-    )
-    if args.threat is not None and args.poison_fraction is None:
-        from core.registry import THREATS
-
-        poison_changes["fraction"] = THREATS[
-            args.threat
-        ].default_fraction  # e.g. 40% of the source class for label_flip
-    poison = replace(config.poison, seed=args.seed, **poison_changes)
+    poison = replace(poison, seed=args.seed, **poison_changes)
     if args.threshold is not None:
         threshold = ThresholdConfig(mode="fixed", value=args.threshold)
     elif args.fpr is not None:
@@ -623,8 +633,22 @@ def command_defences(args) -> int:
 
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    experiment = preset(args.preset)
+    overrides = {
+        name: value
+        for name, value in (
+            ("train_subset", args.train_subset),
+            ("test_subset", args.test_subset),
+            ("defender_epochs", args.defender_epochs),
+        )
+        if value is not None
+    }
+    if args.epochs is not None:
+        overrides["classifier_train"] = replace(experiment.classifier_train, epochs=args.epochs)
+    if args.dae_epochs is not None:
+        overrides["dae"] = replace(experiment.dae, train=replace(experiment.dae.train, epochs=args.dae_epochs))
     config = DefenceGridConfig(
-        preset(args.preset),
+        replace(experiment, **overrides),
         cases=tuple(args.cases),
         defences=tuple(args.defences or DEFENCES.names()),
         defence=DefenceConfig(
