@@ -93,9 +93,25 @@ class CompareConfig:
 
 
 def build_detectors(
-    prepared: Prepared, names: tuple[str, ...], config: CompareConfig, cache: ModelCache, report=None
+    prepared: Prepared,
+    names: tuple[str, ...],
+    config: CompareConfig,
+    cache: ModelCache,
+    report=None,
+    poisoned_model=None,
 ) -> dict[str, ScoreDetector]:
-    """Every named detector from the registry, fitted on the defender's trusted images (never on training data)."""
+    """Every named detector from the registry, fitted as its spec says: on the defender's trusted images, or (fit_on
+    "training") on the poisoned training set through poisoned_model() (default: the run's undefended classifier)."""
+    if poisoned_model is None and prepared.classifier is not None:
+
+        def poisoned_model():
+            return prepared.classifier("undefended", prepared.poisoned.data, "undefended", prepared.poison_key)[0]
+
+    fit_sets = {
+        "trusted": prepared.dae_data.images,
+        "calibration": prepared.calibration.images,
+        "training": prepared.poisoned.data.images,
+    }
     context = DetectorContext(
         prepared.detector.autoencoder,
         prepared.defender,
@@ -107,12 +123,13 @@ def build_detectors(
         config.knn_k,
         config.supervised,
         report,
+        poisoned_model,
     )
     detectors: dict[str, ScoreDetector] = {}
     for name in names:
         spec = DETECTORS[name]
         detector = spec.build(context)
-        detector.fit(prepared.dae_data.images if spec.fit_on == "trusted" else prepared.calibration.images)
+        detector.fit(fit_sets[spec.fit_on])
         detectors[name] = detector
     return detectors
 
@@ -167,7 +184,9 @@ def score_run(
     """Every detector on a finished run's training set: writes detector_scores.safetensors and
     detectors.json into the run folder (the app's Threshold page switches between these scores)."""
     prepared = prepared_from_run(run, data_root, download, progress)
-    detectors = build_detectors(prepared, config.detectors, config, cache, progress)
+    detectors = build_detectors(
+        prepared, config.detectors, config, cache, progress, poisoned_model=lambda: run.classifier("undefended")
+    )
     scores, _, quality = score_detectors(prepared, detectors, run.config.threshold, progress)
     if "supervised" in detectors:  # shipped with the run so the app can judge uploads with it
         save_model(

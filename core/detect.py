@@ -369,6 +369,9 @@ class DetectorContext:
     knn_k: int = 10
     supervised: SupervisedConfig = SupervisedConfig()
     report: object | None = None  # progress(stage, done, total)
+    # () -> the classifier trained on the poisoned training set (trained or loaded on first call): for the
+    # detectors fitted on the training set itself (core/training_set_detectors.py)
+    poisoned_model: object | None = None
 
 
 def supervised_model(context: DetectorContext) -> nn.Module:

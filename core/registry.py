@@ -52,9 +52,10 @@ class ThreatSpec:
 class DetectorSpec:
     """A poison detector: `build(context)` -> an unfitted ScoreDetector (alibi-detect's fit / score /
     infer_threshold / predict). context: a core.pipeline.Prepared plus `cache` and `settings`
-    (core.compare.CompareConfig). fit_on: which trusted images it is fitted on: "trusted" (the DAE's training
-    images: detectors that learn a reference distribution) or "calibration" (held out: detectors that only
-    record reference scores)."""
+    (core.compare.CompareConfig). fit_on: what it is fitted on: "trusted" (the DAE's training images: detectors
+    that learn a reference distribution), "calibration" (held-out trusted images: detectors that only record
+    reference scores) or "training" (the poisoned training set itself, through a model trained on it: spectral
+    signatures, activation clustering)."""
 
     name: str
     label: str
@@ -137,7 +138,7 @@ def load_builtins() -> None:
     if _loaded:
         return
     _loaded = True
-    for module in ("core.attacks", "core.threats", "core.detect", "core.defences"):
+    for module in ("core.attacks", "core.threats", "core.detect", "core.training_set_detectors", "core.defences"):
         importlib.import_module(module)
     import core.plugins
 

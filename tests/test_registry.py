@@ -82,10 +82,11 @@ def check_detector(name: str, model) -> None:
         "defender-test",
         Cache(),
         supervised=SupervisedConfig(width=4, epochs=1),
+        poisoned_model=lambda: model,
     )
     detector = spec.build(context)
     reference, data = random_set(60, 2).images, random_set(200, 3).images
-    detector.fit(trusted.images if spec.fit_on == "trusted" else reference)
+    detector.fit({"trusted": trusted.images, "calibration": reference, "training": data}[spec.fit_on])
     scores = detector.score(data)
     assert scores.shape == (200,) and torch.isfinite(scores).all()
     detector.infer_threshold(data, 0.1)

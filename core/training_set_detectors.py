@@ -1,0 +1,135 @@
+"""Backdoor detectors the field uses, which look at the training set itself through a model trained on it.
+
+Spectral signatures (Tran et al. 2018) and activation clustering (Chen et al. 2018) need the features of a model
+that learned the poisons: the undefended classifier trained on the poisoned training set (not the defender's clean
+model, which never saw them). They are fitted on the training set they then score (fit_on="training"); each
+image's class is the model's prediction for it, so the detectors need no labels at score time. BackdoorBench
+reports both leave most of a BadNets attack in place on GTSRB.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from core.detect import DetectorContext, ScoreDetector, classifier_features
+from core.registry import DETECTORS, DetectorSpec
+from core.train import predict
+
+
+class PerClassDetector(ScoreDetector):
+    """Features and predicted class of each image under `model`; subclasses fit per-class statistics."""
+
+    def __init__(self, model: nn.Module, device=None):
+        super().__init__(device=device)
+        self.model = model.eval()
+        self.features = classifier_features(model)
+
+    def _features_and_classes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.features(x).double(), predict(self.model, x).argmax(dim=1)
+
+
+class SpectralSignatureDetector(PerClassDetector):
+    """Score = squared projection of an image's centred features on the top singular vector of its class, divided by
+    the class's mean such score on the fit set (so classes of different spread share one threshold)."""
+
+    def fit(self, x_train: torch.Tensor) -> "SpectralSignatureDetector":
+        features, classes = self._features_and_classes(x_train)
+        n_classes, dim = int(self.model.config.num_classes), features.shape[1]
+        self.means = torch.zeros(n_classes, dim, dtype=torch.float64)
+        self.directions = torch.zeros(n_classes, dim, dtype=torch.float64)
+        self.scales = torch.ones(n_classes, dtype=torch.float64)
+        for c in classes.unique().tolist():
+            members = features[classes == c]
+            self.means[c] = members.mean(dim=0)
+            if members.shape[0] < 2:
+                continue
+            _, _, vh = torch.linalg.svd(members - self.means[c], full_matrices=False)
+            self.directions[c] = vh[0]
+            self.scales[c] = (((members - self.means[c]) @ vh[0]) ** 2).mean().clamp_min(1e-12)
+        return super().fit(x_train)
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        features, classes = self._features_and_classes(x)
+        projection = ((features - self.means[classes]) * self.directions[classes]).sum(dim=1)
+        return (projection**2 / self.scales[classes]).float()
+
+
+def two_means(points: torch.Tensor, iterations: int = 20) -> torch.Tensor:
+    """Lloyd's 2-means, started from the split at the sign of the first coordinate (the top principal component):
+    deterministic, no seed. Returns the two centroids."""
+    assign = points[:, 0] > 0
+    centroids = torch.zeros(2, points.shape[1], dtype=points.dtype)
+    for _ in range(iterations):
+        for k in (0, 1):
+            members = points[assign == bool(k)]
+            if members.shape[0]:
+                centroids[k] = members.mean(dim=0)
+        assign = torch.cdist(points, centroids).argmin(dim=1).bool()
+    return centroids
+
+
+class ActivationClusteringDetector(PerClassDetector):
+    """Per class: features projected on their top `components` principal components, split in two by 2-means. A
+    backdoored class splits into its clean images and a small cluster of poisons. Score = (distance to the larger
+    cluster - distance to the smaller) / the class's mean distance to the larger: high for images of the small one."""
+
+    def __init__(self, model: nn.Module, components: int = 10, device=None):
+        super().__init__(model, device)
+        self.components = components
+        self.stats: dict[int, tuple] = {}
+
+    def fit(self, x_train: torch.Tensor) -> "ActivationClusteringDetector":
+        features, classes = self._features_and_classes(x_train)
+        for c in classes.unique().tolist():
+            members = features[classes == c]
+            if members.shape[0] < 3:
+                continue
+            mean = members.mean(dim=0)
+            _, _, vh = torch.linalg.svd(members - mean, full_matrices=False)
+            basis = vh[: self.components].T
+            projected = (members - mean) @ basis
+            centroids = two_means(projected)
+            sizes = torch.bincount(torch.cdist(projected, centroids).argmin(dim=1), minlength=2)
+            large, small = (0, 1) if sizes[0] >= sizes[1] else (1, 0)
+            scale = torch.cdist(projected, centroids[large : large + 1]).mean().clamp_min(1e-12)
+            self.stats[c] = (mean, basis, centroids[large], centroids[small], scale)
+        return super().fit(x_train)
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        features, classes = self._features_and_classes(x)
+        scores = torch.zeros(x.shape[0], dtype=torch.float64)
+        for c in classes.unique().tolist():
+            if c not in self.stats:
+                continue
+            mean, basis, large, small, scale = self.stats[c]
+            chosen = classes == c
+            projected = (features[chosen] - mean) @ basis
+            distance_large = (projected - large).norm(dim=1)
+            distance_small = (projected - small).norm(dim=1)
+            scores[chosen] = (distance_large - distance_small) / scale
+        return scores.float()
+
+
+def _poisoned_model(context: DetectorContext) -> nn.Module:
+    if context.poisoned_model is None:
+        raise ValueError("this detector needs a model trained on the poisoned training set; none was given")
+    return context.poisoned_model()
+
+
+DETECTORS.register(
+    DetectorSpec(
+        "spectral_signatures",
+        "Spectral signatures (model trained on the poisoned set)",
+        lambda context: SpectralSignatureDetector(_poisoned_model(context)),
+        fit_on="training",
+    )
+)
+DETECTORS.register(
+    DetectorSpec(
+        "activation_clustering",
+        "Activation clustering (model trained on the poisoned set)",
+        lambda context: ActivationClusteringDetector(_poisoned_model(context)),
+        fit_on="training",
+    )
+)
