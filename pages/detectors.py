@@ -9,7 +9,7 @@ import streamlit as st
 from core import explore
 from core.detect import filter_label
 from core.registry import THREATS
-from ui.common import cached_comparison, ensure_navigation, figure_download, guard, require_run
+from ui.common import cached_comparison, cached_defence_grid, ensure_navigation, figure_download, guard, require_run
 
 ensure_navigation()
 
@@ -130,3 +130,51 @@ if run.detectors and threat == run.config.poison.threat:
         width="stretch",
         hide_index=True,
     )
+
+st.divider()
+st.header("Defences against each threat")
+grid = None
+with guard("loading the defence grid"):
+    grid = cached_defence_grid()
+if grid is None:
+    st.info("No shipped defence grid: `python -m core defences --seeds 3 --out checkpoints/defences` makes it.")
+    st.stop()
+cases = list(grid["summary"])
+if not cases:
+    st.info("The shipped defence grid has no complete seed yet.")
+    st.stop()
+case = st.radio("Threat case", cases, horizontal=True, key="case", bind="query-params")
+case_summary = grid["summary"][case]
+settings = grid["config"]["case_settings"][case]
+first = next(iter(grid["runs"].values()))[case]
+st.markdown(
+    f"**{THREATS.label(settings['threat'])}**, eps {settings['eps'] * 255:.1f}/255 on {settings['fraction']:.0%} of "
+    f"{THREATS[settings['threat']].fraction_of} ({first['poison']['n_poisoned']:,} poisons in "
+    f"{first['poison']['n_train']:,} images). Preset `{grid['config']['experiment']['preset']}` (the detector "
+    f"comparison's: many models per case), {grid['seeds_complete']} seed(s), mean ± std; one classifier per defence, "
+    f"no distillation; clean accuracy on {first['n_test']:,} test images, worst case over adaptive attacks at the "
+    f"paper's eps 0.01 on {first['n_robust_test']:,} of them."
+)
+grid_table = pd.DataFrame(explore.defence_rows(case, case_summary))
+st.dataframe(grid_table, width="stretch", hide_index=True)
+st.caption(
+    "Published numbers are CIFAR-10 / ResNet-18 at eps 8/255 (Fowl et al. 2021, Huang et al. 2021, Liu et al. 2023): "
+    "another dataset and model, for orientation only. Oracle: trained on the clean images only (n/a when every "
+    "image is poisoned)."
+)
+names = [name for name, metrics in case_summary["models"].items() if metrics]
+bars = go.Figure(
+    go.Bar(
+        x=[name.replace("_", " ") for name in names],
+        y=[case_summary["models"][name]["clean_acc"]["mean"] for name in names],
+        error_y=dict(type="data", array=[case_summary["models"][name]["clean_acc"]["std"] for name in names]),
+        marker_color=[
+            "#54a24b" if name in ("clean_reference", "oracle") else "#e45756" if name == "none" else "#4c78a8"
+            for name in names
+        ],
+    )
+)
+bars.update_layout(yaxis_title="clean test accuracy", yaxis_tickformat=".0%", height=360, margin=dict(t=20))
+st.plotly_chart(bars, width="stretch")
+figure_download(bars, f"defences_{case}")
+st.download_button("Download defences.json", json.dumps(grid, indent=1), "defences.json", "application/json")

@@ -5,11 +5,12 @@ import streamlit as st
 
 from core import explore
 from core.data import CLASS_NAMES
-from core.poison import DEFAULT_SOURCE_CLASS, DEFAULT_TARGET_CLASS, PoisonConfig, poison_training_set
+from core.poison import DEFAULT_SOURCE_CLASS, DEFAULT_TARGET_CLASS, NOISE_SCOPES, PoisonConfig, poison_training_set
 from core.registry import ATTACKS, THREATS
 from ui.common import (
     cached_classifier,
     cached_comparison,
+    cached_defence_grid,
     cached_run,
     enlarged,
     ensure_navigation,
@@ -116,22 +117,38 @@ if not spec.needs_surrogate:
     other_threat(threat)
     st.stop()
 
+perturbation = threat == "perturbation"
 defaults = preset_config().poison
+if not perturbation:  # TAP and unlearnable start from their own defaults (eps 8/255, all of train)
+    defaults = defaults.with_threat(threat)
+
+
+def key(name: str) -> str:
+    """Widget keys: the perturbation threat keeps the plain names (and URL parameters); others get their own."""
+    return name if perturbation else f"{name}_{threat}"
+
+
 custom = st.session_state.get("preset") == "Custom"
 left, right = st.columns(2)
 with left:
     attack = st.selectbox(
-        "Attack", ATTACKS.names(), format_func=ATTACKS.label, key="attack", bind="query-params", disabled=not custom
+        "Attack",
+        ATTACKS.names(),
+        format_func=ATTACKS.label,
+        key="attack",
+        bind="query-params",
+        disabled=not custom or not perturbation,
+        help=None if perturbation else f"{spec.label} is its own attack; this applies to the perturbation threat.",
     )
-    iterative = ATTACKS[attack].iterative
+    iterative = ATTACKS[attack].iterative or not perturbation
     eps = st.slider(
-        "eps (L-inf, [0, 1] pixel scale)",
+        "eps (L-inf, [0, 1] pixel scale; 8/255 = 0.031, 16/255 = 0.063)",
         0.0,
         0.1,
         float(defaults.eps),
         0.001,
         format="%.3f",
-        key="eps",
+        key=key("eps"),
         bind="query-params",
         disabled=not custom,
     )
@@ -140,15 +157,21 @@ with left:
         0.0,
         0.05,
         float(defaults.alpha),
-        0.001,
-        format="%.3f",
-        key="alpha",
+        0.0005,
+        format="%.4f",
+        key=key("alpha"),
         bind="query-params",
         disabled=not custom or not iterative,
     )
 with right:
     steps = st.slider(
-        "steps", 1, 50, int(defaults.steps), key="steps", bind="query-params", disabled=not custom or not iterative
+        "steps",
+        1,
+        100,
+        int(defaults.steps),
+        key=key("steps"),
+        bind="query-params",
+        disabled=not custom or not iterative,
     )
     fraction = st.slider(
         f"poison fraction of {spec.fraction_of}",
@@ -156,13 +179,28 @@ with right:
         1.0,
         float(defaults.fraction),
         0.01,
-        key="fraction",
+        key=key("fraction"),
         bind="query-params",
         disabled=not custom,
     )
     seed = st.number_input("seed", 0, 10_000, int(defaults.seed), key="poison_seed", disabled=not custom)
+    craft_augment = st.checkbox(
+        "craft through random flips and shifts",
+        bool(defaults.craft_augment),
+        key="craft_augment",
+        disabled=not custom or "craft_augment" not in spec.params,
+        help="TAP: poisons that survive the victim's data augmentation.",
+    )
+    noise_scope = st.radio(
+        "noise scope",
+        NOISE_SCOPES,
+        horizontal=True,
+        key="noise_scope",
+        disabled=not custom or "noise_scope" not in spec.params,
+        help="Unlearnable: one noise per image (sample-wise) or one per class (class-wise).",
+    )
 if not custom:
-    st.info("Pick *Custom* in the sidebar to change these values; Paper and Quick use the paper's settings.")
+    st.info("Pick *Custom* in the sidebar to change these values; Paper and Quick use the threat's own settings.")
     attack, eps, alpha, steps, fraction, seed = (
         defaults.attack,
         defaults.eps,
@@ -171,6 +209,7 @@ if not custom:
         defaults.fraction,
         defaults.seed,
     )
+    craft_augment, noise_scope = defaults.craft_augment, defaults.noise_scope
 if iterative and alpha * steps < eps:
     st.warning(
         f"alpha x steps = {alpha * steps:.4f} is below eps = {eps}: the attack cannot reach the edge of the eps-ball."
@@ -179,10 +218,36 @@ st.caption(
     f"eps {eps} is {eps * 255:.2f} grey levels; after rounding to 8 bits toward the original, "
     f"each pixel moves by at most {int(eps * 255 + 1e-6)} levels."
 )
+with guard("the measured damage"):
+    grid = cached_defence_grid()
+    shipped = explore.shipped_damage(grid, threat) if grid else None
+    if shipped:
+        st.markdown(
+            f"**Measured damage** (shipped defence grid, case `{shipped['case']}`: eps {shipped['eps'] * 255:.0f}/255 "
+            f"on {shipped['fraction']:.0%} of train, {shipped['n_seeds']} seed(s), preset `{shipped['preset']}`)"
+        )
+        cols = st.columns(3)
+        cols[0].metric("clean reference: clean acc.", f"{shipped['clean_reference']:.1%}")
+        cols[1].metric(
+            "undefended: clean acc.",
+            f"{shipped['none']:.1%}",
+            f"{(shipped['none'] - shipped['clean_reference']) * 100:+.1f} points",
+        )
+        cols[2].metric(f"behind the best defence ({shipped['best']})", f"{shipped['best_acc']:.1%}")
 
 config = None
 with guard("the poison settings"):
-    config = PoisonConfig(attack=attack, eps=eps, alpha=alpha, steps=steps, fraction=fraction, seed=int(seed))
+    config = PoisonConfig(
+        threat=threat,
+        attack=attack,
+        eps=eps,
+        alpha=alpha,
+        steps=steps,
+        fraction=fraction,
+        seed=int(seed),
+        craft_augment=craft_augment,
+        noise_scope=noise_scope,
+    )
     set_custom_poison(config)
 run = None
 with guard("loading the surrogate"):
@@ -203,7 +268,7 @@ classes = st.multiselect(
 per_class = st.slider("samples per class", 1, 4, 2)
 
 
-@st.cache_data(max_entries=16, show_spinner="Crafting preview poisons...")
+@st.cache_data(max_entries=16, show_spinner="Crafting preview poisons (TAP and unlearnable: a few seconds)...")
 def preview(directory: str, classes: tuple, per_class: int, config: PoisonConfig) -> dict:
     run = cached_run(directory)
     return explore.poison_preview(

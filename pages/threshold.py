@@ -9,12 +9,15 @@ import streamlit as st
 
 from core import explore
 from core.detect import PAPER_INFERRED_THRESHOLD, PAPER_INITIAL_THRESHOLD, filter_label, infer_threshold_from_scores
-from core.registry import DETECTORS
+from core.registry import DEFENCES, DETECTORS
 from core.sweep import accuracy_at
 from ui.common import (
+    cached_autoencoder,
     cached_curves,
+    cached_defence_grid,
     cached_example_pool,
     cached_scores,
+    enlarged,
     ensure_navigation,
     figure_download,
     guard,
@@ -307,3 +310,59 @@ if st.button("Train teacher and student at this threshold", type="primary"):
         train_at_threshold(float(st.session_state["threshold"]), run.config.temperature, epochs, score)
 if st.session_state.get("trained_points"):
     st.dataframe(pd.DataFrame(st.session_state["trained_points"]), width="stretch")
+
+st.divider()
+st.subheader("Other defences")
+st.caption(
+    "Filtering is one defence. The others change every training image (purify, JPEG, grayscale) or how the "
+    "classifier learns (adversarial training). `python -m core defences` measures each against every threat case; "
+    "the Detectors page shows the shipped grid."
+)
+defence = st.selectbox("Defence", DEFENCES.names(), format_func=DEFENCES.label, key="defence", bind="query-params")
+st.markdown(DEFENCES[defence].description)
+if "sigma" in DEFENCES[defence].params:
+    sigma = st.slider(
+        "sigma (std of the noise added before the DAE, [0, 1] pixel scale; 0: plain reconstruction)",
+        0.0,
+        0.3,
+        0.1,
+        0.01,
+        key="sigma",
+        bind="query-params",
+    )
+    with guard("the purified images"):
+        pool = cached_example_pool(directory)
+        shown = explore.purify_preview(cached_autoencoder(directory), pool["delivered"][:8], sigma)
+        st.caption(
+            f"Clean-looking delivered images, their purified versions and the difference (amplified around grey): "
+            f"purify changes them by {shown['mean_change_levels']:.1f} grey levels on average."
+        )
+        for title, images in (("delivered", shown["images"]), ("purified", shown["purified"])):
+            columns = st.columns(8)
+            for column, image in zip(columns, images):
+                column.image(enlarged(image), caption=title, width="stretch")
+        columns = st.columns(8)
+        for column, image in zip(columns, shown["amplified"]):
+            column.image(enlarged(image), caption="difference", width="stretch")
+with guard("the shipped defence grid"):
+    grid = cached_defence_grid()
+    if grid:
+        rows = [
+            {
+                "threat case": case,
+                **next(row for row in explore.defence_rows(case, summary) if row["model"] == DEFENCES.label(defence)),
+            }
+            for case, summary in grid["summary"].items()
+            if defence in summary["models"]
+        ]
+        if not rows:
+            st.info(f"The shipped grid did not train behind {DEFENCES.label(defence)}.")
+        else:
+            st.dataframe(pd.DataFrame(rows).drop(columns=["model"]), width="stretch", hide_index=True)
+        st.caption(
+            f"Shipped grid, preset `{grid['config']['experiment']['preset']}`, {grid['seeds_complete']} seed(s): "
+            "one classifier behind this defence per threat case (no distillation); worst case = adaptive attacks at "
+            "the paper's eps 0.01."
+        )
+    else:
+        st.info("No shipped defence grid: `python -m core defences --seeds 3 --out checkpoints/defences` makes it.")

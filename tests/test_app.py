@@ -122,6 +122,20 @@ def test_poison_page_applies_the_other_threat_models(run_directory, threat):
     assert any(metric.label == "undefended: attack success" for metric in at.metric)
 
 
+@pytest.mark.parametrize("threat", ["tap", "unlearnable"])
+def test_poison_page_crafts_the_strong_poisons_at_their_own_budget(run_directory, threat):
+    """TAP and unlearnable start from eps 8/255 (8 grey levels), not the paper's 0.01; TAP fools the surrogate it
+    was crafted on toward another class, so the surrogate's accuracy on the preview falls."""
+    at = on_page(run_directory, "pages/poison.py")
+    at.radio(key="threat").set_value(threat).run()
+    assert_clean(at)
+    assert _metric(at, "L-inf") == "8 levels"
+    if threat == "tap":
+        before = float(_metric(at, "surrogate acc. before").rstrip("%"))
+        after = float(_metric(at, "surrogate acc. after").rstrip("%"))
+        assert after < before - 50
+
+
 def test_distillation_page_shows_abstention(run_directory):
     at = on_page(run_directory, "pages/distillation.py")
     assert_clean(at)

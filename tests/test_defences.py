@@ -131,7 +131,7 @@ def test_adversarial_training_raises_robust_accuracy_on_a_tiny_model():
     assert robust["adversarial"] > robust["standard"] + 0.15, robust
 
 
-def test_defence_grid_end_to_end_in_the_cli(gtsrb_root, tmp_path, capsys):
+def test_defence_grid_end_to_end_in_the_cli_and_the_app(gtsrb_root, run_directory, tmp_path, capsys):
     out = tmp_path / "grid"
     code = main(
         [
@@ -177,6 +177,29 @@ def test_defence_grid_end_to_end_in_the_cli(gtsrb_root, tmp_path, capsys):
     assert grid["summary"]["backdoor"]["models"]["jpeg"]["clean_acc"]["n"] == 1
     printed = capsys.readouterr().out
     assert "BadNets" in printed and "grayscale" in printed
+
+    # The same grid in the app: the Detectors page's table and the Threshold page's defence selector.
+    from tests.test_app import app, assert_clean
+
+    at = app(run_directory)
+    at.session_state["defence_grid_path"] = str(out / "defences.json")
+    at.run()
+    at.switch_page("pages/detectors.py").run()
+    assert_clean(at)
+    table = at.dataframe[-1].value
+    assert list(table["model"])[:3] == ["clean reference", "none", "oracle"]
+    assert "JPEG compression" in set(table["model"]) and "attack success" in table.columns
+    at.switch_page("pages/threshold.py").run()
+    at.selectbox(key="defence").set_value("jpeg").run()
+    assert_clean(at)
+    assert any(
+        "threat case" in frame.value.columns and list(frame.value["threat case"]) == ["backdoor"]
+        for frame in at.dataframe
+    )
+    at.selectbox(key="defence").set_value("purify").run()
+    at.slider(key="sigma").set_value(0.2).run()
+    assert_clean(at)
+    assert any("purify changes them by" in caption.value for caption in at.caption)
 
 
 def test_defences_cli_rejects_an_unknown_defence_in_one_line(capsys):

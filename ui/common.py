@@ -95,6 +95,17 @@ def run_splits(run: Run):
     return cached_splits(data_root(), c.trusted_fraction, c.seed, c.train_subset, c.test_subset)
 
 
+def cached_defence_grid() -> dict | None:
+    """The threat x defence grid (the shipped one unless session_state["defence_grid_path"] names another), or None
+    when there is none."""
+    return _defence_grid(st.session_state.get("defence_grid_path", str(explore.SHIPPED_DEFENCE_GRID)))
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _defence_grid(path: str) -> dict | None:
+    return explore.load_defence_grid(path)
+
+
 @st.cache_data(max_entries=2, show_spinner=False)
 def cached_comparison(path: str = str(explore.SHIPPED_COMPARISON)) -> dict:
     return explore.load_comparison(path)
