@@ -1,4 +1,5 @@
-"""Command line: `python -m core run|tune|sweep|robustness|detectors|abstain|compare|defences|verify|report|data`.
+"""Command line: `python -m core <command>`: run, tune, sweep, robustness, detectors, abstain, compare, defences,
+smoothness, verify, report, data.
 
 It parses, calls the engine and prints; the engine is imported lazily so that errors stay fast. Errors end in one
 `error:` line and exit code 2.
@@ -226,6 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     defences.add_argument("--out", type=Path, default=RUNS_DIR / "defences", help="folder for defences.json")
     defences.add_argument("--cache-dir", type=Path, default=RUNS_DIR / "cache")
+
+    smooth = command("smoothness", "TAP spent low-pass vs the residual detector: detector AUC and damage per scale")
+    smooth.add_argument("--preset", default="compare", choices=PRESETS)
+    smooth.add_argument("--scales", nargs="+", type=int, default=[1, 2, 4, 8], help="grid coarseness (1: per pixel)")
+    smooth.add_argument("--fraction", type=float, default=0.5, help="share of train poisoned (AUC needs clean ones)")
+    smooth.add_argument("--train-subset", type=float, help="override the preset's share of the train split")
+    smooth.add_argument("--steps", type=int, help="TAP steps (default: the threat's 40)")
+    smooth.add_argument("--out", type=Path, default=RUNS_DIR / "smoothness", help="folder for smoothness.json")
+    smooth.add_argument("--cache-dir", type=Path, default=RUNS_DIR / "cache")
 
     detectors = command("detectors", "score every poison detector on a finished run's training set (for the app)")
     detectors.add_argument("--run-dir", type=Path, required=True, help="a run's output folder (holds results.json)")
@@ -673,6 +683,30 @@ def command_defences(args) -> int:
     return 0
 
 
+def command_smoothness(args) -> int:
+    from core.adaptive import DETECTORS_MEASURED, smoothness_sweep
+    from core.pipeline import preset
+
+    experiment = preset(args.preset)
+    if args.train_subset is not None:
+        experiment = replace(experiment, train_subset=args.train_subset)
+    if args.steps is not None:
+        tap = experiment.poison.with_threat("tap")
+        experiment = replace(experiment, poison=replace(tap, steps=args.steps, alpha=2.5 * tap.eps / args.steps))
+    with TqdmStages() as stages:
+        result = smoothness_sweep(experiment, tuple(args.scales), args.fraction, args.cache_dir, args.data_root, stages)
+    write_json(args.out / "smoothness.json", result)
+    print(
+        f"{'smooth scale':<14}" + "".join(f"{name + ' AUC':>16}" for name in DETECTORS_MEASURED) + f"{'clean acc':>12}"
+    )
+    for point in result["points"]:
+        aucs = "".join(f"{point['auroc'][name]:>16.3f}" for name in DETECTORS_MEASURED)
+        print(f"{point['smooth_scale']:<14}{aucs}{point['clean_acc']:>12.1%}")
+    reference = result["points"][0]["clean_reference_acc"]
+    print(f"clean reference {reference:.1%}; smoothness: {args.out / 'smoothness.json'}  ({result['seconds']:.0f} s)")
+    return 0
+
+
 def command_detectors(args) -> int:
     from core.run import add_detectors
 
@@ -762,6 +796,7 @@ COMMANDS = {
     "robustness": command_robustness,
     "compare": command_compare,
     "defences": command_defences,
+    "smoothness": command_smoothness,
     "abstain": command_abstain,
     "detectors": command_detectors,
     "verify": command_verify,

@@ -24,6 +24,7 @@ from core.registry import ATTACKS, THREATS
 # GTSRB class 14 is "Stop", class 3 "Speed limit (60km/h)": a flip with obvious real-world harm.
 DEFAULT_SOURCE_CLASS, DEFAULT_TARGET_CLASS = 14, 3
 NOISE_SCOPES = ("samplewise", "classwise")
+SMOOTH_SCALES = (1, 2, 4, 8)
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,9 @@ class PoisonConfig:
     trigger_size: int = 3  # backdoor: side of the square trigger in pixels, stamped in the bottom-right corner
     craft_augment: bool = False  # tap: random flips and +-2 px shifts of each step's view (poisons that survive them)
     noise_scope: str = "samplewise"  # unlearnable: one noise per image, or "classwise": one per class
+    # tap: the perturbation lives on a (32 / smooth_scale)^2 grid, bilinearly upsampled: the same L-inf budget spent
+    # low-pass, against a defender who looks at high-frequency residuals. 1: a free value per pixel.
+    smooth_scale: int = 1
 
     def __post_init__(self):
         THREATS[self.threat], ATTACKS[self.attack]  # noqa: B018 - unknown names raise with the valid ones
@@ -58,6 +62,10 @@ class PoisonConfig:
             raise ValueError(f"alpha must be in [0, 1] (a step on the [0, 1] pixel scale), got {self.alpha}")
         if not 1 <= self.steps <= 10_000:
             raise ValueError(f"steps must be in 1..10000, got {self.steps}")
+        if self.smooth_scale not in SMOOTH_SCALES:
+            raise ValueError(
+                f"smooth_scale must be one of {SMOOTH_SCALES} (pixels per grid cell), got {self.smooth_scale}"
+            )
         if self.noise_scope not in NOISE_SCOPES:
             raise ValueError(f"noise_scope must be one of {', '.join(NOISE_SCOPES)}, got {self.noise_scope!r}")
         if not 0.0 <= self.fraction <= 1.0:

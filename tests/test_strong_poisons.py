@@ -63,3 +63,20 @@ def test_picking_a_threat_starts_from_its_defaults():
     tap = PoisonConfig(eps=0.01).with_threat("tap")
     assert (tap.threat, tap.eps, tap.fraction) == ("tap", 8 / 255, 1.0)
     assert PoisonConfig().with_threat("label_flip").fraction == 0.4
+
+
+def test_smooth_tap_spends_the_same_budget_low_pass_and_still_hits_the_target(small_classifier, small_splits):
+    test = small_splits.test.subset(torch.arange(128))
+    x, target = test.images.float() / 255, permuted_target(test.labels)
+
+    def neighbour_jumps(adversarial):  # how much the perturbation changes from one pixel to the next
+        delta = adversarial - x
+        return float((delta[..., 1:] - delta[..., :-1]).abs().mean())
+
+    dense = targeted_pgd(small_classifier, x, target, 8 / 255, 2 / 255, 10)
+    smooth = targeted_pgd(small_classifier, x, target, 8 / 255, 2 / 255, 10, smooth=4)
+    assert float((smooth - x).abs().max()) <= 8 / 255 + 1e-6
+    assert neighbour_jumps(smooth) < 0.3 * neighbour_jumps(dense)
+    before = (predict(small_classifier, x).argmax(1) == target).float().mean()
+    after = (predict(small_classifier, smooth).argmax(1) == target).float().mean()
+    assert after > before + 0.3, (before, after)

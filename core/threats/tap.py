@@ -33,18 +33,37 @@ def _augmented_view(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor
     return random_translate(x, 2, generator)
 
 
+def smooth_perturbation(delta: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A coarse perturbation bilinearly upsampled to the image size: each value is a convex combination of grid
+    values, so the L-inf bound of the grid holds for the image."""
+    return F.interpolate(delta, size=size, mode="bilinear", align_corners=False)
+
+
 @batched
-def targeted_pgd(model, x, target, eps, alpha, steps, augment=False, generator=None):
+def targeted_pgd(model, x, target, eps, alpha, steps, augment=False, generator=None, smooth=1):
     """Descend the cross-entropy toward `target` by alpha * sign(gradient) per step, projected on the eps-ball.
 
-    augment: each step sees a random flip / shift of the image, so the poison survives the victim's augmentation."""
-    delta = torch.zeros_like(x)
+    augment: each step sees a random flip / shift of the image, so the poison survives the victim's augmentation.
+    smooth: the perturbation lives on a grid `smooth` times coarser than the image (bilinearly upsampled)."""
     generator = generator if generator is not None else torch.Generator()
     view_generator = torch.Generator(device=x.device).manual_seed(int(torch.randint(2**31, (1,), generator=generator)))
 
     def to_target(logits, labels):
         return F.cross_entropy(logits, labels, reduction="none")
 
+    if smooth > 1:
+        size = tuple(x.shape[-2:])
+        coarse = torch.zeros(*x.shape[:2], size[0] // smooth, size[1] // smooth, device=x.device)
+        for _ in range(steps):
+            coarse.requires_grad_(True)
+            with torch.enable_grad():
+                x_adv = (x + smooth_perturbation(coarse, size)).clamp(0, 1)
+                view = _augmented_view(x_adv, view_generator) if augment else x_adv
+                (gradient,) = torch.autograd.grad(to_target(model(view).float(), target).sum(), coarse)
+            coarse = (coarse.detach() - alpha * gradient.sign()).clamp_(-eps, eps)
+        return (x + smooth_perturbation(coarse, size)).clamp(0, 1).detach()
+
+    delta = torch.zeros_like(x)
     for _ in range(steps):
         x_adv = (x + delta).clamp(0, 1)
         if augment:
@@ -75,6 +94,7 @@ def poison_with_tap(train: ImageSet, surrogate, config: PoisonConfig, progress=N
             config.steps,
             augment=config.craft_augment,
             generator=generator,
+            smooth=config.smooth_scale,
         )
         images[index] = quantise_toward(train.images[index], adversarial, config.eps)
         if progress is not None:
@@ -92,7 +112,7 @@ THREATS.register(
         apply=poison_with_tap,
         default_fraction=1.0,  # the anchors poison all of train
         fraction_of="the train split",
-        params=("eps", "alpha", "steps", "craft_augment", "fraction", "seed"),
+        params=("eps", "alpha", "steps", "craft_augment", "smooth_scale", "fraction", "seed"),
         needs_surrogate=True,
         # 8/255 as the anchors; step 2.5 * eps / steps (Madry's rule); 40 steps: the probe's 20 fooled the
         # surrogate on 86% of images at 8/255, 40 on 99% at 16/255 (../shared/notes/probes.md)
