@@ -1,5 +1,5 @@
 """Command line: `python -m core <command>`: run, tune, sweep, robustness, detectors, abstain, compare, defences,
-smoothness, verify, report, data.
+smoothness, budget, verify, report, data.
 
 It parses, calls the engine and prints; the engine is imported lazily so that errors stay fast. Errors end in one
 `error:` line and exit code 2.
@@ -236,6 +236,18 @@ def build_parser() -> argparse.ArgumentParser:
     smooth.add_argument("--steps", type=int, help="TAP steps (default: the threat's 40)")
     smooth.add_argument("--out", type=Path, default=RUNS_DIR / "smoothness", help="folder for smoothness.json")
     smooth.add_argument("--cache-dir", type=Path, default=RUNS_DIR / "cache")
+
+    budget = command(
+        "budget", "TAP / unlearnable: clean accuracy vs eps and vs poisoned fraction, undefended and defended"
+    )
+    budget.add_argument("--preset", default="compare", choices=PRESETS)
+    budget.add_argument("--threats", nargs="+", choices=["tap", "unlearnable"], default=["tap", "unlearnable"])
+    budget.add_argument("--eps-levels", nargs="+", type=float, default=[2, 4, 8, 16], help="eps in grey levels (/255)")
+    budget.add_argument("--fractions", nargs="+", type=float, default=[0.1, 0.5, 1.0])
+    budget.add_argument("--defence", default="jpeg", choices=DEFENCES.names(), help="the defence beside undefended")
+    budget.add_argument("--train-subset", type=float, help="override the preset's share of the train split")
+    budget.add_argument("--out", type=Path, default=RUNS_DIR / "budget", help="folder for budget.json")
+    budget.add_argument("--cache-dir", type=Path, default=RUNS_DIR / "cache")
 
     detectors = command("detectors", "score every poison detector on a finished run's training set (for the app)")
     detectors.add_argument("--run-dir", type=Path, required=True, help="a run's output folder (holds results.json)")
@@ -707,6 +719,40 @@ def command_smoothness(args) -> int:
     return 0
 
 
+def command_budget(args) -> int:
+    from core.budget import budget_curve
+    from core.pipeline import preset
+
+    experiment = preset(args.preset)
+    if args.train_subset is not None:
+        experiment = replace(experiment, train_subset=args.train_subset)
+    out = args.out / "budget.json"
+    curves = {}
+    with TqdmStages() as stages:
+        for threat in args.threats:
+            curves[threat] = budget_curve(
+                experiment,
+                threat,
+                tuple(level / 255 for level in args.eps_levels),
+                tuple(args.fractions),
+                args.defence,
+                cache_dir=args.cache_dir,
+                data_root=args.data_root,
+                progress=stages,
+            )
+            write_json(out, curves)  # after each threat: a stopped run keeps what is done
+    for threat, curve in curves.items():
+        print(f"\n== {threat}: clean test accuracy ({curve['n_test']} test images), defence {args.defence} ==")
+        print(f"{'eps':>8}{'fraction':>10}{'undefended':>12}{'defended':>10}{'clean ref.':>12}")
+        for point in curve["eps"] + curve["fraction"]:
+            print(
+                f"{point['eps'] * 255:>6.0f}/255{point['fraction']:>8.0%}{point['undefended']:>12.1%}"
+                f"{point['defended']:>10.1%}{point['clean_reference']:>12.1%}"
+            )
+    print(f"\nbudget curves: {out}")
+    return 0
+
+
 def command_detectors(args) -> int:
     from core.run import add_detectors
 
@@ -797,6 +843,7 @@ COMMANDS = {
     "compare": command_compare,
     "defences": command_defences,
     "smoothness": command_smoothness,
+    "budget": command_budget,
     "abstain": command_abstain,
     "detectors": command_detectors,
     "verify": command_verify,
@@ -810,6 +857,8 @@ NEEDS_DATASET = (
     "robustness",
     "compare",
     "defences",
+    "smoothness",
+    "budget",
     "abstain",
     "detectors",
     "verify",

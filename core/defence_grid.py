@@ -92,6 +92,24 @@ def defended_model(
     return model, len(data)
 
 
+def defence_context(prepared: Prepared, experiment: ExperimentConfig, cache: ModelCache, report=None) -> DefenceContext:
+    """The defender's DAE, and each detector's drop decision on the training set (the DAE's from the run's threshold;
+    any other detector built and thresholded the same way on first use)."""
+    drop_masks = {"dae": prepared.train_scores > prepared.threshold}
+
+    def drop_mask(detector: str) -> torch.Tensor:
+        if detector not in drop_masks:
+            settings = CompareConfig(
+                experiment, threats=(experiment.poison.threat,), detectors=(detector,), distil=("none",)
+            )
+            detectors = build_detectors(prepared, (detector,), settings, cache, report)
+            _, drops, _ = score_detectors(prepared, detectors, experiment.threshold)
+            drop_masks[detector] = drops[detector]
+        return drop_masks[detector]
+
+    return DefenceContext(prepared.detector.autoencoder, drop_mask)
+
+
 def grid_one(
     config: DefenceGridConfig, case: str, seed: int, cache: ModelCache, data_root=None, report=None, should_stop=None
 ) -> dict:
@@ -133,20 +151,7 @@ def grid_one(
     else:
         models["oracle"] = None
 
-    drop_masks = {"dae": prepared.train_scores > prepared.threshold}
-
-    def drop_mask(detector: str) -> torch.Tensor:
-        if detector not in drop_masks:
-            settings = CompareConfig(
-                experiment, threats=(experiment.poison.threat,), detectors=(detector,), distil=("none",)
-            )
-            _, drops, _ = score_detectors(
-                prepared, build_detectors(prepared, (detector,), settings, cache, report), experiment.threshold
-            )
-            drop_masks[detector] = drops[detector]
-        return drop_masks[detector]
-
-    context = DefenceContext(prepared.detector.autoencoder, drop_mask)
+    context = defence_context(prepared, experiment, cache, report)
     defence = replace(config.defence, seed=seed)
     for number, name in enumerate(config.defences):
         report("training behind each defence", number, len(config.defences))

@@ -1,0 +1,80 @@
+"""How much budget a strong poison needs: clean accuracy against eps and against the poisoned fraction.
+
+For TAP or unlearnable noise: the poisons at each eps (on the threat's default fraction, all of train) and at each
+fraction (at the threat's default eps, 8/255), a classifier trained on them undefended and one behind a defence,
+beside the clean reference. Step sizes scale with eps as the defaults do (TAP 2.5 eps / steps, unlearnable eps / 5).
+Every model is cached.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+from core.defence_grid import defence_context, defended_model
+from core.defences import DefenceConfig
+from core.evaluate import accuracy
+from core.pipeline import ExperimentConfig, ModelCache, prepare
+from core.poison import PoisonConfig
+
+BUDGET_THREATS = ("tap", "unlearnable")
+
+
+def poison_at(base: PoisonConfig, threat: str, eps: float | None = None, fraction: float | None = None) -> PoisonConfig:
+    """The threat's defaults with eps and / or fraction changed, the step size scaled with eps."""
+    poison = base.with_threat(threat)
+    eps = poison.eps if eps is None else eps
+    alpha = 2.5 * eps / poison.steps if threat == "tap" else eps / 5
+    return replace(poison, eps=eps, alpha=alpha, fraction=poison.fraction if fraction is None else fraction)
+
+
+def budget_curve(
+    experiment: ExperimentConfig,
+    threat: str,
+    eps_values: tuple[float, ...] = (2 / 255, 4 / 255, 8 / 255, 16 / 255),
+    fractions: tuple[float, ...] = (0.1, 0.5, 1.0),
+    defence: str = "jpeg",
+    defence_config: DefenceConfig | None = None,
+    cache_dir="runs/cache",
+    data_root=None,
+    progress=None,
+) -> dict:
+    """{"config", "eps": [points], "fraction": [points]}; a point holds eps, fraction and the clean test accuracies
+    of the undefended, defended and clean-reference classifiers."""
+    if threat not in BUDGET_THREATS:
+        raise ValueError(f"the budget curve is for {', '.join(BUDGET_THREATS)}, got {threat!r}")
+    started = time.time()
+    cache = ModelCache(cache_dir)
+    report = progress or (lambda stage, done, total: None)
+    defence_config = defence_config or DefenceConfig(seed=experiment.seed)
+    settings = [("eps", poison_at(experiment.poison, threat, eps=eps)) for eps in eps_values]
+    settings += [("fraction", poison_at(experiment.poison, threat, fraction=fraction)) for fraction in fractions]
+    curves: dict[str, list] = {"eps": [], "fraction": []}
+    for number, (axis, poison) in enumerate(settings):
+        report(f"budget curve ({threat})", number, len(settings))
+        config = replace(experiment, poison=replace(poison, seed=experiment.seed))
+        prepared = prepare(config, cache, data_root, report)
+        test = prepared.splits.test
+        undefended, _ = prepared.classifier("undefended", prepared.poisoned.data, "undefended", prepared.poison_key)
+        reference, _ = prepared.classifier(
+            "clean_reference", prepared.splits.train, "clean_reference", prepared.data_key
+        )
+        context = defence_context(prepared, config, cache, report)
+        defended, _ = defended_model(prepared, defence, defence_config, context)
+        curves[axis].append(
+            {
+                "eps": poison.eps,
+                "fraction": poison.fraction,
+                "undefended": accuracy(undefended, test.images, test.labels),
+                "defended": accuracy(defended, test.images, test.labels),
+                "clean_reference": accuracy(reference, test.images, test.labels),
+                "n_poisoned": prepared.poisoned.n_poisoned,
+            }
+        )
+    report(f"budget curve ({threat})", len(settings), len(settings))
+    return {
+        "config": {"experiment": experiment.to_dict(), "threat": threat, "defence": defence},
+        **curves,
+        "n_test": len(test),
+        "seconds": round(time.time() - started, 1),
+    }
