@@ -20,9 +20,12 @@ from core.poison import PoisonConfig
 BUDGET_THREATS = ("tap", "unlearnable")
 
 
-def poison_at(base: PoisonConfig, threat: str, eps: float | None = None, fraction: float | None = None) -> PoisonConfig:
-    """The threat's defaults with eps and / or fraction changed, the step size scaled with eps."""
+def poison_at(
+    base: PoisonConfig, threat: str, eps: float | None = None, fraction: float | None = None, steps: int | None = None
+) -> PoisonConfig:
+    """The threat's defaults with eps, fraction and / or steps changed, the step size scaled with eps (and steps)."""
     poison = base.with_threat(threat)
+    poison = replace(poison, steps=poison.steps if steps is None else steps)
     eps = poison.eps if eps is None else eps
     alpha = 2.5 * eps / poison.steps if threat == "tap" else eps / 5
     return replace(poison, eps=eps, alpha=alpha, fraction=poison.fraction if fraction is None else fraction)
@@ -35,6 +38,7 @@ def budget_curve(
     fractions: tuple[float, ...] = (0.1, 0.5, 1.0),
     defence: str = "jpeg",
     defence_config: DefenceConfig | None = None,
+    steps: int | None = None,  # crafting steps; None: the threat's default
     cache_dir="runs/cache",
     data_root=None,
     progress=None,
@@ -47,8 +51,8 @@ def budget_curve(
     cache = ModelCache(cache_dir)
     report = progress or (lambda stage, done, total: None)
     defence_config = defence_config or DefenceConfig(seed=experiment.seed)
-    settings = [("eps", poison_at(experiment.poison, threat, eps=eps)) for eps in eps_values]
-    settings += [("fraction", poison_at(experiment.poison, threat, fraction=fraction)) for fraction in fractions]
+    settings = [("eps", poison_at(experiment.poison, threat, eps=eps, steps=steps)) for eps in eps_values]
+    settings += [("fraction", poison_at(experiment.poison, threat, fraction=f, steps=steps)) for f in fractions]
     curves: dict[str, list] = {"eps": [], "fraction": []}
     for number, (axis, poison) in enumerate(settings):
         report(f"budget curve ({threat})", number, len(settings))
@@ -73,7 +77,7 @@ def budget_curve(
         )
     report(f"budget curve ({threat})", len(settings), len(settings))
     return {
-        "config": {"experiment": experiment.to_dict(), "threat": threat, "defence": defence},
+        "config": {"experiment": experiment.to_dict(), "threat": threat, "defence": defence, "steps": steps},
         **curves,
         "n_test": len(test),
         "seconds": round(time.time() - started, 1),

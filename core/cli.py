@@ -246,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--fractions", nargs="+", type=float, default=[0.1, 0.5, 1.0])
     budget.add_argument("--defence", default="jpeg", choices=DEFENCES.names(), help="the defence beside undefended")
     budget.add_argument("--train-subset", type=float, help="override the preset's share of the train split")
+    budget.add_argument("--steps", type=int, help="crafting steps (default: each threat's own; step size follows)")
     budget.add_argument("--out", type=Path, default=RUNS_DIR / "budget", help="folder for budget.json")
     budget.add_argument("--cache-dir", type=Path, default=RUNS_DIR / "cache")
 
@@ -736,6 +737,7 @@ def command_budget(args) -> int:
                 tuple(level / 255 for level in args.eps_levels),
                 tuple(args.fractions),
                 args.defence,
+                steps=args.steps,
                 cache_dir=args.cache_dir,
                 data_root=args.data_root,
                 progress=stages,

@@ -484,3 +484,24 @@ def purify_preview(autoencoder: torch.nn.Module, images: torch.Tensor, sigma: fl
         "amplified": (difference / (2 * scale) + 0.5).clamp(0, 1),
         "mean_change_levels": float(difference.abs().mean()),
     }
+
+
+# ---- budget curves (python -m core budget) ---------------------------------------------------------
+
+SHIPPED_BUDGET = Path(__file__).resolve().parents[1] / "checkpoints" / "budget" / "budget.json"
+
+
+def load_budget(path: str | Path = SHIPPED_BUDGET) -> dict | None:
+    """budget.json (threat -> curves), or None when there is none; a corrupt file raises CheckpointError."""
+    path = Path(path)
+    try:
+        curves = json.loads(path.read_text())
+        for curve in curves.values():
+            curve["eps"], curve["fraction"], curve["config"]  # noqa: B018 - the keys every reader needs
+    except FileNotFoundError:
+        return None
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as error:
+        raise CheckpointError(
+            f"{path} is corrupt or from another tool ({error}); rerun `python -m core budget`"
+        ) from None
+    return curves

@@ -1,6 +1,7 @@
 """Poison: pick a registered threat model and look at it; the perturbation threat with any registered attack."""
 
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
 from core import explore
@@ -8,6 +9,7 @@ from core.data import CLASS_NAMES
 from core.poison import DEFAULT_SOURCE_CLASS, DEFAULT_TARGET_CLASS, NOISE_SCOPES, PoisonConfig, poison_training_set
 from core.registry import ATTACKS, THREATS
 from ui.common import (
+    cached_budget,
     cached_classifier,
     cached_comparison,
     cached_defence_grid,
@@ -234,6 +236,31 @@ with guard("the measured damage"):
             f"{(shipped['none'] - shipped['clean_reference']) * 100:+.1f} points",
         )
         cols[2].metric(f"behind the best defence ({shipped['best']})", f"{shipped['best_acc']:.1%}")
+with guard("the budget curves"):
+    budget = cached_budget()
+    curve = (budget or {}).get(threat)
+    if curve:
+        st.markdown(
+            "**How much budget it needs** (`python -m core budget`, "
+            f"preset `{curve['config']['experiment']['preset']}`, "
+            f"{curve['n_test']:,} test images, one seed): clean test accuracy, undefended and behind "
+            f"{curve['config']['defence']}."
+        )
+        charts = st.columns(2)
+        for column, axis, title in ((charts[0], "eps", "eps (grey levels)"), (charts[1], "fraction", "poisoned share")):
+            points = curve[axis]
+            x = [point["eps"] * 255 if axis == "eps" else point["fraction"] for point in points]
+            figure = go.Figure()
+            for key, name in (
+                ("undefended", "undefended"),
+                ("defended", curve["config"]["defence"]),
+                ("clean_reference", "clean reference"),
+            ):
+                figure.add_trace(go.Scatter(x=x, y=[point[key] for point in points], mode="lines+markers", name=name))
+            figure.update_layout(
+                xaxis_title=title, yaxis_title="clean accuracy", yaxis_tickformat=".0%", height=300, margin=dict(t=20)
+            )
+            column.plotly_chart(figure, width="stretch", key=f"budget_{axis}")
 
 config = None
 with guard("the poison settings"):

@@ -208,3 +208,38 @@ def test_defences_cli_rejects_an_unknown_defence_in_one_line(capsys):
     assert exit.value.code == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("error:") and "prayer" in error and "\n" not in error
+
+
+def test_budget_curve_on_a_tiny_set_and_its_chart_in_the_app(gtsrb_root, run_directory, tmp_path):
+    from core.budget import budget_curve, poison_at
+    from core.poison import PoisonConfig
+    from core.storage import write_json
+    from tests.test_app import app, assert_clean
+    from tests.test_pipeline import tiny_config
+
+    tap = poison_at(PoisonConfig(), "tap", eps=4 / 255)
+    assert (tap.eps, tap.alpha, tap.fraction) == (4 / 255, 2.5 * (4 / 255) / 40, 1.0)
+    curve = budget_curve(
+        tiny_config(),
+        "tap",
+        (4 / 255,),
+        (0.5,),
+        "grayscale",
+        steps=3,
+        cache_dir=tmp_path / "cache",
+        data_root=gtsrb_root,
+    )
+    assert [point["eps"] for point in curve["eps"]] == [4 / 255]
+    assert [point["fraction"] for point in curve["fraction"]] == [0.5]
+    assert curve["fraction"][0]["n_poisoned"] == round(0.5 * curve["eps"][0]["n_poisoned"])  # all of train at eps
+    for point in curve["eps"] + curve["fraction"]:
+        assert all(0 <= point[key] <= 1 for key in ("undefended", "defended", "clean_reference"))
+    write_json(tmp_path / "budget.json", {"tap": curve})
+
+    at = app(run_directory)
+    at.session_state["budget_path"] = str(tmp_path / "budget.json")
+    at.run()
+    at.switch_page("pages/poison.py").run()
+    at.radio(key="threat").set_value("tap").run()
+    assert_clean(at)
+    assert any("How much budget it needs" in markdown.value for markdown in at.markdown)

@@ -106,6 +106,16 @@ def _defence_grid(path: str) -> dict | None:
     return explore.load_defence_grid(path)
 
 
+def cached_budget() -> dict | None:
+    """The budget curves (shipped unless session_state["budget_path"] names others), or None when there are none."""
+    return _budget(st.session_state.get("budget_path", str(explore.SHIPPED_BUDGET)))
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _budget(path: str) -> dict | None:
+    return explore.load_budget(path)
+
+
 @st.cache_data(max_entries=2, show_spinner=False)
 def cached_comparison(path: str = str(explore.SHIPPED_COMPARISON)) -> dict:
     return explore.load_comparison(path)
