@@ -628,16 +628,15 @@ def format_defence_grid(grid: dict) -> str:
     """Per threat case: clean accuracy, adaptive worst case and attack success of each reference and defence."""
     from core.defence_grid import threat_label
 
-    n_seeds = grid["seeds_complete"]
-
     def cell(stat, width=16):
         if not stat:
             return f"{'-':>{width}}"
-        text = f"{stat['mean']:.1%}" + (f"+-{stat['std'] * 100:.1f}" if n_seeds > 1 else "")
+        text = f"{stat['mean']:.1%}" + (f"+-{stat['std'] * 100:.1f}" if stat["n"] > 1 else "")
         return f"{text:>{width}}"
 
     lines = []
     for case, result in grid["summary"].items():
+        n_seeds = grid["case_seeds"][case]
         models = result["models"]
         has_asr = "attack_success_rate" in (models.get("none") or {})
         lines += ["", f"== {threat_label(case)} ({n_seeds} seed{'s' if n_seeds != 1 else ''}) =="]

@@ -184,12 +184,10 @@ def defence_grid(
     runs: dict[str, dict] = {}
 
     def result() -> dict:
-        complete = {seed: cases for seed, cases in runs.items() if len(cases) == len(config.cases)}
         return {
             "config": config.to_dict(),
             "runs": runs,
-            "summary": summarise(complete) if complete else {},
-            "seeds_complete": len(complete),
+            **grid_summary(runs),
             "seconds": round(time.time() - started, 1),
         }
 
@@ -204,6 +202,18 @@ def defence_grid(
             if on_case:
                 on_case(result())
     return result()
+
+
+def grid_summary(runs: dict) -> dict:
+    """{"summary": case -> mean / std / n over the seeds that finished it, "case_seeds": case -> how many}: a grid
+    stopped part-way still summarises every case it finished."""
+    cases = list(dict.fromkeys(case for cases in runs.values() for case in cases))
+    summary, case_seeds = {}, {}
+    for case in cases:
+        finished = {seed: {case: cases[case]} for seed, cases in runs.items() if case in cases}
+        summary[case] = summarise(finished)[case]
+        case_seeds[case] = len(finished)
+    return {"summary": summary, "case_seeds": case_seeds}
 
 
 def threat_label(case: str) -> str:

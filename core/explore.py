@@ -410,7 +410,7 @@ def load_defence_grid(path: str | Path = SHIPPED_DEFENCE_GRID) -> dict | None:
     path = Path(path)
     try:
         grid = json.loads(path.read_text())
-        grid["summary"], grid["runs"], grid["config"]  # noqa: B018 - the keys every reader needs
+        grid["summary"], grid["runs"], grid["config"], grid["case_seeds"]  # noqa: B018 - the keys every reader needs
     except FileNotFoundError:
         return None
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
@@ -460,7 +460,7 @@ def shipped_damage(grid: dict, threat: str) -> dict | None:
             "case": case,
             "eps": settings["eps"],
             "fraction": settings["fraction"],
-            "n_seeds": grid["seeds_complete"],
+            "n_seeds": grid["case_seeds"][case],
             "preset": grid["config"]["experiment"]["preset"],
             "clean_reference": models["clean_reference"]["clean_acc"]["mean"],
             "none": models["none"]["clean_acc"]["mean"],

@@ -141,7 +141,7 @@ if grid is None:
     st.stop()
 cases = list(grid["summary"])
 if not cases:
-    st.info("The shipped defence grid has no complete seed yet.")
+    st.info("The shipped defence grid has not finished any threat case yet.")
     st.stop()
 case = st.radio("Threat case", cases, horizontal=True, key="case", bind="query-params")
 case_summary = grid["summary"][case]
@@ -151,7 +151,7 @@ st.markdown(
     f"**{THREATS.label(settings['threat'])}**, eps {settings['eps'] * 255:.1f}/255 on {settings['fraction']:.0%} of "
     f"{THREATS[settings['threat']].fraction_of} ({first['poison']['n_poisoned']:,} poisons in "
     f"{first['poison']['n_train']:,} images). Preset `{grid['config']['experiment']['preset']}` (the detector "
-    f"comparison's: many models per case), {grid['seeds_complete']} seed(s), mean ± std; one classifier per defence, "
+    f"comparison's: many models per case), {grid['case_seeds'][case]} seed(s), mean ± std; one classifier per defence, "
     f"no distillation; clean accuracy on {first['n_test']:,} test images, worst case over adaptive attacks at the "
     f"paper's eps 0.01 on {first['n_robust_test']:,} of them."
 )

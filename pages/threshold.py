@@ -350,6 +350,7 @@ with guard("the shipped defence grid"):
         rows = [
             {
                 "threat case": case,
+                "seeds": grid["case_seeds"][case],
                 **next(row for row in explore.defence_rows(case, summary) if row["model"] == DEFENCES.label(defence)),
             }
             for case, summary in grid["summary"].items()
@@ -360,7 +361,7 @@ with guard("the shipped defence grid"):
         else:
             st.dataframe(pd.DataFrame(rows).drop(columns=["model"]), width="stretch", hide_index=True)
         st.caption(
-            f"Shipped grid, preset `{grid['config']['experiment']['preset']}`, {grid['seeds_complete']} seed(s): "
+            f"Shipped grid, preset `{grid['config']['experiment']['preset']}` (seeds: how many stand behind a row): "
             "one classifier behind this defence per threat case (no distillation); worst case = adaptive attacks at "
             "the paper's eps 0.01."
         )
