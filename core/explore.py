@@ -402,6 +402,7 @@ ANCHORS = {
     "tap": {"clean_reference": "94.7%", "none": "8.2%", "jpeg": "83.9%", "grayscale": "9.1%"},
     "unlearnable": {"none": "21.1%", "jpeg": "81.5%", "grayscale": "93.0%"},
 }
+REFERENCE_LABELS = {"clean_reference": "clean reference", "none": "no defence", "oracle": "oracle (poisons removed)"}
 GRID_COLUMNS = (("clean_acc", "clean"), ("adaptive_acc", "worst case"), ("attack_success_rate", "attack success"))
 
 
@@ -426,7 +427,7 @@ def defence_rows(case: str, case_summary: dict) -> list[dict]:
     has_asr = "attack_success_rate" in (case_summary["models"].get("none") or {})
     rows = []
     for name, metrics in case_summary["models"].items():
-        row = {"model": DEFENCES.label(name) if name in DEFENCES else name.replace("_", " ")}
+        row = {"model": DEFENCES.label(name) if name in DEFENCES else REFERENCE_LABELS.get(name, name)}
         for key, title in GRID_COLUMNS:
             if key != "attack_success_rate" or has_asr:
                 row[title] = _mean_std((metrics or {}).get(key), percent=True) if metrics else "n/a (all poisoned)"

@@ -187,7 +187,7 @@ def test_defence_grid_end_to_end_in_the_cli_and_the_app(gtsrb_root, run_director
     at.switch_page("pages/detectors.py").run()
     assert_clean(at)
     table = at.dataframe[-1].value
-    assert list(table["model"])[:3] == ["clean reference", "none", "oracle"]
+    assert list(table["model"])[:3] == ["clean reference", "no defence", "oracle (poisons removed)"]
     assert "JPEG compression" in set(table["model"]) and "attack success" in table.columns
     at.switch_page("pages/threshold.py").run()
     at.selectbox(key="defence").set_value("jpeg").run()
