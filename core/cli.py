@@ -279,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     report = command("report", "the numbers README states about a run, computed from its files (with standard errors)")
     report.add_argument("--run-dir", type=Path, required=True, help="a run's output folder (holds results.json)")
     report.add_argument("--comparison", type=Path, help="a compare.json to report on as well")
+    report.add_argument("--defences", type=Path, help="a defences.json (python -m core defences) to report on as well")
 
     command("data", "check the dataset: where it is and how many images it holds")
     return parser
@@ -824,6 +825,14 @@ def command_report(args) -> int:
         from core.explore import load_comparison
 
         print(report_comparison(load_comparison(args.comparison)))
+    if args.defences:
+        from core.explore import load_defence_grid
+        from core.report import report_defence_grid
+
+        grid = load_defence_grid(args.defences)
+        if grid is None:
+            raise FileNotFoundError(f"no defence grid at {args.defences}: run `python -m core defences` first")
+        print(report_defence_grid(grid))
     return 0
 
 

@@ -313,3 +313,36 @@ def markdown_tables(run: Run) -> str:
             f"{min(p['clean_acc'] for p in points):.2%} to {max(p['clean_acc'] for p in points):.2%}.",
         ]
     return "\n".join(lines)
+
+
+def binomial_gap(a: float, b: float, n: int) -> dict:
+    """a - b for two accuracies on the same n test images, one seed, with the unpaired binomial standard error
+    sqrt(a(1-a)/n + b(1-b)/n): the grid stores no per-image results, and pairing would only shrink it."""
+    se = math.sqrt(a * (1 - a) / n + b * (1 - b) / n)
+    gap = a - b
+    return {"gap": gap, "se": se, "z": gap / se if se > 0 else (0.0 if gap == 0 else math.inf), "n": n}
+
+
+def report_defence_grid(grid: dict) -> str:
+    """Per threat case: each model's clean accuracy minus no defence's and minus the clean reference's, with its
+    standard error (over seeds when a case has several, else binomial over the test images)."""
+    lines = [f"\n== defence grid: preset {grid['config']['experiment']['preset']} =="]
+    for case in grid["summary"]:
+        seeds = [seed for seed, cases in grid["runs"].items() if case in cases]
+        runs = [grid["runs"][seed][case] for seed in seeds]
+        n_test = runs[0]["n_test"]
+        lines.append(f"\n{case} ({len(seeds)} seed(s), {n_test} test images): clean accuracy gaps, points")
+        lines.append(f"{'model':<24}{'clean':>8}{'vs no defence':>22}{'vs clean reference':>24}")
+        for name in runs[0]["models"]:
+            if any(run["models"].get(name) is None for run in runs):
+                lines.append(f"{name:<24}{'n/a':>8}")
+                continue
+            accuracies = [run["models"][name]["clean_acc"] for run in runs]
+            cells = []
+            for reference in ("none", "clean_reference"):
+                others = [run["models"][reference]["clean_acc"] for run in runs]
+                gap = seed_gap(accuracies, others) if len(runs) > 1 else binomial_gap(accuracies[0], others[0], n_test)
+                cells.append(f"{gap['gap'] * 100:+.1f} ± {gap['se'] * 100:.1f} (z {gap['z']:+.1f})")
+            mean = sum(accuracies) / len(accuracies)
+            lines.append(f"{name:<24}{mean * 100:>7.1f}%{cells[0]:>22}{cells[1]:>24}")
+    return "\n".join(lines)
