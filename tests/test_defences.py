@@ -243,3 +243,26 @@ def test_budget_curve_on_a_tiny_set_and_its_chart_in_the_app(gtsrb_root, run_dir
     at.radio(key="threat").set_value("tap").run()
     assert_clean(at)
     assert any("How much budget it needs" in markdown.value for markdown in at.markdown)
+
+
+def test_report_gives_binomial_standard_errors_for_one_seed_and_seed_errors_for_more():
+    from core.defence_grid import grid_summary
+    from core.report import binomial_gap, report_defence_grid
+
+    gap = binomial_gap(0.9, 0.4, 1000)
+    assert gap["gap"] == pytest.approx(0.5) and gap["se"] == pytest.approx((0.09 / 1000 + 0.24 / 1000) ** 0.5)
+
+    def case(none, jpeg):
+        models = {"clean_reference": {"clean_acc": 0.95}, "none": {"clean_acc": none}, "oracle": None}
+        return {"n_test": 1000, "models": {**models, "jpeg": {"clean_acc": jpeg}}}
+
+    runs = {"0": {"tap": case(0.4, 0.9)}, "1": {"tap": case(0.5, 0.8)}}
+    grid = {"config": {"experiment": {"preset": "compare"}}, "runs": runs, **grid_summary(runs)}
+    assert grid["case_seeds"] == {"tap": 2}
+    jpeg_line = next(line for line in report_defence_grid(grid).splitlines() if line.startswith("jpeg"))
+    # per-seed gaps vs no defence: 0.5 and 0.3 -> mean 40 points, standard error 10 points
+    assert "+40.0 ± 10.0" in jpeg_line
+    one_seed = {"0": runs["0"]}
+    grid = {"config": {"experiment": {"preset": "compare"}}, "runs": one_seed, **grid_summary(one_seed)}
+    jpeg_line = next(line for line in report_defence_grid(grid).splitlines() if line.startswith("jpeg"))
+    assert f"+50.0 ± {gap['se'] * 100:.1f}" in jpeg_line
