@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
+from core.budget import poison_at
 from core.compare import CompareConfig, build_detectors, score_detectors
 from core.evaluate import accuracy
 from core.pipeline import ExperimentConfig, ModelCache, prepare
@@ -27,6 +28,7 @@ def smoothness_sweep(
     cache_dir="runs/cache",
     data_root=None,
     progress=None,
+    steps: int | None = None,  # TAP steps; None: the threat's default (the step size follows, as in core.budget)
 ) -> dict:
     """{"config", "points": [{smooth_scale, auroc: {detector: AUC}, clean_acc, clean_reference_acc}], "seconds"}."""
     started = time.time()
@@ -35,7 +37,7 @@ def smoothness_sweep(
     points = []
     for number, scale in enumerate(scales):
         report("smoothness sweep", number, len(scales))
-        poison = replace(experiment.poison.with_threat("tap"), smooth_scale=scale, fraction=fraction)
+        poison = replace(poison_at(experiment.poison, "tap", fraction=fraction, steps=steps), smooth_scale=scale)
         config = replace(experiment, poison=poison)
         prepared = prepare(config, cache, data_root, report)
         settings = CompareConfig(config, threats=("tap",), detectors=DETECTORS_MEASURED, distil=("none",))

@@ -703,11 +703,10 @@ def command_smoothness(args) -> int:
     experiment = preset(args.preset)
     if args.train_subset is not None:
         experiment = replace(experiment, train_subset=args.train_subset)
-    if args.steps is not None:
-        tap = experiment.poison.with_threat("tap")
-        experiment = replace(experiment, poison=replace(tap, steps=args.steps, alpha=2.5 * tap.eps / args.steps))
     with TqdmStages() as stages:
-        result = smoothness_sweep(experiment, tuple(args.scales), args.fraction, args.cache_dir, args.data_root, stages)
+        result = smoothness_sweep(
+            experiment, tuple(args.scales), args.fraction, args.cache_dir, args.data_root, stages, steps=args.steps
+        )
     write_json(args.out / "smoothness.json", result)
     print(
         f"{'smooth scale':<14}" + "".join(f"{name + ' AUC':>16}" for name in DETECTORS_MEASURED) + f"{'clean acc':>12}"
