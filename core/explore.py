@@ -421,6 +421,17 @@ def load_defence_grid(path: str | Path = SHIPPED_DEFENCE_GRID) -> dict | None:
     return grid
 
 
+def case_label(grid: dict, case: str) -> str:
+    """A threat case as a user reads it: 'TAP, 8/255 on 100%' from the settings the grid stored."""
+    from core.registry import THREATS
+
+    settings = grid["config"]["case_settings"][case]
+    label = THREATS.label(settings["threat"]).split(":")[0]
+    if settings["threat"] in ("label_flip", "backdoor"):
+        return f"{label}, {settings['fraction']:.0%}"
+    return f"{label}, {settings['eps'] * 255:.1f}/255 on {settings['fraction']:.0%}"
+
+
 def defence_rows(case: str, case_summary: dict) -> list[dict]:
     """One row per reference model and defence of a case: 'mean ± std' over seeds, and the published anchor."""
     anchors = ANCHORS.get(case, {})

@@ -143,7 +143,14 @@ cases = list(grid["summary"])
 if not cases:
     st.info("The shipped defence grid has not finished any threat case yet.")
     st.stop()
-case = st.radio("Threat case", cases, horizontal=True, key="case", bind="query-params")
+case = st.radio(
+    "Threat case",
+    cases,
+    horizontal=True,
+    key="case",
+    bind="query-params",
+    format_func=lambda name: explore.case_label(grid, name),
+)
 case_summary = grid["summary"][case]
 settings = grid["config"]["case_settings"][case]
 first = next(iter(grid["runs"].values()))[case]
