@@ -226,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--defender-epochs", type=int, help="override the preset's epochs of the defender's classifier"
     )
     defences.add_argument("--out", type=Path, default=RUNS_DIR / "defences", help="folder for defences.json")
+    defences.add_argument(
+        "--fresh", action="store_true", help="recompute every case (default: keep those --out holds, same settings)"
+    )
     defences.add_argument("--cache-dir", type=Path, default=RUNS_DIR / "cache")
 
     smooth = command("smoothness", "TAP spent low-pass vs the residual detector: detector AUC and damage per scale")
@@ -650,8 +653,9 @@ def format_defence_grid(grid: dict) -> str:
 
 
 def command_defences(args) -> int:
-    from core.defence_grid import DefenceGridConfig, defence_grid
+    from core.defence_grid import DefenceGridConfig, defence_grid, finished_runs
     from core.defences import DefenceConfig
+    from core.explore import load_defence_grid
     from core.pipeline import preset
 
     if args.seeds < 1:
@@ -686,9 +690,18 @@ def command_defences(args) -> int:
         robust_steps=args.robust_steps,
     )
     out = args.out / "defences.json"
+    previous = None if args.fresh else load_defence_grid(out)
+    kept = finished_runs(config, previous)
+    if kept:
+        print(f"resuming {out}: keeping {sum(map(len, kept.values()))} finished case(s) with the same settings")
     with TqdmStages() as stages:
         grid = defence_grid(
-            config, args.cache_dir, args.data_root, stages, on_case=lambda partial: write_json(out, partial)
+            config,
+            args.cache_dir,
+            args.data_root,
+            stages,
+            on_case=lambda partial: write_json(out, partial),
+            previous=previous,
         )
     write_json(out, grid)
     print(format_defence_grid(grid))

@@ -12,6 +12,7 @@ resumes where it stopped.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field, replace
 
@@ -174,25 +175,53 @@ def grid_one(
     }
 
 
+def finished_runs(config: DefenceGridConfig, previous: dict | None) -> dict[str, dict]:
+    """The (seed, case) results of an earlier grid that this one can keep: same settings in every respect but the
+    seed list, and only the seeds and cases this grid asks for. A grid with other settings keeps nothing."""
+    if not previous:
+        return {}
+    current = json.loads(json.dumps(config.to_dict()))  # as the file holds it: lists, not tuples
+    settings = {key: value for key, value in current.items() if key != "seeds"}
+    earlier = {key: value for key, value in previous.get("config", {}).items() if key != "seeds"}
+    if earlier != settings:
+        return {}
+    seeds, cases = {str(seed) for seed in config.seeds}, set(config.cases)
+    return {
+        seed: {case: result for case, result in results.items() if case in cases}
+        for seed, results in previous.get("runs", {}).items()
+        if seed in seeds
+    }
+
+
 def defence_grid(
-    config: DefenceGridConfig, cache_dir="runs/cache", data_root=None, progress=None, should_stop=None, on_case=None
+    config: DefenceGridConfig,
+    cache_dir="runs/cache",
+    data_root=None,
+    progress=None,
+    should_stop=None,
+    on_case=None,
+    previous: dict | None = None,
 ) -> dict:
     """Every case at every seed, then mean and standard deviation over seeds. on_case(partial result) is called
-    after each case, so a caller can save what is done (the models are cached: a rerun skips them)."""
-    started = time.time()
+    after each case, so a caller can save what is done; `previous` (an earlier result, e.g. the saved file) gives
+    the cases already finished under the same settings, which are kept rather than recomputed. The models are
+    cached too, so a grid stopped part-way resumes on the same machine or from its file on another."""
     cache = ModelCache(cache_dir)
-    runs: dict[str, dict] = {}
+    runs: dict[str, dict] = finished_runs(config, previous)
 
     def result() -> dict:
         return {
             "config": config.to_dict(),
             "runs": runs,
             **grid_summary(runs),
-            "seconds": round(time.time() - started, 1),
+            # compute time of every case held, including those kept from `previous`
+            "seconds": round(sum(result["seconds"] for results in runs.values() for result in results.values()), 1),
         }
 
     for seed in config.seeds:
         for case in config.cases:
+            if case in runs.get(str(seed), {}):
+                continue
             stage = (
                 (lambda s, d, t, seed=seed, case=case: progress(f"[seed {seed} {case}] {s}", d, t))
                 if progress
