@@ -176,18 +176,24 @@ def grid_one(
 
 
 def finished_runs(config: DefenceGridConfig, previous: dict | None) -> dict[str, dict]:
-    """The (seed, case) results of an earlier grid that this one can keep: same settings in every respect but the
-    seed list, and only the seeds and cases this grid asks for. A grid with other settings keeps nothing."""
+    """The (seed, case) results of an earlier grid that this one can keep: the seeds and cases this grid asks for,
+    made with the same settings in every other respect (the experiment, defences, robust evaluation, and the case's
+    own poison settings). A grid with other settings keeps nothing."""
     if not previous:
         return {}
+    per_run = ("seeds", "cases", "case_settings")
     current = json.loads(json.dumps(config.to_dict()))  # as the file holds it: lists, not tuples
-    settings = {key: value for key, value in current.items() if key != "seeds"}
-    earlier = {key: value for key, value in previous.get("config", {}).items() if key != "seeds"}
-    if earlier != settings:
+    earlier = previous.get("config", {})
+    if {key: value for key, value in current.items() if key not in per_run} != {
+        key: value for key, value in earlier.items() if key not in per_run
+    }:
         return {}
-    seeds, cases = {str(seed) for seed in config.seeds}, set(config.cases)
+    seeds = {str(seed) for seed in config.seeds}
+    same_case = {
+        case for case in config.cases if earlier.get("case_settings", {}).get(case) == current["case_settings"][case]
+    }
     return {
-        seed: {case: result for case, result in results.items() if case in cases}
+        seed: {case: result for case, result in results.items() if case in same_case}
         for seed, results in previous.get("runs", {}).items()
         if seed in seeds
     }

@@ -133,37 +133,33 @@ def test_adversarial_training_raises_robust_accuracy_on_a_tiny_model():
 
 def test_defence_grid_end_to_end_in_the_cli_and_the_app(gtsrb_root, run_directory, tmp_path, capsys):
     out = tmp_path / "grid"
-    code = main(
-        [
-            "defences",
-            "--data-root",
-            str(gtsrb_root),
-            "--cases",
-            "backdoor",
-            "--defences",
-            "jpeg",
-            "grayscale",
-            "--train-subset",
-            "0.04",
-            "--test-subset",
-            "0.02",
-            "--epochs",
-            "1",
-            "--dae-epochs",
-            "1",
-            "--defender-epochs",
-            "1",
-            "--robust-test-subset",
-            "0.5",
-            "--robust-steps",
-            "2",
-            "--out",
-            str(out),
-            "--cache-dir",
-            str(tmp_path / "cache"),
-        ]
-    )
-    assert code == 0
+    grid_command = [
+        "defences",
+        "--data-root",
+        str(gtsrb_root),
+        "--cases",
+        "backdoor",
+        "--defences",
+        "jpeg",
+        "grayscale",
+        "--train-subset",
+        "0.04",
+        "--test-subset",
+        "0.02",
+        "--epochs",
+        "1",
+        "--dae-epochs",
+        "1",
+        "--defender-epochs",
+        "1",
+        "--robust-test-subset",
+        "0.5",
+        "--robust-steps",
+        "2",
+        "--out",
+        str(out),
+    ]
+    assert main(grid_command + ["--cache-dir", str(tmp_path / "cache")]) == 0
     grid = json.loads((out / "defences.json").read_text())
     models = grid["runs"]["0"]["backdoor"]["models"]
     assert set(models) == {"clean_reference", "none", "oracle", "jpeg", "grayscale"}
@@ -177,6 +173,12 @@ def test_defence_grid_end_to_end_in_the_cli_and_the_app(gtsrb_root, run_director
     assert grid["summary"]["backdoor"]["models"]["jpeg"]["clean_acc"]["n"] == 1
     printed = capsys.readouterr().out
     assert "BadNets" in printed and "grayscale" in printed
+
+    # Run again on an empty model cache: the finished case comes from the file, not from retraining.
+    assert main(grid_command + ["--cache-dir", str(tmp_path / "empty_cache")]) == 0
+    assert "keeping 1 finished case" in capsys.readouterr().out
+    assert json.loads((out / "defences.json").read_text())["runs"] == grid["runs"]
+    assert not (tmp_path / "empty_cache").exists() or not any((tmp_path / "empty_cache").rglob("*.safetensors"))
 
     # The same grid in the app: the Detectors page's table and the Threshold page's defence selector.
     from tests.test_app import app, assert_clean
@@ -266,3 +268,38 @@ def test_report_gives_binomial_standard_errors_for_one_seed_and_seed_errors_for_
     grid = {"config": {"experiment": {"preset": "compare"}}, "runs": one_seed, **grid_summary(one_seed)}
     jpeg_line = next(line for line in report_defence_grid(grid).splitlines() if line.startswith("jpeg"))
     assert f"+50.0 ± {gap['se'] * 100:.1f}" in jpeg_line
+
+
+def test_a_grid_keeps_finished_cases_only_under_the_same_settings():
+    from core.defence_grid import DefenceGridConfig, finished_runs
+    from tests.test_pipeline import tiny_config
+
+    config = DefenceGridConfig(tiny_config(), cases=("tap", "backdoor"), defences=("jpeg",), seeds=(0, 1))
+    saved = json.loads(json.dumps({"config": config.to_dict(), "runs": {"0": {"tap": {"seconds": 1.0}}}}))
+    assert finished_runs(config, saved) == {"0": {"tap": {"seconds": 1.0}}}
+    # more seeds asked for: the finished seed is kept; fewer cases: only those asked for
+    assert finished_runs(DefenceGridConfig(**{**vars(config), "seeds": (0, 1, 2)}), saved) == saved["runs"]
+    assert finished_runs(DefenceGridConfig(**{**vars(config), "cases": ("backdoor",)}), saved) == {"0": {}}
+    # any other setting changed (the jpeg quality, the experiment): nothing is kept
+    other_quality = DefenceGridConfig(**{**vars(config), "defence": DefenceConfig(jpeg_quality=50)})
+    assert finished_runs(other_quality, saved) == {}
+    other_experiment = DefenceGridConfig(**{**vars(config), "experiment": tiny_config(temperature=2.0)})
+    assert finished_runs(other_experiment, saved) == {}
+    assert finished_runs(config, None) == {}
+
+
+def test_smoothness_sweep_end_to_end_on_a_tiny_set(gtsrb_root, tmp_path, capsys):
+    from core.adaptive import DETECTORS_MEASURED, smoothness_sweep
+    from tests.test_pipeline import tiny_config
+
+    result = smoothness_sweep(
+        tiny_config(), (1, 8), fraction=0.5, steps=3, cache_dir=tmp_path / "cache", data_root=gtsrb_root
+    )
+    assert [point["smooth_scale"] for point in result["points"]] == [1, 8]
+    for point in result["points"]:
+        assert set(point["auroc"]) == set(DETECTORS_MEASURED)
+        assert all(0 <= auc <= 1 for auc in point["auroc"].values())
+        assert point["n_poisoned"] == round(0.5 * point["n_train"])
+        assert 0 <= point["clean_acc"] <= 1
+    # the two scales crafted different poisons, so their detector scores differ
+    assert result["points"][0]["auroc"] != result["points"][1]["auroc"]
