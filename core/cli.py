@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from core.poison import NOISE_SCOPES
 from core.registry import ATTACKS, DEFENCES, DETECTORS, THREATS
 from core.storage import write_json
+from core.sweep import FILTERS
 
 if TYPE_CHECKING:
     from core.pipeline import ExperimentConfig
@@ -151,18 +152,27 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--seed", type=int, default=0)
     tune.add_argument("--cache-dir", type=Path, default=RUNS_DIR / "cache", help="the run's cached defender is reused")
 
-    sweep = command("sweep", "student accuracy vs reconstruction threshold, for a finished run")
+    sweep = command(
+        "sweep", "student accuracy vs drop share for the run's detector, random and oracle filters, over seeds"
+    )
     sweep.add_argument("--run-dir", type=Path, required=True, help="a run's output folder (holds results.json)")
-    sweep.add_argument("--epochs", type=int, default=3, help="epochs for each teacher and student of the sweep")
+    sweep.add_argument(
+        "--steps",
+        type=int,
+        help="optimiser steps per teacher and per student (default: the run's epochs on all of train)",
+    )
+    sweep.add_argument("--seeds", type=int, default=3, help="repeats 0..K-1 of every point (mean and std)")
+    sweep.add_argument("--filters", nargs="+", choices=FILTERS, default=list(FILTERS), help="curves to measure")
+    sweep.add_argument(
+        "--points", type=int, default=24, help="drop shares evenly spread over 0..0.9 (ignored with --drop-shares)"
+    )
+    sweep.add_argument("--drop-shares", type=float, nargs="+", help="explicit shares of the training set to drop")
     sweep.add_argument(
         "--test-subset", type=float, default=0.15, help="share of the test set each student is measured on"
     )
-    sweep.add_argument(
-        "--drop-shares",
-        type=float,
-        nargs="+",
-        help="shares of the training set to drop, one threshold each (default: 12 from 0 to 0.9)",
-    )
+    sweep.add_argument("--robust-test-subset", type=float, default=0.3, help="share of that attacked (worst case)")
+    sweep.add_argument("--robust-steps", type=int, default=10, help="iterations of the adaptive attacks")
+    sweep.add_argument("--fresh", action="store_true", help="recompute every point (default: keep the file's)")
     sweep.add_argument("--cache-dir", type=Path, default=RUNS_DIR / "cache")
 
     robust = command("robustness", "adaptive, transfer and eps-curve robustness of a finished run's models")
@@ -508,27 +518,61 @@ def _load(args):
 
 
 def command_sweep(args) -> int:
+    import json
+
     from core.sweep import SweepConfig, sweep_run
 
     run = _load(args)
-    shares = {"drop_shares": tuple(args.drop_shares)} if args.drop_shares else {}
+    if args.points < 2:
+        raise ValueError(f"--points must be >= 2, got {args.points}")
+    shares = args.drop_shares or [round(0.9 * index / (args.points - 1), 4) for index in range(args.points)]
+    config = SweepConfig(
+        drop_shares=tuple(shares),
+        filters=tuple(args.filters),
+        seeds=tuple(range(args.seeds)) if args.seeds >= 1 else (),
+        steps=args.steps,
+        test_subset=args.test_subset,
+        robust_test_subset=args.robust_test_subset,
+        robust_steps=args.robust_steps,
+    )
+    out = args.run_dir / "sweep.json"
+    previous = None
+    if out.exists() and not args.fresh:
+        try:
+            previous = json.loads(out.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{out} is corrupt ({error}); rerun with --fresh to remake it") from None
     with TqdmStages() as stages:
         sweep = sweep_run(
             run,
-            SweepConfig(epochs=args.epochs, test_subset=args.test_subset, **shares),
+            config,
             args.data_root,
             args.download,
             progress=stages,
+            on_point=lambda partial: write_json(out, partial),
+            previous=previous,
         )
-    write_json(args.run_dir / "sweep.json", sweep)
-    print(f"{'threshold':>10}{'dropped':>9}{'precision':>10}{'recall':>8}{'clean':>8}{'FGSM':>8}{'I-FGSM':>8}")
-    for point in sweep["points"]:
-        print(
-            f"{point['threshold']:>10.5f}{point['drop_share']:>9.1%}{point['precision']:>10.3f}{point['recall']:>8.3f}"
-            f"{point['clean_acc']:>8.2%}{point['fgsm_acc']:>8.2%}{point['ifgsm_acc']:>8.2%}"
-        )
-    print(f"sweep: {args.run_dir / 'sweep.json'}")
+    write_json(out, sweep)
+    print(format_sweep(sweep))
+    print(f"sweep: {out}  ({sweep['seconds']:.0f} s)")
     return 0
+
+
+def format_sweep(sweep: dict) -> str:
+    """Mean +- std over seeds of each filter's students, one row per drop share."""
+    curves = sweep["curves"]
+    header = f"{'dropped':>8}" + "".join(f"{name + ' clean':>22}{name + ' worst':>22}" for name in curves)
+    lines = [header]
+    for row in zip(*curves.values()):
+        cells = "".join(
+            f"{p['mean']['clean_acc']:>15.1%} ±{p['std']['clean_acc']:>5.1%}"
+            f"{p['mean']['adaptive_acc']:>15.1%} ±{p['std']['adaptive_acc']:>5.1%}"
+            for p in row
+        )
+        lines.append(f"{row[0]['target_share']:>8.1%}{cells}")
+    seeds = max(point["n_seeds"] for points in curves.values() for point in points)
+    lines.append(f"{sweep['config']['steps']} optimiser steps per model; mean ± std over {seeds} seed(s)")
+    return "\n".join(lines)
 
 
 def _robustness(run, test_subset: float, steps: int, args) -> dict:

@@ -46,10 +46,12 @@ def train_classifier(
     progress: Callable[[Progress], None] | None = None,
     should_stop=None,
     adversary=None,
+    steps: int | None = None,
 ) -> Classifier:
     """A fresh classifier trained on hard labels at temperature T (T = 1: an ordinary classifier).
 
-    adversary: core.train.Adversary for adversarial training (the caller keys its cache entry with it)."""
+    adversary: core.train.Adversary for adversarial training (the caller keys its cache entry with it).
+    steps: a fixed number of optimiser steps instead of the config's epochs (core.train.train)."""
     torch.manual_seed(train_config.seed)
     model = Classifier(model_config)
     train(
@@ -61,6 +63,7 @@ def train_classifier(
         progress=progress,
         should_stop=should_stop,
         adversary=adversary,
+        steps=steps,
     )
     return model
 
@@ -71,8 +74,9 @@ def train_student(
     config: DistillConfig,
     progress: Callable[[Progress], None] | None = None,
     should_stop=None,
+    steps: int | None = None,
 ) -> Classifier:
-    """A fresh classifier trained at T on the teacher's soft labels."""
+    """A fresh classifier trained at T on the teacher's soft labels (steps: as in train_classifier)."""
     torch.manual_seed(config.train.seed + 1)
     student = Classifier(config.model)
     train(
@@ -83,6 +87,7 @@ def train_student(
         config.train,
         progress=progress,
         should_stop=should_stop,
+        steps=steps,
     )
     return student
 

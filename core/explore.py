@@ -255,17 +255,26 @@ def applied_summary(train, poisoned) -> dict:
     }
 
 
+def sweep_steps(run: Run) -> int:
+    """Optimiser steps per teacher and per student at any threshold: the run's sweep's, else the run's recipe on
+    all of train (core.sweep.fixed_steps), so a point trained here is comparable with the sweep's."""
+    from core.sweep import fixed_steps
+
+    return run.sweep["config"]["steps"] if run.sweep else fixed_steps(run.config, len(run.poison_mask))
+
+
 def train_at_threshold(
-    run: Run, splits, score: str, threshold: float, temperature: float, epochs: int, progress=None, should_stop=None
+    run: Run, splits, score: str, threshold: float, temperature: float, steps: int, progress=None, should_stop=None
 ) -> tuple[dict, torch.nn.Module]:
-    """Teacher and student at T on the run's stored training samples whose `score` is at most threshold, measured
-    like the sweep (its test subset, the run's paper-style attacks). Returns (point, student)."""
+    """Teacher and student at T on the run's stored training samples whose `score` is at most threshold, `steps`
+    optimiser steps each, measured like the sweep (its test subset, the run's paper-style attacks).
+    Returns (point, student)."""
     from core.evaluate import robustness
     from core.sweep import distil_at_threshold
 
     poisoned = run.poisons(splits.train)
     _, student, kept = distil_at_threshold(
-        poisoned.data, run.scores_of(score), threshold, run.config, epochs, temperature, progress, should_stop
+        poisoned.data, run.scores_of(score), threshold, run.config, steps, temperature, progress, should_stop
     )
     if progress is not None:
         progress("measuring the student (clean, FGSM, I-FGSM)", 0, 1)
@@ -274,7 +283,7 @@ def train_at_threshold(
         "score": score,
         "threshold": threshold,
         "temperature": temperature,
-        "epochs": epochs,
+        "steps": steps,
         "kept": int(kept.sum()),
         **robustness(student, test, run.config.eval_attack),
     }

@@ -70,6 +70,16 @@ def training_seed(run_seed: int, role: str) -> int:
     return run_seed * 1000 + TRAINING_SEED_OFFSETS[role]
 
 
+# A role repeated (the threshold sweep's 3 seeds) draws run seed + r * REPEAT_STRIDE for repeat r: repeat 0 is
+# the role's own seed, and the stride keeps repeats of neighbouring run seeds apart.
+REPEAT_STRIDE = 1_000_003
+
+
+def repeat_seed(run_seed: int, repeat: int) -> int:
+    """The run seed a role's repeat r draws its training and sampling seeds from (r = 0: the run seed itself)."""
+    return run_seed + REPEAT_STRIDE * repeat
+
+
 def sampling_seed(run_seed: int, role: str) -> int:
     """The seed a role's sample choice draws (data splits, evaluation subsets, the random filter)."""
     return run_seed + SAMPLING_SEED_OFFSETS[role]

@@ -305,12 +305,14 @@ def markdown_tables(run: Run) -> str:
                 f"| {name} | {_pct(result['accuracy_all'])} | {_pct(at['coverage'])} | {_pct(at['accuracy'])} |"
             )
     if run.sweep:
-        points = run.sweep["points"]
+        config, curves = run.sweep["config"], run.sweep["curves"]
+        points = curves["detector"]
         lines += [
             "",
-            f"Sweep: {len(points)} thresholds, {run.sweep['config']['epochs']} epochs each, "
-            f"{run.sweep['config']['n_test']} test images; student clean accuracy from "
-            f"{min(p['clean_acc'] for p in points):.2%} to {max(p['clean_acc'] for p in points):.2%}.",
+            f"Sweep: {len(points)} drop shares x {', '.join(curves)} filters x {len(config['seeds'])} seeds, "
+            f"{config['steps']} optimiser steps per model, {config['n_test']} test images; detector-filtered "
+            f"student clean accuracy (mean over seeds) from {min(p['mean']['clean_acc'] for p in points):.2%} to "
+            f"{max(p['mean']['clean_acc'] for p in points):.2%}.",
         ]
     return "\n".join(lines)
 

@@ -26,6 +26,7 @@ from core.pipeline import MODEL_NAMES, POISONS_FILE, ExperimentConfig, StageProg
 from core.poison import PoisonedSet, load_poisons
 from core.recipe import outdated_stages, sampling_seed
 from core.storage import CheckpointError, load_weights, write_json
+from core.sweep import usable_sweep
 
 SHIPPED_RUN = Path(__file__).resolve().parents[1] / "checkpoints" / "paper"
 
@@ -77,7 +78,7 @@ class Run:
             train_scores,
             mask,
             calibration,
-            _optional_json(directory / "sweep.json"),
+            usable_sweep(_optional_json(directory / "sweep.json")),  # an older sweep's format: none
             _optional_json(directory / "robustness.json"),
             _optional_json(directory / "detectors.json"),
             _optional_json(directory / "abstention.json"),

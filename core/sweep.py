@@ -1,62 +1,109 @@
-"""Threshold sweep: the distilled student's accuracy as a function of the reconstruction threshold.
+"""Threshold sweep: the distilled student's accuracy as a function of how much the filter drops, with controls.
 
-For each threshold (chosen as quantiles of the training scores, so the dropped share is spread from
-0 to 90%), drop the samples above it, train teacher and student at T on the rest, and measure the
-student. The app reads this curve so that dragging the threshold shows an accuracy without training.
-The sweep uses its own (shorter) epoch budget and a test subset; both are recorded with it.
+For each drop share (24 by default, 0 to 90% of the training set) three filters decide what to drop:
+  detector  the run's score: drop the samples scored highest (a threshold at that quantile)
+  random    drop that share uniformly at random: what a detector must beat to be worth anything
+  oracle    drop poisons first (then clean samples at random): the best any filter could do
+Teacher and student at T train on what is kept, each with a FIXED number of optimiser steps (the run's recipe at
+0% dropped), so dropping data never also means less training; each student is measured clean, with the paper's
+FGSM / I-FGSM, and with the adaptive worst case of core.robust. Every point is repeated over seeds (mean, std).
+The app reads the curves, so dragging the threshold shows measured points and interpolates between them.
+
+Points whose kept set is identical (0% dropped, for every filter) are trained once per seed. The result is written
+after every trained point and a rerun keeps the points finished under the same settings.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass
 
 import torch
 
-from core.data import ImageSet
+from core.data import ImageSet, stratified_split
 from core.distill import DistillConfig, soft_labels, train_classifier, train_student
 from core.evaluate import filter_quality, robustness
 from core.pipeline import ExperimentConfig, _seeded
+from core.recipe import repeat_seed, sampling_seed
+from core.robust import RobustEvalConfig, attack_suite
 
-DEFAULT_DROP_SHARES = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.75, 0.9)
+# Bump when what a sweep point trains or measures changes; sweep.json files of another version are not shown.
+SWEEP_VERSION = 2  # 1: 12 points, 3 epochs whatever was kept, one seed, detector only
+FILTERS = ("detector", "random", "oracle")
+METRICS = ("clean_acc", "fgsm_acc", "ifgsm_acc", "adaptive_acc")
+DENSE_DROP_SHARES = tuple(round(0.9 * index / 23, 4) for index in range(24))  # 0, 3.9%, ..., 90%
 
 
 @dataclass(frozen=True)
 class SweepConfig:
-    drop_shares: tuple[float, ...] = DEFAULT_DROP_SHARES
-    epochs: int = 3
-    test_subset: float = 0.15  # stratified share of the run's test set used to measure each student
+    drop_shares: tuple[float, ...] = DENSE_DROP_SHARES
+    filters: tuple[str, ...] = FILTERS
+    seeds: tuple[int, ...] = (0, 1, 2)  # repeats: repeat 0 draws the run's own sweep seed
+    steps: int | None = None  # optimiser steps per teacher and per student; None: the run's epochs on all of train
+    test_subset: float = 0.15  # stratified share of the run's test set each student is measured on
+    robust_test_subset: float = 0.3  # share of that subset attacked for the adaptive worst case
+    robust_steps: int = 10  # iterations of the adaptive attacks
 
     def __post_init__(self):
         if len(self.drop_shares) < 2 or not all(0 <= share < 1 for share in self.drop_shares):
             raise ValueError("drop_shares needs at least two values in [0, 1)")
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if not 0 < self.test_subset <= 1:
-            raise ValueError(f"test_subset must be in (0, 1], got {self.test_subset}")
+        unknown = [name for name in self.filters if name not in FILTERS]
+        if unknown or not self.filters:
+            raise ValueError(f"unknown or missing filter {unknown}: choose from {', '.join(FILTERS)}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ValueError("seeds must be distinct non-negative repeats, at least one")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if not 0 < self.test_subset <= 1 or not 0 < self.robust_test_subset <= 1:
+            raise ValueError("test_subset and robust_test_subset must be in (0, 1]")
+        if self.robust_steps < 1:
+            raise ValueError(f"robust_steps must be >= 1, got {self.robust_steps}")
 
 
-def distil_at_threshold(
+def fixed_steps(experiment: ExperimentConfig, n_train: int) -> int:
+    """The optimiser steps of the run's recipe on the whole training set: every sweep model gets this many."""
+    train = experiment.classifier_train
+    return train.epochs * max(1, n_train // min(train.batch_size, n_train))
+
+
+def filter_scores(name: str, scores: torch.Tensor, poison_mask: torch.Tensor, seed: int) -> torch.Tensor:
+    """What each filter ranks the training set by (it drops the highest first)."""
+    if name == "detector":
+        return scores.float()
+    generator = torch.Generator().manual_seed(sampling_seed(seed, "random_filter"))
+    noise = torch.rand(len(scores), generator=generator)
+    return noise if name == "random" else poison_mask.float() + 0.5 * noise  # oracle: every poison above every clean
+
+
+def dropped_at(ranking: torch.Tensor, share: float) -> tuple[torch.Tensor, float]:
+    """(dropped mask, threshold): the round(share * n) highest-ranked samples; the threshold is the highest kept
+    score, so `ranking > threshold` drops them (for the detector: the slider value that drops this share)."""
+    n = len(ranking)
+    count = min(round(share * n), n - 1)  # always keep something to train on
+    order = torch.argsort(ranking, descending=True, stable=True)
+    dropped = torch.zeros(n, dtype=torch.bool)
+    dropped[order[:count]] = True
+    return dropped, float(ranking[order[count]])
+
+
+def distil_kept(
     train: ImageSet,
-    scores: torch.Tensor,
-    threshold: float,
+    kept_mask: torch.Tensor,
     experiment: ExperimentConfig,
-    epochs: int,
+    steps: int,
+    seed: int,
     temperature: float | None = None,
     progress=None,
     should_stop=None,
 ):
-    """Drop training samples scored above threshold; teacher and student at T on the rest.
-
-    Returns (teacher, student, kept mask). progress(stage, done, total) reports each training.
-    """
+    """Teacher and student at T on the kept samples, `steps` optimiser steps each. Returns (teacher, student)."""
     temperature = experiment.temperature if temperature is None else temperature
-    kept_mask = scores <= threshold
     kept = train.subset(torch.nonzero(kept_mask).flatten())
     if len(kept) == 0:
-        raise ValueError(
-            f"threshold {threshold:.5f} drops every training sample: nothing is left to train on; raise it"
-        )
-    train_config = replace(_seeded(experiment.classifier_train, experiment.seed, "sweep"), epochs=epochs)
+        raise ValueError("this threshold drops every training sample: nothing is left to train on; raise it")
+    train_config = _seeded(experiment.classifier_train, repeat_seed(experiment.seed, seed), "sweep")
     distill_config = DistillConfig(temperature, experiment.classifier, train_config)
     report = (
         (lambda stage: lambda event: progress(stage, event.step, event.total_steps))
@@ -64,7 +111,7 @@ def distil_at_threshold(
         else (lambda stage: None)
     )
     teacher = train_classifier(
-        kept, experiment.classifier, train_config, temperature, report("training teacher"), should_stop
+        kept, experiment.classifier, train_config, temperature, report("training teacher"), should_stop, steps=steps
     )
     student = train_student(
         kept.images,
@@ -72,8 +119,36 @@ def distil_at_threshold(
         distill_config,
         report("training student"),
         should_stop,
+        steps=steps,
     )
+    return teacher, student
+
+
+def distil_at_threshold(
+    train: ImageSet,
+    scores: torch.Tensor,
+    threshold: float,
+    experiment: ExperimentConfig,
+    steps: int,
+    temperature: float | None = None,
+    progress=None,
+    should_stop=None,
+    seed: int = 0,
+):
+    """Drop training samples scored above threshold; teacher and student at T on the rest, `steps` steps each.
+    Returns (teacher, student, kept mask)."""
+    kept_mask = scores <= threshold
+    teacher, student = distil_kept(train, kept_mask, experiment, steps, seed, temperature, progress, should_stop)
     return teacher, student, kept_mask
+
+
+def measure_student(student, test: ImageSet, robust_test: ImageSet, experiment: ExperimentConfig, robust_steps: int):
+    """Clean, FGSM and I-FGSM accuracy on test; the adaptive worst case (core.robust) on robust_test."""
+    robust_config = RobustEvalConfig(
+        eps=experiment.eval_attack.eps, steps=robust_steps, temperature=experiment.temperature, seed=experiment.seed
+    )
+    adaptive = attack_suite(student, robust_test, robust_config.eps, robust_config)
+    return {**robustness(student, test, experiment.eval_attack), "adaptive_acc": adaptive["worst_case"]}
 
 
 def sweep_thresholds(
@@ -84,37 +159,136 @@ def sweep_thresholds(
     experiment: ExperimentConfig,
     config: SweepConfig,
     progress=None,
+    on_point=None,
+    previous: dict | None = None,
+    should_stop=None,
 ) -> dict:
-    """Returns {"config": ..., "points": [{threshold, drop_share, filter quality..., clean_acc, fgsm_acc, ifgsm_acc}]}.
+    """{"version", "config", "measurements": one per (seed, filter, share), "curves": filter -> points with mean and
+    std over seeds, "seconds"}.
 
     train: the training set as delivered (poisons included); scores: the detector's score of each of its images;
-    test: the images each student is measured on."""
+    test: the images each student is measured on. on_point(partial result) is called after each trained point;
+    previous: an earlier result whose measurements under the same settings are kept."""
+    started = time.time()
     report = progress or (lambda stage, done, total: None)
-    points = []
-    for number, share in enumerate(sorted(config.drop_shares)):
-        report("threshold sweep", number, len(config.drop_shares))
-        threshold = (
-            float(torch.quantile(scores, 1 - share, interpolation="higher")) if share > 0 else float(scores.max())
-        )
-        _, student, kept_mask = distil_at_threshold(train, scores, threshold, experiment, config.epochs)
-        dropped = ~kept_mask
-        points.append(
+    steps = config.steps or fixed_steps(experiment, len(train))
+    _, robust_index = stratified_split(
+        test.labels, config.robust_test_subset, sampling_seed(experiment.seed, "robust_test")
+    )
+    robust_test = test.subset(robust_index)
+    settings = {
+        **asdict(config),
+        "steps": steps,
+        "n_train": len(train),
+        "n_test": len(test),
+        "n_robust_test": len(robust_test),
+        "eval_attack": asdict(experiment.eval_attack),
+        "experiment": experiment.to_dict(),
+    }
+    settings = json.loads(json.dumps(settings))  # as the file holds it
+    measurements = kept_measurements(settings, previous)
+    done = {(m["seed"], m["filter"], m["target_share"]) for m in measurements}
+    total = len(config.seeds) * len(config.filters) * len(config.drop_shares)
+
+    def result() -> dict:
+        return {
+            "version": SWEEP_VERSION,
+            "config": settings,
+            "measurements": measurements,
+            "curves": curves_of(measurements),
+            "seconds": round(time.time() - started, 1),
+        }
+
+    for seed in config.seeds:
+        trained: dict[bytes, dict] = {}  # kept mask -> metrics: identical kept sets are trained once per seed
+        for m in measurements:
+            if m["seed"] == seed and "kept_digest" in m:
+                trained.setdefault(bytes.fromhex(m["kept_digest"]), {key: m[key] for key in METRICS})
+        for name in config.filters:
+            ranking = filter_scores(name, scores, poison_mask, repeat_seed(experiment.seed, seed))
+            for share in sorted(config.drop_shares):
+                report(f"threshold sweep (seed {seed})", len(done), total)
+                if (seed, name, share) in done:
+                    continue
+                dropped, threshold = dropped_at(ranking, share)
+                digest = _digest(~dropped)
+                if digest not in trained:
+                    _, student = distil_kept(train, ~dropped, experiment, steps, seed, should_stop=should_stop)
+                    trained[digest] = measure_student(student, test, robust_test, experiment, config.robust_steps)
+                quality = filter_quality(ranking, dropped, poison_mask, threshold)
+                measurements.append(
+                    {
+                        "seed": seed,
+                        "filter": name,
+                        "target_share": share,
+                        "drop_share": float(dropped.float().mean()),
+                        "kept_digest": digest.hex(),
+                        **{key: quality[key] for key in ("threshold", "precision", "recall", "f1")},
+                        "dropped_poisoned": quality["dropped_poisoned"],
+                        "dropped_clean": quality["dropped_clean"],
+                        **trained[digest],
+                    }
+                )
+                done.add((seed, name, share))
+                if on_point:
+                    on_point(result())
+    report(f"threshold sweep (seed {config.seeds[-1]})", total, total)
+    return result()
+
+
+def _digest(mask: torch.Tensor) -> bytes:
+    import hashlib
+
+    return hashlib.sha256(mask.numpy().tobytes()).digest()[:16]
+
+
+def kept_measurements(settings: dict, previous: dict | None) -> list[dict]:
+    """The measurements of an earlier sweep with the same settings (seeds, filters and shares aside) that this one
+    asks for; nothing when any other setting differs or the file is of another version."""
+    if not previous or previous.get("version") != SWEEP_VERSION:
+        return []
+    per_point = ("seeds", "filters", "drop_shares")
+    earlier = previous.get("config", {})
+    if {k: v for k, v in earlier.items() if k not in per_point} != {
+        k: v for k, v in settings.items() if k not in per_point
+    }:
+        return []
+    return [
+        m
+        for m in previous.get("measurements", [])
+        if m["seed"] in settings["seeds"]
+        and m["filter"] in settings["filters"]
+        and m["target_share"] in settings["drop_shares"]
+    ]
+
+
+def curves_of(measurements: list[dict]) -> dict:
+    """filter -> [{target_share, drop_share, threshold, precision, recall, n_seeds, mean: {metric}, std: {metric}}]
+    sorted by share; threshold, precision and recall are means over seeds (identical for the detector)."""
+    curves: dict[str, list[dict]] = {}
+    groups: dict[tuple[str, float], list[dict]] = {}
+    for m in measurements:
+        groups.setdefault((m["filter"], m["target_share"]), []).append(m)
+    for (name, share), group in sorted(groups.items(), key=lambda item: (FILTERS.index(item[0][0]), item[0][1])):
+        curves.setdefault(name, []).append(
             {
-                "threshold": threshold,
-                "drop_share": float(dropped.float().mean()),
-                **filter_quality(scores, dropped, poison_mask, threshold),
-                **robustness(student, test, experiment.eval_attack),
+                "target_share": share,
+                "n_seeds": len(group),
+                **{
+                    key: statistics.fmean(m[key] for m in group)
+                    for key in ("drop_share", "threshold", "precision", "recall")
+                },
+                "mean": {key: statistics.fmean(m[key] for m in group) for key in METRICS},
+                "std": {key: statistics.stdev([m[key] for m in group]) if len(group) > 1 else 0.0 for key in METRICS},
             }
         )
-    report("threshold sweep", len(config.drop_shares), len(config.drop_shares))
-    return {
-        "config": {**asdict(config), "n_test": len(test), "eval_attack": asdict(experiment.eval_attack)},
-        "points": points,
-    }
+    return curves
 
 
-def sweep_run(run, config: SweepConfig, data_root=None, download: bool = False, progress=None) -> dict:
-    """The sweep of a finished run, on its stored poisons and scores (nothing of the run is retrained)."""
+def sweep_run(
+    run, config: SweepConfig, data_root=None, download: bool = False, progress=None, on_point=None, previous=None
+) -> dict:
+    """The sweep of a finished run, on its stored poisons and DAE scores (nothing of the run is retrained)."""
     from core import explore
     from core.data import load_splits
 
@@ -122,19 +296,49 @@ def sweep_run(run, config: SweepConfig, data_root=None, download: bool = False, 
     splits = load_splits(data_root, c.trusted_fraction, c.seed, c.train_subset, c.test_subset, download)
     poisoned = run.poisons(splits.train)
     test = explore.student_test_subset(run, splits.test, config.test_subset)
-    return sweep_thresholds(poisoned.data, run.train_scores, run.poison_mask, test, c, config, progress)
+    return sweep_thresholds(
+        poisoned.data, run.train_scores, run.poison_mask, test, c, config, progress, on_point, previous
+    )
 
 
-def accuracy_at(sweep: dict, threshold: float) -> dict:
-    """Student accuracies at a threshold, linearly interpolated between the sweep's points."""
-    points = sorted(sweep["points"], key=lambda point: point["threshold"])
-    keys = ("clean_acc", "fgsm_acc", "ifgsm_acc")
+def usable_sweep(sweep: dict | None) -> dict | None:
+    """The sweep if it is of the current version, else None (the app then says how to remake it)."""
+    current = sweep and sweep.get("version") == SWEEP_VERSION
+    return sweep if current and "detector" in sweep.get("curves", {}) else None
+
+
+def accuracy_at(sweep: dict, threshold: float, tolerance: float = 1e-12) -> dict:
+    """The detector curve's mean accuracies at a threshold: the measured point when the threshold is within
+    `tolerance` of one (the app passes half a slider step), else linear interpolation between the measured points
+    around it. "measured": which of the two it is."""
+    points = sorted(sweep["curves"]["detector"], key=lambda point: point["threshold"])
+    nearest = min(points, key=lambda point: abs(point["threshold"] - threshold))
+    if abs(nearest["threshold"] - threshold) <= tolerance:
+        return {**nearest["mean"], "measured": True}
     if threshold <= points[0]["threshold"]:
-        return {key: points[0][key] for key in keys}
+        return {**points[0]["mean"], "measured": False}
     if threshold >= points[-1]["threshold"]:
-        return {key: points[-1][key] for key in keys}
+        return {**points[-1]["mean"], "measured": False}
     for low, high in zip(points, points[1:]):
         if low["threshold"] <= threshold <= high["threshold"]:
             weight = (threshold - low["threshold"]) / max(high["threshold"] - low["threshold"], 1e-12)
-            return {key: low[key] + weight * (high[key] - low[key]) for key in keys}
+            return {key: low["mean"][key] + weight * (high["mean"][key] - low["mean"][key]) for key in METRICS} | {
+                "measured": False
+            }
+    raise AssertionError("unreachable")
+
+
+def curve_at_share(sweep: dict, name: str, drop_share: float) -> dict:
+    """A filter's mean accuracies at a drop share, linearly interpolated between its measured points (the random
+    and oracle controls beside the detector at the share the slider drops)."""
+    points = sorted(sweep["curves"][name], key=lambda point: point["drop_share"])
+    shares = [point["drop_share"] for point in points]
+    if drop_share <= shares[0]:
+        return dict(points[0]["mean"])
+    if drop_share >= shares[-1]:
+        return dict(points[-1]["mean"])
+    for low, high in zip(points, points[1:]):
+        if low["drop_share"] <= drop_share <= high["drop_share"]:
+            weight = (drop_share - low["drop_share"]) / max(high["drop_share"] - low["drop_share"], 1e-12)
+            return {key: low["mean"][key] + weight * (high["mean"][key] - low["mean"][key]) for key in METRICS}
     raise AssertionError("unreachable")

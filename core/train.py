@@ -166,12 +166,19 @@ def train(
     progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     adversary: Adversary | None = None,
+    steps: int | None = None,
 ) -> list[float]:
     """Train model in place on (inputs, targets); returns the mean loss of each epoch.
 
     inputs: (N, 3, 32, 32) uint8 or float images. targets: labels, soft labels or images (uint8 ok).
     adversary: if given, each (augmented) batch is replaced by adversary(model, batch, targets) before the step.
+    steps: exactly this many optimiser steps (passes over fresh permutations until they are done, the schedule
+    spread over them) instead of config.epochs passes: models trained on sets of different sizes then get the same
+    amount of training (the threshold sweep). Not a TrainConfig field, so the cache keys of runs made without it
+    keep their values; callers that use it key their results with it.
     """
+    if steps is not None and steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
     if inputs.shape[0] != targets.shape[0]:
         raise ValueError(f"inputs and targets differ in length: {inputs.shape[0]} vs {targets.shape[0]}")
     if inputs.shape[0] == 0:
@@ -190,7 +197,8 @@ def train(
     # 7,939 images (7,939 % 128 = 3) lost 30-50 points of test accuracy (classifier recipe 2).
     steps_per_epoch = n // batch_size
     used = steps_per_epoch * batch_size  # samples seen per epoch
-    total_steps = steps_per_epoch * config.epochs
+    total_steps = steps_per_epoch * config.epochs if steps is None else steps
+    epochs = config.epochs if steps is None else -(-steps // steps_per_epoch)  # the last pass may stop part-way
     optimizer = _make_optimizer(model, config)
     scheduler = None
     if config.schedule == "onecycle":
@@ -202,10 +210,11 @@ def train(
     epoch_losses: list[float] = []
     step = 0
     try:
-        for epoch in range(1, config.epochs + 1):
+        for epoch in range(1, epochs + 1):
             order = torch.randperm(n, generator=generator, device=device)
             running = torch.zeros((), device=device)
-            for batch_start in range(0, used, batch_size):
+            epoch_used = min(used, (total_steps - step) * batch_size)
+            for batch_start in range(0, epoch_used, batch_size):
                 if should_stop is not None and should_stop():
                     raise TrainingCancelled(f"training cancelled at epoch {epoch}, step {step}/{total_steps}")
                 index = order[batch_start : batch_start + batch_size]
@@ -227,10 +236,10 @@ def train(
                 step += 1
                 running += loss.detach() * index.shape[0]
                 if progress is not None:
-                    last = batch_start + batch_size >= used
-                    epoch_loss = (running / used).item() if last else None
-                    progress(Progress(epoch, config.epochs, step, total_steps, loss.item(), epoch_loss))
-            epoch_losses.append((running / used).item())
+                    last = batch_start + batch_size >= epoch_used
+                    epoch_loss = (running / epoch_used).item() if last else None
+                    progress(Progress(epoch, epochs, step, total_steps, loss.item(), epoch_loss))
+            epoch_losses.append((running / epoch_used).item())
     finally:
         model.train(was_training)
     model.eval()

@@ -195,12 +195,16 @@ with guard("the teacher's probabilities"):
 st.subheader("Train teacher and student on the filtered set")
 score = st.session_state.get("score", "dae")
 threshold = float(st.session_state.get("threshold", run.threshold_of(score)))
-epochs = st.slider(
-    "epochs (teacher and student each)", 1, 20, run.sweep["config"]["epochs"] if run.sweep else 3, key="distill_epochs"
+steps = st.slider(
+    "optimiser steps (teacher and student each; default: the sweep's, the run's recipe on all of train)",
+    10,
+    max(4 * explore.sweep_steps(run), 100),
+    explore.sweep_steps(run),
+    key="distill_steps",
 )
 st.caption(f"Uses the Threshold page's current score ({score}) and threshold ({threshold:.5f}) and T = {T:g}.")
 if st.button("Train", type="primary"):
     with guard("training teacher and student"):
-        train_at_threshold(threshold, T, epochs, score)
+        train_at_threshold(threshold, T, steps, score)
 if st.session_state.get("trained_points"):
     st.dataframe(pd.DataFrame(st.session_state["trained_points"]), width="stretch")

@@ -10,7 +10,7 @@ import streamlit as st
 from core import explore
 from core.detect import PAPER_INFERRED_THRESHOLD, PAPER_INITIAL_THRESHOLD, filter_label, infer_threshold_from_scores
 from core.registry import DEFENCES, DETECTORS
-from core.sweep import accuracy_at
+from core.sweep import FILTERS, accuracy_at, curve_at_share
 from ui.common import (
     cached_autoencoder,
     cached_curves,
@@ -134,6 +134,53 @@ if is_dae and PAPER_INFERRED_THRESHOLD < low:
     )
 
 
+SWEEP_METRICS = {
+    "clean_acc": "clean accuracy",
+    "adaptive_acc": "adaptive worst case",
+    "ifgsm_acc": "I-FGSM accuracy",
+    "fgsm_acc": "FGSM accuracy",
+}
+FILTER_STYLE = {"detector": ("DAE filter", "#4c78a8"), "random": ("random", "#9d9d9d"), "oracle": ("oracle", "#54a24b")}
+
+
+def sweep_chart(directory: str, metric: str) -> go.Figure:
+    """Student accuracy vs share dropped for each filter: measured points as markers, mean line, +-1 std band."""
+    figure = go.Figure()
+    for name in FILTERS:
+        points = run.sweep["curves"].get(name)
+        if not points:
+            continue
+        label, colour = FILTER_STYLE[name]
+        shares = [p["drop_share"] for p in points]
+        mean = np.array([p["mean"][metric] for p in points])
+        std = np.array([p["std"][metric] for p in points])
+        figure.add_trace(
+            go.Scatter(
+                x=shares + shares[::-1],
+                y=list(mean + std) + list(mean - std)[::-1],
+                fill="toself",
+                fillcolor=colour,
+                opacity=0.2,
+                line_width=0,
+                hoverinfo="skip",
+                showlegend=False,
+            )
+        )
+        figure.add_trace(
+            go.Scatter(x=shares, y=mean, name=label, mode="lines+markers", line_color=colour, marker_size=6)
+        )
+    figure.update_layout(
+        height=340,
+        margin=dict(t=30, b=30),
+        title=f"Student {SWEEP_METRICS[metric]} vs share dropped (markers: measured; band: ±1 std over seeds)",
+        xaxis_title="share of the training set dropped",
+        xaxis_tickformat=".0%",
+        yaxis_title=SWEEP_METRICS[metric],
+        yaxis_range=[0, 1],
+    )
+    return figure
+
+
 @st.fragment
 def live_view() -> None:
     slider_column, number_column = st.columns([4, 1])
@@ -177,6 +224,7 @@ def live_view() -> None:
         "Download counts (JSON)", json.dumps(counts, indent=2), "threshold_counts.json", "application/json"
     )
 
+    drop_share = (counts["dropped_clean"] + counts["dropped_poisoned"]) / max(len(scores), 1)
     with right:
         if run.sweep and not is_dae:
             st.info(
@@ -184,18 +232,40 @@ def live_view() -> None:
                 "train at the exact threshold below, or see the Detectors page for students behind each detector."
             )
         elif run.sweep:
-            accuracy = accuracy_at(run.sweep, threshold)
+            sweep, config = run.sweep, run.sweep["config"]
+            accuracy = accuracy_at(sweep, threshold, tolerance=(high - low) / 2000)
+            seeds = max(point["n_seeds"] for point in sweep["curves"]["detector"])
+            how = "measured at this threshold" if accuracy["measured"] else "interpolated between measured points"
             st.markdown(
-                f"**Student at this threshold** (interpolated from a {len(run.sweep['points'])}-point sweep, "
-                f"{run.sweep['config']['epochs']} epochs each, {run.sweep['config']['n_test']:,} test images)"
+                f"**Student at this threshold**: {how} (sweep of {len(sweep['curves']['detector'])} thresholds, "
+                f"mean of {seeds} seed(s), {config['steps']:,} optimiser steps per model, "
+                f"{config['n_test']:,} test images)"
             )
-            cols = st.columns(3)
+            cols = st.columns(4)
             cols[0].metric("clean accuracy", f"{accuracy['clean_acc']:.2%}")
             cols[1].metric("FGSM accuracy", f"{accuracy['fgsm_acc']:.2%}")
             cols[2].metric("I-FGSM accuracy", f"{accuracy['ifgsm_acc']:.2%}")
+            cols[3].metric(
+                "adaptive worst case",
+                f"{accuracy['adaptive_acc']:.2%}",
+                help="per-image worst case over core/robust.py's attacks (logits / T, margin, PGD): what distilled "
+                "students cannot mask",
+            )
+            controls = [name for name in ("random", "oracle") if name in sweep["curves"]]
+            if controls:
+                st.caption(
+                    f"Dropping the same share ({drop_share:.1%}) "
+                    + " / ".join(
+                        f"{'at random' if name == 'random' else 'poisons first (oracle)'}: clean "
+                        f"{curve_at_share(sweep, name, drop_share)['clean_acc']:.2%}"
+                        for name in controls
+                    )
+                )
         else:
             st.warning(
-                "This run has no threshold sweep: run `python -m core sweep --run-dir <run>` to add the accuracy curve."
+                "This run has no threshold sweep (or one from an older version): "
+                f"`python -m core sweep --run-dir {directory}` measures the student's accuracy at 24 thresholds, "
+                "beside random and oracle filters, over 3 seeds."
             )
 
     hist = histogram(directory, score)
@@ -250,25 +320,13 @@ def live_view() -> None:
             figure_download(figure, name)
 
     if run.sweep and is_dae:
-        points = sorted(run.sweep["points"], key=lambda point: point["threshold"])
-        sweep_figure = go.Figure()
-        for key, label in (("clean_acc", "clean"), ("fgsm_acc", "FGSM"), ("ifgsm_acc", "I-FGSM")):
-            sweep_figure.add_trace(
-                go.Scatter(
-                    x=[p["threshold"] for p in points], y=[p[key] for p in points], name=label, mode="lines+markers"
-                )
-            )
-        sweep_figure.add_vline(threshold, line_color="black", line_dash="dash")
-        sweep_figure.update_layout(
-            height=320,
-            margin=dict(t=30, b=30),
-            title="Student accuracy vs threshold",
-            xaxis_title="threshold",
-            yaxis_title="accuracy",
-            yaxis_range=[0, 1],
+        metric = st.radio(
+            "Sweep curve", list(SWEEP_METRICS), format_func=SWEEP_METRICS.get, key="sweep_metric", horizontal=True
         )
+        sweep_figure = sweep_chart(directory, metric)
+        sweep_figure.add_vline(drop_share, line_color="black", line_dash="dash", annotation_text="this threshold")
         st.plotly_chart(sweep_figure, width="stretch", key="chart-sweep")
-        figure_download(sweep_figure, "student_accuracy_vs_threshold")
+        figure_download(sweep_figure, "student_accuracy_vs_share_dropped")
 
     pool = cached_example_pool(directory)
     pool_scores = scores[pool["index"]]
@@ -300,14 +358,16 @@ st.divider()
 st.subheader("Train at exactly this threshold")
 st.caption(
     "Rebuilds the poisoned training set (once per session), then trains teacher and student at the run's T on "
-    "what this threshold keeps, with the sweep's epoch budget, and measures the student on the sweep's test subset."
+    f"what this threshold keeps, {explore.sweep_steps(run):,} optimiser steps each (the sweep's budget, whatever "
+    "the threshold keeps), and measures the student on the sweep's test subset."
 )
 if st.button("Train teacher and student at this threshold", type="primary"):
     with guard("training at this threshold"):
         from ui.common import train_at_threshold
 
-        epochs = run.sweep["config"]["epochs"] if run.sweep else 3
-        train_at_threshold(float(st.session_state["threshold"]), run.config.temperature, epochs, score)
+        train_at_threshold(
+            float(st.session_state["threshold"]), run.config.temperature, explore.sweep_steps(run), score
+        )
 if st.session_state.get("trained_points"):
     st.dataframe(pd.DataFrame(st.session_state["trained_points"]), width="stretch")
 

@@ -62,16 +62,34 @@ def test_moving_the_threshold_changes_counts_and_student_accuracy(run_directory,
     import shutil
 
     from core.run import Run
-    from core.sweep import accuracy_at
+    from core.sweep import SWEEP_VERSION, accuracy_at, curves_of
 
     folder = tmp_path / "run"
     shutil.copytree(run_directory, folder)
     scores = Run.load(folder).train_scores
-    points = [
-        {"threshold": float(scores.quantile(q)), "clean_acc": acc, "fgsm_acc": acc / 2, "ifgsm_acc": acc / 3}
+    measurements = [
+        {
+            "seed": 0,
+            "filter": name,
+            "target_share": 1 - q,
+            "drop_share": 1 - q,
+            "threshold": float(scores.quantile(q)),
+            "precision": 0.1,
+            "recall": 0.1,
+            "clean_acc": acc,
+            "fgsm_acc": acc / 2,
+            "ifgsm_acc": acc / 3,
+            "adaptive_acc": acc / 4,
+        }
+        for name in ("detector", "random")
         for q, acc in ((0.1, 0.5), (0.99, 0.9))
     ]
-    sweep = {"config": {"epochs": 1, "n_test": 10}, "points": points}
+    sweep = {
+        "version": SWEEP_VERSION,
+        "config": {"steps": 10, "n_test": 10},
+        "measurements": measurements,
+        "curves": curves_of(measurements),
+    }
     (folder / "sweep.json").write_text(json.dumps(sweep))
     at = app(str(folder))
     at.run()
@@ -88,6 +106,14 @@ def test_moving_the_threshold_changes_counts_and_student_accuracy(run_directory,
         assert values[fraction][1] == f"{accuracy_at(sweep, threshold)['clean_acc']:.2%}"
     assert values[0.2][0] != values[0.6][0]  # kept count changes
     assert values[0.2][1:] != values[0.6][1:]  # the student's accuracy read from the sweep changes
+
+    # A sweep of the older format is not shown as if it were current: the page says how to remake it.
+    (folder / "sweep.json").write_text(json.dumps({"config": {"epochs": 3, "n_test": 10}, "points": []}))
+    at = app(str(folder))
+    at.run()
+    at.switch_page("pages/threshold.py").run()
+    assert_clean(at)
+    assert any("older version" in warning.value for warning in at.warning)
 
 
 def test_switching_the_score_changes_the_filter(run_directory):

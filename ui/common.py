@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 
 import numpy as np
 import streamlit as st
@@ -58,8 +59,14 @@ def data_root() -> str:
     return str(default_root())
 
 
-@st.cache_resource(max_entries=4, show_spinner="Loading the run...")
 def cached_run(directory: str) -> Run:
+    """The run, reloaded when one of its JSON files changed (a sweep or detectors added while the app runs)."""
+    stamp = tuple((path.name, path.stat().st_mtime_ns) for path in sorted(Path(directory).glob("*.json")))
+    return _loaded_run(directory, stamp)
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the run...")
+def _loaded_run(directory: str, stamp: tuple) -> Run:
     return Run.load(directory)
 
 
@@ -220,7 +227,7 @@ def ringed(image, correct: bool, scale: int = 4) -> np.ndarray:
     return pixels
 
 
-def train_at_threshold(threshold: float, temperature: float, epochs: int, score: str = "dae") -> dict:
+def train_at_threshold(threshold: float, temperature: float, steps: int, score: str = "dae") -> dict:
     """Teacher and student at T on the samples whose `score` is at most threshold (core.explore), with progress."""
     directory = run_dir()
     run = cached_run(directory)
@@ -234,7 +241,7 @@ def train_at_threshold(threshold: float, temperature: float, epochs: int, score:
             bar.progress(done / max(total, 1), text=f"{stage}: step {done}/{total}")
 
         point, student = explore.train_at_threshold(
-            run, run_splits(run), score, threshold, temperature, epochs, progress
+            run, run_splits(run), score, threshold, temperature, steps, progress
         )
         status.update(
             label=f"Trained at {threshold:.5f}: student clean {point['clean_acc']:.2%}, "

@@ -1,0 +1,169 @@
+"""The threshold sweep: a fixed optimiser-step budget, random and oracle controls, seeds, resuming, the app."""
+
+import json
+import shutil
+from dataclasses import replace
+
+import pytest
+import torch
+
+from core.cli import main
+from core.data import ImageSet
+from core.models import Classifier, ClassifierConfig
+from core.run import Run, train_run
+from core.sweep import SweepConfig, accuracy_at, curves_of, distil_kept, dropped_at, filter_scores
+from core.train import TrainConfig, hard_label_loss, train
+from tests.test_pipeline import tiny_config
+
+
+@pytest.fixture(scope="module")
+def tiny_run(gtsrb_root, tmp_path_factory):
+    base = tmp_path_factory.mktemp("sweep")
+    return train_run(tiny_config(), base / "run", base / "cache", gtsrb_root)
+
+
+def toy_set(n: int, seed: int = 0) -> ImageSet:
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    return ImageSet(images, torch.randint(0, 4, (n,), generator=generator))
+
+
+def test_steps_fixes_the_optimiser_steps_whatever_the_training_set_size():
+    experiment = replace(
+        tiny_config(),
+        classifier=ClassifierConfig(num_classes=4, width=4, hidden=8),
+        classifier_train=TrainConfig(epochs=1, batch_size=16, augment=True),
+    )
+    train_set = toy_set(96)
+    events: dict[int, list] = {}
+    for kept_count in (96, 40):  # two thresholds: 96 and 40 images kept, batches of 16
+        kept = torch.zeros(96, dtype=torch.bool)
+        kept[:kept_count] = True
+        log = events.setdefault(kept_count, [])
+        distil_kept(train_set, kept, experiment, 7, 0, progress=lambda stage, step, total, log=log: log.append(total))
+    # teacher and student: 7 steps each at both thresholds, though 96 images make 6 batches a pass and 40 make 2
+    assert events[96] == events[40] == [7] * 14
+
+
+def test_steps_equal_to_whole_epochs_trains_exactly_as_epochs_do():
+    data = toy_set(64, seed=1)
+    config = TrainConfig(epochs=3, batch_size=16, augment=True, seed=5)
+    weights = []
+    for steps in (None, 3 * (64 // 16)):
+        torch.manual_seed(0)
+        model = Classifier(ClassifierConfig(num_classes=4, width=4, hidden=8))
+        train(model, data.images, data.labels, hard_label_loss(), config, torch.device("cpu"), steps=steps)
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.equal(weights[0], weights[1])
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        train(model, data.images, data.labels, hard_label_loss(), config, torch.device("cpu"), steps=0)
+
+
+def test_random_and_oracle_filters_drop_the_stated_shares():
+    n, poisons = 2000, 200
+    poison_mask = torch.zeros(n, dtype=torch.bool)
+    poison_mask[torch.randperm(n, generator=torch.Generator().manual_seed(0))[:poisons]] = True
+    detector = torch.rand(n, generator=torch.Generator().manual_seed(1))
+    for share in (0.05, 0.3, 0.6):
+        count = round(share * n)
+        for name in ("detector", "random", "oracle"):
+            dropped, threshold = dropped_at(filter_scores(name, detector, poison_mask, seed=0), share)
+            assert int(dropped.sum()) == count, (name, share)
+        # the oracle drops poisons first: all of them once the share allows, else only poisons
+        oracle, _ = dropped_at(filter_scores("oracle", detector, poison_mask, 0), share)
+        assert int((oracle & poison_mask).sum()) == min(count, poisons)
+        # random ignores the mask: it drops about `share` of the poisons (binomial, 4 standard deviations)
+        random, _ = dropped_at(filter_scores("random", detector, poison_mask, 0), share)
+        recall = float((random & poison_mask).sum()) / poisons
+        assert abs(recall - share) < 4 * (share * (1 - share) / poisons) ** 0.5
+        # the detector's threshold reproduces its drop on the slider: scores above it are dropped
+        dropped, threshold = dropped_at(detector, share)
+        assert torch.equal(dropped, detector > threshold)
+    # another seed, another random draw
+    first, _ = dropped_at(filter_scores("random", detector, poison_mask, 0), 0.3)
+    second, _ = dropped_at(filter_scores("random", detector, poison_mask, 1), 0.3)
+    assert not torch.equal(first, second)
+
+
+def test_sweep_config_rejects_bad_values():
+    for bad in (
+        {"drop_shares": (0.5,)},
+        {"drop_shares": (0.0, 1.0)},
+        {"filters": ("psychic",)},
+        {"seeds": (0, 0)},
+        {"steps": 0},
+        {"robust_test_subset": 0.0},
+    ):
+        with pytest.raises(ValueError):
+            SweepConfig(**bad)
+
+
+def test_accuracy_at_returns_measured_points_and_interpolates_between_them():
+    def measurement(seed, share, threshold, clean):
+        metrics = {"clean_acc": clean, "fgsm_acc": clean / 2, "ifgsm_acc": clean / 3, "adaptive_acc": clean / 4}
+        return {"seed": seed, "filter": "detector", "target_share": share, "drop_share": share}, {
+            "threshold": threshold,
+            "precision": 0.0,
+            "recall": 0.0,
+            **metrics,
+        }
+
+    rows = [
+        a | b
+        for a, b in (
+            measurement(s, share, t, c + s / 10) for s in (0, 1) for share, t, c in ((0, 2.0, 0.5), (0.5, 1.0, 0.7))
+        )
+    ]
+    sweep = {"curves": curves_of(rows)}
+    point = sweep["curves"]["detector"][0]
+    assert point["n_seeds"] == 2 and point["mean"]["clean_acc"] == pytest.approx(0.55)
+    assert point["std"]["clean_acc"] == pytest.approx(0.1 / 2**0.5)
+    assert accuracy_at(sweep, 1.0) == {**sweep["curves"]["detector"][1]["mean"], "measured": True}
+    halfway = accuracy_at(sweep, 1.5)
+    assert not halfway["measured"] and halfway["clean_acc"] == pytest.approx((0.55 + 0.75) / 2)
+
+
+def test_sweep_end_to_end_in_the_cli_resumes_and_shows_in_the_app(tiny_run, gtsrb_root, tmp_path, capsys):
+    folder = tmp_path / "run"
+    shutil.copytree(tiny_run.directory, folder)
+    command = ["sweep", "--run-dir", str(folder), "--data-root", str(gtsrb_root), "--drop-shares", "0", "0.5"]
+    command += ["--seeds", "2", "--steps", "4", "--test-subset", "0.5", "--robust-steps", "2"]
+    assert main(command) == 0
+    printed = capsys.readouterr().out
+    assert "mean ± std over 2 seed(s)" in printed and "4 optimiser steps per model" in printed
+    sweep = json.loads((folder / "sweep.json").read_text())
+    assert set(sweep["curves"]) == {"detector", "random", "oracle"}
+    assert len(sweep["measurements"]) == 2 * 3 * 2
+    run = Run.load(folder)
+    n_poisoned = int(run.poison_mask.sum())
+    for points in sweep["curves"].values():
+        assert [p["n_seeds"] for p in points] == [2, 2]
+        assert points[1]["drop_share"] == pytest.approx(0.5, abs=1 / len(run.poison_mask))
+        for point in points:
+            assert all(0 <= value <= 1 for value in point["mean"].values())
+    oracle_half = [m for m in sweep["measurements"] if m["filter"] == "oracle" and m["target_share"] == 0.5]
+    assert all(m["dropped_poisoned"] == n_poisoned for m in oracle_half)  # 10% poisoned < 50% dropped
+    # nothing dropped: the same kept set for every filter, trained once per seed
+    for seed in (0, 1):
+        at_zero = [m for m in sweep["measurements"] if m["seed"] == seed and m["target_share"] == 0]
+        assert len({m["kept_digest"] for m in at_zero}) == 1
+    # the two seeds trained different students
+    zero = sweep["curves"]["detector"][0]
+    assert sum(zero["std"].values()) > 0
+
+    # A rerun with one more filter share keeps the 12 finished measurements.
+    assert main(command[:6] + ["0", "0.5", "0.7"] + command[8:]) == 0
+    again = json.loads((folder / "sweep.json").read_text())
+    assert again["measurements"][:12] == sweep["measurements"] and len(again["measurements"]) == 18
+
+    from tests.test_app import _metric, app, assert_clean
+
+    at = app(str(folder))
+    at.run()
+    at.switch_page("pages/threshold.py").run()
+    assert_clean(at)
+    assert any("interpolated between measured points" in md.value or "measured at" in md.value for md in at.markdown)
+    assert _metric(at, "adaptive worst case").endswith("%")
+    assert any("at random" in caption.value and "oracle" in caption.value for caption in at.caption)
+    at.radio(key="sweep_metric").set_value("adaptive_acc").run()
+    assert_clean(at)
