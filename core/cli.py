@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from core.pipeline import ExperimentConfig
 
 RUNS_DIR = Path("runs")
-PRESETS = ("paper", "quick", "compare")
+PRESETS = ("paper", "quick", "compare", "sweep")
 
 
 class OneLineParser(argparse.ArgumentParser):

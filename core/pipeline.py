@@ -104,7 +104,9 @@ class ExperimentConfig:
 
 def preset(name: str, **overrides) -> ExperimentConfig:
     """'paper': all of GTSRB, the paper's settings. 'quick': a stratified quarter, fewer epochs (~minutes on CPU).
-    'compare': quick with a narrower classifier and 4 epochs, for the many models of `python -m core compare`."""
+    'compare': quick with a narrower classifier and 4 epochs, for the many models of `python -m core compare`.
+    'sweep': compare on a tenth of the train split with a classifier half as wide, for the threshold sweep's
+    ~210 teacher + student pairs (3 filters x 24 drop shares x 3 seeds) on 2 CPU cores."""
     if name == "paper":
         base = ExperimentConfig(preset="paper")
     elif name == "quick":
@@ -123,8 +125,12 @@ def preset(name: str, **overrides) -> ExperimentConfig:
             classifier=ClassifierConfig(width=16),
             classifier_train=classifier_train_config(epochs=4),
         )
+    elif name == "sweep":  # the threshold sweep trains ~210 teacher + student pairs: a tenth of GTSRB, narrow models
+        base = replace(
+            preset("compare"), preset="sweep", train_subset=0.1, classifier=ClassifierConfig(width=8, hidden=128)
+        )
     else:
-        raise ValueError(f"unknown preset {name!r}: choose 'paper', 'quick' or 'compare'")
+        raise ValueError(f"unknown preset {name!r}: choose 'paper', 'quick', 'compare' or 'sweep'")
     return replace(base, **overrides)
 
 
