@@ -22,8 +22,9 @@ from ui.common import (
     figure_download,
     guard,
     require_run,
-    ringed,
+    ringed_png,
     run_dir,
+    timed,
 )
 
 ensure_navigation()
@@ -181,8 +182,7 @@ def sweep_chart(directory: str, metric: str) -> go.Figure:
     return figure
 
 
-@st.fragment
-def live_view() -> None:
+def draw_live_view() -> None:
     slider_column, number_column = st.columns([4, 1])
     slider_column.slider(
         f"Threshold ({filter_label(score)})",
@@ -290,7 +290,7 @@ def live_view() -> None:
     fpr_point, tpr_point = explore.operating_point(scores, mask, threshold)
     roc = go.Figure(
         [
-            go.Scatter(x=curves["fpr"], y=curves["tpr"], name="ROC", mode="lines"),
+            go.Scatter(x=curves["roc_shown"][0], y=curves["roc_shown"][1], name="ROC", mode="lines"),
             go.Scatter(x=[0, 1], y=[0, 1], name="chance", mode="lines", line_dash="dot", line_color="grey"),
             go.Scatter(x=[fpr_point], y=[tpr_point], name="this threshold", mode="markers", marker_size=12),
         ]
@@ -304,7 +304,7 @@ def live_view() -> None:
     )
     pr = go.Figure(
         [
-            go.Scatter(x=curves["recall"], y=curves["precision"], name="PR", mode="lines"),
+            go.Scatter(x=curves["pr_shown"][0], y=curves["pr_shown"][1], name="PR", mode="lines"),
             go.Scatter(
                 x=[counts["recall"]], y=[counts["precision"]], name="this threshold", mode="markers", marker_size=12
             ),
@@ -345,10 +345,17 @@ def live_view() -> None:
             poisoned = bool(pool["is_poisoned"][position])
             correct = poisoned == (title == "Dropped")
             column.image(
-                ringed(pool["delivered"][position], correct),
+                ringed_png(directory, int(position), correct),
                 caption=f"{'poison' if poisoned else 'clean'} {pool_scores[position]:.4f}",
                 width="stretch",
             )
+
+
+@st.fragment
+def live_view() -> None:
+    """Only this reruns when the slider moves (timed for bench/slider.py)."""
+    with timed("threshold fragment"):
+        draw_live_view()
 
 
 with guard("the threshold view"):

@@ -38,11 +38,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(gtsrb_root):
-    assert os.path.exists(CHROMIUM), "Debian's chromium is missing: apt-get install chromium (.ci/run does)"
+def start_streamlit(env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """`streamlit run app.py` headless on a free localhost port; returns (process, url) once it is healthy."""
     port = free_port()
-    env = {**os.environ, "STREAMLIT_SERVER_HEADLESS": "true"}
     process = subprocess.Popen(
         [
             sys.executable,
@@ -56,7 +54,7 @@ def server(gtsrb_root):
             "127.0.0.1",
         ],
         cwd=ROOT,
-        env=env,
+        env={**os.environ, "STREAMLIT_SERVER_HEADLESS": "true", **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -65,12 +63,17 @@ def server(gtsrb_root):
     while time.time() < deadline:
         try:
             urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
-            break
+            return process, url
         except OSError:
             time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("streamlit did not start within 90 s")
+    process.kill()
+    raise RuntimeError("streamlit did not start within 90 s")
+
+
+@pytest.fixture(scope="module")
+def server(gtsrb_root):
+    assert os.path.exists(CHROMIUM), "Debian's chromium is missing: apt-get install chromium (.ci/run does)"
+    process, url = start_streamlit()
     yield url
     process.terminate()
     process.wait(timeout=20)

@@ -6,12 +6,15 @@ All computing lives in `core`; this module only caches it for the app and draws 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import time
 from pathlib import Path
 
 import numpy as np
 import streamlit as st
 import torch
+from PIL import Image
 
 from core import explore
 from core.data import DatasetNotFoundError, dataset_available, default_root, load_splits
@@ -48,6 +51,22 @@ def guard(what: str = "this step"):
             st.error(f"Could not complete {what}: {error}")
         else:
             st.error(f"Could not complete {what}: unexpected {type(error).__name__}: {error}")
+
+
+@contextlib.contextmanager
+def timed(name: str):
+    """Append the block's wall time in ms to the file $DAE_DISTILL_TIMINGS (bench/slider.py reads the server side
+    of a slider move from it); does nothing when it is unset."""
+    path = os.environ.get("DAE_DISTILL_TIMINGS")
+    if not path:
+        yield
+        return
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        with open(path, "a") as timings:
+            timings.write(f"{name}\t{(time.perf_counter() - started) * 1000:.2f}\n")
 
 
 def run_dir() -> str:
@@ -216,6 +235,14 @@ def figure_download(figure, name: str) -> None:
 def enlarged(image, scale: int = 4) -> np.ndarray:
     """An image tensor (uint8 or [0, 1]) as HWC uint8 pixels, each pixel a scale x scale block."""
     return np.kron(explore.as_pixels(image), np.ones((scale, scale, 1), dtype=np.uint8))
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def ringed_png(directory: str, position: int, correct: bool) -> bytes:
+    """An example-pool image, ringed, as PNG bytes: encoded once, not on every slider move."""
+    buffer = io.BytesIO()
+    Image.fromarray(ringed(cached_example_pool(directory)["delivered"][position], correct)).save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 def ringed(image, correct: bool, scale: int = 4) -> np.ndarray:
