@@ -883,12 +883,13 @@ def command_report(args) -> int:
         print(report_comparison(load_comparison(args.comparison)))
     if args.defences:
         from core.explore import load_defence_grid
-        from core.report import report_defence_grid
+        from core.report import defence_grid_markdown, report_defence_grid
 
         grid = load_defence_grid(args.defences)
         if grid is None:
             raise FileNotFoundError(f"no defence grid at {args.defences}: run `python -m core defences` first")
         print(report_defence_grid(grid))
+        print("\nREADME's table:\n" + defence_grid_markdown(grid))
     return 0
 
 

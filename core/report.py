@@ -348,3 +348,26 @@ def report_defence_grid(grid: dict) -> str:
             mean = sum(accuracies) / len(accuracies)
             lines.append(f"{name:<24}{mean * 100:>7.1f}%{cells[0]:>22}{cells[1]:>24}")
     return "\n".join(lines)
+
+
+def defence_grid_markdown(grid: dict) -> str:
+    """README's table of the grid: one row per reference model and defence, one column per threat case (with its
+    number of seeds), each cell 'clean / worst case' as mean ± std over seeds, attack success where it applies, and
+    the published anchor beside ours."""
+    from core.explore import case_label, defence_rows  # the anchors: core.explore.ANCHORS
+
+    cases = list(grid["summary"])
+    header = [f"{case_label(grid, case)} ({grid['case_seeds'][case]} seed(s))" for case in cases]
+    rows: dict[str, list[str]] = {}
+    for case in cases:
+        for row in defence_rows(case, grid["summary"][case]):
+            cell = row["clean"] if row["clean"].startswith("n/a") else f"{row['clean']} / {row['worst case']}"
+            if "attack success" in row:
+                cell += f", ASR {row['attack success']}"
+            if row["published (CIFAR-10)"]:
+                cell += f" (published {row['published (CIFAR-10)']})"
+            rows.setdefault(row["model"], []).append(cell)
+    lines = ["| model (clean accuracy / worst case) | " + " | ".join(header) + " |"]
+    lines.append("| --- " * (len(cases) + 1) + "|")
+    lines += [f"| {model} | " + " | ".join(cells) + " |" for model, cells in rows.items()]
+    return "\n".join(lines)

@@ -269,6 +269,16 @@ def test_report_gives_binomial_standard_errors_for_one_seed_and_seed_errors_for_
     jpeg_line = next(line for line in report_defence_grid(grid).splitlines() if line.startswith("jpeg"))
     assert f"+50.0 ± {gap['se'] * 100:.1f}" in jpeg_line
 
+    # README's table: a column per case with its seed count, mean ± std over seeds, the published anchor beside it
+    from core.report import defence_grid_markdown
+
+    settings = {"tap": {"threat": "tap", "eps": 8 / 255, "fraction": 1.0}}
+    grid = {"config": {"experiment": {}, "case_settings": settings}, "runs": runs, **grid_summary(runs)}
+    table = defence_grid_markdown(grid).splitlines()
+    assert "TAP" in table[0] and "(2 seed(s))" in table[0]
+    jpeg_row = next(line for line in table if line.startswith("| JPEG"))
+    assert "85.0% ± 7.1" in jpeg_row and "(published 83.9%)" in jpeg_row
+
 
 def test_a_grid_keeps_finished_cases_only_under_the_same_settings():
     from core.defence_grid import DefenceGridConfig, finished_runs
