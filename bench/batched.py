@@ -52,7 +52,15 @@ def main() -> None:
         synchronise(device)
         started = time.perf_counter()
         for model, subset, config in zip(models, subsets, configs):
-            train(copy.deepcopy(model), images[subset], labels[subset], hard_label_loss(), config, device, steps=args.steps)
+            train(
+                copy.deepcopy(model),
+                images[subset],
+                labels[subset],
+                hard_label_loss(),
+                config,
+                device,
+                steps=args.steps,
+            )
         synchronise(device)
         sequential = time.perf_counter() - started
 
