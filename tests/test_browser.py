@@ -152,3 +152,20 @@ def test_threshold_slider_and_upload_in_a_real_browser(server, browser, tmp_path
         assert page.locator("[data-testid='stException']").count() == 0, name
         shoot(page, name)
     page.close()
+
+
+def test_slider_bench_runs_and_prints_its_numbers():
+    """bench/slider.py at a tiny size (3 presses): it drives the page and prints browser and server times."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "slider.py"), "--presses", "3", "--quiet-ms", "300"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    browser = next(line for line in lines if line.startswith("key press to idle page"))
+    server = next(line for line in lines if line.startswith("server: the page's fragment"))
+    median_browser, median_server = float(browser.split()[-3]), float(server.split()[-3])
+    assert 0 < median_server < median_browser  # the browser waits for the server and then draws
