@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import json
 import math
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -284,23 +284,24 @@ def train_at_threshold(
     """Teacher and student at T on the run's stored training samples whose `score` is at most threshold, `steps`
     optimiser steps each, measured like the sweep (its test subset, the run's paper-style attacks).
     Returns (point, student)."""
-    from core.evaluate import robustness
-    from core.sweep import distil_at_threshold
+    from core.sweep import SweepConfig, distil_at_threshold, measure_student, robust_subset
 
     poisoned = run.poisons(splits.train)
     _, student, kept = distil_at_threshold(
         poisoned.data, run.scores_of(score), threshold, run.config, steps, temperature, progress, should_stop
     )
     if progress is not None:
-        progress("measuring the student (clean, FGSM, I-FGSM)", 0, 1)
-    test = student_test_subset(run, splits.test)
+        progress("measuring the student (clean, FGSM, I-FGSM, adaptive worst case)", 0, 1)
+    settings = run.sweep["config"] if run.sweep else asdict(SweepConfig())
+    test = student_test_subset(run, splits.test, settings["test_subset"])
+    robust_test = robust_subset(test, settings["robust_test_subset"], run.config.seed)
     point = {
         "score": score,
         "threshold": threshold,
         "temperature": temperature,
         "steps": steps,
         "kept": int(kept.sum()),
-        **robustness(student, test, run.config.eval_attack),
+        **measure_student(student, test, robust_test, run.config, settings["robust_steps"]),
     }
     return point, student
 

@@ -142,6 +142,12 @@ def distil_at_threshold(
     return teacher, student, kept_mask
 
 
+def robust_subset(test: ImageSet, share: float, seed: int) -> ImageSet:
+    """The stratified share of a student's test images that the adaptive attacks run on."""
+    _, index = stratified_split(test.labels, share, sampling_seed(seed, "robust_test"))
+    return test.subset(index)
+
+
 def measure_student(student, test: ImageSet, robust_test: ImageSet, experiment: ExperimentConfig, robust_steps: int):
     """Clean, FGSM and I-FGSM accuracy on test; the adaptive worst case (core.robust) on robust_test."""
     robust_config = RobustEvalConfig(
@@ -172,10 +178,7 @@ def sweep_thresholds(
     started = time.time()
     report = progress or (lambda stage, done, total: None)
     steps = config.steps or fixed_steps(experiment, len(train))
-    _, robust_index = stratified_split(
-        test.labels, config.robust_test_subset, sampling_seed(experiment.seed, "robust_test")
-    )
-    robust_test = test.subset(robust_index)
+    robust_test = robust_subset(test, config.robust_test_subset, experiment.seed)
     settings = {
         **asdict(config),
         "steps": steps,

@@ -11,6 +11,7 @@ from core import explore
 from core.detect import PAPER_INFERRED_THRESHOLD, PAPER_INITIAL_THRESHOLD, filter_label, infer_threshold_from_scores
 from core.registry import DEFENCES, DETECTORS
 from core.sweep import FILTERS, accuracy_at, curve_at_share
+from core.train import device_description
 from ui.common import (
     cached_autoencoder,
     cached_curves,
@@ -21,10 +22,12 @@ from ui.common import (
     ensure_navigation,
     figure_download,
     guard,
+    live_trainer,
     require_run,
     ringed_png,
     run_dir,
     timed,
+    training_step_seconds,
 )
 
 ensure_navigation()
@@ -97,8 +100,15 @@ def from_number() -> None:
     set_threshold(st.session_state["threshold_input"])
 
 
+def submit_point(threshold: float) -> None:
+    """Queue teacher + student at this threshold on the background trainer (core.live)."""
+    live_trainer().submit(directory, score, threshold, explore.sweep_steps(run))
+
+
 def from_slider() -> None:
     st.session_state["threshold_input"] = st.session_state["threshold"]
+    if st.session_state.get("live_training"):
+        submit_point(float(st.session_state["threshold"]))
 
 
 buttons = st.columns([1, 1, 1.3, 1.3])
@@ -324,6 +334,19 @@ def draw_live_view() -> None:
             "Sweep curve", list(SWEEP_METRICS), format_func=SWEEP_METRICS.get, key="sweep_metric", horizontal=True
         )
         sweep_figure = sweep_chart(directory, metric)
+        trained = [job.point for job in live_trainer().jobs(directory) if job.state == "done" and job.score == score]
+        trained = [point for point in trained if metric in point]
+        if trained:
+            n_train = len(scores)
+            sweep_figure.add_trace(
+                go.Scatter(
+                    x=[1 - point["kept"] / n_train for point in trained],
+                    y=[point[metric] for point in trained],
+                    name="trained here (one seed)",
+                    mode="markers",
+                    marker=dict(symbol="star", size=13, color="#e45756"),
+                )
+            )
         sweep_figure.add_vline(drop_share, line_color="black", line_dash="dash", annotation_text="this threshold")
         st.plotly_chart(sweep_figure, width="stretch", key="chart-sweep")
         figure_download(sweep_figure, "student_accuracy_vs_share_dropped")
@@ -363,20 +386,61 @@ with guard("the threshold view"):
 
 st.divider()
 st.subheader("Train at exactly this threshold")
-st.caption(
-    "Rebuilds the poisoned training set (once per session), then trains teacher and student at the run's T on "
-    f"what this threshold keeps, {explore.sweep_steps(run):,} optimiser steps each (the sweep's budget, whatever "
-    "the threshold keeps), and measures the student on the sweep's test subset."
+steps = explore.sweep_steps(run)
+seconds = (
+    2
+    * steps
+    * training_step_seconds(
+        run.config.classifier.width, run.config.classifier.hidden, run.config.classifier_train.batch_size
+    )
 )
-if st.button("Train teacher and student at this threshold", type="primary"):
-    with guard("training at this threshold"):
-        from ui.common import train_at_threshold
+on_gpu = device_description().startswith("GPU")
+st.caption(
+    f"Trains teacher and student at the run's T on what the threshold keeps, {steps:,} optimiser steps each (the "
+    "sweep's budget, whatever the threshold keeps), and measures the student on the sweep's test subset, in the "
+    f"background: the page stays usable. On this machine ({device_description()}) a point takes about "
+    f"{seconds:.0f} s of training plus its evaluation; finished points appear on the sweep's chart as stars."
+)
+columns = st.columns([1, 1])
+columns[0].toggle(
+    "Train every threshold I release",
+    value=on_gpu,
+    key="live_training",
+    help="On a GPU a point takes seconds: each released slider position is queued and trained in turn.",
+)
+columns[1].button(
+    "Train at this threshold in the background",
+    type="primary",
+    key="train_in_background",
+    on_click=lambda: submit_point(float(st.session_state["threshold"])),
+)
 
-        train_at_threshold(
-            float(st.session_state["threshold"]), run.config.temperature, explore.sweep_steps(run), score
-        )
-if st.session_state.get("trained_points"):
-    st.dataframe(pd.DataFrame(st.session_state["trained_points"]), width="stretch")
+
+@st.fragment(run_every=2.0 if live_trainer().busy() else None)
+def live_jobs() -> None:
+    jobs = live_trainer().jobs(directory)
+    if not jobs:
+        return
+    for job in jobs:
+        if job.state in ("queued", "running"):
+            share = job.done_steps / max(job.total_steps, 1)
+            st.progress(share, text=f"{job.threshold:.5f}: {job.state} {job.stage} {job.done_steps}/{job.total_steps}")
+        elif job.state == "failed":
+            st.error(f"Training at {job.threshold:.5f} failed: {job.error}")
+    done = [
+        {"threshold": job.threshold, "score": job.score, "seconds": job.seconds, **job.point}
+        for job in jobs
+        if job.state == "done"
+    ]
+    if done:
+        st.dataframe(pd.DataFrame(done), width="stretch", hide_index=True)
+    if not live_trainer().busy() and st.session_state.get("jobs_seen") != len(done):
+        st.session_state["jobs_seen"] = len(done)
+        st.rerun()  # the whole page: the chart gains the new points and the polling stops
+
+
+with guard("the background training"):
+    live_jobs()
 
 st.divider()
 st.subheader("Other defences")

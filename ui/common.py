@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -119,6 +120,48 @@ def dataset_counts(root: str) -> tuple[int, int]:
 def run_splits(run: Run):
     c = run.config
     return cached_splits(data_root(), c.trusted_fraction, c.seed, c.train_subset, c.test_subset)
+
+
+_LIVE_TRAINER = None
+_LIVE_TRAINER_LOCK = threading.Lock()
+
+
+def live_trainer():
+    """The process's background trainer (core.live): one queue shared by every session, one point at a time (a
+    module-level object, not st.cache_resource: tests reach the same one)."""
+    global _LIVE_TRAINER
+    with _LIVE_TRAINER_LOCK:
+        if _LIVE_TRAINER is None:
+            _LIVE_TRAINER = _new_live_trainer()
+        return _LIVE_TRAINER
+
+
+def _new_live_trainer():
+    from core.live import LiveTrainer
+
+    loaded: dict = {}  # the last run's splits, kept between jobs
+
+    def train_point(job, progress) -> dict:
+        run = Run.load(job.run_dir)
+        c = run.config
+        key = (job.run_dir, c.trusted_fraction, c.seed, c.train_subset, c.test_subset)
+        if loaded.get("key") != key:
+            loaded.update(key=key, splits=load_splits(data_root(), *key[1:]))
+        point, _ = explore.train_at_threshold(
+            run, loaded["splits"], job.score, job.threshold, c.temperature, job.steps, progress
+        )
+        return point
+
+    return LiveTrainer(train_point)
+
+
+@st.cache_data(max_entries=4, show_spinner="Timing a training step on this device...")
+def training_step_seconds(width: int, hidden: int, batch_size: int) -> float:
+    """Seconds per optimiser step of the run's classifier here (core.live.seconds_per_step): for time estimates."""
+    from core.live import seconds_per_step
+    from core.models import Classifier, ClassifierConfig
+
+    return seconds_per_step(lambda: Classifier(ClassifierConfig(width=width, hidden=hidden)), batch_size)
 
 
 def cached_defence_grid() -> dict | None:
