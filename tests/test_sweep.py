@@ -167,3 +167,32 @@ def test_sweep_end_to_end_in_the_cli_resumes_and_shows_in_the_app(tiny_run, gtsr
     assert any("at random" in caption.value and "oracle" in caption.value for caption in at.caption)
     at.radio(key="sweep_metric").set_value("adaptive_acc").run()
     assert_clean(at)
+
+
+def test_gpu_bench_runs_on_cpu_at_a_tiny_size_and_prints_its_stage_table(gtsrb_root):
+    """bench/gpu.py is meant for a GPU; here it runs the same path on CPU on 4% of GTSRB, one epoch."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    command = [sys.executable, str(root / "bench" / "gpu.py"), "--preset", "quick", "--train-subset", "0.04"]
+    command += ["--test-subset", "0.02", "--epochs", "1"]
+    result = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {line.split()[0]: float(line.split()[1]) for line in result.stdout.splitlines()[2:11]}
+    assert set(rows) == {
+        "load",
+        "surrogate",
+        "poisons",
+        "DAE",
+        "detector",
+        "classifiers",
+        "student",
+        "evaluation",
+        "other",
+    }
+    total = next(line for line in result.stdout.splitlines() if line.startswith("end to end"))
+    assert abs(sum(rows.values()) - float(total.split()[3])) < 0.5  # the rows add up to the end-to-end time
+    assert all(rows[stage] > 0 for stage in ("surrogate", "DAE", "classifiers", "student", "evaluation"))
+    assert "live threshold point:" in result.stdout
