@@ -53,6 +53,7 @@ def train_batched(
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     config = configs[0]
+    torch.manual_seed(config.seed)  # dropout masks, as core.train.train seeds them (drawn in another order here)
     device = device or default_device()
     inputs = inputs.to(device)
     targets = [target.to(device) for target in targets]

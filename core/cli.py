@@ -173,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--robust-test-subset", type=float, default=0.3, help="share of that attacked (worst case)")
     sweep.add_argument("--robust-steps", type=int, default=10, help="iterations of the adaptive attacks")
     sweep.add_argument("--fresh", action="store_true", help="recompute every point (default: keep the file's)")
+    sweep.add_argument(
+        "--batch-models",
+        type=int,
+        default=1,
+        help="train this many kept sets at once as one batched model (a GPU: 16; a CPU gains nothing)",
+    )
     sweep.add_argument("--cache-dir", type=Path, default=RUNS_DIR / "cache")
 
     robust = command("robustness", "adaptive, transfer and eps-curve robustness of a finished run's models")
@@ -534,6 +540,7 @@ def command_sweep(args) -> int:
         test_subset=args.test_subset,
         robust_test_subset=args.robust_test_subset,
         robust_steps=args.robust_steps,
+        batch_models=args.batch_models,
     )
     out = args.run_dir / "sweep.json"
     previous = None

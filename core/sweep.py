@@ -45,6 +45,9 @@ class SweepConfig:
     test_subset: float = 0.15  # stratified share of the run's test set each student is measured on
     robust_test_subset: float = 0.3  # share of that subset attacked for the adaptive worst case
     robust_steps: int = 10  # iterations of the adaptive attacks
+    # kept sets trained as one batched model (core.batched); 1: one after another (CPU: batching buys nothing).
+    # Batched students draw dropout masks in another order, so a sweep's numbers depend on it (it is in the key).
+    batch_models: int = 1
 
     def __post_init__(self):
         if len(self.drop_shares) < 2 or not all(0 <= share < 1 for share in self.drop_shares):
@@ -60,6 +63,8 @@ class SweepConfig:
             raise ValueError("test_subset and robust_test_subset must be in (0, 1]")
         if self.robust_steps < 1:
             raise ValueError(f"robust_steps must be >= 1, got {self.robust_steps}")
+        if not 1 <= self.batch_models <= 256:
+            raise ValueError(f"batch_models must be in 1..256, got {self.batch_models}")
 
 
 def fixed_steps(experiment: ExperimentConfig, n_train: int) -> int:
@@ -207,17 +212,26 @@ def sweep_thresholds(
         for m in measurements:
             if m["seed"] == seed and "kept_digest" in m:
                 trained.setdefault(bytes.fromhex(m["kept_digest"]), {key: m[key] for key in METRICS})
+        tasks = []  # (filter, share, ranking, dropped, threshold, digest) still to measure at this seed
         for name in config.filters:
             ranking = filter_scores(name, scores, poison_mask, repeat_seed(experiment.seed, seed))
             for share in sorted(config.drop_shares):
-                report(f"threshold sweep (seed {seed})", len(done), total)
-                if (seed, name, share) in done:
-                    continue
-                dropped, threshold = dropped_at(ranking, share)
-                digest = _digest(~dropped)
-                if digest not in trained:
-                    _, student = distil_kept(train, ~dropped, experiment, steps, seed, should_stop=should_stop)
+                if (seed, name, share) not in done:
+                    dropped, threshold = dropped_at(ranking, share)
+                    tasks.append((name, share, ranking, dropped, threshold, _digest(~dropped)))
+        while tasks:
+            report(f"threshold sweep (seed {seed})", len(done), total)
+            # the next batch of distinct kept sets not yet trained (one on CPU; config.batch_models on a GPU)
+            chunk: dict[bytes, torch.Tensor] = {}
+            for *_, dropped, _, digest in tasks:
+                if digest not in trained and len(chunk) < config.batch_models:
+                    chunk.setdefault(digest, ~dropped)
+            if chunk:
+                students = distil_many(train, list(chunk.values()), experiment, steps, seed, should_stop)
+                for digest, student in zip(chunk, students):
                     trained[digest] = measure_student(student, test, robust_test, experiment, config.robust_steps)
+            while tasks and tasks[0][5] in trained:
+                name, share, ranking, dropped, threshold, digest = tasks.pop(0)
                 quality = filter_quality(ranking, dropped, poison_mask, threshold)
                 measurements.append(
                     {
@@ -233,10 +247,38 @@ def sweep_thresholds(
                     }
                 )
                 done.add((seed, name, share))
-                if on_point:
-                    on_point(result())
+            if on_point:
+                on_point(result())
     report(f"threshold sweep (seed {config.seeds[-1]})", total, total)
     return result()
+
+
+def distil_many(train: ImageSet, kept_masks: list[torch.Tensor], experiment, steps: int, seed: int, should_stop=None):
+    """The students of several kept sets at one seed: one after another (core.sweep.distil_kept), or, for more than
+    one, teachers and then students as one batched model each (core.batched) when every kept set fills a batch."""
+    batch = experiment.classifier_train.batch_size
+    if len(kept_masks) == 1 or min(int(mask.sum()) for mask in kept_masks) < batch:
+        return [distil_kept(train, mask, experiment, steps, seed, should_stop=should_stop)[1] for mask in kept_masks]
+    from core.batched import train_batched
+    from core.models import Classifier
+    from core.train import hard_label_loss, soft_label_loss
+
+    temperature = experiment.temperature
+    train_config = _seeded(experiment.classifier_train, repeat_seed(experiment.seed, seed), "sweep")
+    subsets = [torch.nonzero(mask).flatten() for mask in kept_masks]
+
+    def fresh(offset: int) -> list[Classifier]:  # the inits distil_kept draws: the same for every kept set
+        models = []
+        for _ in subsets:
+            torch.manual_seed(train_config.seed + offset)
+            models.append(Classifier(experiment.classifier))
+        return models
+
+    configs = [train_config] * len(subsets)
+    labels = [train.labels[subset] for subset in subsets]
+    teachers = train_batched(fresh(0), train.images, labels, subsets, hard_label_loss(temperature), configs, steps)
+    soft = [soft_labels(teacher, train.images[subset], temperature) for teacher, subset in zip(teachers, subsets)]
+    return train_batched(fresh(1), train.images, soft, subsets, soft_label_loss(temperature), configs, steps)
 
 
 def _digest(mask: torch.Tensor) -> bytes:

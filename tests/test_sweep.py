@@ -196,3 +196,34 @@ def test_gpu_bench_runs_on_cpu_at_a_tiny_size_and_prints_its_stage_table(gtsrb_r
     assert abs(sum(rows.values()) - float(total.split()[3])) < 0.5  # the rows add up to the end-to-end time
     assert all(rows[stage] > 0 for stage in ("surrogate", "DAE", "classifiers", "student", "evaluation"))
     assert "live threshold point:" in result.stdout
+
+
+def test_a_batched_sweep_trains_the_same_kept_sets_as_one_model(tiny_run, gtsrb_root, tmp_path, monkeypatch):
+    """--batch-models 8: the distinct kept sets of a seed train as one batched teacher and one batched student
+    (core.batched); every point is measured, on the same kept sets as the sequential sweep."""
+    import core.batched
+
+    calls, real = [], core.batched.train_batched
+
+    def counted(models, *args, **kwargs):
+        calls.append(len(models))
+        return real(models, *args, **kwargs)
+
+    monkeypatch.setattr(core.batched, "train_batched", counted)
+    results = {}
+    for batch_models in (1, 8):
+        folder = tmp_path / f"run{batch_models}"
+        shutil.copytree(tiny_run.directory, folder)
+        command = ["sweep", "--run-dir", str(folder), "--data-root", str(gtsrb_root), "--drop-shares", "0", "0.3"]
+        command += ["0.6", "--seeds", "1", "--steps", "3", "--test-subset", "0.5", "--robust-steps", "1"]
+        command += ["--filters", "detector", "random", "--batch-models", str(batch_models)]
+        assert main(command) == 0
+        results[batch_models] = json.loads((folder / "sweep.json").read_text())
+    sequential, batched = results[1], results[8]
+    assert batched["config"]["batch_models"] == 8
+    digests = [[m["kept_digest"] for m in sweep["measurements"]] for sweep in (sequential, batched)]
+    assert digests[0] == digests[1] and len(set(digests[1])) == 5  # 0% dropped is one kept set for both filters
+    for m in batched["measurements"]:
+        assert all(0 <= m[key] <= 1 for key in ("clean_acc", "fgsm_acc", "ifgsm_acc", "adaptive_acc"))
+    # one batched teacher + one batched student training for the 5 distinct kept sets (the real trainer, counted)
+    assert calls == [5, 5]
