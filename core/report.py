@@ -334,7 +334,7 @@ def report_defence_grid(grid: dict) -> str:
         runs = [grid["runs"][seed][case] for seed in seeds]
         n_test = runs[0]["n_test"]
         lines.append(f"\n{case} ({len(seeds)} seed(s), {n_test} test images): clean accuracy gaps, points")
-        lines.append(f"{'model':<24}{'clean':>8}{'vs no defence':>22}{'vs clean reference':>24}")
+        lines.append(f"{'model':<24}{'clean':>8}{'vs no defence':>26}{'vs clean reference':>26}")
         for name in runs[0]["models"]:
             if any(run["models"].get(name) is None for run in runs):
                 lines.append(f"{name:<24}{'n/a':>8}")
@@ -344,9 +344,11 @@ def report_defence_grid(grid: dict) -> str:
             for reference in ("none", "clean_reference"):
                 others = [run["models"][reference]["clean_acc"] for run in runs]
                 gap = seed_gap(accuracies, others) if len(runs) > 1 else binomial_gap(accuracies[0], others[0], n_test)
-                cells.append(f"{gap['gap'] * 100:+.1f} ± {gap['se'] * 100:.1f} (z {gap['z']:+.1f})")
+                # two seeds that happen to agree give a standard error near 0: a z from it means nothing
+                z = f"z {gap['z']:+.1f}" if gap["se"] >= 0.0005 else "z n/a"
+                cells.append(f"{gap['gap'] * 100:+.1f} ± {gap['se'] * 100:.1f} ({z})")
             mean = sum(accuracies) / len(accuracies)
-            lines.append(f"{name:<24}{mean * 100:>7.1f}%{cells[0]:>22}{cells[1]:>24}")
+            lines.append(f"{name:<24}{mean * 100:>7.1f}%{cells[0]:>26}{cells[1]:>26}")
     return "\n".join(lines)
 
 
