@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
+from plotly.subplots import make_subplots
 
 from core import explore
 from core.detect import PAPER_INFERRED_THRESHOLD, PAPER_INITIAL_THRESHOLD, filter_label, infer_threshold_from_scores
@@ -280,54 +281,51 @@ def draw_live_view() -> None:
 
     hist = histogram(directory, score)
     centres = (hist["edges"][:-1] + hist["edges"][1:]) / 2
-    histogram_figure = go.Figure(
-        [
-            go.Bar(x=centres, y=hist["clean"], name="clean", marker_color="#4c78a8", opacity=0.7),
-            go.Bar(x=centres, y=hist["poisoned"], name="poisoned", marker_color="#e45756", opacity=0.7),
-        ]
-    )
-    histogram_figure.update_layout(
-        barmode="overlay",
-        height=300,
-        margin=dict(t=30, b=30),
-        title=filter_label(score),
-        xaxis_title=unit,
-        yaxis_title="training images",
-        yaxis_type="log",
-    )
-    histogram_figure.add_vline(threshold, line_color="black", line_dash="dash")
-
     fpr_point, tpr_point = explore.operating_point(scores, mask, threshold)
-    roc = go.Figure(
-        [
-            go.Scatter(x=curves["roc_shown"][0], y=curves["roc_shown"][1], name="ROC", mode="lines"),
-            go.Scatter(x=[0, 1], y=[0, 1], name="chance", mode="lines", line_dash="dot", line_color="grey"),
-            go.Scatter(x=[fpr_point], y=[tpr_point], name="this threshold", mode="markers", marker_size=12),
-        ]
+    # One figure with three panels, not three charts: Streamlit re-mounts every chart whose marker moves, and the
+    # re-mounts are most of a slider move's time in the browser (bench/slider.py).
+    figure = make_subplots(
+        rows=1,
+        cols=3,
+        subplot_titles=(filter_label(score), "ROC: dropping poisons", "Precision-recall"),
+        horizontal_spacing=0.07,
     )
-    roc.update_layout(
-        height=300,
-        margin=dict(t=30, b=30),
-        title="ROC: dropping poisons",
-        xaxis_title="false-positive rate",
-        yaxis_title="true-positive rate",
+    for trace in (
+        go.Bar(x=centres, y=hist["clean"], name="clean", marker_color="#4c78a8", opacity=0.7),
+        go.Bar(x=centres, y=hist["poisoned"], name="poisoned", marker_color="#e45756", opacity=0.7),
+    ):
+        figure.add_trace(trace, row=1, col=1)
+    figure.add_vline(threshold, line_color="black", line_dash="dash", row=1, col=1)
+    figure.add_trace(
+        go.Scatter(x=curves["roc_shown"][0], y=curves["roc_shown"][1], name="ROC", mode="lines"), row=1, col=2
     )
-    pr = go.Figure(
-        [
-            go.Scatter(x=curves["pr_shown"][0], y=curves["pr_shown"][1], name="PR", mode="lines"),
-            go.Scatter(
-                x=[counts["recall"]], y=[counts["precision"]], name="this threshold", mode="markers", marker_size=12
-            ),
-        ]
+    figure.add_trace(
+        go.Scatter(x=[0, 1], y=[0, 1], name="chance", mode="lines", line_dash="dot", line_color="grey"), row=1, col=2
     )
-    pr.update_layout(
-        height=300, margin=dict(t=30, b=30), title="Precision-recall", xaxis_title="recall", yaxis_title="precision"
+    figure.add_trace(
+        go.Scatter(x=[fpr_point], y=[tpr_point], name="this threshold (ROC)", mode="markers", marker_size=12),
+        row=1,
+        col=2,
     )
-    charts = st.columns(3)
-    for column, figure, name in zip(charts, (histogram_figure, roc, pr), ("histogram", "roc", "precision_recall")):
-        with column:
-            st.plotly_chart(figure, width="stretch", key=f"chart-{name}")
-            figure_download(figure, name)
+    figure.add_trace(
+        go.Scatter(x=curves["pr_shown"][0], y=curves["pr_shown"][1], name="PR", mode="lines"), row=1, col=3
+    )
+    figure.add_trace(
+        go.Scatter(
+            x=[counts["recall"]], y=[counts["precision"]], name="this threshold (PR)", mode="markers", marker_size=12
+        ),
+        row=1,
+        col=3,
+    )
+    figure.update_layout(barmode="overlay", height=330, margin=dict(t=40, b=30))
+    figure.update_xaxes(title_text=unit, row=1, col=1)
+    figure.update_yaxes(title_text="training images", type="log", row=1, col=1)
+    figure.update_xaxes(title_text="false-positive rate", row=1, col=2)
+    figure.update_yaxes(title_text="true-positive rate", row=1, col=2)
+    figure.update_xaxes(title_text="recall", row=1, col=3)
+    figure.update_yaxes(title_text="precision", row=1, col=3)
+    st.plotly_chart(figure, width="stretch", key="chart-filter")
+    figure_download(figure, "histogram_roc_precision_recall")
 
     if run.sweep and is_dae:
         metric = st.radio(
