@@ -15,6 +15,7 @@ after every trained point and a rerun keeps the points finished under the same s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import statistics
 import time
@@ -282,8 +283,6 @@ def distil_many(train: ImageSet, kept_masks: list[torch.Tensor], experiment, ste
 
 
 def _digest(mask: torch.Tensor) -> bytes:
-    import hashlib
-
     return hashlib.sha256(mask.numpy().tobytes()).digest()[:16]
 
 
