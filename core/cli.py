@@ -41,6 +41,26 @@ def _global_options(parser: argparse.ArgumentParser, default) -> None:
     )
 
 
+def _executor_options(parser: argparse.ArgumentParser) -> None:
+    """Where a grid's cells run (core.executor)."""
+    parser.add_argument(
+        "--executor", default="local", choices=("local", "ray"), help="local: in this process; ray: one task per cell"
+    )
+    parser.add_argument(
+        "--ray-address", help="'auto' or ray://host:port (default: start a Ray instance on this machine)"
+    )
+    parser.add_argument(
+        "--cpus-per-cell", type=int, help="threads per cell under every executor (default: this machine's count)"
+    )
+    parser.add_argument("--gpus-per-cell", type=float, default=0.0, help="ray: GPU share per cell (0.25: four a GPU)")
+
+
+def _executor(args):
+    from core.executor import ExecutorConfig
+
+    return ExecutorConfig(args.executor, args.ray_address, args.cpus_per_cell, args.gpus_per_cell)
+
+
 def _case_names() -> tuple[str, ...]:
     from core.defence_grid import CASES
 
@@ -141,7 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
     tune = command("tune", "search the DAE's hyperparameters with Optuna (persistent, resumable)")
     tune.add_argument("--trials", type=int, default=20)
     tune.add_argument("--epochs", type=int, default=5, help="epochs per trial")
-    tune.add_argument("--storage", default=f"sqlite:///{RUNS_DIR}/optuna.db", help="any Optuna storage URL")
+    tune.add_argument(
+        "--storage",
+        default=f"sqlite:///{RUNS_DIR}/optuna.db",
+        help="sqlite:///file.db, journal:///path/file.log or postgresql://user:password@host:port/database",
+    )
+    tune.add_argument(
+        "--workers", type=int, default=1, help="processes sharing the study; --trials is the total over all of them"
+    )
     tune.add_argument("--study", default="dae", help="study name (reusing a name resumes it)")
     tune.add_argument(
         "--preset",
@@ -217,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     comparison.add_argument("--out", type=Path, default=RUNS_DIR / "compare", help="folder for compare.json")
     comparison.add_argument("--cache-dir", type=Path, default=RUNS_DIR / "cache")
+    _executor_options(comparison)
 
     defences = command("defences", "every threat case x every training-time defence, over seeds (no distillation)")
     defences.add_argument("--preset", default="compare", choices=PRESETS, help="the shipped grid used 'compare'")
@@ -246,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--fresh", action="store_true", help="recompute every case (default: keep those --out holds, same settings)"
     )
     defences.add_argument("--cache-dir", type=Path, default=RUNS_DIR / "cache")
+    _executor_options(defences)
 
     smooth = command("smoothness", "TAP spent low-pass vs the residual detector: detector AUC and damage per scale")
     smooth.add_argument("--preset", default="compare", choices=PRESETS)
@@ -343,15 +372,14 @@ def experiment_from_args(args) -> ExperimentConfig:
         changes["classifier_train"] = replace(config.classifier_train, epochs=args.epochs)
     dae = config.dae
     if args.use_best_trial:
-        from core.dae import TuneConfig, config_from_params, load_study_if_any
+        from core.dae import TuneConfig, config_from_params, load_study_if_any, redacted
 
         study = load_study_if_any(TuneConfig(storage=args.storage, study_name=args.study))
         try:
             best = study.best_trial  # ValueError when no trial has finished
         except (AttributeError, ValueError):
-            raise ValueError(
-                f"no finished trial in Optuna study '{args.study}' at {args.storage}; run `python -m core tune` first"
-            ) from None
+            where = f"Optuna study '{args.study}' at {redacted(args.storage)}"
+            raise ValueError(f"no finished trial in {where}; run `python -m core tune` first") from None
         dae = config_from_params(best.params, dae)
     if args.dae_epochs is not None:
         dae = replace(dae, train=replace(dae.train, epochs=args.dae_epochs))
@@ -486,13 +514,15 @@ def print_seeds(seeds, summary: dict, out: Path) -> None:
 def command_tune(args) -> int:
     from tqdm import tqdm
 
-    from core.dae import TuneConfig, tune
+    from core.dae import TuneConfig, open_storage, redacted, tune_workers, worker_shares
     from core.pipeline import preset, tuning_pairs
 
     config = preset(args.preset, seed=args.seed)
     tune_config = TuneConfig(
         trials=args.trials, storage=args.storage, study_name=args.study, epochs_per_trial=args.epochs, seed=args.seed
     )
+    worker_shares(args.trials, args.workers)  # a bad --workers / --trials fails before any work
+    open_storage(tune_config.storage)  # so does an unreachable or malformed storage URL
     print(
         f"denoising pairs of a {args.preset} run (seed {args.seed}): the defender's own copies of its trusted images",
         file=sys.stderr,
@@ -500,17 +530,19 @@ def command_tune(args) -> int:
     with TqdmStages() as stages:
         inputs, targets = tuning_pairs(config, args.cache_dir, args.data_root, stages, args.download)
     with tqdm(total=args.trials, desc="Optuna trials", unit="trial") as bar:
-        study = tune(
+        study = tune_workers(
             inputs,
             targets,
             config.dae,
             tune_config,
+            args.workers,
             on_trial=lambda number, value: (bar.update(1), bar.set_postfix(last=value)),
         )
     best = study.best_trial
     print(f"best trial #{best.number}: validation MSE {best.value:.6f} with {best.params}")
     print(
-        f"study '{study.study_name}' in {args.storage}: {len(study.trials)} trials; use `run --use-best-trial` to apply"
+        f"study '{study.study_name}' in {redacted(args.storage)}: {len(study.trials)} trials; "
+        "use `run --use-best-trial` with the same --storage to apply"
     )
     return 0
 
@@ -672,7 +704,7 @@ def command_compare(args) -> int:
         robust_test_subset=args.robust_test_subset,
     )
     with TqdmStages() as stages:
-        comparison = compare(config, args.cache_dir, args.data_root, progress=stages)
+        comparison = compare(config, args.cache_dir, args.data_root, progress=stages, executor=_executor(args))
     write_json(args.out / "compare.json", comparison)
     print(format_comparison(comparison))
     print(f"\ncomparison: {args.out / 'compare.json'}  ({comparison['seconds']:.0f} s)")
@@ -753,6 +785,7 @@ def command_defences(args) -> int:
             stages,
             on_case=lambda partial: write_json(out, partial),
             previous=previous,
+            executor=_executor(args),
         )
     write_json(out, grid)
     print(format_defence_grid(grid))
@@ -943,6 +976,7 @@ NEEDS_DATASET = (
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from core.data import DatasetNotFoundError
+    from core.executor import GridError
     from core.storage import CheckpointError
     from core.train import TrainingCancelled
 
@@ -956,6 +990,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, DatasetNotFoundError, CheckpointError, TrainingCancelled) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except GridError as error:  # the other cells finished and were saved
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("error: interrupted; finished models are cached and reused by the next run", file=sys.stderr)
         return 130

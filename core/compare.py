@@ -16,11 +16,12 @@ import hashlib
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
-from core.data import ImageSet, stratified_split
+from core.data import ImageSet, default_root, stratified_split
 from core.detect import (
     CONTROLS,
     DAEDetector,
@@ -33,6 +34,7 @@ from core.detect import (
     set_detector_threshold,
 )
 from core.evaluate import filter_quality, robustness
+from core.executor import Cell, ExecutorConfig, run_cells
 from core.pipeline import ExperimentConfig, ModelCache, Prepared, distilled, prepare
 from core.poison import threat_metrics
 from core.recipe import sampling_seed
@@ -294,25 +296,29 @@ def compare_one(
     }
 
 
-def compare(config: CompareConfig, cache_dir="runs/cache", data_root=None, progress=None, should_stop=None) -> dict:
-    """Every threat at every seed, then mean and standard deviation over seeds of each number."""
+def compare_cell(config: CompareConfig, threat: str, seed: int, cache_dir: str, data_root: str, progress=None) -> dict:
+    """One (seed, threat) cell of the comparison for core.executor: a pure function of its arguments."""
+    return compare_one(config, threat, seed, ModelCache(cache_dir), data_root, progress)
+
+
+def compare(
+    config: CompareConfig,
+    cache_dir="runs/cache",
+    data_root=None,
+    progress=None,
+    executor: ExecutorConfig | None = None,
+) -> dict:
+    """Every threat at every seed (cells run by `executor`: in this process by default, or on Ray), then mean and
+    standard deviation over seeds of each number."""
     started = time.time()
-    cache = ModelCache(cache_dir)
-    runs: dict[str, dict] = {}
-    for seed in config.seeds:
-        for threat in config.threats:
-            stage = (
-                (
-                    lambda stage, done, total, seed=seed, threat=threat: progress(
-                        f"[seed {seed} {threat}] {stage}", done, total
-                    )
-                )
-                if progress
-                else None
-            )
-            runs.setdefault(str(seed), {})[threat] = compare_one(
-                config, threat, seed, cache, data_root, stage, should_stop
-            )
+    paths = {"cache_dir": str(Path(cache_dir).resolve()), "data_root": str(Path(data_root or default_root()).resolve())}
+    cells = [
+        Cell(f"seed {seed} {threat}", compare_cell, {"config": config, "threat": threat, "seed": seed, **paths})
+        for seed in config.seeds
+        for threat in config.threats
+    ]
+    results = run_cells(cells, executor, progress=progress)
+    runs = {str(seed): {threat: results[f"seed {seed} {threat}"] for threat in config.threats} for seed in config.seeds}
     return {
         "config": config.to_dict(),
         "runs": runs,

@@ -155,10 +155,13 @@ def tune(
     base: DAEConfig,
     config: TuneConfig,
     on_trial: Callable[[int, float | None], None] | None = None,
+    worker: int = 0,
 ):
     """Run config.trials more trials of a persistent, resumable study; returns the optuna Study.
 
-    Each trial reports its validation MSE after every epoch so the median pruner can stop bad ones.
+    Each trial reports its validation MSE after every epoch so the median pruner can stop bad ones. `worker` numbers
+    the process when several share the study (tune_workers): each draws its own sampler seed, so two workers started
+    together do not propose the same first trials.
     """
     import optuna
 
@@ -170,16 +173,17 @@ def tune(
 
     study = optuna.create_study(
         study_name=config.study_name,
-        storage=prepare_storage(config.storage),
+        storage=open_storage(config.storage),
         load_if_exists=True,
         direction="minimize",
-        sampler=optuna.samplers.TPESampler(seed=config.seed + len(_completed(config))),
+        sampler=optuna.samplers.TPESampler(seed=config.seed + 7919 * worker + len(_completed(config))),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
     )
 
     def objective(trial) -> float:
         candidate = suggest_dae_config(trial, base, config.epochs_per_trial)
         trial.set_user_attr("config", candidate.to_dict())
+        trial.set_user_attr("worker", worker)
         autoencoder_holder = {}
 
         def report(event: Progress) -> None:
@@ -204,11 +208,130 @@ def tune(
     return study
 
 
-def prepare_storage(storage: str) -> str:
-    """Create the folder of a SQLite storage file (a fresh checkout has no runs/); other URLs pass through."""
-    if storage.startswith("sqlite:///") and storage != "sqlite:///:memory:":
-        Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return storage
+def worker_shares(trials: int, workers: int) -> list[int]:
+    """How many of `trials` each of `workers` processes runs: the study gets exactly `trials` more, whatever the
+    number of workers (a global cap, not workers x trials)."""
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if trials < workers:
+        raise ValueError(f"{trials} trials cannot keep {workers} workers busy: ask for at least as many trials")
+    return [trials // workers + (index < trials % workers) for index in range(workers)]
+
+
+def _tune_worker(inputs, targets, base: DAEConfig, config: TuneConfig, worker: int, threads: int, events) -> None:
+    torch.set_num_threads(threads)
+    try:
+        tune(inputs, targets, base, config, lambda number, value: events.put(("trial", number, value)), worker)
+        events.put(("done", worker, None))
+    except Exception as error:  # noqa: BLE001 -- reported to the parent, which says which worker failed and why
+        events.put(("failed", worker, f"{type(error).__name__}: {error}"))
+
+
+def tune_workers(
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    base: DAEConfig,
+    config: TuneConfig,
+    workers: int,
+    on_trial: Callable[[int, float | None], None] | None = None,
+):
+    """config.trials more trials on one study, shared by `workers` processes (each its share of the trials and of
+    this machine's threads; on several machines, run `tune` on each with the same --storage). Returns the study."""
+    if workers == 1:
+        return tune(inputs, targets, base, config, on_trial)
+    import torch.multiprocessing as multiprocessing
+
+    open_storage(config.storage)  # fail here, once, on a bad URL, before any process starts
+    load_or_create_study(config)  # created once, so that the workers do not race to create it
+    context = multiprocessing.get_context("spawn")
+    events = context.Queue()
+    threads = max(1, torch.get_num_threads() // workers)
+    processes = [
+        context.Process(
+            target=_tune_worker,
+            args=(inputs, targets, base, replace(config, trials=share), index, threads, events),
+            daemon=True,
+        )
+        for index, share in enumerate(worker_shares(config.trials, workers))
+    ]
+    for process in processes:
+        process.start()
+    failures, finished = [], 0
+    try:
+        while finished < workers:
+            kind, number, value = events.get()
+            if kind == "trial":
+                if on_trial is not None:
+                    on_trial(number, value)
+            else:
+                finished += 1
+                if kind == "failed":
+                    failures.append(f"worker {number}: {value}")
+    finally:
+        for process in processes:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.terminate()
+    if failures:
+        from core.executor import GridError
+
+        raise GridError(f"{len(failures)} of {workers} Optuna workers failed: " + "; ".join(failures))
+    return load_study_if_any(config)
+
+
+def open_storage(url: str):
+    """What Optuna is given for a storage URL:
+    - sqlite:///path.db (the default; its folder is created: a fresh checkout has no runs/),
+    - journal:///path.log (an Optuna journal file: append-only, for many processes on a shared filesystem),
+    - postgresql://user:password@host:port/database (through psycopg 3), for workers on many machines.
+    Raises ValueError with what to do when the URL is malformed, psycopg is missing or the server does not answer."""
+    if url.startswith("sqlite:///"):
+        if url != "sqlite:///:memory:":
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        return url
+    if url.startswith("journal:///"):
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        path = Path("/" + url.removeprefix("journal:///").lstrip("/"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    if url.startswith(("postgresql://", "postgresql+psycopg://", "postgres://")):
+        try:
+            import psycopg  # noqa: F401 -- SQLAlchemy's postgresql+psycopg dialect needs it
+        except ImportError:
+            raise ValueError("a postgresql:// storage needs psycopg: pip install psycopg==3.3.6") from None
+        from optuna.storages import RDBStorage
+        from sqlalchemy.exc import ArgumentError, OperationalError
+
+        dialect_url = "postgresql+psycopg://" + url.split("://", 1)[1]
+        try:
+            engine = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 5}}
+            return RDBStorage(dialect_url, engine_kwargs=engine)
+        except (OperationalError, ArgumentError) as error:
+            reason = str(getattr(error, "orig", error)).strip().splitlines()[0]
+            raise ValueError(f"cannot open the Optuna storage at {redacted(url)} ({reason})") from None
+    raise ValueError(
+        f"unsupported Optuna storage {redacted(url)!r}: use sqlite:///file.db, journal:///path/file.log or "
+        "postgresql://user:password@host:port/database"
+    )
+
+
+def redacted(url: str) -> str:
+    """The URL with its password replaced, for messages."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
+
+
+def load_or_create_study(config: TuneConfig):
+    import optuna
+
+    return optuna.create_study(
+        study_name=config.study_name, storage=open_storage(config.storage), load_if_exists=True, direction="minimize"
+    )
 
 
 def load_study_if_any(config: TuneConfig):
@@ -216,7 +339,7 @@ def load_study_if_any(config: TuneConfig):
     import optuna
 
     try:
-        return optuna.load_study(study_name=config.study_name, storage=prepare_storage(config.storage))
+        return optuna.load_study(study_name=config.study_name, storage=open_storage(config.storage))
     except KeyError:
         return None
 

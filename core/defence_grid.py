@@ -15,14 +15,16 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from core.compare import CompareConfig, build_detectors, score_detectors, summarise
-from core.data import stratified_split
+from core.data import default_root, stratified_split
 from core.defences import DefenceConfig, DefenceContext
 from core.evaluate import accuracy
+from core.executor import Cell, ExecutorConfig, run_cells
 from core.pipeline import ExperimentConfig, ModelCache, Prepared, prepare
 from core.poison import PoisonConfig, threat_metrics
 from core.recipe import sampling_seed
@@ -199,43 +201,58 @@ def finished_runs(config: DefenceGridConfig, previous: dict | None) -> dict[str,
     }
 
 
+def grid_cell(config: DefenceGridConfig, case: str, seed: int, cache_dir: str, data_root: str, progress=None) -> dict:
+    """One (seed, case) cell of the grid for core.executor: a pure function of its arguments."""
+    return grid_one(config, case, seed, ModelCache(cache_dir), data_root, progress)
+
+
 def defence_grid(
     config: DefenceGridConfig,
     cache_dir="runs/cache",
     data_root=None,
     progress=None,
-    should_stop=None,
     on_case=None,
     previous: dict | None = None,
+    executor: ExecutorConfig | None = None,
 ) -> dict:
     """Every case at every seed, then mean and standard deviation over seeds. on_case(partial result) is called
     after each case, so a caller can save what is done; `previous` (an earlier result, e.g. the saved file) gives
     the cases already finished under the same settings, which are kept rather than recomputed. The models are
-    cached too, so a grid stopped part-way resumes on the same machine or from its file on another."""
-    cache = ModelCache(cache_dir)
+    cached too, so a grid stopped part-way resumes on the same machine or from its file on another. The cells left
+    run on `executor` (core.executor: in this process by default, or on Ray)."""
     runs: dict[str, dict] = finished_runs(config, previous)
 
     def result() -> dict:
+        ordered = {  # seeds and cases in the config's order, whatever order the cells finished in
+            str(seed): {case: runs[str(seed)][case] for case in config.cases if case in runs.get(str(seed), {})}
+            for seed in config.seeds
+            if runs.get(str(seed))
+        }
+        ordered.update({seed: cases for seed, cases in runs.items() if seed not in ordered})
         return {
             "config": config.to_dict(),
-            "runs": runs,
-            **grid_summary(runs),
+            "runs": ordered,
+            **grid_summary(ordered),
             # compute time of every case held, including those kept from `previous`
             "seconds": round(sum(result["seconds"] for results in runs.values() for result in results.values()), 1),
         }
 
-    for seed in config.seeds:
-        for case in config.cases:
-            if case in runs.get(str(seed), {}):
-                continue
-            stage = (
-                (lambda s, d, t, seed=seed, case=case: progress(f"[seed {seed} {case}] {s}", d, t))
-                if progress
-                else None
-            )
-            runs.setdefault(str(seed), {})[case] = grid_one(config, case, seed, cache, data_root, stage, should_stop)
-            if on_case:
-                on_case(result())
+    paths = {"cache_dir": str(Path(cache_dir).resolve()), "data_root": str(Path(data_root or default_root()).resolve())}
+    cells = [
+        Cell(f"seed {seed} {case}", grid_cell, {"config": config, "case": case, "seed": seed, **paths})
+        for seed in config.seeds
+        for case in config.cases
+        if case not in runs.get(str(seed), {})
+    ]
+    where = {cell.key: (str(cell.arguments["seed"]), cell.arguments["case"]) for cell in cells}
+
+    def finished(key: str, case_result: dict) -> None:
+        seed, case = where[key]
+        runs.setdefault(seed, {})[case] = case_result
+        if on_case:
+            on_case(result())
+
+    run_cells(cells, executor, finished, progress)
     return result()
 
 

@@ -1,0 +1,203 @@
+"""Grids of independent cells, run in this process or on a Ray cluster, with the same results.
+
+A grid (the defence grid's seeds x threat cases, the detector comparison's seeds x threats) is a list of cells.
+A cell is a module-level function and its keyword arguments: a pure function of its config that returns a
+JSON-able dict and writes its models through core.storage (atomic writes under content-addressed names, so two
+workers never clash and a model another cell or an earlier run finished is loaded, not retrained).
+
+EXECUTORS maps a name to how the cells run:
+- `local` (the default): one after another in this process; what the engine always did.
+- `ray`: each cell a Ray task asking for `cpus_per_cell` CPUs and `gpus_per_cell` of a GPU (0.25 packs four
+  cells on one GPU), on the cluster at `address` ("auto", "ray://host:port") or on a Ray instance started on
+  this machine when there is no address. The `core` package travels to the workers with the tasks; the data root
+  and the cache directory must be paths every worker sees (a shared filesystem on a cluster).
+
+Same results whatever runs them: CPU kernels give different floats with a different number of threads (a width-8
+classifier trained for 2 epochs with 1 and with 2 threads differed by up to 0.09 in a weight; measured while writing
+this), so every cell runs on exactly `cpus_per_cell` threads under every executor, by default this machine's
+thread count. A cell that raises is reported with its arguments and retried once; the other cells finish, then
+GridError lists what failed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total): the shape every long computation reports in
+
+
+@dataclass(frozen=True)
+class Cell:
+    key: str  # where the result goes, e.g. "seed 1 / tap"; unique within a grid
+    function: Callable[..., dict]  # module-level; takes **arguments and progress=, returns a JSON-able dict
+    arguments: dict = field(default_factory=dict)
+
+    def describe(self) -> str:
+        shown = {name: value for name, value in self.arguments.items() if not hasattr(value, "to_dict")}
+        return f"{self.key} ({self.function.__module__}.{self.function.__name__}, {shown})"
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    name: str = "local"  # a key of EXECUTORS
+    address: str | None = None  # ray: "auto" or "ray://host:port"; None starts a Ray instance on this machine
+    cpus_per_cell: int | None = None  # threads (and Ray CPUs) per cell; None: this machine's torch thread count
+    gpus_per_cell: float = 0.0  # Ray only: a fraction packs several cells on one GPU
+    retries: int = 1  # a failing cell runs at most 1 + retries times
+
+    def __post_init__(self):
+        if self.name not in EXECUTORS:
+            raise ValueError(f"unknown executor {self.name!r}: choose from {', '.join(EXECUTORS)}")
+        if self.cpus_per_cell is None:
+            object.__setattr__(self, "cpus_per_cell", torch.get_num_threads())
+        if self.cpus_per_cell < 1:
+            raise ValueError(f"cpus per cell must be >= 1, got {self.cpus_per_cell}")
+        if not 0 <= self.gpus_per_cell <= 8:
+            raise ValueError(f"gpus per cell must be in [0, 8], got {self.gpus_per_cell}")
+        if self.name != "ray" and (self.address is not None or self.gpus_per_cell):
+            raise ValueError("--ray-address and --gpus-per-cell need --executor ray")
+        if self.address is not None and not (self.address == "auto" or self.address.startswith("ray://")):
+            raise ValueError(f"Ray address must be 'auto' or 'ray://host:port', got {self.address!r}")
+        if self.retries < 0:
+            raise ValueError(f"retries must be >= 0, got {self.retries}")
+
+
+class GridError(RuntimeError):
+    """Some cells failed twice; the others finished and were handed to on_result."""
+
+
+def run_cells(
+    cells: list[Cell],
+    executor: ExecutorConfig | None = None,
+    on_result: Callable[[str, dict], None] | None = None,
+    progress: Progress | None = None,
+) -> dict[str, dict]:
+    """{cell key: result} for every cell, computed by the configured executor. on_result(key, result) is called as
+    each cell finishes (in finishing order), so a caller can save partial grids."""
+    executor = executor or ExecutorConfig()
+    keys = [cell.key for cell in cells]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"cell keys must be unique, got {keys}")
+    if not cells:
+        return {}
+    return EXECUTORS[executor.name](cells, executor, on_result or (lambda key, result: None), progress)
+
+
+def call_cell(cell: Cell, threads: int, progress: Progress | None = None) -> dict:
+    """Run one cell on exactly `threads` CPU threads (restored afterwards)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return cell.function(**cell.arguments, progress=progress)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _failure(cell: Cell, error: BaseException) -> str:
+    last = "".join(traceback.format_exception_only(type(error), error)).strip().splitlines()[-1]
+    return f"{cell.describe()}: {last}"
+
+
+def run_local(cells: list[Cell], executor: ExecutorConfig, on_result, progress: Progress | None) -> dict[str, dict]:
+    """One cell after another in this process; each cell's own stages go to progress, prefixed with its key."""
+    from core.train import TrainingCancelled
+
+    results, failures = {}, []
+    for cell in cells:
+        stage = (lambda s, d, t, key=cell.key: progress(f"[{key}] {s}", d, t)) if progress else None
+        for attempt in range(1 + executor.retries):
+            try:
+                results[cell.key] = call_cell(cell, executor.cpus_per_cell, stage)
+                break
+            except (TrainingCancelled, KeyboardInterrupt):
+                raise
+            except Exception as error:  # noqa: BLE001 -- a failed cell is reported, retried, and the others go on
+                print(f"cell failed (attempt {attempt + 1}): {_failure(cell, error)}", file=sys.stderr)
+                if attempt == executor.retries:
+                    failures.append(_failure(cell, error))
+        if cell.key in results:
+            on_result(cell.key, results[cell.key])
+    _raise_failures(failures, len(cells))
+    return results
+
+
+def _raise_failures(failures: list[str], total: int) -> None:
+    if failures:
+        raise GridError(f"{len(failures)} of {total} cells failed twice: " + "; ".join(failures))
+
+
+def _remote_cell(cell: Cell, threads: int) -> dict:
+    # Ray sets OMP_NUM_THREADS to the task's CPUs; torch's intra-op pool is set explicitly all the same.
+    return call_cell(cell, threads)
+
+
+def connect_ray(executor: ExecutorConfig):
+    """ray.init for this grid: the given cluster, or a Ray instance on this machine. Raises ValueError with what to
+    do when Ray is missing or the address does not answer."""
+    try:
+        import ray
+    except ImportError:
+        raise ValueError("--executor ray needs the ray package: pip install ray==2.58.0") from None
+    if ray.is_initialized():
+        return ray
+    package = str(Path(__file__).resolve().parent)  # `core` goes to the workers with the tasks
+    runtime_env = {"py_modules": [package], "env_vars": {"PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "0")}}
+    try:
+        if executor.address is None:
+            # Ray runs its workers at nice 15; on a machine shared with other work they would then barely run.
+            os.environ.setdefault("RAY_worker_niceness", "0")
+            ray.init(
+                num_cpus=os.cpu_count(),
+                runtime_env=runtime_env,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+        else:
+            ray.init(address=executor.address, runtime_env=runtime_env, log_to_driver=False, configure_logging=False)
+    except (ConnectionError, TimeoutError, RuntimeError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(
+            f"cannot reach a Ray cluster at {executor.address or 'this machine'} ({first}); start one with "
+            "`ray start --head` or leave out --ray-address to start one here"
+        ) from None
+    return ray
+
+
+def run_ray(cells: list[Cell], executor: ExecutorConfig, on_result, progress: Progress | None) -> dict[str, dict]:
+    """Every cell as a Ray task; results gathered in finishing order; progress counts finished cells."""
+    ray = connect_ray(executor)
+    remote = ray.remote(num_cpus=executor.cpus_per_cell, num_gpus=executor.gpus_per_cell, max_retries=0)(_remote_cell)
+    report = progress or (lambda stage, done, total: None)
+    started = time.time()
+    pending = {remote.remote(cell, executor.cpus_per_cell): (cell, 0) for cell in cells}
+    results, failures = {}, []
+    report("grid cells (ray)", 0, len(cells))
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        cell, attempt = pending.pop(ready[0])
+        try:
+            results[cell.key] = ray.get(ready[0])
+        except ray.exceptions.RayError as error:
+            cause = getattr(error, "cause", None) or error
+            print(f"cell failed (attempt {attempt + 1}): {_failure(cell, cause)}", file=sys.stderr)
+            if attempt < executor.retries:
+                pending[remote.remote(cell, executor.cpus_per_cell)] = (cell, attempt + 1)
+            else:
+                failures.append(_failure(cell, cause))
+            continue
+        on_result(cell.key, results[cell.key])
+        report(f"grid cells (ray, {time.time() - started:.0f} s)", len(results) + len(failures), len(cells))
+    _raise_failures(failures, len(cells))
+    return results
+
+
+EXECUTORS: dict[str, Callable[..., dict[str, dict]]] = {"local": run_local, "ray": run_ray}
