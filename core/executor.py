@@ -22,9 +22,11 @@ GridError lists what failed.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +50,9 @@ class Cell:
 @dataclass(frozen=True)
 class ExecutorConfig:
     name: str = "local"  # a key of EXECUTORS
-    address: str | None = None  # ray: "auto" or "ray://host:port"; None starts a Ray instance on this machine
+    # ray: "auto" (the cluster this machine joined), "ray://host:port" (Ray Client) or "host:port" (the head's GCS);
+    # None starts a Ray instance on this machine
+    address: str | None = None
     cpus_per_cell: int | None = None  # threads (and Ray CPUs) per cell; None: this machine's torch thread count
     gpus_per_cell: float = 0.0  # Ray only: a fraction packs several cells on one GPU
     retries: int = 1  # a failing cell runs at most 1 + retries times
@@ -64,8 +68,8 @@ class ExecutorConfig:
             raise ValueError(f"gpus per cell must be in [0, 8], got {self.gpus_per_cell}")
         if self.name != "ray" and (self.address is not None or self.gpus_per_cell):
             raise ValueError("--ray-address and --gpus-per-cell need --executor ray")
-        if self.address is not None and not (self.address == "auto" or self.address.startswith("ray://")):
-            raise ValueError(f"Ray address must be 'auto' or 'ray://host:port', got {self.address!r}")
+        if self.address is not None and not re.fullmatch(r"auto|(ray://)?[\w.-]+:\d+", self.address):
+            raise ValueError(f"Ray address must be 'auto', 'ray://host:port' or 'host:port', got {self.address!r}")
         if self.retries < 0:
             raise ValueError(f"retries must be >= 0, got {self.retries}")
 
@@ -150,19 +154,17 @@ def connect_ray(executor: ExecutorConfig):
         return ray
     package = str(Path(__file__).resolve().parent)  # `core` goes to the workers with the tasks
     runtime_env = {"py_modules": [package], "env_vars": {"PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "0")}}
+    kwargs = {"runtime_env": runtime_env, "log_to_driver": False, "configure_logging": False}
+    if executor.address is None:
+        # Ray runs its workers at nice 15; on a machine shared with other work they would then barely run.
+        os.environ.setdefault("RAY_worker_niceness", "0")
+        kwargs.update(num_cpus=os.cpu_count(), include_dashboard=False)
+    else:
+        kwargs.update(address=executor.address)
     try:
-        if executor.address is None:
-            # Ray runs its workers at nice 15; on a machine shared with other work they would then barely run.
-            os.environ.setdefault("RAY_worker_niceness", "0")
-            ray.init(
-                num_cpus=os.cpu_count(),
-                runtime_env=runtime_env,
-                include_dashboard=False,
-                log_to_driver=False,
-                configure_logging=False,
-            )
-        else:
-            ray.init(address=executor.address, runtime_env=runtime_env, log_to_driver=False, configure_logging=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Ray Client warns before it raises; the error below says it once
+            ray.init(**kwargs)
     except (ConnectionError, TimeoutError, RuntimeError, ValueError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(
