@@ -6,7 +6,16 @@ import pandas as pd
 import streamlit as st
 
 from core import explore
-from core.dae import DAEConfig, TuneConfig, config_from_params, denoising_pairs, load_study_if_any, train_dae, tune
+from core.dae import (
+    DAEConfig,
+    TuneConfig,
+    config_from_params,
+    denoising_pairs,
+    load_study_if_any,
+    redacted,
+    train_dae,
+    tune,
+)
 from core.models import AutoencoderConfig
 from ui.common import (
     cached_autoencoder,
@@ -102,16 +111,23 @@ with training:
             )
 
 with search:
-    st.caption(
-        "A persistent study in `runs/optuna.db` (study `dae-app`): each click adds trials and resumes the same study."
+    s1, s2 = st.columns([3, 1])
+    storage = s1.text_input(
+        "Optuna storage URL",
+        "sqlite:///runs/optuna.db",
+        key="optuna_storage",
+        help="sqlite:///file.db, journal:///path/file.log or postgresql://user:password@host:port/database: the "
+        "same URL as `python -m core tune --storage` shows the study its workers fill",
     )
+    study_name = s2.text_input("study", "dae-app", key="optuna_study")
+    st.caption(f"A persistent study (`{study_name}` in `{redacted(storage)}`): each click adds trials and resumes it.")
     c1, c2 = st.columns(2)
     trials = c1.number_input("trials to add", 1, 50, 3)
     epochs_per_trial = c2.number_input("epochs per trial", 1, 20, 2)
     config = TuneConfig(
         trials=int(trials),
-        storage="sqlite:///runs/optuna.db",
-        study_name="dae-app",
+        storage=storage.strip(),
+        study_name=study_name.strip() or "dae-app",
         epochs_per_trial=int(epochs_per_trial),
         seed=run.config.seed,
     )

@@ -96,6 +96,24 @@ def test_two_tune_workers_share_one_postgres_study_and_the_run_applies_its_best(
     assert dae.train.learning_rate == again.best_params["learning_rate"]
 
 
+def test_the_apps_optuna_tab_reads_the_study_from_the_same_url(postgres_url, run_directory):
+    """After the two workers above: the Autoencoder page's Optuna tab shows that study's best trial; a wrong
+    password is a message on the page, not a traceback."""
+    from tests.test_app import on_page
+
+    at = on_page(run_directory, "pages/autoencoder.py")
+    at.text_input(key="optuna_storage").set_value(postgres_url).run()
+    at.text_input(key="optuna_study").set_value("two-workers").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    best = load_study_if_any(TuneConfig(storage=postgres_url, study_name="two-workers")).best_trial
+    assert any(f"Best trial #{best.number}" in text.value for text in at.markdown), [m.value for m in at.markdown]
+    assert not any(PASSWORD in caption.value for caption in at.caption)  # the URL is shown without its password
+
+    at.text_input(key="optuna_storage").set_value(postgres_url.replace(PASSWORD, "not-it")).run()
+    assert not at.exception
+    assert any("password authentication failed" in error.value for error in at.error)
+
+
 @pytest.mark.parametrize(
     "storage, says",
     [
