@@ -64,8 +64,10 @@ def main() -> None:
         ("ray, 1 CPU per cell", ExecutorConfig("ray", cpus_per_cell=1)),
     ]
     cells = len(config.cases) * len(config.seeds)
-    print(f"defence grid, {cells} cells ({', '.join(config.cases)} x {len(config.seeds)} seed(s)), {os.cpu_count()} "
-          f"cores, {threads} torch threads; every row trains from an empty cache")
+    print(
+        f"defence grid, {cells} cells ({', '.join(config.cases)} x {len(config.seeds)} seed(s)), {os.cpu_count()} "
+        f"cores, {threads} torch threads; every row trains from an empty cache"
+    )
     results, reference = [], None
     for label, executor in rows:
         with tempfile.TemporaryDirectory() as cache:

@@ -1,12 +1,14 @@
 """Key press to idle page on the Threshold page's slider, in a real browser, beside the server's share of it.
 
-    python bench/slider.py [--run checkpoints/paper] [--presses 30] [--quiet-ms 400]
+    python bench/slider.py [--run checkpoints/paper] [--presses 30] [--quiet-ms 400] [--views picture interactive]
 
 Starts `streamlit run app.py` on a free localhost port, opens /threshold in Debian's Chromium (Playwright), focuses
 the slider and presses ArrowRight N times, one at a time. For each press it waits until the "kept" count has changed
 and the page has not changed for --quiet-ms, and records the time from the press to the page's last DOM change
 (a MutationObserver's clock): what a user waits for. The page's fragment logs its own wall time
-($DAE_DISTILL_TIMINGS, ui.common.timed): the server's part. Prints median and 95th percentile of both, side by side.
+($DAE_DISTILL_TIMINGS, ui.common.timed): the server's part. Prints median and 95th percentile of both, side by side,
+for each view of the page's panels, one after the other on the same server: the default picture (ui/filter_figure.py:
+a move draws the threshold on an image) and the interactive Plotly charts (/threshold?interactive_charts=true).
 Goal (issue 11): median under 150 ms on 2 CPU cores with the paper run's 35,288 scores.
 """
 
@@ -48,14 +50,16 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
-def measure(url: str, presses: int, quiet_ms: float, timings: Path) -> tuple[list[float], list[float], list[float]]:
+def measure(
+    url: str, presses: int, quiet_ms: float, timings: Path, query: str = ""
+) -> tuple[list[float], list[float], list[float]]:
     """Per press: ms to the last DOM change, ms to the new "kept" count, and the server's fragment ms."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(f"{url}/threshold")
+        page.goto(f"{url}/threshold{query}")
         page.wait_for_selector("[data-testid='stSlider']", timeout=180_000)
         page.wait_for_selector("[data-testid='stStatusWidget']", state="detached", timeout=180_000)
         page.wait_for_timeout(1000)
@@ -95,14 +99,21 @@ def main() -> None:
     parser.add_argument("--run", default=str(SHIPPED_RUN), help="the run the page shows")
     parser.add_argument("--presses", type=int, default=30)
     parser.add_argument("--quiet-ms", type=float, default=400.0, help="no DOM change for this long = idle")
+    parser.add_argument("--views", nargs="+", default=["picture", "interactive"], help="picture and/or interactive")
     args = parser.parse_args()
     if not os.path.exists(CHROMIUM):
         sys.exit(f"error: {CHROMIUM} is missing: apt-get install chromium")
+    views = {"picture": "", "interactive": "?interactive_charts=true"}
+    unknown = [view for view in args.views if view not in views]
+    if unknown:
+        sys.exit(f"error: unknown view {unknown}: choose from {', '.join(views)}")
+    measured = {}
     with tempfile.TemporaryDirectory() as folder:
         timings = Path(folder) / "timings.tsv"
         process, url = start_streamlit({"DAE_DISTILL_RUN": args.run, "DAE_DISTILL_TIMINGS": str(timings)})
         try:
-            client, first, server = measure(url, args.presses, args.quiet_ms, timings)
+            for view in args.views:
+                measured[view] = measure(url, args.presses, args.quiet_ms, timings, views[view])
         finally:
             process.terminate()
             process.wait(timeout=20)
@@ -110,23 +121,27 @@ def main() -> None:
 
     n_scores = len(Run.load(args.run).train_scores)
     print(
-        f"Threshold page, {args.presses} ArrowRight presses, {n_scores:,} training scores ({args.run}), "
+        f"Threshold page, {args.presses} ArrowRight presses per view, {n_scores:,} training scores ({args.run}), "
         f"{os.cpu_count()} CPU cores"
     )
-    print(f"{'per press':<34}{'median ms':>11}{'p95 ms':>9}{'goal ratio':>12}")
-    rows = (
-        ("key press to idle page (browser)", client),
-        ("key press to new kept count", first),
-        ("server: the page's fragment", server),
-    )
-    for name, values in rows:
-        median = statistics.median(values)
-        print(f"{name:<34}{median:>11.0f}{percentile(values, 0.95):>9.0f}{median / GOAL_MS:>12.2f}")
-    share = statistics.median(server) / statistics.median(client)
-    print(
-        f"server share of the median: {share:.0%}; goal (median < {GOAL_MS:.0f} ms): "
-        f"{'met' if statistics.median(client) < GOAL_MS else 'not met'}"
-    )
+    print(f"{'per press':<46}{'median ms':>11}{'p95 ms':>9}{'goal ratio':>12}")
+    for view, (client, first, server) in measured.items():
+        rows = (
+            (f"{view}: key press to idle page (browser)", client),
+            (f"{view}: key press to new kept count", first),
+            (f"{view}: server, the page's fragment", server),
+        )
+        for name, values in rows:
+            median = statistics.median(values)
+            print(f"{name:<46}{median:>11.0f}{percentile(values, 0.95):>9.0f}{median / GOAL_MS:>12.2f}")
+        share = statistics.median(server) / statistics.median(client)
+        print(
+            f"{view}: server share of the median {share:.0%}; goal (median < {GOAL_MS:.0f} ms): "
+            f"{'met' if statistics.median(client) < GOAL_MS else 'not met'}"
+        )
+    if len(measured) == 2:
+        picture, interactive = (statistics.median(measured[view][0]) for view in ("picture", "interactive"))
+        print(f"picture / interactive, median to idle: {picture / interactive:.2f}x")
 
 
 if __name__ == "__main__":

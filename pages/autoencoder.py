@@ -172,9 +172,17 @@ with gallery:
         view = explore.reconstruction_view(autoencoder, pool["delivered"][:8])
         for row in range(len(view["input"])):
             cols = st.columns(4)
-            cols[0].image(enlarged(view["input"][row]), caption="input" if row == 0 else None)
-            cols[1].image(enlarged(view["reconstruction"][row]), caption="reconstruction" if row == 0 else None)
-            cols[2].image(enlarged(view["error_map"][row]), caption="error (blue low, red high)" if row == 0 else None)
+            cols[0].image(enlarged(view["input"][row]), caption="input" if row == 0 else None, output_format="PNG")
+            cols[1].image(
+                enlarged(view["reconstruction"][row]),
+                caption="reconstruction" if row == 0 else None,
+                output_format="PNG",
+            )
+            cols[2].image(
+                enlarged(view["error_map"][row]),
+                caption="error (blue low, red high)" if row == 0 else None,
+                output_format="PNG",
+            )
             cols[3].markdown(
                 f"{'**poison**' if pool['is_poisoned'][row] else 'clean'} — MSE {float(view['mse'][row]):.5f}"
             )

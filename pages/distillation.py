@@ -176,7 +176,7 @@ with guard("the teacher's probabilities"):
     index = st.number_input("GTSRB test image", 0, len(test) - 1, 0, key="distill_image")
     image = test.images[index : index + 1]
     left, right = st.columns([1, 4])
-    left.image(enlarged(image[0], 5), caption=CLASS_NAMES[int(test.labels[index])])
+    left.image(enlarged(image[0], 5), caption=CLASS_NAMES[int(test.labels[index])], output_format="PNG")
     at_t = explore.top_classes(teacher, image, k=5, temperature=T)[0]
     at_1 = explore.top_classes(teacher, image, k=5, temperature=1.0)[0]
     figure = go.Figure(

@@ -86,7 +86,9 @@ def other_threat(threat: str) -> None:
     )
     columns = st.columns(8)
     for column, image, old, new in zip(columns, preview["images"], preview["old_labels"], preview["new_labels"]):
-        column.image(enlarged(image), width="stretch", caption=f"{CLASS_NAMES[old]} → {CLASS_NAMES[new]}")
+        column.image(
+            enlarged(image), width="stretch", caption=f"{CLASS_NAMES[old]} → {CLASS_NAMES[new]}", output_format="PNG"
+        )
     with guard("the measured damage"):
         comparison = cached_comparison()
         if threat in comparison["summary"]:
@@ -317,12 +319,23 @@ with guard("the preview"):
         )
         for row in range(len(shown["clean"])):
             c1, c2, c3, c4 = st.columns([1, 1, 1, 3])
-            c1.image(enlarged(shown["clean"][row]), caption="clean" if row == 0 else None, width="stretch")
-            c2.image(enlarged(shown["poisoned"][row]), caption="poisoned" if row == 0 else None, width="stretch")
+            c1.image(
+                enlarged(shown["clean"][row]),
+                caption="clean" if row == 0 else None,
+                width="stretch",
+                output_format="PNG",
+            )
+            c2.image(
+                enlarged(shown["poisoned"][row]),
+                caption="poisoned" if row == 0 else None,
+                width="stretch",
+                output_format="PNG",
+            )
             c3.image(
                 enlarged(shown["amplified"][row]),
                 caption="perturbation (amplified)" if row == 0 else None,
                 width="stretch",
+                output_format="PNG",
             )
             c4.markdown(f"**{CLASS_NAMES[int(shown['labels'][row])]}**")
     else:

@@ -30,6 +30,7 @@ from ui.common import (
     timed,
     training_step_seconds,
 )
+from ui.filter_figure import base_figure, figure_png
 
 ensure_navigation()
 
@@ -71,6 +72,14 @@ curves = cached_curves(directory, score)
 is_dae = score == "dae"
 unit = "per-image MSE" if is_dae else "score"
 run_threshold = run.threshold_of(score)
+
+
+@st.cache_resource(max_entries=16)
+def base_picture(directory: str, score: str):
+    """The three panels without the threshold, drawn once per run and score (ui/filter_figure.py)."""
+    curves = cached_curves(directory, score)
+    titles = (filter_label(score), "ROC: dropping poisons", "Precision-recall")
+    return base_figure(histogram(directory, score), curves["roc_shown"], curves["pr_shown"], titles, unit)
 
 
 @st.cache_data(max_entries=16)
@@ -230,7 +239,7 @@ def draw_live_view() -> None:
     )
     left, right = st.columns([1, 2])
     left.markdown("**Kept / dropped x clean / poisoned**")
-    left.dataframe(table, width="stretch")
+    left.table(table)  # static HTML: a data grid re-draws its canvas on every move
     left.download_button(
         "Download counts (JSON)", json.dumps(counts, indent=2), "threshold_counts.json", "application/json"
     )
@@ -279,53 +288,73 @@ def draw_live_view() -> None:
                 "beside random and oracle filters, over 3 seeds."
             )
 
-    hist = histogram(directory, score)
-    centres = (hist["edges"][:-1] + hist["edges"][1:]) / 2
+    interactive = st.toggle(
+        "Interactive charts",
+        key="interactive_charts",
+        bind="query-params",
+        help="Plotly charts with hover, zoom and downloads, and the threshold drawn on the sweep's curve. Off (the "
+        "default), the panels are a picture on which each move only draws the threshold: a faster slider.",
+    )
     fpr_point, tpr_point = explore.operating_point(scores, mask, threshold)
-    # One figure with three panels, not three charts: Streamlit re-mounts every chart whose marker moves, and the
-    # re-mounts are most of a slider move's time in the browser (bench/slider.py).
-    figure = make_subplots(
-        rows=1,
-        cols=3,
-        subplot_titles=(filter_label(score), "ROC: dropping poisons", "Precision-recall"),
-        horizontal_spacing=0.07,
-    )
-    for trace in (
-        go.Bar(x=centres, y=hist["clean"], name="clean", marker_color="#4c78a8", opacity=0.7),
-        go.Bar(x=centres, y=hist["poisoned"], name="poisoned", marker_color="#e45756", opacity=0.7),
-    ):
-        figure.add_trace(trace, row=1, col=1)
-    figure.add_vline(threshold, line_color="black", line_dash="dash", row=1, col=1)
-    figure.add_trace(
-        go.Scatter(x=curves["roc_shown"][0], y=curves["roc_shown"][1], name="ROC", mode="lines"), row=1, col=2
-    )
-    figure.add_trace(
-        go.Scatter(x=[0, 1], y=[0, 1], name="chance", mode="lines", line_dash="dot", line_color="grey"), row=1, col=2
-    )
-    figure.add_trace(
-        go.Scatter(x=[fpr_point], y=[tpr_point], name="this threshold (ROC)", mode="markers", marker_size=12),
-        row=1,
-        col=2,
-    )
-    figure.add_trace(
-        go.Scatter(x=curves["pr_shown"][0], y=curves["pr_shown"][1], name="PR", mode="lines"), row=1, col=3
-    )
-    figure.add_trace(
-        go.Scatter(
-            x=[counts["recall"]], y=[counts["precision"]], name="this threshold (PR)", mode="markers", marker_size=12
-        ),
-        row=1,
-        col=3,
-    )
-    figure.update_layout(barmode="overlay", height=330, margin=dict(t=40, b=30))
-    figure.update_xaxes(title_text=unit, row=1, col=1)
-    figure.update_yaxes(title_text="training images", type="log", row=1, col=1)
-    figure.update_xaxes(title_text="false-positive rate", row=1, col=2)
-    figure.update_yaxes(title_text="true-positive rate", row=1, col=2)
-    figure.update_xaxes(title_text="recall", row=1, col=3)
-    figure.update_yaxes(title_text="precision", row=1, col=3)
-    st.plotly_chart(figure, width="stretch", key="chart-filter")
-    figure_download(figure, "histogram_roc_precision_recall")
+    if not interactive:
+        # A picture drawn once per score; a move only draws the line and the markers (ui/filter_figure.py).
+        picture = figure_png(
+            base_picture(directory, score), threshold, (fpr_point, tpr_point), (counts["recall"], counts["precision"])
+        )
+        st.image(picture, width="stretch", output_format="PNG")
+    else:
+        hist = histogram(directory, score)
+        centres = (hist["edges"][:-1] + hist["edges"][1:]) / 2
+        # One figure with three panels, not three charts: Streamlit re-mounts every chart whose marker moves, and the
+        # re-mounts are most of a slider move's time in the browser (bench/slider.py).
+        figure = make_subplots(
+            rows=1,
+            cols=3,
+            subplot_titles=(filter_label(score), "ROC: dropping poisons", "Precision-recall"),
+            horizontal_spacing=0.07,
+        )
+        for trace in (
+            go.Bar(x=centres, y=hist["clean"], name="clean", marker_color="#4c78a8", opacity=0.7),
+            go.Bar(x=centres, y=hist["poisoned"], name="poisoned", marker_color="#e45756", opacity=0.7),
+        ):
+            figure.add_trace(trace, row=1, col=1)
+        figure.add_vline(threshold, line_color="black", line_dash="dash", row=1, col=1)
+        figure.add_trace(
+            go.Scatter(x=curves["roc_shown"][0], y=curves["roc_shown"][1], name="ROC", mode="lines"), row=1, col=2
+        )
+        figure.add_trace(
+            go.Scatter(x=[0, 1], y=[0, 1], name="chance", mode="lines", line_dash="dot", line_color="grey"),
+            row=1,
+            col=2,
+        )
+        figure.add_trace(
+            go.Scatter(x=[fpr_point], y=[tpr_point], name="this threshold (ROC)", mode="markers", marker_size=12),
+            row=1,
+            col=2,
+        )
+        figure.add_trace(
+            go.Scatter(x=curves["pr_shown"][0], y=curves["pr_shown"][1], name="PR", mode="lines"), row=1, col=3
+        )
+        figure.add_trace(
+            go.Scatter(
+                x=[counts["recall"]],
+                y=[counts["precision"]],
+                name="this threshold (PR)",
+                mode="markers",
+                marker_size=12,
+            ),
+            row=1,
+            col=3,
+        )
+        figure.update_layout(barmode="overlay", height=330, margin=dict(t=40, b=30))
+        figure.update_xaxes(title_text=unit, row=1, col=1)
+        figure.update_yaxes(title_text="training images", type="log", row=1, col=1)
+        figure.update_xaxes(title_text="false-positive rate", row=1, col=2)
+        figure.update_yaxes(title_text="true-positive rate", row=1, col=2)
+        figure.update_xaxes(title_text="recall", row=1, col=3)
+        figure.update_yaxes(title_text="precision", row=1, col=3)
+        st.plotly_chart(figure, width="stretch", key="chart-filter")
+        figure_download(figure, "histogram_roc_precision_recall")
 
     if run.sweep and is_dae:
         metric = st.radio(
@@ -345,7 +374,8 @@ def draw_live_view() -> None:
                     marker=dict(symbol="star", size=13, color="#e45756"),
                 )
             )
-        sweep_figure.add_vline(drop_share, line_color="black", line_dash="dash", annotation_text="this threshold")
+        if interactive:  # a chart that changes is re-mounted on every move; unchanged, the browser keeps it
+            sweep_figure.add_vline(drop_share, line_color="black", line_dash="dash", annotation_text="this threshold")
         st.plotly_chart(sweep_figure, width="stretch", key="chart-sweep")
         figure_download(sweep_figure, "student_accuracy_vs_share_dropped")
 
@@ -369,6 +399,7 @@ def draw_live_view() -> None:
                 ringed_png(directory, int(position), correct),
                 caption=f"{'poison' if poisoned else 'clean'} {pool_scores[position]:.4f}",
                 width="stretch",
+                output_format="PNG",
             )
 
 
@@ -469,10 +500,10 @@ if "sigma" in DEFENCES[defence].params:
         for title, images in (("delivered", shown["images"]), ("purified", shown["purified"])):
             columns = st.columns(8)
             for column, image in zip(columns, images):
-                column.image(enlarged(image), caption=title, width="stretch")
+                column.image(enlarged(image), caption=title, width="stretch", output_format="PNG")
         columns = st.columns(8)
         for column, image in zip(columns, shown["amplified"]):
-            column.image(enlarged(image), caption="difference", width="stretch")
+            column.image(enlarged(image), caption="difference", width="stretch", output_format="PNG")
 with guard("the shipped defence grid"):
     grid = cached_defence_grid()
     if grid:

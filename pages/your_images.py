@@ -82,9 +82,9 @@ def analyse(x, label: str) -> None:
     """One row: the image, the DAE's reconstruction, error map and verdict, both models' top-5."""
     view = explore.image_verdicts(x, run, autoencoder, student, undefended, residual_model, threshold)
     cols = st.columns([1, 1, 1, 2, 2])
-    cols[0].image(enlarged(x), caption=label)
-    cols[1].image(enlarged(view["reconstruction"]), caption="DAE reconstruction")
-    cols[2].image(enlarged(view["error_map"]), caption="error map")
+    cols[0].image(enlarged(x), caption=label, output_format="PNG")
+    cols[1].image(enlarged(view["reconstruction"]), caption="DAE reconstruction", output_format="PNG")
+    cols[2].image(enlarged(view["error_map"]), caption="error map", output_format="PNG")
     cols[2].markdown(f"MSE **{view['mse']:.5f}** → **{'dropped' if view['dae_dropped'] else 'kept'}**")
     if "residual" in view:
         cols[2].markdown(

@@ -1,0 +1,88 @@
+"""The Threshold page's three panels (score histogram, ROC, precision-recall) as a picture that a slider move only
+draws on.
+
+What depends on the threshold is one dashed line and two markers; everything else is the same on every move. So the
+panels are drawn once per run and score with matplotlib (`base_figure`, cached by the page), and a move copies that
+picture and draws the line and the markers at the threshold's pixels with PIL (`figure_png`, a few ms). The browser
+then swaps one image instead of re-mounting a Plotly chart, which was most of a slider move's time
+(bench/slider.py). The interactive Plotly version stays one toggle away on the page.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+CLEAN, POISONED, CURVE, MARKER = "#4c78a8", "#e45756", "#1f77b4", "#ff7f0e"
+
+
+@dataclass(frozen=True)
+class BaseFigure:
+    pixels: np.ndarray  # (H, W, 3) uint8: the panels without the threshold
+    panels: tuple  # per panel: (x0, x1, y0, y1) data limits and (left, right, top, bottom) pixel box
+    log_y: tuple[bool, bool, bool]  # the histogram's counts are on a log axis
+
+    def to_pixel(self, panel: int, x: float, y: float) -> tuple[float, float]:
+        (x0, x1, y0, y1), (left, right, top, bottom) = self.panels[panel]
+        if self.log_y[panel]:
+            y, y0, y1 = np.log10(max(y, 1e-12)), np.log10(y0), np.log10(y1)
+        return left + (x - x0) / (x1 - x0) * (right - left), bottom - (y - y0) / (y1 - y0) * (bottom - top)
+
+
+def base_figure(hist: dict, roc: tuple, pr: tuple, titles: tuple[str, str, str], unit: str) -> BaseFigure:
+    """Draw the three panels once. hist: {"edges", "clean", "poisoned"}; roc, pr: (x, y) curves (thinned)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(13, 3.6), dpi=90, layout="constrained")
+    FigureCanvasAgg(figure)  # an off-screen canvas of its own: no global backend, safe beside other threads
+    axes = figure.subplots(1, 3)
+    edges = np.asarray(hist["edges"], dtype=float)
+    for counts, colour, label in ((hist["clean"], CLEAN, "clean"), (hist["poisoned"], POISONED, "poisoned")):
+        axes[0].stairs(
+            np.maximum(np.asarray(counts, dtype=float), 0), edges, fill=True, alpha=0.6, color=colour, label=label
+        )
+    axes[0].set_yscale("log")
+    axes[0].set_ylim(bottom=0.8)
+    axes[0].set(xlabel=unit, ylabel="training images", title=titles[0])
+    axes[0].legend(loc="upper right", fontsize=8)
+    axes[1].plot(*roc, color=CURVE, label="ROC")
+    axes[1].plot([0, 1], [0, 1], linestyle=":", color="grey", label="chance")
+    axes[1].set(xlabel="false-positive rate", ylabel="true-positive rate", title=titles[1], xlim=(0, 1), ylim=(0, 1))
+    axes[2].plot(*pr, color=CURVE)
+    axes[2].set(xlabel="recall", ylabel="precision", title=titles[2], xlim=(0, 1), ylim=(0, 1.02))
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    figure.canvas.draw()
+    height = figure.canvas.get_width_height()[1]
+    panels = []
+    for ax in axes:
+        box = ax.get_window_extent()  # display pixels, origin at the bottom left
+        panels.append(
+            (
+                (*ax.get_xlim(), *ax.get_ylim()),
+                (box.x0, box.x1, height - box.y1, height - box.y0),
+            )
+        )
+    pixels = np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+    return BaseFigure(pixels, tuple(panels), (True, False, False))
+
+
+def figure_png(base: BaseFigure, threshold: float, roc_point: tuple[float, float], pr_point: tuple[float, float]):
+    """The panels with this threshold's dashed line (histogram) and markers (ROC, PR), as PNG bytes."""
+    image = Image.fromarray(base.pixels)
+    draw = ImageDraw.Draw(image)
+    (x0, x1, _, _), (left, right, top, bottom) = base.panels[0]
+    if x0 <= threshold <= x1:
+        x, _ = base.to_pixel(0, threshold, 1.0)
+        for start in np.arange(top, bottom, 10):  # dashed: 6 px on, 4 off
+            draw.line([(x, start), (x, min(start + 6, bottom))], fill="black", width=2)
+    for panel, (x, y) in ((1, roc_point), (2, pr_point)):
+        px, py = base.to_pixel(panel, x, y)
+        draw.ellipse([px - 7, py - 7, px + 7, py + 7], fill=MARKER, outline="black")
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", compress_level=1)  # speed over size: it is sent once per move, on loopback or LAN
+    return buffer.getvalue()
