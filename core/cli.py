@@ -207,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train this many kept sets at once as one batched model (a GPU: 16; a CPU gains nothing)",
     )
     sweep.add_argument("--cache-dir", type=Path, default=RUNS_DIR / "cache")
+    _executor_options(sweep)
 
     robust = command("robustness", "adaptive, transfer and eps-curve robustness of a finished run's models")
     robust.add_argument("--run-dir", type=Path, required=True, help="a run's output folder (holds results.json)")
@@ -590,6 +591,7 @@ def command_sweep(args) -> int:
             progress=stages,
             on_point=lambda partial: write_json(out, partial),
             previous=previous,
+            executor=_executor(args),
         )
     write_json(out, sweep)
     print(format_sweep(sweep))

@@ -27,9 +27,11 @@ import sys
 import time
 import traceback
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -43,7 +45,10 @@ class Cell:
     arguments: dict = field(default_factory=dict)
 
     def describe(self) -> str:
-        shown = {name: value for name, value in self.arguments.items() if not hasattr(value, "to_dict")}
+        shown = {  # plain values as they are; configs, images and tensors by their type
+            name: value if isinstance(value, (int, float, str, bool, type(None))) else type(value).__name__
+            for name, value in self.arguments.items()
+        }
         return f"{self.key} ({self.function.__module__}.{self.function.__name__}, {shown})"
 
 
@@ -138,9 +143,10 @@ def _raise_failures(failures: list[str], total: int) -> None:
         raise GridError(f"{len(failures)} of {total} cells failed twice: " + "; ".join(failures))
 
 
-def _remote_cell(cell: Cell, threads: int) -> dict:
-    # Ray sets OMP_NUM_THREADS to the task's CPUs; torch's intra-op pool is set explicitly all the same.
-    return call_cell(cell, threads)
+def _remote_cell(function: Callable[..., dict], key: str, threads: int, **arguments) -> dict:
+    # Ray resolves the shared arguments' object refs before this runs (they are top-level keyword arguments); it
+    # sets OMP_NUM_THREADS to the task's CPUs, and torch's intra-op pool is set explicitly all the same.
+    return call_cell(Cell(key, function, arguments), threads)
 
 
 def connect_ray(executor: ExecutorConfig):
@@ -180,7 +186,20 @@ def run_ray(cells: list[Cell], executor: ExecutorConfig, on_result, progress: Pr
     remote = ray.remote(num_cpus=executor.cpus_per_cell, num_gpus=executor.gpus_per_cell, max_retries=0)(_remote_cell)
     report = progress or (lambda stage, done, total: None)
     started = time.time()
-    pending = {remote.remote(cell, executor.cpus_per_cell): (cell, 0) for cell in cells}
+    # An argument object that several cells share (a run's images, a config) travels to the cluster once.
+    uses = Counter(id(value) for cell in cells for value in cell.arguments.values())
+    stored: dict[int, Any] = {}
+
+    def submit(cell: Cell):
+        arguments = {}
+        for name, value in cell.arguments.items():
+            if uses[id(value)] > 1:
+                stored.setdefault(id(value), ray.put(value))
+                value = stored[id(value)]
+            arguments[name] = value
+        return remote.remote(cell.function, cell.key, executor.cpus_per_cell, **arguments)
+
+    pending = {submit(cell): (cell, 0) for cell in cells}
     results, failures = {}, []
     report("grid cells (ray)", 0, len(cells))
     while pending:
@@ -192,7 +211,7 @@ def run_ray(cells: list[Cell], executor: ExecutorConfig, on_result, progress: Pr
             cause = getattr(error, "cause", None) or error
             print(f"cell failed (attempt {attempt + 1}): {_failure(cell, cause)}", file=sys.stderr)
             if attempt < executor.retries:
-                pending[remote.remote(cell, executor.cpus_per_cell)] = (cell, attempt + 1)
+                pending[submit(cell)] = (cell, attempt + 1)
             else:
                 failures.append(_failure(cell, cause))
             continue

@@ -26,6 +26,7 @@ import torch
 from core.data import ImageSet, stratified_split
 from core.distill import DistillConfig, soft_labels, train_classifier, train_student
 from core.evaluate import filter_quality, robustness
+from core.executor import Cell, ExecutorConfig, run_cells
 from core.pipeline import ExperimentConfig, _seeded
 from core.recipe import repeat_seed, sampling_seed
 from core.robust import RobustEvalConfig, attack_suite
@@ -173,7 +174,7 @@ def sweep_thresholds(
     progress=None,
     on_point=None,
     previous: dict | None = None,
-    should_stop=None,
+    executor: ExecutorConfig | None = None,
 ) -> dict:
     """{"version", "config", "measurements": one per (seed, filter, share), "curves": filter -> points with mean and
     std over seeds, "seconds"}.
@@ -208,50 +209,82 @@ def sweep_thresholds(
             "seconds": round(time.time() - started, 1),
         }
 
+    # Every point still to measure, in the order the file lists them; identical kept sets train once per seed.
+    trained: dict[tuple[int, bytes], dict] = {}  # (seed, kept-set digest) -> metrics
+    for m in measurements:
+        if "kept_digest" in m:
+            trained.setdefault((m["seed"], bytes.fromhex(m["kept_digest"])), {key: m[key] for key in METRICS})
+    tasks = []  # (seed, filter, share, ranking, dropped, threshold, digest)
     for seed in config.seeds:
-        trained: dict[bytes, dict] = {}  # kept mask -> metrics: identical kept sets are trained once per seed
-        for m in measurements:
-            if m["seed"] == seed and "kept_digest" in m:
-                trained.setdefault(bytes.fromhex(m["kept_digest"]), {key: m[key] for key in METRICS})
-        tasks = []  # (filter, share, ranking, dropped, threshold, digest) still to measure at this seed
         for name in config.filters:
             ranking = filter_scores(name, scores, poison_mask, repeat_seed(experiment.seed, seed))
             for share in sorted(config.drop_shares):
                 if (seed, name, share) not in done:
                     dropped, threshold = dropped_at(ranking, share)
-                    tasks.append((name, share, ranking, dropped, threshold, _digest(~dropped)))
-        while tasks:
-            report(f"threshold sweep (seed {seed})", len(done), total)
-            # the next batch of distinct kept sets not yet trained (one on CPU; config.batch_models on a GPU)
-            chunk: dict[bytes, torch.Tensor] = {}
-            for *_, dropped, _, digest in tasks:
-                if digest not in trained and len(chunk) < config.batch_models:
-                    chunk.setdefault(digest, ~dropped)
-            if chunk:
-                students = distil_many(train, list(chunk.values()), experiment, steps, seed, should_stop)
-                for digest, student in zip(chunk, students):
-                    trained[digest] = measure_student(student, test, robust_test, experiment, config.robust_steps)
-            while tasks and tasks[0][5] in trained:
-                name, share, ranking, dropped, threshold, digest = tasks.pop(0)
-                quality = filter_quality(ranking, dropped, poison_mask, threshold)
-                measurements.append(
-                    {
-                        "seed": seed,
-                        "filter": name,
-                        "target_share": share,
-                        "drop_share": float(dropped.float().mean()),
-                        "kept_digest": digest.hex(),
-                        **{key: quality[key] for key in ("threshold", "precision", "recall", "f1")},
-                        "dropped_poisoned": quality["dropped_poisoned"],
-                        "dropped_clean": quality["dropped_clean"],
-                        **trained[digest],
-                    }
-                )
-                done.add((seed, name, share))
-            if on_point:
-                on_point(result())
+                    tasks.append((seed, name, share, ranking, dropped, threshold, _digest(~dropped)))
+
+    # One cell per seed and batch of distinct kept sets not yet trained (one set on CPU; config.batch_models on a
+    # GPU), run by the executor (core.executor: in this process by default, or on Ray).
+    cells, chunk_of = [], {}
+    shared = {"train": train, "experiment": experiment, "steps": steps, "test": test, "robust_test": robust_test}
+    for seed in config.seeds:
+        pending: dict[bytes, torch.Tensor] = {}
+        for task_seed, *_, dropped, _, digest in tasks:
+            if task_seed == seed and (seed, digest) not in trained:
+                pending.setdefault(digest, ~dropped)
+        digests = list(pending)
+        for start in range(0, len(digests), config.batch_models):
+            chunk = digests[start : start + config.batch_models]
+            key = f"seed {seed} kept sets {start + 1}-{start + len(chunk)} of {len(digests)}"
+            arguments = {**shared, "seed": seed, "kept_masks": [pending[digest] for digest in chunk]}
+            cells.append(Cell(key, sweep_cell, {**arguments, "robust_steps": config.robust_steps}))
+            chunk_of[key] = (seed, chunk)
+
+    def finished(key: str, cell_result: dict) -> None:
+        seed, chunk = chunk_of[key]
+        for digest, metrics in zip(chunk, cell_result["metrics"]):
+            trained[(seed, digest)] = metrics
+        while tasks and (tasks[0][0], tasks[0][6]) in trained:
+            seed, name, share, ranking, dropped, threshold, digest = tasks.pop(0)
+            quality = filter_quality(ranking, dropped, poison_mask, threshold)
+            measurements.append(
+                {
+                    "seed": seed,
+                    "filter": name,
+                    "target_share": share,
+                    "drop_share": float(dropped.float().mean()),
+                    "kept_digest": digest.hex(),
+                    **{key: quality[key] for key in ("threshold", "precision", "recall", "f1")},
+                    "dropped_poisoned": quality["dropped_poisoned"],
+                    "dropped_clean": quality["dropped_clean"],
+                    **trained[(seed, digest)],
+                }
+            )
+            done.add((seed, name, share))
+        report(f"threshold sweep (seed {seed})", len(done), total)
+        if on_point:
+            on_point(result())
+
+    report(f"threshold sweep (seed {config.seeds[0]})", len(done), total)
+    run_cells(cells, executor, finished)
     report(f"threshold sweep (seed {config.seeds[-1]})", total, total)
     return result()
+
+
+def sweep_cell(
+    train: ImageSet,
+    kept_masks: list[torch.Tensor],
+    experiment: ExperimentConfig,
+    steps: int,
+    seed: int,
+    test: ImageSet,
+    robust_test: ImageSet,
+    robust_steps: int,
+    progress=None,
+) -> dict:
+    """One cell of the sweep for core.executor: the students of some kept sets at one seed, each measured."""
+    students = distil_many(train, kept_masks, experiment, steps, seed)
+    return {"metrics": [measure_student(s, test, robust_test, experiment, robust_steps) for s in students]}
 
 
 def distil_many(train: ImageSet, kept_masks: list[torch.Tensor], experiment, steps: int, seed: int, should_stop=None):
@@ -330,7 +363,14 @@ def curves_of(measurements: list[dict]) -> dict:
 
 
 def sweep_run(
-    run, config: SweepConfig, data_root=None, download: bool = False, progress=None, on_point=None, previous=None
+    run,
+    config: SweepConfig,
+    data_root=None,
+    download: bool = False,
+    progress=None,
+    on_point=None,
+    previous=None,
+    executor: ExecutorConfig | None = None,
 ) -> dict:
     """The sweep of a finished run, on its stored poisons and DAE scores (nothing of the run is retrained)."""
     from core import explore
@@ -341,7 +381,7 @@ def sweep_run(
     poisoned = run.poisons(splits.train)
     test = explore.student_test_subset(run, splits.test, config.test_subset)
     return sweep_thresholds(
-        poisoned.data, run.train_scores, run.poison_mask, test, c, config, progress, on_point, previous
+        poisoned.data, run.train_scores, run.poison_mask, test, c, config, progress, on_point, previous, executor
     )
 
 

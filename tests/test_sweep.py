@@ -227,3 +227,23 @@ def test_a_batched_sweep_trains_the_same_kept_sets_as_one_model(tiny_run, gtsrb_
         assert all(0 <= m[key] <= 1 for key in ("clean_acc", "fgsm_acc", "ifgsm_acc", "adaptive_acc"))
     # one batched teacher + one batched student training for the 5 distinct kept sets (the real trainer, counted)
     assert calls == [5, 5]
+
+
+def test_a_sweep_on_a_local_ray_instance_equals_the_local_executor(tiny_run, gtsrb_root, tmp_path):
+    """The sweep's cells (distinct kept sets per seed) as Ray tasks, the run's images sent once: the same JSON."""
+    import ray
+
+    results = {}
+    for executor in ("local", "ray"):
+        folder = tmp_path / executor
+        shutil.copytree(tiny_run.directory, folder)
+        command = ["sweep", "--run-dir", str(folder), "--data-root", str(gtsrb_root), "--drop-shares", "0", "0.4"]
+        command += ["--seeds", "2", "--steps", "3", "--test-subset", "0.5", "--robust-steps", "1"]
+        command += ["--filters", "detector", "random", "--executor", executor, "--cpus-per-cell", "1"]
+        assert main(command) == 0
+        results[executor] = json.loads((folder / "sweep.json").read_text())
+    ray.shutdown()
+    assert len(results["ray"]["measurements"]) == 2 * 2 * 2
+    for sweep in results.values():
+        sweep.pop("seconds")
+    assert results["ray"] == results["local"]
