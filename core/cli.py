@@ -157,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--cache-dir", type=Path, default=RUNS_DIR / "cache", help="trained-model cache (reused by identical reruns)"
     )
+    run.add_argument("--train-subset", type=float, help="override the preset's share of the train split")
+    run.add_argument("--test-subset", type=float, help="override the preset's share of the test split")
+    run.add_argument("--defender-epochs", type=int, help="override the preset's epochs of the defender's classifier")
+    _executor_options(run)  # with --seeds K: one cell per seed
 
     tune = command("tune", "search the DAE's hyperparameters with Optuna (persistent, resumable)")
     tune.add_argument("--trials", type=int, default=20)
@@ -371,6 +375,9 @@ def experiment_from_args(args) -> ExperimentConfig:
         changes["temperature"] = args.temperature
     if args.epochs is not None:
         changes["classifier_train"] = replace(config.classifier_train, epochs=args.epochs)
+    for name in ("train_subset", "test_subset", "defender_epochs"):
+        if getattr(args, name, None) is not None:
+            changes[name] = getattr(args, name)
     dae = config.dae
     if args.use_best_trial:
         from core.dae import TuneConfig, config_from_params, load_study_if_any, redacted
@@ -470,21 +477,31 @@ def format_results(results: dict) -> str:
 
 
 def command_run(args) -> int:
-    from core.run import seed_config, seed_dir, summarise_seeds, train_run
+    from core.data import default_root
+    from core.executor import Cell, run_cells
+    from core.run import Run, run_cell, seed_config, seed_dir, summarise_seeds
 
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     base = experiment_from_args(args)
     seeds = list(range(args.seed, args.seed + args.seeds))
-    runs = {}
-    for seed in seeds:
+    paths = {
+        "cache_dir": str(Path(args.cache_dir).resolve()),
+        "data_root": str(Path(args.data_root or default_root()).resolve()),
+    }
+    cells = []
+    for seed in seeds:  # one cell per seed: in this process one after another, or as Ray tasks (--executor ray)
         config = seed_config(base, seed)
-        out = seed_dir(args.out, config.preset, seed, len(seeds))
+        out = str(seed_dir(args.out, config.preset, seed, len(seeds)).resolve())
+        cells.append(Cell(f"seed {seed}", run_cell, {"config": config, "out": out, "download": args.download, **paths}))
         print(f"running {config.summary()}", file=sys.stderr)
-        with TqdmStages() as stages:
-            run = train_run(config, out, args.cache_dir, args.data_root, args.download, stages)
+    with TqdmStages() as stages:
+        finished = run_cells(cells, _executor(args), progress=stages)
+    runs = {}
+    for seed, cell in zip(seeds, cells):
+        run = Run.load(finished[cell.key]["directory"])
         print(format_results(run.results))
-        print(f"\nresults: {out / 'results.json'}  ({run.results['seconds']:.0f} s)")
+        print(f"\nresults: {Path(cell.arguments['out']) / 'results.json'}  ({run.results['seconds']:.0f} s)")
         if args.robustness:
             print_robustness(run, _robustness(run, args.robust_test_subset, 10, args))
         runs[str(seed)] = run

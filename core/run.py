@@ -226,6 +226,15 @@ def train_run(
     return Run.load(out)
 
 
+def run_cell(
+    config: ExperimentConfig, out: str, cache_dir: str, data_root: str, download: bool = False, progress=None
+) -> dict:
+    """One seed of `run --seeds K` as a cell for core.executor: trains and exports the run to `out` (a path every
+    worker sees) and returns where it is; the caller reads it back with Run.load."""
+    train_run(config, out, cache_dir, data_root, download, progress)
+    return {"directory": out}
+
+
 def seed_config(base: ExperimentConfig, seed: int) -> ExperimentConfig:
     """The same experiment at another seed: the split, the poisons and every model re-drawn."""
     return replace(base, seed=seed, poison=replace(base.poison, seed=seed))

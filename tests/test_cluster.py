@@ -253,3 +253,23 @@ def test_bad_executor_options_are_one_error_line(gtsrb_root, tmp_path, argv, say
     error = capsys.readouterr().err.strip()
     assert code == 2 and says in error and len(error.splitlines()) == 1
     assert not (tmp_path / "grid").exists()  # nothing half-written
+
+
+def test_run_seeds_on_ray_writes_the_same_runs_as_the_local_executor(gtsrb_root, tmp_path):
+    """`run --seeds 2`: a cell per seed; each seed's run and the mean +- std over seeds match across executors."""
+    import ray
+
+    tiny = ["--preset", "quick", "--train-subset", "0.04", "--test-subset", "0.02", "--epochs", "1"]
+    tiny += ["--dae-epochs", "1", "--defender-epochs", "1", "--seeds", "2", "--data-root", str(gtsrb_root)]
+    summaries = {}
+    for executor in ("local", "ray"):
+        out, cache = tmp_path / executor, tmp_path / f"cache_{executor}"
+        argv = ["run", *tiny, "--out", str(out), "--cache-dir", str(cache), "--executor", executor]
+        assert main(argv + ["--cpus-per-cell", "1"]) == 0
+        assert sorted(path.name for path in out.iterdir()) == ["seed0", "seed1", "seeds.json"]
+        summaries[executor] = json.loads((out / "seeds.json").read_text())
+    ray.shutdown()
+    assert _without_times(summaries["ray"]) == _without_times(summaries["local"])
+    for seed in ("seed0", "seed1"):
+        local, remote = (json.loads((tmp_path / e / seed / "results.json").read_text()) for e in ("local", "ray"))
+        assert _without_times(local) == _without_times(remote)
