@@ -217,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     robust.add_argument("--run-dir", type=Path, required=True, help="a run's output folder (holds results.json)")
     robust.add_argument("--test-subset", type=float, default=0.08, help="stratified share of the test set to attack")
     robust.add_argument("--steps", type=int, default=10, help="iterations of the iterative attacks")
+    _executor_options(robust)  # a cell per model
 
     comparison = command(
         "compare", "poison detectors vs random / oracle / no-filter controls, per threat model, over seeds"
@@ -637,7 +638,7 @@ def _robustness(run, test_subset: float, steps: int, args) -> dict:
     from core.run import add_robustness
 
     with TqdmStages() as stages:
-        return add_robustness(run, test_subset, steps, args.data_root, args.download, stages)
+        return add_robustness(run, test_subset, steps, args.data_root, args.download, stages, _executor(args))
 
 
 def command_robustness(args) -> int:

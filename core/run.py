@@ -270,10 +270,13 @@ def add_robustness(
     data_root=None,
     download: bool = False,
     progress: StageProgress | None = None,
+    executor=None,
 ) -> dict:
     """Adaptive, transfer and eps-curve robustness of the run's five models: robustness.json, and adaptive_acc /
-    zero_grad_fraction / eps_curve beside the paper-style numbers in results.json."""
-    from core.robust import RobustEvalConfig, robust_report
+    zero_grad_fraction / eps_curve beside the paper-style numbers in results.json. `executor` (core.executor)
+    runs the five models' evaluations: in this process by default, or on Ray."""
+    from core.executor import Cell, run_cells
+    from core.robust import RobustEvalConfig
 
     run.check_models((*MODEL_NAMES, "surrogate"))
     test = robust_test_set(run.splits(data_root, download).test, test_subset, run.config.seed)
@@ -281,16 +284,10 @@ def add_robustness(
         eps=run.config.eval_attack.eps, steps=steps, temperature=run.config.temperature, seed=run.config.seed
     )
     surrogate = run.classifier("surrogate")
-    reports = {}
-    for name in MODEL_NAMES:
-        reports[name] = robust_report(
-            run.classifier(name),
-            test,
-            config,
-            transfer_from=surrogate,
-            progress=progress,
-            stage=f"robustness of {name}",
-        )
+    shared = {"test": test, "config": config, "surrogate": surrogate}
+    cells = [Cell(name, robustness_cell, {**shared, "model": run.classifier(name)}) for name in MODEL_NAMES]
+    reports = run_cells(cells, executor, progress=progress)  # a cell per model: here, or as Ray tasks
+    reports = {name: reports[name] for name in MODEL_NAMES}
     robustness = {"config": config.to_dict(), "n_test": len(test), "models": reports}
     write_json(run.directory / "robustness.json", robustness)
     # Also beside the paper-style numbers in results.json, where readers of a run look first.
@@ -304,6 +301,13 @@ def add_robustness(
     write_json(run.directory / "results.json", run.results)
     run.robustness = robustness
     return robustness
+
+
+def robustness_cell(model, test, config, surrogate, progress=None) -> dict:
+    """One model's robustness report (core.robust.robust_report) as a cell for core.executor."""
+    from core.robust import robust_report
+
+    return robust_report(model, test, config, transfer_from=surrogate, progress=progress, stage="robustness")
 
 
 def add_detectors(

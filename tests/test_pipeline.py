@@ -76,6 +76,14 @@ def test_tiny_end_to_end_run_has_every_field_in_range(gtsrb_root, tmp_path):
     )
     robust = json.loads((tmp_path / "out" / "results.json").read_text())["models"]["filter_distillation"]
     assert 0 <= robust["adaptive_acc"] <= 1 and 0 <= robust["zero_grad_fraction"] <= 1 and len(robust["eps_curve"]) >= 5
+    # the same evaluation with a cell per model on a local Ray instance: the same robustness.json
+    import ray
+
+    local = (tmp_path / "out" / "robustness.json").read_text()
+    robustness = ["--data-root", str(gtsrb_root), "robustness", "--run-dir", out, "--test-subset", "0.005"]
+    assert main(robustness + ["--steps", "1", "--executor", "ray"]) == 0
+    ray.shutdown()
+    assert (tmp_path / "out" / "robustness.json").read_text() == local
     assert (
         main(
             [
