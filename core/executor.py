@@ -120,7 +120,8 @@ def run_local(cells: list[Cell], executor: ExecutorConfig, on_result, progress: 
     from core.train import TrainingCancelled
 
     results, failures = {}, []
-    for cell in cells:
+    for number, cell in enumerate(cells, 1):
+        started = time.time()
         stage = (lambda s, d, t, key=cell.key: progress(f"[{key}] {s}", d, t)) if progress else None
         for attempt in range(1 + executor.retries):
             try:
@@ -134,6 +135,8 @@ def run_local(cells: list[Cell], executor: ExecutorConfig, on_result, progress: 
                     failures.append(_failure(cell, error))
         if cell.key in results:
             on_result(cell.key, results[cell.key])
+        if progress and len(cells) > 1:  # each cell's own stages have bars; this line counts the cells
+            print(f"cell {number}/{len(cells)} finished: {cell.key} ({time.time() - started:.0f} s)", file=sys.stderr)
     _raise_failures(failures, len(cells))
     return results
 
