@@ -478,18 +478,14 @@ def format_results(results: dict) -> str:
 
 
 def command_run(args) -> int:
-    from core.data import default_root
-    from core.executor import Cell, run_cells
+    from core.executor import Cell, run_cells, worker_paths
     from core.run import Run, run_cell, seed_config, seed_dir, summarise_seeds
 
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     base = experiment_from_args(args)
     seeds = list(range(args.seed, args.seed + args.seeds))
-    paths = {
-        "cache_dir": str(Path(args.cache_dir).resolve()),
-        "data_root": str(Path(args.data_root or default_root()).resolve()),
-    }
+    paths = worker_paths(args.cache_dir, args.data_root)
     cells = []
     for seed in seeds:  # one cell per seed: in this process one after another, or as Ray tasks (--executor ray)
         config = seed_config(base, seed)

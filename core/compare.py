@@ -16,12 +16,11 @@ import hashlib
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
-from core.data import ImageSet, default_root, stratified_split
+from core.data import ImageSet, stratified_split
 from core.detect import (
     CONTROLS,
     DAEDetector,
@@ -34,7 +33,7 @@ from core.detect import (
     set_detector_threshold,
 )
 from core.evaluate import filter_quality, robustness
-from core.executor import Cell, ExecutorConfig, run_cells
+from core.executor import Cell, ExecutorConfig, run_cells, worker_paths
 from core.pipeline import ExperimentConfig, ModelCache, Prepared, distilled, prepare
 from core.poison import threat_metrics
 from core.recipe import sampling_seed
@@ -311,7 +310,7 @@ def compare(
     """Every threat at every seed (cells run by `executor`: in this process by default, or on Ray), then mean and
     standard deviation over seeds of each number."""
     started = time.time()
-    paths = {"cache_dir": str(Path(cache_dir).resolve()), "data_root": str(Path(data_root or default_root()).resolve())}
+    paths = worker_paths(cache_dir, data_root)
     cells = [
         Cell(f"seed {seed} {threat}", compare_cell, {"config": config, "threat": threat, "seed": seed, **paths})
         for seed in config.seeds

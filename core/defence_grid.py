@@ -15,16 +15,15 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from core.compare import CompareConfig, build_detectors, score_detectors, summarise
-from core.data import default_root, stratified_split
+from core.data import stratified_split
 from core.defences import DefenceConfig, DefenceContext
 from core.evaluate import accuracy
-from core.executor import Cell, ExecutorConfig, run_cells
+from core.executor import Cell, ExecutorConfig, run_cells, worker_paths
 from core.pipeline import ExperimentConfig, ModelCache, Prepared, prepare
 from core.poison import PoisonConfig, threat_metrics
 from core.recipe import sampling_seed
@@ -237,7 +236,7 @@ def defence_grid(
             "seconds": round(sum(result["seconds"] for results in runs.values() for result in results.values()), 1),
         }
 
-    paths = {"cache_dir": str(Path(cache_dir).resolve()), "data_root": str(Path(data_root or default_root()).resolve())}
+    paths = worker_paths(cache_dir, data_root)
     cells = [
         Cell(f"seed {seed} {case}", grid_cell, {"config": config, "case": case, "seed": seed, **paths})
         for seed in config.seeds

@@ -79,6 +79,13 @@ class ExecutorConfig:
             raise ValueError(f"retries must be >= 0, got {self.retries}")
 
 
+def worker_paths(cache_dir, data_root=None) -> dict[str, str]:
+    """The model cache and the data root as absolute paths: a Ray worker does not run in this directory."""
+    from core.data import default_root
+
+    return {"cache_dir": str(Path(cache_dir).resolve()), "data_root": str(Path(data_root or default_root()).resolve())}
+
+
 class GridError(RuntimeError):
     """Some cells failed twice; the others finished and were handed to on_result."""
 
