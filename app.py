@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from ui.common import sidebar
+from ui.common import open_link, report_link, sidebar
 
 st.set_page_config(page_title="DAE + defensive distillation, measured", page_icon=":material/traffic:", layout="wide")
 
@@ -17,5 +17,12 @@ PAGES = [
 ]
 
 page = st.navigation(PAGES)
+open_link()
 sidebar()
-page.run()
+try:
+    page.run()
+except BaseException as interrupted:
+    if type(interrupted).__name__ == "StopException":  # the page ended early on purpose: it still reports the link
+        report_link()
+    raise  # a rerun reports on the next run
+report_link()

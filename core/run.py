@@ -118,8 +118,8 @@ class Run:
             return load_file(str(self.directory / "detector_scores.safetensors"))[name]
         except Exception as error:  # noqa: BLE001 - missing file, missing key, corrupt file
             raise CheckpointError(
-                f"no '{name}' scores in {self.directory}: run `python -m core detectors "
-                f"--run-dir {self.directory}` ({error})"
+                f"no usable '{name}' scores in {self.directory / 'detector_scores.safetensors'} ({error}): run "
+                f"`python -m core detectors --run-dir {self.directory}` to score them again"
             ) from None
 
     def threshold_of(self, name: str) -> float:

@@ -173,7 +173,7 @@ T = st.slider("Temperature T", 1.0, 100.0, float(run.config.temperature), 0.5, k
 with guard("the teacher's probabilities"):
     teacher = cached_classifier(run_dir(), "filter_distillation_teacher")
     test = run_splits(run).test
-    index = st.number_input("GTSRB test image", 0, len(test) - 1, 0, key="distill_image")
+    index = st.number_input("GTSRB test image", 0, len(test) - 1, 0, key="distill_image", bind="query-params")
     image = test.images[index : index + 1]
     left, right = st.columns([1, 4])
     left.image(enlarged(image[0], 5), caption=CLASS_NAMES[int(test.labels[index])], output_format="PNG")

@@ -44,6 +44,7 @@ def other_threat(threat: str) -> None:
             index=DEFAULT_SOURCE_CLASS,
             format_func=lambda c: f"{c}: {CLASS_NAMES[c]}",
             key="source_class",
+            bind="query-params",
             disabled="source_class" not in spec.params,
         )
         target = st.selectbox(
@@ -52,16 +53,29 @@ def other_threat(threat: str) -> None:
             index=DEFAULT_TARGET_CLASS,
             format_func=lambda c: f"{c}: {CLASS_NAMES[c]}",
             key="target_class",
+            bind="query-params",
             disabled="target_class" not in spec.params,
         )
     with right:
         fraction = st.slider(
-            f"poison fraction of {spec.fraction_of}", 0.0, 1.0, spec.default_fraction, 0.01, key=f"fraction_{threat}"
+            f"poison fraction of {spec.fraction_of}",
+            0.0,
+            1.0,
+            spec.default_fraction,
+            0.01,
+            key=f"fraction_{threat}",
+            bind="query-params",
         )
         trigger = st.slider(
-            "trigger size (pixels)", 1, 8, 3, key="trigger_size", disabled="trigger_size" not in spec.params
+            "trigger size (pixels)",
+            1,
+            8,
+            3,
+            key="trigger_size",
+            bind="query-params",
+            disabled="trigger_size" not in spec.params,
         )
-        seed = st.number_input("seed", 0, 10_000, 0, key="threat_seed")
+        seed = st.number_input("seed", 0, 10_000, 0, key="threat_seed", bind="query-params")
     config = None
     with guard("the poison settings"):
         config = PoisonConfig(
@@ -187,11 +201,14 @@ with right:
         bind="query-params",
         disabled=not custom,
     )
-    seed = st.number_input("seed", 0, 10_000, int(defaults.seed), key="poison_seed", disabled=not custom)
+    seed = st.number_input(
+        "seed", 0, 10_000, int(defaults.seed), key="poison_seed", bind="query-params", disabled=not custom
+    )
     craft_augment = st.checkbox(
         "craft through random flips and shifts",
         bool(defaults.craft_augment),
         key="craft_augment",
+        bind="query-params",
         disabled=not custom or "craft_augment" not in spec.params,
         help="TAP: poisons that survive the victim's data augmentation.",
     )
@@ -200,6 +217,7 @@ with right:
         NOISE_SCOPES,
         horizontal=True,
         key="noise_scope",
+        bind="query-params",
         disabled=not custom or "noise_scope" not in spec.params,
         help="Unlearnable: one noise per image (sample-wise) or one per class (class-wise).",
     )

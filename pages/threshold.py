@@ -29,6 +29,7 @@ from ui.common import (
     run_dir,
     timed,
     training_step_seconds,
+    url_number,
 )
 from ui.filter_figure import base_figure, figure_png
 
@@ -46,9 +47,11 @@ scored = run.score_names()
 score_names = list(dict.fromkeys([*scored, *DETECTORS.names()]))  # every registered detector; unscored ones say so
 
 
-def reset_threshold() -> None:  # a new score has its own scale: start from the run's threshold for it
-    for key in ("threshold", "threshold_input"):
-        st.session_state.pop(key, None)
+def reset_threshold() -> None:
+    """A new score has its own scale: start from the run's threshold for it, not the old score's value (nor the one
+    the URL still holds, which the slider would otherwise pick up again)."""
+    st.session_state.pop("threshold_input", None)
+    st.session_state["threshold_reset"] = True
 
 
 score = st.selectbox(
@@ -67,11 +70,15 @@ if score not in scored:
         "scores every registered detector."
     )
     st.stop()
-scores, mask = cached_scores(directory, score)
-curves = cached_curves(directory, score)
+scores = None
+with guard(f"loading the {filter_label(score)} scores"):
+    scores, mask = cached_scores(directory, score)
+    curves = cached_curves(directory, score)
+    run_threshold = run.threshold_of(score)
+if scores is None:
+    st.stop()  # the guard named the file; the Score box above still switches back
 is_dae = score == "dae"
 unit = "per-image MSE" if is_dae else "score"
-run_threshold = run.threshold_of(score)
 
 
 @st.cache_resource(max_entries=16)
@@ -96,7 +103,11 @@ def histogram(directory: str, score: str, bins: int = 80) -> dict:
 
 low = float(scores.min())
 high = float(max(np.quantile(scores, 0.999), PAPER_INITIAL_THRESHOLD if is_dae else run_threshold))
-st.session_state.setdefault("threshold", float(np.clip(run_threshold, low, high)))
+if st.session_state.pop("threshold_reset", False):  # set before the slider: it wins over the URL's old value
+    st.session_state["threshold"] = float(np.clip(run_threshold, low, high))
+elif "threshold" not in st.session_state:  # first visit: a shared link's threshold, else the run's
+    linked = url_number("threshold", low, high)
+    st.session_state["threshold"] = float(np.clip(run_threshold, low, high)) if linked is None else linked
 st.session_state.setdefault("threshold_input", st.session_state["threshold"])
 
 
@@ -212,12 +223,12 @@ def draw_live_view() -> None:
         step=(high - low) / 1000,
         format="%.5f",
         on_change=from_slider,
-        bind="query-params",
-    )
+    )  # not bound to the URL by Streamlit: its range changes with the score, and a new range re-reads an old URL
     number_column.number_input(
         "exact value", low, high, key="threshold_input", step=1e-4, format="%.5f", on_change=from_number
     )
     threshold = float(st.session_state["threshold"])
+    st.query_params["threshold"] = f"{threshold:.7g}"  # the shared link (read back by url_number on a first visit)
     counts = explore.threshold_counts(scores, mask, threshold)
 
     if counts["kept"] == 0:

@@ -6,6 +6,7 @@ import streamlit as st
 from core import explore
 from core.data import CLASS_NAMES
 from core.registry import ATTACKS
+from core.sign_examples import shipped_examples
 from ui.common import (
     cached_autoencoder,
     cached_classifier,
@@ -21,15 +22,15 @@ from ui.common import (
 ensure_navigation()
 
 st.title("Your images")
-run = None
+run = student = undefended = autoencoder = residual_model = None
 with guard("loading the models"):
     run = cached_run(run_dir())
     student = cached_classifier(run_dir(), "filter_distillation")
     undefended = cached_classifier(run_dir(), "undefended")
     autoencoder = cached_autoencoder(run_dir())
     residual_model = cached_supervised_detector(run_dir())
-if run is None:
-    st.stop()
+if run is None or student is None or undefended is None or autoencoder is None:
+    st.stop()  # the guard has said which file failed
 # The Threshold page's threshold applies to the DAE only while the DAE score is selected there.
 dae_selected = st.session_state.get("score", "dae") == "dae"
 threshold = float(st.session_state.get("threshold", run.threshold)) if dae_selected else run.threshold
@@ -43,18 +44,34 @@ st.caption(
     )
 )
 
+st.caption(
+    "An image from elsewhere (a photo, a drawing) is off the distribution the models and the DAE learned: the filter "
+    "drops most of them (a large reconstruction error says *unlike GTSRB*, not *poisoned*), and a student distilled at "
+    "high T gives near-certain softmax outputs even when wrong. Read the MC-dropout verdict beside its top-5."
+)
 uploads = st.file_uploader(
-    "Upload images (PNG, JPEG, PPM, WebP)", type=["png", "jpg", "jpeg", "ppm", "webp"], accept_multiple_files=True
+    "Upload images (PNG, JPEG, PPM, WebP, TIFF, BMP, GIF)",
+    type=["png", "jpg", "jpeg", "ppm", "webp", "tif", "tiff", "bmp", "gif"],
+    accept_multiple_files=True,
+)
+examples = shipped_examples()
+drawn = st.multiselect(
+    "...or drawn road signs (made for this project, not GTSRB and not photos: a domain shift)",
+    list(examples),
+    format_func=lambda name: f"{name} (true class: {examples[name][1]})",
+    key="drawn_signs",
 )
 picked = st.multiselect(
-    "...or pick GTSRB test images by index", list(range(0, 12630, 97)), default=[] if uploads else [0]
+    "...or pick GTSRB test images by index", list(range(0, 12630, 97)), default=[] if uploads or drawn else [0]
 )
 
 images, names = [], []
-for upload in uploads or []:
+files = [(upload.name, upload.getvalue) for upload in uploads or []]
+files += [(f"{name}.png (drawn; true class {examples[name][1]})", examples[name][0].read_bytes) for name in drawn]
+for name, read in files:
     try:
-        images.append(explore.read_upload(upload.getvalue(), upload.name))
-        names.append(upload.name)
+        images.append(explore.read_upload(read(), name))  # the same path for uploads and the drawn examples
+        names.append(name)
     except explore.UploadError as error:
         st.error(str(error))
 with guard("loading the test images"):
@@ -71,36 +88,53 @@ attack = c1.selectbox(
     ["none", *ATTACKS.names()],
     format_func=lambda a: ATTACKS.label(a) if a != "none" else "no attack",
     key="upload_attack",
+    bind="query-params",
 )
-eps = c2.slider("eps", 0.0, 0.1, 0.01, 0.001, format="%.3f", key="upload_eps")
-alpha = c3.slider("alpha", 0.0, 0.05, 0.01, 0.001, format="%.3f", key="upload_alpha")
-steps = c4.slider("steps", 1, 50, 10, key="upload_steps")
-target = st.radio("attack crafted on", ["student", "undefended"], horizontal=True)
+eps = c2.slider("eps", 0.0, 0.1, 0.01, 0.001, format="%.3f", key="upload_eps", bind="query-params")
+alpha = c3.slider("alpha", 0.0, 0.05, 0.01, 0.001, format="%.3f", key="upload_alpha", bind="query-params")
+steps = c4.slider("steps", 1, 50, 10, key="upload_steps", bind="query-params")
+target = st.radio(
+    "attack crafted on", ["student", "undefended"], horizontal=True, key="upload_target", bind="query-params"
+)
+
+
+def top_table(top: list[tuple[str, float]]) -> pd.DataFrame:
+    return pd.DataFrame({"class": [name for name, _ in top], "p": [explore.format_probability(p) for _, p in top]})
 
 
 def analyse(x, label: str) -> None:
-    """One row: the image, the DAE's reconstruction, error map and verdict, both models' top-5."""
+    """One row: the image the model saw, the DAE's reconstruction, error map and verdict, both models' top-5."""
     view = explore.image_verdicts(x, run, autoencoder, student, undefended, residual_model, threshold)
-    cols = st.columns([1, 1, 1, 2, 2])
+    cols = st.columns([1, 1, 1.3, 2, 2])
     cols[0].image(enlarged(x), caption=label, output_format="PNG")
     cols[1].image(enlarged(view["reconstruction"]), caption="DAE reconstruction", output_format="PNG")
     cols[2].image(enlarged(view["error_map"]), caption="error map", output_format="PNG")
-    cols[2].markdown(f"MSE **{view['mse']:.5f}** → **{'dropped' if view['dae_dropped'] else 'kept'}**")
+    verdict = "off the training distribution: the filter would drop it" if view["dae_dropped"] else "kept by the filter"
+    cols[2].markdown(f"MSE **{view['mse']:.5f}**: {verdict}")
     if "residual" in view:
         cols[2].markdown(
-            f"noise residual **{view['residual']:.2f}** → "
-            f"**{'poison-like' if view['residual_flagged'] else 'clean-like'}**"
+            f"noise residual **{view['residual']:.2f}**: "
+            f"{'looks perturbed (poison-like)' if view['residual_flagged'] else 'no perturbation found (clean-like)'}"
         )
     cols[3].markdown("**student** top-5")
-    cols[3].dataframe(pd.DataFrame(view["student_top"], columns=["class", "probability"]), hide_index=True)
+    cols[3].table(top_table(view["student_top"]))  # static: no cut-off columns, no grid left from the last upload
+    if "abstain" in view:
+        cols[3].markdown(
+            f"MC dropout: **{'abstains' if view['abstain'] else 'answers'}** "
+            f"({view['mc_class']}, mean {explore.format_probability(view['mc_probability'])}; "
+            f"disagreement {view['disagreement']:.2g} vs cut-off set at {view['abstention_fpr']:.0%} false "
+            "abstentions on clean images)",
+            help="A student distilled at high T says 0.9998 for almost anything; whether its dropout passes agree is "
+            "the honest confidence (`python -m core abstain`).",
+        )
     cols[4].markdown("**undefended** top-5")
-    cols[4].dataframe(pd.DataFrame(view["undefended_top"], columns=["class", "probability"]), hide_index=True)
+    cols[4].table(top_table(view["undefended_top"]))
 
 
 for image, name in zip(images, names):
     with guard(f"analysing {name}"):
         st.markdown(f"#### {name}")
-        analyse(image, "input (32x32)")
+        analyse(image, "what the models see (32x32)")
         if attack != "none":
             model = student if target == "student" else undefended
             attacked = explore.attack_images(model, image.unsqueeze(0), attack, eps, alpha, steps)[0]

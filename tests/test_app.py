@@ -209,7 +209,7 @@ def test_uploads_bad_files_get_a_message_and_the_page_keeps_working(run_director
     assert "notes.png is not an image" in messages
     assert "cut.png could not be decoded" in messages
     assert any("sign.png" in m.value for m in at.markdown)  # the good upload is still analysed
-    assert len(at.dataframe) >= 2  # top-5 tables for it
+    assert len(at.table) >= 2  # top-5 tables for it
 
 
 def test_a_corrupt_run_gives_a_message_and_the_app_keeps_working(run_directory, tmp_path):

@@ -70,6 +70,75 @@ def timed(name: str):
             timings.write(f"{name}\t{(time.perf_counter() - started) * 1000:.2f}\n")
 
 
+# ---- shared links: every knob that determines a view is a widget bound to the URL (bind="query-params") --------
+# Opening a link reproduces the view; a value the page cannot use is dropped by Streamlit, and said here.
+
+CUSTOM_KNOBS = ("attack", "eps", "alpha", "steps", "fraction", "poison_seed", "craft_augment", "noise_scope")
+
+
+def open_link() -> None:
+    """On a session's first run, keep the link it was opened with (to report what it could not use) and let a
+    Custom-only knob in it (eps=0.05) switch the preset to Custom: Paper and Quick would show it but not use it."""
+    if "link" in st.session_state:
+        return
+    link = st.query_params.to_dict()
+    st.session_state["link"] = link
+    st.session_state["link_pending"] = True
+    custom = [key for key in link if any(key == knob or key.startswith(f"{knob}_") for knob in CUSTOM_KNOBS)]
+    if custom and "preset" not in link:
+        st.session_state["preset"] = "Custom"
+        st.toast(f"The link sets {', '.join(custom)}: preset Custom, so the page uses them.")
+
+
+def ignore_link_value(key: str, raw: str, why: str) -> None:
+    """A URL value a page checked itself and could not use: drop it and say so once the page has run."""
+    st.session_state.setdefault("link_ignored", {})[key] = (raw, why)
+    st.query_params.pop(key, None)
+
+
+def url_number(key: str, low: float, high: float) -> float | None:
+    """A number from the URL within [low, high], or None (absent; invalid ones are reported)."""
+    raw = st.query_params.get(key)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+        if not low <= value <= high:
+            raise ValueError
+    except ValueError:
+        ignore_link_value(key, raw, f"not a number between {low:.5g} and {high:.5g}")
+        return None
+    return value
+
+
+def _same(state, raw: str) -> bool:
+    """Whether a widget's value is what the URL said (Streamlit drops values equal to the default from the URL)."""
+    if isinstance(state, bool):
+        return raw.lower() == str(state).lower()
+    if isinstance(state, (int, float)):
+        try:
+            return abs(float(raw) - float(state)) <= 1e-9 * max(1.0, abs(float(state)))
+        except ValueError:
+            return False
+    return str(state) == raw
+
+
+def report_link() -> None:
+    """After the first run of a session: one toast per link value the page did not use, and why."""
+    if not st.session_state.pop("link_pending", False):
+        return
+    ignored = st.session_state.pop("link_ignored", {})
+    for key, raw in st.session_state.get("link", {}).items():
+        if key in ignored:
+            continue
+        if key not in st.session_state:
+            ignored[key] = (raw, "not a setting of this page")
+        elif not _same(st.session_state[key], raw):
+            ignored[key] = (raw, f"not a valid value here; showing {st.session_state[key]}")
+    for key, (raw, why) in ignored.items():
+        st.toast(f"Ignored the link's {key}={raw}: {why}.", icon=":material/link_off:")
+
+
 def run_dir() -> str:
     """The run the pages show: the session's choice, else $DAE_DISTILL_RUN, else the shipped demo run."""
     return st.session_state.setdefault("run_dir", os.environ.get("DAE_DISTILL_RUN", str(SHIPPED_RUN)))
@@ -231,6 +300,7 @@ def sidebar() -> None:
             "Preset",
             PRESETS,
             key="preset",
+            bind="query-params",
             horizontal=True,
             help="Paper: all of GTSRB, the paper's settings. Quick: a quarter of it, fewer epochs. "
             "Custom: your own values on the Poison and Distillation pages.",
