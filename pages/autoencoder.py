@@ -52,6 +52,7 @@ with shipped:
         f"{dae['mean_reconstruction_error_test']:.6f}",
         "paper: 0.008190",
         delta_color="off",
+        delta_arrow="off",
     )
     cols[1].metric(
         "mean reconstruction error, trusted calibration slice", f"{dae['mean_reconstruction_error_calibration']:.6f}"

@@ -77,7 +77,7 @@ if run.robustness:
             | {"inputs with zero gradient": report["zero_grad_fraction"]}
             for name, report in robust["models"].items()
         }
-    ).T
+    )  # attacks as rows, the five models as columns: fits the page without a horizontal scroll
     st.dataframe(robust_table.style.format("{:.2%}"), width="stretch")
     config = robust["config"]
     st.caption(
@@ -207,4 +207,6 @@ if st.button("Train", type="primary"):
     with guard("training teacher and student"):
         train_at_threshold(threshold, T, steps, score)
 if st.session_state.get("trained_points"):
-    st.dataframe(pd.DataFrame(st.session_state["trained_points"]), width="stretch")
+    points = pd.DataFrame(st.session_state["trained_points"])
+    shares = {column: "{:.2%}" for column in points.columns if column.endswith(("_acc", "_rate"))}
+    st.dataframe(points.style.format(shares, precision=5, na_rep="—"), width="stretch")  # no raw None

@@ -7,7 +7,7 @@ import streamlit as st
 
 from core.pipeline import MODEL_NAMES, PAPER_RESULTS
 from core.run import SHIPPED_RUN, train_run
-from ui.common import custom_poison, data_root, ensure_navigation, guard, preset_config, require_run
+from ui.common import custom_poison, data_root, ensure_navigation, guard, preset_config, require_run, shown
 
 ensure_navigation()
 
@@ -33,7 +33,9 @@ buttons = st.columns(2)
 if buttons[0].button("Load the shipped demo run"):
     st.session_state["run_dir"] = str(SHIPPED_RUN)
     st.rerun()
-run_clicked = buttons[1].button("Run the experiment (sidebar preset; Custom uses the Poison page's values)")
+run_clicked = buttons[1].button(
+    "Run the experiment", help="With the sidebar's preset; Custom uses the Poison page's values."
+)
 
 if run_clicked:
     with guard("the experiment"):
@@ -58,7 +60,7 @@ run = require_run()
 
 results = run.results
 st.subheader("Headline results")
-st.caption(f"Run: `{run.directory}` — {run.config.summary()}")
+st.caption(f"Run: `{shown(run.directory)}` — {run.config.summary()}")
 student = results["models"]["filter_distillation"]
 cols = st.columns(4)
 cols[0].metric(
@@ -66,6 +68,7 @@ cols[0].metric(
     f"{student['ifgsm_acc']:.2%}",
     f"paper: {PAPER_RESULTS['student_adversarial_acc']:.2%}",
     delta_color="off",
+    delta_arrow="off",
 )
 cols[1].metric("student, clean test accuracy", f"{student['clean_acc']:.2%}")
 cols[2].metric("filter ROC AUC (0.5 = chance)", f"{results['filter']['auroc']:.3f}")
@@ -74,6 +77,7 @@ cols[3].metric(
     f"{results['filter']['threshold']:.4f}",
     f"paper: {PAPER_RESULTS['inferred_threshold']}",
     delta_color="off",
+    delta_arrow="off",
 )
 rows = [
     {"model": name, **{k: f"{v:.2%}" for k, v in results["models"][name].items() if k.endswith("_acc")}}

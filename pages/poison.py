@@ -124,7 +124,13 @@ def other_threat(threat: str) -> None:
             ):
                 stat = reference[name].get(key)
                 if stat:
-                    column.metric(title, f"{stat['mean']:.1%}", f"± {stat['std'] * 100:.1f} points", delta_color="off")
+                    column.metric(
+                        title,
+                        f"{stat['mean']:.1%}",
+                        f"± {stat['std'] * 100:.1f} points",
+                        delta_color="off",
+                        delta_arrow="off",
+                    )
             st.caption(
                 "The Detectors page shows which filters remove these poisons, and what the student keeps. "
                 f"CLI: `python -m core run --threat {threat}` for a full run with these settings."
@@ -328,7 +334,9 @@ with guard("the preview"):
         shown = preview(run_dir(), tuple(classes), per_class, config)
         stats = shown["stats"]
         cols = st.columns(5)
-        cols[0].metric("L-inf", f"{stats['linf_levels']:.0f} levels", f"{stats['linf']:.4f}", delta_color="off")
+        cols[0].metric(
+            "L-inf", f"{stats['linf_levels']:.0f} levels", f"{stats['linf']:.4f}", delta_color="off", delta_arrow="off"
+        )
         cols[1].metric("mean L2", f"{stats['l2']:.4f}")
         cols[2].metric("PSNR", f"{stats['psnr_db']:.1f} dB")
         cols[3].metric("surrogate acc. before", f"{shown['acc_before']:.0%}")

@@ -27,6 +27,7 @@ from ui.common import (
     require_run,
     ringed_png,
     run_dir,
+    shown,
     timed,
     training_step_seconds,
     url_number,
@@ -66,8 +67,8 @@ score = st.selectbox(
 )
 if score not in scored:
     st.info(
-        f"{filter_label(score)} has not been scored on this run: `python -m core detectors --run-dir {directory}` "
-        "scores every registered detector."
+        f"{filter_label(score)} has not been scored on this run: "
+        f"`python -m core detectors --run-dir {shown(directory)}` scores every registered detector."
     )
     st.stop()
 scores = None
@@ -295,8 +296,8 @@ def draw_live_view() -> None:
         else:
             st.warning(
                 "This run has no threshold sweep (or one from an older version): "
-                f"`python -m core sweep --run-dir {directory}` measures the student's accuracy at 24 thresholds, "
-                "beside random and oracle filters, over 3 seeds."
+                f"`python -m core sweep --run-dir {shown(directory)}` measures the student's accuracy at 24 "
+                "thresholds, beside random and oracle filters, over 3 seeds."
             )
 
     interactive = st.toggle(

@@ -145,11 +145,15 @@ def test_threshold_slider_and_upload_in_a_real_browser(server, browser, tmp_path
     assert page.locator("text=top-5").count() >= 2
     shoot(page, "your_images")
 
-    for name in ("overview", "poison", "autoencoder", "distillation", "detectors"):
-        page.goto(f"{server}/{name}")
+    for name, path in (("overview", ""), ("poison", "poison"), ("autoencoder", "autoencoder")) + tuple(
+        (name, name) for name in ("distillation", "detectors")
+    ):
+        page.goto(f"{server}/{path}")  # the Overview is the default page: "/", not "/overview"
         page.wait_for_selector("h1", timeout=120_000)
         wait_idle(page)
         assert page.locator("[data-testid='stException']").count() == 0, name
+        assert page.get_by_text("Page not found").count() == 0, name
+        assert str(ROOT) not in page.inner_text("body"), f"{name} shows the machine's absolute project path"
         shoot(page, name)
     page.close()
 

@@ -97,7 +97,7 @@ def test_a_broken_run_folder_is_named_in_the_sidebar_with_the_real_button(run_di
     at = app(str(folder))
     at.run()
     message = " ".join(w.value for w in at.sidebar.warning)
-    assert str(folder) in message and "scores.safetensors" in message
+    assert "scores.safetensors" in message and folder.name in message
     assert "shipped demo run is missing" not in message
     from tests.test_app import PAGES  # noqa: F401 - the button named exists on the Overview page
 
@@ -128,3 +128,43 @@ def test_odd_uploads_and_drawn_signs_through_the_page(run_directory):
     assert "MC dropout" in shown  # the student's abstention verdict beside its top-5
     cells = [str(value) for table in at.table for value in table.value.to_numpy().ravel()]
     assert all("e-" not in cell or cell == "<1e-4" for cell in cells), cells  # probabilities formatted
+
+
+# ---- the CLI: one error line naming the file, before any work ---------------------------------------------------
+
+
+def cli(capsys, *argv) -> tuple[int, str]:
+    from core.cli import main
+
+    try:
+        code = main(list(argv))
+    except SystemExit as stop:  # argparse's own errors
+        code = stop.code
+    return code, capsys.readouterr().err.strip()
+
+
+@pytest.mark.parametrize(
+    ("broken", "how", "command"),
+    [
+        ("filter_distillation.safetensors", "truncate", ["robustness", "--test-subset", "0.01"]),
+        ("scores.safetensors", "delete", ["sweep", "--points", "2", "--seeds", "1"]),
+        ("results.json", "truncate", ["sweep", "--points", "2", "--seeds", "1"]),
+    ],
+)
+def test_a_broken_run_file_stops_the_cli_before_any_work_naming_it(run_directory, tmp_path, capsys, broken, how, command):
+    folder = broken_copy(run_directory, tmp_path, broken, how)
+    if broken == "results.json":
+        (folder / broken).write_bytes(bytes(range(256)))  # not even UTF-8
+    before = {path.name: path.stat().st_mtime_ns for path in folder.iterdir()}
+    code, err = cli(capsys, command[0], "--run-dir", str(folder), *command[1:])
+    assert code == 2 and err.startswith("error:") and len(err.splitlines()) == 1, err
+    assert broken in err, err
+    assert {path.name: path.stat().st_mtime_ns for path in folder.iterdir()} == before  # nothing written or retrained
+
+
+def test_bad_parameters_and_global_options_after_the_subcommand(capsys, gtsrb_root, tmp_path):
+    code, err = cli(capsys, "run", "--alpha", "1e9", "--out", str(tmp_path / "run"))
+    assert code == 2 and "alpha must be in [0, 1]" in err
+    code, err = cli(capsys, "run", "--data-root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run"))
+    assert code == 2 and "nowhere" in err, err  # accepted after the subcommand, and used
+    assert not (tmp_path / "run").exists()

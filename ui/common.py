@@ -144,6 +144,18 @@ def run_dir() -> str:
     return st.session_state.setdefault("run_dir", os.environ.get("DAE_DISTILL_RUN", str(SHIPPED_RUN)))
 
 
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def shown(path) -> str:
+    """A path as the pages print it: relative to the project (checkpoints/paper, ../shared/data), not the machine's
+    absolute path; absolute only when it is on another drive."""
+    try:
+        return os.path.relpath(Path(path).resolve(), PROJECT)
+    except ValueError:
+        return str(path)
+
+
 def data_root() -> str:
     return str(default_root())
 
@@ -287,9 +299,11 @@ def sidebar() -> None:
         root = data_root()
         if dataset_available(root):
             counts = dataset_counts(root)
-            st.success(f"GTSRB found at `{root}`: {counts[0]:,} training and {counts[1]:,} test images, 43 classes")
+            st.success(
+                f"GTSRB found at `{shown(root)}`: {counts[0]:,} training and {counts[1]:,} test images, 43 classes"
+            )
         else:
-            st.error(f"GTSRB not found at `{root}`.")
+            st.error(f"GTSRB not found at `{shown(root)}`.")
             st.caption(
                 "Set `GTSRB_ROOT` to the folder holding `gtsrb/GTSRB/Training` and restart, "
                 "or run `python -m core --download data` on a machine with internet."
@@ -309,7 +323,7 @@ def sidebar() -> None:
             run = cached_run(run_dir())
         except (CheckpointError, OSError) as error:
             st.warning(
-                f"No run loaded from `{run_dir()}`: {error}. On the Overview page, *Load the shipped demo run* "
+                f"No run loaded from `{shown(run_dir())}`: {error}. On the Overview page, *Load the shipped demo run* "
                 "or *Run the experiment*; or `python -m core run --preset paper --out checkpoints/paper`."
             )
         else:
