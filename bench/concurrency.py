@@ -6,7 +6,8 @@ Starts `streamlit run app.py` on a free 127.0.0.1 port and opens /threshold in N
 Chromium (Playwright, async). Each user presses ArrowRight on the slider, waits until the "kept" count has changed and
 Streamlit's running indicator is gone, then presses again, for --seconds. One step = key press to settled page, timed
 in the browser. Runs 1 user first, then N, on the same server, and prints median / p95 per step for both side by side
-with their ratio, plus the server's resident memory (the streamlit process, sampled every second): at the start, its
+with their ratio, the CPU time per step of the server and of the browsers (which share this machine's cores),
+plus the server's resident memory (the streamlit process, sampled every second): at the start, its
 peak, and the mean of the first and last fifth of the N-user phase (a soak of --seconds 300 shows whether it stays
 flat). Goal (issue 13): median under 1 s with 5 users on 2 CPU cores, memory flat over a 5-minute soak.
 """
@@ -38,6 +39,23 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def cpu_seconds(match) -> float:
+    """User + system CPU seconds of every live process whose command line satisfies match (from /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if match(entry.name, command):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / ticks
+        except OSError:  # the process ended while we looked
+            continue
+    return total
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -78,8 +96,9 @@ async def user(browser, url: str, seconds: float, quiet_ms: float, steps: list[f
     await context.close()
 
 
-async def phase(url: str, users: int, seconds: float, quiet_ms: float, pid: int) -> tuple[list[float], list[float]]:
-    """N users at once; returns every step's ms and the server's RSS samples (MB, one a second)."""
+async def phase(url: str, users: int, seconds: float, quiet_ms: float, pid: int) -> tuple[list, list, dict]:
+    """N users at once; returns every step's ms, the server's RSS samples (MB, one a second) and the CPU seconds the
+    server and the browsers used (the bench's own Python is neither)."""
     from playwright.async_api import async_playwright
 
     steps: list[float] = []
@@ -91,14 +110,18 @@ async def phase(url: str, users: int, seconds: float, quiet_ms: float, pid: int)
             memory.append(rss_mb(pid))
             await asyncio.sleep(1.0)
 
+    server = lambda process_id, command: process_id == str(pid)  # noqa: E731
+    browsers = lambda process_id, command: "chromium" in command  # noqa: E731
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         sampler = asyncio.create_task(sample())
+        server_before, browser_before = cpu_seconds(server), cpu_seconds(browsers)
         await asyncio.gather(*(user(browser, url, seconds, quiet_ms, steps) for _ in range(users)))
+        cpu = {"server": cpu_seconds(server) - server_before, "browsers": cpu_seconds(browsers) - browser_before}
         done.set()
         await sampler
         await browser.close()
-    return steps, memory
+    return steps, memory, cpu
 
 
 def main() -> None:
@@ -115,8 +138,8 @@ def main() -> None:
     process, url = start_streamlit({"DAE_DISTILL_RUN": args.run})
     try:
         start_mb = rss_mb(process.pid)
-        one, _ = asyncio.run(phase(url, 1, args.seconds, args.quiet_ms, process.pid))
-        many, memory = asyncio.run(phase(url, args.users, args.seconds, args.quiet_ms, process.pid))
+        one, _, one_cpu = asyncio.run(phase(url, 1, args.seconds, args.quiet_ms, process.pid))
+        many, memory, many_cpu = asyncio.run(phase(url, args.users, args.seconds, args.quiet_ms, process.pid))
     finally:
         process.terminate()
         process.wait(timeout=20)
@@ -127,11 +150,17 @@ def main() -> None:
         f"Threshold slider, {args.seconds:.0f} s per phase, {os.cpu_count()} CPU cores, server on 127.0.0.1, "
         f"run {Path(args.run).name}"
     )
-    print(f"{'per step (key press to settled page)':<40}{'steps':>7}{'median ms':>11}{'p95 ms':>9}{'vs 1 user':>11}")
+    print(
+        f"{'per step (key press to settled page)':<40}{'steps':>7}{'median ms':>11}{'p95 ms':>9}{'vs 1 user':>11}"
+        f"{'server CPU ms':>15}{'browser CPU ms':>16}"
+    )
     base = statistics.median(one)
-    for name, values in (("1 user", one), (f"{args.users} users at once", many)):
+    for name, values, cpu in (("1 user", one, one_cpu), (f"{args.users} users at once", many, many_cpu)):
         median = statistics.median(values)
-        print(f"{name:<40}{len(values):>7}{median:>11.0f}{percentile(values, 0.95):>9.0f}{median / base:>10.2f}x")
+        print(
+            f"{name:<40}{len(values):>7}{median:>11.0f}{percentile(values, 0.95):>9.0f}{median / base:>10.2f}x"
+            f"{cpu['server'] * 1000 / len(values):>15.0f}{cpu['browsers'] * 1000 / len(values):>16.0f}"
+        )
     print(
         f"server RSS: {start_mb:.0f} MB at start, peak {max(memory):.0f} MB; {args.users}-user phase: first fifth "
         f"{statistics.mean(memory[:fifth]):.0f} MB, last fifth {statistics.mean(memory[-fifth:]):.0f} MB"

@@ -25,14 +25,14 @@ from ui.common import (
     guard,
     live_trainer,
     require_run,
-    ringed_png,
+    ringed,
     run_dir,
     shown,
     timed,
     training_step_seconds,
     url_number,
 )
-from ui.filter_figure import base_figure, figure_png
+from ui.filter_figure import base_figure, figure_png, sample_strip
 
 ensure_navigation()
 
@@ -368,28 +368,8 @@ def draw_live_view() -> None:
         st.plotly_chart(figure, width="stretch", key="chart-filter")
         figure_download(figure, "histogram_roc_precision_recall")
 
-    if run.sweep and is_dae:
-        metric = st.radio(
-            "Sweep curve", list(SWEEP_METRICS), format_func=SWEEP_METRICS.get, key="sweep_metric", horizontal=True
-        )
-        sweep_figure = sweep_chart(directory, metric)
-        trained = [job.point for job in live_trainer().jobs(directory) if job.state == "done" and job.score == score]
-        trained = [point for point in trained if metric in point]
-        if trained:
-            n_train = len(scores)
-            sweep_figure.add_trace(
-                go.Scatter(
-                    x=[1 - point["kept"] / n_train for point in trained],
-                    y=[point[metric] for point in trained],
-                    name="trained here (one seed)",
-                    mode="markers",
-                    marker=dict(symbol="star", size=13, color="#e45756"),
-                )
-            )
-        if interactive:  # a chart that changes is re-mounted on every move; unchanged, the browser keeps it
-            sweep_figure.add_vline(drop_share, line_color="black", line_dash="dash", annotation_text="this threshold")
-        st.plotly_chart(sweep_figure, width="stretch", key="chart-sweep")
-        figure_download(sweep_figure, "student_accuracy_vs_share_dropped")
+    if interactive:  # the sweep's chart carries the threshold's line only here; otherwise it is drawn once, below
+        sweep_section(drop_share)
 
     pool = cached_example_pool(directory)
     pool_scores = scores[pool["index"]]
@@ -403,16 +383,47 @@ def draw_live_view() -> None:
         if len(positions) == 0:
             st.caption("none")
             continue
-        columns = st.columns(12)
-        for column, position in zip(columns, positions):
-            poisoned = bool(pool["is_poisoned"][position])
-            correct = poisoned == (title == "Dropped")
-            column.image(
-                ringed_png(directory, int(position), correct),
-                caption=f"{'poison' if poisoned else 'clean'} {pool_scores[position]:.4f}",
-                width="stretch",
-                output_format="PNG",
+        st.image(sample_row(directory, score, title, tuple(int(p) for p in positions)), output_format="PNG")
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def sample_row(directory: str, score: str, title: str, positions: tuple[int, ...]) -> bytes:
+    """A row of ringed example images with their kind and score, as one picture (ui/filter_figure.py)."""
+    pool = cached_example_pool(directory)
+    pool_scores = cached_scores(directory, score)[0][pool["index"]]
+    tiles, captions = [], []
+    for position in positions:
+        poisoned = bool(pool["is_poisoned"][position])
+        tiles.append(ringed(pool["delivered"][position], correct=poisoned == (title == "Dropped")))
+        captions.append(f"{'poison' if poisoned else 'clean'} {pool_scores[position]:.4f}")
+    return sample_strip(tiles, captions)
+
+
+def sweep_section(drop_share: float | None) -> None:
+    """The sweep's chart (DAE score only), with the live trainer's points; the threshold's line when drop_share."""
+    if not (run.sweep and is_dae):
+        return
+    metric = st.radio(
+        "Sweep curve", list(SWEEP_METRICS), format_func=SWEEP_METRICS.get, key="sweep_metric", horizontal=True
+    )
+    sweep_figure = sweep_chart(directory, metric)
+    trained = [job.point for job in live_trainer().jobs(directory) if job.state == "done" and job.score == score]
+    trained = [point for point in trained if metric in point]
+    if trained:
+        n_train = len(scores)
+        sweep_figure.add_trace(
+            go.Scatter(
+                x=[1 - point["kept"] / n_train for point in trained],
+                y=[point[metric] for point in trained],
+                name="trained here (one seed)",
+                mode="markers",
+                marker=dict(symbol="star", size=13, color="#e45756"),
             )
+        )
+    if drop_share is not None:
+        sweep_figure.add_vline(drop_share, line_color="black", line_dash="dash", annotation_text="this threshold")
+    st.plotly_chart(sweep_figure, width="stretch", key="chart-sweep")
+    figure_download(sweep_figure, "student_accuracy_vs_share_dropped")
 
 
 @st.fragment
@@ -424,6 +435,8 @@ def live_view() -> None:
 
 with guard("the threshold view"):
     live_view()
+    if not st.session_state.get("interactive_charts"):
+        sweep_section(None)  # outside the fragment: a move does not resend it
 
 st.divider()
 st.subheader("Train at exactly this threshold")

@@ -151,7 +151,7 @@ def cli(capsys, *argv) -> tuple[int, str]:
         ("results.json", "truncate", ["sweep", "--points", "2", "--seeds", "1"]),
     ],
 )
-def test_a_broken_run_file_stops_the_cli_before_any_work_naming_it(run_directory, tmp_path, capsys, broken, how, command):
+def test_a_broken_run_file_stops_the_cli_before_any_work(run_directory, tmp_path, capsys, broken, how, command):
     folder = broken_copy(run_directory, tmp_path, broken, how)
     if broken == "results.json":
         (folder / broken).write_bytes(bytes(range(256)))  # not even UTF-8

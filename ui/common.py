@@ -6,7 +6,6 @@ All computing lives in `core`; this module only caches it for the app and draws 
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import threading
 import time
@@ -15,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 import torch
-from PIL import Image
 
 from core import explore
 from core.data import DatasetNotFoundError, dataset_available, default_root, load_splits
@@ -362,14 +360,6 @@ def figure_download(figure, name: str) -> None:
 def enlarged(image, scale: int = 4) -> np.ndarray:
     """An image tensor (uint8 or [0, 1]) as HWC uint8 pixels, each pixel a scale x scale block."""
     return np.kron(explore.as_pixels(image), np.ones((scale, scale, 1), dtype=np.uint8))
-
-
-@st.cache_data(max_entries=512, show_spinner=False)
-def ringed_png(directory: str, position: int, correct: bool) -> bytes:
-    """An example-pool image, ringed, as PNG bytes: encoded once, not on every slider move."""
-    buffer = io.BytesIO()
-    Image.fromarray(ringed(cached_example_pool(directory)["delivered"][position], correct)).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def ringed(image, correct: bool, scale: int = 4) -> np.ndarray:

@@ -86,3 +86,21 @@ def figure_png(base: BaseFigure, threshold: float, roc_point: tuple[float, float
     buffer = io.BytesIO()
     image.save(buffer, "PNG", compress_level=1)  # speed over size: it is sent once per move, on loopback or LAN
     return buffer.getvalue()
+
+
+def sample_strip(tiles: list[np.ndarray], captions: list[str], slots: int = 12, gap: int = 6) -> bytes:
+    """Up to `slots` ringed sample images (HWC uint8, one size) side by side with a caption under each, as one PNG:
+    one image for the browser to swap per row instead of a dozen elements to re-render on every move."""
+    from PIL import ImageFont
+
+    side = tiles[0].shape[0] if tiles else 128
+    font = ImageFont.load_default(size=max(10, side // 9))
+    strip = Image.new("RGB", (slots * (side + gap) - gap, side + side // 5), "white")
+    draw = ImageDraw.Draw(strip)
+    for slot, (tile, caption) in enumerate(zip(tiles[:slots], captions)):
+        left = slot * (side + gap)
+        strip.paste(Image.fromarray(tile), (left, 0))
+        draw.text((left + side / 2, side + side / 10), caption, fill="black", font=font, anchor="mm")
+    buffer = io.BytesIO()
+    strip.save(buffer, "PNG", compress_level=1)
+    return buffer.getvalue()
