@@ -142,6 +142,59 @@ def write_examples(directory: Path = SIGNS_DIR) -> list[Path]:
     return paths
 
 
+def evaluate(run_dir) -> dict:
+    """The run's student and undefended model on the shipped drawn signs: right answers, the DAE filter's and the
+    MC-dropout verdicts (the Your images page's numbers, for all of them at once)."""
+    from core.explore import image_verdicts, read_upload
+    from core.run import Run
+
+    run = Run.load(run_dir)
+    models = {role: run.classifier(role) for role in ("filter_distillation", "undefended")}
+    autoencoder = run.autoencoder()
+    rows = []
+    for name, (path, label) in shipped_examples().items():
+        x = read_upload(path.read_bytes(), path.name)
+        view = image_verdicts(
+            x, run, autoencoder, models["filter_distillation"], models["undefended"], None, run.threshold
+        )
+        rows.append(
+            {
+                "name": name,
+                "label": label,
+                "student_right": view["student_top"][0][0] == label,
+                "student_p": view["student_top"][0][1],
+                "undefended_right": view["undefended_top"][0][0] == label,
+                "dae_dropped": view["dae_dropped"],
+                "abstain": view.get("abstain"),
+            }
+        )
+    return {"run": str(run_dir), "n": len(rows), "rows": rows}
+
+
 if __name__ == "__main__":
-    for written in write_examples():
-        print(written)
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m core.sign_examples")
+    parser.add_argument("--evaluate", metavar="RUN_DIR", help="score a run's models on the shipped examples instead")
+    args = parser.parse_args()
+    if args.evaluate:
+        report = evaluate(args.evaluate)
+        rows = report["rows"]
+        for row in rows:
+            print(
+                f"{row['name']:<20}{row['label']:<40} student {'right' if row['student_right'] else 'wrong'} "
+                f"(p {row['student_p']:.4f}), undefended {'right' if row['undefended_right'] else 'wrong'}, "
+                f"DAE {'dropped' if row['dae_dropped'] else 'kept'}, MC dropout "
+                f"{'-' if row['abstain'] is None else 'abstains' if row['abstain'] else 'answers'}"
+            )
+        wrong_sure = [row for row in rows if not row["student_right"] and row["student_p"] > 0.99]
+        print(
+            f"{report['n']} drawn signs: student right on {sum(r['student_right'] for r in rows)}, undefended on "
+            f"{sum(r['undefended_right'] for r in rows)}; DAE drops {sum(r['dae_dropped'] for r in rows)}; MC dropout "
+            f"abstains on {sum(bool(r['abstain']) for r in rows)} (of them wrong: "
+            f"{sum(bool(r['abstain']) and not r['student_right'] for r in rows)}); student wrong with p > 0.99 on "
+            f"{len(wrong_sure)}"
+        )
+    else:
+        for written in write_examples():
+            print(written)

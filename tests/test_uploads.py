@@ -142,3 +142,14 @@ def test_the_shipped_drawn_signs_are_what_the_script_draws(tmp_path):
     for path in write_examples(tmp_path):
         assert path.read_bytes() == (SIGNS_DIR / path.name).read_bytes(), path.name
         assert tuple(read_upload(path.read_bytes(), path.name).shape) == (3, 32, 32)
+
+
+def test_the_drawn_signs_report_scores_every_example(run_directory):
+    """`python -m core.sign_examples --evaluate RUN` (README's domain-shift numbers): one row per example, verdicts
+    from the run's own models; the shipped student is not right on all of them (it is a domain shift)."""
+    from core.sign_examples import EXAMPLES, evaluate
+
+    report = evaluate(run_directory)
+    assert report["n"] == len(EXAMPLES) == 16
+    assert 0 < sum(row["student_right"] for row in report["rows"]) < report["n"]
+    assert all(isinstance(row["abstain"], bool) for row in report["rows"])  # the shipped run has abstention.json
