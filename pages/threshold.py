@@ -141,7 +141,12 @@ buttons[0].button(
     disabled=not is_dae,
     help=None if is_dae else "a reconstruction-error threshold: DAE score only",
 )
-buttons[1].button(f"This run's threshold ({run_threshold:.4g})", on_click=set_threshold, args=(run_threshold,))
+buttons[1].button(
+    f"This run's {run_threshold:.4g}",  # short: a longer label is cut off in a quarter of a 1400 px page
+    on_click=set_threshold,
+    args=(run_threshold,),
+    help="the threshold the run itself used (its ThresholdConfig applied to this score)",
+)
 with buttons[2]:
     fpr = st.number_input(
         "False-positive rate on trusted clean data", 0.001, 0.999, 0.05, 0.01, format="%.3f", key="fpr"

@@ -168,3 +168,15 @@ def test_bad_parameters_and_global_options_after_the_subcommand(capsys, gtsrb_ro
     code, err = cli(capsys, "run", "--data-root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run"))
     assert code == 2 and "nowhere" in err, err  # accepted after the subcommand, and used
     assert not (tmp_path / "run").exists()
+
+
+def test_a_threshold_out_of_range_in_a_link_is_reported(run_directory):
+    from core.run import Run
+
+    at = app(run_directory)
+    at.query_params.update(threshold="7", interactive_charts="maybe")
+    at.switch_page("pages/threshold.py").run()
+    assert_clean(at)
+    said = " ".join(t.value for t in at.toast)
+    assert "threshold=7" in said and "interactive_charts=maybe" in said, said
+    assert at.slider(key="threshold").value == pytest.approx(Run.load(run_directory).threshold, rel=1e-6)
