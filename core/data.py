@@ -19,7 +19,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from core.recipe import sampling_seed
-from core.storage import atomic_write
+from core.storage import atomic_write, set_aside
 
 IMAGE_SIZE = 32
 NUM_CLASSES = 43
@@ -182,8 +182,8 @@ def load_gtsrb(split: str = "train", root: str | Path | None = None, download: b
         try:
             tensors = load_file(str(cache_file))
             return ImageSet(tensors["images"], tensors["labels"])
-        except Exception:  # a corrupt cache is rebuilt, never trusted
-            cache_file.unlink(missing_ok=True)
+        except Exception as error:  # noqa: BLE001 - a corrupt cache is kept aside and rebuilt, never trusted
+            set_aside(cache_file.parent, cache_file.name.removesuffix(".safetensors"), error)
     with ThreadPoolExecutor(max_workers=max(os.cpu_count() or 1, 2)) as pool:
         arrays = list(pool.map(_decode, [path for path, _ in samples], chunksize=256))
     images = torch.from_numpy(np.ascontiguousarray(np.stack(arrays)))

@@ -6,7 +6,6 @@ drop samples scored above it -> teacher at T -> soft labels -> student at T -> e
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -23,7 +22,16 @@ from core.evaluate import AttackEvalConfig, accuracy, correct_per_image, filter_
 from core.models import Classifier, ClassifierConfig, DenoisingAutoencoder
 from core.poison import PoisonConfig, PoisonedSet, load_poisons, poison_training_set, save_poisons, threat_metrics
 from core.recipe import RECIPE_VERSIONS, recipe_key, sampling_seed, training_seed
-from core.storage import CheckpointError, atomic_write, config_hash, has_model, load_weights, save_model, write_json
+from core.storage import (
+    CheckpointError,
+    atomic_write,
+    config_hash,
+    has_model,
+    load_weights,
+    save_model,
+    set_aside,
+    write_json,
+)
 from core.train import TrainConfig
 
 # What the paper reports (see ../shared/paper/README.md), shown beside our numbers.
@@ -169,16 +177,7 @@ class ModelCache:
         return model.eval(), name
 
     def set_aside(self, name: str, error: Exception) -> None:
-        """Move a corrupt cache entry's files to <name>.corrupt-<time>.* and say so; the caller rebuilds it."""
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        for path in self.directory.glob(f"{name}.*"):
-            if ".corrupt-" not in path.name:
-                path.rename(path.with_name(f"{name}.corrupt-{stamp}{path.suffix}"))
-        print(
-            f"note: cache entry {self.directory / name} was corrupt ({error}); moved aside as *.corrupt-{stamp}.*, "
-            "rebuilding it",
-            file=sys.stderr,
-        )
+        set_aside(self.directory, name, error)
 
 
 @dataclass

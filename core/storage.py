@@ -76,7 +76,9 @@ def read_metadata(directory: str | Path, name: str) -> dict:
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint metadata {path} is missing") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"checkpoint metadata {path} is corrupt ({error}); delete it and retrain") from None
+        raise CheckpointError(
+            f"checkpoint metadata {path} is corrupt ({error}): restore it, or rerun what made it"
+        ) from None
 
 
 def load_weights(directory: str | Path, name: str, model: torch.nn.Module) -> torch.nn.Module:
@@ -88,7 +90,7 @@ def load_weights(directory: str | Path, name: str, model: torch.nn.Module) -> to
         state = load_file(str(path))
     except Exception as error:
         raise CheckpointError(
-            f"checkpoint {path} is corrupt or not a safetensors file ({error}); delete it and retrain"
+            f"checkpoint {path} is corrupt or not a safetensors file ({error}): restore it, or rerun what made it"
         ) from None
     try:
         model.load_state_dict(state, strict=True)
@@ -101,3 +103,21 @@ def load_weights(directory: str | Path, name: str, model: torch.nn.Module) -> to
 def has_model(directory: str | Path, name: str) -> bool:
     directory = Path(directory)
     return (directory / f"{name}.safetensors").exists() and (directory / f"{name}.json").exists()
+
+
+def set_aside(directory: str | Path, name: str, error: Exception) -> None:
+    """Move a corrupt cache entry's files (<name>.*) to <name>.corrupt-<time>.* and say so on stderr: a corrupt entry
+    is evidence of a crash or a full disk, so it is kept, never trusted, and the caller rebuilds it."""
+    import sys
+    import time
+
+    directory = Path(directory)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for path in directory.glob(f"{name}.*"):
+        if ".corrupt-" not in path.name:
+            path.rename(path.with_name(f"{name}.corrupt-{stamp}{path.suffix}"))
+    print(
+        f"note: cache entry {directory / name} was corrupt ({error}); moved aside as *.corrupt-{stamp}.*, "
+        "rebuilding it",
+        file=sys.stderr,
+    )
