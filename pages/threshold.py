@@ -399,7 +399,8 @@ def sample_row(directory: str, score: str, title: str, positions: tuple[int, ...
     tiles, captions = [], []
     for position in positions:
         poisoned = bool(pool["is_poisoned"][position])
-        tiles.append(ringed(pool["delivered"][position], correct=poisoned == (title == "Dropped")))
+        # 3x: twelve tiles stay under Streamlit's 1,460 px content width, above which it resizes and re-encodes
+        tiles.append(ringed(pool["delivered"][position], correct=poisoned == (title == "Dropped"), scale=3))
         captions.append(f"{'poison' if poisoned else 'clean'} {pool_scores[position]:.4f}")
     return sample_strip(tiles, captions)
 

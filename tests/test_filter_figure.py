@@ -65,3 +65,16 @@ def test_pictures_of_pixels_are_sent_as_png_not_re_encoded_as_jpeg(run_directory
         assert_clean(at)
         urls = [image.url for element in at.get("image") for image in element.proto.imgs]
         assert urls and all(url.endswith(".png") for url in urls), (page, [u for u in urls if not u.endswith(".png")])
+
+
+def test_a_sample_strip_fits_streamlits_width_and_shows_each_tile():
+    """Twelve 3x tiles (the Threshold page's rows) stay under the width above which st.image re-encodes the PNG, and
+    each tile's pixels are where the strip puts them."""
+
+    from ui.filter_figure import STREAMLIT_CONTENT_WIDTH, sample_strip
+
+    tiles = [np.full((96, 96, 3), 20 * k, dtype=np.uint8) for k in range(12)]
+    strip = np.asarray(Image.open(io.BytesIO(sample_strip(tiles, [f"tile {k}" for k in range(12)]))))
+    assert strip.shape[1] <= STREAMLIT_CONTENT_WIDTH
+    for k in range(12):
+        assert (strip[10, k * 102 + 48] == 20 * k).all()

@@ -104,3 +104,6 @@ def sample_strip(tiles: list[np.ndarray], captions: list[str], slots: int = 12, 
     buffer = io.BytesIO()
     strip.save(buffer, "PNG", compress_level=1)
     return buffer.getvalue()
+
+
+STREAMLIT_CONTENT_WIDTH = 1460  # st.image re-encodes wider pictures after resizing them (image_utils.py)
