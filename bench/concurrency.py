@@ -1,6 +1,8 @@
 """Several users moving the Threshold slider at once, in a real browser: per-step wait and the server's memory.
 
-    python bench/concurrency.py [--users 5] [--seconds 60] [--run checkpoints/paper] [--quiet-ms 300]
+    python bench/concurrency.py [--users 5] [--seconds 60] [--baseline-seconds S] [--run checkpoints/paper]
+
+A 5-minute soak: --seconds 300 --baseline-seconds 30.
 
 Starts `streamlit run app.py` on a free 127.0.0.1 port and opens /threshold in N browser contexts of one Debian
 Chromium (Playwright, async). Each user presses ArrowRight on the slider, waits until the "kept" count has changed and
@@ -127,7 +129,8 @@ async def phase(url: str, users: int, seconds: float, quiet_ms: float, pid: int)
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--users", type=int, default=5)
-    parser.add_argument("--seconds", type=float, default=60.0, help="how long each phase moves sliders")
+    parser.add_argument("--seconds", type=float, default=60.0, help="how long the N-user phase moves sliders")
+    parser.add_argument("--baseline-seconds", type=float, help="how long the 1-user phase runs (default: --seconds)")
     parser.add_argument("--run", default=str(SHIPPED_RUN), help="the run the page shows")
     parser.add_argument("--quiet-ms", type=float, default=300.0, help="settled = count changed and idle this long")
     args = parser.parse_args()
@@ -138,7 +141,7 @@ def main() -> None:
     process, url = start_streamlit({"DAE_DISTILL_RUN": args.run})
     try:
         start_mb = rss_mb(process.pid)
-        one, _, one_cpu = asyncio.run(phase(url, 1, args.seconds, args.quiet_ms, process.pid))
+        one, _, one_cpu = asyncio.run(phase(url, 1, args.baseline_seconds or args.seconds, args.quiet_ms, process.pid))
         many, memory, many_cpu = asyncio.run(phase(url, args.users, args.seconds, args.quiet_ms, process.pid))
     finally:
         process.terminate()
@@ -147,7 +150,8 @@ def main() -> None:
         sys.exit("error: no step settled: is the page showing a slider?")
     fifth = max(1, len(memory) // 5)
     print(
-        f"Threshold slider, {args.seconds:.0f} s per phase, {os.cpu_count()} CPU cores, server on 127.0.0.1, "
+        f"Threshold slider, {args.baseline_seconds or args.seconds:.0f} s with 1 user then {args.seconds:.0f} s with "
+        f"{args.users}, {os.cpu_count()} CPU cores, server on 127.0.0.1, "
         f"run {Path(args.run).name}"
     )
     print(
