@@ -201,6 +201,7 @@ steps = st.slider(
     max(4 * explore.sweep_steps(run), 100),
     explore.sweep_steps(run),
     key="distill_steps",
+    bind="query-params",
 )
 st.caption(f"Uses the Threshold page's current score ({score}) and threshold ({threshold:.5f}) and T = {T:g}.")
 if st.button("Train", type="primary"):

@@ -318,7 +318,7 @@ classes = st.multiselect(
     format_func=lambda c: CLASS_NAMES[c],
     max_selections=8,
 )
-per_class = st.slider("samples per class", 1, 4, 2)
+per_class = st.slider("samples per class", 1, 4, 2, key="per_class", bind="query-params")
 
 
 @st.cache_data(max_entries=16, show_spinner="Crafting preview poisons (TAP and unlearnable: a few seconds)...")

@@ -149,7 +149,14 @@ buttons[1].button(
 )
 with buttons[2]:
     fpr = st.number_input(
-        "False-positive rate on trusted clean data", 0.001, 0.999, 0.05, 0.01, format="%.3f", key="fpr"
+        "False-positive rate on trusted clean data",
+        0.001,
+        0.999,
+        0.05,
+        0.01,
+        format="%.3f",
+        key="fpr",
+        bind="query-params",
     )
     st.button(
         "infer_threshold at this FPR",
@@ -159,7 +166,14 @@ with buttons[2]:
     )
 with buttons[3]:
     expected = st.number_input(
-        "Expected poison share of the training set", 0.001, 0.999, 0.10, 0.01, format="%.3f", key="expected"
+        "Expected poison share of the training set",
+        0.001,
+        0.999,
+        0.10,
+        0.01,
+        format="%.3f",
+        key="expected",
+        bind="query-params",
     )
     st.button(
         "infer_threshold at this share", on_click=lambda: set_threshold(infer_threshold_from_scores(scores, expected))
@@ -410,7 +424,12 @@ def sweep_section(drop_share: float | None) -> None:
     if not (run.sweep and is_dae):
         return
     metric = st.radio(
-        "Sweep curve", list(SWEEP_METRICS), format_func=SWEEP_METRICS.get, key="sweep_metric", horizontal=True
+        "Sweep curve",
+        list(SWEEP_METRICS),
+        format_func=SWEEP_METRICS.get,
+        key="sweep_metric",
+        horizontal=True,
+        bind="query-params",
     )
     sweep_figure = sweep_chart(directory, metric)
     trained = [job.point for job in live_trainer().jobs(directory) if job.state == "done" and job.score == score]

@@ -180,3 +180,43 @@ def test_a_threshold_out_of_range_in_a_link_is_reported(run_directory):
     said = " ".join(t.value for t in at.toast)
     assert "threshold=7" in said and "interactive_charts=maybe" in said, said
     assert at.slider(key="threshold").value == pytest.approx(Run.load(run_directory).threshold, rel=1e-6)
+
+
+def _links():
+    """Links as the browser writes them: a choice shown through a label is in the URL as that label."""
+    from core.detect import filter_label
+    from core.registry import ATTACKS, THREATS
+
+    return [
+        (
+            "pages/distillation.py",
+            {"T": "20", "distill_image": "5"},
+            {("slider", "T"): 20.0, ("number_input", "distill_image"): 5},
+        ),
+        (
+            "pages/threshold.py",
+            {"score": filter_label("magnet"), "fpr": "0.1"},
+            {("selectbox", "score"): "magnet", ("number_input", "fpr"): 0.1},
+        ),
+        (
+            "pages/poison.py",
+            {"threat": THREATS.label("tap"), "preset": "Custom", "eps_tap": "0.05", "steps_tap": "7"},
+            {("radio", "threat"): "tap", ("slider", "eps_tap"): 0.05, ("slider", "steps_tap"): 7},
+        ),
+        (
+            "pages/your_images.py",
+            {"upload_attack": ATTACKS.label("fgsm"), "upload_eps": "0.03"},
+            {("selectbox", "upload_attack"): "fgsm", ("slider", "upload_eps"): 0.03},
+        ),
+    ]
+
+
+@pytest.mark.parametrize(("page", "link", "widgets"), _links())
+def test_opening_a_link_reproduces_the_view(run_directory, page, link, widgets):
+    at = app(run_directory)
+    at.query_params.update(link)
+    at.switch_page(page).run()
+    assert_clean(at)
+    assert not at.toast, [t.value for t in at.toast]  # nothing in the link was ignored
+    for (kind, key), value in widgets.items():
+        assert getattr(at, kind)(key=key).value == pytest.approx(value), key

@@ -127,11 +127,18 @@ def report_link() -> None:
         return
     ignored = st.session_state.pop("link_ignored", {})
     for key, raw in st.session_state.get("link", {}).items():
-        if key in ignored:
+        now = st.query_params.get(
+            key
+        )  # Streamlit keeps a valid value (a choice as its label), corrects or drops others
+        if key in ignored or now == raw:
             continue
         if key not in st.session_state:
             ignored[key] = (raw, "not a setting of this page")
-        elif not _same(st.session_state[key], raw):
+        elif _same(st.session_state[key], raw):
+            continue
+        elif now is not None:
+            ignored[key] = (raw, f"corrected to {now}")
+        else:
             ignored[key] = (raw, f"not a valid value here; showing {st.session_state[key]}")
     for key, (raw, why) in ignored.items():
         st.toast(f"Ignored the link's {key}={raw}: {why}.", icon=":material/link_off:")
