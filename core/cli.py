@@ -930,9 +930,12 @@ def command_verify(args) -> int:
 
 
 def command_report(args) -> int:
-    from core.report import report_comparison, report_run
+    from core.report import report_comparison, report_run, report_sweep
 
-    print(report_run(_load(args)))
+    run = _load(args)
+    print(report_run(run))
+    if run.sweep:
+        print("\nThreshold sweep:\n" + report_sweep(run))
     if args.comparison:
         from core.explore import load_comparison
 

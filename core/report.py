@@ -8,6 +8,7 @@ seeds (compare.json) use the per-seed differences: SE = std / sqrt(seeds). "With
 from __future__ import annotations
 
 import math
+import statistics
 
 import torch
 from safetensors.torch import load_file
@@ -372,4 +373,49 @@ def defence_grid_markdown(grid: dict) -> str:
     lines = ["| model (clean accuracy / worst case) | " + " | ".join(header) + " |"]
     lines.append("| --- " * (len(cases) + 1) + "|")
     lines += [f"| {model} | " + " | ".join(cells) + " |" for model, cells in rows.items()]
+    return "\n".join(lines)
+
+
+def report_sweep(run: Run) -> str:
+    """README's shipped-sweep numbers, from the run's sweep.json: points measured, seeds, the student at 0% dropped,
+    and at the sweep share nearest the run's own drop rate the DAE filter's student against dropping at random and the
+    oracle, with the DAE - random gap's standard error over seeds (paired by seed)."""
+    sweep = run.sweep
+    if not sweep:
+        return f"{run.directory}: no sweep.json (python -m core sweep --run-dir {run.directory})"
+    config, measurements = sweep["config"], sweep["measurements"]
+    total = len(config["drop_shares"]) * len(config["filters"]) * len(config["seeds"])
+    by = {(m["filter"], m["target_share"], m["seed"]): m["clean_acc"] for m in measurements}
+    complete_seeds = [
+        seed
+        for seed in config["seeds"]
+        if all((name, share, seed) in by for name in config["filters"] for share in config["drop_shares"])
+    ]
+    zero = [by[("detector", 0.0, seed)] for seed in config["seeds"] if ("detector", 0.0, seed) in by]
+    run_share = float((run.train_scores > run.threshold).float().mean())
+    share = min(config["drop_shares"], key=lambda value: abs(value - run_share) if value > 0 else math.inf)
+    lines = [
+        f"{run.directory}: {len(measurements)} of {total} points measured, {len(complete_seeds)} complete seed(s) "
+        f"{complete_seeds}, {sweep['seconds']:.0f} s of sweep time",
+        f"student at 0% dropped: {statistics.mean(zero):.1%} clean (std {statistics.stdev(zero) * 100:.1f} points "
+        f"over {len(zero)} seeds)"
+        if len(zero) > 1
+        else f"student at 0% dropped: {zero[0]:.1%} clean (one seed)"
+        if zero
+        else "no point at 0% dropped yet",
+    ]
+    seeds = [seed for seed in config["seeds"] if all((name, share, seed) in by for name in config["filters"])]
+    if seeds:
+        means = {name: statistics.mean(by[(name, share, seed)] for seed in seeds) for name in config["filters"]}
+        gap = seed_gap([by[("detector", share, s)] for s in seeds], [by[("random", share, s)] for s in seeds])
+        lines.append(
+            f"at {share:.1%} dropped (the run's threshold drops {run_share:.1%}), {len(seeds)} seed(s): "
+            + ", ".join(f"{name} {value:.1%}" for name, value in means.items())
+            + f"; DAE minus random {gap['gap'] * 100:+.1f}"
+            + (
+                f" ± {gap['se'] * 100:.1f} points (SE over seeds, paired by seed), {verdict(gap['z'])}"
+                if gap["n"] > 1
+                else " points (one seed: no standard error)"
+            )
+        )
     return "\n".join(lines)

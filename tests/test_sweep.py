@@ -247,3 +247,25 @@ def test_a_sweep_on_a_local_ray_instance_equals_the_local_executor(tiny_run, gts
     for sweep in results.values():
         sweep.pop("seconds")
     assert results["ray"] == results["local"]
+
+
+def test_report_sweep_states_the_shipped_sweeps_numbers():
+    """README's shipped-sweep sentence comes from `python -m core report`: its numbers are those of sweep.json."""
+    import json
+    import statistics
+    from pathlib import Path
+
+    from core.report import report_sweep
+    from core.run import Run
+
+    folder = Path(__file__).resolve().parents[1] / "checkpoints" / "sweep_paper"
+    text = report_sweep(Run.load(folder))
+    sweep = json.loads((folder / "sweep.json").read_text())
+    assert f"{len(sweep['measurements'])} of 216 points" in text
+    zero = [m["clean_acc"] for m in sweep["measurements"] if m["filter"] == "detector" and m["target_share"] == 0]
+    assert f"{statistics.mean(zero):.1%} clean" in text
+    share = 0.1174  # the sweep's share nearest the run's 10% drop rate
+    pick = {(m["filter"], m["seed"]): m["clean_acc"] for m in sweep["measurements"] if m["target_share"] == share}
+    differences = [pick[("detector", s)] - pick[("random", s)] for s in (0, 1, 2)]
+    assert f"DAE minus random {statistics.mean(differences) * 100:+.1f} ± " in text
+    assert f"{statistics.stdev(differences) / 3**0.5 * 100:.1f} points" in text
