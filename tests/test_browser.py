@@ -14,9 +14,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -135,8 +133,8 @@ def test_threshold_slider_and_upload_in_a_real_browser(server, browser, tmp_path
     page.goto(f"{server}/your_images")
     page.wait_for_selector("[data-testid='stFileUploaderDropzoneInput']", state="attached", timeout=120_000)
     wait_idle(page)
-    image_path = tmp_path / "sign.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(image_path)
+    image_path = tmp_path / "sign.png"  # a drawn stop sign shipped with the project (core/sign_examples.py)
+    shutil.copy(ROOT / "examples" / "signs" / "stop_1.png", image_path)
     page.set_input_files("[data-testid='stFileUploaderDropzoneInput']", str(image_path))
     page.wait_for_selector("text=sign.png", timeout=60_000)
     wait_idle(page)
