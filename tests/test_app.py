@@ -95,7 +95,7 @@ def test_moving_the_threshold_changes_counts_and_student_accuracy(run_directory,
     at.run()
     at.switch_page("pages/threshold.py").run()
     assert_clean(at)
-    slider = at.slider(key="threshold")
+    slider = at.slider(key="threshold_dae")
     low, high = slider.min, slider.max
     values = {}
     for fraction in (0.2, 0.6):
@@ -178,10 +178,10 @@ def test_a_threshold_below_every_score_warns_instead_of_failing(run_directory):
     at = app(run_directory)
     at.run()
     at.switch_page("pages/threshold.py").run()
-    at.slider(key="threshold").set_value(at.slider(key="threshold").min).run()
+    at.slider(key="threshold_dae").set_value(at.slider(key="threshold_dae").min).run()
     assert not at.exception
     assert _metric(at, "kept") in ("0", "1")  # the lowest score itself may stay
-    at.number_input(key="threshold_input").set_value(at.slider(key="threshold").max).run()
+    at.number_input(key="threshold_input").set_value(at.slider(key="threshold_dae").max).run()
     assert not at.exception
 
 

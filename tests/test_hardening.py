@@ -52,22 +52,23 @@ def test_switching_the_score_starts_from_that_scores_run_threshold_even_from_a_l
 
     run = Run.load(run_directory)
     at = app(run_directory)
-    at.query_params["threshold"] = "0.02314"
+    at.query_params["threshold_dae"] = "0.02314"
     at.run()
     at.switch_page("pages/threshold.py").run()
     at.selectbox(key="score").set_value("magnet").run()
     assert_clean(at)
-    slider, exact = at.slider(key="threshold").value, at.number_input(key="threshold_input").value
+    slider, exact = at.slider(key="threshold_magnet").value, at.number_input(key="threshold_input").value
     assert slider == pytest.approx(run.threshold_of("magnet"), rel=1e-6)
+    assert at.session_state["threshold"] == pytest.approx(slider)  # what Your images and Distillation read
     assert exact == pytest.approx(slider, rel=1e-9)
 
 
 def test_a_shared_threshold_link_sets_the_slider_and_the_exact_value(run_directory):
     at = app(run_directory)
-    at.query_params["threshold"] = "0.02281"
+    at.query_params["threshold_dae"] = "0.02281"
     at.run()
     at.switch_page("pages/threshold.py").run()
-    assert at.slider(key="threshold").value == pytest.approx(0.02281)
+    assert at.slider(key="threshold_dae").value == pytest.approx(0.02281)
     assert at.number_input(key="threshold_input").value == pytest.approx(0.02281)
 
 
@@ -174,12 +175,12 @@ def test_a_threshold_out_of_range_in_a_link_is_reported(run_directory):
     from core.run import Run
 
     at = app(run_directory)
-    at.query_params.update(threshold="7", interactive_charts="maybe")
+    at.query_params.update(threshold_dae="7", interactive_charts="maybe")
     at.switch_page("pages/threshold.py").run()
     assert_clean(at)
     said = " ".join(t.value for t in at.toast)
-    assert "threshold=7" in said and "interactive_charts=maybe" in said, said
-    assert at.slider(key="threshold").value == pytest.approx(Run.load(run_directory).threshold, rel=1e-6)
+    assert "threshold_dae=7" in said and "interactive_charts=maybe" in said, said
+    assert at.slider(key="threshold_dae").value == pytest.approx(Run.load(run_directory).threshold, rel=1e-6)
 
 
 def _links():

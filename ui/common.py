@@ -88,27 +88,6 @@ def open_link() -> None:
         st.toast(f"The link sets {', '.join(custom)}: preset Custom, so the page uses them.")
 
 
-def ignore_link_value(key: str, raw: str, why: str) -> None:
-    """A URL value a page checked itself and could not use: drop it and say so once the page has run."""
-    st.session_state.setdefault("link_ignored", {})[key] = (raw, why)
-    st.query_params.pop(key, None)
-
-
-def url_number(key: str, low: float, high: float) -> float | None:
-    """A number from the URL within [low, high], or None (absent; invalid ones are reported)."""
-    raw = st.query_params.get(key)
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-        if not low <= value <= high:
-            raise ValueError
-    except ValueError:
-        ignore_link_value(key, raw, f"not a number between {low:.5g} and {high:.5g}")
-        return None
-    return value
-
-
 def _same(state, raw: str) -> bool:
     """Whether a widget's value is what the URL said (Streamlit drops values equal to the default from the URL)."""
     if isinstance(state, bool):
@@ -125,7 +104,7 @@ def report_link() -> None:
     """After the first run of a session: one toast per link value the page did not use, and why."""
     if not st.session_state.pop("link_pending", False):
         return
-    ignored = st.session_state.pop("link_ignored", {})
+    ignored = {}
     for key, raw in st.session_state.get("link", {}).items():
         now = st.query_params.get(
             key
