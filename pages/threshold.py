@@ -112,7 +112,6 @@ def set_threshold(value: float) -> None:
     value = float(np.clip(value, low, high))
     st.session_state[SLIDER] = value
     st.session_state["threshold_input"] = value
-    st.session_state["threshold"] = value
 
 
 def from_number() -> None:

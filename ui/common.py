@@ -106,10 +106,9 @@ def report_link() -> None:
         return
     ignored = {}
     for key, raw in st.session_state.get("link", {}).items():
-        now = st.query_params.get(
-            key
-        )  # Streamlit keeps a valid value (a choice as its label), corrects or drops others
-        if key in ignored or now == raw:
+        # Streamlit keeps a valid value (a choice as its label), corrects or drops the others
+        now = st.query_params.get(key)
+        if now == raw:
             continue
         if key not in st.session_state:
             ignored[key] = (raw, "not a setting of this page")
