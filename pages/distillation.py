@@ -16,6 +16,7 @@ from ui.common import (
     ensure_navigation,
     figure_download,
     guard,
+    percentages,
     require_run,
     run_dir,
     run_splits,
@@ -44,7 +45,7 @@ for name in MODEL_NAMES:
         }
     )
 table = pd.DataFrame(rows).set_index("model")
-st.dataframe(table.style.format("{:.2%}", na_rep="—"), width="stretch")
+st.dataframe(percentages(table), width="stretch")
 attack = run.config.eval_attack
 st.caption(
     f"White-box attacks crafted on each evaluated model at T = 1: eps {attack.eps}, alpha {attack.alpha}, "
@@ -131,7 +132,7 @@ if run.abstention:
             for name, result in abstention["sets"].items()
         }
     ).T
-    st.dataframe(abstention_table.style.format("{:.2%}", na_rep="—"), width="stretch")
+    st.dataframe(percentages(abstention_table), width="stretch")
     coverage = go.Figure()
     for name, result in abstention["sets"].items():
         coverage.add_trace(

@@ -221,3 +221,12 @@ def test_opening_a_link_reproduces_the_view(run_directory, page, link, widgets):
     assert not at.toast, [t.value for t in at.toast]  # nothing in the link was ignored
     for (kind, key), value in widgets.items():
         assert getattr(at, kind)(key=key).value == pytest.approx(value), key
+
+
+def test_distillation_tables_show_no_raw_none(run_directory):
+    """The paper's column is empty for four of the five models: a dash, not Streamlit's "None"."""
+    at = on_page(run_directory, "pages/distillation.py")
+    assert_clean(at)
+    first = at.dataframe[0].value
+    assert list(first["paper (adversarial)"])[:4] == ["—"] * 4
+    assert first.loc["filter_distillation", "paper (adversarial)"].endswith("%")

@@ -342,6 +342,12 @@ def figure_download(figure, name: str) -> None:
     )
 
 
+def percentages(table):
+    """A table of shares as text ("98.27%", and "—" where there is no value): a Styler's na_rep is not applied by
+    st.dataframe, which showed a raw "None"."""
+    return table.map(lambda value: "—" if value is None or value != value else f"{value:.2%}")
+
+
 def enlarged(image, scale: int = 4) -> np.ndarray:
     """An image tensor (uint8 or [0, 1]) as HWC uint8 pixels, each pixel a scale x scale block."""
     return np.kron(explore.as_pixels(image), np.ones((scale, scale, 1), dtype=np.uint8))
