@@ -1,8 +1,9 @@
 """How much budget a strong poison needs: clean accuracy against eps and against the poisoned fraction.
 
 For TAP or unlearnable noise: the poisons at each eps (on the threat's default fraction, all of train) and at each
-fraction (at the threat's default eps, 8/255), a classifier trained on them undefended and one behind a defence,
-beside the clean reference. Step sizes scale with eps as the defaults do (TAP 2.5 eps / steps, unlearnable eps / 5).
+fraction (at the threat's default eps, 8/255), a classifier trained on them undefended and one behind each defence
+(by default the grid's two best: JPEG and grayscale), beside the clean reference. Step sizes scale with eps as the
+defaults do (TAP 2.5 eps / steps, unlearnable eps / 5).
 Every model is cached.
 """
 
@@ -12,12 +13,15 @@ import time
 from dataclasses import replace
 
 from core.defence_grid import defence_context, defended_model
-from core.defences import DefenceConfig
+from core.defences import DEFENCES, DefenceConfig
 from core.evaluate import accuracy
 from core.pipeline import ExperimentConfig, ModelCache, prepare
 from core.poison import PoisonConfig
 
 BUDGET_THREATS = ("tap", "unlearnable")
+# The two defences that restore most in the shipped defence grid (checkpoints/defences): grayscale against both
+# threats, JPEG (quality 10, the shortcut-squeezing anchor) close behind against TAP.
+BUDGET_DEFENCES = ("jpeg", "grayscale")
 
 
 def poison_at(
@@ -36,7 +40,7 @@ def budget_curve(
     threat: str,
     eps_values: tuple[float, ...] = (2 / 255, 4 / 255, 8 / 255, 16 / 255),
     fractions: tuple[float, ...] = (0.1, 0.5, 1.0),
-    defence: str = "jpeg",
+    defences: tuple[str, ...] = BUDGET_DEFENCES,
     defence_config: DefenceConfig | None = None,
     steps: int | None = None,  # crafting steps; None: the threat's default
     cache_dir="runs/cache",
@@ -44,9 +48,12 @@ def budget_curve(
     progress=None,
 ) -> dict:
     """{"config", "eps": [points], "fraction": [points]}; a point holds eps, fraction and the clean test accuracies
-    of the undefended, defended and clean-reference classifiers."""
+    of the undefended and clean-reference classifiers, and "defended": {defence: accuracy}."""
     if threat not in BUDGET_THREATS:
         raise ValueError(f"the budget curve is for {', '.join(BUDGET_THREATS)}, got {threat!r}")
+    unknown = [name for name in defences if name not in DEFENCES.names()]
+    if unknown or not defences:
+        raise ValueError(f"defences must be some of {', '.join(DEFENCES.names())}, got {', '.join(unknown) or 'none'}")
     started = time.time()
     cache = ModelCache(cache_dir)
     report = progress or (lambda stage, done, total: None)
@@ -64,20 +71,20 @@ def budget_curve(
             "clean_reference", prepared.splits.train, "clean_reference", prepared.data_key
         )
         context = defence_context(prepared, config, cache, report)
-        defended, _ = defended_model(prepared, defence, defence_config, context)
+        defended = {name: defended_model(prepared, name, defence_config, context)[0] for name in defences}
         curves[axis].append(
             {
                 "eps": poison.eps,
                 "fraction": poison.fraction,
                 "undefended": accuracy(undefended, test.images, test.labels),
-                "defended": accuracy(defended, test.images, test.labels),
+                "defended": {name: accuracy(model, test.images, test.labels) for name, model in defended.items()},
                 "clean_reference": accuracy(reference, test.images, test.labels),
                 "n_poisoned": prepared.poisoned.n_poisoned,
             }
         )
     report(f"budget curve ({threat})", len(settings), len(settings))
     return {
-        "config": {"experiment": experiment.to_dict(), "threat": threat, "defence": defence, "steps": steps},
+        "config": {"experiment": experiment.to_dict(), "threat": threat, "defences": list(defences), "steps": steps},
         **curves,
         "n_test": len(test),
         "seconds": round(time.time() - started, 1),

@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core.budget import BUDGET_DEFENCES
 from core.poison import NOISE_SCOPES
 from core.registry import ATTACKS, DEFENCES, DETECTORS, THREATS
 from core.storage import write_json
@@ -298,7 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--threats", nargs="+", choices=["tap", "unlearnable"], default=["tap", "unlearnable"])
     budget.add_argument("--eps-levels", nargs="+", type=float, default=[2, 4, 8, 16], help="eps in grey levels (/255)")
     budget.add_argument("--fractions", nargs="+", type=float, default=[0.1, 0.5, 1.0])
-    budget.add_argument("--defence", default="jpeg", choices=DEFENCES.names(), help="the defence beside undefended")
+    budget.add_argument(
+        "--defences", nargs="+", default=list(BUDGET_DEFENCES), choices=DEFENCES.names(), help="beside undefended"
+    )
     budget.add_argument("--train-subset", type=float, help="override the preset's share of the train split")
     budget.add_argument("--steps", type=int, help="crafting steps (default: each threat's own; step size follows)")
     budget.add_argument("--out", type=Path, default=RUNS_DIR / "budget", help="folder for budget.json")
@@ -848,7 +851,7 @@ def command_budget(args) -> int:
                 threat,
                 tuple(level / 255 for level in args.eps_levels),
                 tuple(args.fractions),
-                args.defence,
+                tuple(args.defences),
                 steps=args.steps,
                 cache_dir=args.cache_dir,
                 data_root=args.data_root,
@@ -856,12 +859,14 @@ def command_budget(args) -> int:
             )
             write_json(out, curves)  # after each threat: a stopped run keeps what is done
     for threat, curve in curves.items():
-        print(f"\n== {threat}: clean test accuracy ({curve['n_test']} test images), defence {args.defence} ==")
-        print(f"{'eps':>8}{'fraction':>10}{'undefended':>12}{'defended':>10}{'clean ref.':>12}")
+        print(f"\n== {threat}: clean test accuracy ({curve['n_test']} test images) ==")
+        defence_columns = "".join(f"{name:>12}" for name in args.defences)
+        print(f"{'eps':>8}{'fraction':>10}{'undefended':>12}{defence_columns}{'clean ref.':>12}")
         for point in curve["eps"] + curve["fraction"]:
+            defended = "".join(f"{point['defended'][name]:>12.1%}" for name in args.defences)
             print(
                 f"{point['eps'] * 255:>6.0f}/255{point['fraction']:>8.0%}{point['undefended']:>12.1%}"
-                f"{point['defended']:>10.1%}{point['clean_reference']:>12.1%}"
+                f"{defended}{point['clean_reference']:>12.1%}"
             )
     print(f"\nbudget curves: {out}")
     return 0

@@ -589,7 +589,14 @@ def load_budget(path: str | Path = SHIPPED_BUDGET) -> dict | None:
     try:
         curves = json.loads(path.read_text())
         for curve in curves.values():
-            curve["eps"], curve["fraction"], curve["config"]  # noqa: B018 - the keys every reader needs
+            if "defence" in curve["config"]:  # a file from before several defences per point: one defence
+                name = curve["config"].pop("defence")
+                curve["config"]["defences"] = [name]
+                for point in curve["eps"] + curve["fraction"]:
+                    point["defended"] = {name: point["defended"]}
+            for point in curve["eps"] + curve["fraction"]:
+                [point[key] for key in ("eps", "fraction", "undefended", "clean_reference")]
+                [point["defended"][name] for name in curve["config"]["defences"]]
     except FileNotFoundError:
         return None
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as error:

@@ -7,7 +7,7 @@ import streamlit as st
 from core import explore
 from core.data import CLASS_NAMES
 from core.poison import DEFAULT_SOURCE_CLASS, DEFAULT_TARGET_CLASS, NOISE_SCOPES, PoisonConfig, poison_training_set
-from core.registry import ATTACKS, THREATS
+from core.registry import ATTACKS, DEFENCES, THREATS
 from ui.common import (
     cached_budget,
     cached_classifier,
@@ -270,19 +270,19 @@ with guard("the budget curves"):
             "**How much budget it needs** (`python -m core budget`, "
             f"preset `{curve['config']['experiment']['preset']}`, "
             f"{curve['n_test']:,} test images, one seed): clean test accuracy, undefended and behind "
-            f"{curve['config']['defence']}."
+            f"{' and '.join(DEFENCES[name].label for name in curve['config']['defences'])}."
         )
         charts = st.columns(2)
         for column, axis, title in ((charts[0], "eps", "eps (grey levels)"), (charts[1], "fraction", "poisoned share")):
             points = curve[axis]
             x = [point["eps"] * 255 if axis == "eps" else point["fraction"] for point in points]
             figure = go.Figure()
-            for key, name in (
-                ("undefended", "undefended"),
-                ("defended", curve["config"]["defence"]),
-                ("clean_reference", "clean reference"),
-            ):
-                figure.add_trace(go.Scatter(x=x, y=[point[key] for point in points], mode="lines+markers", name=name))
+            lines = {"undefended": [point["undefended"] for point in points]}
+            for name in curve["config"]["defences"]:
+                lines[DEFENCES[name].label] = [point["defended"][name] for point in points]
+            lines["clean reference"] = [point["clean_reference"] for point in points]
+            for name, accuracies in lines.items():
+                figure.add_trace(go.Scatter(x=x, y=accuracies, mode="lines+markers", name=name))
             figure.update_layout(
                 xaxis_title=title, yaxis_title="clean accuracy", yaxis_tickformat=".0%", height=300, margin=dict(t=20)
             )

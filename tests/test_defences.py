@@ -14,6 +14,7 @@ from core.cli import main
 from core.data import ImageSet
 from core.defences import DefenceConfig, DefenceContext, adversary, grayscale, jpeg, purify, to_uint8
 from core.registry import DEFENCES
+from core.storage import CheckpointError
 from core.train import TrainConfig, hard_label_loss, predict, train
 
 
@@ -226,7 +227,7 @@ def test_budget_curve_on_a_tiny_set_and_its_chart_in_the_app(gtsrb_root, run_dir
         "tap",
         (4 / 255,),
         (0.5,),
-        "grayscale",
+        ("grayscale", "jpeg"),
         steps=3,
         cache_dir=tmp_path / "cache",
         data_root=gtsrb_root,
@@ -235,8 +236,11 @@ def test_budget_curve_on_a_tiny_set_and_its_chart_in_the_app(gtsrb_root, run_dir
     assert [point["fraction"] for point in curve["fraction"]] == [0.5]
     assert curve["fraction"][0]["n_poisoned"] == round(0.5 * curve["eps"][0]["n_poisoned"])  # all of train at eps
     for point in curve["eps"] + curve["fraction"]:
-        assert all(0 <= point[key] <= 1 for key in ("undefended", "defended", "clean_reference"))
+        assert all(0 <= point[key] <= 1 for key in ("undefended", "clean_reference"))
+        assert set(point["defended"]) == {"grayscale", "jpeg"} and all(0 <= a <= 1 for a in point["defended"].values())
     write_json(tmp_path / "budget.json", {"tap": curve})
+    with pytest.raises(ValueError, match="prayer"):
+        budget_curve(tiny_config(), "tap", (4 / 255,), (0.5,), ("jpeg", "prayer"), cache_dir=tmp_path / "cache")
 
     at = app(run_directory)
     at.session_state["budget_path"] = str(tmp_path / "budget.json")
@@ -245,6 +249,21 @@ def test_budget_curve_on_a_tiny_set_and_its_chart_in_the_app(gtsrb_root, run_dir
     at.radio(key="threat").set_value("tap").run()
     assert_clean(at)
     assert any("How much budget it needs" in markdown.value for markdown in at.markdown)
+    traces = [trace["name"] for chart in at.get("plotly_chart") for trace in json.loads(chart.proto.spec)["data"]]
+    assert traces.count("Grayscale") == 2 and traces.count("JPEG compression") == 2  # one per chart: eps, fraction
+
+
+def test_a_budget_file_with_one_defence_per_point_still_loads(tmp_path):
+    from core.explore import load_budget
+    from core.storage import write_json
+
+    point = {"eps": 8 / 255, "fraction": 1.0, "undefended": 0.6, "defended": 0.8, "clean_reference": 0.9}
+    write_json(tmp_path / "budget.json", {"tap": {"config": {"defence": "jpeg"}, "eps": [point], "fraction": []}})
+    curve = load_budget(tmp_path / "budget.json")["tap"]
+    assert curve["config"]["defences"] == ["jpeg"] and curve["eps"][0]["defended"] == {"jpeg": 0.8}
+    write_json(tmp_path / "budget.json", {"tap": {"config": {"defences": ["jpeg"]}, "eps": [point], "fraction": []}})
+    with pytest.raises(CheckpointError, match="rerun `python -m core budget`"):
+        load_budget(tmp_path / "budget.json")  # a float where the defences' accuracies belong
 
 
 def test_report_gives_binomial_standard_errors_for_one_seed_and_seed_errors_for_more():
