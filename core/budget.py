@@ -9,6 +9,7 @@ Every model is cached.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import replace
 
@@ -46,6 +47,7 @@ def budget_curve(
     cache_dir="runs/cache",
     data_root=None,
     progress=None,
+    on_point=None,  # called with the curve so far after each point
 ) -> dict:
     """{"config", "eps": [points], "fraction": [points]}; a point holds eps, fraction and the clean test accuracies
     of the undefended and clean-reference classifiers, and "defended": {defence: accuracy}."""
@@ -61,19 +63,39 @@ def budget_curve(
     settings = [("eps", poison_at(experiment.poison, threat, eps=eps, steps=steps)) for eps in eps_values]
     settings += [("fraction", poison_at(experiment.poison, threat, fraction=f, steps=steps)) for f in fractions]
     curves: dict[str, list] = {"eps": [], "fraction": []}
+    n_test = None
+
+    def result() -> dict:
+        return {
+            "config": {
+                "experiment": experiment.to_dict(),
+                "threat": threat,
+                "defences": list(defences),
+                "steps": steps,
+                "eps_levels": list(eps_values),
+                "fractions": list(fractions),
+            },
+            **curves,
+            "n_test": n_test,
+            "seconds": round(time.time() - started, 1),
+        }
+
+    measured: dict[str, dict] = {}  # the eps axis's default-eps point is the fraction axis's 100% point: once
     for number, (axis, poison) in enumerate(settings):
         report(f"budget curve ({threat})", number, len(settings))
-        config = replace(experiment, poison=replace(poison, seed=experiment.seed))
-        prepared = prepare(config, cache, data_root, report)
-        test = prepared.splits.test
-        undefended, _ = prepared.classifier("undefended", prepared.poisoned.data, "undefended", prepared.poison_key)
-        reference, _ = prepared.classifier(
-            "clean_reference", prepared.splits.train, "clean_reference", prepared.data_key
-        )
-        context = defence_context(prepared, config, cache, report)
-        defended = {name: defended_model(prepared, name, defence_config, context)[0] for name in defences}
-        curves[axis].append(
-            {
+        setting = json.dumps(poison.to_dict(), sort_keys=True)
+        if setting not in measured:
+            config = replace(experiment, poison=replace(poison, seed=experiment.seed))
+            prepared = prepare(config, cache, data_root, report)
+            test = prepared.splits.test
+            undefended, _ = prepared.classifier("undefended", prepared.poisoned.data, "undefended", prepared.poison_key)
+            reference, _ = prepared.classifier(
+                "clean_reference", prepared.splits.train, "clean_reference", prepared.data_key
+            )
+            context = defence_context(prepared, config, cache, report)
+            defended = {name: defended_model(prepared, name, defence_config, context)[0] for name in defences}
+            n_test = len(test)
+            measured[setting] = {
                 "eps": poison.eps,
                 "fraction": poison.fraction,
                 "undefended": accuracy(undefended, test.images, test.labels),
@@ -81,11 +103,8 @@ def budget_curve(
                 "clean_reference": accuracy(reference, test.images, test.labels),
                 "n_poisoned": prepared.poisoned.n_poisoned,
             }
-        )
+        curves[axis].append(measured[setting])
+        if on_point is not None:
+            on_point(result())  # a stopped run keeps what it measured; the model cache makes a rerun cheap
     report(f"budget curve ({threat})", len(settings), len(settings))
-    return {
-        "config": {"experiment": experiment.to_dict(), "threat": threat, "defences": list(defences), "steps": steps},
-        **curves,
-        "n_test": len(test),
-        "seconds": round(time.time() - started, 1),
-    }
+    return result()

@@ -856,8 +856,9 @@ def command_budget(args) -> int:
                 cache_dir=args.cache_dir,
                 data_root=args.data_root,
                 progress=stages,
+                on_point=lambda partial, threat=threat: write_json(out, {**curves, threat: partial}),
             )
-            write_json(out, curves)  # after each threat: a stopped run keeps what is done
+            write_json(out, curves)
     for threat, curve in curves.items():
         print(f"\n== {threat}: clean test accuracy ({curve['n_test']} test images) ==")
         defence_columns = "".join(f"{name:>12}" for name in args.defences)

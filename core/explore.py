@@ -604,3 +604,12 @@ def load_budget(path: str | Path = SHIPPED_BUDGET) -> dict | None:
             f"{path} is corrupt or from another tool ({error}); rerun `python -m core budget`"
         ) from None
     return curves
+
+
+def budget_progress(curve: dict) -> tuple[int, int]:
+    """(points measured, points the run set out to measure); files from before the plan was stored count as done."""
+    measured = len(curve["eps"]) + len(curve["fraction"])
+    planned = len(curve["config"].get("eps_levels", curve["eps"])) + len(
+        curve["config"].get("fractions", curve["fraction"])
+    )
+    return measured, planned

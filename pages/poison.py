@@ -272,6 +272,12 @@ with guard("the budget curves"):
             f"{curve['n_test']:,} test images, one seed): clean test accuracy, undefended and behind "
             f"{' and '.join(DEFENCES[name].label for name in curve['config']['defences'])}."
         )
+        measured, planned = explore.budget_progress(curve)
+        if measured < planned:
+            st.caption(
+                f"A partial curve: {measured} of {planned} points measured (the run stopped). The same command "
+                "finishes it; measured points come from the model cache."
+            )
         charts = st.columns(2)
         for column, axis, title in ((charts[0], "eps", "eps (grey levels)"), (charts[1], "fraction", "poisoned share")):
             points = curve[axis]

@@ -222,19 +222,25 @@ def test_budget_curve_on_a_tiny_set_and_its_chart_in_the_app(gtsrb_root, run_dir
 
     tap = poison_at(PoisonConfig(), "tap", eps=4 / 255)
     assert (tap.eps, tap.alpha, tap.fraction) == (4 / 255, 2.5 * (4 / 255) / 40, 1.0)
+    partial_curves = []
     curve = budget_curve(
         tiny_config(),
         "tap",
-        (4 / 255,),
-        (0.5,),
+        (4 / 255, 8 / 255),
+        (0.5, 1.0),
         ("grayscale", "jpeg"),
         steps=3,
         cache_dir=tmp_path / "cache",
         data_root=gtsrb_root,
+        on_point=lambda partial: partial_curves.append(json.loads(json.dumps(partial))),
     )
-    assert [point["eps"] for point in curve["eps"]] == [4 / 255]
-    assert [point["fraction"] for point in curve["fraction"]] == [0.5]
+    assert [point["eps"] for point in curve["eps"]] == [4 / 255, 8 / 255]
+    assert [point["fraction"] for point in curve["fraction"]] == [0.5, 1.0]
     assert curve["fraction"][0]["n_poisoned"] == round(0.5 * curve["eps"][0]["n_poisoned"])  # all of train at eps
+    assert curve["fraction"][1] == curve["eps"][1]  # 8/255 on all of train: one setting, measured once
+    # A stopped run keeps what it measured: the file is rewritten after every point.
+    assert [len(partial["eps"]) + len(partial["fraction"]) for partial in partial_curves] == [1, 2, 3, 4]
+    assert partial_curves[-1]["fraction"] == json.loads(json.dumps(curve["fraction"]))
     for point in curve["eps"] + curve["fraction"]:
         assert all(0 <= point[key] <= 1 for key in ("undefended", "clean_reference"))
         assert set(point["defended"]) == {"grayscale", "jpeg"} and all(0 <= a <= 1 for a in point["defended"].values())
@@ -251,6 +257,11 @@ def test_budget_curve_on_a_tiny_set_and_its_chart_in_the_app(gtsrb_root, run_dir
     assert any("How much budget it needs" in markdown.value for markdown in at.markdown)
     traces = [trace["name"] for chart in at.get("plotly_chart") for trace in json.loads(chart.proto.spec)["data"]]
     assert traces.count("Grayscale") == 2 and traces.count("JPEG compression") == 2  # one per chart: eps, fraction
+    assert not any("partial" in caption.value for caption in at.caption)
+    write_json(tmp_path / "budget.json", {"tap": partial_curves[1]})  # stopped after two of its four points
+    at.run()
+    assert_clean(at)
+    assert any("2 of 4 points measured" in caption.value for caption in at.caption)
 
 
 def test_a_budget_file_with_one_defence_per_point_still_loads(tmp_path):

@@ -228,24 +228,34 @@ def training_step_seconds(width: int, hidden: int, batch_size: int) -> float:
     return seconds_per_step(lambda: Classifier(ClassifierConfig(width=width, hidden=hidden)), batch_size)
 
 
+def _stamp(path: str) -> int | None:
+    """The file's modification time: a cache key that reloads a grid or curve file its command is still writing."""
+    try:
+        return Path(path).stat().st_mtime_ns
+    except OSError:
+        return None
+
+
 def cached_defence_grid() -> dict | None:
     """The threat x defence grid (the shipped one unless session_state["defence_grid_path"] names another), or None
     when there is none."""
-    return _defence_grid(st.session_state.get("defence_grid_path", str(explore.SHIPPED_DEFENCE_GRID)))
+    path = st.session_state.get("defence_grid_path", str(explore.SHIPPED_DEFENCE_GRID))
+    return _defence_grid(path, _stamp(path))
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
-def _defence_grid(path: str) -> dict | None:
+def _defence_grid(path: str, stamp: int | None) -> dict | None:
     return explore.load_defence_grid(path)
 
 
 def cached_budget() -> dict | None:
     """The budget curves (shipped unless session_state["budget_path"] names others), or None when there are none."""
-    return _budget(st.session_state.get("budget_path", str(explore.SHIPPED_BUDGET)))
+    path = st.session_state.get("budget_path", str(explore.SHIPPED_BUDGET))
+    return _budget(path, _stamp(path))
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
-def _budget(path: str) -> dict | None:
+def _budget(path: str, stamp: int | None) -> dict | None:
     return explore.load_budget(path)
 
 
