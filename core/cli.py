@@ -337,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--run-dir", type=Path, required=True, help="a run's output folder (holds results.json)")
     report.add_argument("--comparison", type=Path, help="a compare.json to report on as well")
     report.add_argument("--defences", type=Path, help="a defences.json (python -m core defences) to report on as well")
+    report.add_argument("--budget", type=Path, help="a budget.json (python -m core budget) to report on as well")
 
     command("data", "check the dataset: where it is and how many images it holds")
     return parser
@@ -838,6 +839,7 @@ def command_smoothness(args) -> int:
 def command_budget(args) -> int:
     from core.budget import budget_curve
     from core.pipeline import preset
+    from core.report import report_budget
 
     experiment = preset(args.preset)
     if args.train_subset is not None:
@@ -859,16 +861,7 @@ def command_budget(args) -> int:
                 on_point=lambda partial, threat=threat: write_json(out, {**curves, threat: partial}),
             )
             write_json(out, curves)
-    for threat, curve in curves.items():
-        print(f"\n== {threat}: clean test accuracy ({curve['n_test']} test images) ==")
-        defence_columns = "".join(f"{name:>12}" for name in args.defences)
-        print(f"{'eps':>8}{'fraction':>10}{'undefended':>12}{defence_columns}{'clean ref.':>12}")
-        for point in curve["eps"] + curve["fraction"]:
-            defended = "".join(f"{point['defended'][name]:>12.1%}" for name in args.defences)
-            print(
-                f"{point['eps'] * 255:>6.0f}/255{point['fraction']:>8.0%}{point['undefended']:>12.1%}"
-                f"{defended}{point['clean_reference']:>12.1%}"
-            )
+    print(report_budget(curves))
     print(f"\nbudget curves: {out}")
     return 0
 
@@ -955,6 +948,14 @@ def command_report(args) -> int:
             raise FileNotFoundError(f"no defence grid at {args.defences}: run `python -m core defences` first")
         print(report_defence_grid(grid))
         print("\nREADME's table:\n" + defence_grid_markdown(grid))
+    if args.budget:
+        from core.explore import load_budget
+        from core.report import report_budget
+
+        curves = load_budget(args.budget)
+        if curves is None:
+            raise FileNotFoundError(f"no budget curves at {args.budget}: run `python -m core budget` first")
+        print(report_budget(curves))
     return 0
 
 

@@ -376,6 +376,36 @@ def defence_grid_markdown(grid: dict) -> str:
     return "\n".join(lines)
 
 
+def report_budget(curves: dict) -> str:
+    """The budget curves (budget.json), one table per threat: clean accuracy undefended, behind each defence and of
+    the clean reference, and the gaps README quotes (undefended minus clean reference; each defence minus
+    undefended) with the binomial standard error over the test images (one seed: no seed-to-seed variation)."""
+    from core.explore import budget_progress
+
+    lines = []
+    for threat, curve in curves.items():
+        defences, n_test = curve["config"]["defences"], curve["n_test"]
+        measured, planned = budget_progress(curve)
+        partial = f", partial: {measured} of {planned} points" if measured < planned else ""
+        lines.append(f"\n== {threat}: clean test accuracy ({n_test} test images, one seed{partial}) ==")
+        lines.append(
+            f"{'eps':>8}{'fraction':>10}{'undefended':>12}"
+            + "".join(f"{name:>12}" for name in defences)
+            + f"{'clean ref.':>12}{'damage (points)':>20}"
+            + "".join(f"{name + ' gain':>20}" for name in defences)
+        )
+        for point in curve["eps"] + curve["fraction"]:
+            damage = binomial_gap(point["undefended"], point["clean_reference"], n_test)
+            gains = [binomial_gap(point["defended"][name], point["undefended"], n_test) for name in defences]
+            lines.append(
+                f"{point['eps'] * 255:>6.0f}/255{point['fraction']:>8.0%}{point['undefended']:>12.1%}"
+                + "".join(f"{point['defended'][name]:>12.1%}" for name in defences)
+                + f"{point['clean_reference']:>12.1%}"
+                + "".join(f"{gap['gap'] * 100:>+13.1f} ± {gap['se'] * 100:.1f}" for gap in [damage, *gains])
+            )
+    return "\n".join(lines)
+
+
 def report_sweep(run: Run) -> str:
     """README's shipped-sweep numbers, from the run's sweep.json: points measured, seeds, the student at 0% dropped,
     and at the sweep share nearest the run's own drop rate the DAE filter's student against dropping at random and the

@@ -343,3 +343,22 @@ def test_smoothness_sweep_end_to_end_on_a_tiny_set(gtsrb_root, tmp_path, capsys)
         assert 0 <= point["clean_acc"] <= 1
     # the two scales crafted different poisons, so their detector scores differ
     assert result["points"][0]["auroc"] != result["points"][1]["auroc"]
+
+
+def test_report_budget_prints_each_point_with_damage_and_defence_gains_and_their_binomial_errors():
+    from core.report import report_budget
+
+    point = {"eps": 8 / 255, "fraction": 1.0, "undefended": 0.5, "clean_reference": 0.9, "n_poisoned": 100}
+    curve = {
+        "config": {"defences": ["jpeg", "grayscale"], "eps_levels": [8 / 255, 16 / 255], "fractions": [1.0]},
+        "eps": [{**point, "defended": {"jpeg": 0.7, "grayscale": 0.45}}],
+        "fraction": [],
+        "n_test": 400,
+    }
+    lines = report_budget({"tap": curve}).splitlines()
+    assert "partial: 1 of 3 points" in lines[1]
+    row = lines[3].split()
+    assert row[:6] == ["8/255", "100%", "50.0%", "70.0%", "45.0%", "90.0%"]
+    se = lambda a, b: ((a * (1 - a) + b * (1 - b)) / 400) ** 0.5 * 100  # noqa: E731
+    assert row[6:9] == ["-40.0", "±", f"{se(0.5, 0.9):.1f}"]  # damage: undefended minus clean reference
+    assert row[9:15] == ["+20.0", "±", f"{se(0.7, 0.5):.1f}", "-5.0", "±", f"{se(0.45, 0.5):.1f}"]  # defence gains
