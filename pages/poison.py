@@ -243,7 +243,7 @@ if iterative and alpha * steps < eps:
         f"alpha x steps = {alpha * steps:.4f} is below eps = {eps}: the attack cannot reach the edge of the eps-ball."
     )
 st.caption(
-    f"eps {eps} is {eps * 255:.2f} grey levels; after rounding to 8 bits toward the original, "
+    f"eps {eps:.4g} is {eps * 255:.2f} grey levels; after rounding to 8 bits toward the original, "
     f"each pixel moves by at most {int(eps * 255 + 1e-6)} levels."
 )
 with guard("the measured damage"):
@@ -282,15 +282,25 @@ with guard("the budget curves"):
         for column, axis, title in ((charts[0], "eps", "eps (grey levels)"), (charts[1], "fraction", "poisoned share")):
             points = curve[axis]
             x = [point["eps"] * 255 if axis == "eps" else point["fraction"] for point in points]
+            if axis == "fraction" and points:
+                title = f"poisoned share (eps {points[0]['eps'] * 255:.0f}/255)"
+            elif axis == "eps" and points:
+                title = f"eps in grey levels (on {points[0]['fraction']:.0%} of train)"
             figure = go.Figure()
             lines = {"undefended": [point["undefended"] for point in points]}
             for name in curve["config"]["defences"]:
                 lines[DEFENCES[name].label] = [point["defended"][name] for point in points]
             lines["clean reference"] = [point["clean_reference"] for point in points]
             for name, accuracies in lines.items():
-                figure.add_trace(go.Scatter(x=x, y=accuracies, mode="lines+markers", name=name))
+                reference = dict(dash="dash", color="grey") if name == "clean reference" else None
+                figure.add_trace(go.Scatter(x=x, y=accuracies, mode="lines+markers", name=name, line=reference))
             figure.update_layout(
-                xaxis_title=title, yaxis_title="clean accuracy", yaxis_tickformat=".0%", height=300, margin=dict(t=20)
+                xaxis=dict(title=title, tickvals=x, tickformat=".0f" if axis == "eps" else ".0%"),
+                yaxis_title="clean accuracy",
+                yaxis_tickformat=".0%",
+                legend=dict(orientation="h", y=-0.35),
+                height=340,
+                margin=dict(t=20),
             )
             column.plotly_chart(figure, width="stretch", key=f"budget_{axis}")
 
