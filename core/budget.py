@@ -9,7 +9,6 @@ Every model is cached.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import replace
 
@@ -80,11 +79,10 @@ def budget_curve(
             "seconds": round(time.time() - started, 1),
         }
 
-    measured: dict[str, dict] = {}  # the eps axis's default-eps point is the fraction axis's 100% point: once
+    measured: dict[PoisonConfig, dict] = {}  # the eps axis's 8/255 point is the fraction axis's 100% point: once
     for number, (axis, poison) in enumerate(settings):
         report(f"budget curve ({threat})", number, len(settings))
-        setting = json.dumps(poison.to_dict(), sort_keys=True)
-        if setting not in measured:
+        if poison not in measured:
             config = replace(experiment, poison=replace(poison, seed=experiment.seed))
             prepared = prepare(config, cache, data_root, report)
             test = prepared.splits.test
@@ -95,7 +93,7 @@ def budget_curve(
             context = defence_context(prepared, config, cache, report)
             defended = {name: defended_model(prepared, name, defence_config, context)[0] for name in defences}
             n_test = len(test)
-            measured[setting] = {
+            measured[poison] = {
                 "eps": poison.eps,
                 "fraction": poison.fraction,
                 "undefended": accuracy(undefended, test.images, test.labels),
@@ -103,7 +101,7 @@ def budget_curve(
                 "clean_reference": accuracy(reference, test.images, test.labels),
                 "n_poisoned": prepared.poisoned.n_poisoned,
             }
-        curves[axis].append(measured[setting])
+        curves[axis].append(measured[poison])
         if on_point is not None:
             on_point(result())  # a stopped run keeps what it measured; the model cache makes a rerun cheap
     report(f"budget curve ({threat})", len(settings), len(settings))

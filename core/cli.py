@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from core.budget import BUDGET_DEFENCES
 from core.poison import NOISE_SCOPES
 from core.registry import ATTACKS, DEFENCES, DETECTORS, THREATS
-from core.storage import write_json
+from core.storage import CheckpointError, write_json
 from core.sweep import FILTERS
 
 if TYPE_CHECKING:
@@ -929,32 +929,34 @@ def command_verify(args) -> int:
 
 
 def command_report(args) -> int:
-    from core.report import report_comparison, report_run, report_sweep
+    from core.explore import load_budget, load_comparison, load_defence_grid
+    from core.report import (
+        defence_grid_markdown,
+        report_budget,
+        report_comparison,
+        report_defence_grid,
+        report_run,
+        report_sweep,
+    )
 
+    # Every file named is read before the (slow) run report, so a wrong path fails at once.
+    comparison = load_comparison(args.comparison) if args.comparison else None
+    grid = load_defence_grid(args.defences) if args.defences else None
+    if args.defences and grid is None:
+        raise CheckpointError(f"no defence grid at {args.defences}: run `python -m core defences` first")
+    curves = load_budget(args.budget) if args.budget else None
+    if args.budget and curves is None:
+        raise CheckpointError(f"no budget curves at {args.budget}: run `python -m core budget` first")
     run = _load(args)
     print(report_run(run))
     if run.sweep:
         print("\nThreshold sweep:\n" + report_sweep(run))
-    if args.comparison:
-        from core.explore import load_comparison
-
-        print(report_comparison(load_comparison(args.comparison)))
-    if args.defences:
-        from core.explore import load_defence_grid
-        from core.report import defence_grid_markdown, report_defence_grid
-
-        grid = load_defence_grid(args.defences)
-        if grid is None:
-            raise FileNotFoundError(f"no defence grid at {args.defences}: run `python -m core defences` first")
+    if comparison is not None:
+        print(report_comparison(comparison))
+    if grid is not None:
         print(report_defence_grid(grid))
         print("\nREADME's table:\n" + defence_grid_markdown(grid))
-    if args.budget:
-        from core.explore import load_budget
-        from core.report import report_budget
-
-        curves = load_budget(args.budget)
-        if curves is None:
-            raise FileNotFoundError(f"no budget curves at {args.budget}: run `python -m core budget` first")
+    if curves is not None:
         print(report_budget(curves))
     return 0
 

@@ -279,13 +279,14 @@ with guard("the budget curves"):
                 "finishes it; measured points come from the model cache."
             )
         charts = st.columns(2)
-        for column, axis, title in ((charts[0], "eps", "eps (grey levels)"), (charts[1], "fraction", "poisoned share")):
+        for column, axis in ((charts[0], "eps"), (charts[1], "fraction")):
             points = curve[axis]
             x = [point["eps"] * 255 if axis == "eps" else point["fraction"] for point in points]
-            if axis == "fraction" and points:
-                title = f"poisoned share (eps {points[0]['eps'] * 255:.0f}/255)"
-            elif axis == "eps" and points:
-                title = f"eps in grey levels (on {points[0]['fraction']:.0%} of train)"
+            # Each axis holds the other setting fixed: say at what.
+            if axis == "eps":
+                title = "eps in grey levels" + (f" (on {points[0]['fraction']:.0%} of train)" if points else "")
+            else:
+                title = "poisoned share" + (f" (eps {points[0]['eps'] * 255:.0f}/255)" if points else "")
             figure = go.Figure()
             lines = {"undefended": [point["undefended"] for point in points]}
             for name in curve["config"]["defences"]:

@@ -362,3 +362,10 @@ def test_report_budget_prints_each_point_with_damage_and_defence_gains_and_their
     se = lambda a, b: ((a * (1 - a) + b * (1 - b)) / 400) ** 0.5 * 100  # noqa: E731
     assert row[6:9] == ["-40.0", "±", f"{se(0.5, 0.9):.1f}"]  # damage: undefended minus clean reference
     assert row[9:15] == ["+20.0", "±", f"{se(0.7, 0.5):.1f}", "-5.0", "±", f"{se(0.45, 0.5):.1f}"]  # defence gains
+
+
+@pytest.mark.parametrize("flag", ["--budget", "--defences"])
+def test_report_on_a_missing_grid_or_budget_file_is_one_error_line(flag, tmp_path, capsys):
+    assert main(["report", "--run-dir", "checkpoints/paper", flag, str(tmp_path / "none.json")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error:") and "none.json" in error and "\n" not in error
