@@ -281,12 +281,15 @@ with guard("the budget curves"):
         charts = st.columns(2)
         for column, axis in ((charts[0], "eps"), (charts[1], "fraction")):
             points = curve[axis]
+            if not points:  # a partial curve: an empty chart would only show a meaningless axis
+                column.caption(f"Accuracy vs {'eps' if axis == 'eps' else 'poisoned share'}: not measured yet.")
+                continue
             x = [point["eps"] * 255 if axis == "eps" else point["fraction"] for point in points]
             # Each axis holds the other setting fixed: say at what.
             if axis == "eps":
-                title = "eps in grey levels" + (f" (on {points[0]['fraction']:.0%} of train)" if points else "")
+                title = f"eps in grey levels (on {points[0]['fraction']:.0%} of train)"
             else:
-                title = "poisoned share" + (f" (eps {points[0]['eps'] * 255:.0f}/255)" if points else "")
+                title = f"poisoned share (eps {points[0]['eps'] * 255:.0f}/255)"
             figure = go.Figure()
             lines = {"undefended": [point["undefended"] for point in points]}
             for name in curve["config"]["defences"]:

@@ -262,6 +262,8 @@ def test_budget_curve_on_a_tiny_set_and_its_chart_in_the_app(gtsrb_root, run_dir
     at.run()
     assert_clean(at)
     assert any("2 of 4 points measured" in caption.value for caption in at.caption)
+    assert any("poisoned share: not measured yet" in caption.value for caption in at.caption)  # no empty chart
+    assert len(at.get("plotly_chart")) == 1
 
 
 def test_a_budget_file_with_one_defence_per_point_still_loads(tmp_path):
