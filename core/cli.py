@@ -251,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     comparison.add_argument("--out", type=Path, default=RUNS_DIR / "compare", help="folder for compare.json")
     comparison.add_argument("--cache-dir", type=Path, default=RUNS_DIR / "cache")
+    comparison.add_argument(
+        "--fresh", action="store_true", help="ignore an existing compare.json in --out instead of resuming from it"
+    )
     _executor_options(comparison)
 
     defences = command("defences", "every threat case x every training-time defence, over seeds (no distillation)")
@@ -702,8 +705,9 @@ def format_comparison(comparison: dict) -> str:
 
 
 def command_compare(args) -> int:
-    from core.compare import CompareConfig, compare
+    from core.compare import CompareConfig, compare, finished_comparisons
     from core.detect import CONTROLS, ThresholdConfig
+    from core.explore import load_comparison
     from core.pipeline import preset
 
     if args.seeds < 1:
@@ -723,11 +727,24 @@ def command_compare(args) -> int:
         seeds=tuple(range(args.seeds)),
         robust_test_subset=args.robust_test_subset,
     )
+    out = args.out / "compare.json"
+    previous = None if args.fresh or not out.exists() else load_comparison(out)
+    kept = finished_comparisons(config, previous)
+    if any(kept.values()):
+        print(f"resuming {out}: keeping {sum(map(len, kept.values()))} finished cell(s) with the same settings")
     with TqdmStages() as stages:
-        comparison = compare(config, args.cache_dir, args.data_root, progress=stages, executor=_executor(args))
-    write_json(args.out / "compare.json", comparison)
+        comparison = compare(
+            config,
+            args.cache_dir,
+            args.data_root,
+            progress=stages,
+            executor=_executor(args),
+            previous=previous,
+            on_cell=lambda partial: write_json(out, partial),
+        )
+    write_json(out, comparison)
     print(format_comparison(comparison))
-    print(f"\ncomparison: {args.out / 'compare.json'}  ({comparison['seconds']:.0f} s)")
+    print(f"\ncomparison: {out}  ({comparison['seconds']:.0f} s)")
     return 0
 
 

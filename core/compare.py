@@ -33,7 +33,7 @@ from core.detect import (
     set_detector_threshold,
 )
 from core.evaluate import filter_quality, robustness
-from core.executor import Cell, ExecutorConfig, run_cells, worker_paths
+from core.executor import Cell, ExecutorConfig, finished_cells, run_cells, worker_paths
 from core.pipeline import ExperimentConfig, ModelCache, Prepared, distilled, prepare
 from core.poison import threat_metrics
 from core.recipe import sampling_seed
@@ -300,30 +300,67 @@ def compare_cell(config: CompareConfig, threat: str, seed: int, cache_dir: str, 
     return compare_one(config, threat, seed, ModelCache(cache_dir), data_root, progress)
 
 
+def finished_comparisons(config: CompareConfig, previous: dict | None) -> dict[str, dict]:
+    """The (seed, threat) results of an earlier comparison that this one can keep: the seeds and threats it asks
+    for, made with the same settings in every other respect (experiment, detectors, filters, robust evaluation) and
+    the same poisoned fraction for the threat. A comparison with other settings keeps nothing."""
+    return finished_cells(config.to_dict(), previous, "threats", "fractions")
+
+
 def compare(
     config: CompareConfig,
     cache_dir="runs/cache",
     data_root=None,
     progress=None,
     executor: ExecutorConfig | None = None,
+    previous: dict | None = None,
+    on_cell=None,
 ) -> dict:
     """Every threat at every seed (cells run by `executor`: in this process by default, or on Ray), then mean and
-    standard deviation over seeds of each number."""
+    standard deviation over seeds of each number. `previous` (an earlier result, e.g. the saved file) gives the
+    cells already finished under the same settings, which are kept rather than recomputed; on_cell(partial result)
+    is called after each cell, so a caller can save what is done and a stopped comparison resumes from its file."""
     started = time.time()
+    runs = finished_comparisons(config, previous)
+    kept_seconds = previous.get("seconds", 0.0) if any(runs.values()) else 0.0
+
+    def result() -> dict:
+        ordered = {  # seeds and threats in the config's order, whatever order the cells finished in
+            str(seed): {threat: runs[str(seed)][threat] for threat in config.threats if threat in runs[str(seed)]}
+            for seed in config.seeds
+            if runs.get(str(seed))
+        }
+        summary = {  # each threat over the seeds that finished it: a comparison stopped part-way still summarises
+            threat: summarise(
+                {seed: {threat: results[threat]} for seed, results in ordered.items() if threat in results}
+            )[threat]
+            for threat in config.threats
+            if any(threat in results for results in ordered.values())
+        }
+        return {
+            "config": config.to_dict(),
+            "runs": ordered,
+            "summary": summary,
+            "seconds": round(kept_seconds + time.time() - started, 1),  # including the sessions of kept cells
+        }
+
     paths = worker_paths(cache_dir, data_root)
     cells = [
         Cell(f"seed {seed} {threat}", compare_cell, {"config": config, "threat": threat, "seed": seed, **paths})
         for seed in config.seeds
         for threat in config.threats
+        if threat not in runs.get(str(seed), {})
     ]
-    results = run_cells(cells, executor, progress=progress)
-    runs = {str(seed): {threat: results[f"seed {seed} {threat}"] for threat in config.threats} for seed in config.seeds}
-    return {
-        "config": config.to_dict(),
-        "runs": runs,
-        "summary": summarise(runs),
-        "seconds": round(time.time() - started, 1),
-    }
+    where = {cell.key: (str(cell.arguments["seed"]), cell.arguments["threat"]) for cell in cells}
+
+    def finished(key: str, cell_result: dict) -> None:
+        seed, threat = where[key]
+        runs.setdefault(seed, {})[threat] = cell_result
+        if on_cell:
+            on_cell(result())
+
+    run_cells(cells, executor, finished, progress)
+    return result()
 
 
 def summarise(runs: dict) -> dict:

@@ -12,7 +12,6 @@ resumes where it stopped.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field, replace
 
@@ -23,7 +22,7 @@ from core.compare import CompareConfig, build_detectors, score_detectors, summar
 from core.data import stratified_split
 from core.defences import DefenceConfig, DefenceContext
 from core.evaluate import accuracy
-from core.executor import Cell, ExecutorConfig, run_cells, worker_paths
+from core.executor import Cell, ExecutorConfig, finished_cells, run_cells, worker_paths
 from core.pipeline import ExperimentConfig, ModelCache, Prepared, prepare
 from core.poison import PoisonConfig, threat_metrics
 from core.recipe import sampling_seed
@@ -180,24 +179,7 @@ def finished_runs(config: DefenceGridConfig, previous: dict | None) -> dict[str,
     """The (seed, case) results of an earlier grid that this one can keep: the seeds and cases this grid asks for,
     made with the same settings in every other respect (the experiment, defences, robust evaluation, and the case's
     own poison settings). A grid with other settings keeps nothing."""
-    if not previous:
-        return {}
-    per_run = ("seeds", "cases", "case_settings")
-    current = json.loads(json.dumps(config.to_dict()))  # as the file holds it: lists, not tuples
-    earlier = previous.get("config", {})
-    if {key: value for key, value in current.items() if key not in per_run} != {
-        key: value for key, value in earlier.items() if key not in per_run
-    }:
-        return {}
-    seeds = {str(seed) for seed in config.seeds}
-    same_case = {
-        case for case in config.cases if earlier.get("case_settings", {}).get(case) == current["case_settings"][case]
-    }
-    return {
-        seed: {case: result for case, result in results.items() if case in same_case}
-        for seed, results in previous.get("runs", {}).items()
-        if seed in seeds
-    }
+    return finished_cells(config.to_dict(), previous, "cases", "case_settings")
 
 
 def grid_cell(config: DefenceGridConfig, case: str, seed: int, cache_dir: str, data_root: str, progress=None) -> dict:

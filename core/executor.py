@@ -21,6 +21,7 @@ GridError lists what failed.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -88,6 +89,29 @@ def worker_paths(cache_dir, data_root=None) -> dict[str, str]:
 
 class GridError(RuntimeError):
     """Some cells failed twice; the others finished and were handed to on_result."""
+
+
+def finished_cells(config: dict, previous: dict | None, items: str, item_settings: str) -> dict[str, dict]:
+    """The {seed: {item: result}} of an earlier grid file (`previous`) that a grid with `config` (its to_dict()) can
+    keep: the seeds and items (config[items]: threat cases, threats) it asks for, made with the same settings in
+    every other respect, each item with the same own settings (config[item_settings][item]). A grid with other
+    settings keeps nothing, so a resumed file never mixes two recipes."""
+    if not previous:
+        return {}
+    config = json.loads(json.dumps(config))  # as the file holds it: lists, not tuples
+    earlier = previous.get("config", {})
+    per_run = ("seeds", items, item_settings)
+    if {key: value for key, value in config.items() if key not in per_run} != {
+        key: value for key, value in earlier.items() if key not in per_run
+    }:
+        return {}
+    same = {item for item in config[items] if earlier.get(item_settings, {}).get(item) == config[item_settings][item]}
+    seeds = {str(seed) for seed in config["seeds"]}
+    return {
+        seed: {item: result for item, result in results.items() if item in same}
+        for seed, results in previous.get("runs", {}).items()
+        if seed in seeds
+    }
 
 
 def run_cells(
