@@ -1,6 +1,9 @@
 """The detector comparison: controls drop what they claim, every detector follows alibi-detect's
 threshold semantics, and a tiny comparison over two seeds has mean +- std for every number."""
 
+import json
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -55,7 +58,16 @@ def test_tiny_comparison_over_two_seeds(gtsrb_root, tmp_path):
         robust_steps=2,
         supervised=SupervisedConfig(width=4, epochs=1),
     )
-    result = compare(config, tmp_path / "cache", gtsrb_root)
+    # seed 0 first, saved after every cell; then both seeds resumed from that result: seed 0 is kept, not recomputed
+    partials = []
+    first = compare(replace(config, seeds=(0,)), tmp_path / "cache", gtsrb_root, on_cell=partials.append)
+    assert [list(partial["summary"]) for partial in partials] == [["backdoor"], ["backdoor", "label_flip"]]
+    assert partials[0]["runs"]["0"].keys() == {"backdoor"} and partials[-1]["runs"] == first["runs"]
+    saved = json.loads(json.dumps(first))
+    partials.clear()
+    result = compare(config, tmp_path / "cache", gtsrb_root, previous=saved, on_cell=partials.append)
+    assert result["runs"]["0"] == saved["runs"]["0"] and len(partials) == 2  # only seed 1's two cells ran
+    assert result["seconds"] >= saved["seconds"]
     for seed in ("0", "1"):
         backdoor = result["runs"][seed]["backdoor"]
         poison, filters = backdoor["poison"], backdoor["filters"]
@@ -71,6 +83,22 @@ def test_tiny_comparison_over_two_seeds(gtsrb_root, tmp_path):
     summary = result["summary"]["backdoor"]
     assert summary["filters"]["oracle"]["recall"] == {"mean": 1.0, "std": 0.0, "n": 2}
     assert summary["reference"]["undefended"]["attack_success_rate"]["n"] == 2
+
+
+def test_a_comparison_keeps_finished_cells_only_under_the_same_settings():
+    from core.compare import finished_comparisons
+
+    config = CompareConfig(tiny_config(), threats=("backdoor", "label_flip"), detectors=("dae",), seeds=(0, 1))
+    saved = json.loads(json.dumps({"config": config.to_dict(), "runs": {"0": {"backdoor": {"n_test": 1}}}}))
+    assert finished_comparisons(config, saved) == {"0": {"backdoor": {"n_test": 1}}}
+    assert finished_comparisons(replace(config, seeds=(1, 2)), saved) == {}  # seed 0 not asked for
+    assert finished_comparisons(replace(config, threats=("label_flip",)), saved) == {"0": {}}
+    # the threat's poisoned share, a detector, the robust evaluation or the experiment changed: nothing is kept
+    assert finished_comparisons(replace(config, fractions={"backdoor": 0.2}), saved) == {"0": {}}
+    assert finished_comparisons(replace(config, detectors=("dae", "knn_latent")), saved) == {}
+    assert finished_comparisons(replace(config, robust_steps=3), saved) == {}
+    assert finished_comparisons(replace(config, experiment=tiny_config(temperature=2.0)), saved) == {}
+    assert finished_comparisons(config, None) == {}
 
 
 def test_compare_cli_rejects_unknown_names_in_one_line(capsys):
