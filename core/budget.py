@@ -4,6 +4,9 @@ For TAP or unlearnable noise: the poisons at each eps (on the threat's default f
 fraction (at the threat's default eps, 8/255), a classifier trained on them undefended and one behind each defence
 (by default the grid's two best: JPEG and grayscale), beside the clean reference. Step sizes scale with eps as the
 defaults do (TAP 2.5 eps / steps, unlearnable eps / 5).
+For a threat whose crafting has a smooth scale (TAP), optionally a third axis: the same budget (default eps, all of
+train) spent on a coarser perturbation grid, the attacker's answer to the residual detector (core.adaptive measures
+what it does to the detector; this axis, what it still does to the victim and whether JPEG / grayscale still undo it).
 Every model is cached.
 """
 
@@ -15,8 +18,10 @@ from dataclasses import replace
 from core.defence_grid import defence_context, defended_model
 from core.defences import DEFENCES, DefenceConfig
 from core.evaluate import accuracy
+from core.explore import BUDGET_AXES
 from core.pipeline import ExperimentConfig, ModelCache, prepare
 from core.poison import PoisonConfig
+from core.registry import THREATS
 
 BUDGET_THREATS = ("tap", "unlearnable")
 # The two defences that restore most in the shipped defence grid (checkpoints/defences): grayscale against both
@@ -25,10 +30,16 @@ BUDGET_DEFENCES = ("jpeg", "grayscale")
 
 
 def poison_at(
-    base: PoisonConfig, threat: str, eps: float | None = None, fraction: float | None = None, steps: int | None = None
+    base: PoisonConfig,
+    threat: str,
+    eps: float | None = None,
+    fraction: float | None = None,
+    steps: int | None = None,
+    smooth_scale: int = 1,
 ) -> PoisonConfig:
-    """The threat's defaults with eps, fraction and / or steps changed, the step size scaled with eps (and steps)."""
-    poison = base.with_threat(threat)
+    """The threat's defaults with eps, fraction, steps and / or smooth scale changed, the step size scaled with eps
+    (and steps)."""
+    poison = replace(base.with_threat(threat), smooth_scale=smooth_scale)
     poison = replace(poison, steps=poison.steps if steps is None else steps)
     eps = poison.eps if eps is None else eps
     alpha = 2.5 * eps / poison.steps if threat == "tap" else eps / 5
@@ -43,25 +54,33 @@ def budget_curve(
     defences: tuple[str, ...] = BUDGET_DEFENCES,
     defence_config: DefenceConfig | None = None,
     steps: int | None = None,  # crafting steps; None: the threat's default
+    smooth_scales: tuple[int, ...] = (),  # the third axis, for threats that have the knob (TAP); () measures none
     cache_dir="runs/cache",
     data_root=None,
     progress=None,
     on_point=None,  # called with the curve so far after each point
 ) -> dict:
-    """{"config", "eps": [points], "fraction": [points]}; a point holds eps, fraction and the clean test accuracies
-    of the undefended and clean-reference classifiers, and "defended": {defence: accuracy}."""
+    """{"config", "eps": [points], "fraction": [points], "smooth_scale": [points]}; a point holds eps, fraction,
+    smooth scale and the clean test accuracies of the undefended and clean-reference classifiers, and "defended":
+    {defence: accuracy}."""
     if threat not in BUDGET_THREATS:
         raise ValueError(f"the budget curve is for {', '.join(BUDGET_THREATS)}, got {threat!r}")
     unknown = [name for name in defences if name not in DEFENCES.names()]
     if unknown or not defences:
         raise ValueError(f"defences must be some of {', '.join(DEFENCES.names())}, got {', '.join(unknown) or 'none'}")
+    if smooth_scales and "smooth_scale" not in THREATS[threat].params:
+        raise ValueError(f"{threat} has no smooth scale (its crafting is per pixel): measure smooth scales for tap")
     started = time.time()
     cache = ModelCache(cache_dir)
     report = progress or (lambda stage, done, total: None)
     defence_config = defence_config or DefenceConfig(seed=experiment.seed)
     settings = [("eps", poison_at(experiment.poison, threat, eps=eps, steps=steps)) for eps in eps_values]
     settings += [("fraction", poison_at(experiment.poison, threat, fraction=f, steps=steps)) for f in fractions]
-    curves: dict[str, list] = {"eps": [], "fraction": []}
+    settings += [
+        ("smooth_scale", poison_at(experiment.poison, threat, steps=steps, smooth_scale=scale))
+        for scale in smooth_scales
+    ]
+    curves: dict[str, list] = {axis: [] for axis in BUDGET_AXES}
     n_test = None
 
     def result() -> dict:
@@ -73,13 +92,15 @@ def budget_curve(
                 "steps": steps,
                 "eps_levels": list(eps_values),
                 "fractions": list(fractions),
+                "smooth_scales": list(smooth_scales),
             },
             **curves,
             "n_test": n_test,
             "seconds": round(time.time() - started, 1),
         }
 
-    measured: dict[PoisonConfig, dict] = {}  # the eps axis's 8/255 point is the fraction axis's 100% point: once
+    # the eps axis's 8/255 point is the fraction axis's 100% point and the smooth axis's scale 1: measured once
+    measured: dict[PoisonConfig, dict] = {}
     for number, (axis, poison) in enumerate(settings):
         report(f"budget curve ({threat})", number, len(settings))
         if poison not in measured:
@@ -96,6 +117,7 @@ def budget_curve(
             measured[poison] = {
                 "eps": poison.eps,
                 "fraction": poison.fraction,
+                "smooth_scale": poison.smooth_scale,
                 "undefended": accuracy(undefended, test.images, test.labels),
                 "defended": {name: accuracy(model, test.images, test.labels) for name, model in defended.items()},
                 "clean_reference": accuracy(reference, test.images, test.labels),

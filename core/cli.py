@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.budget import BUDGET_DEFENCES
-from core.poison import NOISE_SCOPES
+from core.poison import NOISE_SCOPES, SMOOTH_SCALES
 from core.registry import ATTACKS, DEFENCES, DETECTORS, THREATS
 from core.storage import CheckpointError, write_json
 from core.sweep import FILTERS
@@ -307,6 +307,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     budget.add_argument("--train-subset", type=float, help="override the preset's share of the train split")
     budget.add_argument("--steps", type=int, help="crafting steps (default: each threat's own; step size follows)")
+    budget.add_argument(
+        "--smooth-scales",
+        nargs="+",
+        type=int,
+        default=[],
+        choices=SMOOTH_SCALES,
+        help="also measure the poison spent on a coarser grid (pixels per cell; default eps, all of train): TAP only",
+    )
     budget.add_argument("--out", type=Path, default=RUNS_DIR / "budget", help="folder for budget.json")
     budget.add_argument("--cache-dir", type=Path, default=RUNS_DIR / "cache")
 
@@ -865,6 +873,9 @@ def command_budget(args) -> int:
     curves = {}
     with TqdmStages() as stages:
         for threat in args.threats:
+            smooth_scales = tuple(args.smooth_scales) if "smooth_scale" in THREATS[threat].params else ()
+            if args.smooth_scales and not smooth_scales:
+                print(f"{threat}: no smooth-scale axis (its crafting is per pixel; only TAP's has the knob)")
             curves[threat] = budget_curve(
                 experiment,
                 threat,
@@ -872,6 +883,7 @@ def command_budget(args) -> int:
                 tuple(args.fractions),
                 tuple(args.defences),
                 steps=args.steps,
+                smooth_scales=smooth_scales,
                 cache_dir=args.cache_dir,
                 data_root=args.data_root,
                 progress=stages,

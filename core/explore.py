@@ -584,7 +584,8 @@ SHIPPED_BUDGET = Path(__file__).resolve().parents[1] / "checkpoints" / "budget" 
 
 
 def load_budget(path: str | Path = SHIPPED_BUDGET) -> dict | None:
-    """budget.json (threat -> curves), or None when there is none; a corrupt file raises CheckpointError."""
+    """budget.json (threat -> curves), or None when there is none; a corrupt file raises CheckpointError. Older
+    files (one defence per point; no smooth-scale axis) are read into today's shape."""
     path = Path(path)
     try:
         curves = json.loads(path.read_text())
@@ -594,7 +595,10 @@ def load_budget(path: str | Path = SHIPPED_BUDGET) -> dict | None:
                 curve["config"]["defences"] = [name]
                 for point in curve["eps"] + curve["fraction"]:
                     point["defended"] = {name: point["defended"]}
-            for point in curve["eps"] + curve["fraction"]:
+            curve.setdefault("smooth_scale", [])  # a file from before the smooth-scale axis: per-pixel poisons
+            curve["config"].setdefault("smooth_scales", [])
+            for point in budget_points(curve):
+                point.setdefault("smooth_scale", 1)
                 [point[key] for key in ("eps", "fraction", "undefended", "clean_reference")]
                 [point["defended"][name] for name in curve["config"]["defences"]]
     except FileNotFoundError:
@@ -606,10 +610,25 @@ def load_budget(path: str | Path = SHIPPED_BUDGET) -> dict | None:
     return curves
 
 
+# An axis of a budget curve: the config key listing its planned values, and the chart's x title given one of its
+# points (each axis holds the others at the threat's defaults: the title says at what).
+BUDGET_AXES = {
+    "eps": ("eps_levels", lambda point: f"eps in grey levels (on {point['fraction']:.0%} of train)"),
+    "fraction": ("fractions", lambda point: f"poisoned share (eps {point['eps'] * 255:.0f}/255)"),
+    "smooth_scale": (
+        "smooth_scales",
+        lambda point: f"smooth scale, pixels per grid cell (eps {point['eps'] * 255:.0f}/255, {point['fraction']:.0%})",
+    ),
+}
+
+
+def budget_points(curve: dict) -> list[dict]:
+    """Every measured point of a curve, axis after axis (the shared default point once per axis)."""
+    return [point for axis in BUDGET_AXES for point in curve.get(axis, [])]
+
+
 def budget_progress(curve: dict) -> tuple[int, int]:
     """(points measured, points the run set out to measure); files from before the plan was stored count as done."""
-    measured = len(curve["eps"]) + len(curve["fraction"])
-    planned = len(curve["config"].get("eps_levels", curve["eps"])) + len(
-        curve["config"].get("fractions", curve["fraction"])
-    )
+    measured = len(budget_points(curve))
+    planned = sum(len(curve["config"].get(key, curve.get(axis, []))) for axis, (key, _) in BUDGET_AXES.items())
     return measured, planned

@@ -380,7 +380,7 @@ def report_budget(curves: dict) -> str:
     """The budget curves (budget.json), one table per threat: clean accuracy undefended, behind each defence and of
     the clean reference, and the gaps README quotes (undefended minus clean reference; each defence minus
     undefended) with the binomial standard error over the test images (one seed: no seed-to-seed variation)."""
-    from core.explore import budget_progress
+    from core.explore import budget_points, budget_progress
 
     lines = []
     for threat, curve in curves.items():
@@ -389,16 +389,17 @@ def report_budget(curves: dict) -> str:
         partial = f", partial: {measured} of {planned} points" if measured < planned else ""
         lines.append(f"\n== {threat}: clean test accuracy ({n_test} test images, one seed{partial}) ==")
         lines.append(
-            f"{'eps':>8}{'fraction':>10}{'undefended':>12}"
+            f"{'eps':>10}{'fraction':>8}{'smooth':>8}{'undefended':>12}"
             + "".join(f"{name:>12}" for name in defences)
             + f"{'clean ref.':>12}{'damage (points)':>20}"
             + "".join(f"{name + ' gain':>20}" for name in defences)
         )
-        for point in curve["eps"] + curve["fraction"]:
+        for point in budget_points(curve):
             damage = binomial_gap(point["undefended"], point["clean_reference"], n_test)
             gains = [binomial_gap(point["defended"][name], point["undefended"], n_test) for name in defences]
             lines.append(
-                f"{point['eps'] * 255:>6.0f}/255{point['fraction']:>8.0%}{point['undefended']:>12.1%}"
+                f"{point['eps'] * 255:>6.0f}/255{point['fraction']:>8.0%}{point['smooth_scale']:>8}"
+                f"{point['undefended']:>12.1%}"
                 + "".join(f"{point['defended'][name]:>12.1%}" for name in defences)
                 + f"{point['clean_reference']:>12.1%}"
                 + "".join(f"{gap['gap'] * 100:>+13.1f} ± {gap['se'] * 100:.1f}" for gap in [damage, *gains])

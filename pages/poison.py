@@ -278,18 +278,13 @@ with guard("the budget curves"):
                 f"A partial curve: {measured} of {planned} points measured (the run stopped). The same command "
                 "finishes it; measured points come from the model cache."
             )
-        charts = st.columns(2)
-        for column, axis in ((charts[0], "eps"), (charts[1], "fraction")):
+        axes = [axis for axis, (key, _) in explore.BUDGET_AXES.items() if curve["config"].get(key)]
+        for column, axis in zip(st.columns(len(axes)), axes):
             points = curve[axis]
             if not points:  # a partial curve: an empty chart would only show a meaningless axis
-                column.caption(f"Accuracy vs {'eps' if axis == 'eps' else 'poisoned share'}: not measured yet.")
+                column.caption(f"Accuracy vs {axis.replace('_', ' ')}: not measured yet.")
                 continue
-            x = [point["eps"] * 255 if axis == "eps" else point["fraction"] for point in points]
-            # Each axis holds the other setting fixed: say at what.
-            if axis == "eps":
-                title = f"eps in grey levels (on {points[0]['fraction']:.0%} of train)"
-            else:
-                title = f"poisoned share (eps {points[0]['eps'] * 255:.0f}/255)"
+            x = [point["eps"] * 255 if axis == "eps" else point[axis] for point in points]
             figure = go.Figure()
             lines = {"undefended": [point["undefended"] for point in points]}
             for name in curve["config"]["defences"]:
@@ -299,7 +294,11 @@ with guard("the budget curves"):
                 reference = dict(dash="dash", color="grey") if name == "clean reference" else None
                 figure.add_trace(go.Scatter(x=x, y=accuracies, mode="lines+markers", name=name, line=reference))
             figure.update_layout(
-                xaxis=dict(title=title, tickvals=x, tickformat=".0f" if axis == "eps" else ".0%"),
+                xaxis=dict(
+                    title=explore.BUDGET_AXES[axis][1](points[0]),
+                    tickvals=x,
+                    tickformat=".0%" if axis == "fraction" else ".0f",
+                ),
                 yaxis_title="clean accuracy",
                 yaxis_tickformat=".0%",
                 legend=dict(orientation="h", y=-0.35),
