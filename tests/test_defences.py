@@ -230,6 +230,7 @@ def test_budget_curve_on_a_tiny_set_and_its_chart_in_the_app(gtsrb_root, run_dir
         (0.5, 1.0),
         ("grayscale", "jpeg"),
         steps=3,
+        smooth_scales=(1, 2),
         cache_dir=tmp_path / "cache",
         data_root=gtsrb_root,
         on_point=lambda partial: partial_curves.append(json.loads(json.dumps(partial))),
@@ -238,15 +239,21 @@ def test_budget_curve_on_a_tiny_set_and_its_chart_in_the_app(gtsrb_root, run_dir
     assert [point["fraction"] for point in curve["fraction"]] == [0.5, 1.0]
     assert curve["fraction"][0]["n_poisoned"] == round(0.5 * curve["eps"][0]["n_poisoned"])  # all of train at eps
     assert curve["fraction"][1] == curve["eps"][1]  # 8/255 on all of train: one setting, measured once
+    assert curve["smooth_scale"][0] == curve["eps"][1]  # ... and the per-pixel end of the smooth axis
+    smooth = curve["smooth_scale"][1]
+    assert (smooth["smooth_scale"], smooth["eps"], smooth["n_poisoned"]) == (2, 8 / 255, curve["eps"][1]["n_poisoned"])
+    assert smooth["undefended"] != curve["eps"][1]["undefended"]  # its own poisons, its own victim
     # A stopped run keeps what it measured: the file is rewritten after every point.
-    assert [len(partial["eps"]) + len(partial["fraction"]) for partial in partial_curves] == [1, 2, 3, 4]
+    assert [sum(map(len, (p["eps"], p["fraction"], p["smooth_scale"]))) for p in partial_curves] == [1, 2, 3, 4, 5, 6]
     assert partial_curves[-1]["fraction"] == json.loads(json.dumps(curve["fraction"]))
-    for point in curve["eps"] + curve["fraction"]:
+    for point in curve["eps"] + curve["fraction"] + curve["smooth_scale"]:
         assert all(0 <= point[key] <= 1 for key in ("undefended", "clean_reference"))
         assert set(point["defended"]) == {"grayscale", "jpeg"} and all(0 <= a <= 1 for a in point["defended"].values())
     write_json(tmp_path / "budget.json", {"tap": curve})
     with pytest.raises(ValueError, match="prayer"):
         budget_curve(tiny_config(), "tap", (4 / 255,), (0.5,), ("jpeg", "prayer"), cache_dir=tmp_path / "cache")
+    with pytest.raises(ValueError, match="unlearnable has no smooth scale"):  # its crafting is per pixel
+        budget_curve(tiny_config(), "unlearnable", smooth_scales=(2,), cache_dir=tmp_path / "cache")
 
     at = app(run_directory)
     at.session_state["budget_path"] = str(tmp_path / "budget.json")
@@ -256,13 +263,15 @@ def test_budget_curve_on_a_tiny_set_and_its_chart_in_the_app(gtsrb_root, run_dir
     assert_clean(at)
     assert any("How much budget it needs" in markdown.value for markdown in at.markdown)
     traces = [trace["name"] for chart in at.get("plotly_chart") for trace in json.loads(chart.proto.spec)["data"]]
-    assert traces.count("Grayscale") == 2 and traces.count("JPEG compression") == 2  # one per chart: eps, fraction
+    # one line per chart: eps, poisoned share, smooth scale
+    assert traces.count("Grayscale") == 3 and traces.count("JPEG compression") == 3
     assert not any("partial" in caption.value for caption in at.caption)
-    write_json(tmp_path / "budget.json", {"tap": partial_curves[1]})  # stopped after two of its four points
+    write_json(tmp_path / "budget.json", {"tap": partial_curves[1]})  # stopped after two of its six points
     at.run()
     assert_clean(at)
-    assert any("2 of 4 points measured" in caption.value for caption in at.caption)
-    assert any("poisoned share: not measured yet" in caption.value for caption in at.caption)  # no empty chart
+    assert any("2 of 6 points measured" in caption.value for caption in at.caption)
+    for axis in ("fraction", "smooth scale"):  # no empty charts
+        assert any(f"vs {axis}: not measured yet" in caption.value for caption in at.caption)
     assert len(at.get("plotly_chart")) == 1
 
 
@@ -274,6 +283,8 @@ def test_a_budget_file_with_one_defence_per_point_still_loads(tmp_path):
     write_json(tmp_path / "budget.json", {"tap": {"config": {"defence": "jpeg"}, "eps": [point], "fraction": []}})
     curve = load_budget(tmp_path / "budget.json")["tap"]
     assert curve["config"]["defences"] == ["jpeg"] and curve["eps"][0]["defended"] == {"jpeg": 0.8}
+    # from before the smooth-scale axis: none planned, none measured, every point per pixel
+    assert (curve["smooth_scale"], curve["config"]["smooth_scales"], curve["eps"][0]["smooth_scale"]) == ([], [], 1)
     write_json(tmp_path / "budget.json", {"tap": {"config": {"defences": ["jpeg"]}, "eps": [point], "fraction": []}})
     with pytest.raises(CheckpointError, match="rerun `python -m core budget`"):
         load_budget(tmp_path / "budget.json")  # a float where the defences' accuracies belong
@@ -350,7 +361,7 @@ def test_smoothness_sweep_end_to_end_on_a_tiny_set(gtsrb_root, tmp_path, capsys)
 def test_report_budget_prints_each_point_with_damage_and_defence_gains_and_their_binomial_errors():
     from core.report import report_budget
 
-    point = {"eps": 8 / 255, "fraction": 1.0, "undefended": 0.5, "clean_reference": 0.9, "n_poisoned": 100}
+    point = {"eps": 8 / 255, "fraction": 1.0, "smooth_scale": 2, "undefended": 0.5, "clean_reference": 0.9}
     curve = {
         "config": {"defences": ["jpeg", "grayscale"], "eps_levels": [8 / 255, 16 / 255], "fractions": [1.0]},
         "eps": [{**point, "defended": {"jpeg": 0.7, "grayscale": 0.45}}],
@@ -360,10 +371,10 @@ def test_report_budget_prints_each_point_with_damage_and_defence_gains_and_their
     lines = report_budget({"tap": curve}).splitlines()
     assert "partial: 1 of 3 points" in lines[1]
     row = lines[3].split()
-    assert row[:6] == ["8/255", "100%", "50.0%", "70.0%", "45.0%", "90.0%"]
+    assert row[:7] == ["8/255", "100%", "2", "50.0%", "70.0%", "45.0%", "90.0%"]
     se = lambda a, b: ((a * (1 - a) + b * (1 - b)) / 400) ** 0.5 * 100  # noqa: E731
-    assert row[6:9] == ["-40.0", "±", f"{se(0.5, 0.9):.1f}"]  # damage: undefended minus clean reference
-    assert row[9:15] == ["+20.0", "±", f"{se(0.7, 0.5):.1f}", "-5.0", "±", f"{se(0.45, 0.5):.1f}"]  # defence gains
+    assert row[7:10] == ["-40.0", "±", f"{se(0.5, 0.9):.1f}"]  # damage: undefended minus clean reference
+    assert row[10:16] == ["+20.0", "±", f"{se(0.7, 0.5):.1f}", "-5.0", "±", f"{se(0.45, 0.5):.1f}"]  # defence gains
 
 
 @pytest.mark.parametrize("flag", ["--budget", "--defences"])
