@@ -410,6 +410,13 @@ def student_test_subset(run: Run, test, share: float = 0.15):
 # ---- the detector comparison (python -m core compare) --------------------------------------------
 
 SHIPPED_COMPARISON = Path(__file__).resolve().parents[1] / "checkpoints" / "compare" / "compare.json"
+# Every shipped comparison the Detectors page offers, by what it compares (the first is the default).
+SHIPPED_COMPARISONS = {
+    "every threat: the paper's DAE and our detectors": SHIPPED_COMPARISON,
+    "backdoor: the field's detectors (spectral signatures, activation clustering)": SHIPPED_COMPARISON.parents[1]
+    / "compare_backdoor"
+    / "compare.json",
+}
 COMPARISON_COLUMNS = (
     ("auroc", "ROC AUC"),
     ("precision", "precision"),

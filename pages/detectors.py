@@ -20,9 +20,16 @@ st.caption(
     "here only to score. Every detector drops the same share of the training set (the run's threshold rule)."
 )
 
+# The shipped comparisons that are there (a checkout may hold only the main one): a selector when there are several.
+shipped = {label: path for label, path in explore.SHIPPED_COMPARISONS.items() if path.exists()} or {
+    "every threat": explore.SHIPPED_COMPARISON  # none: loading it says how to make it
+}
+chosen = next(iter(shipped))
+if len(shipped) > 1:
+    chosen = st.radio("Comparison", list(shipped), key="comparison", bind="query-params")
 comparison = None
 with guard("loading the comparison"):
-    comparison = cached_comparison()
+    comparison = cached_comparison(str(shipped[chosen]))
 if comparison is None:
     st.stop()
 

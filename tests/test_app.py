@@ -8,6 +8,8 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from core.registry import THREATS
+
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
 PAGES = [
@@ -142,6 +144,21 @@ def test_detectors_page_shows_each_threat_with_controls(run_directory, threat):
     for control in ("no filter", "random filter", "oracle filter"):
         assert control in filters
     assert ("attack success" in table.columns) == (threat != "perturbation")
+
+
+def test_detectors_page_switches_to_the_backdoor_comparison_against_the_fields_detectors(run_directory):
+    """The shipped backdoor comparison (spectral signatures, activation clustering) is a second file: the page
+    offers it, shows its detectors beside the controls, and a threat that file lacks falls back to one it has."""
+    at = on_page(run_directory, "pages/detectors.py")
+    at.radio(key="threat").set_value("perturbation").run()
+    options = at.radio(key="comparison").options
+    assert len(options) == 2
+    at.radio(key="comparison").set_value(options[1]).run()
+    assert_clean(at)
+    assert at.radio(key="threat").options == [THREATS.label("backdoor")] and at.radio(key="threat").value == "backdoor"
+    filters = " ".join(at.dataframe[0].value["filter"])
+    assert "spectral signatures" in filters.lower() and "activation clustering" in filters.lower()
+    assert "oracle filter" in filters
 
 
 @pytest.mark.parametrize("threat", ["label_flip", "backdoor"])

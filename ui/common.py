@@ -259,8 +259,13 @@ def _budget(path: str, stamp: int | None) -> dict | None:
     return explore.load_budget(path)
 
 
-@st.cache_data(max_entries=2, show_spinner=False)
 def cached_comparison(path: str = str(explore.SHIPPED_COMPARISON)) -> dict:
+    """A comparison file (compare.json), reloaded when its command rewrites it (it does after every cell)."""
+    return _comparison(path, _stamp(path))
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _comparison(path: str, stamp: int | None) -> dict:
     return explore.load_comparison(path)
 
 
