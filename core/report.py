@@ -389,7 +389,7 @@ def report_budget(curves: dict) -> str:
         partial = f", partial: {measured} of {planned} points" if measured < planned else ""
         lines.append(f"\n== {threat}: clean test accuracy ({n_test} test images, one seed{partial}) ==")
         lines.append(
-            f"{'eps':>10}{'fraction':>8}{'smooth':>8}{'undefended':>12}"
+            f"{'eps':>10}{'fraction':>10}{'smooth':>8}{'undefended':>12}"
             + "".join(f"{name:>12}" for name in defences)
             + f"{'clean ref.':>12}{'damage (points)':>20}"
             + "".join(f"{name + ' gain':>20}" for name in defences)
@@ -398,7 +398,7 @@ def report_budget(curves: dict) -> str:
             damage = binomial_gap(point["undefended"], point["clean_reference"], n_test)
             gains = [binomial_gap(point["defended"][name], point["undefended"], n_test) for name in defences]
             lines.append(
-                f"{point['eps'] * 255:>6.0f}/255{point['fraction']:>8.0%}{point['smooth_scale']:>8}"
+                f"{point['eps'] * 255:>6.0f}/255{point['fraction']:>10.0%}{point['smooth_scale']:>8}"
                 f"{point['undefended']:>12.1%}"
                 + "".join(f"{point['defended'][name]:>12.1%}" for name in defences)
                 + f"{point['clean_reference']:>12.1%}"
