@@ -624,7 +624,7 @@ BUDGET_AXES = {
     "fraction": ("fractions", lambda point: f"poisoned share (eps {point['eps'] * 255:.0f}/255)"),
     "smooth_scale": (
         "smooth_scales",
-        lambda point: f"smooth scale, pixels per grid cell (eps {point['eps'] * 255:.0f}/255, {point['fraction']:.0%})",
+        lambda point: f"smooth scale: px per cell ({point['eps'] * 255:.0f}/255, {point['fraction']:.0%})",
     ),
 }
 

@@ -306,6 +306,12 @@ with guard("the budget curves"):
                 margin=dict(t=20),
             )
             column.plotly_chart(figure, width="stretch", key=f"budget_{axis}")
+        if "smooth_scale" in axes:
+            st.caption(
+                "Smooth scale: the same L-inf budget spent on a coarse grid of (32 / scale)² cells, bilinearly "
+                "upsampled (a low-pass perturbation): the attacker's answer to the noise-residual detector, which "
+                "stops finding it between scale 2 and 4 (README)."
+            )
 
 config = None
 with guard("the poison settings"):
