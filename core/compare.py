@@ -33,7 +33,7 @@ from core.detect import (
     set_detector_threshold,
 )
 from core.evaluate import filter_quality, robustness
-from core.executor import Cell, ExecutorConfig, finished_cells, run_cells, worker_paths
+from core.executor import ExecutorConfig, finished_cells, run_missing_cells, worker_paths
 from core.pipeline import ExperimentConfig, ModelCache, Prepared, distilled, prepare
 from core.poison import threat_metrics
 from core.recipe import sampling_seed
@@ -344,22 +344,17 @@ def compare(
             "seconds": round(kept_seconds + time.time() - started, 1),  # including the sessions of kept cells
         }
 
-    paths = worker_paths(cache_dir, data_root)
-    cells = [
-        Cell(f"seed {seed} {threat}", compare_cell, {"config": config, "threat": threat, "seed": seed, **paths})
-        for seed in config.seeds
-        for threat in config.threats
-        if threat not in runs.get(str(seed), {})
-    ]
-    where = {cell.key: (str(cell.arguments["seed"]), cell.arguments["threat"]) for cell in cells}
-
-    def finished(key: str, cell_result: dict) -> None:
-        seed, threat = where[key]
-        runs.setdefault(seed, {})[threat] = cell_result
-        if on_cell:
-            on_cell(result())
-
-    run_cells(cells, executor, finished, progress)
+    run_missing_cells(
+        compare_cell,
+        config,
+        "threat",
+        config.threats,
+        runs,
+        worker_paths(cache_dir, data_root),
+        executor,
+        progress,
+        lambda: on_cell and on_cell(result()),
+    )
     return result()
 
 

@@ -22,7 +22,7 @@ from core.compare import CompareConfig, build_detectors, score_detectors, summar
 from core.data import stratified_split
 from core.defences import DefenceConfig, DefenceContext
 from core.evaluate import accuracy
-from core.executor import Cell, ExecutorConfig, finished_cells, run_cells, worker_paths
+from core.executor import ExecutorConfig, finished_cells, run_missing_cells, worker_paths
 from core.pipeline import ExperimentConfig, ModelCache, Prepared, prepare
 from core.poison import PoisonConfig, threat_metrics
 from core.recipe import sampling_seed
@@ -218,22 +218,17 @@ def defence_grid(
             "seconds": round(sum(result["seconds"] for results in runs.values() for result in results.values()), 1),
         }
 
-    paths = worker_paths(cache_dir, data_root)
-    cells = [
-        Cell(f"seed {seed} {case}", grid_cell, {"config": config, "case": case, "seed": seed, **paths})
-        for seed in config.seeds
-        for case in config.cases
-        if case not in runs.get(str(seed), {})
-    ]
-    where = {cell.key: (str(cell.arguments["seed"]), cell.arguments["case"]) for cell in cells}
-
-    def finished(key: str, case_result: dict) -> None:
-        seed, case = where[key]
-        runs.setdefault(seed, {})[case] = case_result
-        if on_case:
-            on_case(result())
-
-    run_cells(cells, executor, finished, progress)
+    run_missing_cells(
+        grid_cell,
+        config,
+        "case",
+        config.cases,
+        runs,
+        worker_paths(cache_dir, data_root),
+        executor,
+        progress,
+        lambda: on_case and on_case(result()),
+    )
     return result()
 
 

@@ -114,6 +114,36 @@ def finished_cells(config: dict, previous: dict | None, items: str, item_setting
     }
 
 
+def run_missing_cells(
+    function: Callable[..., dict],
+    config,
+    item_name: str,
+    items,
+    runs: dict[str, dict],
+    paths: dict[str, str],
+    executor: ExecutorConfig | None,
+    progress: Progress | None,
+    on_result: Callable[[], None],
+) -> None:
+    """A seeds x items grid (the defence grid's cases, the comparison's threats): run every (seed, item) cell that
+    `runs` ({seed: {item: result}}, e.g. kept by finished_cells) lacks, as function(config=, seed=, <item_name>=,
+    **paths), storing each result in `runs` as it finishes and then calling on_result() (to save the file)."""
+    cells = [
+        Cell(f"seed {seed} {item}", function, {"config": config, item_name: item, "seed": seed, **paths})
+        for seed in config.seeds
+        for item in items
+        if item not in runs.get(str(seed), {})
+    ]
+    where = {cell.key: (str(cell.arguments["seed"]), cell.arguments[item_name]) for cell in cells}
+
+    def finished(key: str, result: dict) -> None:
+        seed, item = where[key]
+        runs.setdefault(seed, {})[item] = result
+        on_result()
+
+    run_cells(cells, executor, finished, progress)
+
+
 def run_cells(
     cells: list[Cell],
     executor: ExecutorConfig | None = None,
