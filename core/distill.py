@@ -58,7 +58,7 @@ def train_classifier(
         model,
         data.images,
         data.labels,
-        hard_label_loss(temperature),
+        hard_label_loss(temperature, train_config.label_smoothing),
         train_config,
         progress=progress,
         should_stop=should_stop,

@@ -83,6 +83,7 @@ class ExperimentConfig:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["dae"] = self.dae.to_dict()
+        data["classifier_train"] = self.classifier_train.to_dict()
         return data
 
     @classmethod
@@ -267,7 +268,7 @@ def _data_and_classifiers(
             "role": role,
             "data": upstream,
             **classifier_key,
-            "train": asdict(train_config),
+            "train": train_config.key(),
             "temperature": temperature,
         }
         if adversary is not None:  # absent otherwise, so the keys of models trained without one stay as they were
@@ -404,7 +405,7 @@ def distilled(
         "teacher": teacher_name,
         "temperature": config.temperature,
         "model": asdict(config.classifier),
-        "train": asdict(student_config.train),
+        "train": student_config.train.key(),
         **recipe_key("classifier"),
     }
     student, student_name = cache.get(

@@ -52,6 +52,11 @@ class TrainConfig:
     schedule: str = "onecycle"  # "onecycle" (warm up, then anneal) or "constant"
     augment: bool = False  # random +-2 px translations; only for classifiers (targets are not images)
     seed: int = 0
+    # Classifier recipe 3's knobs; their defaults are recipe 2's loop, and keys omit them at those defaults
+    # (train_key), so the models of a config that does not use them keep their cache keys.
+    warmup_share: float = 0.25  # of the optimiser steps spent warming the one-cycle rate up, linearly
+    label_smoothing: float = 0.0  # hard-label losses only (core.distill.train_classifier); soft labels are soft
+    ema_decay: float = 0.0  # > 0: the model ends with an exponential moving average of its weights and buffers
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -66,15 +71,32 @@ class TrainConfig:
             raise ValueError(f"schedule must be 'onecycle' or 'constant', got {self.schedule!r}")
         if not 0 <= self.momentum < 1 or self.weight_decay < 0:
             raise ValueError("momentum must be in [0, 1) and weight_decay >= 0")
+        if not 0 < self.warmup_share < 1:
+            raise ValueError(f"warmup_share must be in (0, 1), got {self.warmup_share}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1) (0: no averaging), got {self.ema_decay}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Every field, but recipe 3's knobs only where they are set: the cache keys and stored configs of configs
+        that leave them at recipe 2's values (the compare and sweep presets) stay what they were."""
+        return {
+            name: value
+            for name, value in asdict(self).items()
+            if name not in RECIPE_3_DEFAULTS or value != RECIPE_3_DEFAULTS[name]
+        }
+
+    key = to_dict
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
         """A stored config under the current recipe: retired fields (drop_last: runs before classifier recipe 2
         stored `false`) are ignored, so whatever is trained from an old run skips partial batches."""
         return cls(**{key: value for key, value in data.items() if key in cls.__dataclass_fields__})
+
+
+RECIPE_3_DEFAULTS = {"warmup_share": 0.25, "label_smoothing": 0.0, "ema_decay": 0.0}
 
 
 @dataclass
@@ -101,11 +123,14 @@ class TrainingCancelled(RuntimeError):
 # training accuracy after 4 epochs on a quarter of GTSRB). At T = 1 both are the usual cross-entropy.
 
 
-def hard_label_loss(temperature: float = 1.0) -> LossFunction:
-    """T * cross-entropy of softmax(logits / T) against integer labels (T = 1: the usual classifier)."""
+def hard_label_loss(temperature: float = 1.0, label_smoothing: float = 0.0) -> LossFunction:
+    """T * cross-entropy of softmax(logits / T) against integer labels (T = 1: the usual classifier), the labels
+    smoothed by label_smoothing (Szegedy et al. 2016: the true class gets 1 - s + s / K, every class s / K)."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    return lambda logits, labels: temperature * F.cross_entropy(logits / temperature, labels)
+    return lambda logits, labels: (
+        temperature * F.cross_entropy(logits / temperature, labels, label_smoothing=label_smoothing)
+    )
 
 
 def soft_label_loss(temperature: float) -> LossFunction:
@@ -156,6 +181,29 @@ def _one_cycle(total_steps: int, warmup_share: float = 0.25) -> Callable[[int], 
     return lambda step: (step + 1) / warmup if step < warmup else max(0.0, (total_steps - step) / decay)
 
 
+class WeightAverage:
+    """An exponential moving average of a model's weights and batch-norm statistics (Polyak averaging; airbench
+    and timm's ModelEmaV2 do the same). The decay ramps up as (1 + t) / (10 + t), so the first steps' random
+    weights are forgotten quickly; integer buffers (batch norm's counters) are copied."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay, self.updates = decay, 0
+        self.state = {name: value.detach().clone() for name, value in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for name, value in model.state_dict().items():
+            if value.dtype.is_floating_point:
+                self.state[name].lerp_(value.detach(), 1 - decay)
+            else:
+                self.state[name].copy_(value)
+
+    def copy_to(self, model: nn.Module) -> None:
+        model.load_state_dict(self.state)
+
+
 def train(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -202,7 +250,8 @@ def train(
     optimizer = _make_optimizer(model, config)
     scheduler = None
     if config.schedule == "onecycle":
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _one_cycle(total_steps))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _one_cycle(total_steps, config.warmup_share))
+    average = WeightAverage(model, config.ema_decay) if config.ema_decay > 0 else None
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda)
 
     was_training = model.training
@@ -233,6 +282,8 @@ def train(
                 optimizer.step()
                 if scheduler is not None:
                     scheduler.step()
+                if average is not None:
+                    average.update(model)
                 step += 1
                 running += loss.detach() * index.shape[0]
                 if progress is not None:
@@ -242,6 +293,8 @@ def train(
             epoch_losses.append((running / epoch_used).item())
     finally:
         model.train(was_training)
+    if average is not None:
+        average.copy_to(model)
     model.eval()
     return epoch_losses
 

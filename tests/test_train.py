@@ -4,6 +4,7 @@ import torch
 from core.evaluate import accuracy
 from core.models import AutoencoderConfig, Classifier, ClassifierConfig, DenoisingAutoencoder
 from core.train import (
+    RECIPE_3_DEFAULTS,
     TrainConfig,
     TrainingCancelled,
     hard_label_loss,
@@ -152,3 +153,28 @@ def test_an_epochs_last_partial_batch_is_skipped():
     )
     assert seen_sizes == [16] * 12 and events[-1].total_steps == 12
     assert len(seen_labels) > 32  # every epoch draws a new permutation, so the skipped samples differ
+
+
+def test_recipe_3_knobs_leave_recipe_2_keys_alone_and_change_training():
+    """The new knobs at their defaults add nothing to a stored config (old cache keys hold); set, they appear in
+    the key and change what is learned; EMA is deterministic for a seed."""
+    plain = TrainConfig(epochs=2, batch_size=16, seed=1)
+    assert set(plain.to_dict()) == {f for f in TrainConfig.__dataclass_fields__} - set(RECIPE_3_DEFAULTS)
+    smoothed = TrainConfig(epochs=2, batch_size=16, seed=1, label_smoothing=0.1, ema_decay=0.9, warmup_share=0.1)
+    assert smoothed.to_dict()["ema_decay"] == 0.9 and TrainConfig.from_dict(smoothed.to_dict()) == smoothed
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    labels = torch.randint(0, 4, (64,), generator=generator)
+
+    def weights(config):
+        torch.manual_seed(0)
+        model = Classifier(ClassifierConfig(num_classes=4, width=4, hidden=8))
+        train(model, images, labels, hard_label_loss(1.0, config.label_smoothing), config, torch.device("cpu"))
+        return torch.cat([p.detach().flatten() for p in model.state_dict().values() if p.is_floating_point()])
+
+    assert torch.equal(weights(smoothed), weights(smoothed))
+    assert not torch.allclose(weights(smoothed), weights(plain))
+    with pytest.raises(ValueError, match="ema_decay"):
+        TrainConfig(ema_decay=1.0)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        TrainConfig(label_smoothing=-0.1)
