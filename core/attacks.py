@@ -22,10 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.registry import ATTACKS, AttackSpec
+from core.train import eval_batch_size
 
 AttackLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, labels) -> per-image loss
 
-DEFAULT_BATCH_SIZE = 1024
+DEFAULT_BATCH_SIZE = None  # the device's: core.train.eval_batch_size
 
 
 def cross_entropy_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -55,10 +56,11 @@ def zero_gradient_fraction(
     x: torch.Tensor,
     y: torch.Tensor,
     loss: AttackLoss = cross_entropy_loss,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = DEFAULT_BATCH_SIZE,
 ) -> float:
     """Share of inputs whose loss gradient is exactly zero: a sign-gradient attack cannot move them."""
     device = next(model.parameters()).device
+    batch_size = batch_size or eval_batch_size(device)
     was_training = model.training
     model.eval()
     zero = 0
@@ -101,15 +103,24 @@ def project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tens
 def batched(attack_one_batch):
     """Run an attack over chunks on the model's device, restore the model's mode, return on x's device."""
 
-    def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *args, batch_size: int = DEFAULT_BATCH_SIZE, **kwargs):
+    def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *args, batch_size: int | None = None, **kwargs):
         device = next(model.parameters()).device
+        batch_size = batch_size or eval_batch_size(device)
         was_training = model.training
         model.eval()
         try:
+            # channels_last, the layout the models train in: on 2 CPU cores 1.4x faster than contiguous chunks (710 vs
+            # 501 images/s with the input gradient, batches of 256, width-24 classifier).
             chunks = [
                 attack_one_batch(
-                    model, x[i : i + batch_size].to(device), y[i : i + batch_size].to(device), *args, **kwargs
-                ).to(x.device)
+                    model,
+                    x[i : i + batch_size].to(device).contiguous(memory_format=torch.channels_last),
+                    y[i : i + batch_size].to(device),
+                    *args,
+                    **kwargs,
+                )
+                .to(x.device)
+                .contiguous()
                 for i in range(0, x.shape[0], batch_size)
             ]
         finally:
@@ -129,7 +140,7 @@ def fgsm(
     eps: float,
     *,
     loss: AttackLoss = cross_entropy_loss,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = DEFAULT_BATCH_SIZE,
 ) -> torch.Tensor:
     """Fast gradient sign method: x + eps * sign(grad), clipped to [0, 1]."""
     _check(x, eps)
@@ -150,7 +161,7 @@ def ifgsm(
     steps: int,
     *,
     loss: AttackLoss = cross_entropy_loss,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = DEFAULT_BATCH_SIZE,
 ) -> torch.Tensor:
     """Iterative FGSM (BIM): `steps` steps of alpha * sign(grad), each projected onto the eps-ball and [0, 1]."""
     _check(x, eps, alpha, steps)
@@ -168,7 +179,7 @@ def pgd(
     *,
     generator: torch.Generator | None = None,
     loss: AttackLoss = cross_entropy_loss,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = DEFAULT_BATCH_SIZE,
 ) -> torch.Tensor:
     """PGD: I-FGSM from a uniformly random start in the eps-ball (Madry et al.)."""
     _check(x, eps, alpha, steps)

@@ -127,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     threshold.add_argument(
         "--expected-poison", type=float, help="infer the threshold dropping this share of the train set (default 0.1)"
     )
-    run.add_argument("--epochs", type=int, help="epochs for every classifier")
+    run.add_argument(
+        "--epochs", type=float, help="epochs for every classifier (a fraction ends the last pass part-way)"
+    )
     run.add_argument("--dae-epochs", type=int, help="epochs for the DAE")
     run.add_argument(
         "--use-best-trial",
@@ -200,9 +202,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument("--drop-shares", type=float, nargs="+", help="explicit shares of the training set to drop")
     sweep.add_argument(
-        "--test-subset", type=float, default=0.15, help="share of the test set each student is measured on"
+        "--test-subset", type=float, default=1.0, help="share of the test set each student's clean accuracy is on"
     )
-    sweep.add_argument("--robust-test-subset", type=float, default=0.3, help="share of that attacked (worst case)")
+    sweep.add_argument(
+        "--attack-test-subset", type=float, default=0.1, help="share of that attacked with FGSM / I-FGSM"
+    )
+    sweep.add_argument(
+        "--robust-test-subset", type=float, default=0.3, help="share of the attacked set for the worst case"
+    )
     sweep.add_argument("--robust-steps", type=int, default=10, help="iterations of the adaptive attacks")
     sweep.add_argument("--fresh", action="store_true", help="recompute every point (default: keep the file's)")
     sweep.add_argument(
@@ -600,6 +607,7 @@ def command_sweep(args) -> int:
         seeds=tuple(range(args.seeds)) if args.seeds >= 1 else (),
         steps=args.steps,
         test_subset=args.test_subset,
+        attack_test_subset=args.attack_test_subset,
         robust_test_subset=args.robust_test_subset,
         robust_steps=args.robust_steps,
         batch_models=args.batch_models,
@@ -611,6 +619,8 @@ def command_sweep(args) -> int:
             previous = json.loads(out.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ValueError(f"{out} is corrupt ({error}); rerun with --fresh to remake it") from None
+    estimate = _point_estimate(run, config)
+    print(f"a point is estimated at {estimate:.0f} s here (the Threshold page's estimate)", file=sys.stderr)
     with TqdmStages() as stages:
         sweep = sweep_run(
             run,
@@ -628,8 +638,27 @@ def command_sweep(args) -> int:
     return 0
 
 
+def _point_estimate(run, config) -> float:
+    """core.live.point_seconds for a point of this sweep on the run (what the Threshold page shows)."""
+    from core.live import point_seconds
+    from core.models import Classifier
+    from core.sweep import fixed_steps, point_image_counts
+
+    images = point_image_counts(len(run.poison_mask), run.results["data"]["n_test"], config)
+    c = run.config
+    steps = config.steps or fixed_steps(c, len(run.poison_mask))
+    return point_seconds(
+        lambda: Classifier(c.classifier),
+        c.classifier_train.batch_size,
+        steps,
+        images,
+        c.eval_attack.steps,
+        config.robust_steps,
+    )
+
+
 def format_sweep(sweep: dict) -> str:
-    """Mean +- std over seeds of each filter's students, one row per drop share."""
+    """Mean +- std over seeds of each filter's students, one row per drop share; the attacks' standard errors."""
     curves = sweep["curves"]
     header = f"{'dropped':>8}" + "".join(f"{name + ' clean':>22}{name + ' worst':>22}" for name in curves)
     lines = [header]
@@ -641,8 +670,25 @@ def format_sweep(sweep: dict) -> str:
         )
         lines.append(f"{row[0]['target_share']:>8.1%}{cells}")
     seeds = max(point["n_seeds"] for points in curves.values() for point in points)
-    lines.append(f"{sweep['config']['steps']} optimiser steps per model; mean ± std over {seeds} seed(s)")
+    settings = sweep["config"]
+    lines.append(f"{settings['steps']} optimiser steps per model; mean ± std over {seeds} seed(s)")
+    lines.append(_sweep_errors(settings))
+    timed = [m["seconds"] for m in sweep["measurements"] if "seconds" in m]
+    if timed:
+        lines.append(f"measured: {sum(timed) / len(timed):.0f} s per trained point (mean of {len(timed)})")
     return "\n".join(lines)
+
+
+def _sweep_errors(settings: dict) -> str:
+    """What one seed's point can resolve: the binomial standard error at 50% (the largest) of each measurement."""
+    from core.sweep import standard_errors
+
+    worst = standard_errors(dict.fromkeys(("clean_acc", "fgsm_acc", "ifgsm_acc", "adaptive_acc"), 0.5), settings)
+    return (
+        f"standard error of one seed's point at most: clean ±{worst['clean_acc']:.1%} ({settings['n_test']} images), "
+        f"FGSM / I-FGSM ±{worst['fgsm_acc']:.1%} ({settings.get('n_attack_test', settings['n_test'])}), "
+        f"worst case ±{worst['adaptive_acc']:.1%} ({settings['n_robust_test']})"
+    )
 
 
 def _robustness(run, test_subset: float, steps: int, args) -> dict:

@@ -158,11 +158,18 @@ class FeatureDetector(ScoreDetector):
         self.kind, self.features = kind, features
         # normalizer=None: raw KNN distances (alibi-detect's p-value normaliser only matters for ensembles)
         self.inner = Mahalanobis(device="cpu") if kind == "mahalanobis" else KNN(k=k, normalizer=None, device="cpu")
+        self.kept_features: torch.Tensor | None = None  # Mahalanobis: the features that vary on the reference
 
     def _features(self, x: torch.Tensor):
-        return self.features(x).float().numpy()  # the feature functions batch through predict()
+        features = self.features(x).float()  # the feature functions batch through predict()
+        return (features if self.kept_features is None else features[:, self.kept_features]).numpy()
 
     def fit(self, x_ref: torch.Tensor) -> "FeatureDetector":
+        if self.kind == "mahalanobis":
+            # A feature constant on the reference (a ReLU unit dead on every trusted image: 124 of the paper run's
+            # 256 penultimate features under classifier recipe 3) makes the covariance singular and its eigh fail.
+            # It says nothing about the reference's spread, so the distance is taken over the others.
+            self.kept_features = self.features(x_ref).float().std(dim=0) > 0
         self.inner.fit(self._features(x_ref))
         return super().fit(x_ref)
 

@@ -333,13 +333,37 @@ def sweep_steps(run: Run) -> int:
     return run.sweep["config"]["steps"] if run.sweep else fixed_steps(run.config, len(run.poison_mask))
 
 
+def point_images(run: Run) -> dict[str, int]:
+    """How many images a point at any threshold trains and measures on (core.live.point_seconds): all of train (an
+    upper bound on what is kept), and the test sets of the run's sweep, else of a default sweep."""
+    from core.sweep import SweepConfig, point_image_counts
+
+    if run.sweep:
+        settings = run.sweep["config"]
+        n_test = settings["n_test"]
+        return {
+            "kept": settings["n_train"],
+            "test": n_test,
+            "attack_test": settings.get("n_attack_test", n_test),
+            "robust_test": settings["n_robust_test"],
+        }
+    return point_image_counts(len(run.poison_mask), run.results["data"]["n_test"], SweepConfig())
+
+
+def sweep_robust_steps(run: Run) -> int:
+    """Iterations of the adaptive attacks a point is measured with: the run's sweep's, else a default sweep's."""
+    from core.sweep import SweepConfig
+
+    return run.sweep["config"]["robust_steps"] if run.sweep else SweepConfig().robust_steps
+
+
 def train_at_threshold(
     run: Run, splits, score: str, threshold: float, temperature: float, steps: int, progress=None, should_stop=None
 ) -> tuple[dict, torch.nn.Module]:
     """Teacher and student at T on the run's stored training samples whose `score` is at most threshold, `steps`
     optimiser steps each, measured like the sweep (its test subset, the run's paper-style attacks).
     Returns (point, student)."""
-    from core.sweep import SweepConfig, distil_at_threshold, measure_student, robust_subset
+    from core.sweep import StudentTests, SweepConfig, distil_at_threshold, measure_student
 
     poisoned = run.poisons(splits.train)
     _, student, kept = distil_at_threshold(
@@ -349,14 +373,17 @@ def train_at_threshold(
         progress("measuring the student (clean, FGSM, I-FGSM, adaptive worst case)", 0, 1)
     settings = run.sweep["config"] if run.sweep else asdict(SweepConfig())
     test = student_test_subset(run, splits.test, settings["test_subset"])
-    robust_test = robust_subset(test, settings["robust_test_subset"], run.config.seed)
+    # version-2 sweeps attacked their whole test subset
+    tests = StudentTests.of(
+        test, settings.get("attack_test_subset", 1.0), settings["robust_test_subset"], run.config.seed
+    )
     point = {
         "score": score,
         "threshold": threshold,
         "temperature": temperature,
         "steps": steps,
         "kept": int(kept.sum()),
-        **measure_student(student, test, robust_test, run.config, settings["robust_steps"]),
+        **measure_student(student, tests, run.config, settings["robust_steps"]),
     }
     return point, student
 
@@ -399,10 +426,12 @@ def example_pool(run: Run, train, pool_size: int = 48) -> dict:
     }
 
 
-def student_test_subset(run: Run, test, share: float = 0.15):
-    """The stratified test subset the threshold sweep measured students on (same seed)."""
+def student_test_subset(run: Run, test, share: float = 1.0):
+    """The stratified test subset the threshold sweep measured students' clean accuracy on (same seed)."""
     from core.data import stratified_split
 
+    if share >= 1:
+        return test
     _, index = stratified_split(test.labels, share, sampling_seed(run.config.seed, "sweep_test"))
     return test.subset(index)
 

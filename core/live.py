@@ -107,3 +107,44 @@ def seconds_per_step(model_factory, batch_size: int, device: torch.device | None
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return (time.perf_counter() - started) / repeats
+
+
+def point_seconds(
+    model_factory,
+    batch_size: int,
+    steps: int,
+    images: dict[str, int],
+    attack_steps: int,
+    robust_steps: int,
+    device: torch.device | None = None,
+) -> float:
+    """Estimated wall time of one threshold point here, from timings of this device: teacher and student `steps`
+    optimiser steps each; forward passes for the soft labels (images["kept"]) and the clean accuracy
+    (images["test"]); input gradients for FGSM + I-FGSM (1 + attack_steps per image of images["attack_test"]) and
+    for the adaptive suite (core.robust: 2 FGSM + 4 iterative attacks, 2 + 4 * robust_steps per image of
+    images["robust_test"]), which also makes 7 forward passes per image."""
+    from core.attacks import loss_gradient
+    from core.train import predict
+
+    device = device or default_device()
+    step = seconds_per_step(model_factory, batch_size, device, repeats=5)
+    model = model_factory().to(device).to(memory_format=torch.channels_last).eval()
+    x = torch.rand(256, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.zeros(256, dtype=torch.long, device=device)
+
+    def per_image(work) -> float:
+        work()  # warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        started = time.perf_counter()
+        for _ in range(3):
+            work()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return (time.perf_counter() - started) / (3 * len(x))
+
+    forward = per_image(lambda: predict(model, x))
+    gradient = per_image(lambda: loss_gradient(model, x, y))
+    forwards = images["kept"] + images["test"] + 7 * images["robust_test"]
+    gradients = (1 + attack_steps) * images["attack_test"] + (2 + 4 * robust_steps) * images["robust_test"]
+    return 2 * steps * step + forwards * forward + gradients * gradient

@@ -24,6 +24,9 @@ class ClassifierConfig:
     width: int = 32  # channels of the first stage; doubled at each of the three stages
     hidden: int = 256  # units of the fully connected layer before the head
     dropout: float = 0.3  # before the head; also what MC-dropout switches on
+    # How inputs are normalised inside the model: "dataset" (GTSRB's per-channel mean and std) or "image" (each
+    # image to zero mean and unit std over its pixels: GTSRB's lighting varies widely, Sermanet & LeCun 2011).
+    input_norm: str = "dataset"
 
     def __post_init__(self):
         if self.num_classes < 2:
@@ -32,9 +35,15 @@ class ClassifierConfig:
             raise ValueError(f"width and hidden must be >= 1, got {self.width} and {self.hidden}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.input_norm not in ("dataset", "image"):
+            raise ValueError(f"input_norm must be 'dataset' or 'image', got {self.input_norm!r}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Every field; input_norm only when it is not "dataset", so earlier configs keep their keys."""
+        data = asdict(self)
+        if data["input_norm"] == "dataset":
+            del data["input_norm"]
+        return data
 
 
 def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -70,9 +79,15 @@ class Classifier(nn.Module):
         self.dropout = nn.Dropout(self.config.dropout)
         self.head = nn.Linear(self.config.hidden, self.config.num_classes)
 
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        if self.config.input_norm == "image":
+            mean = x.mean(dim=(1, 2, 3), keepdim=True)
+            return (x - mean) / x.std(dim=(1, 2, 3), keepdim=True).clamp_min(1 / 255)  # a flat image: no blow-up
+        return (x - self.mean) / self.std
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features (used by feature-space detectors)."""
-        return self.embedding(self.features((x - self.mean) / self.std))
+        return self.embedding(self.features(self.normalise(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.embed(x)))

@@ -12,11 +12,17 @@ History (why each version is what it is):
                 batch is skipped (a 3-image batch ruined batch-norm statistics: students lost 30-50 points)
   dae 2         the same loop as the classifiers (partial batches skipped)
   supervised_detector 2  NoiseResidualNet on the 3x3 high-pass residual, Adam, +-2 px translations
+  classifier 3  the loop's recipe-3 knobs (warm-up share, label smoothing, EMA of the weights) and fractional epochs;
+                the paper and quick presets use them (core.distill.FAST_RECIPE, chosen with bench/training.py).
+                The compare and sweep presets keep recipe 2's settings, which the same loop trains as before
+  poison 3      attacks run in channels_last batches of 256 on a CPU (core.train.eval_batch_size): the same
+                attacks, 1.4-2.5x faster, with other float rounding
+  dae 3         its defender's perturbed copies come from those attacks
 """
 
 from __future__ import annotations
 
-RECIPE_VERSIONS = {"data": 2, "poison": 2, "classifier": 2, "dae": 2, "supervised_detector": 2}
+RECIPE_VERSIONS = {"data": 2, "poison": 3, "classifier": 3, "dae": 3, "supervised_detector": 2}
 
 
 def recipe_key(stage: str) -> dict:
@@ -62,6 +68,7 @@ SAMPLING_SEED_OFFSETS = {
     "robust_test": 11,
     "random_filter": 13,
     "verify": 17,
+    "attack_test": 19,
 }
 
 

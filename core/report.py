@@ -114,7 +114,8 @@ def report_run(run: Run, data_root=None) -> str:
         markdown_tables(run),
         "",
         f"== {run.directory}: preset {run.config.preset}, seed {run.config.seed} (one seed), "
-        f"{results['data']['n_test']:,} test images ==",
+        f"{results['data']['n_test']:,} test images, FGSM / I-FGSM on "
+        f"{results['data'].get('n_attack_test', results['data']['n_test']):,} of them ==",
     ]
     lines.append(f"{'gap (a - b)':<44}{'metric':<11}{'gap':>9}{'SE':>8}{'z':>7}  verdict")
     for row in run_gaps(run):
@@ -311,8 +312,10 @@ def markdown_tables(run: Run) -> str:
         lines += [
             "",
             f"Sweep: {len(points)} drop shares x {', '.join(curves)} filters x {len(config['seeds'])} seeds, "
-            f"{config['steps']} optimiser steps per model, {config['n_test']} test images; detector-filtered "
-            f"student clean accuracy (mean over seeds) from {min(p['mean']['clean_acc'] for p in points):.2%} to "
+            f"{config['steps']} optimiser steps per model, {config['n_test']} test images (attacks on "
+            f"{config.get('n_attack_test', config['n_test'])}, worst case on {config['n_robust_test']}); "
+            "detector-filtered student clean accuracy (mean over seeds) from "
+            f"{min(p['mean']['clean_acc'] for p in points):.2%} to "
             f"{max(p['mean']['clean_acc'] for p in points):.2%}.",
         ]
     return "\n".join(lines)

@@ -131,7 +131,8 @@ class Run:
     # ---- what it stores ----
 
     def classifier(self, role: str) -> Classifier:
-        return load_weights(self.directory, role, Classifier(self.config.classifier)).eval()
+        model = load_weights(self.directory, role, Classifier(self.config.classifier)).eval()
+        return model.to(memory_format=torch.channels_last)  # as trained; attacks and predict run in this layout
 
     def autoencoder(self) -> DenoisingAutoencoder:
         return load_weights(self.directory, "dae", DenoisingAutoencoder(self.config.dae.model)).eval()

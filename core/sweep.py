@@ -25,14 +25,17 @@ import torch
 
 from core.data import ImageSet, stratified_split
 from core.distill import DistillConfig, soft_labels, train_classifier, train_student
-from core.evaluate import filter_quality, robustness
+from core.evaluate import accuracy, attack_test_index, filter_quality, robustness
 from core.executor import Cell, ExecutorConfig, run_cells
 from core.pipeline import ExperimentConfig, _seeded
 from core.recipe import repeat_seed, sampling_seed
 from core.robust import RobustEvalConfig, attack_suite
 
 # Bump when what a sweep point trains or measures changes; sweep.json files of another version are not shown.
-SWEEP_VERSION = 2  # 1: 12 points, 3 epochs whatever was kept, one seed, detector only
+SWEEP_VERSION = 3  # 1: 12 points, 3 epochs whatever was kept, one seed, detector only
+# 2: clean, FGSM and I-FGSM on the same 15% of the test set. 3: clean on the whole test set, the attacks on a
+# stratified subset of it (their binomial standard errors printed), so a point costs training, not measurement.
+READABLE_VERSIONS = (2, 3)  # drawn by the app and the report; only a file of SWEEP_VERSION is resumed
 FILTERS = ("detector", "random", "oracle")
 METRICS = ("clean_acc", "fgsm_acc", "ifgsm_acc", "adaptive_acc")
 DENSE_DROP_SHARES = tuple(round(0.9 * index / 23, 4) for index in range(24))  # 0, 3.9%, ..., 90%
@@ -44,8 +47,9 @@ class SweepConfig:
     filters: tuple[str, ...] = FILTERS
     seeds: tuple[int, ...] = (0, 1, 2)  # repeats: repeat 0 draws the run's own sweep seed
     steps: int | None = None  # optimiser steps per teacher and per student; None: the run's epochs on all of train
-    test_subset: float = 0.15  # stratified share of the run's test set each student is measured on
-    robust_test_subset: float = 0.3  # share of that subset attacked for the adaptive worst case
+    test_subset: float = 1.0  # stratified share of the run's test set each student's clean accuracy is measured on
+    attack_test_subset: float = 0.1  # share of that set attacked with the run's FGSM / I-FGSM
+    robust_test_subset: float = 0.3  # share of the attacked set attacked for the adaptive worst case
     robust_steps: int = 10  # iterations of the adaptive attacks
     # kept sets trained as one batched model (core.batched); 1: one after another (CPU: batching buys nothing).
     # Batched students draw dropout masks in another order, so a sweep's numbers depend on it (it is in the key).
@@ -61,8 +65,8 @@ class SweepConfig:
             raise ValueError("seeds must be distinct non-negative repeats, at least one")
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if not 0 < self.test_subset <= 1 or not 0 < self.robust_test_subset <= 1:
-            raise ValueError("test_subset and robust_test_subset must be in (0, 1]")
+        if not all(0 < share <= 1 for share in (self.test_subset, self.attack_test_subset, self.robust_test_subset)):
+            raise ValueError("test_subset, attack_test_subset and robust_test_subset must be in (0, 1]")
         if self.robust_steps < 1:
             raise ValueError(f"robust_steps must be >= 1, got {self.robust_steps}")
         if not 1 <= self.batch_models <= 256:
@@ -72,7 +76,25 @@ class SweepConfig:
 def fixed_steps(experiment: ExperimentConfig, n_train: int) -> int:
     """The optimiser steps of the run's recipe on the whole training set: every sweep model gets this many."""
     train = experiment.classifier_train
-    return train.epochs * max(1, n_train // min(train.batch_size, n_train))
+    return max(1, round(train.epochs * max(1, n_train // min(train.batch_size, n_train))))
+
+
+def coarse_to_fine(shares) -> list[float]:
+    """The shares in the order a sweep measures them: the smallest and the largest, then the middle one of the widest
+    gap left (by position in the sorted list), and so on: every prefix spreads over the whole range."""
+    ordered = sorted(shares)
+    if len(ordered) <= 2:
+        return ordered
+    order, gaps = [0, len(ordered) - 1], [(0, len(ordered) - 1)]
+    while gaps:
+        low, high = gaps.pop(0)  # widest first: gaps are queued widest to narrowest
+        if high - low < 2:
+            continue
+        middle = (low + high) // 2
+        order.append(middle)
+        gaps += [(low, middle), (middle, high)]
+        gaps.sort(key=lambda gap: gap[0] - gap[1])
+    return [ordered[index] for index in order]
 
 
 def filter_scores(name: str, scores: torch.Tensor, poison_mask: torch.Tensor, seed: int) -> torch.Tensor:
@@ -155,13 +177,74 @@ def robust_subset(test: ImageSet, share: float, seed: int) -> ImageSet:
     return test.subset(index)
 
 
-def measure_student(student, test: ImageSet, robust_test: ImageSet, experiment: ExperimentConfig, robust_steps: int):
-    """Clean, FGSM and I-FGSM accuracy on test; the adaptive worst case (core.robust) on robust_test."""
+def attack_subset(test: ImageSet, share: float, seed: int) -> ImageSet:
+    """The stratified share of a student's test images that FGSM / I-FGSM run on (all of them at share 1)."""
+    return test if share >= 1 else test.subset(attack_test_index(test.labels, share, seed))
+
+
+@dataclass(frozen=True)
+class StudentTests:
+    """The three test sets a sweep point measures its student on: clean accuracy on `clean`, the run's FGSM /
+    I-FGSM on `attacked` (a stratified share of it), the adaptive worst case on `robust` (a share of that)."""
+
+    clean: ImageSet
+    attacked: ImageSet
+    robust: ImageSet
+
+    @classmethod
+    def of(cls, test: ImageSet, attack_share: float, robust_share: float, seed: int) -> "StudentTests":
+        attacked = attack_subset(test, attack_share, seed)
+        return cls(test, attacked, robust_subset(attacked, robust_share, seed))
+
+    def sizes(self) -> dict:
+        return {"n_test": len(self.clean), "n_attack_test": len(self.attacked), "n_robust_test": len(self.robust)}
+
+
+def measure_student(student, tests: StudentTests, experiment: ExperimentConfig, robust_steps: int) -> dict:
+    """Clean accuracy on tests.clean, FGSM and I-FGSM on tests.attacked, the adaptive worst case (core.robust) on
+    tests.robust."""
     robust_config = RobustEvalConfig(
         eps=experiment.eval_attack.eps, steps=robust_steps, temperature=experiment.temperature, seed=experiment.seed
     )
-    adaptive = attack_suite(student, robust_test, robust_config.eps, robust_config)
-    return {**robustness(student, test, experiment.eval_attack), "adaptive_acc": adaptive["worst_case"]}
+    adaptive = attack_suite(student, tests.robust, robust_config.eps, robust_config)
+    attacked = robustness(student, tests.attacked, experiment.eval_attack)
+    clean = (
+        attacked["clean_acc"]
+        if tests.attacked is tests.clean
+        else accuracy(student, tests.clean.images, tests.clean.labels)
+    )
+    return {
+        "clean_acc": clean,
+        "fgsm_acc": attacked["fgsm_acc"],
+        "ifgsm_acc": attacked["ifgsm_acc"],
+        "adaptive_acc": adaptive["worst_case"],
+    }
+
+
+def point_image_counts(n_train: int, n_test: int, config: SweepConfig) -> dict[str, int]:
+    """How many images a point of this sweep trains on at most (all of train) and measures on, for a run with
+    n_test test images (core.live.point_seconds estimates its time from these)."""
+    clean = round(n_test * config.test_subset)
+    attacked = round(clean * config.attack_test_subset)
+    return {
+        "kept": n_train,
+        "test": clean,
+        "attack_test": attacked,
+        "robust_test": round(attacked * config.robust_test_subset),
+    }
+
+
+def standard_errors(point: dict, settings: dict) -> dict:
+    """Binomial standard error of each of a point's mean accuracies over the images it was measured on (one
+    seed's; spread over seeds is the curve's std). Version-2 files attacked their whole test subset."""
+    n_test = settings["n_test"]
+    sizes = {
+        "clean_acc": n_test,
+        "fgsm_acc": settings.get("n_attack_test", n_test),
+        "ifgsm_acc": settings.get("n_attack_test", n_test),
+        "adaptive_acc": settings["n_robust_test"],
+    }
+    return {key: (point[key] * (1 - point[key]) / max(n, 1)) ** 0.5 for key, n in sizes.items()}
 
 
 def sweep_thresholds(
@@ -185,14 +268,13 @@ def sweep_thresholds(
     started = time.time()
     report = progress or (lambda stage, done, total: None)
     steps = config.steps or fixed_steps(experiment, len(train))
-    robust_test = robust_subset(test, config.robust_test_subset, experiment.seed)
+    tests = StudentTests.of(test, config.attack_test_subset, config.robust_test_subset, experiment.seed)
     settings = {
         **asdict(config),
         "steps": steps,
         "n_train": len(train),
-        "n_test": len(test),
-        "n_robust_test": len(robust_test),
-        "eval_attack": asdict(experiment.eval_attack),
+        **tests.sizes(),
+        "eval_attack": experiment.eval_attack.to_dict(),
         "experiment": experiment.to_dict(),
     }
     settings = json.loads(json.dumps(settings))  # as the file holds it
@@ -213,12 +295,18 @@ def sweep_thresholds(
     trained: dict[tuple[int, bytes], dict] = {}  # (seed, kept-set digest) -> metrics
     for m in measurements:
         if "kept_digest" in m:
-            trained.setdefault((m["seed"], bytes.fromhex(m["kept_digest"])), {key: m[key] for key in METRICS})
+            kept = {key: m[key] for key in (*METRICS, "seconds") if key in m}
+            trained.setdefault((m["seed"], bytes.fromhex(m["kept_digest"])), kept)
+    # Seed by seed, shares coarse to fine, every filter at a share before the next: a sweep stopped part-way has whole
+    # curves (detector, random and oracle) at fewer shares, not one filter's curve alone.
     tasks = []  # (seed, filter, share, ranking, dropped, threshold, digest)
     for seed in config.seeds:
-        for name in config.filters:
-            ranking = filter_scores(name, scores, poison_mask, repeat_seed(experiment.seed, seed))
-            for share in sorted(config.drop_shares):
+        rankings = {
+            name: filter_scores(name, scores, poison_mask, repeat_seed(experiment.seed, seed))
+            for name in config.filters
+        }
+        for share in coarse_to_fine(config.drop_shares):
+            for name, ranking in rankings.items():
                 if (seed, name, share) not in done:
                     dropped, threshold = dropped_at(ranking, share)
                     tasks.append((seed, name, share, ranking, dropped, threshold, _digest(~dropped)))
@@ -226,7 +314,7 @@ def sweep_thresholds(
     # One cell per seed and batch of distinct kept sets not yet trained (one set on CPU; config.batch_models on a
     # GPU), run by the executor (core.executor: in this process by default, or on Ray).
     cells, chunk_of = [], {}
-    shared = {"train": train, "experiment": experiment, "steps": steps, "test": test, "robust_test": robust_test}
+    shared = {"train": train, "experiment": experiment, "steps": steps, "tests": tests}
     for seed in config.seeds:
         pending: dict[bytes, torch.Tensor] = {}
         for task_seed, *_, dropped, _, digest in tasks:
@@ -277,14 +365,17 @@ def sweep_cell(
     experiment: ExperimentConfig,
     steps: int,
     seed: int,
-    test: ImageSet,
-    robust_test: ImageSet,
+    tests: StudentTests,
     robust_steps: int,
     progress=None,
 ) -> dict:
-    """One cell of the sweep for core.executor: the students of some kept sets at one seed, each measured."""
+    """One cell of the sweep for core.executor: the students of some kept sets at one seed, each measured, with the
+    wall time per kept set (what the Threshold page's estimate of a point is checked against)."""
+    started = time.perf_counter()
     students = distil_many(train, kept_masks, experiment, steps, seed)
-    return {"metrics": [measure_student(s, test, robust_test, experiment, robust_steps) for s in students]}
+    metrics = [measure_student(s, tests, experiment, robust_steps) for s in students]
+    seconds = round((time.perf_counter() - started) / len(kept_masks), 1)
+    return {"metrics": [{**m, "seconds": seconds} for m in metrics]}
 
 
 def distil_many(train: ImageSet, kept_masks: list[torch.Tensor], experiment, steps: int, seed: int, should_stop=None):
@@ -387,7 +478,7 @@ def sweep_run(
 
 def usable_sweep(sweep: dict | None) -> dict | None:
     """The sweep if it is of the current version, else None (the app then says how to remake it)."""
-    current = sweep and sweep.get("version") == SWEEP_VERSION
+    current = sweep and sweep.get("version") in READABLE_VERSIONS
     return sweep if current and "detector" in sweep.get("curves", {}) else None
 
 

@@ -36,6 +36,13 @@ def device_description() -> str:
     return f"GPU ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "CPU"
 
 
+def eval_batch_size(device: torch.device) -> int:
+    """Images per batch for forward passes and attacks: 256 on a CPU, 1024 on a GPU. On 2 CPU cores a batch that
+    fits the caches is faster (width-24 classifier, channels_last: 1,788 vs 1,733 images/s forward and 710 vs 451
+    with the input gradient, at 256 vs 1024; contiguous batches of 1024 ran at 673 and 282)."""
+    return 1024 if device.type == "cuda" else 256
+
+
 def to_float_images(batch: torch.Tensor) -> torch.Tensor:
     """uint8 pixels -> float32 in [0, 1]; float tensors pass through."""
     return batch.float().div_(255.0) if batch.dtype == torch.uint8 else batch
@@ -43,7 +50,7 @@ def to_float_images(batch: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 10
+    epochs: float = 10  # passes over the data; a fraction ends the last pass part-way (recipe 3: 1.5)
     batch_size: int = 128
     learning_rate: float = 0.05
     optimizer: str = "sgd"  # "sgd" (with momentum) or "adam"
@@ -59,8 +66,8 @@ class TrainConfig:
     ema_decay: float = 0.0  # > 0: the model ends with an exponential moving average of its weights and buffers
 
     def __post_init__(self):
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if not self.epochs > 0:
+            raise ValueError(f"epochs must be > 0, got {self.epochs}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if not self.learning_rate > 0:
@@ -245,8 +252,8 @@ def train(
     # 7,939 images (7,939 % 128 = 3) lost 30-50 points of test accuracy (classifier recipe 2).
     steps_per_epoch = n // batch_size
     used = steps_per_epoch * batch_size  # samples seen per epoch
-    total_steps = steps_per_epoch * config.epochs if steps is None else steps
-    epochs = config.epochs if steps is None else -(-steps // steps_per_epoch)  # the last pass may stop part-way
+    total_steps = max(1, round(steps_per_epoch * config.epochs)) if steps is None else steps
+    epochs = -(-total_steps // steps_per_epoch)  # the last pass may stop part-way
     optimizer = _make_optimizer(model, config)
     scheduler = None
     if config.schedule == "onecycle":
@@ -301,10 +308,12 @@ def train(
 
 @torch.no_grad()
 def predict(
-    model: nn.Module, images: torch.Tensor, batch_size: int = 1024, device: torch.device | None = None
+    model: nn.Module, images: torch.Tensor, batch_size: int | None = None, device: torch.device | None = None
 ) -> torch.Tensor:
-    """Model outputs (logits, or reconstructions for the DAE) in eval mode, batched, returned on the CPU."""
+    """Model outputs (logits, or reconstructions for the DAE) in eval mode, batched (default: eval_batch_size),
+    returned on the CPU."""
     device = device or next(model.parameters()).device
+    batch_size = batch_size or eval_batch_size(device)
     was_training = model.training
     model.eval()
     outputs = []

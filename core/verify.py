@@ -22,11 +22,12 @@ from safetensors.torch import load_file
 
 from core.data import stratified_split
 from core.detect import SupervisedDetector, infer_threshold_from_scores, reconstruction_error
-from core.evaluate import correct_per_image, filter_quality
+from core.evaluate import attack_test_index, correct_per_image, filter_quality
 from core.pipeline import EVALUATION_FILE, MODEL_NAMES
 from core.recipe import sampling_seed
 from core.run import Run
 from core.storage import CheckpointError
+from core.train import predict
 
 SCORE_TOLERANCE = 1e-6  # absolute, per-image DAE MSE
 DETECTOR_TOLERANCE = 1e-3  # absolute, noise-residual detector logit difference
@@ -104,11 +105,21 @@ def verify_run(run: Run, sample: float = 0.1, data_root=None, download: bool = F
     records = _per_image_records(run)
     _, test_sample = stratified_split(splits.test.labels, sample, sampling_seed(config.seed, "verify"))
     test = splits.test.subset(test_sample)
+    # The attacks ran on a stratified share of the test set: re-attack as many of those images as the clean sample
+    # holds (positions into the attacked records).
+    attack_index = attack_test_index(splits.test.labels, config.eval_attack.test_subset, config.seed)
+    attack_share = min(1.0, len(test_sample) / len(attack_index))
+    _, attack_sample = stratified_split(
+        splits.test.labels[attack_index], attack_share, sampling_seed(config.seed, "verify")
+    )
     for number, name in enumerate(MODEL_NAMES):
         report("verify: accuracies", number, len(MODEL_NAMES))
-        recomputed = correct_per_image(run.classifier(name), test, config.eval_attack)
+        model = run.classifier(name)
+        recomputed = correct_per_image(model, splits.test.subset(attack_index[attack_sample]), config.eval_attack)
+        recomputed["clean_acc"] = predict(model, test.images).argmax(dim=1) == test.labels
         for key, correct in recomputed.items():
             record = records[f"{name}/{key}"]
+            sample_of = test_sample if key == "clean_acc" else attack_sample
             checks.append(
                 check(
                     f"{name} {key}: record vs results.json",
@@ -117,11 +128,11 @@ def verify_run(run: Run, sample: float = 0.1, data_root=None, download: bool = F
                     EXACT,
                 )
             )
-            disagree = float((record[test_sample] != correct).float().mean())
+            disagree = float((record[sample_of] != correct).float().mean())
             checks.append(
                 check(
-                    f"{name} {key}: {len(test)} test images",
-                    float(record[test_sample].float().mean()),
+                    f"{name} {key}: {len(correct)} test images",
+                    float(record[sample_of].float().mean()),
                     float(correct.float().mean()),
                     DISAGREEMENT_TOLERANCE[key],
                     error=disagree,

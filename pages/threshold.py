@@ -24,12 +24,12 @@ from ui.common import (
     figure_download,
     guard,
     live_trainer,
+    point_seconds_here,
     require_run,
     ringed,
     run_dir,
     shown,
     timed,
-    training_step_seconds,
 )
 from ui.filter_figure import base_figure, figure_png, sample_strip
 
@@ -288,7 +288,8 @@ def draw_live_view() -> None:
             st.markdown(
                 f"**Student at this threshold**: {how} (sweep of {len(sweep['curves']['detector'])} thresholds, "
                 f"mean of {seeds} seed(s), {config['steps']:,} optimiser steps per model, "
-                f"{config['n_test']:,} test images)"
+                f"clean on {config['n_test']:,} test images, attacks on "
+                f"{config.get('n_attack_test', config['n_test']):,}, worst case on {config['n_robust_test']:,})"
             )
             cols = st.columns(4)
             cols[0].metric("clean accuracy", f"{accuracy['clean_acc']:.2%}")
@@ -464,19 +465,21 @@ with guard("the threshold view"):
 st.divider()
 st.subheader("Train at exactly this threshold")
 steps = explore.sweep_steps(run)
-seconds = (
-    2
-    * steps
-    * training_step_seconds(
-        run.config.classifier.width, run.config.classifier.hidden, run.config.classifier_train.batch_size
-    )
+seconds = point_seconds_here(
+    run.config.classifier.width,
+    run.config.classifier.hidden,
+    run.config.classifier_train.batch_size,
+    steps,
+    tuple(explore.point_images(run).items()),
+    run.config.eval_attack.steps,
+    explore.sweep_robust_steps(run),
 )
 on_gpu = device_description().startswith("GPU")
 st.caption(
     f"Trains teacher and student at the run's T on what the threshold keeps, {steps:,} optimiser steps each (the "
     "sweep's budget, whatever the threshold keeps), and measures the student on the sweep's test subset, in the "
     f"background: the page stays usable. On this machine ({device_description()}) a point takes about "
-    f"{seconds:.0f} s of training plus its evaluation; finished points appear on the sweep's chart as stars."
+    f"{seconds:.0f} s, training and measurement (timed here); finished points appear on the sweep's chart as stars."
 )
 columns = st.columns([1, 1])
 columns[0].toggle(

@@ -88,7 +88,14 @@ def test_moving_the_threshold_changes_counts_and_student_accuracy(run_directory,
     ]
     sweep = {
         "version": SWEEP_VERSION,
-        "config": {"steps": 10, "n_test": 10},
+        "config": {
+            "steps": 10,
+            "n_train": len(scores),
+            "n_test": 10,
+            "n_attack_test": 5,
+            "n_robust_test": 2,
+            "robust_steps": 2,
+        },
         "measurements": measurements,
         "curves": curves_of(measurements),
     }

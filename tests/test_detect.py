@@ -107,3 +107,17 @@ def test_random_and_oracle_controls_drop_what_they_claim():
     assert perfect["precision"] == perfect["recall"] == perfect["auroc"] == 1.0
     with pytest.raises(ValueError):
         random_drop_mask(10, 11, seed=0)
+
+
+def test_mahalanobis_fits_features_that_are_constant_on_the_reference():
+    """Dead ReLU units (constant features) made the covariance singular and alibi-detect's eigh fail on the paper
+    run; they are left out, and a point far off in the features that vary still scores far."""
+    from core.detect import FeatureDetector
+
+    generator = torch.Generator().manual_seed(0)
+    varying = torch.randn(300, 8, generator=generator)
+    features = lambda x: torch.cat([x, torch.zeros(len(x), 24)], dim=1)  # noqa: E731 - 24 dead units
+    detector = FeatureDetector("mahalanobis", features).fit(varying)
+    assert int(detector.kept_features.sum()) == 8
+    scores = detector.score(torch.cat([varying[:5], varying[:5] + 10]))
+    assert scores[5:].min() > scores[:5].max()

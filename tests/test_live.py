@@ -86,3 +86,20 @@ def test_the_page_is_not_blocked_while_a_point_trains_in_the_background(tiny_run
     table = next(frame.value for frame in at.dataframe if "adaptive_acc" in frame.value.columns)
     assert list(table["threshold"]) == [jobs[0].threshold]
     assert 0 <= float(table["adaptive_acc"].iloc[0]) <= 1
+
+
+def test_point_estimate_adds_training_and_measurement_for_the_images_of_a_point():
+    """core.live.point_seconds: more optimiser steps and more attacked images each make a point cost more, and a
+    point with nothing to measure costs about its training steps alone."""
+    from core.live import point_seconds
+
+    def factory():
+        return Classifier(ClassifierConfig(width=4, hidden=16))
+
+    nothing = {"kept": 0, "test": 0, "attack_test": 0, "robust_test": 0}
+    attacked = {"kept": 2000, "test": 2000, "attack_test": 2000, "robust_test": 2000}
+    short = point_seconds(factory, 32, 2, nothing, 10, 10)
+    long = point_seconds(factory, 32, 400, nothing, 10, 10)
+    measured = point_seconds(factory, 32, 2, attacked, 10, 10)
+    assert long > 20 * short  # 200x the steps: the training term dominates
+    assert measured > 5 * short  # 2,000 images x 11 + 42 gradients each outweigh 4 training steps

@@ -243,3 +243,20 @@ def test_cli_tune_then_run_with_the_best_trial_in_a_fresh_folder(gtsrb_root, tmp
     study = load_study_if_any(TuneConfig(storage=storage, study_name="s"))
     assert config.dae.model.latent_dim == study.best_params["latent_dim"]
     assert config.dae.train.learning_rate == study.best_params["learning_rate"]
+
+
+def test_the_compare_preset_is_the_one_the_shipped_grids_were_made_with():
+    """Recipe 3 changed the paper and quick presets only: the compare preset (classifier recipe 2's settings) is
+    still exactly the experiment the shipped defence grid, backdoor comparison and budget curves record."""
+    import json
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parents[1] / "checkpoints"
+    recorded = [
+        json.loads((shipped / "defences" / "defences.json").read_text())["config"]["experiment"],
+        json.loads((shipped / "compare_backdoor" / "compare.json").read_text())["config"]["experiment"],
+        json.loads((shipped / "budget" / "budget.json").read_text())["tap"]["config"]["experiment"],
+    ]
+    for experiment in recorded:
+        assert json.loads(json.dumps(preset("compare", seed=experiment["seed"]).to_dict())) == experiment
+    assert preset("paper").classifier_train != preset("compare").classifier_train

@@ -93,6 +93,7 @@ def test_sweep_config_rejects_bad_values():
         {"seeds": (0, 0)},
         {"steps": 0},
         {"robust_test_subset": 0.0},
+        {"attack_test_subset": 1.5},
     ):
         with pytest.raises(ValueError):
             SweepConfig(**bad)
@@ -128,10 +129,19 @@ def test_sweep_end_to_end_in_the_cli_resumes_and_shows_in_the_app(tiny_run, gtsr
     shutil.copytree(tiny_run.directory, folder)
     command = ["sweep", "--run-dir", str(folder), "--data-root", str(gtsrb_root), "--drop-shares", "0", "0.5"]
     command += ["--seeds", "2", "--steps", "4", "--test-subset", "0.5", "--robust-steps", "2"]
+    command += ["--attack-test-subset", "0.5"]
     assert main(command) == 0
     printed = capsys.readouterr().out
     assert "mean ± std over 2 seed(s)" in printed and "4 optimiser steps per model" in printed
     sweep = json.loads((folder / "sweep.json").read_text())
+    # The point layout of version 3: clean accuracy on the test subset, the attacks on a stratified half of it, the
+    # worst case on a share of that; the printed standard errors are those of these sizes.
+    settings = sweep["version"], sweep["config"]
+    assert settings[0] == 3
+    n_test, n_attacked, n_robust = (settings[1][key] for key in ("n_test", "n_attack_test", "n_robust_test"))
+    assert n_robust < n_attacked < n_test and abs(n_attacked - n_test / 2) <= 43
+    assert f"clean ±{(0.25 / n_test) ** 0.5:.1%} ({n_test} images)" in printed
+    assert f"FGSM / I-FGSM ±{(0.25 / n_attacked) ** 0.5:.1%} ({n_attacked})" in printed
     assert set(sweep["curves"]) == {"detector", "random", "oracle"}
     assert len(sweep["measurements"]) == 2 * 3 * 2
     run = Run.load(folder)
@@ -244,8 +254,10 @@ def test_a_sweep_on_a_local_ray_instance_equals_the_local_executor(tiny_run, gts
         results[executor] = json.loads((folder / "sweep.json").read_text())
     ray.shutdown()
     assert len(results["ray"]["measurements"]) == 2 * 2 * 2
-    for sweep in results.values():
+    for sweep in results.values():  # wall times differ between executors; everything else must not
         sweep.pop("seconds")
+        for measurement in sweep["measurements"]:
+            measurement.pop("seconds")
     assert results["ray"] == results["local"]
 
 
@@ -269,3 +281,17 @@ def test_report_sweep_states_the_shipped_sweeps_numbers():
     differences = [pick[("detector", s)] - pick[("random", s)] for s in (0, 1, 2)]
     assert f"DAE minus random {statistics.mean(differences) * 100:+.1f} ± " in text
     assert f"{statistics.stdev(differences) / 3**0.5 * 100:.1f} points" in text
+
+
+def test_shares_are_measured_coarse_to_fine_so_a_partial_sweep_spans_the_range():
+    from core.sweep import coarse_to_fine
+
+    shares = (0.5, 0.0, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4)
+    order = coarse_to_fine(shares)
+    assert sorted(order) == sorted(shares)
+    assert order[:3] == [0.0, 0.5, 0.15]  # the ends, then the middle of the sorted list
+    # every prefix of 4 or more leaves no gap (in positions of the sorted list) wider than half the range
+    ranked = sorted(shares)
+    for end in range(4, len(order) + 1):
+        positions = sorted(ranked.index(share) for share in order[:end])
+        assert max(b - a for a, b in zip(positions, positions[1:])) <= len(ranked) // 2

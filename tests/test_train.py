@@ -178,3 +178,22 @@ def test_recipe_3_knobs_leave_recipe_2_keys_alone_and_change_training():
         TrainConfig(ema_decay=1.0)
     with pytest.raises(ValueError, match="label_smoothing"):
         TrainConfig(label_smoothing=-0.1)
+
+
+def test_per_image_normalisation_ignores_an_image_s_brightness_and_contrast():
+    """input_norm="image": an image and a dimmer, lower-contrast copy of it (a * x + b) give the same logits; the
+    dataset normalisation does not; configs that keep the default store no input_norm (old keys hold)."""
+    torch.manual_seed(0)
+    x = torch.rand(4, 3, 32, 32) * 0.5 + 0.25
+    dimmer = 0.4 * x + 0.05
+    per_image = Classifier(ClassifierConfig(num_classes=5, width=4, hidden=8, input_norm="image")).eval()
+    torch.manual_seed(0)
+    per_dataset = Classifier(ClassifierConfig(num_classes=5, width=4, hidden=8)).eval()
+    with torch.no_grad():
+        image_change = (per_image(x) - per_image(dimmer)).abs().max()
+        dataset_change = (per_dataset(x) - per_dataset(dimmer)).abs().max()
+    assert image_change < 1e-4 and dataset_change > 100 * image_change
+    assert "input_norm" not in ClassifierConfig().to_dict()
+    assert ClassifierConfig(input_norm="image").to_dict()["input_norm"] == "image"
+    with pytest.raises(ValueError, match="input_norm"):
+        ClassifierConfig(input_norm="batch")

@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from core.cli import main
+from core.evaluate import AttackEvalConfig
 from core.run import Run, train_run
 from tests.test_pipeline import tiny_config
 
@@ -15,7 +16,9 @@ from tests.test_pipeline import tiny_config
 @pytest.fixture(scope="module")
 def tiny_run(gtsrb_root, tmp_path_factory):
     base = tmp_path_factory.mktemp("verify")
-    return train_run(tiny_config(), base / "run", base / "cache", gtsrb_root)
+    # The attacks on a stratified half of the test set, as the paper preset does on a share of it.
+    config = tiny_config(eval_attack=AttackEvalConfig(test_subset=0.5))
+    return train_run(config, base / "run", base / "cache", gtsrb_root)
 
 
 def _copy(run: Run, tmp_path):
@@ -29,6 +32,21 @@ def test_verify_passes_on_an_untouched_run(tiny_run, gtsrb_root, capsys):
     )
     out = capsys.readouterr().out
     assert "verified: all" in out and "NO" not in out.split("\n", 1)[1]
+
+
+def test_the_attacks_ran_on_the_stated_share_and_their_records_are_verified(tiny_run, gtsrb_root, tmp_path, capsys):
+    records = load_file(str(tiny_run.directory / "evaluation.safetensors"))
+    data = tiny_run.results["data"]
+    assert len(records["undefended/clean_acc"]) == data["n_test"]
+    assert len(records["undefended/ifgsm_acc"]) == data["n_attack_test"]
+    assert abs(data["n_attack_test"] - data["n_test"] / 2) <= 43  # stratified over 43 classes
+    folder = _copy(tiny_run, tmp_path)
+    records["undefended/ifgsm_acc"] = 1 - records["undefended/ifgsm_acc"]
+    records["undefended/fgsm_acc"] = 1 - records["undefended/fgsm_acc"]
+    save_file(records, str(folder / "evaluation.safetensors"))
+    assert main(["verify", "--run-dir", str(folder), "--sample", "0.5", "--data-root", str(gtsrb_root)]) == 1
+    err = capsys.readouterr().err
+    assert "undefended ifgsm_acc" in err and "undefended clean_acc" not in err
 
 
 def test_verify_catches_an_edited_accuracy(tiny_run, gtsrb_root, tmp_path, capsys):

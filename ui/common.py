@@ -219,13 +219,22 @@ def _new_live_trainer():
     return LiveTrainer(train_point)
 
 
-@st.cache_data(max_entries=4, show_spinner="Timing a training step on this device...")
-def training_step_seconds(width: int, hidden: int, batch_size: int) -> float:
-    """Seconds per optimiser step of the run's classifier here (core.live.seconds_per_step): for time estimates."""
-    from core.live import seconds_per_step
+@st.cache_data(max_entries=4, show_spinner="Timing a training step and the attacks on this device...")
+def point_seconds_here(
+    width: int, hidden: int, batch_size: int, steps: int, images: tuple, attack_steps: int, robust_steps: int
+) -> float:
+    """Estimated seconds of one threshold point on this device (core.live.point_seconds); images: (name, count)."""
+    from core.live import point_seconds
     from core.models import Classifier, ClassifierConfig
 
-    return seconds_per_step(lambda: Classifier(ClassifierConfig(width=width, hidden=hidden)), batch_size)
+    return point_seconds(
+        lambda: Classifier(ClassifierConfig(width=width, hidden=hidden)),
+        batch_size,
+        steps,
+        dict(images),
+        attack_steps,
+        robust_steps,
+    )
 
 
 def _stamp(path: str) -> int | None:
