@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export GTSRB_ROOT ?= ../shared/data
 
-.PHONY: app test lint bench screenshots clean-cache
+.PHONY: app test test-fast lint bench screenshots clean-cache
 
 $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
@@ -18,6 +18,11 @@ app: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q tests
+
+# the engine's unit tests and tiny runs, without the browser, the cluster and the slow files (a few minutes)
+test-fast: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q -m "not slow and not browser and not cluster" tests
 
 bench: $(VENV)/.installed
 	$(PY) bench/attacks.py

@@ -6,7 +6,7 @@ Trains every stage from an empty cache (a temporary folder): loading, surrogate,
 teacher / student pairs, evaluation. Each stage's time is the wall time between the first and the last progress
 report of that stage name (the run's own progress callback, the one shape every long step reports through),
 grouped into the table below. Then trains one point at the run's threshold as the Threshold page's live training
-does (core.explore.train_at_threshold: teacher + student with the sweep's fixed steps, measured). Goals (issue 11):
+does (core.sweep.train_at_threshold: teacher + student with the sweep's fixed steps, measured). Goals (issue 11):
 the paper preset under 60 s on one H100-class GPU, a live point under 5 s. On CPU use --train-subset to keep it short.
 """
 
@@ -21,10 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core import explore  # noqa: E402
 from core.data import load_splits  # noqa: E402
 from core.pipeline import preset  # noqa: E402
 from core.run import train_run  # noqa: E402
+from core.sweep import sweep_steps, train_at_threshold
 from core.train import device_description  # noqa: E402
 
 # progress stage name (its start) -> the row of the table it counts toward
@@ -81,9 +81,9 @@ def main() -> None:
         total = time.perf_counter() - started
         c = run.config
         splits = load_splits(None, c.trusted_fraction, c.seed, c.train_subset, c.test_subset)
-        steps = explore.sweep_steps(run)
+        steps = sweep_steps(run)
         started = time.perf_counter()
-        point, _ = explore.train_at_threshold(run, splits, "dae", run.threshold, c.temperature, steps)
+        point, _ = train_at_threshold(run, splits, "dae", run.threshold, c.temperature, steps)
         live = time.perf_counter() - started
 
     rows = dict.fromkeys(ROWS, 0.0)

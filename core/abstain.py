@@ -87,10 +87,6 @@ class MCDropoutDetector(ScoreDetector):
     def score(self, x: torch.Tensor) -> torch.Tensor:
         return expected_kl(mc_dropout_probabilities(self.model, x, self.config.passes, self.config.seed))
 
-    def mean_prediction(self, x: torch.Tensor) -> torch.Tensor:
-        """The MC-dropout predictive class (argmax of the mean over passes)."""
-        return mc_dropout_probabilities(self.model, x, self.config.passes, self.config.seed).mean(dim=0).argmax(dim=1)
-
 
 def coverage_accuracy(scores: torch.Tensor, correct: torch.Tensor, cutoff: float) -> dict:
     """Answer the inputs scored <= cutoff: the share answered and the accuracy among them."""

@@ -12,16 +12,18 @@ Every model is cached.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import replace
+from pathlib import Path
 
 from core.defence_grid import defence_context, defended_model
 from core.defences import DEFENCES, DefenceConfig
 from core.evaluate import accuracy
-from core.explore import BUDGET_AXES
 from core.pipeline import ExperimentConfig, ModelCache, prepare
 from core.poison import PoisonConfig
 from core.registry import THREATS
+from core.storage import CheckpointError
 
 BUDGET_THREATS = ("tap", "unlearnable")
 # The two defences that restore most in the shipped defence grid (checkpoints/defences): grayscale against both
@@ -128,3 +130,57 @@ def budget_curve(
             on_point(result())  # a stopped run keeps what it measured; the model cache makes a rerun cheap
     report(f"budget curve ({threat})", len(settings), len(settings))
     return result()
+
+
+SHIPPED_BUDGET = Path(__file__).resolve().parents[1] / "checkpoints" / "budget" / "budget.json"
+
+
+def load_budget(path: str | Path = SHIPPED_BUDGET) -> dict | None:
+    """budget.json (threat -> curves), or None when there is none; a corrupt file raises CheckpointError. Older
+    files (one defence per point; no smooth-scale axis) are read into today's shape."""
+    path = Path(path)
+    try:
+        curves = json.loads(path.read_text())
+        for curve in curves.values():
+            if "defence" in curve["config"]:  # a file from before several defences per point: one defence
+                name = curve["config"].pop("defence")
+                curve["config"]["defences"] = [name]
+                for point in curve["eps"] + curve["fraction"]:
+                    point["defended"] = {name: point["defended"]}
+            curve.setdefault("smooth_scale", [])  # a file from before the smooth-scale axis: per-pixel poisons
+            curve["config"].setdefault("smooth_scales", [])
+            for point in budget_points(curve):
+                point.setdefault("smooth_scale", 1)
+                [point[key] for key in ("eps", "fraction", "undefended", "clean_reference")]
+                [point["defended"][name] for name in curve["config"]["defences"]]
+    except FileNotFoundError:
+        return None
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as error:
+        raise CheckpointError(
+            f"{path} is corrupt or from another tool ({error}); rerun `python -m core budget`"
+        ) from None
+    return curves
+
+
+# An axis of a budget curve: the config key listing its planned values, and the chart's x title given one of its
+# points (each axis holds the others at the threat's defaults: the title says at what).
+BUDGET_AXES = {
+    "eps": ("eps_levels", lambda point: f"eps in grey levels (on {point['fraction']:.0%} of train)"),
+    "fraction": ("fractions", lambda point: f"poisoned share (eps {point['eps'] * 255:.0f}/255)"),
+    "smooth_scale": (
+        "smooth_scales",
+        lambda point: f"smooth scale: px per cell ({point['eps'] * 255:.0f}/255, {point['fraction']:.0%})",
+    ),
+}
+
+
+def budget_points(curve: dict) -> list[dict]:
+    """Every measured point of a curve, axis after axis (the shared default point once per axis)."""
+    return [point for axis in BUDGET_AXES for point in curve.get(axis, [])]
+
+
+def budget_progress(curve: dict) -> tuple[int, int]:
+    """(points measured, points the run set out to measure); files from before the plan was stored count as done."""
+    measured = len(budget_points(curve))
+    planned = sum(len(curve["config"].get(key, curve.get(axis, []))) for axis, (key, _) in BUDGET_AXES.items())
+    return measured, planned

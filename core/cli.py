@@ -759,9 +759,8 @@ def format_comparison(comparison: dict) -> str:
 
 
 def command_compare(args) -> int:
-    from core.compare import CompareConfig, compare, finished_comparisons
+    from core.compare import CompareConfig, compare, finished_comparisons, load_comparison
     from core.detect import CONTROLS, ThresholdConfig
-    from core.explore import load_comparison
     from core.pipeline import preset
 
     if args.seeds < 1:
@@ -827,9 +826,8 @@ def format_defence_grid(grid: dict) -> str:
 
 
 def command_defences(args) -> int:
-    from core.defence_grid import DefenceGridConfig, defence_grid, finished_runs
+    from core.defence_grid import DefenceGridConfig, defence_grid, finished_runs, load_defence_grid
     from core.defences import DefenceConfig
-    from core.explore import load_defence_grid
     from core.pipeline import preset
 
     if args.seeds < 1:
@@ -979,7 +977,7 @@ def command_verify(args) -> int:
     from core.verify import verify_comparison, verify_run
 
     if args.comparison:
-        from core.explore import load_comparison
+        from core.compare import load_comparison
 
         checks, target = verify_comparison(load_comparison(args.comparison)), args.comparison
     else:
@@ -1004,7 +1002,9 @@ def command_verify(args) -> int:
 
 
 def command_report(args) -> int:
-    from core.explore import load_budget, load_comparison, load_defence_grid
+    from core.budget import load_budget
+    from core.compare import load_comparison
+    from core.defence_grid import load_defence_grid
     from core.report import (
         defence_grid_markdown,
         report_budget,

@@ -13,9 +13,11 @@ The clean reference and the undefended model show the damage the poisons do. Eve
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
@@ -39,7 +41,7 @@ from core.poison import threat_metrics
 from core.recipe import sampling_seed
 from core.registry import DETECTORS, THREATS
 from core.robust import RobustEvalConfig, attack_suite
-from core.storage import atomic_write, save_model, write_json
+from core.storage import CheckpointError, atomic_write, save_model, write_json
 
 
 @dataclass(frozen=True)
@@ -379,3 +381,80 @@ def summarise(runs: dict) -> dict:
 
     threats = [threat for threat in per_seed[0] if all(threat in run for run in per_seed)]
     return {threat: merge([run[threat] for run in per_seed]) for threat in threats}
+
+
+SHIPPED_COMPARISON = Path(__file__).resolve().parents[1] / "checkpoints" / "compare" / "compare.json"
+
+
+# Every shipped comparison the Detectors page offers, by what it compares (the first is the default).
+SHIPPED_COMPARISONS = {
+    "every threat: the paper's DAE and our detectors": SHIPPED_COMPARISON,
+    "backdoor: the field's detectors (spectral signatures, activation clustering)": SHIPPED_COMPARISON.parents[1]
+    / "compare_backdoor"
+    / "compare.json",
+}
+
+
+COMPARISON_COLUMNS = (
+    ("auroc", "ROC AUC"),
+    ("precision", "precision"),
+    ("recall", "recall"),
+    ("clean_acc", "clean"),
+    ("ifgsm_acc", "I-FGSM"),
+    ("adaptive_acc", "worst case"),
+    ("attack_success_rate", "attack success"),
+)
+
+
+def load_comparison(path: str | Path = SHIPPED_COMPARISON) -> dict:
+    """compare.json; a missing or corrupt file raises CheckpointError saying how to make it."""
+    path = Path(path)
+    try:
+        comparison = json.loads(path.read_text())
+        comparison["summary"], comparison["runs"]  # noqa: B018 - the two keys every reader needs
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"no comparison at {path}: run `python -m core compare --seeds 3 --out {path.parent}`"
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
+        raise CheckpointError(
+            f"{path} is corrupt or from another tool ({error}); rerun `python -m core compare`"
+        ) from None
+    return comparison
+
+
+def mean_std(stat: dict | None, percent: bool) -> str:
+    """A summary statistic {mean, std, n} as the tables show it: '98.1% ± 0.4' (std in points), the mean alone for
+    one seed, '-' when there is none."""
+    if not stat:
+        return "-"
+    if percent:
+        return f"{stat['mean']:.1%} ± {stat['std'] * 100:.1f}" if stat["n"] > 1 else f"{stat['mean']:.1%}"
+    return f"{stat['mean']:.3f} ± {stat['std']:.3f}" if stat["n"] > 1 else f"{stat['mean']:.3f}"
+
+
+def comparison_rows(threat_summary: dict) -> list[dict]:
+    """One row per model of a threat's summary (reference models, then each filter), numbers as 'mean ± std'."""
+    from core.detect import filter_label
+
+    detection = ("auroc", "precision", "recall")
+    rows = []
+    for name, metrics in threat_summary["reference"].items():
+        row = {"model": name.replace("_", " "), "filter": "-"}
+        for key, title in COMPARISON_COLUMNS:
+            row[title] = "-" if key in detection else mean_std(metrics.get(key), percent=True)
+        rows.append(row)
+    for name, quality in threat_summary["filters"].items():
+        student = quality.get("student") or {}
+        row = {"model": "student at T" if student else "(scored only)", "filter": filter_label(name)}
+        for key, title in COMPARISON_COLUMNS:
+            row[title] = (
+                mean_std(quality.get(key), percent=False)
+                if key in detection
+                else mean_std(student.get(key), percent=True)
+            )
+        rows.append(row)
+    if "attack_success_rate" not in threat_summary["reference"]["undefended"]:
+        for row in rows:
+            row.pop("attack success")
+    return rows

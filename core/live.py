@@ -2,7 +2,7 @@
 
 The Threshold page submits (run, threshold) when the slider is released (on a GPU) or when asked (on CPU, after
 saying how long it will take). One worker thread per process trains teacher and student exactly as
-core.explore.train_at_threshold does (the sweep's fixed optimiser steps, its test subset), one job at a time in the
+core.sweep.train_at_threshold does (the sweep's fixed optimiser steps, its test subset), one job at a time in the
 order asked, and keeps every finished point; the page polls `jobs()` and draws finished points on the sweep's
 chart. Nothing here knows about Streamlit.
 """
@@ -39,7 +39,7 @@ class LiveTrainer:
     """A queue of threshold points trained by one background thread."""
 
     def __init__(self, train_point):
-        # train_point(job, progress(stage, done, total)) -> point dict; core.explore.train_at_threshold wrapped by
+        # train_point(job, progress(stage, done, total)) -> point dict; core.sweep.train_at_threshold wrapped by
         # the caller with the run's data (so this class is testable without GTSRB)
         self._train_point = train_point
         self._lock = threading.Lock()

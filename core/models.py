@@ -151,7 +151,3 @@ class DenoisingAutoencoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))
-
-
-def model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device

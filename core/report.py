@@ -360,7 +360,7 @@ def defence_grid_markdown(grid: dict) -> str:
     """README's table of the grid: one row per reference model and defence, one column per threat case (with its
     number of seeds), each cell 'clean / worst case' as mean ± std over seeds, attack success where it applies, and
     the published anchor beside ours."""
-    from core.explore import case_label, defence_rows  # the anchors: core.explore.ANCHORS
+    from core.defence_grid import case_label, defence_rows  # defence_rows carries the anchors (ANCHORS)
 
     cases = list(grid["summary"])
     header = [f"{case_label(grid, case)} ({grid['case_seeds'][case]} seed(s))" for case in cases]
@@ -383,7 +383,7 @@ def report_budget(curves: dict) -> str:
     """The budget curves (budget.json), one table per threat: clean accuracy undefended, behind each defence and of
     the clean reference, and the gaps README quotes (undefended minus clean reference; each defence minus
     undefended) with the binomial standard error over the test images (one seed: no seed-to-seed variation)."""
-    from core.explore import budget_points, budget_progress
+    from core.budget import budget_points, budget_progress
 
     lines = []
     for threat, curve in curves.items():

@@ -145,7 +145,7 @@ def write_examples(directory: Path = SIGNS_DIR) -> list[Path]:
 def evaluate(run_dir) -> dict:
     """The run's student and undefended model on the shipped drawn signs: right answers, the DAE filter's and the
     MC-dropout verdicts (the Your images page's numbers, for all of them at once)."""
-    from core.explore import image_verdicts, read_upload
+    from core.images import image_verdicts, read_upload
     from core.run import Run
 
     run = Run.load(run_dir)

@@ -69,18 +69,6 @@ def save_model(
     return weights
 
 
-def read_metadata(directory: str | Path, name: str) -> dict:
-    path = Path(directory) / f"{name}.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint metadata {path} is missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(
-            f"checkpoint metadata {path} is corrupt ({error}): restore it, or rerun what made it"
-        ) from None
-
-
 def load_weights(directory: str | Path, name: str, model: torch.nn.Module) -> torch.nn.Module:
     """Load <name>.safetensors into model (strictly); raise CheckpointError with a clear message."""
     path = Path(directory) / f"{name}.safetensors"

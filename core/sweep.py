@@ -20,6 +20,7 @@ import json
 import statistics
 import time
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -30,6 +31,9 @@ from core.executor import Cell, ExecutorConfig, run_cells
 from core.pipeline import ExperimentConfig, _seeded
 from core.recipe import repeat_seed, sampling_seed
 from core.robust import RobustEvalConfig, attack_suite
+
+if TYPE_CHECKING:
+    from core.run import Run
 
 # Bump when what a sweep point trains or measures changes; sweep.json files of another version are not shown.
 SWEEP_VERSION = 3  # 1: 12 points, 3 epochs whatever was kept, one seed, detector only
@@ -464,13 +468,12 @@ def sweep_run(
     executor: ExecutorConfig | None = None,
 ) -> dict:
     """The sweep of a finished run, on its stored poisons and DAE scores (nothing of the run is retrained)."""
-    from core import explore
     from core.data import load_splits
 
     c = run.config
     splits = load_splits(data_root, c.trusted_fraction, c.seed, c.train_subset, c.test_subset, download)
     poisoned = run.poisons(splits.train)
-    test = explore.student_test_subset(run, splits.test, config.test_subset)
+    test = student_test_subset(run, splits.test, config.test_subset)
     return sweep_thresholds(
         poisoned.data, run.train_scores, run.poison_mask, test, c, config, progress, on_point, previous, executor
     )
@@ -517,3 +520,68 @@ def curve_at_share(sweep: dict, name: str, drop_share: float) -> dict:
             weight = (drop_share - low["drop_share"]) / max(high["drop_share"] - low["drop_share"], 1e-12)
             return {key: low["mean"][key] + weight * (high["mean"][key] - low["mean"][key]) for key in METRICS}
     raise AssertionError("unreachable")
+
+
+def sweep_steps(run: "Run") -> int:
+    """Optimiser steps per teacher and per student at any threshold: the run's sweep's, else the run's recipe on
+    all of train (core.sweep.fixed_steps), so a point trained here is comparable with the sweep's."""
+    return run.sweep["config"]["steps"] if run.sweep else fixed_steps(run.config, len(run.poison_mask))
+
+
+def point_images(run: "Run") -> dict[str, int]:
+    """How many images a point at any threshold trains and measures on (core.live.point_seconds): all of train (an
+    upper bound on what is kept), and the test sets of the run's sweep, else of a default sweep."""
+    if run.sweep:
+        settings = run.sweep["config"]
+        n_test = settings["n_test"]
+        return {
+            "kept": settings["n_train"],
+            "test": n_test,
+            "attack_test": settings.get("n_attack_test", n_test),
+            "robust_test": settings["n_robust_test"],
+        }
+    return point_image_counts(len(run.poison_mask), run.results["data"]["n_test"], SweepConfig())
+
+
+def sweep_robust_steps(run: "Run") -> int:
+    """Iterations of the adaptive attacks a point is measured with: the run's sweep's, else a default sweep's."""
+    return run.sweep["config"]["robust_steps"] if run.sweep else SweepConfig().robust_steps
+
+
+def train_at_threshold(
+    run: "Run", splits, score: str, threshold: float, temperature: float, steps: int, progress=None, should_stop=None
+) -> tuple[dict, torch.nn.Module]:
+    """Teacher and student at T on the run's stored training samples whose `score` is at most threshold, `steps`
+    optimiser steps each, measured like the sweep (its test subset, the run's paper-style attacks).
+    Returns (point, student)."""
+    poisoned = run.poisons(splits.train)
+    _, student, kept = distil_at_threshold(
+        poisoned.data, run.scores_of(score), threshold, run.config, steps, temperature, progress, should_stop
+    )
+    if progress is not None:
+        progress("measuring the student (clean, FGSM, I-FGSM, adaptive worst case)", 0, 1)
+    settings = run.sweep["config"] if run.sweep else asdict(SweepConfig())
+    test = student_test_subset(run, splits.test, settings["test_subset"])
+    # version-2 sweeps attacked their whole test subset
+    tests = StudentTests.of(
+        test, settings.get("attack_test_subset", 1.0), settings["robust_test_subset"], run.config.seed
+    )
+    point = {
+        "score": score,
+        "threshold": threshold,
+        "temperature": temperature,
+        "steps": steps,
+        "kept": int(kept.sum()),
+        **measure_student(student, tests, run.config, settings["robust_steps"]),
+    }
+    return point, student
+
+
+def student_test_subset(run: "Run", test, share: float = 1.0):
+    """The stratified test subset the threshold sweep measured students' clean accuracy on (same seed)."""
+    from core.data import stratified_split
+
+    if share >= 1:
+        return test
+    _, index = stratified_split(test.labels, share, sampling_seed(run.config.seed, "sweep_test"))
+    return test.subset(index)

@@ -16,6 +16,7 @@ from core.dae import (
     train_dae,
     tune,
 )
+from core.images import reconstruction_view
 from core.models import AutoencoderConfig
 from ui.common import (
     cached_autoencoder,
@@ -170,7 +171,7 @@ with gallery:
     with guard("the gallery"):
         autoencoder = st.session_state.get("trained_dae") or cached_autoencoder(run_dir())
         pool = cached_example_pool(run_dir())
-        view = explore.reconstruction_view(autoencoder, pool["delivered"][:8])
+        view = reconstruction_view(autoencoder, pool["delivered"][:8])
         for row in range(len(view["input"])):
             cols = st.columns(4)
             cols[0].image(enlarged(view["input"][row]), caption="input" if row == 0 else None, output_format="PNG")

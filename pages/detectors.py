@@ -6,7 +6,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import explore
+from core.compare import SHIPPED_COMPARISON, SHIPPED_COMPARISONS, comparison_rows
+from core.defence_grid import case_label, defence_rows
 from core.detect import filter_label
 from core.registry import THREATS
 from ui.common import cached_comparison, cached_defence_grid, ensure_navigation, figure_download, guard, require_run
@@ -21,8 +22,8 @@ st.caption(
 )
 
 # The shipped comparisons that are there (a checkout may hold only the main one): a selector when there are several.
-shipped = {label: path for label, path in explore.SHIPPED_COMPARISONS.items() if path.exists()} or {
-    "every threat": explore.SHIPPED_COMPARISON  # none: loading it says how to make it
+shipped = {label: path for label, path in SHIPPED_COMPARISONS.items() if path.exists()} or {
+    "every threat": SHIPPED_COMPARISON  # none: loading it says how to make it
 }
 chosen = next(iter(shipped))
 if len(shipped) > 1:
@@ -74,7 +75,7 @@ else:
     damage[2].metric("undefended: I-FGSM accuracy", f"{undefended['ifgsm_acc']['mean']:.1%}")
     damage[3].metric("undefended: worst case", f"{undefended['adaptive_acc']['mean']:.1%}")
 
-rows = explore.comparison_rows(summary)
+rows = comparison_rows(summary)
 table = pd.DataFrame(rows)
 st.dataframe(table, width="stretch", hide_index=True)
 st.caption(
@@ -156,7 +157,7 @@ case = st.radio(
     horizontal=True,
     key="case",
     bind="query-params",
-    format_func=lambda name: explore.case_label(grid, name),
+    format_func=lambda name: case_label(grid, name),
 )
 case_summary = grid["summary"][case]
 settings = grid["config"]["case_settings"][case]
@@ -169,7 +170,7 @@ st.markdown(
     f"no distillation; clean accuracy on {first['n_test']:,} test images, worst case over adaptive attacks at the "
     f"paper's eps 0.01 on {first['n_robust_test']:,} of them."
 )
-grid_table = pd.DataFrame(explore.defence_rows(case, case_summary))
+grid_table = pd.DataFrame(defence_rows(case, case_summary))
 st.dataframe(grid_table, width="stretch", hide_index=True)
 st.caption(
     "Published numbers are CIFAR-10 / ResNet-18 at eps 8/255 (Fowl et al. 2021, Huang et al. 2021, Liu et al. 2023): "

@@ -7,9 +7,10 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import explore
 from core.data import CLASS_NAMES
+from core.images import top_classes
 from core.pipeline import MODEL_NAMES, PAPER_RESULTS
+from core.sweep import sweep_steps
 from ui.common import (
     cached_classifier,
     enlarged,
@@ -178,8 +179,8 @@ with guard("the teacher's probabilities"):
     image = test.images[index : index + 1]
     left, right = st.columns([1, 4])
     left.image(enlarged(image[0], 5), caption=CLASS_NAMES[int(test.labels[index])], output_format="PNG")
-    at_t = explore.top_classes(teacher, image, k=5, temperature=T)[0]
-    at_1 = explore.top_classes(teacher, image, k=5, temperature=1.0)[0]
+    at_t = top_classes(teacher, image, k=5, temperature=T)[0]
+    at_1 = top_classes(teacher, image, k=5, temperature=1.0)[0]
     figure = go.Figure(
         [
             go.Bar(y=[n for n, _ in at_t][::-1], x=[p for _, p in at_t][::-1], orientation="h", name=f"T = {T:g}"),
@@ -199,8 +200,8 @@ threshold = float(st.session_state.get("threshold", run.threshold_of(score)))
 steps = st.slider(
     "optimiser steps (teacher and student each; default: the sweep's, the run's recipe on all of train)",
     10,
-    max(4 * explore.sweep_steps(run), 100),
-    explore.sweep_steps(run),
+    max(4 * sweep_steps(run), 100),
+    sweep_steps(run),
     key="distill_steps",
     bind="query-params",
 )

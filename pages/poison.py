@@ -5,7 +5,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import explore
+from core.budget import BUDGET_AXES, budget_progress
 from core.data import CLASS_NAMES
+from core.defence_grid import shipped_damage
 from core.poison import DEFAULT_SOURCE_CLASS, DEFAULT_TARGET_CLASS, NOISE_SCOPES, PoisonConfig, poison_training_set
 from core.registry import ATTACKS, DEFENCES, THREATS
 from ui.common import (
@@ -248,7 +250,7 @@ st.caption(
 )
 with guard("the measured damage"):
     grid = cached_defence_grid()
-    shipped = explore.shipped_damage(grid, threat) if grid else None
+    shipped = shipped_damage(grid, threat) if grid else None
     if shipped:
         st.markdown(
             f"**Measured damage** (shipped defence grid, case `{shipped['case']}`: eps {shipped['eps'] * 255:.0f}/255 "
@@ -272,13 +274,13 @@ with guard("the budget curves"):
             f"{curve['n_test']:,} test images, one seed): clean test accuracy, undefended and behind "
             f"{' and '.join(DEFENCES[name].label for name in curve['config']['defences'])}."
         )
-        measured, planned = explore.budget_progress(curve)
+        measured, planned = budget_progress(curve)
         if measured < planned:
             st.caption(
                 f"A partial curve: {measured} of {planned} points measured (the run stopped). The same command "
                 "finishes it; measured points come from the model cache."
             )
-        axes = [axis for axis, (key, _) in explore.BUDGET_AXES.items() if curve["config"].get(key)]
+        axes = [axis for axis, (key, _) in BUDGET_AXES.items() if curve["config"].get(key)]
         for column, axis in zip(st.columns(len(axes)), axes):
             points = curve[axis]
             if not points:  # a partial curve: an empty chart would only show a meaningless axis
@@ -295,7 +297,7 @@ with guard("the budget curves"):
                 figure.add_trace(go.Scatter(x=x, y=accuracies, mode="lines+markers", name=name, line=reference))
             figure.update_layout(
                 xaxis=dict(
-                    title=explore.BUDGET_AXES[axis][1](points[0]),
+                    title=BUDGET_AXES[axis][1](points[0]),
                     tickvals=x,
                     tickformat=".0%" if axis == "fraction" else ".0f",
                 ),

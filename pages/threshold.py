@@ -9,9 +9,10 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from core import explore
+from core.defence_grid import defence_rows
 from core.detect import PAPER_INFERRED_THRESHOLD, PAPER_INITIAL_THRESHOLD, filter_label, infer_threshold_from_scores
 from core.registry import DEFENCES, DETECTORS
-from core.sweep import FILTERS, accuracy_at, curve_at_share
+from core.sweep import FILTERS, accuracy_at, curve_at_share, point_images, sweep_robust_steps, sweep_steps
 from core.train import device_description
 from ui.common import (
     cached_autoencoder,
@@ -120,7 +121,7 @@ def from_number() -> None:
 
 def submit_point(threshold: float) -> None:
     """Queue teacher + student at this threshold on the background trainer (core.live)."""
-    live_trainer().submit(directory, score, threshold, explore.sweep_steps(run))
+    live_trainer().submit(directory, score, threshold, sweep_steps(run))
 
 
 def from_slider() -> None:
@@ -464,15 +465,15 @@ with guard("the threshold view"):
 
 st.divider()
 st.subheader("Train at exactly this threshold")
-steps = explore.sweep_steps(run)
+steps = sweep_steps(run)
 seconds = point_seconds_here(
     run.config.classifier.width,
     run.config.classifier.hidden,
     run.config.classifier_train.batch_size,
     steps,
-    tuple(explore.point_images(run).items()),
+    tuple(point_images(run).items()),
     run.config.eval_attack.steps,
-    explore.sweep_robust_steps(run),
+    sweep_robust_steps(run),
 )
 on_gpu = device_description().startswith("GPU")
 st.caption(
@@ -562,7 +563,7 @@ with guard("the shipped defence grid"):
             {
                 "threat case": case,
                 "seeds": grid["case_seeds"][case],
-                **next(row for row in explore.defence_rows(case, summary) if row["model"] == DEFENCES.label(defence)),
+                **next(row for row in defence_rows(case, summary) if row["model"] == DEFENCES.label(defence)),
             }
             for case, summary in grid["summary"].items()
             if defence in summary["models"]

@@ -5,6 +5,7 @@ import streamlit as st
 
 from core import explore
 from core.data import CLASS_NAMES
+from core.images import UploadError, image_verdicts, read_upload
 from core.registry import ATTACKS
 from core.sign_examples import shipped_examples
 from ui.common import (
@@ -70,9 +71,9 @@ files = [(upload.name, upload.getvalue) for upload in uploads or []]
 files += [(f"{name}.png (drawn; true class {examples[name][1]})", examples[name][0].read_bytes) for name in drawn]
 for name, read in files:
     try:
-        images.append(explore.read_upload(read(), name))  # the same path for uploads and the drawn examples
+        images.append(read_upload(read(), name))  # the same path for uploads and the drawn examples
         names.append(name)
-    except explore.UploadError as error:
+    except UploadError as error:
         st.error(str(error))
 with guard("loading the test images"):
     test = run_splits(run).test
@@ -104,7 +105,7 @@ def top_table(top: list[tuple[str, float]]) -> pd.DataFrame:
 
 def analyse(x, label: str) -> None:
     """One row: the image the model saw, the DAE's reconstruction, error map and verdict, both models' top-5."""
-    view = explore.image_verdicts(x, run, autoencoder, student, undefended, residual_model, threshold)
+    view = image_verdicts(x, run, autoencoder, student, undefended, residual_model, threshold)
     cols = st.columns([1, 1, 1.3, 2, 2])
     cols[0].image(enlarged(x), caption=label, output_format="PNG")
     cols[1].image(enlarged(view["reconstruction"]), caption="DAE reconstruction", output_format="PNG")

@@ -14,6 +14,27 @@ from core.train import TrainConfig, hard_label_loss, train
 
 torch.set_num_threads(max(1, os.cpu_count() or 1))
 
+# Markers (pyproject.toml lists them; `make test-fast` deselects slow, browser and cluster):
+#   gtsrb    needs the dataset: every test that uses the gtsrb_root fixture, directly or through another fixture
+#   browser  drives a real Chromium (tests/test_browser.py)
+#   cluster  starts a real Ray instance or PostgreSQL server (tests/test_cluster.py)
+#   slow     over about 20 s on 2 cores: the files below, and tests marked one by one
+MARKED_FILES = {
+    "test_browser.py": ("browser", "slow"),
+    "test_cluster.py": ("cluster", "slow"),
+    "test_app.py": ("slow",),  # every test opens the shipped run in Streamlit's AppTest
+    "test_checkpoints.py": ("slow",),  # verify on the shipped run
+    "test_hardening.py": ("slow",),  # a hostile walk through every page
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        for name in MARKED_FILES.get(item.path.name, ()):
+            item.add_marker(name)
+        if "gtsrb_root" in getattr(item, "fixturenames", ()):
+            item.add_marker("gtsrb")
+
 
 @pytest.fixture(scope="session")
 def gtsrb_root() -> Path:
@@ -78,3 +99,13 @@ def run_directory(gtsrb_root):
     directory = os.environ.get("DAE_DISTILL_RUN", str(SHIPPED_RUN))
     assert os.path.exists(os.path.join(directory, "results.json")), f"no shipped run at {directory}"
     return directory
+
+
+@pytest.fixture(scope="module")
+def tiny_run(gtsrb_root, tmp_path_factory):
+    """A finished run of tests.helpers.tiny_config (seconds to train), once per test module."""
+    from core.run import train_run
+    from tests.helpers import tiny_config
+
+    base = tmp_path_factory.mktemp("tiny_run")
+    return train_run(tiny_config(), base / "run", base / "cache", gtsrb_root)

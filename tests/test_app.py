@@ -10,39 +10,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from core.registry import THREATS
-
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
-
-PAGES = [
-    "pages/overview.py",
-    "pages/poison.py",
-    "pages/autoencoder.py",
-    "pages/threshold.py",
-    "pages/distillation.py",
-    "pages/detectors.py",
-    "pages/your_images.py",
-]
-
-
-def app(run_directory) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=300)
-    at.session_state["run_dir"] = run_directory
-    return at
-
-
-def on_page(run_directory, page: str) -> AppTest:
-    """The app, run once, then switched to page."""
-    at = app(run_directory)
-    at.run()
-    at.switch_page(page).run()
-    return at
-
-
-def assert_clean(at: AppTest) -> None:
-    """No exception and no error box anywhere (page or sidebar)."""
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-    assert not at.sidebar.error, [e.value for e in at.sidebar.error]
+from tests.helpers import APP, PAGES, app, assert_clean, metric, on_page
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -52,10 +20,6 @@ def test_every_page_renders_without_exception(run_directory, page):
     at.switch_page(page).run()
     assert_clean(at)
     assert at.title, f"{page} shows no title"
-
-
-def _metric(at: AppTest, label: str) -> str:
-    return next(m.value for m in at.metric if m.label == label)
 
 
 def test_moving_the_threshold_changes_counts_and_student_accuracy(run_directory, tmp_path):
@@ -112,7 +76,7 @@ def test_moving_the_threshold_changes_counts_and_student_accuracy(run_directory,
         slider.set_value(low + fraction * (high - low)).run()
         assert_clean(at)
         threshold = float(slider.value)
-        values[fraction] = (_metric(at, "kept"), _metric(at, "clean accuracy"), _metric(at, "I-FGSM accuracy"))
+        values[fraction] = (metric(at, "kept"), metric(at, "clean accuracy"), metric(at, "I-FGSM accuracy"))
         assert values[fraction][1] == f"{accuracy_at(sweep, threshold)['clean_acc']:.2%}"
     assert values[0.2][0] != values[0.6][0]  # kept count changes
     assert values[0.2][1:] != values[0.6][1:]  # the student's accuracy read from the sweep changes
@@ -136,12 +100,12 @@ def test_switching_the_score_changes_the_filter(run_directory):
     scored = json.loads((Path(run_directory) / "detectors.json").read_text())["detectors"]
     unscored = [name for name in DETECTORS.names() if name not in scored]
     assert sum("not scored on this run" in option for option in options) == len(unscored)
-    dae_auc = _metric(at, "ROC AUC of the score")
+    dae_auc = metric(at, "ROC AUC of the score")
     at.selectbox(key="score").set_value("supervised").run()
     assert_clean(at)
-    assert _metric(at, "ROC AUC of the score") != dae_auc
-    assert float(_metric(at, "ROC AUC of the score")) > 0.9  # the shipped supervised detector separates the poisons
-    assert float(_metric(at, "recall")) > 0.5
+    assert metric(at, "ROC AUC of the score") != dae_auc
+    assert float(metric(at, "ROC AUC of the score")) > 0.9  # the shipped supervised detector separates the poisons
+    assert float(metric(at, "recall")) > 0.5
 
 
 @pytest.mark.parametrize("threat", ["perturbation", "label_flip", "backdoor"])
@@ -189,10 +153,10 @@ def test_poison_page_crafts_the_strong_poisons_at_their_own_budget(run_directory
     at.radio(key="threat").set_value(threat).run()
     at.slider(key="per_class").set_value(4).run()
     assert_clean(at)
-    assert _metric(at, "L-inf") == "8 levels"
+    assert metric(at, "L-inf") == "8 levels"
     if threat == "tap":
-        before = float(_metric(at, "surrogate acc. before").rstrip("%"))
-        after = float(_metric(at, "surrogate acc. after").rstrip("%"))
+        before = float(metric(at, "surrogate acc. before").rstrip("%"))
+        after = float(metric(at, "surrogate acc. after").rstrip("%"))
         assert after < before - 50
 
 
@@ -209,7 +173,7 @@ def test_a_threshold_below_every_score_warns_instead_of_failing(run_directory):
     at.switch_page("pages/threshold.py").run()
     at.slider(key="threshold_dae").set_value(at.slider(key="threshold_dae").min).run()
     assert not at.exception
-    assert _metric(at, "kept") in ("0", "1")  # the lowest score itself may stay
+    assert metric(at, "kept") in ("0", "1")  # the lowest score itself may stay
     at.number_input(key="threshold_input").set_value(at.slider(key="threshold_dae").max).run()
     assert not at.exception
 
@@ -274,7 +238,7 @@ def test_a_backdoor_run_renders_on_every_page(gtsrb_root, tmp_path):
     """Runs of the other threat models load like the paper's: triggers in the sample grids, attack success shown."""
     from core.pipeline import export_run, run_experiment
     from core.poison import PoisonConfig
-    from tests.test_pipeline import tiny_config
+    from tests.helpers import tiny_config
 
     config = tiny_config(poison=PoisonConfig(threat="backdoor", fraction=0.2, target_class=3))
     results, state = run_experiment(config, tmp_path / "cache", gtsrb_root)

@@ -99,7 +99,7 @@ def test_two_tune_workers_share_one_postgres_study_and_the_run_applies_its_best(
 def test_the_apps_optuna_tab_reads_the_study_from_the_same_url(postgres_url, run_directory):
     """After the two workers above: the Autoencoder page's Optuna tab shows that study's best trial; a wrong
     password is a message on the page, not a traceback."""
-    from tests.test_app import on_page
+    from tests.helpers import on_page
 
     at = on_page(run_directory, "pages/autoencoder.py")
     at.text_input(key="optuna_storage").set_value(postgres_url).run()
@@ -227,7 +227,7 @@ def test_a_failing_ray_cell_is_retried_and_named(tmp_path):
     import ray
 
     from core.defence_grid import DefenceGridConfig, grid_cell
-    from tests.test_pipeline import tiny_config
+    from tests.helpers import tiny_config
 
     config = DefenceGridConfig(tiny_config(), cases=("backdoor",), defences=("jpeg",))
     arguments = {"config": config, "case": "backdoor", "seed": 0, "cache_dir": str(tmp_path), "data_root": "/nowhere"}

@@ -17,7 +17,7 @@ from core.detect import (
     random_drop_mask,
     train_supervised_detector,
 )
-from tests.test_pipeline import tiny_config
+from tests.helpers import tiny_config
 
 
 def random_uint8(n, seed):

@@ -182,7 +182,7 @@ def test_defence_grid_end_to_end_in_the_cli_and_the_app(gtsrb_root, run_director
     assert not (tmp_path / "empty_cache").exists() or not any((tmp_path / "empty_cache").rglob("*.safetensors"))
 
     # The same grid in the app: the Detectors page's table and the Threshold page's defence selector.
-    from tests.test_app import app, assert_clean
+    from tests.helpers import app, assert_clean
 
     at = app(run_directory)
     at.session_state["defence_grid_path"] = str(out / "defences.json")
@@ -217,8 +217,7 @@ def test_budget_curve_on_a_tiny_set_and_its_chart_in_the_app(gtsrb_root, run_dir
     from core.budget import budget_curve, poison_at
     from core.poison import PoisonConfig
     from core.storage import write_json
-    from tests.test_app import app, assert_clean
-    from tests.test_pipeline import tiny_config
+    from tests.helpers import app, assert_clean, tiny_config
 
     tap = poison_at(PoisonConfig(), "tap", eps=4 / 255)
     assert (tap.eps, tap.alpha, tap.fraction) == (4 / 255, 2.5 * (4 / 255) / 40, 1.0)
@@ -276,7 +275,7 @@ def test_budget_curve_on_a_tiny_set_and_its_chart_in_the_app(gtsrb_root, run_dir
 
 
 def test_a_budget_file_with_one_defence_per_point_still_loads(tmp_path):
-    from core.explore import load_budget
+    from core.budget import load_budget
     from core.storage import write_json
 
     point = {"eps": 8 / 255, "fraction": 1.0, "undefended": 0.6, "defended": 0.8, "clean_reference": 0.9}
@@ -325,7 +324,7 @@ def test_report_gives_binomial_standard_errors_for_one_seed_and_seed_errors_for_
 
 def test_a_grid_keeps_finished_cases_only_under_the_same_settings():
     from core.defence_grid import DefenceGridConfig, finished_runs
-    from tests.test_pipeline import tiny_config
+    from tests.helpers import tiny_config
 
     config = DefenceGridConfig(tiny_config(), cases=("tap", "backdoor"), defences=("jpeg",), seeds=(0, 1))
     saved = json.loads(json.dumps({"config": config.to_dict(), "runs": {"0": {"tap": {"seconds": 1.0}}}}))
@@ -343,7 +342,7 @@ def test_a_grid_keeps_finished_cases_only_under_the_same_settings():
 
 def test_smoothness_sweep_end_to_end_on_a_tiny_set(gtsrb_root, tmp_path, capsys):
     from core.adaptive import DETECTORS_MEASURED, smoothness_sweep
-    from tests.test_pipeline import tiny_config
+    from tests.helpers import tiny_config
 
     result = smoothness_sweep(
         tiny_config(), (1, 8), fraction=0.5, steps=3, cache_dir=tmp_path / "cache", data_root=gtsrb_root

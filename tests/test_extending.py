@@ -1,5 +1,6 @@
-"""README's "Extending" is true: a toy attack, threat model and detector, each one file in tests/plugins/, are
-found in the CLI's choices and the app's selectors, pass the registries' contract tests, and work end to end."""
+"""README's "Extending" is true: a toy attack, threat model, detector and defence, each one file in tests/plugins/,
+are found in the CLI's choices and the app's selectors, pass the registries' contract tests, and work end to end;
+a module dropped into core/plugins/ is found by the registries' own discovery."""
 
 import importlib
 import sys
@@ -8,17 +9,17 @@ import pytest
 import torch
 
 from core.cli import build_parser
-from core.registry import ATTACKS, DETECTORS, THREATS
-from tests import test_registry
-from tests.test_app import on_page
+from core.registry import ATTACKS, DEFENCES, DETECTORS, THREATS
+from tests import contracts
+from tests.helpers import on_page
 
-TOYS = {"toy_random_sign": ATTACKS, "toy_darken": THREATS, "toy_darkness": DETECTORS}
+TOYS = {"toy_random_sign": ATTACKS, "toy_darken": THREATS, "toy_darkness": DETECTORS, "toy_mirror": DEFENCES}
 
 
 @pytest.fixture
 def toys():
-    """Import the three plugin files (each registers itself), unregister them afterwards."""
-    for module in ("toy_attack", "toy_threat", "toy_detector"):
+    """Import the four plugin files (each registers itself), unregister them afterwards."""
+    for module in ("toy_attack", "toy_threat", "toy_detector", "toy_defence"):
         name = f"tests.plugins.{module}"
         importlib.reload(sys.modules[name]) if name in sys.modules else importlib.import_module(name)
     yield
@@ -37,6 +38,8 @@ def test_toys_are_in_the_cli_choices(toys):
     assert "toy_darken" in choices("run", option="--threat")
     assert "toy_darken" in choices("compare", option="--threats")
     assert "toy_darkness" in choices("compare", option="--detectors")
+    assert "toy_mirror" in choices("defences", option="--defences")
+    assert "toy_mirror" in choices("budget", option="--defences")
     args = build_parser().parse_args(["run", "--threat", "toy_darken", "--attack", "toy_random_sign"])
     from core.cli import experiment_from_args
 
@@ -45,9 +48,10 @@ def test_toys_are_in_the_cli_choices(toys):
 
 
 def test_toys_pass_the_contract_tests(toys, tiny_model):
-    test_registry.check_attack("toy_random_sign", tiny_model)
-    test_registry.check_threat("toy_darken", tiny_model)
-    test_registry.check_detector("toy_darkness", tiny_model)
+    contracts.check_attack("toy_random_sign", tiny_model)
+    contracts.check_threat("toy_darken", tiny_model)
+    contracts.check_detector("toy_darkness", tiny_model)
+    contracts.check_defence("toy_mirror")
 
 
 def test_the_toy_detector_finds_the_toy_threat(toys):
@@ -55,7 +59,7 @@ def test_the_toy_detector_finds_the_toy_threat(toys):
 
     from core.poison import PoisonConfig, poison_training_set
 
-    clean = test_registry.random_set(300)
+    clean = contracts.random_set(300)
     poisoned = poison_training_set(clean, None, PoisonConfig(threat="toy_darken", fraction=0.2))
     detector = DETECTORS["toy_darkness"].build(None)
     detector.fit(clean.images[:50])
@@ -75,6 +79,43 @@ def test_toys_are_in_the_app_selectors(toys, run_directory):
     at = on_page(run_directory, "pages/your_images.py")
     assert "Toy: random signs" in at.selectbox(key="upload_attack").options
     at = on_page(run_directory, "pages/threshold.py")
+    assert "Toy: mirror the images" in at.selectbox(key="defence").options
     assert "Toy: darkness (not scored on this run)" in at.selectbox(key="score").options
     at.selectbox(key="score").set_value("toy_darkness").run()
     assert not at.exception and any("not been scored" in message.value for message in at.info)
+
+
+def test_the_toy_defence_trains_and_tests_through_the_same_operation(toys):
+    """Its training set is the mirrored images with their labels, and its test-time module mirrors inputs the same
+    way: a model behind it sees at test time what it saw in training."""
+    from core.defences import DefenceConfig, DefenceContext
+
+    clean = contracts.random_set(12)
+    spec = DEFENCES["toy_mirror"]
+    trained_on = spec.apply(clean, DefenceContext(None, lambda detector: None), DefenceConfig())
+    assert trained_on.images.dtype == torch.uint8 and torch.equal(trained_on.labels, clean.labels)
+    test_view = spec.test_input(DefenceConfig())(clean.images.float() / 255)
+    assert torch.equal((test_view * 255).round().to(torch.uint8), trained_on.images)
+    assert not torch.equal(trained_on.images, clean.images)
+
+
+def test_a_module_in_core_plugins_is_discovered(tmp_path, monkeypatch):
+    """core.registry.load_builtins imports every module on core.plugins' path: a plugin dropped there registers itself
+    without any other file naming it."""
+    import core.plugins
+    import core.registry
+
+    (tmp_path / "dropped_in_toy.py").write_text(
+        (__import__("pathlib").Path(__file__).parent / "plugins" / "toy_threat.py")
+        .read_text()
+        .replace('"toy_darken"', '"toy_dropped_in"')
+    )
+    monkeypatch.setattr(core.plugins, "__path__", [*core.plugins.__path__, str(tmp_path)])
+    monkeypatch.setattr(core.registry, "_loaded", False)
+    try:
+        assert "toy_dropped_in" not in THREATS._specs
+        assert "toy_dropped_in" in THREATS.names()  # names() loads the built-ins and the plugins
+        assert THREATS["toy_dropped_in"].label == "Toy: darkened images"
+    finally:
+        THREATS.unregister("toy_dropped_in")
+        sys.modules.pop("core.plugins.dropped_in_toy", None)

@@ -44,7 +44,7 @@ def test_a_marker_sits_on_the_curve_matplotlib_drew_through_its_data_point():
 
 
 def test_the_threshold_page_shows_the_picture_and_plotly_behind_its_toggle(run_directory):
-    from tests.test_app import assert_clean, on_page
+    from tests.helpers import assert_clean, on_page
 
     at = on_page(run_directory, "pages/threshold.py")
     assert_clean(at)
@@ -58,7 +58,7 @@ def test_the_threshold_page_shows_the_picture_and_plotly_behind_its_toggle(run_d
 def test_pictures_of_pixels_are_sent_as_png_not_re_encoded_as_jpeg(run_directory):
     """Streamlit turns an RGB image into JPEG (quality 90) unless told otherwise: that changes a poison's +-2 grey
     levels by more than the poison, and re-encodes every image on every slider move. Every page asks for PNG."""
-    from tests.test_app import assert_clean, on_page
+    from tests.helpers import assert_clean, on_page
 
     for page in ("pages/threshold.py", "pages/poison.py", "pages/autoencoder.py"):
         at = on_page(run_directory, page)

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from tests.test_app import app, assert_clean, on_page
+from tests.helpers import app, assert_clean, on_page
 
 
 def broken_copy(run_directory, tmp_path, name: str, how: str = "truncate"):
@@ -100,7 +100,7 @@ def test_a_broken_run_folder_is_named_in_the_sidebar_with_the_real_button(run_di
     message = " ".join(w.value for w in at.sidebar.warning)
     assert "scores.safetensors" in message and folder.name in message
     assert "shipped demo run is missing" not in message
-    from tests.test_app import PAGES  # noqa: F401 - the button named exists on the Overview page
+    from tests.helpers import PAGES  # noqa: F401 - the button named exists on the Overview page
 
     at.switch_page("pages/overview.py").run()
     labels = [b.label for b in at.button]

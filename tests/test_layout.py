@@ -47,3 +47,73 @@ def test_the_cli_neither_trains_nor_attacks():
         "load_splits",
     }
     assert not (names | attributes) & engine, (names | attributes) & engine
+
+
+def core_imports(path: Path) -> set[str]:
+    """The core modules a file imports, at module level or inside functions; imports under `if TYPE_CHECKING:` are
+    annotations, not run-time imports, and are left out."""
+
+    class Visitor(ast.NodeVisitor):
+        def __init__(self):
+            self.found: set[str] = set()
+
+        def visit_If(self, node):
+            if isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+                return
+            self.generic_visit(node)
+
+        def visit_ImportFrom(self, node):
+            if node.module == "core":
+                self.found.update(f"core.{alias.name}" for alias in node.names)
+            elif node.module and node.module.startswith("core."):
+                self.found.add(node.module)
+
+        def visit_Import(self, node):
+            self.found.update(alias.name for alias in node.names if alias.name.startswith("core."))
+
+    visitor = Visitor()
+    visitor.visit(ast.parse(path.read_text()))
+    return visitor.found
+
+
+def core_modules() -> dict[str, Path]:
+    modules = {}
+    for path in (ROOT / "core").rglob("*.py"):
+        name = "core." + ".".join(path.relative_to(ROOT / "core").with_suffix("").parts)
+        modules[name.removesuffix(".__init__")] = path
+    return modules
+
+
+def test_the_engine_never_imports_the_apps_views():
+    """core/explore.py is what the app's pages compute from; studies, the CLI and the rest of the engine never read
+    it (issue 23: budget, report, sign_examples, sweep and the CLI did, and explore -> run -> sweep -> explore was a
+    cycle)."""
+    offenders = [
+        name for name, path in core_modules().items() if name != "core.explore" and "core.explore" in core_imports(path)
+    ]
+    assert not offenders, f"{offenders} import core.explore: move what they need next to its writer in core/"
+
+
+def test_the_engine_has_no_import_cycle():
+    """No chain of core modules imports back to where it started, counting imports inside functions."""
+    modules = core_modules()
+    graph = {
+        name: {other for other in core_imports(path) if other in modules and other != name}
+        for name, path in modules.items()
+    }
+    state: dict[str, str] = {}  # name -> "open" while on the path, "done" after
+
+    def cycle_from(name: str, path: list[str]) -> list[str] | None:
+        state[name] = "open"
+        for other in sorted(graph[name]):
+            if state.get(other) == "open":
+                return [*path, name, other]
+            if other not in state and (found := cycle_from(other, [*path, name])):
+                return found
+        state[name] = "done"
+        return None
+
+    for name in sorted(graph):
+        if name not in state:
+            cycle = cycle_from(name, [])
+            assert cycle is None, " -> ".join(cycle[cycle.index(cycle[-1]) :])

@@ -6,7 +6,6 @@ import time
 
 from core.live import LiveTrainer, seconds_per_step
 from core.models import Classifier, ClassifierConfig
-from tests.test_sweep import tiny_run  # noqa: F401 - the module's tiny finished run
 
 
 def wait_until_idle(trainer: LiveTrainer, timeout: float = 300) -> None:
@@ -59,8 +58,8 @@ def test_seconds_per_step_is_positive_and_grows_with_the_model():
     assert 0 < small < large
 
 
-def test_the_page_is_not_blocked_while_a_point_trains_in_the_background(tiny_run, tmp_path):  # noqa: F811
-    from tests.test_app import app, assert_clean
+def test_the_page_is_not_blocked_while_a_point_trains_in_the_background(tiny_run, tmp_path):
+    from tests.helpers import app, assert_clean
     from ui.common import live_trainer
 
     folder = tmp_path / "run"

@@ -10,24 +10,9 @@ import pytest
 import torch
 
 from core.dae import DAEConfig, TuneConfig, load_study_if_any, tune
-from core.distill import classifier_train_config
-from core.models import AutoencoderConfig, ClassifierConfig
-from core.pipeline import MODEL_NAMES, ExperimentConfig, export_run, preset, run_experiment
-
-
-def tiny_config(**overrides) -> ExperimentConfig:
-    dae = DAEConfig(model=AutoencoderConfig(depth=2, width=8, latent_dim=32))
-    dae = replace(dae, train=replace(dae.train, epochs=1))
-    return replace(
-        preset("quick"),
-        train_subset=0.06,
-        test_subset=0.02,
-        classifier=ClassifierConfig(width=8, hidden=32),
-        classifier_train=classifier_train_config(epochs=1),
-        defender_epochs=2,
-        dae=dae,
-        **overrides,
-    )
+from core.models import AutoencoderConfig
+from core.pipeline import MODEL_NAMES, export_run, preset, run_experiment
+from tests.helpers import tiny_config
 
 
 def test_tiny_end_to_end_run_has_every_field_in_range(gtsrb_root, tmp_path):

@@ -1,101 +1,12 @@
-"""Contract tests: every registered attack, threat model and detector keeps the promises its table makes.
-They iterate the registries, so a new entry is tested here the moment it registers (tests/test_extending.py
-runs the same checks on toy entries defined in one file each)."""
+"""Contract tests: every registered attack, threat model, detector and defence keeps the promises its table makes
+(tests/contracts.py). They iterate the registries, so a new entry is tested here the moment it registers
+(tests/test_extending.py runs the same checks on toy entries defined in one file each)."""
 
 import pytest
-import torch
 
-from core.data import ImageSet
-from core.detect import DetectorContext, SupervisedConfig
-from core.models import AutoencoderConfig, DenoisingAutoencoder
-from core.poison import PoisonConfig, poison_training_set, threat_metrics
-from core.registry import ATTACKS, DETECTORS, THREATS
-from core.storage import config_hash
-
-
-def random_set(n=120, seed=0) -> ImageSet:
-    generator = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (n, 3, 32, 32), generator=generator, dtype=torch.uint8)
-    return ImageSet(images, torch.randint(0, 43, (n,), generator=generator))
-
-
-class Cache:
-    """A ModelCache stand-in that always trains: detectors under test must not depend on what is cached."""
-
-    def get(self, role, key, build, fit, metrics=None):
-        config_hash(key)  # the key must be JSON-able, like every real cache key
-        return fit().eval(), role
-
-
-def check_attack(name: str, model) -> None:
-    spec = ATTACKS[name]
-    data = random_set(16)
-    x = data.images.float() / 255
-    model.train()
-    eps = 4 / 255
-    adversarial = spec.run(model, x, data.labels, eps, 1 / 255, 3, generator=torch.Generator().manual_seed(0))
-    assert model.training, f"{name} must restore the model's mode"
-    assert adversarial.shape == x.shape and adversarial.dtype == x.dtype
-    assert float((adversarial - x).abs().max()) <= eps + 1e-6, f"{name} leaves the eps-ball"
-    assert 0 <= float(adversarial.min()) and float(adversarial.max()) <= 1
-    assert not torch.equal(adversarial, x), f"{name} did not move any pixel"
-
-
-def check_threat(name: str, model) -> None:
-    spec = THREATS[name]
-    clean = random_set(200)
-    config = PoisonConfig(
-        threat=name,
-        fraction=0.5,
-        eps=4 / 255,
-        alpha=1 / 255,
-        steps=2,
-        source_class=int(clean.labels[0]),
-        target_class=(int(clean.labels[0]) + 1) % 43,
-    )
-    poisoned = poison_training_set(clean, model if spec.needs_surrogate else None, config)
-    mask = poisoned.poison_mask
-    assert poisoned.data.images.dtype == torch.uint8 and mask.dtype == torch.bool and len(mask) == len(clean)
-    assert poisoned.n_poisoned > 0, f"{name} poisoned nothing at fraction 0.5"
-    changed = (poisoned.data.images != clean.images).flatten(1).any(dim=1) | (poisoned.data.labels != clean.labels)
-    assert not changed[~mask].any(), f"{name} changed samples outside its poison mask"
-    assert changed[mask].float().mean() > 0.5, f"{name} left most of its 'poisoned' samples as they were"
-    again = poison_training_set(clean, model if spec.needs_surrogate else None, config)
-    assert torch.equal(again.poison_mask, mask) and torch.equal(again.data.images, poisoned.data.images), "not seeded"
-    metrics = threat_metrics(model, clean, config)
-    assert all(0 <= value <= 1 for key, value in metrics.items() if key.endswith("rate"))
-    assert 0 < spec.default_fraction <= 1 and set(spec.params) <= set(PoisonConfig.__dataclass_fields__)
-
-
-def check_detector(name: str, model) -> None:
-    spec = DETECTORS[name]
-    torch.manual_seed(0)
-    autoencoder = DenoisingAutoencoder(AutoencoderConfig(depth=2, width=4, latent_dim=8)).eval()
-    from core.dae import DAEConfig
-
-    trusted = random_set(40, seed=1)
-    context = DetectorContext(
-        autoencoder,
-        model,
-        trusted,
-        DAEConfig(),
-        "defender-test",
-        Cache(),
-        supervised=SupervisedConfig(width=4, epochs=1),
-        poisoned_model=lambda: model,
-    )
-    detector = spec.build(context)
-    reference, data = random_set(60, 2).images, random_set(200, 3).images
-    detector.fit({"trusted": trusted.images, "calibration": reference, "training": data}[spec.fit_on])
-    scores = detector.score(data)
-    assert scores.shape == (200,) and torch.isfinite(scores).all()
-    detector.infer_threshold(data, 0.1)
-    # alibi-detect: threshold = the 'higher' (1 - fpr) quantile of the scores; outlier iff score > threshold
-    assert float(detector.threshold) == pytest.approx(
-        float(torch.quantile(scores, 0.9, interpolation="higher")), rel=1e-5
-    )
-    flagged = detector.predict(data).is_outlier
-    assert torch.equal(flagged.bool(), scores > detector.threshold)
+from core.poison import PoisonConfig
+from core.registry import ATTACKS, DEFENCES, DETECTORS, THREATS
+from tests.contracts import check_attack, check_defence, check_detector, check_threat
 
 
 @pytest.mark.parametrize("name", ATTACKS.names())
@@ -111,6 +22,11 @@ def test_every_threat_poisons_only_its_mask_seeded(name, tiny_model):
 @pytest.mark.parametrize("name", DETECTORS.names())
 def test_every_detector_follows_alibi_detect_threshold_semantics(name, tiny_model):
     check_detector(name, tiny_model)
+
+
+@pytest.mark.parametrize("name", DEFENCES.names())
+def test_every_defence_returns_a_uint8_training_set_with_its_labels(name):
+    check_defence(name)
 
 
 def test_unknown_names_and_duplicates_are_refused():

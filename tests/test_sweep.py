@@ -10,16 +10,10 @@ import torch
 from core.cli import main
 from core.data import ImageSet
 from core.models import Classifier, ClassifierConfig
-from core.run import Run, train_run
+from core.run import Run
 from core.sweep import SweepConfig, accuracy_at, curves_of, distil_kept, dropped_at, filter_scores
 from core.train import TrainConfig, hard_label_loss, train
-from tests.test_pipeline import tiny_config
-
-
-@pytest.fixture(scope="module")
-def tiny_run(gtsrb_root, tmp_path_factory):
-    base = tmp_path_factory.mktemp("sweep")
-    return train_run(tiny_config(), base / "run", base / "cache", gtsrb_root)
+from tests.helpers import tiny_config
 
 
 def toy_set(n: int, seed: int = 0) -> ImageSet:
@@ -166,14 +160,14 @@ def test_sweep_end_to_end_in_the_cli_resumes_and_shows_in_the_app(tiny_run, gtsr
     again = json.loads((folder / "sweep.json").read_text())
     assert again["measurements"][:12] == sweep["measurements"] and len(again["measurements"]) == 18
 
-    from tests.test_app import _metric, app, assert_clean
+    from tests.helpers import app, assert_clean, metric
 
     at = app(str(folder))
     at.run()
     at.switch_page("pages/threshold.py").run()
     assert_clean(at)
     assert any("interpolated between measured points" in md.value or "measured at" in md.value for md in at.markdown)
-    assert _metric(at, "adaptive worst case").endswith("%")
+    assert metric(at, "adaptive worst case").endswith("%")
     assert any("at random" in caption.value and "oracle" in caption.value for caption in at.caption)
     at.radio(key="sweep_metric").set_value("adaptive_acc").run()
     assert_clean(at)

@@ -1,4 +1,4 @@
-"""Uploads as a person would see them (core.explore.read_upload, the function the Your images page calls), and a
+"""Uploads as a person would see them (core.images.read_upload, the function the Your images page calls), and a
 property-based fuzz of it: whatever bytes arrive, the result is a (3, 32, 32) uint8 image or an UploadError."""
 
 import io
@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from core.explore import UploadError, read_upload
+from core.images import UploadError, read_upload
 
 
 def encoded(image: Image.Image, format: str, **options) -> bytes:

@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 from core.cli import main
 from core.evaluate import AttackEvalConfig
 from core.run import Run, train_run
-from tests.test_pipeline import tiny_config
+from tests.helpers import tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_report_gives_paired_standard_errors(tiny_run, gtsrb_root, capsys):
 def test_verify_checks_the_shipped_comparison_and_catches_an_edit(tmp_path, capsys):
     import json
 
-    from core.explore import SHIPPED_COMPARISON
+    from core.compare import SHIPPED_COMPARISON
 
     assert main(["verify", "--comparison", str(SHIPPED_COMPARISON)]) == 0
     comparison = json.loads(SHIPPED_COMPARISON.read_text())

@@ -16,11 +16,16 @@ import streamlit as st
 import torch
 
 from core import explore
+from core.budget import SHIPPED_BUDGET, load_budget
+from core.compare import SHIPPED_COMPARISON, load_comparison
 from core.data import DatasetNotFoundError, dataset_available, default_root, load_splits
+from core.defence_grid import SHIPPED_DEFENCE_GRID, load_defence_grid
+from core.images import UploadError
 from core.pipeline import ExperimentConfig, preset
 from core.poison import PoisonConfig
 from core.run import SHIPPED_RUN, Run
 from core.storage import CheckpointError
+from core.sweep import train_at_threshold as train_point_at_threshold
 from core.train import TrainingCancelled, device_description
 
 torch.set_num_threads(max(1, os.cpu_count() or 1))
@@ -31,7 +36,7 @@ EXPECTED_ERRORS = (
     TypeError,
     CheckpointError,
     DatasetNotFoundError,
-    explore.UploadError,
+    UploadError,
     TrainingCancelled,
     FileNotFoundError,
     RuntimeError,
@@ -211,7 +216,7 @@ def _new_live_trainer():
         key = (job.run_dir, c.trusted_fraction, c.seed, c.train_subset, c.test_subset)
         if loaded.get("key") != key:
             loaded.update(key=key, splits=load_splits(data_root(), *key[1:]))
-        point, _ = explore.train_at_threshold(
+        point, _ = train_point_at_threshold(
             run, loaded["splits"], job.score, job.threshold, c.temperature, job.steps, progress
         )
         return point
@@ -248,34 +253,34 @@ def _stamp(path: str) -> int | None:
 def cached_defence_grid() -> dict | None:
     """The threat x defence grid (the shipped one unless session_state["defence_grid_path"] names another), or None
     when there is none."""
-    path = st.session_state.get("defence_grid_path", str(explore.SHIPPED_DEFENCE_GRID))
+    path = st.session_state.get("defence_grid_path", str(SHIPPED_DEFENCE_GRID))
     return _defence_grid(path, _stamp(path))
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
 def _defence_grid(path: str, stamp: int | None) -> dict | None:
-    return explore.load_defence_grid(path)
+    return load_defence_grid(path)
 
 
 def cached_budget() -> dict | None:
     """The budget curves (shipped unless session_state["budget_path"] names others), or None when there are none."""
-    path = st.session_state.get("budget_path", str(explore.SHIPPED_BUDGET))
+    path = st.session_state.get("budget_path", str(SHIPPED_BUDGET))
     return _budget(path, _stamp(path))
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
 def _budget(path: str, stamp: int | None) -> dict | None:
-    return explore.load_budget(path)
+    return load_budget(path)
 
 
-def cached_comparison(path: str = str(explore.SHIPPED_COMPARISON)) -> dict:
+def cached_comparison(path: str = str(SHIPPED_COMPARISON)) -> dict:
     """A comparison file (compare.json), reloaded when its command rewrites it (it does after every cell)."""
     return _comparison(path, _stamp(path))
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
 def _comparison(path: str, stamp: int | None) -> dict:
-    return explore.load_comparison(path)
+    return load_comparison(path)
 
 
 @st.cache_data(max_entries=16)
@@ -387,7 +392,7 @@ def ringed(image, correct: bool, scale: int = 4) -> np.ndarray:
 
 
 def train_at_threshold(threshold: float, temperature: float, steps: int, score: str = "dae") -> dict:
-    """Teacher and student at T on the samples whose `score` is at most threshold (core.explore), with progress."""
+    """Teacher and student at T on the samples whose `score` is at most threshold (core.sweep), with progress."""
     directory = run_dir()
     run = cached_run(directory)
     with st.status(
@@ -399,9 +404,7 @@ def train_at_threshold(threshold: float, temperature: float, steps: int, score: 
         def progress(stage: str, done: int, total: int) -> None:
             bar.progress(done / max(total, 1), text=f"{stage}: step {done}/{total}")
 
-        point, student = explore.train_at_threshold(
-            run, run_splits(run), score, threshold, temperature, steps, progress
-        )
+        point, student = train_point_at_threshold(run, run_splits(run), score, threshold, temperature, steps, progress)
         status.update(
             label=f"Trained at {threshold:.5f}: student clean {point['clean_acc']:.2%}, "
             f"I-FGSM {point['ifgsm_acc']:.2%}",
