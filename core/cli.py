@@ -14,10 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.budget import BUDGET_DEFENCES
+from core.compare import format_comparison
+from core.defence_grid import format_defence_grid
+from core.live import point_estimate
 from core.poison import NOISE_SCOPES, SMOOTH_SCALES
 from core.registry import ATTACKS, DEFENCES, DETECTORS, THREATS
+from core.report import format_results, format_robustness, format_seeds
 from core.storage import CheckpointError, write_json
-from core.sweep import FILTERS
+from core.sweep import FILTERS, format_sweep
 
 if TYPE_CHECKING:
     from core.pipeline import ExperimentConfig
@@ -448,57 +452,6 @@ class TqdmStages:
         self.stage, self.bar = None, None
 
 
-def format_results(results: dict) -> str:
-    """The five models' accuracies, the filter's quality, and our numbers beside the paper's."""
-    from core.pipeline import MODEL_NAMES
-
-    has_asr = "attack_success_rate" in results["models"][MODEL_NAMES[0]]
-    lines = [f"{'model':<22}{'clean':>8}{'FGSM':>8}{'I-FGSM':>8}" + (f"{'attack success':>16}" if has_asr else "")]
-    for name in MODEL_NAMES:
-        m = results["models"][name]
-        lines.append(
-            f"{name:<22}{m['clean_acc']:>8.2%}{m['fgsm_acc']:>8.2%}{m['ifgsm_acc']:>8.2%}"
-            + (f"{m['attack_success_rate']:>16.2%}" if has_asr else "")
-        )
-    f, p, paper = results["filter"], results["poison"], results["paper"]
-    threat = p.get("threat", "perturbation")
-    what = (
-        f"{p['attack']}, eps {p['eps']}, max change {p['linf_levels']} grey levels"
-        if threat == "perturbation"
-        else f"{threat}, {p.get('n_relabelled', 0)} relabelled"
-    )
-    lines += [
-        "",
-        f"poisons: {p['n_poisoned']} of {p['n_train']} training images ({what})",
-        f"filter ({f['mode']}): threshold {f['threshold']:.5f}, ROC AUC {f['auroc']:.3f}, "
-        f"precision {f['precision']:.3f}, recall {f['recall']:.3f}, F1 {f['f1']:.3f}",
-        f"  kept clean {f['kept_clean']}, kept poisoned {f['kept_poisoned']}, dropped clean {f['dropped_clean']}, "
-        f"dropped poisoned {f['dropped_poisoned']}",
-        "",
-        f"{'quantity':<46}{'ours':>10}{'paper':>10}",
-    ]
-    student = results["models"]["filter_distillation"]
-    for label, ours, theirs, style in (
-        ("inferred threshold", f["threshold"], paper["inferred_threshold"], ".5f"),
-        (
-            "mean DAE reconstruction error (test set)",
-            results["dae"]["mean_reconstruction_error_test"],
-            paper["mean_reconstruction_error"],
-            ".6f",
-        ),
-        ("teacher (T) training accuracy", results["teacher_train_acc"], paper["teacher_train_acc"], ".2%"),
-        ("student accuracy on I-FGSM test inputs", student["ifgsm_acc"], paper["student_adversarial_acc"], ".2%"),
-        ("student accuracy on FGSM test inputs", student["fgsm_acc"], paper["student_adversarial_acc"], ".2%"),
-    ):
-        lines.append(f"{label:<46}{ours:>10{style}}{theirs:>10{style}}")
-    if f["auroc"] == f["auroc"] and f["auroc"] < 0.6:
-        lines.append(
-            f"note: ROC AUC {f['auroc']:.3f} means reconstruction error barely separates these poisons from clean "
-            "images."
-        )
-    return "\n".join(lines)
-
-
 def command_run(args) -> int:
     from core.executor import Cell, run_cells, worker_paths
     from core.run import Run, run_cell, seed_config, seed_dir, summarise_seeds
@@ -522,30 +475,12 @@ def command_run(args) -> int:
         print(format_results(run.results))
         print(f"\nresults: {Path(cell.arguments['out']) / 'results.json'}  ({run.results['seconds']:.0f} s)")
         if args.robustness:
-            print_robustness(run, _robustness(run, args.robust_test_subset, 10, args))
+            print(format_robustness(run, _robustness(run, args.robust_test_subset, 10, args)))
         runs[str(seed)] = run
     if len(seeds) > 1:
         out = args.out or RUNS_DIR / base.preset
-        print_seeds(seeds, summarise_seeds(base, runs, out), out)
+        print(format_seeds(seeds, summarise_seeds(base, runs, out), out))
     return 0
-
-
-def print_seeds(seeds, summary: dict, out: Path) -> None:
-    from core.pipeline import MODEL_NAMES
-
-    print(f"\n{'model':<22}{'clean':>16}{'FGSM':>16}{'I-FGSM':>16}   (mean +- std over {len(seeds)} seeds)")
-    for name in MODEL_NAMES:
-        m = summary["models"][name]
-        print(
-            f"{name:<22}"
-            + "".join(
-                f"{m[key]['mean']:>9.2%} +-{m[key]['std'] * 100:4.1f}" for key in ("clean_acc", "fgsm_acc", "ifgsm_acc")
-            )
-        )
-    print(
-        f"filter ROC AUC {summary['filter']['auroc']['mean']:.3f} +- {summary['filter']['auroc']['std']:.3f}; "
-        f"seeds: {out / 'seeds.json'}"
-    )
 
 
 def command_tune(args) -> int:
@@ -619,7 +554,7 @@ def command_sweep(args) -> int:
             previous = json.loads(out.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ValueError(f"{out} is corrupt ({error}); rerun with --fresh to remake it") from None
-    estimate = _point_estimate(run, config)
+    estimate = point_estimate(run, config)
     print(f"a point is estimated at {estimate:.0f} s here (the Threshold page's estimate)", file=sys.stderr)
     with TqdmStages() as stages:
         sweep = sweep_run(
@@ -638,59 +573,6 @@ def command_sweep(args) -> int:
     return 0
 
 
-def _point_estimate(run, config) -> float:
-    """core.live.point_seconds for a point of this sweep on the run (what the Threshold page shows)."""
-    from core.live import point_seconds
-    from core.models import Classifier
-    from core.sweep import fixed_steps, point_image_counts
-
-    images = point_image_counts(len(run.poison_mask), run.results["data"]["n_test"], config)
-    c = run.config
-    steps = config.steps or fixed_steps(c, len(run.poison_mask))
-    return point_seconds(
-        lambda: Classifier(c.classifier),
-        c.classifier_train.batch_size,
-        steps,
-        images,
-        c.eval_attack.steps,
-        config.robust_steps,
-    )
-
-
-def format_sweep(sweep: dict) -> str:
-    """Mean +- std over seeds of each filter's students, one row per drop share; the attacks' standard errors."""
-    curves = sweep["curves"]
-    header = f"{'dropped':>8}" + "".join(f"{name + ' clean':>22}{name + ' worst':>22}" for name in curves)
-    lines = [header]
-    for row in zip(*curves.values()):
-        cells = "".join(
-            f"{p['mean']['clean_acc']:>15.1%} ±{p['std']['clean_acc']:>5.1%}"
-            f"{p['mean']['adaptive_acc']:>15.1%} ±{p['std']['adaptive_acc']:>5.1%}"
-            for p in row
-        )
-        lines.append(f"{row[0]['target_share']:>8.1%}{cells}")
-    seeds = max(point["n_seeds"] for points in curves.values() for point in points)
-    settings = sweep["config"]
-    lines.append(f"{settings['steps']} optimiser steps per model; mean ± std over {seeds} seed(s)")
-    lines.append(_sweep_errors(settings))
-    timed = [m["seconds"] for m in sweep["measurements"] if "seconds" in m]
-    if timed:
-        lines.append(f"measured: {sum(timed) / len(timed):.0f} s per trained point (mean of {len(timed)})")
-    return "\n".join(lines)
-
-
-def _sweep_errors(settings: dict) -> str:
-    """What one seed's point can resolve: the binomial standard error at 50% (the largest) of each measurement."""
-    from core.sweep import standard_errors
-
-    worst = standard_errors(dict.fromkeys(("clean_acc", "fgsm_acc", "ifgsm_acc", "adaptive_acc"), 0.5), settings)
-    return (
-        f"standard error of one seed's point at most: clean ±{worst['clean_acc']:.1%} ({settings['n_test']} images), "
-        f"FGSM / I-FGSM ±{worst['fgsm_acc']:.1%} ({settings.get('n_attack_test', settings['n_test'])}), "
-        f"worst case ±{worst['adaptive_acc']:.1%} ({settings['n_robust_test']})"
-    )
-
-
 def _robustness(run, test_subset: float, steps: int, args) -> dict:
     from core.run import add_robustness
 
@@ -700,62 +582,8 @@ def _robustness(run, test_subset: float, steps: int, args) -> dict:
 
 def command_robustness(args) -> int:
     run = _load(args)
-    print_robustness(run, _robustness(run, args.test_subset, args.steps, args))
+    print(format_robustness(run, _robustness(run, args.test_subset, args.steps, args)))
     return 0
-
-
-def print_robustness(run, robustness: dict) -> None:
-    print(f"{'model':<22}{'clean':>8}{'I-FGSM (CE)':>20}{'worst case':>12}{'zero grad':>11}")
-    for name, report in robustness["models"].items():
-        attacks = report["attacks"]
-        print(
-            f"{name:<22}{attacks['clean']:>8.2%}{attacks['ifgsm']:>20.2%}{report['adaptive_acc']:>12.2%}"
-            f"{report['zero_grad_fraction']:>11.2%}"
-        )
-    print(
-        f"robustness: {run.directory / 'robustness.json'} ({robustness['n_test']} test images, "
-        f"eps {robustness['config']['eps']})"
-    )
-
-
-def format_comparison(comparison: dict) -> str:
-    """Per threat: the clean reference and undefended model, then each filter's detection quality and
-    its student's accuracies, as mean +- std over seeds."""
-    summary = comparison["summary"]
-    n_seeds = len(comparison["runs"])
-
-    def cell(stat, percent=True, width=14):
-        if not stat:
-            return f"{'-':>{width}}"
-        text = f"{stat['mean']:.1%}" if percent else f"{stat['mean']:.3f}"
-        if n_seeds > 1:
-            text += "+-" + (f"{stat['std'] * 100:.1f}" if percent else f"{stat['std']:.3f}")
-        return f"{text:>{width}}"
-
-    lines = []
-    for threat, result in summary.items():
-        has_asr = "attack_success_rate" in result["reference"]["undefended"]
-        header = f"{'':<22}{'ROC AUC':>14}{'precision':>14}{'recall':>14}{'clean':>14}{'I-FGSM':>14}{'worst case':>14}"
-        header += f"{'attack success':>16}" if has_asr else ""
-        lines += [
-            "",
-            f"== {threat} ({n_seeds} seed{'s' if n_seeds > 1 else ''}; students at T, accuracies on the test set) ==",
-            header,
-        ]
-        rows = [(name, None, metrics) for name, metrics in result["reference"].items()]
-        rows += [(f"filter: {name}", quality, quality.get("student")) for name, quality in result["filters"].items()]
-        for label, quality, student in rows:
-            line = f"{label:<22}"
-            line += "".join(
-                cell(quality.get(key) if quality else None, percent=False) for key in ("auroc", "precision", "recall")
-            )
-            line += "".join(
-                cell(student.get(key) if student else None) for key in ("clean_acc", "ifgsm_acc", "adaptive_acc")
-            )
-            if has_asr:
-                line += cell(student.get("attack_success_rate") if student else None, width=16)
-            lines.append(line)
-    return "\n".join(lines)
 
 
 def command_compare(args) -> int:
@@ -799,30 +627,6 @@ def command_compare(args) -> int:
     print(format_comparison(comparison))
     print(f"\ncomparison: {out}  ({comparison['seconds']:.0f} s)")
     return 0
-
-
-def format_defence_grid(grid: dict) -> str:
-    """Per threat case: clean accuracy, adaptive worst case and attack success of each reference and defence."""
-    from core.defence_grid import threat_label
-
-    def cell(stat, width=16):
-        if not stat:
-            return f"{'-':>{width}}"
-        text = f"{stat['mean']:.1%}" + (f"+-{stat['std'] * 100:.1f}" if stat["n"] > 1 else "")
-        return f"{text:>{width}}"
-
-    lines = []
-    for case, result in grid["summary"].items():
-        n_seeds = grid["case_seeds"][case]
-        models = result["models"]
-        has_asr = "attack_success_rate" in (models.get("none") or {})
-        lines += ["", f"== {threat_label(case)} ({n_seeds} seed{'s' if n_seeds != 1 else ''}) =="]
-        header = f"{'':<24}{'clean':>16}{'worst case':>16}" + (f"{'attack success':>16}" if has_asr else "")
-        lines.append(header)
-        for name, metrics in models.items():
-            keys = ("clean_acc", "adaptive_acc") + (("attack_success_rate",) if has_asr else ())
-            lines.append(f"{name:<24}" + "".join(cell((metrics or {}).get(key)) for key in keys))
-    return "\n".join(lines)
 
 
 def command_defences(args) -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from core.data import ImageSet, stratified_split
+from core.data import ImageSet
 from core.detect import (
     CONTROLS,
     DAEDetector,
@@ -34,7 +34,7 @@ from core.detect import (
     random_drop_mask,
     set_detector_threshold,
 )
-from core.evaluate import filter_quality, robustness
+from core.evaluate import filter_quality, robust_test_set, robustness
 from core.executor import ExecutorConfig, finished_cells, run_missing_cells, worker_paths
 from core.pipeline import ExperimentConfig, ModelCache, Prepared, distilled, prepare
 from core.poison import threat_metrics
@@ -240,10 +240,7 @@ def compare_one(
     experiment = config.experiment_for(threat, seed)
     prepared = prepare(experiment, cache, data_root, report, should_stop)
     poisoned, mask = prepared.poisoned, prepared.poisoned.poison_mask
-    _, robust_index = stratified_split(
-        prepared.splits.test.labels, config.robust_test_subset, sampling_seed(seed, "robust_test")
-    )
-    robust_test = prepared.splits.test.subset(robust_index)
+    robust_test = robust_test_set(prepared.splits.test, config.robust_test_subset, seed)
     robust_config = RobustEvalConfig(
         eps=experiment.eval_attack.eps, steps=config.robust_steps, temperature=experiment.temperature, seed=seed
     )
@@ -458,3 +455,40 @@ def comparison_rows(threat_summary: dict) -> list[dict]:
         for row in rows:
             row.pop("attack success")
     return rows
+
+
+def format_comparison(comparison: dict) -> str:
+    """Per threat: the clean reference and undefended model, then each filter's detection quality and
+    its student's accuracies, as mean +- std over seeds."""
+    summary = comparison["summary"]
+    n_seeds = len(comparison["runs"])
+
+    def cell(stat, percent=True, width=16):
+        return f"{mean_std(stat, percent):>{width}}"
+
+    lines = []
+    for threat, result in summary.items():
+        has_asr = "attack_success_rate" in result["reference"]["undefended"]
+        header = f"{'':<22}" + "".join(
+            f"{title:>16}" for title in ("ROC AUC", "precision", "recall", "clean", "I-FGSM", "worst case")
+        )
+        header += f"{'attack success':>16}" if has_asr else ""
+        lines += [
+            "",
+            f"== {threat} ({n_seeds} seed{'s' if n_seeds > 1 else ''}; students at T, accuracies on the test set) ==",
+            header,
+        ]
+        rows = [(name, None, metrics) for name, metrics in result["reference"].items()]
+        rows += [(f"filter: {name}", quality, quality.get("student")) for name, quality in result["filters"].items()]
+        for label, quality, student in rows:
+            line = f"{label:<22}"
+            line += "".join(
+                cell(quality.get(key) if quality else None, percent=False) for key in ("auroc", "precision", "recall")
+            )
+            line += "".join(
+                cell(student.get(key) if student else None) for key in ("clean_acc", "ifgsm_acc", "adaptive_acc")
+            )
+            if has_asr:
+                line += cell(student.get("attack_success_rate") if student else None)
+            lines.append(line)
+    return "\n".join(lines)

@@ -18,7 +18,7 @@ from torch import nn
 from core.data import ImageSet
 from core.models import AutoencoderConfig, DenoisingAutoencoder
 from core.poison import PoisonConfig, craft, quantise_toward
-from core.train import Progress, TrainConfig, predict, reconstruction_loss, train
+from core.train import TrainConfig, TrainingEvent, predict, reconstruction_loss, train
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def train_dae(
     inputs: torch.Tensor,
     targets: torch.Tensor,
     config: DAEConfig,
-    progress: Callable[[Progress], None] | None = None,
+    progress: Callable[[TrainingEvent], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> tuple[DenoisingAutoencoder, list[float]]:
     """Train a fresh DAE on (inputs -> targets); returns it (eval mode) and its per-epoch losses."""
@@ -186,7 +186,7 @@ def tune(
         trial.set_user_attr("worker", worker)
         autoencoder_holder = {}
 
-        def report(event: Progress) -> None:
+        def report(event: TrainingEvent) -> None:
             if event.epoch_loss is None:
                 return
             value = validation_loss(autoencoder_holder["model"], inputs[val_index], targets[val_index])

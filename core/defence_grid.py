@@ -21,13 +21,11 @@ import torch
 from torch import nn
 
 from core.compare import CompareConfig, build_detectors, mean_std, score_detectors, summarise
-from core.data import stratified_split
 from core.defences import DefenceConfig, DefenceContext
-from core.evaluate import accuracy
+from core.evaluate import accuracy, robust_test_set
 from core.executor import ExecutorConfig, finished_cells, run_missing_cells, worker_paths
 from core.pipeline import ExperimentConfig, ModelCache, Prepared, prepare
 from core.poison import PoisonConfig, threat_metrics
-from core.recipe import sampling_seed
 from core.registry import DEFENCES, THREATS
 from core.robust import RobustEvalConfig, attack_suite
 from core.storage import CheckpointError
@@ -123,8 +121,7 @@ def grid_one(
     experiment = replace(config.experiment, seed=seed, poison=config.poison_for(case, seed))
     prepared = prepare(experiment, cache, data_root, report, should_stop)
     poisoned, mask, test = prepared.poisoned, prepared.poisoned.poison_mask, prepared.splits.test
-    _, robust_index = stratified_split(test.labels, config.robust_test_subset, sampling_seed(seed, "robust_test"))
-    robust_test = test.subset(robust_index)
+    robust_test = robust_test_set(test, config.robust_test_subset, seed)
     robust_config = RobustEvalConfig(
         eps=experiment.eval_attack.eps, steps=config.robust_steps, temperature=1.0, seed=seed
     )
@@ -344,3 +341,24 @@ def shipped_damage(grid: dict, threat: str) -> dict | None:
             "best_acc": best[1],
         }
     return None
+
+
+def format_defence_grid(grid: dict) -> str:
+    """Per threat case: clean accuracy, adaptive worst case and attack success of each reference and defence."""
+    from core.defence_grid import threat_label
+
+    def cell(stat, width=16):
+        return f"{mean_std(stat, percent=True):>{width}}"
+
+    lines = []
+    for case, result in grid["summary"].items():
+        n_seeds = grid["case_seeds"][case]
+        models = result["models"]
+        has_asr = "attack_success_rate" in (models.get("none") or {})
+        lines += ["", f"== {threat_label(case)} ({n_seeds} seed{'s' if n_seeds != 1 else ''}) =="]
+        header = f"{'':<24}{'clean':>16}{'worst case':>16}" + (f"{'attack success':>16}" if has_asr else "")
+        lines.append(header)
+        for name, metrics in models.items():
+            keys = ("clean_acc", "adaptive_acc") + (("attack_success_rate",) if has_asr else ())
+            lines.append(f"{name:<24}" + "".join(cell((metrics or {}).get(key)) for key in keys))
+    return "\n".join(lines)

@@ -14,7 +14,7 @@ import torch
 
 from core.data import ImageSet
 from core.models import Classifier, ClassifierConfig
-from core.train import Progress, TrainConfig, hard_label_loss, predict, soft_label_loss, train
+from core.train import TrainConfig, TrainingEvent, hard_label_loss, predict, soft_label_loss, train
 
 
 def classifier_train_config(**overrides) -> TrainConfig:
@@ -57,7 +57,7 @@ def train_classifier(
     model_config: ClassifierConfig,
     train_config: TrainConfig,
     temperature: float = 1.0,
-    progress: Callable[[Progress], None] | None = None,
+    progress: Callable[[TrainingEvent], None] | None = None,
     should_stop=None,
     adversary=None,
     steps: int | None = None,
@@ -86,7 +86,7 @@ def train_student(
     images: torch.Tensor,
     targets: torch.Tensor,
     config: DistillConfig,
-    progress: Callable[[Progress], None] | None = None,
+    progress: Callable[[TrainingEvent], None] | None = None,
     should_stop=None,
     steps: int | None = None,
 ) -> Classifier:

@@ -49,6 +49,14 @@ def attack_test_index(labels: torch.Tensor, share: float, seed: int) -> torch.Te
     return stratified_split(labels, share, sampling_seed(seed, "attack_test"))[1]
 
 
+def robust_test_set(test, share: float, seed: int):
+    """The stratified share of a test set (an ImageSet) that the adaptive attacks run on, drawn with the run's
+    "robust_test" sampling seed: the same images for every model of a run, its sweep, comparison and defence grid."""
+    if not 0 < share <= 1:
+        raise ValueError(f"test-subset must be in (0, 1], got {share}")
+    return test.subset(stratified_split(test.labels, share, sampling_seed(seed, "robust_test"))[1])
+
+
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
     if images.shape[0] == 0:
         return float("nan")

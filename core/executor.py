@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-Progress = Callable[[str, int, int], None]  # (stage, done, total): the shape every long computation reports in
+from core.train import Progress
 
 
 @dataclass(frozen=True)

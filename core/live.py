@@ -148,3 +148,22 @@ def point_seconds(
     forwards = images["kept"] + images["test"] + 7 * images["robust_test"]
     gradients = (1 + attack_steps) * images["attack_test"] + (2 + 4 * robust_steps) * images["robust_test"]
     return 2 * steps * step + forwards * forward + gradients * gradient
+
+
+def point_estimate(run, config) -> float:
+    """core.live.point_seconds for a point of this sweep on the run (what the Threshold page shows)."""
+    from core.live import point_seconds
+    from core.models import Classifier
+    from core.sweep import fixed_steps, point_image_counts
+
+    images = point_image_counts(len(run.poison_mask), run.results["data"]["n_test"], config)
+    c = run.config
+    steps = config.steps or fixed_steps(c, len(run.poison_mask))
+    return point_seconds(
+        lambda: Classifier(c.classifier),
+        c.classifier_train.batch_size,
+        steps,
+        images,
+        c.eval_attack.steps,
+        config.robust_steps,
+    )

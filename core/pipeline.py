@@ -39,7 +39,7 @@ from core.storage import (
     set_aside,
     write_json,
 )
-from core.train import TrainConfig
+from core.train import Progress, TrainConfig
 
 # What the paper reports (see ../shared/paper/README.md), shown beside our numbers.
 PAPER_RESULTS = {
@@ -54,7 +54,6 @@ PAPER_RESULTS = {
 MODEL_NAMES = ("clean_reference", "undefended", "distillation_only", "filter_only", "filter_distillation")
 
 # stage name, done, total -> None. The CLI draws tqdm bars from it, the app a progress bar.
-StageProgress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -252,13 +251,13 @@ class Prepared:
     dae_config: DAEConfig
 
 
-def _trainer(report: StageProgress, stage: str):
+def _trainer(report: Progress, stage: str):
     """The training loop's per-batch event as the one progress shape, (stage, done, total)."""
     return lambda event: report(stage, event.step, event.total_steps)
 
 
 def _data_and_classifiers(
-    config: ExperimentConfig, cache: "ModelCache", data_root, report: StageProgress, should_stop, download: bool
+    config: ExperimentConfig, cache: "ModelCache", data_root, report: Progress, should_stop, download: bool
 ):
     """The run's splits, the key of its data, and `classifier(role, data, seed_role, upstream, T, epochs)`, which
     trains (or reloads) a classifier of the run's architecture and recipe under the role's seed."""
@@ -339,7 +338,7 @@ def prepare(
     config: ExperimentConfig,
     cache: "ModelCache",
     data_root=None,
-    report: StageProgress | None = None,
+    report: Progress | None = None,
     should_stop=None,
     download: bool = False,
 ) -> Prepared:
@@ -393,7 +392,7 @@ def tuning_pairs(
     config: ExperimentConfig,
     cache_dir: str | Path,
     data_root=None,
-    report: StageProgress | None = None,
+    report: Progress | None = None,
     download: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The denoising pairs a run of `config` trains its DAE on (the defender's trusted images minus the calibration
@@ -414,7 +413,7 @@ def distilled(
     data: ImageSet,
     seed_role: str,
     upstream: dict,
-    report: StageProgress | None = None,
+    report: Progress | None = None,
     should_stop=None,
 ):
     """Teacher at T on data, then a student at T on its soft labels, both cached.
@@ -452,7 +451,7 @@ def run_experiment(
     config: ExperimentConfig,
     cache_dir: str | Path = "runs/cache",
     data_root=None,
-    progress: StageProgress | None = None,
+    progress: Progress | None = None,
     should_stop=None,
     download: bool = False,
     evaluate: bool = True,

@@ -449,7 +449,127 @@ def report_sweep(run: Run) -> str:
             + (
                 f" ± {gap['se'] * 100:.1f} points (SE over seeds, paired by seed), {verdict(gap['z'])}"
                 if gap["n"] > 1
-                else " points (one seed: no standard error)"
+                else " points (one seed: no standard error over seeds)"
             )
         )
+    if len(config["seeds"]) == 1 or not complete_seeds:
+        lines += one_seed_sweep_gaps(sweep)
+    return "\n".join(lines)
+
+
+def one_seed_sweep_gaps(sweep: dict) -> list[str]:
+    """For a sweep with one seed: at every share, DAE minus random and DAE minus oracle, clean and worst case, with
+    the standard error test-set noise alone allows (independent binomials: the sweep keeps no per-image results, so
+    the pairing that would shrink it is unavailable; no seed-to-seed variation is in it)."""
+    config = sweep["config"]
+    sizes = {"clean_acc": config["n_test"], "adaptive_acc": config["n_robust_test"]}
+    seed = config["seeds"][0]
+    by = {(m["filter"], m["target_share"]): m for m in sweep["measurements"] if m["seed"] == seed}
+    lines = [
+        f"seed {seed}, gaps per share (test-noise SE, independent binomials; clean on {sizes['clean_acc']} "
+        f"images, worst case on {sizes['adaptive_acc']}):"
+    ]
+    for share in sorted(config["drop_shares"]):
+        if share == 0 or ("detector", share) not in by:
+            continue
+        cells = []
+        for other in ("random", "oracle"):
+            if (other, share) not in by:
+                continue
+            for key in sizes:
+                a, b = by[("detector", share)][key], by[(other, share)][key]
+                se = math.sqrt(a * (1 - a) / sizes[key] + b * (1 - b) / sizes[key])
+                z = (a - b) / se if se else math.inf
+                cells.append(
+                    f"DAE - {other} {'clean' if key == 'clean_acc' else 'worst'} "
+                    f"{(a - b) * 100:+.1f} ± {se * 100:.1f} (z {z:+.1f})"
+                )
+        lines.append(f"  {share:>6.1%} dropped: " + "; ".join(cells))
+    return lines
+
+
+def format_results(results: dict) -> str:
+    """The five models' accuracies, the filter's quality, and our numbers beside the paper's."""
+    from core.pipeline import MODEL_NAMES
+
+    has_asr = "attack_success_rate" in results["models"][MODEL_NAMES[0]]
+    lines = [f"{'model':<22}{'clean':>8}{'FGSM':>8}{'I-FGSM':>8}" + (f"{'attack success':>16}" if has_asr else "")]
+    for name in MODEL_NAMES:
+        m = results["models"][name]
+        lines.append(
+            f"{name:<22}{m['clean_acc']:>8.2%}{m['fgsm_acc']:>8.2%}{m['ifgsm_acc']:>8.2%}"
+            + (f"{m['attack_success_rate']:>16.2%}" if has_asr else "")
+        )
+    f, p, paper = results["filter"], results["poison"], results["paper"]
+    threat = p.get("threat", "perturbation")
+    what = (
+        f"{p['attack']}, eps {p['eps']}, max change {p['linf_levels']} grey levels"
+        if threat == "perturbation"
+        else f"{threat}, {p.get('n_relabelled', 0)} relabelled"
+    )
+    lines += [
+        "",
+        f"poisons: {p['n_poisoned']} of {p['n_train']} training images ({what})",
+        f"filter ({f['mode']}): threshold {f['threshold']:.5f}, ROC AUC {f['auroc']:.3f}, "
+        f"precision {f['precision']:.3f}, recall {f['recall']:.3f}, F1 {f['f1']:.3f}",
+        f"  kept clean {f['kept_clean']}, kept poisoned {f['kept_poisoned']}, dropped clean {f['dropped_clean']}, "
+        f"dropped poisoned {f['dropped_poisoned']}",
+        "",
+        f"{'quantity':<46}{'ours':>10}{'paper':>10}",
+    ]
+    student = results["models"]["filter_distillation"]
+    for label, ours, theirs, style in (
+        ("inferred threshold", f["threshold"], paper["inferred_threshold"], ".5f"),
+        (
+            "mean DAE reconstruction error (test set)",
+            results["dae"]["mean_reconstruction_error_test"],
+            paper["mean_reconstruction_error"],
+            ".6f",
+        ),
+        ("teacher (T) training accuracy", results["teacher_train_acc"], paper["teacher_train_acc"], ".2%"),
+        ("student accuracy on I-FGSM test inputs", student["ifgsm_acc"], paper["student_adversarial_acc"], ".2%"),
+        ("student accuracy on FGSM test inputs", student["fgsm_acc"], paper["student_adversarial_acc"], ".2%"),
+    ):
+        lines.append(f"{label:<46}{ours:>10{style}}{theirs:>10{style}}")
+    if f["auroc"] == f["auroc"] and f["auroc"] < 0.6:
+        lines.append(
+            f"note: ROC AUC {f['auroc']:.3f} means reconstruction error barely separates these poisons from clean "
+            "images."
+        )
+    return "\n".join(lines)
+
+
+def format_seeds(seeds, summary: dict, out) -> str:
+    """`run --seeds K`: each model's accuracies as mean +- std over the seeds, and the filter's ROC AUC."""
+    from core.pipeline import MODEL_NAMES
+
+    lines = [f"\n{'model':<22}{'clean':>16}{'FGSM':>16}{'I-FGSM':>16}   (mean +- std over {len(seeds)} seeds)"]
+    for name in MODEL_NAMES:
+        m = summary["models"][name]
+        lines.append(
+            f"{name:<22}"
+            + "".join(
+                f"{m[key]['mean']:>9.2%} +-{m[key]['std'] * 100:4.1f}" for key in ("clean_acc", "fgsm_acc", "ifgsm_acc")
+            )
+        )
+    lines.append(
+        f"filter ROC AUC {summary['filter']['auroc']['mean']:.3f} +- {summary['filter']['auroc']['std']:.3f}; "
+        f"seeds: {out / 'seeds.json'}"
+    )
+    return "\n".join(lines)
+
+
+def format_robustness(run, robustness: dict) -> str:
+    """`robustness`: each model's clean, cross-entropy I-FGSM and adaptive worst-case accuracy, zero-gradient share."""
+    lines = [f"{'model':<22}{'clean':>8}{'I-FGSM (CE)':>20}{'worst case':>12}{'zero grad':>11}"]
+    for name, report in robustness["models"].items():
+        attacks = report["attacks"]
+        lines.append(
+            f"{name:<22}{attacks['clean']:>8.2%}{attacks['ifgsm']:>20.2%}{report['adaptive_acc']:>12.2%}"
+            f"{report['zero_grad_fraction']:>11.2%}"
+        )
+    lines.append(
+        f"robustness: {run.directory / 'robustness.json'} ({robustness['n_test']} test images, "
+        f"eps {robustness['config']['eps']})"
+    )
     return "\n".join(lines)

@@ -21,12 +21,14 @@ import torch
 from safetensors.torch import load_file
 
 from core.data import GTSRBSplits, ImageSet, load_splits, stratified_split
+from core.evaluate import robust_test_set
 from core.models import Classifier, DenoisingAutoencoder
-from core.pipeline import MODEL_NAMES, POISONS_FILE, ExperimentConfig, StageProgress, export_run, run_experiment
+from core.pipeline import MODEL_NAMES, POISONS_FILE, ExperimentConfig, export_run, run_experiment
 from core.poison import PoisonedSet, load_poisons
 from core.recipe import outdated_stages, sampling_seed
 from core.storage import CheckpointError, load_weights, write_json
 from core.sweep import usable_sweep
+from core.train import Progress
 
 SHIPPED_RUN = Path(__file__).resolve().parents[1] / "checkpoints" / "paper"
 
@@ -199,14 +201,6 @@ def _optional_json(path: Path) -> dict | None:
         return None
 
 
-def robust_test_set(test: ImageSet, share: float, seed: int) -> ImageSet:
-    """The stratified test subset the adaptive evaluations attack (the same for every model of a run)."""
-    if not 0 < share <= 1:
-        raise ValueError(f"test-subset must be in (0, 1], got {share}")
-    _, index = stratified_split(test.labels, share, sampling_seed(seed, "robust_test"))
-    return test.subset(index)
-
-
 # ---- training ------------------------------------------------------------------------------------
 
 
@@ -216,7 +210,7 @@ def train_run(
     cache_dir: str | Path,
     data_root=None,
     download: bool = False,
-    progress: StageProgress | None = None,
+    progress: Progress | None = None,
     should_stop=None,
 ) -> Run:
     """Train (or reload from the cache), evaluate and export a run to `out`; returns it as read back."""
@@ -270,7 +264,7 @@ def add_robustness(
     steps: int,
     data_root=None,
     download: bool = False,
-    progress: StageProgress | None = None,
+    progress: Progress | None = None,
     executor=None,
 ) -> dict:
     """Adaptive, transfer and eps-curve robustness of the run's five models: robustness.json, and adaptive_acc /
@@ -317,7 +311,7 @@ def add_detectors(
     cache_dir,
     data_root=None,
     download: bool = False,
-    progress: StageProgress | None = None,
+    progress: Progress | None = None,
 ) -> dict:
     """Every registered detector on the run's stored training set: detectors.json, detector_scores.safetensors and
     the supervised detector's weights in the run folder."""

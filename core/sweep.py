@@ -26,7 +26,7 @@ import torch
 
 from core.data import ImageSet, stratified_split
 from core.distill import DistillConfig, soft_labels, train_classifier, train_student
-from core.evaluate import accuracy, attack_test_index, filter_quality, robustness
+from core.evaluate import accuracy, attack_test_index, filter_quality, robust_test_set, robustness
 from core.executor import Cell, ExecutorConfig, run_cells
 from core.pipeline import ExperimentConfig, _seeded
 from core.recipe import repeat_seed, sampling_seed
@@ -175,12 +175,6 @@ def distil_at_threshold(
     return teacher, student, kept_mask
 
 
-def robust_subset(test: ImageSet, share: float, seed: int) -> ImageSet:
-    """The stratified share of a student's test images that the adaptive attacks run on."""
-    _, index = stratified_split(test.labels, share, sampling_seed(seed, "robust_test"))
-    return test.subset(index)
-
-
 def attack_subset(test: ImageSet, share: float, seed: int) -> ImageSet:
     """The stratified share of a student's test images that FGSM / I-FGSM run on (all of them at share 1)."""
     return test if share >= 1 else test.subset(attack_test_index(test.labels, share, seed))
@@ -198,7 +192,7 @@ class StudentTests:
     @classmethod
     def of(cls, test: ImageSet, attack_share: float, robust_share: float, seed: int) -> "StudentTests":
         attacked = attack_subset(test, attack_share, seed)
-        return cls(test, attacked, robust_subset(attacked, robust_share, seed))
+        return cls(test, attacked, robust_test_set(attacked, robust_share, seed))
 
     def sizes(self) -> dict:
         return {"n_test": len(self.clean), "n_attack_test": len(self.attacked), "n_robust_test": len(self.robust)}
@@ -579,9 +573,42 @@ def train_at_threshold(
 
 def student_test_subset(run: "Run", test, share: float = 1.0):
     """The stratified test subset the threshold sweep measured students' clean accuracy on (same seed)."""
-    from core.data import stratified_split
 
     if share >= 1:
         return test
     _, index = stratified_split(test.labels, share, sampling_seed(run.config.seed, "sweep_test"))
     return test.subset(index)
+
+
+def format_sweep(sweep: dict) -> str:
+    """Mean +- std over seeds of each filter's students, one row per drop share; the attacks' standard errors."""
+    curves = sweep["curves"]
+    header = f"{'dropped':>8}" + "".join(f"{name + ' clean':>22}{name + ' worst':>22}" for name in curves)
+    lines = [header]
+    for row in zip(*curves.values()):
+        cells = "".join(
+            f"{p['mean']['clean_acc']:>15.1%} ±{p['std']['clean_acc']:>5.1%}"
+            f"{p['mean']['adaptive_acc']:>15.1%} ±{p['std']['adaptive_acc']:>5.1%}"
+            for p in row
+        )
+        lines.append(f"{row[0]['target_share']:>8.1%}{cells}")
+    seeds = max(point["n_seeds"] for points in curves.values() for point in points)
+    settings = sweep["config"]
+    lines.append(f"{settings['steps']} optimiser steps per model; mean ± std over {seeds} seed(s)")
+    lines.append(_sweep_errors(settings))
+    timed = [m["seconds"] for m in sweep["measurements"] if "seconds" in m]
+    if timed:
+        lines.append(f"measured: {sum(timed) / len(timed):.0f} s per trained point (mean of {len(timed)})")
+    return "\n".join(lines)
+
+
+def _sweep_errors(settings: dict) -> str:
+    """What one seed's point can resolve: the binomial standard error at 50% (the largest) of each measurement."""
+    from core.sweep import standard_errors
+
+    worst = standard_errors(dict.fromkeys(("clean_acc", "fgsm_acc", "ifgsm_acc", "adaptive_acc"), 0.5), settings)
+    return (
+        f"standard error of one seed's point at most: clean ±{worst['clean_acc']:.1%} ({settings['n_test']} images), "
+        f"FGSM / I-FGSM ±{worst['fgsm_acc']:.1%} ({settings.get('n_attack_test', settings['n_test'])}), "
+        f"worst case ±{worst['adaptive_acc']:.1%} ({settings['n_robust_test']})"
+    )

@@ -106,9 +106,14 @@ class TrainConfig:
 RECIPE_3_DEFAULTS = {"warmup_share": 0.25, "label_smoothing": 0.0, "ema_decay": 0.0}
 
 
+# The one progress shape every long computation reports in: progress(stage, done, total). The CLI hangs tqdm bars on
+# it (one per stage), the app a progress bar, the executor forwards it from workers.
+Progress = Callable[[str, int, int], None]
+
+
 @dataclass
-class Progress:
-    """What the loop reports after every batch; the CLI hangs tqdm on it, the app a progress bar."""
+class TrainingEvent:
+    """What the loop reports after every batch (callers turn it into Progress: stage, event.step, event.total_steps)."""
 
     epoch: int  # 1-based
     epochs: int
@@ -218,7 +223,7 @@ def train(
     loss_fn: LossFunction,
     config: TrainConfig,
     device: torch.device | None = None,
-    progress: Callable[[Progress], None] | None = None,
+    progress: Callable[[TrainingEvent], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     adversary: Adversary | None = None,
     steps: int | None = None,
@@ -296,7 +301,7 @@ def train(
                 if progress is not None:
                     last = batch_start + batch_size >= epoch_used
                     epoch_loss = (running / epoch_used).item() if last else None
-                    progress(Progress(epoch, epochs, step, total_steps, loss.item(), epoch_loss))
+                    progress(TrainingEvent(epoch, epochs, step, total_steps, loss.item(), epoch_loss))
             epoch_losses.append((running / epoch_used).item())
     finally:
         model.train(was_training)

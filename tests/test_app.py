@@ -23,8 +23,8 @@ def test_every_page_renders_without_exception(run_directory, page):
 
 
 def test_moving_the_threshold_changes_counts_and_student_accuracy(run_directory, tmp_path):
-    """The page reads the run's sweep.json and interpolates between its points. The shipped run carries no sweep
-    this time (README), so the run is copied and given a two-point sweep whose values the test chooses."""
+    """The page reads the run's sweep.json and interpolates between its points: on a copy of the run given a
+    two-point sweep whose values the test chooses, so the test sees the values move, not only the shipped ones."""
     import json
     import shutil
 
@@ -88,6 +88,43 @@ def test_moving_the_threshold_changes_counts_and_student_accuracy(run_directory,
     at.switch_page("pages/threshold.py").run()
     assert_clean(at)
     assert any("older version" in warning.value for warning in at.warning)
+
+
+def test_the_default_run_draws_its_shipped_sweep_with_measured_and_interpolated_points(gtsrb_root):
+    """The run the app opens by default ships its measured sweep (issue 22): the Threshold page draws each filter's
+    curve with a marker per measured share, and says whether the student's numbers at the slider's threshold were
+    measured there or interpolated between measured points."""
+    from core.run import SHIPPED_RUN, Run
+    from core.sweep import accuracy_at
+
+    sweep = Run.load(SHIPPED_RUN).sweep
+    assert sweep is not None, "checkpoints/paper ships no usable sweep.json: run README's sweep command"
+    detector = sorted(sweep["curves"]["detector"], key=lambda point: point["threshold"])
+    assert len(detector) >= 12 and {"random", "oracle"} <= set(sweep["curves"])
+    at = on_page(str(SHIPPED_RUN), "pages/threshold.py")
+    assert_clean(at)
+    charts = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+    sweep_chart = next(chart for chart in charts if "vs share dropped" in str(chart["layout"].get("title")))
+    drawn = {trace["name"]: trace for trace in sweep_chart["data"] if trace.get("mode") == "lines+markers"}
+    labels = {"detector": "DAE filter", "random": "random", "oracle": "oracle"}  # the page's legend
+    assert set(drawn) == {labels[name] for name in sweep["curves"]}
+    for name, points in sweep["curves"].items():  # one marker per measured share
+        assert drawn[labels[name]]["x"] == [point["drop_share"] for point in points]
+
+    def student_line(at) -> str:
+        return next(m.value for m in at.markdown if m.value.startswith("**Student at this threshold**"))
+
+    measured = detector[len(detector) // 2]
+    at.number_input(key="threshold_input").set_value(measured["threshold"]).run()
+    assert_clean(at)
+    assert "measured at this threshold" in student_line(at)
+    assert metric(at, "clean accuracy") == f"{measured['mean']['clean_acc']:.2%}"
+    between = (detector[2]["threshold"] + detector[3]["threshold"]) / 2
+    at.number_input(key="threshold_input").set_value(between).run()
+    assert_clean(at)
+    assert "interpolated between measured points" in student_line(at)
+    threshold = float(at.slider(key="threshold_dae").value)
+    assert metric(at, "clean accuracy") == f"{accuracy_at(sweep, threshold)['clean_acc']:.2%}"
 
 
 def test_switching_the_score_changes_the_filter(run_directory):

@@ -289,3 +289,26 @@ def test_shares_are_measured_coarse_to_fine_so_a_partial_sweep_spans_the_range()
     for end in range(4, len(order) + 1):
         positions = sorted(ranked.index(share) for share in order[:end])
         assert max(b - a for a, b in zip(positions, positions[1:])) <= len(ranked) // 2
+
+
+def test_one_seed_gaps_carry_the_test_noise_standard_error():
+    """report's one-seed sweep lines: DAE minus each control at each share, with sqrt(a(1-a)/n + b(1-b)/n)."""
+    from core.report import one_seed_sweep_gaps
+
+    def point(name, share, clean, worst):
+        return {"seed": 0, "filter": name, "target_share": share, "clean_acc": clean, "adaptive_acc": worst}
+
+    sweep = {
+        "config": {"seeds": [0], "drop_shares": [0.0, 0.5], "n_test": 10_000, "n_robust_test": 400},
+        "measurements": [
+            point("detector", 0.0, 0.98, 0.6),
+            point("detector", 0.5, 0.96, 0.5),
+            point("random", 0.5, 0.98, 0.5),
+        ],
+    }
+    lines = one_seed_sweep_gaps(sweep)
+    assert len(lines) == 2 and lines[1].strip().startswith("50.0% dropped")  # no line for 0% dropped
+    se = (0.96 * 0.04 / 10_000 + 0.98 * 0.02 / 10_000) ** 0.5 * 100  # 0.24 points
+    assert f"DAE - random clean -2.0 ± {se:.1f}" in lines[1]
+    assert "DAE - random worst +0.0 ± 3.5" in lines[1]  # sqrt(2 * 0.25 / 400) = 3.5 points
+    assert "oracle" not in lines[1]  # no oracle point at that share
