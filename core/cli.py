@@ -528,9 +528,7 @@ def _load(args):
 
 
 def command_sweep(args) -> int:
-    import json
-
-    from core.sweep import SweepConfig, sweep_run
+    from core.sweep import SweepConfig, read_sweep_file, sweep_run
 
     run = _load(args)
     if args.points < 2:
@@ -548,12 +546,7 @@ def command_sweep(args) -> int:
         batch_models=args.batch_models,
     )
     out = args.run_dir / "sweep.json"
-    previous = None
-    if out.exists() and not args.fresh:
-        try:
-            previous = json.loads(out.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(f"{out} is corrupt ({error}); rerun with --fresh to remake it") from None
+    previous = None if args.fresh else read_sweep_file(out)
     estimate = point_estimate(run, config)
     print(f"a point is estimated at {estimate:.0f} s here (the Threshold page's estimate)", file=sys.stderr)
     with TqdmStages() as stages:

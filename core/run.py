@@ -128,7 +128,13 @@ class Run:
         """The run's threshold for a detector (the same ThresholdConfig applied to its scores)."""
         if name == "dae":
             return self.threshold
-        return float(self.detectors["detectors"][name]["threshold"])
+        try:
+            return float(self.detectors["detectors"][name]["threshold"])
+        except (KeyError, TypeError, ValueError):  # not scored on this run, or a damaged detectors.json
+            raise CheckpointError(
+                f"this run has no usable threshold for '{name}' in {self.directory / 'detectors.json'}: run "
+                f"`python -m core detectors --run-dir {self.directory}` to score it"
+            ) from None
 
     # ---- what it stores ----
 

@@ -473,6 +473,20 @@ def sweep_run(
     )
 
 
+def read_sweep_file(path) -> dict | None:
+    """A run's sweep.json as written (any version: sweep_thresholds keeps only the points it can reuse), None when
+    there is none; a file that is not JSON raises ValueError saying how to remake it."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is corrupt ({error}); rerun with --fresh to remake it") from None
+
+
 def usable_sweep(sweep: dict | None) -> dict | None:
     """The sweep if it is of the current version, else None (the app then says how to remake it)."""
     current = sweep and sweep.get("version") in READABLE_VERSIONS

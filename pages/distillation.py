@@ -1,6 +1,7 @@
 """Distillation: temperature, teacher probabilities at T and at 1, and the five models side by side."""
 
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -10,6 +11,7 @@ import streamlit as st
 from core.data import CLASS_NAMES
 from core.images import top_classes
 from core.pipeline import MODEL_NAMES, PAPER_RESULTS
+from core.storage import CheckpointError
 from core.sweep import sweep_steps
 from ui.common import (
     cached_classifier,
@@ -195,8 +197,22 @@ with guard("the teacher's probabilities"):
         figure_download(figure, "teacher_probabilities")
 
 st.subheader("Train teacher and student on the filtered set")
-score = st.session_state.get("score", "dae")
-threshold = float(st.session_state.get("threshold", run.threshold_of(score)))
+# The Threshold page's score and threshold, validated here (that page may have stored a score this run cannot
+# filter with, e.g. one whose scores file is damaged): anything unusable falls back to the DAE at the run's threshold.
+score, threshold = "dae", run.threshold
+requested = st.session_state.get("score", "dae")
+try:
+    if requested != "dae":
+        run.scores_of(requested)  # the scores themselves must load, not only the threshold
+    stored = float(st.session_state.get("threshold", run.threshold_of(requested)))
+    if not math.isfinite(stored):
+        raise ValueError(f"threshold {stored}")
+    score, threshold = requested, stored
+except (CheckpointError, ValueError, TypeError) as problem:
+    st.info(
+        f"The Threshold page's score '{requested}' cannot be used here ({problem}); using the DAE score at the "
+        "run's threshold instead."
+    )
 steps = st.slider(
     "optimiser steps (teacher and student each; default: the sweep's, the run's recipe on all of train)",
     10,

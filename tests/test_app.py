@@ -285,3 +285,37 @@ def test_a_backdoor_run_renders_on_every_page(gtsrb_root, tmp_path):
     for page in ("pages/overview.py", "pages/threshold.py", "pages/distillation.py", "pages/your_images.py"):
         at.switch_page(page).run()
         assert_clean(at)
+
+
+def _walk_every_page_after_every_score(run_directory, clean: bool) -> None:
+    """Pick each Score option on the Threshold page, then open every page with that state in the session."""
+    from core.registry import DETECTORS
+
+    at = on_page(run_directory, "pages/threshold.py")
+    for option in DETECTORS.names():  # every Score the selector offers
+        at.switch_page("pages/threshold.py").run()
+        at.selectbox(key="score").set_value(option).run()
+        for page in PAGES:
+            at.switch_page(page).run()
+            if clean:
+                assert_clean(at)
+            else:  # a damaged file may earn a message, never a traceback
+                assert not at.exception, (option, page, [e.value for e in at.exception])
+
+
+def test_every_page_after_every_score_on_the_shipped_run(run_directory):
+    """State one page writes (the Threshold page's Score and threshold) is read safely by every other page."""
+    _walk_every_page_after_every_score(run_directory, clean=True)
+
+
+def test_every_page_after_every_score_on_a_run_whose_detector_scores_are_damaged(run_directory, tmp_path):
+    """Issue 25's traceback: the Distillation page read a score's threshold the run no longer had."""
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(run_directory, folder)
+    (folder / "detector_scores.safetensors").write_bytes(b"not a safetensors file")
+    detectors = json.loads((folder / "detectors.json").read_text())
+    detectors["detectors"].pop(next(name for name in detectors["detectors"] if name != "dae"))  # one loses its entry
+    (folder / "detectors.json").write_text(json.dumps(detectors))
+    _walk_every_page_after_every_score(str(folder), clean=False)
