@@ -293,7 +293,7 @@ def sweep_thresholds(
     trained: dict[tuple[int, bytes], dict] = {}  # (seed, kept-set digest) -> metrics
     for m in measurements:
         if "kept_digest" in m:
-            kept = {key: m[key] for key in (*METRICS, "seconds") if key in m}
+            kept = {key: m[key] for key in (*METRICS, "seconds", "threads") if key in m}
             trained.setdefault((m["seed"], bytes.fromhex(m["kept_digest"])), kept)
     # Seed by seed, shares coarse to fine, every filter at a share before the next: a sweep stopped part-way has whole
     # curves (detector, random and oracle) at fewer shares, not one filter's curve alone.
@@ -373,7 +373,8 @@ def sweep_cell(
     students = distil_many(train, kept_masks, experiment, steps, seed)
     metrics = [measure_student(s, tests, experiment, robust_steps) for s in students]
     seconds = round((time.perf_counter() - started) / len(kept_masks), 1)
-    return {"metrics": [{**m, "seconds": seconds} for m in metrics]}
+    # the thread count goes with each point: CPU floats differ between thread counts (core.executor)
+    return {"metrics": [{**m, "seconds": seconds, "threads": torch.get_num_threads()} for m in metrics]}
 
 
 def distil_many(train: ImageSet, kept_masks: list[torch.Tensor], experiment, steps: int, seed: int, should_stop=None):

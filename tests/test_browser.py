@@ -152,6 +152,9 @@ def test_threshold_slider_and_upload_in_a_real_browser(server, browser, tmp_path
         assert page.locator("[data-testid='stException']").count() == 0, name
         assert page.get_by_text("Page not found").count() == 0, name
         assert str(ROOT) not in page.inner_text("body"), f"{name} shows the machine's absolute project path"
+        # a demo shows no Deploy button and no developer menu (.streamlit/config.toml: client.toolbarMode)
+        assert page.locator("[data-testid='stAppDeployButton']").count() == 0, name
+        assert page.get_by_role("button", name="Deploy").count() == 0, name
         shoot(page, name)
     page.close()
 
