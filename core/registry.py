@@ -1,10 +1,10 @@
-"""Registries: attacks, threat models, poison detectors and defences are tables from a name to a spec.
+"""Registries: attacks, threat models, poison detectors, defences and studies are tables from a name to a spec.
 
 The CLI's choices, the app's selectors, the comparison loop and the contract tests iterate these tables, so
 adding an entry is one file (or function) that calls `register`, plus its test; nothing else names it.
 Built-in entries register where they are defined (core/attacks.py, core/threats/, core/detect.py,
-core/defences.py); any module placed in core/plugins/ is imported with them, so a new entry can live there
-(README: Extending).
+core/defences.py, core/studies/); any module placed in core/plugins/ is imported with them, so a new entry can
+live there (README: Extending).
 """
 
 from __future__ import annotations
@@ -79,6 +79,19 @@ class DefenceSpec:
     test_input: Callable[..., Any] | None = None
 
 
+@dataclass(frozen=True)
+class StudySpec:
+    """A command of `python -m core` (core/studies/): `main(options, data)` -> exit code, where options is an
+    instance of `options` (a frozen dataclass whose fields are the command's flags, core.studies.flag_specs) and data
+    a core.studies.DataOptions (where GTSRB is). needs_dataset(options): whether GTSRB must be there first."""
+
+    name: str
+    help: str
+    options: type
+    main: Callable[..., int]
+    needs_dataset: Callable[[Any], bool] = lambda options: True
+
+
 Spec = TypeVar("Spec")
 
 
@@ -128,18 +141,23 @@ ATTACKS: Registry[AttackSpec] = Registry("attack")
 THREATS: Registry[ThreatSpec] = Registry("threat model")
 DETECTORS: Registry[DetectorSpec] = Registry("detector")
 DEFENCES: Registry[DefenceSpec] = Registry("defence")
+STUDIES: Registry[StudySpec] = Registry("study")
 
 _loaded = False
 
 
 def load_builtins() -> None:
-    """Import the modules that register the built-in entries, then every module in core/plugins/."""
+    """Import the modules that register the built-in entries (core/studies/ included), then every module in
+    core/plugins/."""
     global _loaded
     if _loaded:
         return
     _loaded = True
     for module in ("core.attacks", "core.threats", "core.detect", "core.training_set_detectors", "core.defences"):
         importlib.import_module(module)
+    studies = importlib.import_module("core.studies")  # by name: core.studies imports this module
+    for info in pkgutil.iter_modules(studies.__path__):
+        importlib.import_module(f"core.studies.{info.name}")
     import core.plugins
 
     for info in pkgutil.iter_modules(core.plugins.__path__):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.cli import build_parser, experiment_from_args, main
+from core.cli import main, parse
 from core.dae import DAEConfig, TuneConfig, config_from_params, load_study_if_any, tune_workers, worker_shares
 from core.executor import Cell, ExecutorConfig, GridError, run_cells
 from core.models import AutoencoderConfig
@@ -90,8 +90,10 @@ def test_two_tune_workers_share_one_postgres_study_and_the_run_applies_its_best(
     # Another process (the app, `run --use-best-trial`) reads the same study from the same URL.
     again = load_study_if_any(config)
     assert again.best_trial.number == study.best_trial.number
-    args = build_parser().parse_args(["run", "--use-best-trial", "--storage", postgres_url, "--study", "two-workers"])
-    dae = experiment_from_args(args).dae
+    from core.studies.run import experiment_of
+
+    _, options, _ = parse(["run", "--use-best-trial", "--storage", postgres_url, "--study", "two-workers"])
+    dae = experiment_of(options).dae
     assert dae.model == config_from_params(again.best_params, base).model
     assert dae.train.learning_rate == again.best_params["learning_rate"]
 

@@ -9,17 +9,23 @@ import pytest
 import torch
 
 from core.cli import build_parser
-from core.registry import ATTACKS, DEFENCES, DETECTORS, THREATS
+from core.registry import ATTACKS, DEFENCES, DETECTORS, STUDIES, THREATS
 from tests import contracts
 from tests.helpers import on_page
 
-TOYS = {"toy_random_sign": ATTACKS, "toy_darken": THREATS, "toy_darkness": DETECTORS, "toy_mirror": DEFENCES}
+TOYS = {
+    "toy_random_sign": ATTACKS,
+    "toy_darken": THREATS,
+    "toy_darkness": DETECTORS,
+    "toy_mirror": DEFENCES,
+    "toy_histogram": STUDIES,
+}
 
 
 @pytest.fixture
 def toys():
-    """Import the four plugin files (each registers itself), unregister them afterwards."""
-    for module in ("toy_attack", "toy_threat", "toy_detector", "toy_defence"):
+    """Import the five plugin files (each registers itself), unregister them afterwards."""
+    for module in ("toy_attack", "toy_threat", "toy_detector", "toy_defence", "toy_study"):
         name = f"tests.plugins.{module}"
         importlib.reload(sys.modules[name]) if name in sys.modules else importlib.import_module(name)
     yield
@@ -40,11 +46,50 @@ def test_toys_are_in_the_cli_choices(toys):
     assert "toy_darkness" in choices("compare", option="--detectors")
     assert "toy_mirror" in choices("defences", option="--defences")
     assert "toy_mirror" in choices("budget", option="--defences")
-    args = build_parser().parse_args(["run", "--threat", "toy_darken", "--attack", "toy_random_sign"])
-    from core.cli import experiment_from_args
+    from core.cli import parse
+    from core.studies.run import experiment_of
 
-    poison = experiment_from_args(args).poison
+    _, options, _ = parse(["run", "--threat", "toy_darken", "--attack", "toy_random_sign"])
+    poison = experiment_of(options).poison
     assert poison.threat == "toy_darken" and poison.fraction == 0.2  # the spec's default fraction
+
+
+def test_the_toy_study_is_a_command_with_a_flag_per_option(toys, capsys):
+    """One file (tests/plugins/toy_study.py) makes a command: its subcommand, flags, help, choices, validation and
+    output come from the study's options dataclass and main, and nothing else names it."""
+    from core.cli import main
+
+    assert "toy_histogram" in build_parser()._subparsers._group_actions[0].choices
+    assert choices("toy_histogram", option="--shape") == ("counts", "shares")
+    assert main(["toy_histogram", "--values", "0.1", "0.6", "0.7", "--bins", "2"]) == 0
+    assert capsys.readouterr().out.strip() == "1 2"
+    assert main(["toy_histogram", "--values", "0.1", "0.6", "--shape", "shares"]) == 0
+    assert capsys.readouterr().out.strip() == "0.50 0.00 0.50 0.00"
+    with pytest.raises(SystemExit) as missing:  # a required option
+        main(["toy_histogram"])
+    assert missing.value.code == 2 and "--values" in capsys.readouterr().err
+    assert main(["toy_histogram", "--values", "0.5", "--bins", "0"]) == 2  # the options' own validation
+    assert capsys.readouterr().err.strip() == "error: --bins must be >= 1, got 0"
+    with pytest.raises(SystemExit):
+        main(["toy_histogram", "--help"])
+    assert "equal-width bins over [0, 1]" in capsys.readouterr().out
+
+
+def test_every_study_is_a_command_with_one_flag_per_option():
+    """The CLI is generated: each registered study is a subcommand whose flags are exactly its options' fields, and
+    its defaults parse back to the options' defaults."""
+    from dataclasses import fields
+
+    from core.cli import parse
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert set(commands) == set(STUDIES.names()) and len(commands) >= 13
+    for study in STUDIES.specs():
+        flags = {action.dest for action in commands[study.name]._actions if action.option_strings}
+        assert flags - {"help", "data_root", "download"} == {each.name for each in fields(study.options)}, study.name
+    _, options, data = parse(["sweep", "--run-dir", "somewhere", "--drop-shares", "0", "0.5"])
+    assert options.drop_shares == (0.0, 0.5) and options.filters == ("detector", "random", "oracle")
+    assert options.cpus_per_cell is None and data.download is False
 
 
 def test_toys_pass_the_contract_tests(toys, tiny_model):

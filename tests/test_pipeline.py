@@ -138,10 +138,11 @@ def test_tiny_backdoor_run_reports_attack_success_and_caches_the_relabelled_set(
 
 
 def test_cli_threat_defaults_follow_the_threat():
-    from core.cli import build_parser, experiment_from_args
+    from core.cli import parse
+    from core.studies.run import experiment_of
 
     def poison(*args):
-        return experiment_from_args(build_parser().parse_args(["run", *args])).poison
+        return experiment_of(parse(["run", *args])[1]).poison
 
     assert poison("--threat", "label_flip").fraction == 0.4
     assert poison("--threat", "backdoor").fraction == 0.05
@@ -216,15 +217,15 @@ def test_cli_bad_parameters_exit_with_one_clear_line(args, message):
 
 
 def test_cli_tune_then_run_with_the_best_trial_in_a_fresh_folder(gtsrb_root, tmp_path, capsys):
-    from core.cli import build_parser, experiment_from_args, main
+    from core.cli import main, parse
+    from core.studies.run import experiment_of
 
     storage = f"sqlite:///{tmp_path / 'nested' / 'optuna.db'}"  # the folder does not exist yet
     missing = _cli("run", "--use-best-trial", "--storage", storage, "--study", "none")
     assert missing.returncode != 0 and "no finished trial" in missing.stderr
     assert main(["tune", "--trials", "2", "--epochs", "1", "--storage", storage, "--study", "s"]) == 0
     assert "best trial" in capsys.readouterr().out and (tmp_path / "nested" / "optuna.db").exists()
-    args = build_parser().parse_args(["run", "--use-best-trial", "--storage", storage, "--study", "s"])
-    config = experiment_from_args(args)
+    config = experiment_of(parse(["run", "--use-best-trial", "--storage", storage, "--study", "s"])[1])
     study = load_study_if_any(TuneConfig(storage=storage, study_name="s"))
     assert config.dae.model.latent_dim == study.best_params["latent_dim"]
     assert config.dae.train.learning_rate == study.best_params["learning_rate"]

@@ -249,6 +249,8 @@ def test_a_sweep_on_a_local_ray_instance_equals_the_local_executor(tiny_run, gts
     ray.shutdown()
     assert len(results["ray"]["measurements"]) == 2 * 2 * 2
     for sweep in results.values():  # wall times differ between executors; everything else must not
+        # each point records the threads it trained on (--cpus-per-cell 1 on a machine with more)
+        assert {measurement["threads"] for measurement in sweep["measurements"]} == {1}
         sweep.pop("seconds")
         for measurement in sweep["measurements"]:
             measurement.pop("seconds")

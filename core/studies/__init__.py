@@ -1,0 +1,162 @@
+"""Studies: what `python -m core <command>` runs, one module per command, in a table like the other registries.
+
+A study is an options dataclass and a `main(options, data)` that calls the engine, writes the study's file and
+prints its table (returning the exit code). The options' fields are the command's flags: the flag is the field's
+name (`run_dir` -> `--run-dir`), its type comes from the annotation (`int | None`: optional; `tuple[float, ...]`:
+one or more values; `bool`: a switch), its help, choices and mutually exclusive group from `option(...)`. core/cli.py
+builds the command line from STUDIES and nothing else, so adding a study, or a knob on one, is one file here (or in
+core/plugins/) plus its test (README: Extending).
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from pathlib import Path
+
+from core.registry import STUDIES, StudySpec
+
+__all__ = ["STUDIES", "StudySpec", "DataOptions", "ExecutorOptions", "Stages", "option", "flag_specs", "load_run"]
+
+RUNS_DIR = Path("runs")  # where commands write by default (relative to the working directory)
+
+
+def option(
+    default=None,
+    help: str | Callable[[], str] = "",
+    choices: tuple | Callable[[], tuple] | None = None,
+    group: str | None = None,
+    required: bool = False,
+):
+    """A study option: its default, help text, allowed values (for both: a function returning them when they come
+    from a registry that may gain entries), mutually exclusive group, and whether the flag must be given."""
+    metadata = {"help": help, "choices": choices, "group": group, "required": required}
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("study options are frozen: use a tuple for a default of several values")
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """Where GTSRB is: the options every command accepts, before or after its name."""
+
+    data_root: str | None = None
+    download: bool = False
+
+
+@dataclass(frozen=True)
+class ExecutorOptions:
+    """Where a grid's cells run (core.executor): inherited by the studies that have cells."""
+
+    executor: str = option("local", "local: in this process; ray: one task per cell", choices=("local", "ray"))
+    ray_address: str | None = option(None, "'auto' or ray://host:port (default: start a Ray instance on this machine)")
+    cpus_per_cell: int | None = option(None, "threads per cell under every executor (default: this machine's count)")
+    gpus_per_cell: float = option(0.0, "ray: GPU share per cell (0.25: four a GPU)")
+
+    def executor_config(self):
+        from core.executor import ExecutorConfig
+
+        return ExecutorConfig(self.executor, self.ray_address, self.cpus_per_cell, self.gpus_per_cell)
+
+
+@dataclass(frozen=True)
+class FlagSpec:
+    """One command-line flag of a study option, as core/cli.py hands it to argparse."""
+
+    name: str  # the field
+    flag: str  # --the-field
+    kind: type  # int, float, str, Path or bool (the type of each value)
+    many: bool  # one or more values (a tuple field)
+    default: typing.Any
+    help: str
+    choices: tuple | None
+    group: str | None
+    required: bool
+
+
+def flag_specs(options_type: type) -> list[FlagSpec]:
+    """The flags of a study's options dataclass: its own fields in order, then those it inherits (the executor's)."""
+    hints = typing.get_type_hints(options_type)
+    inherited = {each.name for base in options_type.__mro__[1:] if is_dataclass(base) for each in fields(base)}
+    specs = []
+    for each in sorted(fields(options_type), key=lambda each: each.name in inherited):
+        kind, many = _value_type(hints[each.name], f"{options_type.__name__}.{each.name}")
+        meta = each.metadata
+        choices = meta.get("choices")
+        default = None if each.default is MISSING else each.default
+        specs.append(
+            FlagSpec(
+                name=each.name,
+                flag="--" + each.name.replace("_", "-"),
+                kind=kind,
+                many=many,
+                default=default,
+                help=help_text() if callable(help_text := meta.get("help", "")) else help_text,
+                choices=tuple(choices()) if callable(choices) else choices,
+                group=meta.get("group"),
+                required=meta.get("required", False),
+            )
+        )
+    return specs
+
+
+def _value_type(hint, where: str) -> tuple[type, bool]:
+    """(type of each value, several values?) of an annotation: X, X | None, tuple[X, ...] or tuple[X, ...] | None."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        others = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        if len(others) != 1:
+            raise TypeError(f"{where}: a study option is one type, optionally | None; got {hint}")
+        hint = others[0]
+    if typing.get_origin(hint) is tuple:
+        args = typing.get_args(hint)
+        if len(args) != 2 or args[1] is not Ellipsis:
+            raise TypeError(f"{where}: several values are written tuple[X, ...]; got {hint}")
+        return _value_type(args[0], where)[0], True
+    if hint not in (int, float, str, Path, bool):
+        raise TypeError(f"{where}: study options are int, float, str, Path or bool (or tuples of them); got {hint}")
+    return hint, False
+
+
+def load_run(run_dir: Path):
+    """A finished run's folder, with a note on stderr when it was made with an older recipe."""
+    from core.run import Run, warn_if_outdated
+
+    run = Run.load(run_dir)
+    warn_if_outdated(run)
+    return run
+
+
+class Stages:
+    """The command line's progress: one tqdm bar per stage, on stderr (the one progress shape: stage, done, total)."""
+
+    def __init__(self):
+        self.stage, self.bar = None, None
+
+    def __enter__(self) -> "Stages":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if stage != self.stage:
+            self.close()
+            self.stage = stage
+            self.bar = tqdm(total=total, desc=stage, unit="step", leave=True, dynamic_ncols=True, mininterval=0.5)
+        self.bar.total = total
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.stage, self.bar = None, None
+
+
+def note(message: str) -> None:
+    """A line for the person at the terminal that is not part of the study's table (stderr)."""
+    print(message, file=sys.stderr)

@@ -1,0 +1,108 @@
+"""`python -m core defences`: every threat case x every registered training-time defence, over seeds, resumable case
+by case (core/defence_grid.py computes; defences.json in --out)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from core.registry import DEFENCES, DETECTORS
+from core.studies import RUNS_DIR, STUDIES, DataOptions, ExecutorOptions, Stages, StudySpec, option
+from core.studies.run import PRESETS
+
+
+def _case_names() -> tuple[str, ...]:
+    from core.defence_grid import CASES
+
+    return tuple(CASES)
+
+
+@dataclass(frozen=True)
+class DefencesOptions(ExecutorOptions):
+    preset: str = option("compare", "the shipped grid used 'compare'", choices=PRESETS)
+    cases: tuple[str, ...] | None = option(None, "threat cases (default: all)", choices=_case_names)
+    defences: tuple[str, ...] | None = option(None, "defences to train behind (default: all)", choices=DEFENCES.names)
+    seeds: int = option(1, "seeds 0..K-1, mean +- std over those that finish")
+    detector: str = option("dae", "what filter / filter_purify use", choices=DETECTORS.names)
+    sigma: float = option(0.1, "purify: noise std before the DAE ([0, 1] scale)")
+    jpeg_quality: int = option(10, "jpeg: PIL quality 1..95")
+    adversarial_eps: float = option(8 / 255, "adversarial training: PGD radius")
+    adversarial_steps: int = option(3, "adversarial training: PGD steps per batch")
+    robust_test_subset: float = option(0.3, "share of test attacked (worst case)")
+    robust_steps: int = option(10, "iterations of the adaptive attacks")
+    train_subset: float | None = option(None, "override the preset's share of the train split")
+    test_subset: float | None = option(None, "override the preset's share of the test split")
+    epochs: int | None = option(None, "override the preset's epochs for every classifier")
+    dae_epochs: int | None = option(None, "override the preset's DAE epochs")
+    defender_epochs: int | None = option(None, "override the preset's epochs of the defender's classifier")
+    out: Path = option(RUNS_DIR / "defences", "folder for defences.json")
+    fresh: bool = option(False, "recompute every case (default: keep those --out holds, same settings)")
+    cache_dir: Path = option(RUNS_DIR / "cache", "trained-model cache")
+
+    def __post_init__(self):
+        if self.seeds < 1:
+            raise ValueError(f"--seeds must be >= 1, got {self.seeds}")
+
+    def grid_config(self):
+        from core.defence_grid import DefenceGridConfig
+        from core.defences import DefenceConfig
+        from core.pipeline import preset
+
+        experiment = preset(self.preset)
+        names = ("train_subset", "test_subset", "defender_epochs")
+        overrides = {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+        if self.epochs is not None:
+            overrides["classifier_train"] = replace(experiment.classifier_train, epochs=self.epochs)
+        if self.dae_epochs is not None:
+            overrides["dae"] = replace(experiment.dae, train=replace(experiment.dae.train, epochs=self.dae_epochs))
+        return DefenceGridConfig(
+            replace(experiment, **overrides),
+            cases=tuple(self.cases or _case_names()),
+            defences=tuple(self.defences or DEFENCES.names()),
+            defence=DefenceConfig(
+                detector=self.detector,
+                sigma=self.sigma,
+                jpeg_quality=self.jpeg_quality,
+                adversarial_eps=self.adversarial_eps,
+                adversarial_steps=self.adversarial_steps,
+            ),
+            seeds=tuple(range(self.seeds)),
+            robust_test_subset=self.robust_test_subset,
+            robust_steps=self.robust_steps,
+        )
+
+
+def main(options: DefencesOptions, data: DataOptions) -> int:
+    from core.defence_grid import defence_grid, finished_runs, format_defence_grid, load_defence_grid
+    from core.storage import write_json
+
+    config = options.grid_config()
+    out = options.out / "defences.json"
+    previous = None if options.fresh else load_defence_grid(out)
+    kept = finished_runs(config, previous)
+    if kept:
+        print(f"resuming {out}: keeping {sum(map(len, kept.values()))} finished case(s) with the same settings")
+    with Stages() as stages:
+        grid = defence_grid(
+            config,
+            options.cache_dir,
+            data.data_root,
+            stages,
+            on_case=lambda partial: write_json(out, partial),
+            previous=previous,
+            executor=options.executor_config(),
+        )
+    write_json(out, grid)
+    print(format_defence_grid(grid))
+    print(f"\ndefence grid: {out}  ({grid['seconds']:.0f} s)")
+    return 0
+
+
+STUDIES.register(
+    StudySpec(
+        "defences",
+        "every threat case x every training-time defence, over seeds (no distillation)",
+        DefencesOptions,
+        main,
+    )
+)

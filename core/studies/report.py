@@ -1,0 +1,63 @@
+"""`python -m core report`: the numbers README states about a run (and a comparison, defence grid or budget curves),
+computed from their files with standard errors (core/report.py computes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.studies import STUDIES, DataOptions, StudySpec, load_run, option
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    run_dir: Path = option(None, "a run's output folder (holds results.json)", required=True)
+    comparison: Path | None = option(None, "a compare.json to report on as well")
+    defences: Path | None = option(None, "a defences.json (python -m core defences) to report on as well")
+    budget: Path | None = option(None, "a budget.json (python -m core budget) to report on as well")
+
+
+def main(options: ReportOptions, data: DataOptions) -> int:
+    from core.budget import load_budget
+    from core.compare import load_comparison
+    from core.defence_grid import load_defence_grid
+    from core.report import (
+        defence_grid_markdown,
+        report_budget,
+        report_comparison,
+        report_defence_grid,
+        report_run,
+        report_sweep,
+    )
+    from core.storage import CheckpointError
+
+    # Every file named is read before the (slow) run report, so a wrong path fails at once.
+    comparison = load_comparison(options.comparison) if options.comparison else None
+    grid = load_defence_grid(options.defences) if options.defences else None
+    if options.defences and grid is None:
+        raise CheckpointError(f"no defence grid at {options.defences}: run `python -m core defences` first")
+    curves = load_budget(options.budget) if options.budget else None
+    if options.budget and curves is None:
+        raise CheckpointError(f"no budget curves at {options.budget}: run `python -m core budget` first")
+    run = load_run(options.run_dir)
+    print(report_run(run))
+    if run.sweep:
+        print("\nThreshold sweep:\n" + report_sweep(run))
+    if comparison is not None:
+        print(report_comparison(comparison))
+    if grid is not None:
+        print(report_defence_grid(grid))
+        print("\nREADME's table:\n" + defence_grid_markdown(grid))
+    if curves is not None:
+        print(report_budget(curves))
+    return 0
+
+
+STUDIES.register(
+    StudySpec(
+        "report",
+        "the numbers README states about a run, computed from its files (with standard errors)",
+        ReportOptions,
+        main,
+    )
+)

@@ -1,0 +1,67 @@
+"""`python -m core smoothness`: TAP's budget spent on a coarser grid against the residual detector: the detectors'
+ROC AUC and the damage per scale (core/adaptive.py computes; smoothness.json in --out)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from core.studies import RUNS_DIR, STUDIES, DataOptions, Stages, StudySpec, option
+from core.studies.run import PRESETS
+
+
+@dataclass(frozen=True)
+class SmoothnessOptions:
+    preset: str = option("compare", "the experiment the poisons and victims follow", choices=PRESETS)
+    scales: tuple[int, ...] = option((1, 2, 4, 8), "grid coarseness (1: per pixel)")
+    fraction: float = option(0.5, "share of train poisoned (AUC needs clean ones)")
+    train_subset: float | None = option(None, "override the preset's share of the train split")
+    steps: int | None = option(None, "TAP steps (default: the threat's 40)")
+    out: Path = option(RUNS_DIR / "smoothness", "folder for smoothness.json")
+    cache_dir: Path = option(RUNS_DIR / "cache", "trained-model cache")
+
+
+def format_smoothness(result: dict) -> str:
+    """One row per scale: each detector's ROC AUC and the victim's clean accuracy."""
+    from core.adaptive import DETECTORS_MEASURED
+
+    lines = [f"{'smooth scale':<14}" + "".join(f"{name + ' AUC':>16}" for name in DETECTORS_MEASURED) + "   clean acc"]
+    for point in result["points"]:
+        aucs = "".join(f"{point['auroc'][name]:>16.3f}" for name in DETECTORS_MEASURED)
+        lines.append(f"{point['smooth_scale']:<14}{aucs}{point['clean_acc']:>12.1%}")
+    lines.append(f"clean reference {result['points'][0]['clean_reference_acc']:.1%}")
+    return "\n".join(lines)
+
+
+def main(options: SmoothnessOptions, data: DataOptions) -> int:
+    from core.adaptive import smoothness_sweep
+    from core.pipeline import preset
+    from core.storage import write_json
+
+    experiment = preset(options.preset)
+    if options.train_subset is not None:
+        experiment = replace(experiment, train_subset=options.train_subset)
+    with Stages() as stages:
+        result = smoothness_sweep(
+            experiment,
+            tuple(options.scales),
+            options.fraction,
+            options.cache_dir,
+            data.data_root,
+            stages,
+            steps=options.steps,
+        )
+    write_json(options.out / "smoothness.json", result)
+    print(format_smoothness(result))
+    print(f"smoothness: {options.out / 'smoothness.json'}  ({result['seconds']:.0f} s)")
+    return 0
+
+
+STUDIES.register(
+    StudySpec(
+        "smoothness",
+        "TAP spent low-pass vs the residual detector: detector AUC and damage per scale",
+        SmoothnessOptions,
+        main,
+    )
+)
