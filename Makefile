@@ -13,6 +13,7 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 app: $(VENV)/.installed
+	@echo "serving the app at http://localhost:8501 (open it in a browser; Ctrl-C stops it)"
 	$(PY) -m streamlit run app.py
 
 test: $(VENV)/.installed

@@ -445,11 +445,10 @@ def comparison_rows(threat_summary: dict) -> list[dict]:
         student = quality.get("student") or {}
         row = {"model": "student at T" if student else "(scored only)", "filter": filter_label(name)}
         for key, title in COMPARISON_COLUMNS:
-            row[title] = (
-                mean_std(quality.get(key), percent=False)
-                if key in detection
-                else mean_std(student.get(key), percent=True)
-            )
+            if key in detection:  # no filter drops nothing: it has no detection quality (was "0.000 ± 0.000")
+                row[title] = "-" if name == "none" else mean_std(quality.get(key), percent=False)
+            else:
+                row[title] = mean_std(student.get(key), percent=True)
         rows.append(row)
     if "attack_success_rate" not in threat_summary["reference"]["undefended"]:
         for row in rows:

@@ -308,6 +308,40 @@ def defence_rows(case: str, case_summary: dict) -> list[dict]:
     return rows
 
 
+CASE_LABELS = {
+    "ifgsm_paper": "I-FGSM, eps 0.01, 10% (the paper's)",
+    "ifgsm_8": "I-FGSM, 8/255, all of train",
+    "tap": "TAP, 8/255, all of train",
+    "unlearnable": "unlearnable, 8/255, all of train",
+    "label_flip": "label flip",
+    "backdoor": "backdoor (BadNets)",
+}
+
+
+def defence_table(grid: dict, defence: str) -> list[dict]:
+    """One row per threat case the grid trained behind `defence`, as the app shows it: a readable case, the seeds,
+    'mean ± std' of each metric, '-' where a metric does not apply (attack success of an availability poison) or no
+    anchor was published; the published column only when some row has one."""
+    label = DEFENCES.label(defence) if defence in DEFENCES else REFERENCE_LABELS.get(defence, defence)
+    rows = []
+    for case, summary in grid["summary"].items():
+        if defence not in summary["models"]:
+            continue
+        row = next(row for row in defence_rows(case, summary) if row["model"] == label)
+        rows.append(
+            {
+                "threat case": CASE_LABELS.get(case, case),
+                "seeds": grid["case_seeds"][case],
+                **{title: row.get(title) or "-" for _, title in GRID_COLUMNS},
+                "published (CIFAR-10)": row["published (CIFAR-10)"] or "-",
+            }
+        )
+    if all(row["published (CIFAR-10)"] == "-" for row in rows):
+        for row in rows:
+            del row["published (CIFAR-10)"]
+    return rows
+
+
 def best_defence(case_summary: dict) -> tuple[str, float] | None:
     """The registered defence with the highest mean clean accuracy in a case (references excluded)."""
     scored = [

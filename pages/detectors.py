@@ -10,7 +10,15 @@ from core.compare import SHIPPED_COMPARISON, SHIPPED_COMPARISONS, comparison_row
 from core.defence_grid import case_label, defence_rows
 from core.detect import filter_label
 from core.registry import THREATS
-from ui.common import cached_comparison, cached_defence_grid, ensure_navigation, figure_download, guard, require_run
+from ui.common import (
+    cached_comparison,
+    cached_defence_grid,
+    ensure_navigation,
+    figure_download,
+    full_table,
+    guard,
+    require_run,
+)
 
 ensure_navigation()
 
@@ -77,7 +85,7 @@ else:
 
 rows = comparison_rows(summary)
 table = pd.DataFrame(rows)
-st.dataframe(table, width="stretch", hide_index=True)
+full_table(table, wide=("filter",))
 st.caption(
     "ROC AUC, precision and recall score each detector's drop decision against the ground truth (controls: the "
     "drop decision itself). Students are distilled at T behind each filter; clean / I-FGSM on the test set, worst "
@@ -171,7 +179,7 @@ st.markdown(
     f"paper's eps 0.01 on {first['n_robust_test']:,} of them."
 )
 grid_table = pd.DataFrame(defence_rows(case, case_summary))
-st.dataframe(grid_table, width="stretch", hide_index=True)
+full_table(grid_table, wide=("model",))
 st.caption(
     "Published numbers are CIFAR-10 / ResNet-18 at eps 8/255 (Fowl et al. 2021, Huang et al. 2021, Liu et al. 2023): "
     "another dataset and model, for orientation only. Oracle: trained on the clean images only (n/a when every "

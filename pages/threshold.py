@@ -9,7 +9,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from core import explore
-from core.defence_grid import defence_rows
+from core.defence_grid import defence_table
 from core.detect import PAPER_INFERRED_THRESHOLD, PAPER_INITIAL_THRESHOLD, filter_label, infer_threshold_from_scores
 from core.registry import DEFENCES, DETECTORS
 from core.sweep import FILTERS, accuracy_at, curve_at_share, point_images, sweep_robust_steps, sweep_steps
@@ -323,8 +323,8 @@ def draw_live_view() -> None:
         "Interactive charts",
         key="interactive_charts",
         bind="query-params",
-        help="Plotly charts with hover, zoom and downloads, and the threshold drawn on the sweep's curve. Off (the "
-        "default), the panels are a picture on which each move only draws the threshold: a faster slider.",
+        help="Plotly charts with hover, zoom and downloads. Off (the default), the histogram, ROC and precision-recall "
+        "panels are a picture on which each move only draws the threshold: a faster slider.",
     )
     fpr_point, tpr_point = explore.operating_point(scores, mask, threshold)
     if not interactive:
@@ -387,17 +387,18 @@ def draw_live_view() -> None:
         st.plotly_chart(figure, width="stretch", key="chart-filter")
         figure_download(figure, "histogram_roc_precision_recall")
 
-    if interactive:  # the sweep's chart carries the threshold's line only here; otherwise it is drawn once, below
-        sweep_section(drop_share)
+    sweep_section(drop_share)  # in the fragment: its line follows the slider in both views
 
     pool = cached_example_pool(directory)
     pool_scores = scores[pool["index"]]
     dropped = pool_scores > threshold
     for title, selected in (("Kept", ~dropped), ("Dropped", dropped)):
         positions = np.flatnonzero(selected)[:12]
+        count = int(selected.sum())
+        shown_here = f"; the first {len(positions)} shown" if count > len(positions) else ""
         st.markdown(
-            f"**{title}** ({int(selected.sum())} of the {len(dropped)} example images; "
-            "green ring: right decision, red: wrong)"
+            f"**{title}**: {count} of the {len(dropped)} example images{shown_here} "
+            "(green ring: right decision, red: wrong)"
         )
         if len(positions) == 0:
             st.caption("none")
@@ -419,8 +420,8 @@ def sample_row(directory: str, score: str, title: str, positions: tuple[int, ...
     return sample_strip(tiles, captions)
 
 
-def sweep_section(drop_share: float | None) -> None:
-    """The sweep's chart (DAE score only), with the live trainer's points; the threshold's line when drop_share."""
+def sweep_section(drop_share: float) -> None:
+    """The sweep's chart (DAE score only), with the live trainer's points and the threshold's line."""
     if not (run.sweep and is_dae):
         return
     metric = st.radio(
@@ -445,8 +446,7 @@ def sweep_section(drop_share: float | None) -> None:
                 marker=dict(symbol="star", size=13, color="#e45756"),
             )
         )
-    if drop_share is not None:
-        sweep_figure.add_vline(drop_share, line_color="black", line_dash="dash", annotation_text="this threshold")
+    sweep_figure.add_vline(drop_share, line_color="black", line_dash="dash", annotation_text="this threshold")
     st.plotly_chart(sweep_figure, width="stretch", key="chart-sweep")
     figure_download(sweep_figure, "student_accuracy_vs_share_dropped")
 
@@ -460,8 +460,6 @@ def live_view() -> None:
 
 with guard("the threshold view"):
     live_view()
-    if not st.session_state.get("interactive_charts"):
-        sweep_section(None)  # outside the fragment: a move does not resend it
 
 st.divider()
 st.subheader("Train at exactly this threshold")
@@ -559,19 +557,11 @@ if "sigma" in DEFENCES[defence].params:
 with guard("the shipped defence grid"):
     grid = cached_defence_grid()
     if grid:
-        rows = [
-            {
-                "threat case": case,
-                "seeds": grid["case_seeds"][case],
-                **next(row for row in defence_rows(case, summary) if row["model"] == DEFENCES.label(defence)),
-            }
-            for case, summary in grid["summary"].items()
-            if defence in summary["models"]
-        ]
+        rows = defence_table(grid, defence)
         if not rows:
             st.info(f"The shipped grid did not train behind {DEFENCES.label(defence)}.")
         else:
-            st.dataframe(pd.DataFrame(rows).drop(columns=["model"]), width="stretch", hide_index=True)
+            st.dataframe(pd.DataFrame(rows), width="stretch", hide_index=True)
         st.caption(
             f"Shipped grid, preset `{grid['config']['experiment']['preset']}` (seeds: how many stand behind a row): "
             "one classifier behind this defence per threat case (no distillation); worst case = adaptive attacks at "

@@ -118,6 +118,11 @@ def test_the_default_run_draws_its_shipped_sweep_with_measured_and_interpolated_
     at.number_input(key="threshold_input").set_value(measured["threshold"]).run()
     assert_clean(at)
     assert "measured at this threshold" in student_line(at)
+    # the default (picture) view marks the threshold on the sweep's chart, at the share it drops
+    charts = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+    sweep_chart = next(chart for chart in charts if "vs share dropped" in str(chart["layout"].get("title")))
+    line = next(shape for shape in sweep_chart["layout"]["shapes"] if shape.get("line", {}).get("dash") == "dash")
+    assert line["x0"] == pytest.approx(measured["drop_share"], abs=1e-3)
     assert metric(at, "clean accuracy") == f"{measured['mean']['clean_acc']:.2%}"
     between = (detector[2]["threshold"] + detector[3]["threshold"]) / 2
     at.number_input(key="threshold_input").set_value(between).run()
@@ -319,3 +324,34 @@ def test_every_page_after_every_score_on_a_run_whose_detector_scores_are_damaged
     detectors["detectors"].pop(next(name for name in detectors["detectors"] if name != "dae"))  # one loses its entry
     (folder / "detectors.json").write_text(json.dumps(detectors))
     _walk_every_page_after_every_score(str(folder), clean=False)
+
+
+def test_the_other_defences_table_shows_no_raw_values(run_directory):
+    """The Threshold page's table behind a defence, from the shipped grid: readable threat cases, '-' where attack
+    success does not apply or no anchor was published (it showed raw None and an empty column), the published
+    column only for a defence that has anchors."""
+    at = on_page(run_directory, "pages/threshold.py")
+    for defence, has_anchors in (("grayscale", True), ("filter", False)):
+        at.selectbox(key="defence").set_value(defence).run()
+        assert_clean(at)
+        table = next(frame.value for frame in at.dataframe if "threat case" in frame.value.columns)
+        assert "TAP, 8/255, all of train" in set(table["threat case"])
+        assert ("published (CIFAR-10)" in table.columns) == has_anchors
+        cells = [str(value) for value in table.to_numpy().ravel()]
+        assert not any(cell in ("None", "nan", "") for cell in cells), cells
+        assert "-" in set(table["attack success"])  # TAP has none
+        if has_anchors:
+            assert "9.1%" in set(table["published (CIFAR-10)"]) and "-" in set(table["published (CIFAR-10)"])
+
+
+def test_the_detector_table_shows_a_dash_where_a_control_has_no_detection_quality(run_directory):
+    """No filter drops nothing, so it has no ROC AUC, precision or recall: a dash, not '0.000 ± 0.000'; the random and
+    oracle controls keep theirs, below the detectors."""
+    at = on_page(run_directory, "pages/detectors.py")
+    assert_clean(at)
+    table = at.dataframe[0].value
+    rows = {row["filter"]: row for row in table.to_dict("records")}
+    none = rows["no filter (control)"]
+    assert none["ROC AUC"] == none["precision"] == none["recall"] == "-"
+    assert rows["oracle filter (control)"]["precision"].startswith("1.000")
+    assert list(table["filter"])[-2:] == ["random filter (control)", "oracle filter (control)"]

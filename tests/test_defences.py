@@ -196,7 +196,7 @@ def test_defence_grid_end_to_end_in_the_cli_and_the_app(gtsrb_root, run_director
     at.selectbox(key="defence").set_value("jpeg").run()
     assert_clean(at)
     assert any(
-        "threat case" in frame.value.columns and list(frame.value["threat case"]) == ["backdoor"]
+        "threat case" in frame.value.columns and list(frame.value["threat case"]) == ["backdoor (BadNets)"]
         for frame in at.dataframe
     )
     at.selectbox(key="defence").set_value("purify").run()

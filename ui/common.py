@@ -371,6 +371,13 @@ def figure_download(figure, name: str) -> None:
     )
 
 
+def full_table(frame, wide: tuple[str, ...] = ()) -> None:
+    """A table tall enough for every row (no scroll hiding the last ones: the controls sat below one) and the named
+    columns wide enough for their labels."""
+    config = {name: st.column_config.TextColumn(width="large") for name in wide if name in frame.columns}
+    st.dataframe(frame, width="stretch", hide_index=True, height=36 * (len(frame) + 1) + 3, column_config=config)
+
+
 def percentages(table):
     """A table of shares as text ("98.27%", and "—" where there is no value): a Styler's na_rep is not applied by
     st.dataframe, which showed a raw "None"."""
