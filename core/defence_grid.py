@@ -352,29 +352,38 @@ def best_defence(case_summary: dict) -> tuple[str, float] | None:
     return max(scored, key=lambda item: item[1]) if scored else None
 
 
-def shipped_damage(grid: dict, threat: str) -> dict | None:
-    """What the shipped grid measured for the first case of `threat`: clean accuracy of the clean reference, of no
-    defence, and of the best defence."""
-    for case, summary in grid["summary"].items():
-        settings = grid["config"]["case_settings"].get(case, {})
-        if settings.get("threat") != threat:
-            continue
-        models = summary["models"]
-        best = best_defence(summary)
-        if not (models.get("none") and models.get("clean_reference") and best):
-            return None
-        return {
-            "case": case,
-            "eps": settings["eps"],
-            "fraction": settings["fraction"],
-            "n_seeds": grid["case_seeds"][case],
-            "preset": grid["config"]["experiment"]["preset"],
-            "clean_reference": models["clean_reference"]["clean_acc"]["mean"],
-            "none": models["none"]["clean_acc"]["mean"],
-            "best": DEFENCES.label(best[0]),
-            "best_acc": best[1],
-        }
-    return None
+def shipped_damage(grid: dict, threat: str, eps: float | None = None, fraction: float | None = None) -> dict | None:
+    """What the shipped grid measured for the case of `threat` closest to (eps, fraction) (eps first; the first case
+    when they are not given): clean accuracy of the clean reference, of no defence, and of the best defence, and
+    whether the case is exactly that setting ("matches")."""
+    cases = [
+        (case, grid["config"]["case_settings"][case])
+        for case in grid["summary"]
+        if grid["config"]["case_settings"].get(case, {}).get("threat") == threat
+    ]
+    if not cases:
+        return None
+    if eps is not None and fraction is not None:
+        cases.sort(key=lambda item: (abs(item[1]["eps"] - eps), abs(item[1]["fraction"] - fraction)))
+    case, settings = cases[0]
+    models = grid["summary"][case]["models"]
+    best = best_defence(grid["summary"][case])
+    if not (models.get("none") and models.get("clean_reference") and best):
+        return None
+    same = eps is not None and abs(settings["eps"] - eps) < 1e-6 and abs(settings["fraction"] - (fraction or 0)) < 1e-6
+    return {
+        "case": case,
+        "label": CASE_LABELS.get(case, case),
+        "eps": settings["eps"],
+        "fraction": settings["fraction"],
+        "matches": same,
+        "n_seeds": grid["case_seeds"][case],
+        "preset": grid["config"]["experiment"]["preset"],
+        "clean_reference": models["clean_reference"]["clean_acc"]["mean"],
+        "none": models["none"]["clean_acc"]["mean"],
+        "best": DEFENCES.label(best[0]),
+        "best_acc": best[1],
+    }
 
 
 def format_defence_grid(grid: dict) -> str:

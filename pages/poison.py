@@ -157,15 +157,22 @@ def key(name: str) -> str:
 custom = st.session_state.get("preset") == "Custom"
 left, right = st.columns(2)
 with left:
-    attack = st.selectbox(
-        "Attack",
-        ATTACKS.names(),
-        format_func=ATTACKS.label,
-        key="attack",
-        bind="query-params",
-        disabled=not custom or not perturbation,
-        help=None if perturbation else f"{spec.label} is its own attack; this applies to the perturbation threat.",
-    )
+    if custom and perturbation:
+        # Custom starts from the preset's attack (the paper's I-FGSM), not from the first in the list
+        st.session_state.setdefault("attack", defaults.attack)
+        attack = st.selectbox("Attack", ATTACKS.names(), format_func=ATTACKS.label, key="attack", bind="query-params")
+    else:  # what the preset (or the threat) uses, shown, not chosen
+        attack = st.selectbox(
+            "Attack",
+            ATTACKS.names(),
+            index=ATTACKS.names().index(defaults.attack),
+            format_func=ATTACKS.label,
+            key=f"attack_of_{threat}_{st.session_state.get('preset')}",
+            disabled=True,
+            help=f"{spec.label} is its own attack; this applies to the perturbation threat."
+            if not perturbation
+            else "Pick Custom in the sidebar to choose another attack.",
+        )
     iterative = ATTACKS[attack].iterative or not perturbation
     eps = st.slider(
         "eps (L-inf, [0, 1] pixel scale; 8/255 = 0.031, 16/255 = 0.063)",
@@ -250,11 +257,13 @@ st.caption(
 )
 with guard("the measured damage"):
     grid = cached_defence_grid()
-    shipped = shipped_damage(grid, threat) if grid else None
+    shipped = shipped_damage(grid, threat, eps, fraction) if grid else None
     if shipped:
+        setting = f"eps {shipped['eps']:.4g} ({shipped['eps'] * 255:.1f}/255) on {shipped['fraction']:.0%} of train"
+        closest = "" if shipped["matches"] else " the measured case closest to these settings:"
         st.markdown(
-            f"**Measured damage** (shipped defence grid, case `{shipped['case']}`: eps {shipped['eps'] * 255:.0f}/255 "
-            f"on {shipped['fraction']:.0%} of train, {shipped['n_seeds']} seed(s), preset `{shipped['preset']}`)"
+            f"**Measured damage** (shipped defence grid,{closest} {shipped['label']}: {setting}, "
+            f"{shipped['n_seeds']} seed(s), preset `{shipped['preset']}`)"
         )
         cols = st.columns(3)
         cols[0].metric("clean reference: clean acc.", f"{shipped['clean_reference']:.1%}")

@@ -355,3 +355,22 @@ def test_the_detector_table_shows_a_dash_where_a_control_has_no_detection_qualit
     assert none["ROC AUC"] == none["precision"] == none["recall"] == "-"
     assert rows["oracle filter (control)"]["precision"].startswith("1.000")
     assert list(table["filter"])[-2:] == ["random filter (control)", "oracle filter (control)"]
+
+
+def test_the_poison_page_shows_the_attack_and_the_damage_of_the_setting_it_runs(run_directory):
+    """Under the Paper preset the greyed Attack box reads the preset's I-FGSM (it read FGSM while the run used
+    I-FGSM); switching to Custom keeps it; the measured-damage card is the grid's case for eps 0.01 on 10% (it showed
+    8/255 on all of train), and a custom eps says which measured case is the closest."""
+    at = on_page(run_directory, "pages/poison.py")
+    at.sidebar.radio(key="preset").set_value("Paper").run()
+    assert_clean(at)
+    boxes = [box for box in at.selectbox if box.label == "Attack"]
+    assert len(boxes) == 1 and boxes[0].disabled and boxes[0].value == "ifgsm"
+    damage = next(md.value for md in at.markdown if md.value.startswith("**Measured damage** (shipped defence grid"))
+    assert "I-FGSM, eps 0.01, 10% (the paper's)" in damage and "closest" not in damage
+    at.sidebar.radio(key="preset").set_value("Custom").run()
+    assert_clean(at)
+    assert at.selectbox(key="attack").value == "ifgsm" and not at.selectbox(key="attack").disabled
+    at.slider(key="eps").set_value(0.03).run()
+    damage = next(md.value for md in at.markdown if md.value.startswith("**Measured damage** (shipped defence grid"))
+    assert "closest" in damage and "I-FGSM, 8/255, all of train" in damage
