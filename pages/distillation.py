@@ -189,12 +189,23 @@ with guard("the teacher's probabilities"):
             go.Bar(y=[n for n, _ in at_1][::-1], x=[p for _, p in at_1][::-1], orientation="h", name="T = 1"),
         ]
     )
+    # A log axis: at T = 1 the top class holds nearly all the mass and the others are 1e-4..1e-8, which a linear axis
+    # draws as nothing; softening is the rise of those small bars at T (the dark knowledge the student learns from).
     figure.update_layout(
-        barmode="group", height=320, margin=dict(t=30, b=30), xaxis_range=[0, 1], xaxis_title="probability"
+        barmode="group",
+        height=320,
+        margin=dict(t=30, b=30),
+        xaxis_type="log",
+        xaxis_range=[-8, 0],
+        xaxis_title="probability (log scale)",
     )
     with right:
         st.plotly_chart(figure, width="stretch", key="chart-teacher")
         figure_download(figure, "teacher_probabilities")
+        st.caption(
+            f"Top class at T = 1: {at_1[0][1]:.6f}; at T = {T:g}: {at_t[0][1]:.4f}. The second class rises from "
+            f"{at_1[1][1]:.1e} to {at_t[1][1]:.1e}: what softening gives the student (log scale)."
+        )
 
 st.subheader("Train teacher and student on the filtered set")
 # The Threshold page's score and threshold, validated here (that page may have stored a score this run cannot

@@ -374,3 +374,19 @@ def test_the_poison_page_shows_the_attack_and_the_damage_of_the_setting_it_runs(
     at.slider(key="eps").set_value(0.03).run()
     damage = next(md.value for md in at.markdown if md.value.startswith("**Measured damage** (shipped defence grid"))
     assert "closest" in damage and "I-FGSM, 8/255, all of train" in damage
+
+
+def test_the_teacher_chart_shows_softening_on_a_log_axis(run_directory):
+    """At T = 1 the teacher's top class holds nearly all the mass (both bars looked like 1.0 on a linear axis): the
+    chart is on a log axis and the caption states how much the second class gains at T."""
+    at = on_page(run_directory, "pages/distillation.py")
+    assert_clean(at)
+    chart = next(
+        json.loads(chart.proto.spec)
+        for chart in at.get("plotly_chart")
+        if "log scale" in str(json.loads(chart.proto.spec)["layout"].get("xaxis"))
+    )
+    assert chart["layout"]["xaxis"]["type"] == "log"
+    at_t, at_1 = (trace["x"][-1] for trace in chart["data"])  # bars are drawn bottom-up: the top class is last
+    assert at_t < at_1  # T > 1 takes mass from the top class
+    assert any("The second class rises from" in caption.value for caption in at.caption)
