@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     from core.run import Run
 
 
-MAX_UPLOAD_PIXELS = 4096 * 4096  # larger images are refused before decoding (decompression bombs)
+ACCEPTED_FORMATS = "PNG, JPEG, PPM, WebP, TIFF, BMP or GIF"  # what the page's uploader lets through
+# Larger images are downscaled, however large; PIL itself refuses a decompression bomb (over 2 x
+# Image.MAX_IMAGE_PIXELS, about 179 megapixels) before decoding it, and that refusal is kept.
 
 
 class UploadError(ValueError):
@@ -29,23 +31,22 @@ class UploadError(ValueError):
 
 def read_upload(data: bytes, name: str = "upload") -> torch.Tensor:
     """Bytes of an image file -> uint8 (3, 32, 32) as a person would see the file: EXIF rotation applied, deep and
-    float images scaled to 8 bits, transparency over white. Raises UploadError with a clear message."""
+    float images scaled to 8 bits, transparency over white, any size downscaled, a non-square image centre-cropped to
+    a square (GTSRB's crops centre the sign; squashing would distort it). Raises UploadError with a clear message."""
     if not data:
-        raise UploadError(f"{name} is empty: upload a PNG, JPEG, PPM or WebP image")
+        raise UploadError(f"{name} is empty: upload a {ACCEPTED_FORMATS} image")
     try:
         with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-            if width * height > MAX_UPLOAD_PIXELS:
-                raise UploadError(
-                    f"{name} is {width}x{height} pixels, over the {MAX_UPLOAD_PIXELS:,}-pixel limit: resize it first"
-                )
+            image.draft("RGB", (IMAGE_SIZE * 8, IMAGE_SIZE * 8))  # JPEG: decode a large photo at a fraction of its size
             image.load()  # decodes fully: truncated files fail here
             upright = ImageOps.exif_transpose(image)  # phone photos store their rotation in EXIF
-            rgb = as_rgb8(upright, name).resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
+            rgb = ImageOps.fit(as_rgb8(upright, name), (IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
     except UploadError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError):
-        raise UploadError(f"{name} is not an image we can read: upload a PNG, JPEG, PPM or WebP file") from None
+    except Image.DecompressionBombError as error:
+        raise UploadError(f"{name} is too large to decode safely ({error}); downscale it first") from None
+    except UnidentifiedImageError:
+        raise UploadError(f"{name} is not an image we can read: upload a {ACCEPTED_FORMATS} file") from None
     except (OSError, ValueError, SyntaxError, EOFError, struct.error) as error:  # what PIL's decoders raise
         raise UploadError(f"{name} could not be decoded ({error}); it may be truncated or corrupt") from None
     return torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
@@ -146,4 +147,5 @@ def student_abstention(student, x: torch.Tensor, abstention: dict) -> dict:
         "mc_class": CLASS_NAMES[int(mean.argmax())],
         "mc_probability": float(mean.max()),
         "abstention_fpr": config["fpr"],
+        "abstention_cutoff": float(abstention["cutoff"]),
     }

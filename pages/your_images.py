@@ -5,7 +5,7 @@ import streamlit as st
 
 from core import explore
 from core.data import CLASS_NAMES
-from core.images import UploadError, image_verdicts, read_upload
+from core.images import ACCEPTED_FORMATS, UploadError, image_verdicts, read_upload
 from core.registry import ATTACKS
 from core.sign_examples import shipped_examples
 from ui.common import (
@@ -51,9 +51,11 @@ st.caption(
     "high T gives near-certain softmax outputs even when wrong. Read the MC-dropout verdict beside its top-5."
 )
 uploads = st.file_uploader(
-    "Upload images (PNG, JPEG, PPM, WebP, TIFF, BMP, GIF)",
+    f"Upload images ({ACCEPTED_FORMATS})",
     type=["png", "jpg", "jpeg", "ppm", "webp", "tif", "tiff", "bmp", "gif"],
     accept_multiple_files=True,
+    help="Any size: large photos are downscaled. A non-square image is centre-cropped to a square before it is "
+    "scaled to 32x32 (GTSRB's crops centre the sign), so frame the sign in the middle.",
 )
 examples = shipped_examples()
 drawn = st.multiselect(
@@ -123,8 +125,8 @@ def analyse(x, label: str) -> None:
         cols[3].markdown(
             f"MC dropout: **{'abstains' if view['abstain'] else 'answers'}** "
             f"({view['mc_class']}, mean {explore.format_probability(view['mc_probability'])}; "
-            f"disagreement {view['disagreement']:.2g} vs cut-off set at {view['abstention_fpr']:.0%} false "
-            "abstentions on clean images)",
+            f"disagreement {view['disagreement']:.2g} against the cut-off {view['abstention_cutoff']:.2g}, set at "
+            f"{view['abstention_fpr']:.0%} false abstentions on trusted clean images)",
             help="A student distilled at high T says 0.9998 for almost anything; whether its dropout passes agree is "
             "the honest confidence (`python -m core abstain`).",
         )

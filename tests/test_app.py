@@ -390,3 +390,14 @@ def test_the_teacher_chart_shows_softening_on_a_log_axis(run_directory):
     at_t, at_1 = (trace["x"][-1] for trace in chart["data"])  # bars are drawn bottom-up: the top class is last
     assert at_t < at_1  # T > 1 takes mass from the top class
     assert any("The second class rises from" in caption.value for caption in at.caption)
+
+
+def test_the_mc_dropout_verdict_states_its_cut_off(run_directory):
+    """Your images: the MC-dropout verdict names the disagreement, the run's cut-off value and how it was set."""
+    from core.run import Run
+
+    cutoff = Run.load(run_directory).abstention["cutoff"]
+    at = on_page(run_directory, "pages/your_images.py")  # GTSRB test image 0 is picked by default
+    assert_clean(at)
+    verdicts = [md.value for md in at.markdown if md.value.startswith("MC dropout:")]
+    assert verdicts and all(f"against the cut-off {cutoff:.2g}" in verdict for verdict in verdicts)

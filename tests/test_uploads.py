@@ -153,3 +153,35 @@ def test_the_drawn_signs_report_scores_every_example(run_directory):
     assert report["n"] == len(EXAMPLES) == 16
     assert 0 < sum(row["student_right"] for row in report["rows"]) < report["n"]
     assert all(isinstance(row["abstain"], bool) for row in report["rows"])  # the shipped run has abstention.json
+
+
+def test_a_large_photo_is_downscaled_not_refused():
+    """A 24-megapixel JPEG (it was refused over 16 MP) is read: its left half red, its right half blue, as a person
+    sees it, at 32x32."""
+    wide = np.zeros((4000, 6000, 3), dtype=np.uint8)
+    wide[:, :3000, 0] = 255
+    wide[:, 3000:, 2] = 255
+    pixels = read_upload(encoded(Image.fromarray(wide), "JPEG", quality=90), "photo.jpg")
+    assert tuple(pixels.shape) == (3, 32, 32)
+    assert pixels[0, :, :12].float().mean() > 200 and pixels[2, :, 20:].float().mean() > 200
+
+
+def test_a_non_square_image_is_centre_cropped_not_squashed():
+    """A 96x32 image whose middle third is a green square comes out as that square (squashing kept all three
+    thirds, each a third as wide)."""
+    strip = np.zeros((32, 96, 3), dtype=np.uint8)
+    strip[:, :32] = (255, 0, 0)
+    strip[:, 32:64] = (0, 255, 0)
+    strip[:, 64:] = (0, 0, 255)
+    pixels = read_upload(encoded(Image.fromarray(strip), "PNG"), "strip.png")
+    assert pixels.permute(1, 2, 0).reshape(-1, 3).tolist() == [[0, 255, 0]] * (32 * 32)
+
+
+def test_an_unreadable_file_names_every_accepted_format():
+    from core.images import ACCEPTED_FORMATS
+
+    for data in (b"", b"not an image at all"):
+        with pytest.raises(UploadError) as refused:
+            read_upload(data, "x.bin")
+        assert ACCEPTED_FORMATS in str(refused.value)
+    assert all(name in ACCEPTED_FORMATS for name in ("PNG", "JPEG", "PPM", "WebP", "TIFF", "BMP", "GIF"))
