@@ -401,3 +401,23 @@ def test_the_mc_dropout_verdict_states_its_cut_off(run_directory):
     assert_clean(at)
     verdicts = [md.value for md in at.markdown if md.value.startswith("MC dropout:")]
     assert verdicts and all(f"against the cut-off {cutoff:.2g}" in verdict for verdict in verdicts)
+
+
+def test_the_overview_tells_the_story_from_the_shipped_files(run_directory):
+    """The Overview states what the paper claims and what was measured, each finding with its seeds and a link to
+    the page that shows it, numbers read from the run's files; the model table has readable headers."""
+    from core.run import Run
+
+    run = Run.load(run_directory)
+    at = on_page(run_directory, "pages/overview.py")
+    assert_clean(at)
+    texts = [md.value for md in at.markdown]
+    titles = [text for text in texts if text.startswith("**") and "seed" in text]
+    assert any("do no harm" in title for title in titles) and any("at chance" in title for title in titles)
+    assert any(f"ROC AUC {run.results['filter']['auroc']:.3f}" in text for text in texts)
+    undefended = run.results["models"]["undefended"]["clean_acc"]
+    assert any(f"undefended model at {undefended:.2%}" in text for text in texts)
+    assert any("*The paper* reports 76.09%" in text for text in texts) == bool(run.robustness)
+    assert len(at.get("page_link")) >= len(titles)
+    headers = list(at.dataframe[0].value.columns)
+    assert headers[:3] == ["model", "clean", "FGSM"] and not any(header.endswith("_acc") for header in headers)

@@ -1,0 +1,129 @@
+"""The story the Overview page tells: what the paper claims and what the shipped files measured, one finding each.
+
+Every number is read from the run's files and the shipped defence grid when this is called (nothing is typed in), with
+how many seeds stand behind it and the page that shows it. A finding whose file is missing is left out.
+"""
+
+from __future__ import annotations
+
+from core.compare import mean_std
+from core.pipeline import PAPER_RESULTS
+from core.sweep import curve_at_share
+
+
+def findings(run, grid: dict | None) -> list[dict]:
+    """[{"title", "paper", "text", "seeds", "page"}]: the paper's poisons, its filter, distillation, the poisons that
+    hurt and what restores them, the backdoor ("paper": what the paper claims, "" where it says nothing). run: a
+    core.run.Run; grid: defences.json as loaded, or None."""
+    found = [_poisons_do_no_harm(run), _filter_at_chance(run)]
+    if run.robustness:
+        found.append(_distillation(run))
+    if grid:
+        found += [item for item in (_poisons_that_hurt(grid), _backdoor(grid)) if item]
+    return found
+
+
+def _poisons_do_no_harm(run) -> dict:
+    models = run.results["models"]
+    poison = run.results["poison"]
+    gap = (models["undefended"]["clean_acc"] - models["clean_reference"]["clean_acc"]) * 100
+    return {
+        "title": "The paper's poisons do no harm",
+        "paper": "poisons part of GTSRB with FGSM / I-FGSM at eps 0.01 and does not measure a model trained without "
+        "them",
+        "text": f"{poison['n_poisoned']:,} I-FGSM poisons (eps {run.config.poison.eps:g}, "
+        f"{run.config.poison.fraction:.0%} of train) leave the undefended model at "
+        f"{models['undefended']['clean_acc']:.2%} clean, against {models['clean_reference']['clean_acc']:.2%} "
+        f"without them ({gap:+.2f} points): there is little for a defence to repair.",
+        "seeds": 1,
+        "page": "pages/distillation.py",
+    }
+
+
+def _filter_at_chance(run) -> dict:
+    quality = run.results["filter"]
+    text = (
+        f"Its reconstruction error separates poisons from clean images with ROC AUC {quality['auroc']:.3f} "
+        f"(0.5 is chance); at the run's threshold it drops poisons at their base rate (precision "
+        f"{quality['precision']:.3f})."
+    )
+    sweep = run.sweep
+    if sweep and "random" in sweep["curves"]:
+        widest = max(sweep["curves"]["detector"], key=lambda point: point["drop_share"])
+        random = curve_at_share(sweep, "random", widest["drop_share"])
+        counts = sorted({point["n_seeds"] for points in sweep["curves"].values() for point in points})
+        seeds = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+        text += (
+            f" Dropping {widest['drop_share']:.0%} by it leaves the student at {widest['mean']['clean_acc']:.1%} "
+            f"clean, dropping the same share at random {random['clean_acc']:.1%} (measured sweep, {seeds} seed(s) "
+            "per point): it drops the images it reconstructs worst, not the poisons."
+        )
+    return {
+        "title": "Its DAE filter is at chance",
+        "paper": f"drops training images whose reconstruction error exceeds {PAPER_RESULTS['inferred_threshold']} "
+        "(inferred by alibi-detect)",
+        "text": text,
+        "seeds": 1,
+        "page": "pages/threshold.py",
+    }
+
+
+def _distillation(run) -> dict:
+    robust = run.robustness["models"]
+    student, undefended = robust["filter_distillation"], robust["undefended"]
+    plain = student["attacks"]["ifgsm"]
+    return {
+        "title": "Distillation's robustness, measured without gradient masking",
+        "paper": f"reports {PAPER_RESULTS['student_adversarial_acc']:.2%} for its student on adversarial test inputs",
+        "text": "Under the adaptive worst case (attacks on logits / T, margin loss, PGD, transfer) the paper's student "
+        f"keeps {student['adaptive_acc']:.1%} at eps {run.robustness['config']['eps']:g}, the undefended model "
+        f"{undefended['adaptive_acc']:.1%}; the plain I-FGSM the paper used says {plain:.1%} for the student "
+        f"({run.robustness['n_test']} attacked test images). At 8/255 every model is near "
+        f"{student['eps_curve'][-1]['robust_acc']:.0%}.",
+        "seeds": 1,
+        "page": "pages/distillation.py",
+    }
+
+
+def _poisons_that_hurt(grid: dict) -> dict | None:
+    parts, seeds = [], []
+    for case, name in (("tap", "TAP"), ("unlearnable", "Unlearnable noise")):
+        models = grid["summary"].get(case, {}).get("models", {})
+        if not all(models.get(key) for key in ("clean_reference", "none", "grayscale")):
+            continue
+        seeds.append(grid["case_seeds"][case])
+        parts.append(
+            f"{name} at 8/255 on all of train: {mean_std(models['none']['clean_acc'], percent=True)} clean "
+            f"(clean reference {models['clean_reference']['clean_acc']['mean']:.1%}); grayscale at training and "
+            f"test time restores {mean_std(models['grayscale']['clean_acc'], percent=True)}"
+            + (f", JPEG {mean_std(models['jpeg']['clean_acc'], percent=True)}" if models.get("jpeg") else "")
+        )
+    if not parts:
+        return None
+    return {
+        "title": "Poisons that hurt, and a defence that undoes much of it",
+        "paper": "",
+        "text": "; ".join(parts) + " (mean ± std over seeds).",
+        "seeds": min(seeds),
+        "page": "pages/detectors.py",
+    }
+
+
+def _backdoor(grid: dict) -> dict | None:
+    models = grid["summary"].get("backdoor", {}).get("models", {})
+    if not models.get("none"):
+        return None
+    survived = [
+        f"{name.replace('_', ' ')} {mean_std(metrics['attack_success_rate'], percent=True)}"
+        for name, metrics in models.items()
+        if metrics and name not in ("clean_reference", "none", "oracle") and metrics.get("attack_success_rate")
+    ]
+    return {
+        "title": "No defence here removes the backdoor reliably",
+        "paper": "",
+        "text": f"BadNets' attack success undefended: {mean_std(models['none']['attack_success_rate'], percent=True)}; "
+        f"behind each defence: {', '.join(survived)}. Purification lowers it only by breaking the classifier (see its "
+        "clean accuracy on the Detectors page).",
+        "seeds": grid["case_seeds"]["backdoor"],
+        "page": "pages/detectors.py",
+    }
