@@ -17,7 +17,7 @@ PAGES = [
 ]
 
 page = st.navigation(PAGES)
-open_link()
+open_link(page.url_path)
 sidebar()
 try:
     page.run()

@@ -53,8 +53,7 @@ def test_switching_the_score_starts_from_that_scores_run_threshold_even_from_a_l
     run = Run.load(run_directory)
     at = app(run_directory)
     at.query_params["threshold_dae"] = "0.02314"
-    at.run()
-    at.switch_page("pages/threshold.py").run()
+    at.switch_page("pages/threshold.py").run()  # opened at /threshold?threshold_dae=0.02314
     at.selectbox(key="score").set_value("magnet").run()
     assert_clean(at)
     slider, exact = at.slider(key="threshold_magnet").value, at.number_input(key="threshold_input").value
@@ -66,8 +65,7 @@ def test_switching_the_score_starts_from_that_scores_run_threshold_even_from_a_l
 def test_a_shared_threshold_link_sets_the_slider_and_the_exact_value(run_directory):
     at = app(run_directory)
     at.query_params["threshold_dae"] = "0.02281"
-    at.run()
-    at.switch_page("pages/threshold.py").run()
+    at.switch_page("pages/threshold.py").run()  # opened at /threshold?threshold_dae=0.02281
     assert at.slider(key="threshold_dae").value == pytest.approx(0.02281)
     assert at.number_input(key="threshold_input").value == pytest.approx(0.02281)
 
@@ -230,3 +228,24 @@ def test_distillation_tables_show_no_raw_none(run_directory):
     first = at.dataframe[0].value
     assert list(first["paper (adversarial)"])[:4] == ["—"] * 4
     assert first.loc["filter_distillation", "paper (adversarial)"].endswith("%")
+
+
+def test_a_link_value_that_cannot_be_used_changes_nothing_else(run_directory):
+    """/poison?eps=lots must not switch the preset to Custom (it did: any Custom-only knob did); /detectors?eps=0.05,
+    a setting of another page, must not change the sidebar; a parameter no page uses is said once and removed from
+    the address."""
+    at = app(run_directory)
+    at.query_params["eps"] = "lots"
+    at.switch_page("pages/poison.py").run()
+    assert_clean(at)
+    assert at.sidebar.radio(key="preset").value != "Custom"
+    assert any("eps=lots" in toast.value for toast in at.toast)
+
+    at = app(run_directory)
+    at.query_params.update(eps="0.05", frobnicate="1")
+    at.switch_page("pages/detectors.py").run()
+    assert_clean(at)
+    assert at.sidebar.radio(key="preset").value != "Custom"
+    said = " ".join(toast.value for toast in at.toast)
+    assert "eps=0.05: not a setting of this page" in said and "frobnicate=1" in said
+    assert "frobnicate" not in at.query_params and "eps" not in at.query_params

@@ -77,20 +77,58 @@ def timed(name: str):
 # Opening a link reproduces the view; a value the page cannot use is dropped by Streamlit, and said here.
 
 CUSTOM_KNOBS = ("attack", "eps", "alpha", "steps", "fraction", "poison_seed", "craft_augment", "noise_scope")
+CUSTOM_KNOB_PAGE = "poison"  # the page whose widgets these are
 
 
-def open_link() -> None:
-    """On a session's first run, keep the link it was opened with (to report what it could not use) and let a
-    Custom-only knob in it (eps=0.05) switch the preset to Custom: Paper and Quick would show it but not use it."""
+def _knob_value_ok(knob: str, raw: str) -> bool:
+    """Whether a link's value for a Custom-only knob is one its widget can take (eps=lots is not)."""
+    from core.poison import NOISE_SCOPES
+    from core.registry import ATTACKS
+
+    if knob == "attack":
+        return raw in ATTACKS.names() or raw in {ATTACKS.label(name) for name in ATTACKS.names()}
+    if knob == "noise_scope":
+        return raw in NOISE_SCOPES
+    if knob == "craft_augment":
+        return raw.lower() in ("true", "false")
+    try:
+        value = float(raw)
+    except ValueError:
+        return False
+    return value == value and value >= 0 and (knob not in ("steps", "poison_seed") or value == int(value))
+
+
+def open_link(page: str = "") -> None:
+    """On a session's first run, keep the link it was opened with (to report what it could not use) and let a valid
+    Custom-only knob in a link to the Poison page (poison?eps=0.05) switch the preset to Custom: Paper and Quick would
+    show it but not use it. A value the knob cannot take, or the knob on another page's link, changes nothing."""
     if "link" in st.session_state:
         return
     link = st.query_params.to_dict()
     st.session_state["link"] = link
     st.session_state["link_pending"] = True
-    custom = [key for key in link if any(key == knob or key.startswith(f"{knob}_") for knob in CUSTOM_KNOBS)]
-    if custom and "preset" not in link:
+    if page != CUSTOM_KNOB_PAGE or "preset" in link:
+        return
+    custom = [
+        key
+        for key, raw in link.items()
+        for knob in CUSTOM_KNOBS
+        if (key == knob or key.startswith(f"{knob}_")) and _knob_value_ok(knob, raw)
+    ]
+    if custom:
         st.session_state["preset"] = "Custom"
         st.toast(f"The link sets {', '.join(custom)}: preset Custom, so the page uses them.")
+
+
+def _shown_value(value) -> str:
+    """A value as a toast shows it: floats to 4 significant digits (not 0.050000000000000003)."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return f"{number:.4g}" if "." in str(value) or "e" in str(value).lower() else str(value)
 
 
 def _same(state, raw: str) -> bool:
@@ -113,18 +151,17 @@ def report_link() -> None:
     for key, raw in st.session_state.get("link", {}).items():
         # Streamlit keeps a valid value (a choice as its label), corrects or drops the others
         now = st.query_params.get(key)
-        if now == raw:
-            continue
-        if key not in st.session_state:
+        if key not in st.session_state:  # no widget of this page took it (the address may still hold it)
             ignored[key] = (raw, "not a setting of this page")
-        elif _same(st.session_state[key], raw):
+            st.query_params.pop(key, None)  # said once, then gone from the address bar
+        elif now == raw or _same(st.session_state[key], raw):
             continue
         elif now is not None:
-            ignored[key] = (raw, f"corrected to {now}")
+            ignored[key] = (raw, f"corrected to {_shown_value(now)}")
         else:
-            ignored[key] = (raw, f"not a valid value here; showing {st.session_state[key]}")
+            ignored[key] = (raw, f"not a valid value here; showing {_shown_value(st.session_state[key])}")
     for key, (raw, why) in ignored.items():
-        st.toast(f"Ignored the link's {key}={raw}: {why}.", icon=":material/link_off:")
+        st.toast(f"Ignored the link's {key}={raw[:40]}: {why}.", icon=":material/link_off:")
 
 
 def run_dir() -> str:
