@@ -17,6 +17,7 @@ from core.compare import CompareConfig, build_detectors, score_detectors
 from core.evaluate import accuracy
 from core.pipeline import ExperimentConfig, ModelCache, prepare
 from core.poison import SMOOTH_SCALES
+from core.train import machine
 
 DETECTORS_MEASURED = ("supervised", "dae")
 
@@ -64,4 +65,5 @@ def smoothness_sweep(
         "config": {"experiment": experiment.to_dict(), "scales": list(scales), "fraction": fraction},
         "points": points,
         "seconds": round(time.time() - started, 1),
+        "machine": machine(),
     }

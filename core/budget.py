@@ -24,6 +24,7 @@ from core.pipeline import ExperimentConfig, ModelCache, prepare
 from core.poison import PoisonConfig
 from core.registry import THREATS
 from core.storage import CheckpointError
+from core.train import machine
 
 BUDGET_THREATS = ("tap", "unlearnable")
 # The two defences that restore most in the shipped defence grid (checkpoints/defences): grayscale against both
@@ -99,6 +100,7 @@ def budget_curve(
             **curves,
             "n_test": n_test,
             "seconds": round(time.time() - started, 1),
+            "machine": machine(),
         }
 
     # the eps axis's 8/255 point is the fraction axis's 100% point and the smooth axis's scale 1: measured once

@@ -42,6 +42,7 @@ from core.recipe import sampling_seed
 from core.registry import DETECTORS, THREATS
 from core.robust import RobustEvalConfig, attack_suite
 from core.storage import CheckpointError, atomic_write, save_model, write_json
+from core.train import machine
 
 
 @dataclass(frozen=True)
@@ -341,6 +342,7 @@ def compare(
             "runs": ordered,
             "summary": summary,
             "seconds": round(kept_seconds + time.time() - started, 1),  # including the sessions of kept cells
+            "machine": machine(),  # of the session that wrote the file
         }
 
     run_missing_cells(

@@ -29,6 +29,7 @@ from core.poison import PoisonConfig, threat_metrics
 from core.registry import DEFENCES, THREATS
 from core.robust import RobustEvalConfig, attack_suite
 from core.storage import CheckpointError
+from core.train import machine
 
 # Threat case -> its threat and the PoisonConfig values that differ from that threat's defaults.
 CASES: dict[str, dict] = {
@@ -172,6 +173,7 @@ def grid_one(
         "n_robust_test": len(robust_test),
         "models": models,
         "seconds": round(time.time() - started, 1),
+        "machine": machine(),
     }
 
 

@@ -39,7 +39,7 @@ from core.storage import (
     set_aside,
     write_json,
 )
-from core.train import Progress, TrainConfig
+from core.train import Progress, TrainConfig, machine
 
 # What the paper reports (see ../shared/paper/README.md), shown beside our numbers.
 PAPER_RESULTS = {
@@ -537,6 +537,7 @@ def run_experiment(
     results["recipe_versions"] = dict(RECIPE_VERSIONS)
     results["artifacts"] = dict(state.artifacts)
     results["seconds"] = round(time.time() - started, 1)
+    results["machine"] = machine()
     return results, state
 
 

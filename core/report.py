@@ -452,6 +452,22 @@ def report_sweep(run: Run) -> str:
                 else " points (one seed: no standard error over seeds)"
             )
         )
+    if "oracle" in config["filters"] and len(complete_seeds) > 1:
+        lifts = []
+        for value in config["drop_shares"]:
+            if value > 0:
+                gap = seed_gap(
+                    [by[("oracle", value, seed)] for seed in complete_seeds],
+                    [by[("oracle", 0.0, seed)] for seed in complete_seeds],
+                )
+                lifts.append((gap["gap"], gap["se"], value))
+        if lifts:
+            lift, se, at = max(lifts)
+            lines.append(
+                "the oracle's largest clean-accuracy lift over its 0%-dropped student: "
+                f"{lift * 100:+.1f} ± {se * 100:.1f} points at {at:.1%} dropped "
+                f"(SE over {len(complete_seeds)} seeds, paired by seed)"
+            )
     if len(config["seeds"]) == 1 or not complete_seeds:
         lines += one_seed_sweep_gaps(sweep)
     return "\n".join(lines)

@@ -31,6 +31,7 @@ from core.executor import Cell, ExecutorConfig, run_cells
 from core.pipeline import ExperimentConfig, _seeded
 from core.recipe import repeat_seed, sampling_seed
 from core.robust import RobustEvalConfig, attack_suite
+from core.train import machine
 
 if TYPE_CHECKING:
     from core.run import Run
@@ -286,7 +287,8 @@ def sweep_thresholds(
             "config": settings,
             "measurements": measurements,
             "curves": curves_of(measurements),
-            "seconds": round(time.time() - started, 1),
+            "seconds": round(time.time() - started, 1),  # this invocation's; each point has its own seconds, threads
+            "machine": machine(),
         }
 
     # Every point still to measure, in the order the file lists them; identical kept sets train once per seed.

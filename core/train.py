@@ -36,6 +36,27 @@ def device_description() -> str:
     return f"GPU ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "CPU"
 
 
+def machine() -> dict:
+    """Where a result was computed, for the file that holds it (README quotes wall times with it): threads (CPU
+    floats differ between thread counts), the device, the processor, its cores and torch's version."""
+    import os
+    import platform
+
+    processor = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            processor = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "threads": torch.get_num_threads(),
+        "device": device_description(),
+        "processor": processor,
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+    }
+
+
 def eval_batch_size(device: torch.device) -> int:
     """Images per batch for forward passes and attacks: 256 on a CPU, 1024 on a GPU. On 2 CPU cores a batch that
     fits the caches is faster (width-24 classifier, channels_last: 1,788 vs 1,733 images/s forward and 710 vs 451

@@ -47,6 +47,9 @@ def test_tiny_end_to_end_run_has_every_field_in_range(gtsrb_root, tmp_path):
             value = saved["models"][name][metric]
             assert 0 <= value <= 1 and not math.isnan(value)
     assert saved["paper"]["student_adversarial_acc"] == pytest.approx(0.7609)
+    # the file records where it was computed: README quotes wall times with the threads and machine behind them
+    assert saved["machine"]["threads"] == torch.get_num_threads() and saved["machine"]["cores"] >= 1
+    assert saved["machine"]["device"] in ("CPU",) or saved["machine"]["device"].startswith("GPU")
     assert {"training surrogate", "crafting poisons", "training DAE"} <= set(stages)
     for role in ("surrogate", "dae", *MODEL_NAMES):
         assert (tmp_path / "out" / f"{role}.safetensors").exists() and (tmp_path / "out" / f"{role}.json").exists()

@@ -277,6 +277,18 @@ def test_report_sweep_states_the_shipped_sweeps_numbers():
     differences = [pick[("detector", s)] - pick[("random", s)] for s in (0, 1, 2)]
     assert f"DAE minus random {statistics.mean(differences) * 100:+.1f} ± " in text
     assert f"{statistics.stdev(differences) / 3**0.5 * 100:.1f} points" in text
+    # the oracle's largest lift over its own 0%-dropped student, paired by seed (README's sweep_tap sentence)
+    tap = Path(__file__).resolve().parents[1] / "checkpoints" / "sweep_tap"
+    measured = json.loads((tap / "sweep.json").read_text())["measurements"]
+    oracle = {(m["target_share"], m["seed"]): m["clean_acc"] for m in measured if m["filter"] == "oracle"}
+    lifts = {
+        share: statistics.mean(oracle[(share, s)] - oracle[(0.0, s)] for s in (0, 1, 2))
+        for share, _ in oracle
+        if share > 0
+    }
+    best = max(lifts, key=lifts.get)
+    assert f"lift over its 0%-dropped student: {lifts[best] * 100:+.1f} ± " in report_sweep(Run.load(tap))
+    assert f"points at {best:.1%} dropped" in report_sweep(Run.load(tap))
 
 
 def test_shares_are_measured_coarse_to_fine_so_a_partial_sweep_spans_the_range():
