@@ -31,6 +31,38 @@ from core.sweep import usable_sweep
 from core.train import Progress
 
 SHIPPED_RUN = Path(__file__).resolve().parents[1] / "checkpoints" / "paper"
+# The shipped runs a user can open, with what each is for (the app's run picker lists these, then the user's own).
+SHIPPED_RUNS = {
+    "paper": "The paper's setting on all of GTSRB (one seed): the run README reports, with its threshold sweep.",
+    "sweep_paper": "The paper's threat on a tenth of GTSRB with narrow models and a complete 3-seed threshold sweep.",
+    "sweep_tap": "TAP on half of a tenth of GTSRB with narrow models and a complete 3-seed threshold sweep.",
+}
+WEAK_STUDENT = 0.9  # clean accuracy under which a run's students are called weak where their numbers are shown
+
+
+def run_choices(*roots: Path) -> dict[str, str]:
+    """Folder -> one line on what it is for: the shipped runs, then every run folder (one holding results.json) under
+    the given roots (the app's and the command line's runs/), newest first."""
+    checkpoints = SHIPPED_RUN.parent
+    choices = {str(checkpoints / name): about for name, about in SHIPPED_RUNS.items() if (checkpoints / name).is_dir()}
+    found = [path.parent for root in roots if root.is_dir() for path in root.glob("*/results.json")]
+    for folder in sorted(found, key=lambda path: path.stat().st_mtime, reverse=True):
+        choices.setdefault(
+            str(folder), "A run made here (the Overview's *Run the experiment*, or `python -m core run`)."
+        )
+    return choices
+
+
+def weak_students_note(run: "Run") -> str | None:
+    """A sentence for where a run's student numbers are shown, when its students are weak (the sweep runs' small
+    models: 55-60% clean), else None."""
+    clean = run.results["models"]["filter_distillation"]["clean_acc"]
+    if clean >= WEAK_STUDENT:
+        return None
+    return (
+        f"This run's students are weak ({clean:.1%} clean for the paper's student): read its curves' shapes against "
+        "the random and oracle controls, not their level."
+    )
 
 
 @dataclass

@@ -19,6 +19,7 @@ from core.dae import (
 from core.images import reconstruction_view
 from core.models import AutoencoderConfig
 from ui.common import (
+    app_dir,
     cached_autoencoder,
     cached_classifier,
     cached_example_pool,
@@ -116,7 +117,7 @@ with search:
     s1, s2 = st.columns([3, 1])
     storage = s1.text_input(
         "Optuna storage URL",
-        "sqlite:///runs/optuna.db",
+        f"sqlite:///{app_dir() / 'optuna.db'}",
         key="optuna_storage",
         help="sqlite:///file.db, journal:///path/file.log or postgresql://user:password@host:port/database: the "
         "same URL as `python -m core tune --storage` shows the study its workers fill",

@@ -1,14 +1,14 @@
 """Overview: the method, the current run's headline numbers beside the paper's, and how to get a run."""
 
 from dataclasses import replace
-from pathlib import Path
 
 import streamlit as st
 
 from core.findings import findings
 from core.pipeline import MODEL_NAMES, PAPER_RESULTS
-from core.run import SHIPPED_RUN, train_run
+from core.run import SHIPPED_RUN, train_run, weak_students_note
 from ui.common import (
+    app_dir,
     cached_defence_grid,
     custom_poison,
     data_root,
@@ -71,14 +71,14 @@ if run_clicked:
         config = preset_config()
         if st.session_state.get("preset") == "Custom":
             config = replace(config, poison=custom_poison() or config.poison)
-        out = Path("runs") / f"app-{config.preset}-seed{config.seed}"
+        out = app_dir() / "runs" / f"{config.preset}-seed{config.seed}"
         with st.status(f"Running {config.summary()}", expanded=True) as status:
             bar = st.progress(0.0)
             st.button("Cancel", key="cancel-run", help="Stops the run; finished models stay cached")
             run = train_run(
                 config,
                 out,
-                Path("runs") / "cache",
+                app_dir() / "models",
                 data_root(),
                 progress=lambda stage, done, total: bar.progress(done / max(total, 1), text=f"{stage}: {done}/{total}"),
             )
@@ -100,6 +100,8 @@ st.caption("Every number above is read from the shipped files when the page open
 
 results = run.results
 st.subheader("Headline results")
+if note := weak_students_note(run):
+    st.warning(note)
 st.caption(f"Run: `{shown(run.directory)}` — {run.config.summary()}")
 student = results["models"]["filter_distillation"]
 cols = st.columns(4)

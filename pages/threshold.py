@@ -12,6 +12,7 @@ from core import explore
 from core.defence_grid import defence_table
 from core.detect import PAPER_INFERRED_THRESHOLD, PAPER_INITIAL_THRESHOLD, filter_label, infer_threshold_from_scores
 from core.registry import DEFENCES, DETECTORS
+from core.run import weak_students_note
 from core.sweep import FILTERS, accuracy_at, curve_at_share, point_images, sweep_robust_steps, sweep_steps
 from core.train import device_description
 from ui.common import (
@@ -292,6 +293,8 @@ def draw_live_view() -> None:
                 f"clean on {config['n_test']:,} test images, attacks on "
                 f"{config.get('n_attack_test', config['n_test']):,}, worst case on {config['n_robust_test']:,})"
             )
+            if note := weak_students_note(run):
+                st.warning(note)
             cols = st.columns(4)
             cols[0].metric("clean accuracy", f"{accuracy['clean_acc']:.2%}")
             cols[1].metric("FGSM accuracy", f"{accuracy['fgsm_acc']:.2%}")

@@ -421,3 +421,34 @@ def test_the_overview_tells_the_story_from_the_shipped_files(run_directory):
     assert len(at.get("page_link")) >= len(titles)
     headers = list(at.dataframe[0].value.columns)
     assert headers[:3] == ["model", "clean", "FGSM"] and not any(header.endswith("_acc") for header in headers)
+
+
+def test_the_sidebar_picks_a_shipped_run_and_says_what_it_is_for(run_directory, tmp_path):
+    """The run picker lists the shipped runs and every run folder under the app's and the command line's runs/, each
+    with one line on what it is for; picking the sweep run switches every page to it, and its weak students are said
+    where its numbers are shown."""
+    import shutil
+
+    from core.run import SHIPPED_RUN, run_choices
+
+    mine = tmp_path / "runs" / "mine"
+    shutil.copytree(run_directory, mine)
+    choices = run_choices(tmp_path / "runs")
+    assert list(choices)[:3] == [str(SHIPPED_RUN.parent / name) for name in ("paper", "sweep_paper", "sweep_tap")]
+    assert str(mine) in choices and "made here" in choices[str(mine)]
+
+    at = app(str(SHIPPED_RUN))
+    at.run()
+    assert_clean(at)
+    picker = at.sidebar.selectbox(key="run_picker")
+    assert {"checkpoints/paper", "checkpoints/sweep_paper", "checkpoints/sweep_tap"} <= set(picker.options)  # shown
+    assert not at.sidebar.warning  # the paper run's students are strong
+    picker.set_value(str(SHIPPED_RUN.parent / "sweep_paper")).run()
+    assert_clean(at)
+    assert at.session_state["run_dir"] == str(SHIPPED_RUN.parent / "sweep_paper")
+    assert any("3-seed threshold sweep" in caption.value for caption in at.sidebar.caption)
+    assert any("students are weak" in warning.value for warning in at.sidebar.warning)
+    assert any("students are weak" in warning.value for warning in at.warning)  # the Overview's headline numbers
+    at.switch_page("pages/threshold.py").run()
+    assert_clean(at)
+    assert any("students are weak" in warning.value for warning in at.warning)

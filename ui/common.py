@@ -18,12 +18,12 @@ import torch
 from core import explore
 from core.budget import SHIPPED_BUDGET, load_budget
 from core.compare import SHIPPED_COMPARISON, load_comparison
-from core.data import DatasetNotFoundError, dataset_available, default_root, load_splits
+from core.data import DatasetNotFoundError, cache_dir, dataset_available, default_root, load_splits
 from core.defence_grid import SHIPPED_DEFENCE_GRID, load_defence_grid
 from core.images import UploadError
 from core.pipeline import ExperimentConfig, preset
 from core.poison import PoisonConfig
-from core.run import SHIPPED_RUN, Run
+from core.run import SHIPPED_RUN, Run, run_choices, weak_students_note
 from core.storage import CheckpointError
 from core.sweep import train_at_threshold as train_point_at_threshold
 from core.train import TrainingCancelled, device_description
@@ -167,6 +167,32 @@ def report_link() -> None:
 def run_dir() -> str:
     """The run the pages show: the session's choice, else $DAE_DISTILL_RUN, else the shipped demo run."""
     return st.session_state.setdefault("run_dir", os.environ.get("DAE_DISTILL_RUN", str(SHIPPED_RUN)))
+
+
+def app_dir() -> Path:
+    """Everything the app writes (its runs, their model cache, the Optuna study) lives here: the data cache's folder,
+    $DAE_DISTILL_CACHE (default ~/.cache/dae-distill), never the working directory."""
+    return cache_dir() / "app"
+
+
+def pick_run() -> None:
+    """The sidebar's run picker: the shipped runs and every run made here or by the command line, each with one line
+    on what it is for."""
+    choices = run_choices(app_dir() / "runs", Path("runs"))
+    current = run_dir()
+    if current not in choices:
+        choices = {current: "The run this session opened.", **choices}
+    if st.session_state.get("run_picker") not in choices:
+        st.session_state["run_picker"] = current
+    st.selectbox(
+        "Run",
+        list(choices),
+        key="run_picker",
+        format_func=lambda path: shown(path),
+        on_change=lambda: st.session_state.update(run_dir=st.session_state["run_picker"]),
+        help="Which run every page shows. The shipped runs, then the runs made here (newest first).",
+    )
+    st.caption(choices[st.session_state["run_picker"]])
 
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -358,15 +384,17 @@ def sidebar() -> None:
                 "or run `python -m core --download data` on a machine with internet."
             )
         st.caption(f"Device: **{device_description()}**")
-        st.subheader("Experiment")
+        st.subheader("Run shown")
+        pick_run()
+        st.subheader("New experiment")
         st.radio(
             "Preset",
             PRESETS,
             key="preset",
             bind="query-params",
             horizontal=True,
-            help="Paper: all of GTSRB, the paper's settings. Quick: a quarter of it, fewer epochs. "
-            "Custom: your own values on the Poison and Distillation pages.",
+            help="What *Run the experiment* (Overview) and the Poison page's preview use. Paper: all of GTSRB, the "
+            "paper's settings. Quick: a quarter of it, fewer epochs. Custom: your own values on the Poison page.",
         )
         try:
             run = cached_run(run_dir())
@@ -376,7 +404,9 @@ def sidebar() -> None:
                 "or *Run the experiment*; or `python -m core run --preset paper --out checkpoints/paper`."
             )
         else:
-            st.caption(f"Loaded run: {run.config.summary()}")
+            st.caption(f"Loaded run: preset `{run.config.preset}`, {run.config.summary()}")
+            if note := weak_students_note(run):
+                st.warning(note)
             if run.outdated:
                 st.warning(run.outdated_note())
 
