@@ -70,6 +70,16 @@ class LiveTrainer:
     def busy(self) -> bool:
         return any(job.state in ("queued", "running") for job in self.jobs())
 
+    def measured_seconds(self, run_dir: str, steps: int) -> tuple[float, int] | None:
+        """(estimated seconds of a point of `steps` optimiser steps, how many points it rests on) from the wall time
+        per step of the points finished here for this run (training and measurement, on this machine, at whatever
+        else it was doing), or None before the first: the page's estimate, kept up to date by what it trains."""
+        done = [job for job in self.jobs(run_dir) if job.state == "done" and job.seconds is not None and job.steps]
+        if not done:
+            return None
+        per_step = sum(job.seconds / job.steps for job in done) / len(done)
+        return per_step * steps, len(done)
+
     def _next(self) -> Job | None:
         with self._lock:
             return next((job for job in self._jobs if job.state == "queued"), None)

@@ -467,21 +467,32 @@ with guard("the threshold view"):
 st.divider()
 st.subheader("Train at exactly this threshold")
 steps = sweep_steps(run)
-seconds = point_seconds_here(
-    run.config.classifier.width,
-    run.config.classifier.hidden,
-    run.config.classifier_train.batch_size,
-    steps,
-    tuple(point_images(run).items()),
-    run.config.eval_attack.steps,
-    sweep_robust_steps(run),
+measured = live_trainer().measured_seconds(directory, steps)
+seconds = (
+    measured[0]
+    if measured
+    else point_seconds_here(
+        run.config.classifier.width,
+        run.config.classifier.hidden,
+        run.config.classifier_train.batch_size,
+        steps,
+        tuple(point_images(run).items()),
+        run.config.eval_attack.steps,
+        sweep_robust_steps(run),
+    )
 )
 on_gpu = device_description().startswith("GPU")
 st.caption(
     f"Trains teacher and student at the run's T on what the threshold keeps, {steps:,} optimiser steps each (the "
     "sweep's budget, whatever the threshold keeps), and measures the student on the sweep's test subset, in the "
     f"background: the page stays usable. On this machine ({device_description()}) a point takes about "
-    f"{seconds:.0f} s, training and measurement (timed here); finished points appear on the sweep's chart as stars."
+    f"{seconds:.0f} s, training and measurement ("
+    + (
+        f"measured: the points trained here, {measured[1]} so far"
+        if measured
+        else "estimated from a short timing of this model here; the first point trained replaces it with its own time"
+    )
+    + "); finished points appear on the sweep's chart as stars."
 )
 columns = st.columns([1, 1])
 columns[0].toggle(
@@ -498,7 +509,9 @@ columns[1].button(
 )
 
 
-@st.fragment(run_every=2.0 if live_trainer().busy() else None)
+# Polls while a point trains, and whenever released thresholds are queued (a release reruns only the slider's fragment,
+# so a page that was idle when drawn would not see the job it queued until a reload)
+@st.fragment(run_every=2.0 if live_trainer().busy() or st.session_state.get("live_training") else None)
 def live_jobs() -> None:
     jobs = live_trainer().jobs(directory)
     if not jobs:

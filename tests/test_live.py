@@ -50,6 +50,11 @@ def test_submit_returns_at_once_and_jobs_run_in_order_one_at_a_time():
     assert "drops every training sample" in failed.error
     assert first.point == {"clean_acc": 0.1, "kept": 5} and first.seconds is not None
     assert trainer.jobs("another run") == []
+    # the page's estimate of the next point: the finished points' own seconds per step (the failed one left out)
+    done = [job for job in trainer.jobs() if job.state == "done"]
+    seconds, points = trainer.measured_seconds("run", 40)
+    assert points == 2 and seconds == sum(job.seconds / 10 for job in done) / 2 * 40
+    assert trainer.measured_seconds("another run", 40) is None
 
 
 def test_seconds_per_step_is_positive_and_grows_with_the_model():
