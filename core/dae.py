@@ -67,15 +67,26 @@ class DAEConfig:
 
 
 def denoising_pairs(
-    trusted: ImageSet, defender_model: nn.Module, config: DAEConfig
+    trusted: ImageSet, defender_model: nn.Module, config: DAEConfig, progress=None, chunk: int = 1024
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(inputs, targets) as uint8: clean -> clean, and each defender attack's copy -> clean."""
+    """(inputs, targets) as uint8: clean -> clean, and each defender attack's copy -> clean. progress(stage, done,
+    total): crafted in chunks of `chunk` images with a report after each (the same copies for FGSM / I-FGSM, whose
+    images do not interact; a random-start attack draws its starts per chunk)."""
     inputs, targets = [trusted.images], [trusted.images]
     for attack in config.defender_attacks:
         attack_config = PoisonConfig(
             attack=attack, eps=config.eps, alpha=config.alpha, steps=config.steps, fraction=1.0
         )
-        adversarial = craft(defender_model, trusted.images, trusted.labels, attack_config)
+        if progress is None:
+            adversarial = craft(defender_model, trusted.images, trusted.labels, attack_config)
+        else:
+            parts, n = [], len(trusted)
+            for start in range(0, n, chunk):
+                progress(f"crafting the defender's {attack} copies", start, n)
+                part = slice(start, start + chunk)
+                parts.append(craft(defender_model, trusted.images[part], trusted.labels[part], attack_config))
+            progress(f"crafting the defender's {attack} copies", n, n)
+            adversarial = torch.cat(parts)
         inputs.append(quantise_toward(trusted.images, adversarial, config.eps))
         targets.append(trusted.images)
     return torch.cat(inputs), torch.cat(targets)

@@ -91,18 +91,33 @@ def top_classes(
     ]
 
 
+ERROR_MAP_QUANTILE = 0.99  # the error drawn fully red: the batch's largest made nearly every map solid blue
+
+
+def error_colours(heat: torch.Tensor) -> torch.Tensor:
+    """Values in [0, 1] -> RGB in [0, 1], blue (0) through red (1): the error maps' colour scale."""
+    return torch.stack([heat, torch.zeros_like(heat), 1 - heat], dim=-3)
+
+
+def error_colour_bar(width: int = 160, height: int = 12) -> torch.Tensor:
+    """The error maps' colour scale as an RGB image (3, height, width) in [0, 1], low error on the left."""
+    return error_colours(torch.linspace(0, 1, width).expand(height, width))
+
+
 def reconstruction_view(autoencoder: torch.nn.Module, images: torch.Tensor) -> dict:
     """For uint8 or [0, 1] images: the DAE's reconstructions, each image's MSE, and an error map as RGB in [0, 1]
-    (blue: low, red: high; per-pixel squared error averaged over colour, scaled to the batch's largest)."""
+    (per-pixel squared error averaged over colour, blue 0 to red at "error_scale": the 99th percentile of the batch's
+    per-pixel errors, so that differences are visible; errors above it are red too)."""
     x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
     reconstruction = predict(autoencoder, x)
     error = ((reconstruction - x) ** 2).mean(dim=1)
-    heat = (error / (float(error.max()) or 1.0)).clamp(0, 1)
+    scale = float(torch.quantile(error.flatten().double(), ERROR_MAP_QUANTILE)) or float(error.max()) or 1.0
     return {
         "input": x,
         "reconstruction": reconstruction,
         "mse": ((reconstruction - x) ** 2).flatten(1).mean(dim=1),
-        "error_map": torch.stack([heat, torch.zeros_like(heat), 1 - heat], dim=1),
+        "error_map": error_colours((error / scale).clamp(0, 1)),
+        "error_scale": scale,
     }
 
 
@@ -119,6 +134,7 @@ def image_verdicts(
     verdicts = {
         "reconstruction": view["reconstruction"][0],
         "error_map": view["error_map"][0],
+        "error_scale": view["error_scale"],
         "mse": mse,
         "dae_dropped": mse > dae_threshold,
         "student_top": top_classes(student, x.unsqueeze(0), k)[0],

@@ -69,6 +69,13 @@ def save_model(
     return weights
 
 
+def model_bytes(model: torch.nn.Module) -> bytes:
+    """A model's weights as a safetensors file's bytes (for a download; never a pickle)."""
+    from safetensors.torch import save
+
+    return save({name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()})
+
+
 def load_weights(directory: str | Path, name: str, model: torch.nn.Module) -> torch.nn.Module:
     """Load <name>.safetensors into model (strictly); raise CheckpointError with a clear message."""
     path = Path(directory) / f"{name}.safetensors"

@@ -3,6 +3,7 @@
 from dataclasses import replace
 
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
 from core import explore
@@ -16,8 +17,9 @@ from core.dae import (
     train_dae,
     tune,
 )
-from core.images import reconstruction_view
+from core.images import error_colour_bar, reconstruction_view
 from core.models import AutoencoderConfig
+from core.storage import model_bytes
 from ui.common import (
     app_dir,
     cached_autoencoder,
@@ -41,13 +43,18 @@ shipped, training, search, gallery = st.tabs(["Shipped DAE", "Train a DAE", "Opt
 
 with shipped:
     dae = run.results["dae"]
-    st.json(
-        {
-            "architecture": dae["config"]["model"],
-            "training": dae["config"]["train"],
-            "defender attacks for x*": dae["config"]["defender_attacks"],
-        }
-    )
+    model, train_settings = dae["config"]["model"], dae["config"]["train"]
+    settings = {
+        "architecture": f"{model['depth']} stride-2 stages, {model['width']} channels in the first, "
+        f"latent of {model['latent_dim']}",
+        "training": f"{train_settings['epochs']} epochs, batches of {train_settings['batch_size']}, "
+        f"{train_settings['optimizer'].upper()} at learning rate {train_settings['learning_rate']:g} "
+        f"(momentum {train_settings['momentum']:g}), {train_settings['schedule']} schedule",
+        "trained on": "the defender's trusted images (clean -> clean) and its own "
+        + " / ".join(name.upper().replace("IFGSM", "I-FGSM") for name in dae["config"]["defender_attacks"])
+        + f" copies of them at eps {dae['config']['eps']:g} (-> clean)",
+    }
+    st.table(pd.DataFrame({"": list(settings.values())}, index=list(settings)))
     cols = st.columns(2)
     cols[0].metric(
         "mean reconstruction error, test set",
@@ -61,16 +68,41 @@ with shipped:
     )
 
 
-@st.cache_resource(max_entries=1, show_spinner="Crafting the defender's perturbed copies...")
+def loss_chart(losses: list[float]) -> go.Figure:
+    """Training MSE per finished epoch, a marker per epoch (one epoch is a point, not an empty line), whole epochs."""
+    figure = go.Figure(go.Scatter(x=list(range(1, len(losses) + 1)), y=losses, mode="lines+markers", name="MSE"))
+    figure.update_layout(
+        height=260, margin=dict(t=10, b=30), xaxis_title="epoch", yaxis_title="training MSE", xaxis_dtick=1
+    )
+    return figure
+
+
+@st.cache_resource(max_entries=1, show_spinner=False)
 def cached_pairs(directory: str, eps: float, alpha: float, steps: int):
     """The run's DAE training pairs: its trusted images minus the calibration slice (clean -> clean) and the
-    defender's FGSM / I-FGSM copies of them (-> clean), at the given eps / alpha / steps."""
+    defender's FGSM / I-FGSM copies of them (-> clean), at the given eps / alpha / steps; crafted once per session
+    (minutes on a CPU), with a bar per attack."""
     run = cached_run(directory)
     config = replace(run.config.dae, eps=eps, alpha=alpha, steps=steps)
-    return denoising_pairs(run.dae_data(run_splits(run)), cached_classifier(directory, "defender"), config)
+    bar = st.progress(0.0, text="crafting the defender's perturbed copies (once per session)")
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar.progress(done / max(total, 1), text=f"{stage}: {done}/{total} (once per session)")
+
+    pairs = denoising_pairs(run.dae_data(run_splits(run)), cached_classifier(directory, "defender"), config, progress)
+    bar.empty()
+    return pairs
 
 
 with training:
+    st.caption(
+        "A DAE trained here lives in this session: the Gallery tab shows its reconstructions and you can download "
+        "it (safetensors). The run's filter, its scores and the Threshold and Your images pages keep the run's own "
+        "DAE: `python -m core run --dae-epochs ...` (or `--use-best-trial` after an Optuna search) makes a run with "
+        "another."
+    )
+    if st.session_state.pop("dae_training", False):  # the last run of this page was interrupted mid-training
+        st.info("Training was cancelled: nothing was kept. The perturbed copies stay crafted for the next try.")
     base = st.session_state.get("dae_config", run.config.dae)
     c1, c2, c3 = st.columns(3)
     depth = c1.slider("depth (stride-2 stages)", 1, 4, base.model.depth)
@@ -103,15 +135,25 @@ with training:
                 )
                 if event.epoch_loss is not None:
                     losses.append(event.epoch_loss)
-                    chart.line_chart(pd.DataFrame({"training MSE": losses}, index=range(1, len(losses) + 1)))
+                    chart.plotly_chart(loss_chart(losses), width="stretch")
 
+            st.session_state["dae_training"] = True  # still set on the next run if a click interrupts this one
             model, _ = train_dae(inputs, targets, config, progress)
+            st.session_state.pop("dae_training", None)
             test_error = explore.mean_reconstruction_error(model, run_splits(run).test.images[:2000])
             st.session_state["trained_dae"] = model
             st.success(
                 f"Trained. Mean reconstruction error on 2,000 test images: {test_error:.6f} "
                 f"(shipped DAE: {run.results['dae']['mean_reconstruction_error_test']:.6f})."
             )
+
+    if st.session_state.get("trained_dae") is not None:
+        st.download_button(
+            "Download the DAE trained here (safetensors)",
+            model_bytes(st.session_state["trained_dae"]),
+            "dae_trained_here.safetensors",
+            "application/octet-stream",
+        )
 
 with search:
     s1, s2 = st.columns([3, 1])
@@ -170,9 +212,19 @@ with search:
 
 with gallery:
     with guard("the gallery"):
-        autoencoder = st.session_state.get("trained_dae") or cached_autoencoder(run_dir())
+        trained_here = st.session_state.get("trained_dae") is not None
+        autoencoder = st.session_state["trained_dae"] if trained_here else cached_autoencoder(run_dir())
         pool = cached_example_pool(run_dir())
         view = reconstruction_view(autoencoder, pool["delivered"][:8])
+        st.caption(
+            f"The {'DAE trained on the Train a DAE tab' if trained_here else 'run’s DAE'} on 8 delivered images."
+        )
+        bar_left, bar_right = st.columns([1, 3])
+        bar_left.image(enlarged(error_colour_bar(), 2), output_format="PNG")
+        bar_right.caption(
+            f"Error map colours: blue 0, red {view['error_scale']:.2g} or more (squared error per pixel; red marks the "
+            "top 1% of these images' pixels)."
+        )
         for row in range(len(view["input"])):
             cols = st.columns(4)
             cols[0].image(enlarged(view["input"][row]), caption="input" if row == 0 else None, output_format="PNG")
@@ -183,7 +235,7 @@ with gallery:
             )
             cols[2].image(
                 enlarged(view["error_map"][row]),
-                caption="error (blue low, red high)" if row == 0 else None,
+                caption="error map" if row == 0 else None,
                 output_format="PNG",
             )
             cols[3].markdown(

@@ -111,7 +111,9 @@ def analyse(x, label: str) -> None:
     cols = st.columns([1, 1, 1.3, 2, 2])
     cols[0].image(enlarged(x), caption=label, output_format="PNG")
     cols[1].image(enlarged(view["reconstruction"]), caption="DAE reconstruction", output_format="PNG")
-    cols[2].image(enlarged(view["error_map"]), caption="error map", output_format="PNG")
+    cols[2].image(
+        enlarged(view["error_map"]), caption=f"error map (blue 0, red {view['error_scale']:.2g}+)", output_format="PNG"
+    )
     verdict = "off the training distribution: the filter would drop it" if view["dae_dropped"] else "kept by the filter"
     cols[2].markdown(f"MSE **{view['mse']:.5f}**: {verdict}")
     if "residual" in view:

@@ -452,3 +452,21 @@ def test_the_sidebar_picks_a_shipped_run_and_says_what_it_is_for(run_directory, 
     at.switch_page("pages/threshold.py").run()
     assert_clean(at)
     assert any("students are weak" in warning.value for warning in at.warning)
+
+
+def test_the_autoencoder_page_says_what_its_dae_is_for_and_draws_readable_views(tiny_run):
+    """The shipped DAE's settings as a table (not raw JSON); the training tab says what a DAE trained there is used
+    for; a training interrupted by a click says so on the next run; the gallery's error maps come with their colour
+    scale. (AppTest does not deliver clicks to a button inside st.tabs here, so the training itself is tested through
+    its parts: core.dae.denoising_pairs' progress and core.storage.model_bytes in tests/test_train.py.)"""
+    at = on_page(str(tiny_run.directory), "pages/autoencoder.py")
+    assert_clean(at)
+    assert not at.json and any("stride-2 stages" in str(table.value) for table in at.table)
+    assert any("lives in this session" in caption.value for caption in at.caption)
+    at.session_state["dae_training"] = True  # what a click during training leaves behind
+    at.run()
+    assert_clean(at)
+    assert any("Training was cancelled" in info.value for info in at.info)
+    assert any("Error map colours: blue 0, red" in caption.value for caption in at.caption)
+    at.run()
+    assert not any("Training was cancelled" in info.value for info in at.info)  # said once

@@ -197,3 +197,33 @@ def test_per_image_normalisation_ignores_an_image_s_brightness_and_contrast():
     assert ClassifierConfig(input_norm="image").to_dict()["input_norm"] == "image"
     with pytest.raises(ValueError, match="input_norm"):
         ClassifierConfig(input_norm="batch")
+
+
+def test_denoising_pairs_report_progress_and_are_the_same_in_chunks():
+    """The Autoencoder page crafts the defender's copies in chunks with a bar (it showed a spinner for minutes): the
+    chunked FGSM / I-FGSM copies are exactly the unchunked ones, and progress reaches the total for each attack."""
+    from core.dae import DAEConfig, denoising_pairs
+    from core.data import ImageSet
+
+    torch.manual_seed(0)
+    model = Classifier(ClassifierConfig(width=4, hidden=16)).eval()
+    trusted = ImageSet(torch.randint(0, 256, (70, 3, 32, 32), dtype=torch.uint8), torch.randint(0, 43, (70,)))
+    config = DAEConfig(eps=8 / 255, alpha=2 / 255, steps=3)
+    reports = []
+    chunked = denoising_pairs(trusted, model, config, lambda stage, done, total: reports.append((stage, done)), 32)
+    whole = denoising_pairs(trusted, model, config)
+    assert all(torch.equal(a, b) for a, b in zip(chunked, whole))
+    for attack in config.defender_attacks:
+        done = [count for stage, count in reports if stage == f"crafting the defender's {attack} copies"]
+        assert done == [0, 32, 64, 70], (attack, done)
+
+
+def test_model_bytes_is_a_safetensors_file_of_the_weights():
+    from safetensors.torch import load
+
+    from core.storage import model_bytes
+
+    model = DenoisingAutoencoder(AutoencoderConfig(depth=2, width=8, latent_dim=16))
+    weights = load(model_bytes(model))
+    assert set(weights) == set(model.state_dict())
+    assert all(torch.equal(weights[name], tensor) for name, tensor in model.state_dict().items())
