@@ -112,7 +112,10 @@ with training:
     learning_rate = c3.number_input("learning rate", 1e-5, 2.0, float(base.train.learning_rate), format="%.5f")
     momentum = c3.slider("momentum (SGD)", 0.0, 0.99, float(base.train.momentum))
     epochs = c3.slider("epochs", 1, 60, base.train.epochs)
-    if st.button("Train", type="primary", key="train-dae"):
+    st.button(  # a callback records the click before the rerun reaches the button
+        "Train", type="primary", key="train-dae", on_click=lambda: st.session_state.update(train_dae_requested=True)
+    )
+    if st.session_state.pop("train_dae_requested", False):
         with guard("training the DAE"):
             config = DAEConfig(
                 model=AutoencoderConfig(depth, width, latent),

@@ -239,4 +239,6 @@ if st.button("Train", type="primary"):
 if st.session_state.get("trained_points"):
     points = pd.DataFrame(st.session_state["trained_points"])
     shares = {column: "{:.2%}" for column in points.columns if column.endswith(("_acc", "_rate"))}
-    st.dataframe(points.style.format(shares, precision=5, na_rep="—"), width="stretch")  # no raw None
+    st.dataframe(
+        points.style.format(shares, precision=5, na_rep="—"), width="stretch", hide_index=True
+    )  # no raw None, no index column

@@ -420,8 +420,8 @@ def applied(directory: str, config: PoisonConfig):
     return result
 
 
-if st.button("Apply", type="primary"):
-    st.session_state["applied_poison"] = config
+# a callback, not the button's return value: the click is recorded before the rerun reaches the button
+st.button("Apply", type="primary", key="apply_poison", on_click=lambda: st.session_state.update(applied_poison=config))
 if "applied_poison" in st.session_state:
     with guard("poisoning the training set"):
         summary = explore.applied_summary(splits.train, applied(run_dir(), st.session_state["applied_poison"]))
@@ -429,7 +429,15 @@ if "applied_poison" in st.session_state:
             f"{summary['poisoned']:,} of {summary['of']:,} training images replaced "
             f"({summary['actually changed']:,} differ after rounding)."
         )
-        st.dataframe(pd.DataFrame([summary]), width="stretch")
+        shown_summary = {
+            "poisoned": f"{summary['poisoned']:,}",
+            "of": f"{summary['of']:,}",
+            "differ after rounding": f"{summary['actually changed']:,}",
+            "largest change (grey levels)": f"{summary['linf_levels']:g}",
+            "mean L2 per image ([0, 1] scale)": f"{summary['l2']:.3f}",
+            "PSNR": f"{summary['psnr_db']:.1f} dB",
+        }
+        st.dataframe(pd.DataFrame([shown_summary]), width="stretch", hide_index=True)
         st.caption(
             "Run the whole pipeline on these settings from the Overview page "
             "(*Run the experiment* with the *Custom* preset)."

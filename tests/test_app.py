@@ -457,8 +457,8 @@ def test_the_sidebar_picks_a_shipped_run_and_says_what_it_is_for(run_directory, 
 def test_the_autoencoder_page_says_what_its_dae_is_for_and_draws_readable_views(tiny_run):
     """The shipped DAE's settings as a table (not raw JSON); the training tab says what a DAE trained there is used
     for; a training interrupted by a click says so on the next run; the gallery's error maps come with their colour
-    scale. (AppTest does not deliver clicks to a button inside st.tabs here, so the training itself is tested through
-    its parts: core.dae.denoising_pairs' progress and core.storage.model_bytes in tests/test_train.py.)"""
+    scale. Training one epoch there draws the loss as a marker (one epoch was an empty line) and offers the DAE as
+    safetensors."""
     at = on_page(str(tiny_run.directory), "pages/autoencoder.py")
     assert_clean(at)
     assert not at.json and any("stride-2 stages" in str(table.value) for table in at.table)
@@ -470,3 +470,20 @@ def test_the_autoencoder_page_says_what_its_dae_is_for_and_draws_readable_views(
     assert any("Error map colours: blue 0, red" in caption.value for caption in at.caption)
     at.run()
     assert not any("Training was cancelled" in info.value for info in at.info)  # said once
+    next(slider for slider in at.slider if slider.label == "epochs").set_value(1).run()
+    at.button(key="train-dae").click().run()
+    assert_clean(at)
+    assert any(success.value.startswith("Trained.") for success in at.success)
+    chart = next(json.loads(chart.proto.spec) for chart in at.get("plotly_chart") if "training MSE" in chart.proto.spec)
+    assert chart["data"][0]["mode"] == "lines+markers" and len(chart["data"][0]["y"]) == 1
+    assert any("safetensors" in button.proto.label for button in at.get("download_button"))
+
+
+def test_the_applied_poison_table_shows_formatted_values(tiny_run):
+    """The Poison page's Apply summary: units and rounded values (it showed psnr_db 42.2172 and a raw index)."""
+    at = on_page(str(tiny_run.directory), "pages/poison.py")
+    at.button(key="apply_poison").click().run()
+    assert_clean(at)
+    table = next(frame.value for frame in at.dataframe if "PSNR" in frame.value.columns)
+    assert table["PSNR"][0].endswith(" dB") and "psnr_db" not in table.columns
+    assert all(len(str(value)) < 12 for value in table.iloc[0])
