@@ -468,18 +468,18 @@ def report_sweep(run: Run) -> str:
                 f"{lift * 100:+.1f} ± {se * 100:.1f} points at {at:.1%} dropped "
                 f"(SE over {len(complete_seeds)} seeds, paired by seed)"
             )
-    if len(config["seeds"]) == 1 or not complete_seeds:
-        lines += one_seed_sweep_gaps(sweep)
+    if len(complete_seeds) <= 1:  # no spread over seeds yet: the one complete seed's gaps with their test noise
+        lines += one_seed_sweep_gaps(sweep, complete_seeds[0] if complete_seeds else config["seeds"][0])
     return "\n".join(lines)
 
 
-def one_seed_sweep_gaps(sweep: dict) -> list[str]:
+def one_seed_sweep_gaps(sweep: dict, seed: int | None = None) -> list[str]:
     """For a sweep with one seed: at every share, DAE minus random and DAE minus oracle, clean and worst case, with
     the standard error test-set noise alone allows (independent binomials: the sweep keeps no per-image results, so
     the pairing that would shrink it is unavailable; no seed-to-seed variation is in it)."""
     config = sweep["config"]
     sizes = {"clean_acc": config["n_test"], "adaptive_acc": config["n_robust_test"]}
-    seed = config["seeds"][0]
+    seed = config["seeds"][0] if seed is None else seed
     by = {(m["filter"], m["target_share"]): m for m in sweep["measurements"] if m["seed"] == seed}
     lines = [
         f"seed {seed}, gaps per share (test-noise SE, independent binomials; clean on {sizes['clean_acc']} "

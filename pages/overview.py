@@ -48,12 +48,14 @@ st.caption(
 
 st.graphviz_chart("""
 digraph {
-  rankdir=LR; node [shape=box, style="rounded,filled", fillcolor="#f3f4f6", fontname="sans-serif"];
-  train [label="GTSRB train split"]; poison [label="Poison\\nFGSM / I-FGSM on a surrogate", fillcolor="#fde2e4"];
-  dae [label="DAE filter\\nreconstruction error > threshold -> drop"]; teacher [label="Teacher at T"];
+  rankdir=LR; nodesep=0.15; ranksep=0.25;
+  node [shape=box, style="rounded,filled", fillcolor="#f3f4f6", fontname="sans-serif", fontsize=22, margin="0.12,0.06"];
+  edge [fontsize=18, fontname="sans-serif"];
+  train [label="GTSRB\\ntrain split"]; poison [label="Poison\\nFGSM / I-FGSM", fillcolor="#fde2e4"];
+  dae [label="DAE filter\\nerror > threshold:\\ndrop"]; teacher [label="Teacher\\nat T"];
   soft [label="Soft labels\\nsoftmax(z / T)"];
-  student [label="Student at T\\n(evaluated at T = 1)", fillcolor="#e2f0cb"];
-  trusted [label="Trusted clean slice", fillcolor="#dbeafe"];
+  student [label="Student at T\\n(tested at T = 1)", fillcolor="#e2f0cb"];
+  trusted [label="Trusted\\nclean slice", fillcolor="#dbeafe"];
   train -> poison -> dae -> teacher -> soft -> student; trusted -> dae [label="trains", style=dashed];
 }
 """)

@@ -285,11 +285,12 @@ def draw_live_view() -> None:
         elif run.sweep:
             sweep, config = run.sweep, run.sweep["config"]
             accuracy = accuracy_at(sweep, threshold, tolerance=(high - low) / 2000)
-            seeds = max(point["n_seeds"] for point in sweep["curves"]["detector"])
+            seed_counts = sorted({point["n_seeds"] for point in sweep["curves"]["detector"]})
+            seeds = f"{seed_counts[0]}" + (f"-{seed_counts[-1]}" if len(seed_counts) > 1 else "")  # resumed part-way
             how = "measured at this threshold" if accuracy["measured"] else "interpolated between measured points"
             st.markdown(
                 f"**Student at this threshold**: {how} (sweep of {len(sweep['curves']['detector'])} thresholds, "
-                f"mean of {seeds} seed(s), {config['steps']:,} optimiser steps per model, "
+                f"mean of {seeds} seed(s) per point, {config['steps']:,} optimiser steps per model, "
                 f"clean on {config['n_test']:,} test images, attacks on "
                 f"{config.get('n_attack_test', config['n_test']):,}, worst case on {config['n_robust_test']:,})"
             )

@@ -326,3 +326,29 @@ def test_one_seed_gaps_carry_the_test_noise_standard_error():
     assert f"DAE - random clean -2.0 ± {se:.1f}" in lines[1]
     assert "DAE - random worst +0.0 ± 3.5" in lines[1]  # sqrt(2 * 0.25 / 400) = 3.5 points
     assert "oracle" not in lines[1]  # no oracle point at that share
+
+
+def test_a_sweep_resumed_part_way_still_reports_its_complete_seeds_gaps(tmp_path):
+    """While a second seed is being added point by point (the shipped paper sweep), report keeps printing the one
+    complete seed's gaps with their test noise (README quotes them); it printed none once a second seed had begun."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from core.report import report_sweep
+    from core.run import Run
+
+    shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "paper"
+    folder = tmp_path / "paper"
+    shutil.copytree(shipped, folder, ignore=shutil.ignore_patterns("*.safetensors"))
+    for name in ("scores.safetensors", "poisons.safetensors"):
+        shutil.copy(shipped / name, folder / name)
+    sweep = json.loads((shipped / "sweep.json").read_text())
+    seed_zero = [m for m in sweep["measurements"] if m["seed"] == 0]
+    partial = {**sweep, "config": {**sweep["config"], "seeds": [0, 1, 2]}}
+    partial["measurements"] = seed_zero + [{**m, "seed": 1} for m in seed_zero if m["target_share"] in (0.0, 0.5)]
+    (folder / "sweep.json").write_text(json.dumps(partial))
+    text = report_sweep(Run.load(folder))
+    assert "1 complete seed(s) [0]" in text and "seed 0, gaps per share" in text
+    at_ten = {m["filter"]: m["clean_acc"] for m in seed_zero if m["target_share"] == 0.1}
+    assert f"DAE - random clean {(at_ten['detector'] - at_ten['random']) * 100:+.1f} ± " in text
