@@ -2,7 +2,6 @@
 
 from dataclasses import replace
 
-import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -54,7 +53,7 @@ with shipped:
         + " / ".join(name.upper().replace("IFGSM", "I-FGSM") for name in dae["config"]["defender_attacks"])
         + f" copies of them at eps {dae['config']['eps']:g} (-> clean)",
     }
-    st.table(pd.DataFrame({"": list(settings.values())}, index=list(settings)))
+    st.markdown("\n".join(f"- **{name}**: {value}" for name, value in settings.items()))
     cols = st.columns(2)
     cols[0].metric(
         "mean reconstruction error, test set",

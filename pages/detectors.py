@@ -85,7 +85,7 @@ else:
 
 rows = comparison_rows(summary)
 table = pd.DataFrame(rows)
-full_table(table, wide=("filter",))
+full_table(table)
 st.caption(
     "ROC AUC, precision and recall score each detector's drop decision against the ground truth (controls: the "
     "drop decision itself). Students are distilled at T behind each filter; clean / I-FGSM on the test set, worst "

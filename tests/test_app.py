@@ -461,7 +461,8 @@ def test_the_autoencoder_page_says_what_its_dae_is_for_and_draws_readable_views(
     safetensors."""
     at = on_page(str(tiny_run.directory), "pages/autoencoder.py")
     assert_clean(at)
-    assert not at.json and any("stride-2 stages" in str(table.value) for table in at.table)
+    assert not at.json
+    assert any("- **architecture**:" in md.value and "stride-2 stages" in md.value for md in at.markdown)
     assert any("lives in this session" in caption.value for caption in at.caption)
     at.session_state["dae_training"] = True  # what a click during training leaves behind
     at.run()
