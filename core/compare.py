@@ -391,6 +391,11 @@ SHIPPED_COMPARISONS = {
     "backdoor: the field's detectors (spectral signatures, activation clustering)": SHIPPED_COMPARISON.parents[1]
     / "compare_backdoor"
     / "compare.json",
+    "backdoor: activation clustering's ranking and its authors' rule (size and silhouette)": SHIPPED_COMPARISON.parents[
+        1
+    ]
+    / "compare_backdoor_rule"
+    / "compare.json",
 }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from core.compare import mean_std
 from core.pipeline import PAPER_RESULTS
+from core.registry import DEFENCES
 from core.sweep import curve_at_share
 
 
@@ -109,21 +110,41 @@ def _poisons_that_hurt(grid: dict) -> dict | None:
     }
 
 
+# A defence removes the backdoor when attack success falls under this, at a clean accuracy at most this far below no
+# defence's (issue 24's goal: under 5%, losing at most 2 points).
+REMOVED_BELOW, CLEAN_COST_AT_MOST = 0.05, 0.02
+
+
 def _backdoor(grid: dict) -> dict | None:
     models = grid["summary"].get("backdoor", {}).get("models", {})
     if not models.get("none"):
         return None
-    survived = [
-        f"{name.replace('_', ' ')} {mean_std(metrics['attack_success_rate'], percent=True)}"
-        for name, metrics in models.items()
-        if metrics and name not in ("clean_reference", "none", "oracle") and metrics.get("attack_success_rate")
-    ]
+    none_clean = models["none"]["clean_acc"]["mean"]
+    behind, removers, removed, seeds = [], [], [], []
+    for name, metrics in models.items():
+        if not metrics or name in ("clean_reference", "none", "oracle") or not metrics.get("attack_success_rate"):
+            continue
+        rate, clean = metrics["attack_success_rate"], metrics["clean_acc"]
+        seeds.append(rate["n"])
+        behind.append(f"{name.replace('_', ' ')} {mean_std(rate, percent=True)} ({rate['n']} seed(s))")
+        if rate["mean"] < REMOVED_BELOW and clean["mean"] >= none_clean - CLEAN_COST_AT_MOST:
+            removed.append(DEFENCES.label(name).split(",")[0].split(":")[0].lower())
+            removers.append(
+                f"{name.replace('_', ' ')} ({mean_std(rate, percent=True)} attack success at "
+                f"{mean_std(clean, percent=True)} clean, no defence {none_clean:.1%})"
+            )
+    title = (
+        f"The backdoor is removed by {' and '.join(removed)}"
+        if removers
+        else "No defence here removes the backdoor reliably"
+    )
     return {
-        "title": "No defence here removes the backdoor reliably",
+        "title": title,
         "paper": "",
         "text": f"BadNets' attack success undefended: {mean_std(models['none']['attack_success_rate'], percent=True)}; "
-        f"behind each defence: {', '.join(survived)}. Purification lowers it only by breaking the classifier (see its "
-        "clean accuracy on the Detectors page).",
-        "seeds": grid["case_seeds"]["backdoor"],
+        f"behind each defence: {', '.join(behind)}."
+        + (f" Removed (under 5%, at most 2 points of clean accuracy lost): {'; '.join(removers)}." if removers else "")
+        + " Purification lowers it only by breaking the classifier (its clean accuracy is on the Detectors page).",
+        "seeds": min(seeds) if seeds else grid["case_seeds"]["backdoor"],
         "page": "pages/detectors.py",
     }

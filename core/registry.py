@@ -67,8 +67,11 @@ class DetectorSpec:
 class DefenceSpec:
     """A training-time defence (core/defences.py): `apply(train, context, config)` -> the ImageSet the classifier
     trains on. adversary(config) -> a core.train.Adversary (adversarial training) or None. test_input(config) -> a
-    module every input goes through at test time too (grayscale), or None. params: the DefenceConfig fields it
-    reads (the app shows only those)."""
+    module every input goes through at test time too (grayscale), or None. input_transform(train, context, config)
+    -> a module (a purifier) that every training image goes through before training and every input at test time:
+    one operation on both sides. after_training(model, train, context, config) -> the defended classifier, made from
+    the one trained on the poisoned set (fine-tuning, unlearning). params: the DefenceConfig fields it reads (the app
+    shows only those)."""
 
     name: str
     label: str
@@ -77,6 +80,8 @@ class DefenceSpec:
     params: tuple[str, ...] = ()
     adversary: Callable[..., Any] | None = None
     test_input: Callable[..., Any] | None = None
+    input_transform: Callable[..., Any] | None = None
+    after_training: Callable[..., Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -153,7 +158,14 @@ def load_builtins() -> None:
     if _loaded:
         return
     _loaded = True
-    for module in ("core.attacks", "core.threats", "core.detect", "core.training_set_detectors", "core.defences"):
+    for module in (
+        "core.attacks",
+        "core.threats",
+        "core.detect",
+        "core.training_set_detectors",
+        "core.defences",
+        "core.backdoor_removal",
+    ):
         importlib.import_module(module)
     studies = importlib.import_module("core.studies")  # by name: core.studies imports this module
     for info in pkgutil.iter_modules(studies.__path__):

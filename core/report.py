@@ -331,28 +331,46 @@ def binomial_gap(a: float, b: float, n: int) -> dict:
 
 def report_defence_grid(grid: dict) -> str:
     """Per threat case: each model's clean accuracy minus no defence's and minus the clean reference's, with its
-    standard error (over seeds when a case has several, else binomial over the test images)."""
+    standard error (over the seeds that trained the model when there are several, else binomial over the test
+    images), and attack success with its standard error where the threat has one."""
     lines = [f"\n== defence grid: preset {grid['config']['experiment']['preset']} =="]
     for case in grid["summary"]:
-        seeds = [seed for seed, cases in grid["runs"].items() if case in cases]
-        runs = [grid["runs"][seed][case] for seed in seeds]
+        runs = [cases[case] for cases in grid["runs"].values() if case in cases]
         n_test = runs[0]["n_test"]
-        lines.append(f"\n{case} ({len(seeds)} seed(s), {n_test} test images): clean accuracy gaps, points")
-        lines.append(f"{'model':<24}{'clean':>8}{'vs no defence':>26}{'vs clean reference':>26}")
-        for name in runs[0]["models"]:
-            if any(run["models"].get(name) is None for run in runs):
-                lines.append(f"{name:<24}{'n/a':>8}")
+        has_asr = "attack_success_rate" in (grid["summary"][case]["models"].get("none") or {})
+        lines.append(f"\n{case} ({n_test} test images): clean accuracy gaps, points; seeds per model")
+        header = f"{'model':<24}{'seeds':>6}{'clean':>8}{'vs no defence':>26}{'vs clean reference':>26}"
+        lines.append(header + (f"{'attack success':>22}" if has_asr else ""))
+        for name in grid["summary"][case]["models"]:
+            mine = [run for run in runs if (run["models"].get(name) or {}).get("clean_acc") is not None]
+            if not mine:
+                lines.append(f"{name:<24}{'n/a':>14}")
                 continue
-            accuracies = [run["models"][name]["clean_acc"] for run in runs]
+            accuracies = [run["models"][name]["clean_acc"] for run in mine]
             cells = []
             for reference in ("none", "clean_reference"):
-                others = [run["models"][reference]["clean_acc"] for run in runs]
-                gap = seed_gap(accuracies, others) if len(runs) > 1 else binomial_gap(accuracies[0], others[0], n_test)
+                others = [run["models"][reference]["clean_acc"] for run in mine]
+                gap = seed_gap(accuracies, others) if len(mine) > 1 else binomial_gap(accuracies[0], others[0], n_test)
                 # two seeds that happen to agree give a standard error near 0: a z from it means nothing
                 z = f"z {gap['z']:+.1f}" if gap["se"] >= 0.0005 else "z n/a"
                 cells.append(f"{gap['gap'] * 100:+.1f} ± {gap['se'] * 100:.1f} ({z})")
             mean = sum(accuracies) / len(accuracies)
-            lines.append(f"{name:<24}{mean * 100:>7.1f}%{cells[0]:>26}{cells[1]:>26}")
+            line = f"{name:<24}{len(mine):>6}{mean * 100:>7.1f}%{cells[0]:>26}{cells[1]:>26}"
+            rates = [
+                run["models"][name]["attack_success_rate"]
+                for run in mine
+                if "attack_success_rate" in run["models"][name]
+            ]
+            if has_asr and rates:
+                n_asr = mine[0]["models"][name].get("n_asr_test", n_test)
+                rate = sum(rates) / len(rates)
+                se = (
+                    float(torch.tensor(rates, dtype=torch.float64).std()) / math.sqrt(len(rates))
+                    if len(rates) > 1
+                    else math.sqrt(rate * (1 - rate) / max(n_asr, 1))
+                )
+                line += f"{f'{rate * 100:.1f}% ± {se * 100:.1f}':>22}"
+            lines.append(line)
     return "\n".join(lines)
 
 

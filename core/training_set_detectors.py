@@ -111,6 +111,61 @@ class ActivationClusteringDetector(PerClassDetector):
         return scores.float()
 
 
+def silhouette(points: torch.Tensor, assign: torch.Tensor) -> float:
+    """Mean silhouette of a two-cluster split (Rousseeuw 1987): per point (b - a) / max(a, b), a its mean distance
+    to its own cluster, b to the other; 0 when a cluster is empty or a singleton."""
+    sizes = torch.bincount(assign.long(), minlength=2)
+    if int(sizes.min()) < 2:
+        return 0.0
+    distances = torch.cdist(points, points)
+    same = assign[:, None] == assign[None, :]
+    own = (distances * same).sum(1) / (same.sum(1) - 1)
+    other = (distances * ~same).sum(1) / (~same).sum(1)
+    return float(((other - own) / torch.maximum(own, other).clamp_min(1e-12)).mean())
+
+
+class ActivationClusteringRule(ActivationClusteringDetector):
+    """Activation clustering with its authors' decision rule (Chen et al. 2018, as IBM's Adversarial Robustness
+    Toolbox implements it): a class's 2-means split is trusted only when its silhouette exceeds SILHOUETTE_THRESHOLD,
+    and then the cluster holding less than SIZE_THRESHOLD of the class is flagged. Score > 1 for flagged images
+    (ordered by how far inside their cluster), 0 for the rest: a decision first, a ranking only within it. When the
+    poisons are the larger cluster (the 60 km/h backdoor here), it flags nothing rather than the clean images."""
+
+    SIZE_THRESHOLD = 0.35  # ART's default size_threshold
+    SILHOUETTE_THRESHOLD = 0.1  # ART's default silhouette_threshold
+    MAX_SILHOUETTE_POINTS = 2000  # pairwise distances of a larger class are computed on an evenly spaced sample
+
+    def fit(self, x_train: torch.Tensor) -> "ActivationClusteringRule":
+        self.flagged_cluster: dict[int, int | None] = {}  # class -> 1 (its smaller cluster flagged) or None
+        super().fit(x_train)  # the per-class 2-means split
+        features, classes = self._features_and_classes(x_train)
+        for c, (mean, basis, large, small, _) in self.stats.items():
+            projected = (features[classes == c] - mean) @ basis
+            assign = torch.cdist(projected, torch.stack([large, small])).argmin(dim=1)  # 1: the smaller cluster
+            step = max(1, projected.shape[0] // self.MAX_SILHOUETTE_POINTS)
+            score = silhouette(projected[::step], assign[::step])
+            share = float(assign.float().mean())
+            self.flagged_cluster[c] = 1 if score > self.SILHOUETTE_THRESHOLD and share < self.SIZE_THRESHOLD else None
+        return ScoreDetector.fit(self, x_train)
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        features, classes = self._features_and_classes(x)
+        scores = torch.zeros(x.shape[0])
+        for c, flagged in self.flagged_cluster.items():
+            chosen = classes == c
+            if flagged is None or not chosen.any():
+                continue
+            mean, basis, large, small, scale = self.stats[c]
+            projected = (features[chosen] - mean) @ basis
+            distances = torch.cdist(projected, torch.stack([large, small]))
+            in_flagged = (distances.argmin(dim=1) == flagged).float()
+            # 1 + a tie-break in (0, 1) by how far inside the flagged cluster: a drop budget smaller than what the
+            # rule flags takes the clearest cases first
+            closeness = torch.sigmoid((distances[:, 0] - distances[:, 1]) / scale).float()
+            scores[chosen] = in_flagged * (1 + closeness)
+        return scores
+
+
 def _poisoned_model(context: DetectorContext) -> nn.Module:
     if context.poisoned_model is None:
         raise ValueError("this detector needs a model trained on the poisoned training set; none was given")
@@ -130,6 +185,14 @@ DETECTORS.register(
         "activation_clustering",
         "Activation clustering (model trained on the poisoned set)",
         lambda context: ActivationClusteringDetector(_poisoned_model(context)),
+        fit_on="training",
+    )
+)
+DETECTORS.register(
+    DetectorSpec(
+        "activation_clustering_rule",
+        "Activation clustering, its authors' rule (relative size and silhouette)",
+        lambda context: ActivationClusteringRule(_poisoned_model(context)),
         fit_on="training",
     )
 )

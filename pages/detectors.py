@@ -170,20 +170,26 @@ case = st.radio(
 case_summary = grid["summary"][case]
 settings = grid["config"]["case_settings"][case]
 first = next(iter(grid["runs"].values()))[case]
+budget = (
+    f"eps {settings['eps'] * 255:.1f}/255 on "
+    if settings["threat"] in THREATS and "eps" in THREATS[settings["threat"]].params
+    else ""
+)
 st.markdown(
-    f"**{THREATS.label(settings['threat'])}**, eps {settings['eps'] * 255:.1f}/255 on {settings['fraction']:.0%} of "
+    f"**{THREATS.label(settings['threat'])}**, {budget}{settings['fraction']:.0%} of "
     f"{THREATS[settings['threat']].fraction_of} ({first['poison']['n_poisoned']:,} poisons in "
     f"{first['poison']['n_train']:,} images). Preset `{grid['config']['experiment']['preset']}` (the detector "
-    f"comparison's: many models per case), {grid['case_seeds'][case]} seed(s), mean ± std; one classifier per defence, "
+    f"comparison's: many models per case), mean ± std over the seeds each row names; one classifier per defence, "
     f"no distillation; clean accuracy on {first['n_test']:,} test images, worst case over adaptive attacks at the "
     f"paper's eps 0.01 on {first['n_robust_test']:,} of them."
 )
 grid_table = pd.DataFrame(defence_rows(case, case_summary))
 full_table(grid_table, wide=("model",))
 st.caption(
-    "Published numbers are CIFAR-10 / ResNet-18 at eps 8/255 (Fowl et al. 2021, Huang et al. 2021, Liu et al. 2023): "
-    "another dataset and model, for orientation only. Oracle: trained on the clean images only (n/a when every "
-    "image is poisoned)."
+    "Published numbers are CIFAR-10 (Fowl et al. 2021, Huang et al. 2021, Liu et al. 2023, Wu et al. 2023, Sadasivan "
+    "et al. 2023; backdoor: BackdoorBench's attack success): another dataset and model, for orientation only. Oracle: "
+    "trained on the clean images only (n/a when every image is poisoned). Purify the training set only: the first "
+    "grid's measurement, test images raw; at train and test time: as purification is deployed."
 )
 names = [name for name, metrics in case_summary["models"].items() if metrics]
 bars = go.Figure(

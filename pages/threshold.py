@@ -541,13 +541,13 @@ with guard("the background training"):
 st.divider()
 st.subheader("Other defences")
 st.caption(
-    "Filtering is one defence. The others change every training image (purify, JPEG, grayscale) or how the "
-    "classifier learns (adversarial training). `python -m core defences` measures each against every threat case; "
-    "the Detectors page shows the shipped grid."
+    "Filtering is one defence. The others change every training image (purify, JPEG, grayscale), how the "
+    "classifier learns (adversarial training) or repair it afterwards (fine-tuning, ABL). `python -m core defences` "
+    "measures each against every threat case; the Detectors page shows the shipped grids."
 )
 defence = st.selectbox("Defence", DEFENCES.names(), format_func=DEFENCES.label, key="defence", bind="query-params")
 st.markdown(DEFENCES[defence].description)
-if "sigma" in DEFENCES[defence].params:
+if "sigma" in DEFENCES[defence].params and defence != "purify_fitted":  # the preview purifies with the run's DAE
     sigma = st.slider(
         "sigma (std of the noise added before the DAE, [0, 1] pixel scale; 0: plain reconstruction)",
         0.0,

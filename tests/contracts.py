@@ -7,10 +7,11 @@ import torch
 
 from core.data import ImageSet
 from core.detect import DetectorContext, SupervisedConfig
-from core.models import AutoencoderConfig, DenoisingAutoencoder
+from core.models import AutoencoderConfig, Classifier, ClassifierConfig, DenoisingAutoencoder
 from core.poison import PoisonConfig, poison_training_set, threat_metrics
 from core.registry import ATTACKS, DEFENCES, DETECTORS, THREATS
 from core.storage import config_hash
+from core.train import TrainConfig
 
 
 def random_set(n=120, seed=0) -> ImageSet:
@@ -110,7 +111,14 @@ def check_defence(name: str) -> None:
     train = random_set(24)
     dropped = torch.zeros(24, dtype=torch.bool)
     dropped[::3] = True
-    result = spec.apply(train, DefenceContext(autoencoder, lambda detector: dropped), DefenceConfig())
+    context = DefenceContext(
+        autoencoder,
+        lambda detector: dropped,
+        trusted=random_set(16, 1),
+        new_classifier=lambda: Classifier(ClassifierConfig(width=2, hidden=8)),
+        train_config=TrainConfig(epochs=1, batch_size=8),
+    )
+    result = spec.apply(train, context, DefenceConfig())
     assert result.images.dtype == torch.uint8 and result.images.shape[1:] == train.images.shape[1:], name
     assert len(result) in (len(train), int((~dropped).sum())), f"{name} keeps neither all images nor the filter's"
     expected = train.labels if len(result) == len(train) else train.labels[~dropped]
@@ -120,3 +128,15 @@ def check_defence(name: str) -> None:
         seen = spec.test_input(DefenceConfig())(x)
         assert seen.shape == x.shape and 0 <= float(seen.min()) and float(seen.max()) <= 1, name
     assert set(spec.params) <= set(DefenceConfig.__dataclass_fields__), name
+    config = DefenceConfig(fine_tune_epochs=1, abl_unlearn_epochs=1, abl_isolation=0.1)
+    if spec.input_transform is not None:  # a purifier: the same module on training images and test inputs
+        x = train.images.float() / 255
+        seen = spec.input_transform(result, context, config)(x)
+        assert seen.shape == x.shape and 0 <= float(seen.min()) and float(seen.max()) <= 1, name
+    if spec.after_training is not None:  # a repair: a classifier of the same kind, the given one untouched
+        torch.manual_seed(0)
+        model = Classifier(ClassifierConfig(width=2, hidden=8)).eval()
+        before = {key: value.clone() for key, value in model.state_dict().items()}
+        repaired = spec.after_training(model, train, context, config)
+        assert repaired(train.images.float() / 255).shape == (24, 43), name
+        assert all(torch.equal(value, model.state_dict()[key]) for key, value in before.items()), name

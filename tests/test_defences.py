@@ -381,3 +381,158 @@ def test_report_on_a_missing_grid_or_budget_file_is_one_error_line(flag, tmp_pat
     assert main(["report", "--run-dir", "checkpoints/paper", flag, str(tmp_path / "none.json")]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("error:") and "none.json" in error and "\n" not in error
+
+
+# ---- issue 24: purification as deployed, and backdoor removal ------------------------------------------------------
+
+
+def test_differentiable_jpeg_is_within_a_few_grey_levels_of_pil_and_has_a_gradient(small_splits):
+    from core.defences import DifferentiableJPEG
+
+    images = small_splits.test.images[:64]
+    real = jpeg(images, 10).float()
+    x = (images.float() / 255).requires_grad_(True)
+    approx = DifferentiableJPEG(10)(x)
+    assert (approx.detach() * 255 - real).abs().mean() < 0.25 * (images.float() - real).abs().mean()
+    approx.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_purification_at_test_time_is_the_operation_the_training_images_went_through():
+    from core.defence_grid import defended_training
+
+    train_set = ImageSet(smooth_images(20, 1), torch.arange(20) % 3)
+    config = DefenceConfig(sigma=0.2, seed=4)
+    trained_on, test_input = defended_training("purify_test", train_set, DefenceContext(Halve(), None), config)
+    test_input.reset()
+    at_test = test_input(train_set.images.float() / 255) * 255
+    assert (at_test - trained_on.images.float()).abs().max() <= 0.5 + 1e-4  # the same noise, the same DAE, rounded
+    assert torch.equal(trained_on.labels, train_set.labels)
+    # and not the raw images, nor the noise-free reconstruction: both sides drew the same seeded noise
+    assert not torch.equal(trained_on.images, purify(Halve(), train_set.images, 0.0, 4))
+    # the training-only purifier leaves test inputs raw
+    _, raw = defended_training("purify", train_set, DefenceContext(Halve(), None), config)
+    assert raw is None
+
+
+def test_a_fitted_purifier_denoises_its_training_set_and_is_fitted_once(small_splits):
+    from core.defence_grid import defended_training
+
+    train_set = small_splits.train.subset(torch.arange(0, len(small_splits.train), 3))
+    fitted = []
+
+    def cached(role, key, build, fit):
+        fitted.append(key["data"])
+        return fit()
+
+    context = DefenceContext(None, None, cached=cached)
+    trained_on, purifier = defended_training("purify_fitted", train_set, context, DefenceConfig(sigma=0.1))
+    assert fitted == [train_set.digest()]
+    x = train_set.images.float() / 255
+    error = float(((trained_on.images.float() / 255 - x) ** 2).mean())
+    assert error < 0.1**2, error  # closer to the images than the noise of std 0.1 it removed
+    assert purifier.sigma == 0.1
+
+
+def _backdoored(small_splits):
+    """A narrow classifier trained on a quarter of GTSRB with 20% BadNets poisons, the poisoned set and its config."""
+    from core.models import Classifier, ClassifierConfig
+    from core.poison import PoisonConfig, poison_training_set
+
+    config = PoisonConfig(threat="backdoor", fraction=0.2, seed=0)
+    poisoned = poison_training_set(small_splits.train, None, config)
+    torch.manual_seed(0)
+    model = Classifier(ClassifierConfig(width=8, hidden=64))
+    recipe = TrainConfig(epochs=2, learning_rate=0.05, augment=True, seed=0)
+    train(model, poisoned.data.images, poisoned.data.labels, hard_label_loss(), recipe)
+    return model.eval(), poisoned, config, recipe
+
+
+def test_fine_tuning_on_clean_images_lowers_a_backdoors_success(small_splits):
+    from core.backdoor_removal import fine_tune
+    from core.poison import threat_metrics
+
+    model, poisoned, config, recipe = _backdoored(small_splits)
+    before = threat_metrics(model, small_splits.test, config)["attack_success_rate"]
+    context = DefenceContext(None, None, trusted=small_splits.trusted, train_config=recipe)
+    tuned = fine_tune(model, poisoned.data, context, DefenceConfig(fine_tune_epochs=5, fine_tune_lr=0.05))
+    after = threat_metrics(tuned, small_splits.test, config)["attack_success_rate"]
+    assert before > 0.8 and after < before - 0.3, (before, after)
+    assert threat_metrics(model, small_splits.test, config)["attack_success_rate"] == before  # a copy was tuned
+
+
+def test_abl_isolates_the_lowest_loss_images_and_those_are_the_poisons(small_splits):
+    from core.backdoor_removal import isolate, lga_loss
+    from core.models import Classifier, ClassifierConfig
+
+    _, poisoned, _, recipe = _backdoored(small_splits)
+    context = DefenceContext(
+        None, None, new_classifier=lambda: Classifier(ClassifierConfig(width=8, hidden=64)), train_config=recipe
+    )
+    isolated = isolate(poisoned.data, context, DefenceConfig(abl_isolation=0.05))
+    assert len(isolated) == round(0.05 * len(poisoned.data))
+    precision = float(poisoned.poison_mask[isolated].float().mean())
+    assert precision > 3 * float(poisoned.poison_mask.float().mean()), precision  # far above the 20% base rate
+    # the LGA loss pushes losses below gamma back up: its gradient on an easy image points the other way
+    logits = torch.tensor([[8.0, 0.0], [0.0, 0.0]], requires_grad=True)
+    lga_loss(0.5)(logits, torch.tensor([0, 0])).backward()
+    assert logits.grad[0, 0] > 0 > logits.grad[1, 0]
+
+
+def test_grids_merge_into_one_table_each_model_from_the_grid_with_most_seeds():
+    from core.defence_grid import grid_summary, merge_grids
+    from core.report import report_defence_grid
+
+    def case(none, **defences):
+        models = {"clean_reference": {"clean_acc": 0.95}, "none": {"clean_acc": none, "attack_success_rate": 1.0}}
+        extra = {name: {"clean_acc": acc, "attack_success_rate": 0.02} for name, acc in defences.items()}
+        return {"n_test": 1000, "models": {**models, **extra}}
+
+    def grid(runs, settings=None):
+        settings = settings or {"backdoor": {"threat": "backdoor", "fraction": 0.05}}
+        return {
+            "config": {"experiment": {"preset": "compare"}, "case_settings": settings},
+            "runs": runs,
+            **grid_summary(runs),
+        }
+
+    first = grid({str(s): {"backdoor": case(0.9, jpeg=0.8)} for s in range(3)})
+    second = grid({"0": {"backdoor": case(0.91, jpeg=0.7, abl=0.88)}})
+    merged = merge_grids([first, second])
+    models = merged["summary"]["backdoor"]["models"]
+    assert models["jpeg"]["clean_acc"]["mean"] == pytest.approx(0.8) and models["jpeg"]["clean_acc"]["n"] == 3
+    assert models["abl"]["clean_acc"] == {"mean": 0.88, "std": 0.0, "n": 1}  # only the second grid has it
+    assert merged["case_seeds"] == {"backdoor": 3}
+    report = report_defence_grid(merged)
+    abl_line = next(line for line in report.splitlines() if line.startswith("abl"))
+    assert abl_line.split()[1] == "1" and "2.0% ±" in abl_line  # one seed, its attack success
+    jpeg_line = next(line for line in report.splitlines() if line.startswith("jpeg"))
+    assert jpeg_line.split()[1] == "3"
+    # a case poisoned with other settings in a later grid is not mixed in, nor a grid of another experiment
+    other = grid({"0": {"backdoor": case(0.5, abl=0.1)}}, {"backdoor": {"threat": "backdoor", "fraction": 0.5}})
+    assert "abl" not in merge_grids([first, other])["summary"]["backdoor"]["models"]
+    other_preset = {**second, "config": {**second["config"], "experiment": {"preset": "paper"}}}
+    assert "abl" not in merge_grids([first, other_preset])["summary"]["backdoor"]["models"]
+    assert merge_grids([None, None]) is None
+
+
+def test_the_overview_names_a_defence_that_removes_the_backdoor_only_when_the_grid_shows_it():
+    from core.findings import _backdoor
+
+    def stat(mean, n=3):
+        return {"mean": mean, "std": 0.01, "n": n}
+
+    def grid(abl_rate, abl_clean):
+        models = {
+            "clean_reference": {"clean_acc": stat(0.95), "attack_success_rate": stat(0.003)},
+            "none": {"clean_acc": stat(0.92), "attack_success_rate": stat(1.0)},
+            "jpeg": {"clean_acc": stat(0.82), "attack_success_rate": stat(1.0)},
+            "abl": {"clean_acc": stat(abl_clean), "attack_success_rate": stat(abl_rate, 1)},
+        }
+        return {"summary": {"backdoor": {"models": models}}, "case_seeds": {"backdoor": 3}}
+
+    removed = _backdoor(grid(0.01, 0.915))
+    assert removed["title"] == "The backdoor is removed by anti-backdoor learning (abl)"
+    assert "abl 1.0% (1 seed(s))" in removed["text"] and removed["seeds"] == 1
+    assert _backdoor(grid(0.01, 0.85))["title"].startswith("No defence")  # removed, at 7 points of clean accuracy
+    assert _backdoor(grid(0.2, 0.92))["title"].startswith("No defence")

@@ -99,6 +99,7 @@ def test_tiny_end_to_end_run_has_every_field_in_range(gtsrb_root, tmp_path):
         "supervised",
         "spectral_signatures",  # on the run's own undefended model, fitted on its training set
         "activation_clustering",
+        "activation_clustering_rule",  # its authors' decision rule: flags 0 or 1
     }
     assert all(0 <= quality["auroc"] <= 1 for quality in detectors.values())
     # scored on the run's stored poisons, the DAE gives exactly the run's own scores (nothing re-crafted)

@@ -80,3 +80,81 @@ def test_smooth_tap_spends_the_same_budget_low_pass_and_still_hits_the_target(sm
     before = (predict(small_classifier, x).argmax(1) == target).float().mean()
     after = (predict(small_classifier, smooth).argmax(1) == target).float().mean()
     assert after > before + 0.3, (before, after)
+
+
+# ---- issue 24: poisons the anchors found robust to squeezing, and ours crafted through the defence ----------------
+
+
+def test_ops_changes_one_pixel_per_image_to_its_class_colour(small_splits):
+    from core.threats.ops import one_pixel_shortcut, shortcut_pixels
+
+    train = small_splits.train.subset(torch.arange(600))
+    poisoned = one_pixel_shortcut(train, PoisonConfig(threat="ops", fraction=1.0))
+    changed = (poisoned.data.images != train.images).any(dim=1)  # (n, 32, 32): pixels with any channel changed
+    assert int(changed.flatten(1).sum(1).max()) == 1 and int(changed.flatten(1).sum(1).min()) <= 1
+    assert torch.equal(poisoned.data.labels, train.labels)
+    chosen = shortcut_pixels(train.images, train.labels)  # fraction 1: searched on all of them
+    assert set(chosen) == set(train.labels.tolist())
+    for label, (row, col, colour) in chosen.items():
+        pixels = poisoned.data.images[train.labels == label][:, :, row, col]
+        assert torch.equal(pixels, colour.expand_as(pixels)), label  # one position and colour per class
+        assert set(colour.tolist()) <= {0, 255}
+    pairs = [(row, col, tuple(colour.tolist())) for row, col, colour in chosen.values()]
+    assert len(set(pairs)) == len(pairs)  # no two classes share a position and colour
+
+
+def test_cuda_blurs_each_class_with_its_own_filter(small_splits):
+    from core.threats.cuda import class_filters, convolution_poison, convolve
+
+    train = small_splits.train.subset(torch.arange(400))
+    config = PoisonConfig(threat="cuda", fraction=1.0, seed=3)
+    poisoned = convolution_poison(train, config)
+    filters = class_filters(3)
+    assert torch.allclose(filters.sum(dim=(-2, -1)), torch.ones(filters.shape[:3]))
+    assert not torch.allclose(filters[0], filters[1])  # private to each class
+    for label in train.labels.unique().tolist():
+        mine = train.labels == label
+        assert torch.equal(poisoned.data.images[mine], convolve(train.images[mine], filters[label]))
+        # another class's filter gives other images: the filter is what labels the class
+        assert not torch.equal(poisoned.data.images[mine], convolve(train.images[mine], filters[(label + 1) % 43]))
+    assert torch.equal(poisoned.data.labels, train.labels)
+
+
+def test_error_minimising_noise_through_grayscale_lowers_the_loss_of_a_grayscale_model(small_splits):
+    from core.defences import GrayscaleInput, grayscale
+    from core.threats.adaptive import unlearnable_through_grayscale
+
+    data = small_splits.train.subset(torch.arange(0, 2000, 5))
+    x, y = data.images.float() / 255, data.labels
+    config = PoisonConfig(threat="unlearnable", eps=8 / 255, alpha=2 / 255, steps=5)
+    torch.manual_seed(0)
+    seeing_gray = torch.nn.Sequential(GrayscaleInput(), Classifier(ClassifierConfig(width=4, hidden=16)))
+    noise = error_minimising_noise(seeing_gray, x, y, config)
+    # grayscale leaves the noise one channel in three: a weaker shortcut than in colour, still one (0.76x measured)
+    random_noise = 8 / 255 * torch.randint(-1, 2, x.shape, generator=torch.Generator().manual_seed(0))
+    crafted = _loss(seeing_gray, (x + noise).clamp(0, 1), y)
+    assert crafted < 0.85 * _loss(seeing_gray, x, y)
+    assert crafted < 0.85 * _loss(seeing_gray, (x + random_noise).clamp(0, 1), y)
+    # the registered threat crafts the same way and delivers uint8 within eps, a change grayscale keeps
+    poisoned = unlearnable_through_grayscale(data, Classifier(ClassifierConfig(width=4, hidden=16)), config)
+    change = poisoned.data.images.int() - data.images.int()
+    assert int(change.abs().max()) <= 8 and torch.equal(poisoned.data.labels, y)
+    assert not torch.equal(grayscale(poisoned.data.images), grayscale(data.images))
+
+
+def test_tap_through_jpeg_still_hits_the_target_after_a_real_jpeg(small_classifier, small_splits):
+    from core.defences import DifferentiableJPEG, jpeg
+
+    test = small_splits.test.subset(torch.arange(128))
+    x, target = test.images.float() / 255, permuted_target(test.labels)
+    hits = {}
+    for through in ("none", "jpeg"):
+        model = (
+            torch.nn.Sequential(DifferentiableJPEG(10), small_classifier).eval()
+            if through == "jpeg"
+            else small_classifier
+        )
+        adversarial = targeted_pgd(model, x, target, 8 / 255, 2 / 255, 10)
+        delivered = jpeg((adversarial * 255).round().to(torch.uint8), 10)
+        hits[through] = float((predict(small_classifier, delivered).argmax(1) == target).float().mean())
+    assert hits["jpeg"] > hits["none"] + 0.1, hits

@@ -53,3 +53,25 @@ def test_two_means_splits_two_blobs():
     points = torch.cat([torch.randn(50, 3, generator=generator) - 5, torch.randn(10, 3, generator=generator) + 5])
     centroids = two_means(points.double())
     assert sorted(round(float(c.mean())) for c in centroids) == [-5, 5]
+
+
+def test_the_authors_rule_flags_a_small_separated_cluster_and_nothing_when_poisons_are_the_majority():
+    from core.training_set_detectors import ActivationClusteringRule, silhouette
+
+    images, poisoned = backdoored_set()  # 20 of class 1's 200 images triggered: a small, well separated cluster
+    scores = ActivationClusteringRule(PatchAwareModel()).fit(images).score(images)
+    assert torch.equal(scores >= 1, poisoned) and torch.equal(scores > 0, poisoned)  # exactly the triggered images
+    # 120 of class 1's 200 triggered: the poisons are the larger cluster, the clean 40% is above the 35% size rule
+    images[:120, :, -3:, -3:] = 255
+    majority = torch.zeros(400, dtype=torch.bool)
+    majority[:120] = True
+    rule_scores = ActivationClusteringRule(PatchAwareModel()).fit(images).score(images)
+    assert rule_scores.sum() == 0  # the rule flags nothing
+    plain = ActivationClusteringDetector(PatchAwareModel()).fit(images).score(images)
+    assert roc_auc_score(majority.numpy(), plain.numpy()) < 0.1  # "the smaller cluster" points at the clean images
+    # the silhouette of two far blobs is near 1, of one blob cut in half far lower
+    generator = torch.Generator().manual_seed(0)
+    blobs = torch.cat([torch.randn(40, 2, generator=generator), torch.randn(40, 2, generator=generator) + 20])
+    assert silhouette(blobs, torch.arange(80) >= 40) > 0.9
+    one = torch.randn(80, 2, generator=generator)
+    assert silhouette(one, one[:, 0] > 0) < 0.6

@@ -19,7 +19,7 @@ from core import explore
 from core.budget import SHIPPED_BUDGET, load_budget
 from core.compare import SHIPPED_COMPARISON, load_comparison
 from core.data import DatasetNotFoundError, cache_dir, dataset_available, default_root, load_splits
-from core.defence_grid import SHIPPED_DEFENCE_GRID, load_defence_grid
+from core.defence_grid import SHIPPED_DEFENCE_GRIDS, load_shipped_grids
 from core.images import UploadError
 from core.pipeline import ExperimentConfig, preset
 from core.poison import PoisonConfig
@@ -314,15 +314,16 @@ def _stamp(path: str) -> int | None:
 
 
 def cached_defence_grid() -> dict | None:
-    """The threat x defence grid (the shipped one unless session_state["defence_grid_path"] names another), or None
-    when there is none."""
-    path = st.session_state.get("defence_grid_path", str(SHIPPED_DEFENCE_GRID))
-    return _defence_grid(path, _stamp(path))
+    """The threat x defence grid: the shipped grids as one (core.defence_grid.merge_grids) unless
+    session_state["defence_grid_path"] names another file; None when there is none."""
+    paths = (st.session_state["defence_grid_path"],) if "defence_grid_path" in st.session_state else None
+    paths = tuple(str(path) for path in (paths or SHIPPED_DEFENCE_GRIDS))
+    return _defence_grid(paths, tuple(_stamp(path) for path in paths))
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
-def _defence_grid(path: str, stamp: int | None) -> dict | None:
-    return load_defence_grid(path)
+def _defence_grid(paths: tuple[str, ...], stamps: tuple) -> dict | None:
+    return load_shipped_grids(paths)
 
 
 def cached_budget() -> dict | None:

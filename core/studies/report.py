@@ -13,14 +13,16 @@ from core.studies import STUDIES, DataOptions, StudySpec, load_run, option
 class ReportOptions:
     run_dir: Path = option(None, "a run's output folder (holds results.json)", required=True)
     comparison: Path | None = option(None, "a compare.json to report on as well")
-    defences: Path | None = option(None, "a defences.json (python -m core defences) to report on as well")
+    defences: tuple[Path, ...] | None = option(
+        None, "defences.json files (python -m core defences) to report on as well, merged into one table"
+    )
     budget: Path | None = option(None, "a budget.json (python -m core budget) to report on as well")
 
 
 def main(options: ReportOptions, data: DataOptions) -> int:
     from core.budget import load_budget
     from core.compare import load_comparison
-    from core.defence_grid import load_defence_grid
+    from core.defence_grid import load_defence_grid, merge_grids
     from core.report import (
         defence_grid_markdown,
         report_budget,
@@ -33,9 +35,12 @@ def main(options: ReportOptions, data: DataOptions) -> int:
 
     # Every file named is read before the (slow) run report, so a wrong path fails at once.
     comparison = load_comparison(options.comparison) if options.comparison else None
-    grid = load_defence_grid(options.defences) if options.defences else None
-    if options.defences and grid is None:
-        raise CheckpointError(f"no defence grid at {options.defences}: run `python -m core defences` first")
+    grids = []
+    for path in options.defences or ():
+        grids.append(load_defence_grid(path))
+        if grids[-1] is None:
+            raise CheckpointError(f"no defence grid at {path}: run `python -m core defences` first")
+    grid = merge_grids(grids)
     curves = load_budget(options.budget) if options.budget else None
     if options.budget and curves is None:
         raise CheckpointError(f"no budget curves at {options.budget}: run `python -m core budget` first")

@@ -7,3 +7,6 @@ from core.threats import tap  # noqa: F401
 from core.threats import unlearnable  # noqa: F401
 from core.threats import label_flip  # noqa: F401
 from core.threats import backdoor  # noqa: F401
+from core.threats import ops  # noqa: F401
+from core.threats import cuda  # noqa: F401
+from core.threats import adaptive  # noqa: F401

@@ -1,0 +1,64 @@
+"""Poisons that know the defence: our strong poisons crafted through the image shortcut squeezing they must survive.
+
+A defence is judged against the attacker who knows it. Grayscale restores error-minimising noise and JPEG restores
+TAP on the shipped grid (README); these two put the defence in the attacker's loop:
+- unlearnable_grayscale: error-minimising noise (core/threats/unlearnable.py) whose model sees grayscale copies, so
+  the noise must be a shortcut in luminance, the one channel grayscale keeps;
+- tap_jpeg: TAP (core/threats/tap.py) through a differentiable JPEG at the defence's quality 10
+  (core.defences.DifferentiableJPEG), so the poison pushes the surrogate toward the next class after compression.
+Their knobs, defaults and delivery are those of the poison they adapt.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from core.defences import DifferentiableJPEG, GrayscaleInput
+from core.registry import THREATS, ThreatSpec
+from core.threats.tap import poison_with_tap
+from core.threats.unlearnable import poison_with_unlearnable_noise
+
+JPEG_QUALITY = 10  # the jpeg defence's default (core.defences.DefenceConfig.jpeg_quality), the anchor's
+
+
+def unlearnable_through_grayscale(train, surrogate, config, progress=None):
+    """Error-minimising noise trained alongside a model that sees rgb_to_grayscale(x + noise)."""
+    return poison_with_unlearnable_noise(train, nn.Sequential(GrayscaleInput(), surrogate), config, progress)
+
+
+def tap_through_jpeg(train, surrogate, config, progress=None):
+    """TAP whose targeted PGD descends the surrogate's loss on JPEG(x + delta)."""
+    return poison_with_tap(train, nn.Sequential(DifferentiableJPEG(JPEG_QUALITY), surrogate).eval(), config, progress)
+
+
+for base, name, label, apply, through in (
+    (
+        "unlearnable",
+        "unlearnable_grayscale",
+        "Unlearnable, adaptive: crafted through grayscale",
+        unlearnable_through_grayscale,
+        "a model that sees grayscale copies (so grayscale cannot squeeze it out)",
+    ),
+    (
+        "tap",
+        "tap_jpeg",
+        "TAP, adaptive: crafted through JPEG",
+        tap_through_jpeg,
+        f"a differentiable JPEG at quality {JPEG_QUALITY} (so JPEG cannot squeeze it out)",
+    ),
+):
+    spec = THREATS[base]
+    THREATS.register(
+        ThreatSpec(
+            name=name,
+            label=label,
+            description=f"{spec.description} Crafted through {through}: the attacker knows the defence.",
+            apply=apply,
+            default_fraction=spec.default_fraction,
+            fraction_of=spec.fraction_of,
+            params=spec.params,
+            needs_surrogate=True,
+            metrics=spec.metrics,
+            defaults=spec.defaults,
+        )
+    )
