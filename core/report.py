@@ -374,6 +374,47 @@ def report_defence_grid(grid: dict) -> str:
     return "\n".join(lines)
 
 
+KEEPS_AT_LEAST = 0.9  # issue 24: a defence keeps >= 90% of the clean reference's accuracy against every poison
+
+
+def defence_verdicts(grid: dict) -> list[dict]:
+    """Per registered defence, over the availability poisons of the grid (cases without an attack success rate) it
+    was trained behind: the case where it keeps the smallest share of the clean reference's clean accuracy, that
+    share, and how many cases it was measured on; sorted best first. A defence that keeps >= KEEPS_AT_LEAST
+    everywhere is one a deployer can choose without knowing the poison."""
+    from core.registry import DEFENCES
+
+    worst: dict[str, dict] = {}
+    for case, summary in grid["summary"].items():
+        models = summary["models"]
+        if "attack_success_rate" in (models.get("none") or {}) or not models.get("clean_reference"):
+            continue
+        reference = models["clean_reference"]["clean_acc"]["mean"]
+        for name, metrics in models.items():
+            if name not in DEFENCES or not metrics:
+                continue
+            kept = metrics["clean_acc"]["mean"] / reference
+            entry = worst.setdefault(name, {"defence": name, "cases": 0, "kept": math.inf, "case": None, "seeds": 0})
+            entry["cases"] += 1
+            if kept < entry["kept"]:
+                entry.update(kept=kept, case=case, seeds=metrics["clean_acc"]["n"])
+    return sorted(worst.values(), key=lambda entry: -entry["kept"])
+
+
+def report_defence_verdicts(grid: dict) -> str:
+    lines = [
+        f"\nWhich availability poison breaks each defence (share of the clean reference's clean accuracy kept in its "
+        f"worst case; {KEEPS_AT_LEAST:.0%} is the bar):"
+    ]
+    for entry in defence_verdicts(grid):
+        verdict = "keeps the bar everywhere" if entry["kept"] >= KEEPS_AT_LEAST else f"broken by {entry['case']}"
+        lines.append(
+            f"  {entry['defence']:<22} worst {entry['kept']:.1%} ({entry['case']}, {entry['seeds']} seed(s)) over "
+            f"{entry['cases']} case(s): {verdict}"
+        )
+    return "\n".join(lines)
+
+
 def defence_grid_markdown(grid: dict) -> str:
     """README's table of the grid: one row per reference model and defence, one column per threat case (with its
     number of seeds), each cell 'clean / worst case' as mean ± std over seeds, attack success where it applies, and

@@ -536,3 +536,35 @@ def test_the_overview_names_a_defence_that_removes_the_backdoor_only_when_the_gr
     assert "abl 1.0% (1 seed(s))" in removed["text"] and removed["seeds"] == 1
     assert _backdoor(grid(0.01, 0.85))["title"].startswith("No defence")  # removed, at 7 points of clean accuracy
     assert _backdoor(grid(0.2, 0.92))["title"].startswith("No defence")
+
+
+def test_defence_verdicts_name_the_availability_poison_that_breaks_each_defence():
+    from core.report import defence_verdicts, report_defence_verdicts
+
+    def stat(mean):
+        return {"mean": mean, "std": 0.0, "n": 2}
+
+    def case(grayscale, jpeg, asr=False):
+        extra = {"attack_success_rate": stat(1.0)} if asr else {}
+        return {
+            "models": {
+                "clean_reference": {"clean_acc": stat(0.95), **extra},
+                "none": {"clean_acc": stat(0.4), **extra},
+                "grayscale": {"clean_acc": stat(grayscale), **extra},
+                "jpeg": {"clean_acc": stat(jpeg), **extra},
+            }
+        }
+
+    grid = {
+        "summary": {
+            "tap": case(0.76, 0.86),
+            "cuda": case(0.90, 0.95),
+            "backdoor": case(0.1, 0.1, asr=True),  # a backdoor case is judged by attack success, not here
+        }
+    }
+    verdicts = {entry["defence"]: entry for entry in defence_verdicts(grid)}
+    assert verdicts["grayscale"]["case"] == "tap" and verdicts["grayscale"]["kept"] == pytest.approx(0.8)
+    assert verdicts["jpeg"]["case"] == "tap" and verdicts["jpeg"]["cases"] == 2
+    assert list(verdicts) == ["jpeg", "grayscale"]  # best first
+    text = report_defence_verdicts(grid)
+    assert "grayscale" in text and "broken by tap" in text and "keeps the bar everywhere" in text

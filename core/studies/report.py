@@ -28,6 +28,7 @@ def main(options: ReportOptions, data: DataOptions) -> int:
         report_budget,
         report_comparison,
         report_defence_grid,
+        report_defence_verdicts,
         report_run,
         report_sweep,
     )
@@ -52,6 +53,7 @@ def main(options: ReportOptions, data: DataOptions) -> int:
         print(report_comparison(comparison))
     if grid is not None:
         print(report_defence_grid(grid))
+        print(report_defence_verdicts(grid))
         print("\nREADME's table:\n" + defence_grid_markdown(grid))
     if curves is not None:
         print(report_budget(curves))
