@@ -60,7 +60,7 @@ st.markdown(
 )
 
 reference, undefended = summary["reference"]["clean_reference"], summary["reference"]["undefended"]
-damage = st.columns(4)
+damage = [*st.columns(2), *st.columns(2)]  # two rows of two: the labels stay whole down to 1024 px windows
 damage[0].metric("clean reference: clean accuracy", f"{reference['clean_acc']['mean']:.1%}")
 damage[1].metric(
     "undefended: clean accuracy",

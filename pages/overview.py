@@ -46,17 +46,22 @@ st.caption(
     "autoencoder, and distil a student at temperature T. This tool reruns that pipeline and shows what it really does."
 )
 
+# Two rows, read as a snake (poisoning, then distillation coming back), at graphviz's small font sizes: the drawing is
+# then narrower than the page and drawn at its own size, labels at about the body text's size. Streamlit shrinks a
+# wider drawing to the page, and larger font sizes only made it wider (labels unreadable at 1024-1280 px).
 st.graphviz_chart("""
 digraph {
   rankdir=LR; nodesep=0.15; ranksep=0.25;
-  node [shape=box, style="rounded,filled", fillcolor="#f3f4f6", fontname="sans-serif", fontsize=22, margin="0.12,0.06"];
-  edge [fontsize=18, fontname="sans-serif"];
+  node [shape=box, style="rounded,filled", fillcolor="#f3f4f6", fontname="sans-serif", fontsize=11, margin="0.08,0.04"];
+  edge [fontsize=9, fontname="sans-serif"];
   train [label="GTSRB\\ntrain split"]; poison [label="Poison\\nFGSM / I-FGSM", fillcolor="#fde2e4"];
   dae [label="DAE filter\\nerror > threshold:\\ndrop"]; teacher [label="Teacher\\nat T"];
   soft [label="Soft labels\\nsoftmax(z / T)"];
   student [label="Student at T\\n(tested at T = 1)", fillcolor="#e2f0cb"];
   trusted [label="Trusted\\nclean slice", fillcolor="#dbeafe"];
-  train -> poison -> dae -> teacher -> soft -> student; trusted -> dae [label="trains", style=dashed];
+  train -> poison -> dae; trusted -> dae [label="trains", style=dashed];
+  dae -> teacher [constraint=false]; student -> soft -> teacher [dir=back];
+  {rank=same; train; student} {rank=same; poison; soft} {rank=same; dae; teacher}
 }
 """)
 

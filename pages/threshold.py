@@ -131,7 +131,8 @@ def from_slider() -> None:
         submit_point(float(st.session_state[SLIDER]))
 
 
-buttons = st.columns([1, 1, 1.3, 1.3])
+# Two rows of two: every label stays whole down to a 1024 px window (four columns cut them there)
+buttons = [*st.columns(2), *st.columns(2)]
 buttons[0].button(
     f"Paper's initial {PAPER_INITIAL_THRESHOLD}",
     on_click=set_threshold,
@@ -140,7 +141,7 @@ buttons[0].button(
     help=None if is_dae else "a reconstruction-error threshold: DAE score only",
 )
 buttons[1].button(
-    f"This run's {run_threshold:.4g}",  # short: a longer label is cut off in a quarter of a 1400 px page
+    f"This run's {run_threshold:.4g}",
     on_click=set_threshold,
     args=(run_threshold,),
     help="the threshold the run itself used (its ThresholdConfig applied to this score)",
@@ -253,7 +254,7 @@ def draw_live_view() -> None:
 
     if counts["kept"] == 0:
         st.error("This threshold drops every training sample: nothing would be left to train the teacher. Raise it.")
-    metrics = st.columns(6)
+    metrics = [*st.columns(3), *st.columns(3)]  # two rows: whole labels and counts at 1024 px
     metrics[0].metric("kept", f"{counts['kept']:,}")
     metrics[1].metric("dropped", f"{counts['dropped_clean'] + counts['dropped_poisoned']:,}")
     metrics[2].metric("precision", f"{counts['precision']:.3f}")

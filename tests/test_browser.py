@@ -176,3 +176,26 @@ def test_slider_bench_runs_and_prints_its_numbers():
         median_browser, median_server = float(browser.split()[-3]), float(server.split()[-3])
         assert 0 < median_server < median_browser  # the browser waits for the server and then draws
     assert any(line.startswith("picture / interactive, median to idle:") for line in lines)
+
+
+@pytest.mark.parametrize(
+    "page_name", ["", "poison", "autoencoder", "threshold", "distillation", "detectors", "your_images"]
+)
+def test_every_page_fits_a_1024_pixel_window_without_an_exception(server, browser, page_name):
+    """A presenter's laptop or a projector at 1024 px: no page scrolls sideways, none shows an exception."""
+    page = browser.new_page(viewport={"width": 1024, "height": 768})
+    page.goto(f"{server}/{page_name}", timeout=120_000)
+    page.wait_for_selector("[data-testid='stMainBlockContainer']", timeout=120_000)
+    for _ in range(60):  # settled: no script running across two looks 1.5 s apart (a page reruns as it loads)
+        wait_idle(page, timeout=240_000)
+        page.wait_for_timeout(1500)
+        if (
+            page.locator("[data-testid='stStatusWidget']").count() == 0
+            and page.locator("[data-testid='stSkeleton']").count() == 0
+        ):
+            break
+    assert page.locator("[data-testid='stException']").count() == 0, page_name
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 1, f"{page_name or 'overview'} is {overflow} px wider than the 1024 px window"
+    shoot(page, f"width_1024_{page_name or 'overview'}")
+    page.close()
