@@ -77,6 +77,7 @@ def unlearn(model: nn.Module, isolated: ImageSet, rest: ImageSet, config: Defenc
     rest of the training set twice its size. Li et al.'s plain ascent (their 5e-4 x 20 passes) took our classifier
     from 91.3% to 5.5% clean on the compare preset (backdoor, seed 0); capped and anchored this way, 80 passes at
     0.01 left it at 91.8% with attack success 1.3% (issue 24's probe)."""
+    torch.manual_seed(config.seed)  # dropout draws from the global generator: seeded, as core.train.train does
     unlearned = copy.deepcopy(model).train()  # train mode, as Li et al.: in eval mode the saturated loss barely moves
     device = next(unlearned.parameters()).device
     optimizer = torch.optim.SGD(unlearned.parameters(), lr=config.abl_unlearn_lr, momentum=0.9, weight_decay=5e-4)
