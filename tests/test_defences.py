@@ -568,3 +568,18 @@ def test_defence_verdicts_name_the_availability_poison_that_breaks_each_defence(
     assert list(verdicts) == ["jpeg", "grayscale"]  # best first
     text = report_defence_verdicts(grid)
     assert "grayscale" in text and "broken by tap" in text and "keeps the bar everywhere" in text
+
+
+def test_abl_unlearning_is_reproducible_from_its_seed():
+    from core.backdoor_removal import unlearn
+    from core.models import Classifier, ClassifierConfig
+
+    images = smooth_images(40, 2)
+    isolated, rest = ImageSet(images[:8], torch.zeros(8, dtype=torch.long)), ImageSet(images[8:], torch.arange(32) % 5)
+    torch.manual_seed(0)
+    model = Classifier(ClassifierConfig(width=2, hidden=8, dropout=0.5))
+    config = DefenceConfig(abl_unlearn_epochs=3)
+    first, second = unlearn(model, isolated, rest, config), unlearn(model, isolated, rest, config)
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+    other = unlearn(model, isolated, rest, DefenceConfig(abl_unlearn_epochs=3, seed=1))
+    assert not all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), other.state_dict().values()))
