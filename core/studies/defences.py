@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from core.defences import DefenceConfig  # its defaults are the flags' defaults
 from core.registry import DEFENCES, DETECTORS
 from core.studies import RUNS_DIR, STUDIES, DataOptions, ExecutorOptions, Stages, StudySpec, option
 from core.studies.run import PRESETS
@@ -23,11 +24,16 @@ class DefencesOptions(ExecutorOptions):
     cases: tuple[str, ...] | None = option(None, "threat cases (default: all)", choices=_case_names)
     defences: tuple[str, ...] | None = option(None, "defences to train behind (default: all)", choices=DEFENCES.names)
     seeds: int = option(1, "seeds 0..K-1, mean +- std over those that finish")
-    detector: str = option("dae", "what filter / filter_purify use", choices=DETECTORS.names)
-    sigma: float = option(0.1, "purify: noise std before the DAE ([0, 1] scale)")
-    jpeg_quality: int = option(10, "jpeg: PIL quality 1..95")
-    adversarial_eps: float = option(8 / 255, "adversarial training: PGD radius")
-    adversarial_steps: int = option(3, "adversarial training: PGD steps per batch")
+    detector: str = option(DefenceConfig.detector, "what filter / filter_purify use", choices=DETECTORS.names)
+    sigma: float = option(DefenceConfig.sigma, "purify: noise std before the DAE ([0, 1] scale)")
+    jpeg_quality: int = option(DefenceConfig.jpeg_quality, "jpeg: PIL quality 1..95")
+    adversarial_eps: float = option(DefenceConfig.adversarial_eps, "adversarial training: PGD radius")
+    adversarial_steps: int = option(DefenceConfig.adversarial_steps, "adversarial training: PGD steps per batch")
+    fine_tune_epochs: float = option(DefenceConfig.fine_tune_epochs, "fine_tune: passes over the trusted clean images")
+    fine_tune_lr: float = option(DefenceConfig.fine_tune_lr, "fine_tune: peak learning rate")
+    abl_isolation: float = option(DefenceConfig.abl_isolation, "abl: share of the training set isolated")
+    abl_unlearn_epochs: int = option(DefenceConfig.abl_unlearn_epochs, "abl: passes over the isolated images")
+    abl_unlearn_lr: float = option(DefenceConfig.abl_unlearn_lr, "abl: learning rate of the unlearning")
     robust_test_subset: float = option(0.3, "share of test attacked (worst case)")
     robust_steps: int = option(10, "iterations of the adaptive attacks")
     train_subset: float | None = option(None, "override the preset's share of the train split")
@@ -65,6 +71,11 @@ class DefencesOptions(ExecutorOptions):
                 jpeg_quality=self.jpeg_quality,
                 adversarial_eps=self.adversarial_eps,
                 adversarial_steps=self.adversarial_steps,
+                fine_tune_epochs=self.fine_tune_epochs,
+                fine_tune_lr=self.fine_tune_lr,
+                abl_isolation=self.abl_isolation,
+                abl_unlearn_epochs=self.abl_unlearn_epochs,
+                abl_unlearn_lr=self.abl_unlearn_lr,
             ),
             seeds=tuple(range(self.seeds)),
             robust_test_subset=self.robust_test_subset,
