@@ -167,14 +167,21 @@ def test_detectors_page_switches_to_the_backdoor_comparison_against_the_fields_d
     offers it, shows its detectors beside the controls, and a threat that file lacks falls back to one it has."""
     at = on_page(run_directory, "pages/detectors.py")
     at.radio(key="threat").set_value("perturbation").run()
+    from core.compare import SHIPPED_COMPARISONS
+
     options = at.radio(key="comparison").options
-    assert len(options) == 2
+    assert options == [label for label, path in SHIPPED_COMPARISONS.items() if path.exists()]
     at.radio(key="comparison").set_value(options[1]).run()
     assert_clean(at)
     assert at.radio(key="threat").options == [THREATS.label("backdoor")] and at.radio(key="threat").value == "backdoor"
     filters = " ".join(at.dataframe[0].value["filter"])
     assert "spectral signatures" in filters.lower() and "activation clustering" in filters.lower()
     assert "oracle filter" in filters
+    if len(options) > 2:  # activation clustering's ranking beside its authors' rule
+        at.radio(key="comparison").set_value(options[2]).run()
+        assert_clean(at)
+        filters = " ".join(at.dataframe[0].value["filter"])
+        assert "authors' rule" in filters and "activation clustering" in filters.lower()
 
 
 @pytest.mark.parametrize("threat", ["label_flip", "backdoor"])
