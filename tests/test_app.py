@@ -209,6 +209,20 @@ def test_poison_page_crafts_the_strong_poisons_at_their_own_budget(run_directory
         assert after < before - 50
 
 
+@pytest.mark.parametrize("threat", ["ops", "cuda", "unlearnable_grayscale", "tap_jpeg"])
+def test_poison_page_previews_the_poisons_robust_to_squeezing_and_the_adaptive_ones(run_directory, threat):
+    """Issue 24's poisons on the Poison page: each previews without an error; OPS and CUDA have no eps to show (an
+    L0 change and a blur), the adaptive ones keep their base poison's 8/255."""
+    at = on_page(run_directory, "pages/poison.py")
+    at.radio(key="threat").set_value(threat).run()
+    assert_clean(at)
+    labels = [m.label for m in at.metric]
+    if threat in ("ops", "cuda"):
+        assert not any(label.startswith("eps") for label in [s.label for s in at.slider])
+    else:
+        assert metric(at, "L-inf") == "8 levels", labels
+
+
 def test_distillation_page_shows_abstention(run_directory):
     at = on_page(run_directory, "pages/distillation.py")
     assert_clean(at)
