@@ -245,6 +245,23 @@ def finished_runs(config: DefenceGridConfig, previous: dict | None) -> dict[str,
     return finished_cells(config.to_dict(), previous, "cases", "case_settings")
 
 
+def held_elsewhere(config: DefenceGridConfig, previous: dict | None) -> dict[str, dict]:
+    """The cells of `previous` made with this grid's settings for cases or seeds it does not ask for."""
+    if not previous:
+        return {}
+    cases = tuple(case for case in previous.get("config", {}).get("cases", []) if case in CASES)
+    seeds = tuple(int(seed) for seed in previous.get("runs", {}))
+    if not cases or not seeds:
+        return {}
+    compatible = finished_runs(replace(config, cases=cases, seeds=seeds), previous)
+    asked = {str(seed) for seed in config.seeds}
+    return {
+        seed: {case: result for case, result in results.items() if seed not in asked or case not in config.cases}
+        for seed, results in compatible.items()
+        if any(seed not in asked or case not in config.cases for case in results)
+    }
+
+
 def grid_cell(config: DefenceGridConfig, case: str, seed: int, cache_dir: str, data_root: str, progress=None) -> dict:
     """One (seed, case) cell of the grid for core.executor: a pure function of its arguments."""
     return grid_one(config, case, seed, ModelCache(cache_dir), data_root, progress)
@@ -263,22 +280,30 @@ def defence_grid(
     after each case, so a caller can save what is done; `previous` (an earlier result, e.g. the saved file) gives
     the cases already finished under the same settings, which are kept rather than recomputed. The models are
     cached too, so a grid stopped part-way resumes on the same machine or from its file on another. The cells left
-    run on `executor` (core.executor: in this process by default, or on Ray)."""
+    run on `executor` (core.executor: in this process by default, or on Ray). Cells of `previous` that this grid
+    does not ask for (other cases or seeds, made with the same settings) stay in the result and its file: a rerun for
+    a few cases never drops the others."""
     runs: dict[str, dict] = finished_runs(config, previous)
+    held = held_elsewhere(config, previous)  # {seed: {case: result}} kept but not asked for
+    whole = replace(  # the grid the result describes: what was asked for and what is held
+        config,
+        cases=tuple(dict.fromkeys([*config.cases, *(case for cases in held.values() for case in cases)])),
+        seeds=tuple(sorted({*config.seeds, *(int(seed) for seed in held)})),
+    )
 
     def result() -> dict:
+        every = {seed: {**held.get(seed, {}), **runs.get(seed, {})} for seed in {*held, *runs}}
         ordered = {  # seeds and cases in the config's order, whatever order the cells finished in
-            str(seed): {case: runs[str(seed)][case] for case in config.cases if case in runs.get(str(seed), {})}
-            for seed in config.seeds
-            if runs.get(str(seed))
+            str(seed): {case: every[str(seed)][case] for case in whole.cases if case in every.get(str(seed), {})}
+            for seed in whole.seeds
+            if every.get(str(seed))
         }
-        ordered.update({seed: cases for seed, cases in runs.items() if seed not in ordered})
         return {
-            "config": config.to_dict(),
+            "config": whole.to_dict(),
             "runs": ordered,
             **grid_summary(ordered),
             # compute time of every case held, including those kept from `previous`
-            "seconds": round(sum(result["seconds"] for results in runs.values() for result in results.values()), 1),
+            "seconds": round(sum(result["seconds"] for results in ordered.values() for result in results.values()), 1),
         }
 
     run_missing_cells(

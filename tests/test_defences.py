@@ -583,3 +583,35 @@ def test_abl_unlearning_is_reproducible_from_its_seed():
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
     other = unlearn(model, isolated, rest, DefenceConfig(abl_unlearn_epochs=3, seed=1))
     assert not all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), other.state_dict().values()))
+
+
+def test_a_rerun_for_some_cases_keeps_the_other_cases_the_file_holds(tmp_path):
+    """Rerunning the grid for one case (or fewer seeds) must not drop the other finished cells from its file."""
+    from core.defence_grid import DefenceGridConfig, defence_grid
+    from tests.helpers import tiny_config
+
+    def cell(acc):
+        models = {"clean_reference": {"clean_acc": 0.9}, "none": {"clean_acc": acc}, "oracle": None}
+        return {"seconds": 1.0, "n_test": 100, "models": {**models, "jpeg": {"clean_acc": acc}}}
+
+    full = DefenceGridConfig(tiny_config(), cases=("tap", "backdoor"), defences=("jpeg",), seeds=(0, 1))
+    previous = json.loads(
+        json.dumps(
+            {
+                "config": full.to_dict(),
+                "runs": {"0": {"tap": cell(0.5), "backdoor": cell(0.8)}, "1": {"tap": cell(0.6)}},
+            }
+        )
+    )
+    asked = DefenceGridConfig(tiny_config(), cases=("backdoor",), defences=("jpeg",), seeds=(0,))
+    result = defence_grid(asked, cache_dir=tmp_path, previous=previous)  # nothing left to compute
+    assert result["runs"] == previous["runs"]
+    assert list(result["config"]["cases"]) == ["backdoor", "tap"] and list(result["config"]["seeds"]) == [0, 1]
+    assert set(result["config"]["case_settings"]) == {"tap", "backdoor"}
+    assert result["case_seeds"] == {"backdoor": 1, "tap": 2} and result["seconds"] == 3.0
+    # cells made with other settings are not carried along
+    from core.defence_grid import held_elsewhere
+
+    other = DefenceGridConfig(tiny_config(temperature=2.0), cases=("backdoor",), defences=("jpeg",), seeds=(0,))
+    assert held_elsewhere(other, previous) == {}
+    assert held_elsewhere(asked, previous) == {"0": {"tap": previous["runs"]["0"]["tap"]}, "1": previous["runs"]["1"]}
