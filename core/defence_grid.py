@@ -444,7 +444,7 @@ def defence_rows(case: str, case_summary: dict) -> list[dict]:
     rows = []
     for name, metrics in case_summary["models"].items():
         row = {"model": DEFENCES.label(name) if name in DEFENCES else REFERENCE_LABELS.get(name, name)}
-        row["seeds"] = seeds_of(metrics)
+        row["seeds"] = str(seeds_of(metrics)) if metrics else "-"  # text: a dash where no model could be trained
         for key, title in GRID_COLUMNS:
             if key != "attack_success_rate" or has_asr:
                 row[title] = mean_std((metrics or {}).get(key), percent=True) if metrics else "n/a (all poisoned)"
