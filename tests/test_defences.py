@@ -434,12 +434,12 @@ def test_a_fitted_purifier_denoises_its_training_set_and_is_fitted_once(small_sp
     assert purifier.sigma == 0.1
 
 
-def _backdoored(small_splits):
-    """A narrow classifier trained on a quarter of GTSRB with 20% BadNets poisons, the poisoned set and its config."""
+def _backdoored(small_splits, fraction=0.2):
+    """A narrow classifier trained on a quarter of GTSRB with BadNets poisons, the poisoned set and its config."""
     from core.models import Classifier, ClassifierConfig
     from core.poison import PoisonConfig, poison_training_set
 
-    config = PoisonConfig(threat="backdoor", fraction=0.2, seed=0)
+    config = PoisonConfig(threat="backdoor", fraction=fraction, seed=0)
     poisoned = poison_training_set(small_splits.train, None, config)
     torch.manual_seed(0)
     model = Classifier(ClassifierConfig(width=8, hidden=64))
@@ -455,7 +455,8 @@ def test_fine_tuning_on_clean_images_lowers_a_backdoors_success(small_splits):
     model, poisoned, config, recipe = _backdoored(small_splits)
     before = threat_metrics(model, small_splits.test, config)["attack_success_rate"]
     context = DefenceContext(None, None, trusted=small_splits.trusted, train_config=recipe)
-    tuned = fine_tune(model, poisoned.data, context, DefenceConfig(fine_tune_epochs=5, fine_tune_lr=0.05))
+    # a strong rate: at the grid's gentle 0.01 fine-tuning leaves the backdoor (README, second grid)
+    tuned = fine_tune(model, poisoned.data, context, DefenceConfig(fine_tune_epochs=5, fine_tune_lr=0.3))
     after = threat_metrics(tuned, small_splits.test, config)["attack_success_rate"]
     assert before > 0.8 and after < before - 0.3, (before, after)
     assert threat_metrics(model, small_splits.test, config)["attack_success_rate"] == before  # a copy was tuned
@@ -465,14 +466,14 @@ def test_abl_isolates_the_lowest_loss_images_and_those_are_the_poisons(small_spl
     from core.backdoor_removal import isolate, lga_loss
     from core.models import Classifier, ClassifierConfig
 
-    _, poisoned, _, recipe = _backdoored(small_splits)
+    _, poisoned, _, recipe = _backdoored(small_splits, fraction=0.05)
     context = DefenceContext(
         None, None, new_classifier=lambda: Classifier(ClassifierConfig(width=8, hidden=64)), train_config=recipe
     )
-    isolated = isolate(poisoned.data, context, DefenceConfig(abl_isolation=0.05))
-    assert len(isolated) == round(0.05 * len(poisoned.data))
+    isolated = isolate(poisoned.data, context, DefenceConfig(abl_isolation=0.01))
+    assert len(isolated) == round(0.01 * len(poisoned.data))
     precision = float(poisoned.poison_mask[isolated].float().mean())
-    assert precision > 3 * float(poisoned.poison_mask.float().mean()), precision  # far above the 20% base rate
+    assert precision > 3 * float(poisoned.poison_mask.float().mean()), precision  # far above the ~5% base rate
     # the LGA loss pushes losses below gamma back up: its gradient on an easy image points the other way
     logits = torch.tensor([[8.0, 0.0], [0.0, 0.0]], requires_grad=True)
     lga_loss(0.5)(logits, torch.tensor([0, 0])).backward()
