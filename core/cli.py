@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from core.registry import STUDIES
-from core.studies import DataOptions, flag_specs
+from core.studies import DataOptions, flag_specs, parse_truth
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -42,6 +42,13 @@ def add_study_flags(parser: argparse.ArgumentParser, options_type: type) -> None
             target, required = groups[spec.group], False
         else:
             target, required = parser, spec.required
+        if spec.knob is not None:  # an entry's own knob: its value or unset (the entry's default)
+            kind = parse_truth if spec.kind is bool else spec.kind
+            metavar = None if spec.choices else spec.knob.partition(".")[2].upper()
+            parser.add_argument(
+                spec.flag, dest=spec.name, type=kind, choices=spec.choices, metavar=metavar, help=spec.help
+            )
+            continue
         if spec.kind is bool:
             target.add_argument(spec.flag, dest=spec.name, action="store_true", default=spec.default, help=spec.help)
             continue
@@ -72,9 +79,12 @@ def parse(argv: list[str]) -> tuple[str, object, DataOptions]:
     """(study name, its options, where GTSRB is) from a command line; bad values raise ValueError."""
     args = build_parser().parse_args(argv)
     study = STUDIES[args.command]
-    values = {}
+    values: dict = {}
     for spec in flag_specs(study.options):
         value = getattr(args, spec.name)
+        if spec.into is not None:  # a knob: collected as ("entry.knob", value) pairs, the set ones only
+            values[spec.into] = values.get(spec.into, ()) + (((spec.knob, value),) if value is not None else ())
+            continue
         values[spec.name] = tuple(value) if isinstance(value, list) else value
     return args.command, study.options(**values), DataOptions(args.data_root, bool(args.download))
 

@@ -39,7 +39,7 @@ from core.executor import ExecutorConfig, finished_cells, run_missing_cells, wor
 from core.pipeline import ExperimentConfig, ModelCache, Prepared, distilled, prepare
 from core.poison import threat_metrics
 from core.recipe import sampling_seed
-from core.registry import DETECTORS, THREATS
+from core.registry import DETECTORS, THREATS, checked_knobs
 from core.robust import RobustEvalConfig, attack_suite
 from core.storage import CheckpointError, atomic_write, save_model, write_json
 from core.train import machine
@@ -58,8 +58,10 @@ class CompareConfig:
     magnet_temperature: float = 10.0
     knn_k: int = 10
     supervised: SupervisedConfig = field(default_factory=SupervisedConfig)
+    knobs: tuple = ()  # the detectors' own parameters (DetectorSpec.knobs), "detector.knob" -> value; unset: default
 
     def __post_init__(self):
+        object.__setattr__(self, "knobs", checked_knobs(self.knobs, {spec.name: spec for spec in DETECTORS.specs()}))
         if self.detectors is None:
             object.__setattr__(self, "detectors", DETECTORS.names())
         if self.distil is None:
@@ -93,6 +95,9 @@ class CompareConfig:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["experiment"] = self.experiment.to_dict()
+        data["knobs"] = dict(self.knobs)
+        if not self.knobs:  # grids made before knobs existed keep their settings (and their cells on a rerun)
+            del data["knobs"]
         return data
 
 
@@ -128,6 +133,7 @@ def build_detectors(
         config.supervised,
         report,
         poisoned_model,
+        config.knobs,
     )
     detectors: dict[str, ScoreDetector] = {}
     for name in names:

@@ -83,6 +83,9 @@ class DefenceGridConfig:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["experiment"] = self.experiment.to_dict()
+        data["defence"] = {name: value for name, value in asdict(self.defence).items() if name != "knobs"}
+        if self.defence.knobs:  # grids made before knobs existed keep their settings (and their cells on a rerun)
+            data["defence"]["knobs"] = dict(self.defence.knobs)
         data["case_settings"] = {case: self.poison_for(case, 0).to_dict() for case in self.cases}
         return data
 

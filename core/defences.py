@@ -22,7 +22,7 @@ from torchvision.transforms.functional import rgb_to_grayscale
 from core.attacks import pgd
 from core.data import ImageSet
 from core.models import AutoencoderConfig, DenoisingAutoencoder
-from core.registry import DEFENCES, DETECTORS, DefenceSpec
+from core.registry import DEFENCES, DETECTORS, DefenceSpec, checked_knobs, knob_value
 from core.train import TrainConfig, predict, reconstruction_loss, to_float_images
 from core.train import train as train_model
 
@@ -42,8 +42,12 @@ class DefenceConfig:
     abl_isolation: float = 0.01  # ABL: share of the training set isolated as likely poisons (Li et al.: 1%)
     abl_unlearn_epochs: int = 80  # ABL: passes over the isolated images (Li et al.: 5 to 20; see backdoor_removal)
     abl_unlearn_lr: float = 0.01  # ABL: SGD rate of the unlearning (Li et al.'s 5e-4 for plain ascent)
+    # the registered defences' own parameters (DefenceSpec.knobs), "defence.knob" -> value; unset knobs take their
+    # spec's default. Omitted from files and keys when none is set.
+    knobs: tuple = ()
 
     def __post_init__(self):
+        object.__setattr__(self, "knobs", checked_knobs(self.knobs, {spec.name: spec for spec in DEFENCES.specs()}))
         if self.detector not in DETECTORS:
             raise ValueError(f"unknown detector {self.detector!r}: choose one of {', '.join(DETECTORS.names())}")
         if not 0 <= self.sigma <= 1:
@@ -64,15 +68,23 @@ class DefenceConfig:
             )
 
     def to_dict(self) -> dict:
-        return {
+        data = {
             name: value
             for name, value in asdict(self).items()
             if name not in LATER_DEFAULTS or value != LATER_DEFAULTS[name]
         }
+        data["knobs"] = dict(self.knobs)
+        return data if self.knobs else {name: value for name, value in data.items() if name != "knobs"}
 
     def key(self, defence: str) -> dict:
-        """The fields this defence reads: what keys a model trained behind it."""
-        return {"defence": defence, **{name: getattr(self, name) for name in DEFENCES[defence].params}}
+        """The fields and knobs this defence reads: what keys a model trained behind it."""
+        spec = DEFENCES[defence]
+        own = {f"{defence}.{knob.name}": self.knob(defence, knob.name) for knob in spec.knobs}
+        return {"defence": defence, **{name: getattr(self, name) for name in spec.params}, **own}
+
+    def knob(self, defence: str, name: str):
+        """The value of the defence's knob `name` (its spec's default unless set)."""
+        return knob_value(self.knobs, DEFENCES[defence], name)
 
 
 LATER_DEFAULTS = {

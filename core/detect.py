@@ -34,7 +34,7 @@ with warnings.catch_warnings():  # alibi-detect still decorates with the depreca
     from alibi_detect.od.pytorch.base import TorchOutlierDetector, TorchOutlierDetectorOutput
 
 from core.models import Classifier
-from core.registry import DETECTORS, DetectorSpec
+from core.registry import DETECTORS, DetectorSpec, knob_value
 from core.train import TrainConfig, default_device, hard_label_loss, predict, to_float_images, train
 
 if TYPE_CHECKING:
@@ -379,6 +379,11 @@ class DetectorContext:
     # () -> the classifier trained on the poisoned training set (trained or loaded on first call): for the
     # detectors fitted on the training set itself (core/training_set_detectors.py)
     poisoned_model: object | None = None
+    knobs: tuple = ()  # the detectors' own parameters (DetectorSpec.knobs): "detector.knob" -> value
+
+    def knob(self, detector: str, name: str):
+        """The value of the detector's knob `name` (its spec's default unless set)."""
+        return knob_value(self.knobs, DETECTORS[detector], name)
 
 
 def supervised_model(context: DetectorContext) -> nn.Module:

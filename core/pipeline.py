@@ -88,6 +88,7 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict:
         data = asdict(self)
+        data["poison"] = self.poison.to_dict()
         data["dae"] = self.dae.to_dict()
         data["classifier_train"] = self.classifier_train.to_dict()
         data["eval_attack"] = self.eval_attack.to_dict()

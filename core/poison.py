@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from core.data import NUM_CLASSES, ImageSet
-from core.registry import ATTACKS, THREATS
+from core.registry import ATTACKS, THREATS, checked_knobs, knob_value, knobs_of
 
 # GTSRB class 14 is "Stop", class 3 "Speed limit (60km/h)": a flip with obvious real-world harm.
 DEFAULT_SOURCE_CLASS, DEFAULT_TARGET_CLASS = 14, 3
@@ -45,9 +45,14 @@ class PoisonConfig:
     # tap: the perturbation lives on a (32 / smooth_scale)^2 grid, bilinearly upsampled: the same L-inf budget spent
     # low-pass, against a defender who looks at high-frequency residuals. 1: a free value per pixel.
     smooth_scale: int = 1
+    # the registered threats' and attacks' own parameters (ThreatSpec.knobs, AttackSpec.knobs), "entry.knob" -> value;
+    # unset knobs take their spec's default. Files and cache keys hold only this threat's and attack's (none: no key).
+    knobs: tuple = ()
 
     def __post_init__(self):
         THREATS[self.threat], ATTACKS[self.attack]  # noqa: B018 - unknown names raise with the valid ones
+        entries = {spec.name: spec for spec in (*THREATS.specs(), *ATTACKS.specs())}
+        object.__setattr__(self, "knobs", checked_knobs(self.knobs, entries))
         if not (0 <= self.source_class < NUM_CLASSES and 0 <= self.target_class < NUM_CLASSES):
             raise ValueError(
                 f"source and target class must be GTSRB classes 0..42, got {self.source_class}, {self.target_class}"
@@ -72,7 +77,17 @@ class PoisonConfig:
             raise ValueError(f"poison fraction must be in [0, 1], got {self.fraction}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        own = knobs_of(self.knobs, self.threat, self.attack)
+        if own:
+            data["knobs"] = own
+        else:  # configs made before knobs existed keep their keys
+            del data["knobs"]
+        return data
+
+    def knob(self, entry: str, name: str):
+        """The value of the knob `name` of the threat or attack `entry` (its spec's default unless set)."""
+        return knob_value(self.knobs, THREATS[entry] if entry in THREATS else ATTACKS[entry], name)
 
     def with_threat(self, threat: str) -> "PoisonConfig":
         """This config switched to another threat, starting from that threat's defaults (its spec's `defaults`)."""
@@ -118,8 +133,17 @@ def quantise_toward(original: torch.Tensor, adversarial: torch.Tensor, eps: floa
 def craft(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, config: PoisonConfig) -> torch.Tensor:
     """Adversarial float images in [0, 1] for uint8 images with config's registered attack (true labels)."""
     x = images.float() / 255.0
-    return ATTACKS[config.attack].run(
-        model, x, labels, config.eps, config.alpha, config.steps, generator=torch.Generator().manual_seed(config.seed)
+    spec = ATTACKS[config.attack]
+    own = {knob.name: config.knob(spec.name, knob.name) for knob in spec.knobs}  # the attack's keyword arguments
+    return spec.run(
+        model,
+        x,
+        labels,
+        config.eps,
+        config.alpha,
+        config.steps,
+        generator=torch.Generator().manual_seed(config.seed),
+        **own,
     )
 
 

@@ -10,10 +10,91 @@ live there (README: Extending).
 from __future__ import annotations
 
 import importlib
+import math
 import pkgutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A parameter an entry owns (a CUDA filter's size, a defence's strength): declared once, in the entry's spec, it
+    becomes a value of the config the entry reads (`knobs`, set as "entry.knob"), a command-line flag
+    (`--entry-knob`, core.studies) and a widget on the app's page (ui.common.knob_widgets). The type is the
+    default's: int, float, str or bool."""
+
+    name: str
+    default: int | float | str | bool
+    help: str
+    low: float | None = None  # int and float knobs: the smallest and largest allowed value
+    high: float | None = None
+    choices: tuple | None = None  # str or int knobs: the allowed values
+
+    def __post_init__(self):
+        if not self.name or not self.name.replace("_", "").isalnum() or self.name != self.name.lower():
+            raise ValueError(f"knob names are lower-case words joined by '_', got {self.name!r}")
+        if not isinstance(self.default, (bool, int, float, str)):
+            raise TypeError(f"knob {self.name}: the default is an int, float, str or bool, got {self.default!r}")
+        self.check(self.default, self.name)
+
+    @property
+    def kind(self) -> type:
+        return type(self.default)
+
+    def check(self, value, where: str):
+        """value as this knob's type, or a ValueError saying what is allowed."""
+        kind = self.kind
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"{where} is true or false, got {value!r}")
+        elif kind in (int, float):
+            whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not whole):
+                raise ValueError(f"{where} is {'a whole number' if kind is int else 'a number'}, got {value!r}")
+            value = kind(value)
+            low, high = self.low, self.high
+            if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
+                raise ValueError(f"{where} must be in [{self.low}, {self.high}], got {value}")
+        elif not isinstance(value, str):
+            raise ValueError(f"{where} is a word, got {value!r}")
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"{where} must be one of {', '.join(map(str, self.choices))}, got {value!r}")
+        return value
+
+
+def checked_knobs(settings, entries: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """Knob settings ({"entry.knob": value} or (name, value) pairs) checked against the specs of the entries that may
+    have them (name -> spec), sorted by name: the frozen form the configs keep. Bad names and values raise with what is
+    allowed."""
+    pairs = settings.items() if isinstance(settings, Mapping) else settings
+    checked: dict[str, Any] = {}
+    for pair in pairs:
+        if isinstance(pair, str) or not isinstance(pair, Iterable) or len(tuple(pair)) != 2:
+            raise ValueError(f"a knob setting is ('entry.knob', value), got {pair!r}")
+        name, value = pair
+        entry, _, knob_name = str(name).partition(".")
+        knobs = {knob.name: knob for knob in getattr(entries.get(entry), "knobs", ())}
+        if knob_name not in knobs:
+            owned = [f"{owner}.{knob.name}" for owner, spec in entries.items() for knob in spec.knobs]
+            raise ValueError(f"unknown knob {name!r}: knobs here are {', '.join(owned) or 'none'}")
+        value = knobs[knob_name].check(value, name)
+        if value != knobs[knob_name].default:  # a knob set to its default is unset: one config, one cache key
+            checked[name] = value
+    return tuple(sorted(checked.items()))
+
+
+def knob_value(settings: tuple[tuple[str, Any], ...], spec, name: str):
+    """The value of spec's knob `name` in checked settings, else the knob's default."""
+    knob = next((knob for knob in spec.knobs if knob.name == name), None)
+    if knob is None:
+        raise KeyError(f"{spec.name} has no knob {name!r}")
+    return dict(settings).get(f"{spec.name}.{name}", knob.default)
+
+
+def knobs_of(settings: tuple[tuple[str, Any], ...], *names: str) -> dict[str, Any]:
+    """The settings of the named entries' knobs, as the dict a config's file and cache key hold ({} when none)."""
+    return {name: value for name, value in settings if name.partition(".")[0] in names}
 
 
 @dataclass(frozen=True)
@@ -24,6 +105,7 @@ class AttackSpec:
     label: str
     run: Callable[..., Any]
     iterative: bool  # uses alpha and steps (the app greys them out otherwise)
+    knobs: tuple[Knob, ...] = ()  # keyword arguments of run, set through PoisonConfig.knobs when it crafts poisons
 
 
 @dataclass(frozen=True)
@@ -46,6 +128,7 @@ class ThreatSpec:
     # PoisonConfig values this threat starts from when a user picks it (e.g. TAP at eps 8/255); the user's own
     # settings win. default_fraction is the "fraction" entry of these.
     defaults: dict = field(default_factory=dict)
+    knobs: tuple[Knob, ...] = ()  # its own parameters: apply reads them with config.knob(name, knob)
 
 
 @dataclass(frozen=True)
@@ -61,6 +144,7 @@ class DetectorSpec:
     label: str
     build: Callable[..., Any]
     fit_on: str = "calibration"
+    knobs: tuple[Knob, ...] = ()  # its own parameters: build reads them with context.knob(name, knob)
 
 
 @dataclass(frozen=True)
@@ -82,6 +166,7 @@ class DefenceSpec:
     test_input: Callable[..., Any] | None = None
     input_transform: Callable[..., Any] | None = None
     after_training: Callable[..., Any] | None = None
+    knobs: tuple[Knob, ...] = ()  # its own parameters: its functions read them with config.knob(name, knob)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from ui.common import (
     enlarged,
     ensure_navigation,
     guard,
+    knob_widgets,
     preset_config,
     run_dir,
     run_splits,
@@ -78,6 +79,7 @@ def other_threat(threat: str) -> None:
             disabled="trigger_size" not in spec.params,
         )
         seed = st.number_input("seed", 0, 10_000, 0, key="threat_seed", bind="query-params")
+    knobs = knob_widgets(spec, "threat")  # the threat's own parameters, declared in its spec
     config = None
     with guard("the poison settings"):
         config = PoisonConfig(
@@ -87,6 +89,7 @@ def other_threat(threat: str) -> None:
             target_class=target,
             trigger_size=trigger,
             seed=int(seed),
+            knobs=knobs,
         )
         set_custom_poison(config)
     run = None
@@ -236,7 +239,12 @@ with right:
         disabled=not custom or "noise_scope" not in spec.params,
         help="Unlearnable: one noise per image (sample-wise) or one per class (class-wise).",
     )
+# the threat's and (perturbation) the attack's own parameters, declared in their specs
+knobs = knob_widgets(spec, "poison", disabled=not custom)
+if perturbation:
+    knobs += knob_widgets(ATTACKS[attack], "poison", disabled=not custom)
 if not custom:
+    knobs = ()
     st.info("Pick *Custom* in the sidebar to change these values; Paper and Quick use the threat's own settings.")
     attack, eps, alpha, steps, fraction, seed = (
         defaults.attack,
@@ -336,6 +344,7 @@ with guard("the poison settings"):
         seed=int(seed),
         craft_augment=craft_augment,
         noise_scope=noise_scope,
+        knobs=knobs,
     )
     set_custom_poison(config)
 run = None

@@ -86,7 +86,11 @@ def test_every_study_is_a_command_with_one_flag_per_option():
     assert set(commands) == set(STUDIES.names()) and len(commands) >= 13
     for study in STUDIES.specs():
         flags = {action.dest for action in commands[study.name]._actions if action.option_strings}
-        assert flags - {"help", "data_root", "download"} == {each.name for each in fields(study.options)}, study.name
+        knob_fields = {each.name for each in fields(study.options) if "knobs_of" in each.metadata}
+        plain = {flag for flag in flags if not flag.startswith("knob:")}
+        assert plain - {"help", "data_root", "download"} == {each.name for each in fields(study.options)} - knob_fields
+        if knob_fields:  # an entry's knob is a flag of every study whose options hold that table's knobs
+            assert {flag for flag in flags if flag.startswith("knob:")}, study.name
     _, options, data = parse(["sweep", "--run-dir", "somewhere", "--drop-shares", "0", "0.5"])
     assert options.drop_shares == (0.0, 0.5) and options.filters == ("detector", "random", "oracle")
     assert options.cpus_per_cell is None and data.download is False
@@ -106,7 +110,9 @@ def test_the_toy_detector_finds_the_toy_threat(toys):
 
     clean = contracts.random_set(300)
     poisoned = poison_training_set(clean, None, PoisonConfig(threat="toy_darken", fraction=0.2))
-    detector = DETECTORS["toy_darkness"].build(None)
+    from core.detect import DetectorContext
+
+    detector = DETECTORS["toy_darkness"].build(DetectorContext(None, None, None, None, "toy"))
     detector.fit(clean.images[:50])
     scores = detector.score(poisoned.data.images)
     assert roc_auc_score(poisoned.poison_mask.numpy(), scores.numpy()) > 0.95
@@ -164,3 +170,54 @@ def test_a_module_in_core_plugins_is_discovered(tmp_path, monkeypatch):
     finally:
         THREATS.unregister("toy_dropped_in")
         sys.modules.pop("core.plugins.dropped_in_toy", None)
+
+
+def test_a_knob_declared_in_a_spec_is_a_config_value_a_flag_and_a_widget(toys, capsys, run_directory):
+    """Issue 23: an entry's own parameter is one declaration in its file (core.registry.Knob). The toys' knobs become
+    flags of the studies that read their tables, reach the configs the entries read, change what the entry does and
+    what keys its models, are refused with one error line when out of range, and are widgets on the Poison page."""
+    from core.cli import main, parse
+    from core.compare import CompareConfig
+    from core.defences import DefenceConfig, DefenceContext
+    from core.poison import PoisonConfig, poison_training_set
+    from core.studies.run import experiment_of
+
+    _, options, _ = parse(
+        ["run", "--threat", "toy_darken", "--toy-darken-factor", "4", "--toy-random-sign-share", "0.5"]
+    )
+    poison = experiment_of(options).poison
+    assert poison.knob("toy_darken", "factor") == 4 and poison.knob("toy_random_sign", "share") == 0.5
+    assert poison.to_dict()["knobs"] == {"toy_darken.factor": 4}  # the file and cache key: this threat's own
+    _, options, _ = parse(["defences", "--toy-mirror-axis", "height", "--cuda-blur", "0.5"])
+    grid = options.grid_config()
+    assert grid.defence.knob("toy_mirror", "axis") == "height"
+    assert grid.poison_for("cuda", 0).to_dict()["knobs"] == {"cuda.blur": 0.5}  # a built-in threat's knob
+    assert "knobs" not in grid.poison_for("ops", 0).to_dict()  # another case's file and key are untouched
+    assert "toy_mirror.axis" in grid.defence.key("toy_mirror")  # a model behind the defence is keyed by its knob
+    _, options, _ = parse(["compare", "--toy-darkness-power", "2"])
+    assert options.compare_config().knobs == (("toy_darkness.power", 2.0),)
+
+    assert main(["run", "--toy-darken-factor", "9"]) == 2  # out of the knob's range: one error line
+    assert capsys.readouterr().err.strip() == "error: toy_darken.factor must be in [2, 8], got 9"
+    with pytest.raises(SystemExit):  # not one of its choices: argparse's one line
+        main(["defences", "--toy-mirror-axis", "diagonal"])
+    assert "invalid choice: 'diagonal'" in capsys.readouterr().err
+
+    clean = contracts.random_set(40)
+    halved, quartered = (
+        poison_training_set(clean, None, PoisonConfig(threat="toy_darken", fraction=1.0, knobs=knobs)).data.images
+        for knobs in ((), {"toy_darken.factor": 4})
+    )
+    assert torch.equal(halved, clean.images // 2) and torch.equal(quartered, clean.images // 4)
+    upside_down = DefenceConfig(knobs={"toy_mirror.axis": "height"})
+    trained_on = DEFENCES["toy_mirror"].apply(clean, DefenceContext(None, lambda detector: None), upside_down)
+    assert torch.equal(trained_on.images, clean.images.flip(-2))
+    assert CompareConfig.__dataclass_fields__["knobs"].default == ()
+
+    at = on_page(run_directory, "pages/poison.py")
+    at.radio(key="threat").set_value("toy_darken").run()
+    factor = at.number_input(key="threat_toy_darken_factor")
+    assert factor.value == 2 and factor.min == 2 and factor.max == 8
+    factor.set_value(4).run()
+    assert not at.exception
+    assert at.session_state["custom_poison"]["knobs"] == {"toy_darken.factor": 4}

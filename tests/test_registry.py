@@ -2,7 +2,11 @@
 (tests/contracts.py). They iterate the registries, so a new entry is tested here the moment it registers
 (tests/test_extending.py runs the same checks on toy entries defined in one file each)."""
 
+import re
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from core.poison import PoisonConfig
 from core.registry import ATTACKS, DEFENCES, DETECTORS, THREATS
@@ -34,3 +38,53 @@ def test_unknown_names_and_duplicates_are_refused():
         PoisonConfig(threat="gradient_matching")
     with pytest.raises(ValueError, match="already registered"):
         ATTACKS.register(type(ATTACKS["fgsm"])("fgsm", "again", lambda *a, **k: None, iterative=False))
+
+
+def test_a_knob_checks_its_values_and_a_default_value_is_unset():
+    from core.registry import Knob, checked_knobs
+
+    size = Knob("kernel_size", 3, "side", choices=(3, 5, 7))
+    blur = Knob("blur", 0.3, "taps", low=0, high=1)
+    spec = type("Spec", (), {"name": "blurry", "knobs": (size, blur)})()
+    entries = {"blurry": spec}
+    assert checked_knobs({"blurry.blur": 1, "blurry.kernel_size": 5}, entries) == (
+        ("blurry.blur", 1.0),
+        ("blurry.kernel_size", 5),
+    )
+    assert checked_knobs([("blurry.blur", 0.3)], entries) == ()  # the default: one config, one key
+    for bad, says in (
+        ({"blurry.blur": 1.5}, "blurry.blur must be in [0, 1]"),
+        ({"blurry.blur": "much"}, "blurry.blur is a number"),
+        ({"blurry.blur": True}, "blurry.blur is a number"),
+        ({"blurry.kernel_size": 4}, "must be one of 3, 5, 7"),
+        ({"blurry.kernel_size": 3.5}, "is a whole number"),
+        ({"blurry.sharpness": 1}, "unknown knob 'blurry.sharpness': knobs here are blurry.kernel_size, blurry.blur"),
+        ({"other.blur": 1}, "unknown knob 'other.blur'"),
+        (["blurry.blur"], "a knob setting is ('entry.knob', value)"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(says)):
+            checked_knobs(bad, entries)
+    with pytest.raises(ValueError, match="lower-case"):
+        Knob("Blur", 0.3, "taps")
+    with pytest.raises(ValueError, match="must be in"):
+        Knob("blur", 2.0, "taps", low=0, high=1)  # a default outside its own range
+
+
+@given(
+    settings=st.dictionaries(
+        st.sampled_from(["cuda.blur", "cuda.kernel_size", "cuda.nothing", "ops.blur", "", "."]),
+        st.one_of(st.floats(allow_nan=True), st.integers(-10, 10), st.text(max_size=5), st.booleans(), st.none()),
+        max_size=3,
+    )
+)
+@settings(max_examples=150, deadline=None)
+def test_any_knob_setting_is_a_config_or_a_value_error(settings):
+    """Fuzzed knob settings (the keys a file or a link may hold): PoisonConfig accepts them or says what is wrong in a
+    ValueError; an accepted one round-trips through its file."""
+    try:
+        config = PoisonConfig(threat="cuda", knobs=settings)
+    except ValueError as error:
+        assert str(error)
+        return
+    assert PoisonConfig(**config.to_dict()) == config
+    assert 0 <= config.knob("cuda", "blur") <= 1 and config.knob("cuda", "kernel_size") in (3, 5, 7)

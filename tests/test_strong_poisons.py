@@ -120,6 +120,25 @@ def test_cuda_blurs_each_class_with_its_own_filter(small_splits):
     assert torch.equal(poisoned.data.labels, train.labels)
 
 
+def test_cudas_knobs_set_its_filters_and_leave_the_default_key_alone(small_splits):
+    """kernel_size and blur are CUDA's knobs (core/threats/cuda.py): blur 0 leaves every image as it was, a larger
+    kernel blurs more; at their defaults the config's file and cache key are the ones made before knobs existed."""
+    from core.threats.cuda import convolution_poison
+
+    train = small_splits.train.subset(torch.arange(200))
+    default = PoisonConfig(threat="cuda", fraction=1.0, seed=3)
+    assert "knobs" not in default.to_dict()
+    assert PoisonConfig(threat="cuda", fraction=1.0, seed=3, knobs={"cuda.blur": 0.3}) == default  # set to default
+    unchanged = convolution_poison(train, PoisonConfig(threat="cuda", fraction=1.0, seed=3, knobs={"cuda.blur": 0.0}))
+    assert torch.equal(unchanged.data.images, train.images)
+
+    def change(config):  # mean absolute change in grey levels
+        return (convolution_poison(train, config).data.images.float() - train.images.float()).abs().mean()
+
+    wider = PoisonConfig(threat="cuda", fraction=1.0, seed=3, knobs={"cuda.kernel_size": 7})
+    assert change(wider) > 1.2 * change(default) > 0
+
+
 def test_error_minimising_noise_through_grayscale_lowers_the_loss_of_a_grayscale_model(small_splits):
     from core.defences import GrayscaleInput, grayscale
     from core.threats.adaptive import unlearnable_through_grayscale

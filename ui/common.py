@@ -509,3 +509,36 @@ def require_run() -> Run:
     with guard("loading the run"):
         return cached_run(run_dir())
     st.stop()
+
+
+def knob_widgets(spec, key_prefix: str, disabled: bool = False) -> tuple:
+    """A widget per knob an entry's spec owns (core.registry.Knob), in two columns: ("entry.knob", value) pairs for its
+    config. Choices: a select box; a bool: a checkbox; a number: a number box within the knob's range."""
+    if not spec.knobs:
+        return ()
+    settings = []
+    columns = st.columns(2)
+    for index, knob in enumerate(spec.knobs):
+        key = f"{key_prefix}_{spec.name}_{knob.name}"
+        label = f"{knob.name.replace('_', ' ')} ({spec.label.split(':')[0]})"
+        with columns[index % 2]:
+            if knob.choices is not None:
+                value = st.selectbox(
+                    label, knob.choices, knob.choices.index(knob.default), key=key, disabled=disabled, help=knob.help
+                )
+            elif knob.kind is bool:
+                value = st.checkbox(label, knob.default, key=key, disabled=disabled, help=knob.help)
+            else:
+                step = 1 if knob.kind is int else 0.01
+                value = st.number_input(
+                    label,
+                    knob.kind(knob.low) if knob.low is not None else None,
+                    knob.kind(knob.high) if knob.high is not None else None,
+                    knob.default,
+                    step,
+                    key=key,
+                    disabled=disabled,
+                    help=knob.help,
+                )
+        settings.append((f"{spec.name}.{knob.name}", value))
+    return tuple(settings)

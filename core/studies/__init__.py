@@ -19,9 +19,41 @@ from pathlib import Path
 
 from core.registry import STUDIES, StudySpec
 
-__all__ = ["STUDIES", "StudySpec", "DataOptions", "ExecutorOptions", "Stages", "option", "flag_specs", "load_run"]
+__all__ = [
+    "STUDIES",
+    "StudySpec",
+    "DataOptions",
+    "ExecutorOptions",
+    "Stages",
+    "option",
+    "knob_option",
+    "knobs_in",
+    "flag_specs",
+    "load_run",
+]
 
 RUNS_DIR = Path("runs")  # where commands write by default (relative to the working directory)
+
+
+KNOB_TABLES = ("attacks", "threats", "detectors", "defences")  # the registries whose entries may own knobs
+
+
+def knob_option(*tables: str):
+    """A study option holding the knobs of the named registries' entries (KNOB_TABLES), as ("entry.knob", value)
+    pairs: each knob of each registered entry becomes its own flag, --entry-knob (core/registry.py: Knob), so a knob
+    declared in an entry's spec reaches the command line with nothing else to write."""
+    unknown = set(tables) - set(KNOB_TABLES)
+    if unknown or not tables:
+        raise ValueError(f"knob_option takes some of {KNOB_TABLES}, got {tables}")
+    return field(default=(), metadata={"knobs_of": tables})
+
+
+def knobs_in(settings: tuple, table: str) -> tuple:
+    """The knob settings (("entry.knob", value) pairs) whose entry is registered in `table` ("threats", ...)."""
+    import core.registry as registry
+
+    names = getattr(registry, table.upper()).names()
+    return tuple((name, value) for name, value in settings if name.partition(".")[0] in names)
 
 
 def option(
@@ -75,6 +107,46 @@ class FlagSpec:
     choices: tuple | None
     group: str | None
     required: bool
+    knob: str | None = None  # a knob's flag: "entry.knob", collected into the field `into` as ("entry.knob", value)
+    into: str | None = None
+
+
+def parse_truth(text: str) -> bool:
+    """A bool knob's flag value: true / false (also yes / no, 1 / 0)."""
+    words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+    if text.lower() not in words:
+        raise ValueError(f"expected true or false, got {text!r}")
+    return words[text.lower()]
+
+
+parse_truth.__name__ = "true-or-false"  # what argparse names when a value is neither
+
+
+def knob_flag_specs(field_name: str, tables: tuple[str, ...]) -> list[FlagSpec]:
+    """One flag per knob of every entry registered in the named tables: --entry-knob, default unset (the spec's)."""
+    import core.registry as registry
+
+    specs = []
+    for table in tables:
+        for entry in getattr(registry, table.upper()).specs():
+            for knob in entry.knobs:
+                help_text = f"{entry.label}: {knob.help} (default {knob.default})"
+                specs.append(
+                    FlagSpec(
+                        name=f"knob:{entry.name}.{knob.name}",
+                        flag=f"--{entry.name}-{knob.name}".replace("_", "-"),
+                        kind=knob.kind,
+                        many=False,
+                        default=None,
+                        help=help_text,
+                        choices=knob.choices,
+                        group=None,
+                        required=False,
+                        knob=f"{entry.name}.{knob.name}",
+                        into=field_name,
+                    )
+                )
+    return specs
 
 
 def flag_specs(options_type: type) -> list[FlagSpec]:
@@ -83,8 +155,11 @@ def flag_specs(options_type: type) -> list[FlagSpec]:
     inherited = {each.name for base in options_type.__mro__[1:] if is_dataclass(base) for each in fields(base)}
     specs = []
     for each in sorted(fields(options_type), key=lambda each: each.name in inherited):
-        kind, many = _value_type(hints[each.name], f"{options_type.__name__}.{each.name}")
         meta = each.metadata
+        if "knobs_of" in meta:
+            specs.extend(knob_flag_specs(each.name, meta["knobs_of"]))
+            continue
+        kind, many = _value_type(hints[each.name], f"{options_type.__name__}.{each.name}")
         choices = meta.get("choices")
         default = None if each.default is MISSING else each.default
         specs.append(

@@ -7,7 +7,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from core.registry import DETECTORS, THREATS
-from core.studies import RUNS_DIR, STUDIES, DataOptions, ExecutorOptions, Stages, StudySpec, option
+from core.studies import (
+    RUNS_DIR,
+    STUDIES,
+    DataOptions,
+    ExecutorOptions,
+    Stages,
+    StudySpec,
+    knob_option,
+    knobs_in,
+    option,
+)
 from core.studies.run import PRESETS
 
 
@@ -27,6 +37,7 @@ class CompareOptions(ExecutorOptions):
     out: Path = option(RUNS_DIR / "compare", "folder for compare.json")
     cache_dir: Path = option(RUNS_DIR / "cache", "trained-model cache")
     fresh: bool = option(False, "ignore an existing compare.json in --out instead of resuming from it")
+    knobs: tuple = knob_option("threats", "attacks", "detectors")  # the entries' own knobs: --cuda-blur 0.5, ...
 
     def __post_init__(self):
         if self.seeds < 1:
@@ -41,6 +52,8 @@ class CompareOptions(ExecutorOptions):
         if self.expected_poison is not None:
             threshold = ThresholdConfig(mode="expected_poison", expected_poison=self.expected_poison)
             experiment = replace(experiment, threshold=threshold)
+        poison_knobs = knobs_in(self.knobs, "threats") + knobs_in(self.knobs, "attacks")
+        experiment = replace(experiment, poison=replace(experiment.poison, knobs=poison_knobs))
         detectors = tuple(self.detectors or DETECTORS.names())
         default_distil = [name for name in CONTROLS + ("dae", "supervised") if name in CONTROLS + detectors]
         return CompareConfig(
@@ -50,6 +63,7 @@ class CompareOptions(ExecutorOptions):
             distil=tuple(self.distil or default_distil),
             seeds=tuple(range(self.seeds)),
             robust_test_subset=self.robust_test_subset,
+            knobs=knobs_in(self.knobs, "detectors"),
         )
 
 

@@ -8,7 +8,17 @@ from pathlib import Path
 
 from core.defences import DefenceConfig  # its defaults are the flags' defaults
 from core.registry import DEFENCES, DETECTORS
-from core.studies import RUNS_DIR, STUDIES, DataOptions, ExecutorOptions, Stages, StudySpec, option
+from core.studies import (
+    RUNS_DIR,
+    STUDIES,
+    DataOptions,
+    ExecutorOptions,
+    Stages,
+    StudySpec,
+    knob_option,
+    knobs_in,
+    option,
+)
 from core.studies.run import PRESETS
 
 
@@ -44,6 +54,7 @@ class DefencesOptions(ExecutorOptions):
     out: Path = option(RUNS_DIR / "defences", "folder for defences.json")
     fresh: bool = option(False, "recompute every case (default: keep those --out holds, same settings)")
     cache_dir: Path = option(RUNS_DIR / "cache", "trained-model cache")
+    knobs: tuple = knob_option("threats", "attacks", "defences")  # the entries' own knobs: --cuda-blur 0.5, ...
 
     def __post_init__(self):
         if self.seeds < 1:
@@ -61,6 +72,8 @@ class DefencesOptions(ExecutorOptions):
             overrides["classifier_train"] = replace(experiment.classifier_train, epochs=self.epochs)
         if self.dae_epochs is not None:
             overrides["dae"] = replace(experiment.dae, train=replace(experiment.dae.train, epochs=self.dae_epochs))
+        poison_knobs = knobs_in(self.knobs, "threats") + knobs_in(self.knobs, "attacks")
+        overrides["poison"] = replace(experiment.poison, knobs=poison_knobs)
         return DefenceGridConfig(
             replace(experiment, **overrides),
             cases=tuple(self.cases or _case_names()),
@@ -76,6 +89,7 @@ class DefencesOptions(ExecutorOptions):
                 abl_isolation=self.abl_isolation,
                 abl_unlearn_epochs=self.abl_unlearn_epochs,
                 abl_unlearn_lr=self.abl_unlearn_lr,
+                knobs=knobs_in(self.knobs, "defences"),
             ),
             seeds=tuple(range(self.seeds)),
             robust_test_subset=self.robust_test_subset,

@@ -7,7 +7,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from core.registry import ATTACKS, THREATS
-from core.studies import RUNS_DIR, STUDIES, DataOptions, ExecutorOptions, Stages, StudySpec, note, option
+from core.studies import (
+    RUNS_DIR,
+    STUDIES,
+    DataOptions,
+    ExecutorOptions,
+    Stages,
+    StudySpec,
+    knob_option,
+    note,
+    option,
+)
 
 PRESETS = ("paper", "quick", "compare", "sweep")  # core.pipeline.preset's names
 OPTUNA_STORAGE = f"sqlite:///{RUNS_DIR}/optuna.db"
@@ -69,6 +79,7 @@ class RunOptions(ExecutorOptions):  # with --seeds K: one cell per seed
     train_subset: float | None = option(None, "override the preset's share of the train split")
     test_subset: float | None = option(None, "override the preset's share of the test split")
     defender_epochs: int | None = option(None, "override the preset's epochs of the defender's classifier")
+    knobs: tuple = knob_option("threats", "attacks")  # --cuda-blur 0.5, ...: the threats' and attacks' own knobs
 
     def __post_init__(self):
         if self.seeds < 1:
@@ -86,6 +97,7 @@ def experiment_of(options: RunOptions):
     given = ("attack", "eps", "alpha", "steps", "source_class", "target_class", "trigger_size", "craft_augment")
     poison_changes = {name: getattr(options, name) for name in (*given, "noise_scope")}
     poison_changes["fraction"] = options.poison_fraction
+    poison_changes["knobs"] = options.knobs or None
     poison = replace(poison, seed=options.seed, **{k: v for k, v in poison_changes.items() if v is not None})
     if options.threshold is not None:
         threshold = ThresholdConfig(mode="fixed", value=options.threshold)

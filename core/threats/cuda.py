@@ -2,7 +2,8 @@
 
 Every image of a class is blurred by that class's own random filter, one per colour channel: a k x k kernel whose
 centre is 1 and whose other taps are drawn from U(0, blur), normalised to sum to 1. The filter is a shortcut that
-labels the class; no surrogate, no optimisation: seconds to craft. Their defaults, kept here: k = 3, blur 0.3.
+labels the class; no surrogate, no optimisation: seconds to craft. Their defaults are this threat's knobs' defaults
+(k = 3, blur 0.3): `--cuda-kernel-size 5 --cuda-blur 0.5` on the command line, widgets on the Poison page.
 Anchor: CIFAR-10, all of train: clean accuracy 20.1% under grayscale, 19-44% under adversarial training (the change
 is not small in L-inf, so an L-inf defence does not bound it).
 """
@@ -14,13 +15,15 @@ import torch.nn.functional as F
 
 from core.data import NUM_CLASSES, ImageSet
 from core.poison import PoisonConfig, PoisonedSet, choose_poison_indices, poison_mask
-from core.registry import THREATS, ThreatSpec
+from core.registry import THREATS, Knob, ThreatSpec
 
-KERNEL_SIZE = 3  # their k
-BLUR = 0.3  # their blur parameter p_b: the off-centre taps are U(0, p_b) before normalising
+KERNEL_SIZE = Knob("kernel_size", 3, "side k of each class's blur kernel, in pixels (their 3)", choices=(3, 5, 7))
+BLUR = Knob(
+    "blur", 0.3, "the off-centre taps are U(0, blur) before normalising: 0 leaves images unchanged (their 0.3)", 0, 1
+)
 
 
-def class_filters(seed: int, kernel_size: int = KERNEL_SIZE, blur: float = BLUR) -> torch.Tensor:
+def class_filters(seed: int, kernel_size: int = KERNEL_SIZE.default, blur: float = BLUR.default) -> torch.Tensor:
     """(classes, 3, 1, k, k): per class, one normalised random blur kernel per channel (depthwise)."""
     generator = torch.Generator().manual_seed(seed)
     filters = torch.rand(NUM_CLASSES, 3, 1, kernel_size, kernel_size, generator=generator) * blur
@@ -37,7 +40,7 @@ def convolve(images: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
 
 def convolution_poison(train: ImageSet, config: PoisonConfig, progress=None) -> PoisonedSet:
     chosen = choose_poison_indices(len(train), config.fraction, config.seed)
-    filters = class_filters(config.seed)
+    filters = class_filters(config.seed, config.knob("cuda", "kernel_size"), config.knob("cuda", "blur"))
     images = train.images.clone()
     for label in train.labels[chosen].unique().tolist():
         index = chosen[train.labels[chosen] == label]
@@ -51,12 +54,13 @@ THREATS.register(
     ThreatSpec(
         name="cuda",
         label="CUDA: class-wise convolution",
-        description="The attacker blurs every image of a class with that class's own random 3x3 filter per channel, "
+        description="The attacker blurs every image of a class with that class's own random k x k filter per channel, "
         "labels kept: the filter becomes the shortcut a network learns (Sadasivan et al. 2023). No surrogate; not "
         "small in L-inf.",
         apply=lambda train, surrogate, config, progress=None: convolution_poison(train, config, progress),
         default_fraction=1.0,  # the anchors poison all of train
         fraction_of="the train split",
         params=("fraction", "seed"),
+        knobs=(KERNEL_SIZE, BLUR),
     )
 )
