@@ -5,32 +5,19 @@ from dataclasses import replace
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import explore
-from core.dae import (
-    DAEConfig,
-    TuneConfig,
-    config_from_params,
-    denoising_pairs,
-    load_study_if_any,
-    redacted,
-    train_dae,
-    tune,
-)
-from core.images import error_colour_bar, reconstruction_view
+from core.dae import DAEConfig, TuneConfig, config_from_params, load_study_if_any, redacted
 from core.models import AutoencoderConfig
-from core.storage import model_bytes
 from ui.common import (
+    add_dae_trials,
     app_dir,
-    cached_autoencoder,
-    cached_classifier,
-    cached_example_pool,
-    cached_run,
+    dae_gallery,
     enlarged,
     ensure_navigation,
     guard,
     require_run,
     run_dir,
-    run_splits,
+    session_dae_bytes,
+    train_session_dae,
 )
 
 ensure_navigation()
@@ -76,23 +63,6 @@ def loss_chart(losses: list[float]) -> go.Figure:
     return figure
 
 
-@st.cache_resource(max_entries=1, show_spinner=False)
-def cached_pairs(directory: str, eps: float, alpha: float, steps: int):
-    """The run's DAE training pairs: its trusted images minus the calibration slice (clean -> clean) and the
-    defender's FGSM / I-FGSM copies of them (-> clean), at the given eps / alpha / steps; crafted once per session
-    (minutes on a CPU), with a bar per attack."""
-    run = cached_run(directory)
-    config = replace(run.config.dae, eps=eps, alpha=alpha, steps=steps)
-    bar = st.progress(0.0, text="crafting the defender's perturbed copies (once per session)")
-
-    def progress(stage: str, done: int, total: int) -> None:
-        bar.progress(done / max(total, 1), text=f"{stage}: {done}/{total} (once per session)")
-
-    pairs = denoising_pairs(run.dae_data(run_splits(run)), cached_classifier(directory, "defender"), config, progress)
-    bar.empty()
-    return pairs
-
-
 with training:
     st.caption(
         "A DAE trained here lives in this session: the Gallery tab shows its reconstructions and you can download "
@@ -125,7 +95,6 @@ with training:
                 alpha=base.alpha,
                 steps=base.steps,
             )
-            inputs, targets = cached_pairs(run_dir(), base.eps, base.alpha, base.steps)
             bar, chart = st.progress(0.0), st.empty()
             st.button("Cancel", key="cancel-dae", help="Stops training (any click interrupts the run)")
             losses = []
@@ -140,19 +109,17 @@ with training:
                     chart.plotly_chart(loss_chart(losses), width="stretch")
 
             st.session_state["dae_training"] = True  # still set on the next run if a click interrupts this one
-            model, _ = train_dae(inputs, targets, config, progress)
+            test_error = train_session_dae(run_dir(), config, progress)
             st.session_state.pop("dae_training", None)
-            test_error = explore.mean_reconstruction_error(model, run_splits(run).test.images[:2000])
-            st.session_state["trained_dae"] = model
             st.success(
                 f"Trained. Mean reconstruction error on 2,000 test images: {test_error:.6f} "
                 f"(shipped DAE: {run.results['dae']['mean_reconstruction_error_test']:.6f})."
             )
 
-    if st.session_state.get("trained_dae") is not None:
+    if (weights := session_dae_bytes()) is not None:
         st.download_button(
             "Download the DAE trained here (safetensors)",
-            model_bytes(st.session_state["trained_dae"]),
+            weights,
             "dae_trained_here.safetensors",
             "application/octet-stream",
         )
@@ -181,13 +148,10 @@ with search:
     study = None
     if st.button("Run trials", key="run-trials"):
         with guard("the Optuna search"):
-            inputs, targets = cached_pairs(run_dir(), run.config.dae.eps, run.config.dae.alpha, run.config.dae.steps)
             bar = st.progress(0.0, text="trials")
             done = []
-            study = tune(
-                inputs,
-                targets,
-                run.config.dae,
+            study = add_dae_trials(
+                run_dir(),
                 config,
                 on_trial=lambda number, value: (
                     done.append(value),
@@ -214,15 +178,11 @@ with search:
 
 with gallery:
     with guard("the gallery"):
-        trained_here = st.session_state.get("trained_dae") is not None
-        autoencoder = st.session_state["trained_dae"] if trained_here else cached_autoencoder(run_dir())
-        pool = cached_example_pool(run_dir())
-        view = reconstruction_view(autoencoder, pool["delivered"][:8])
-        st.caption(
-            f"The {'DAE trained on the Train a DAE tab' if trained_here else 'run’s DAE'} on 8 delivered images."
-        )
+        view = dae_gallery(run_dir())
+        which = "DAE trained on the Train a DAE tab" if view["trained_here"] else "run’s DAE"
+        st.caption(f"The {which} on 8 delivered images.")
         bar_left, bar_right = st.columns([1, 3])
-        bar_left.image(enlarged(error_colour_bar(), 2), output_format="PNG")
+        bar_left.image(enlarged(view["colour_bar"], 2), output_format="PNG")
         bar_right.caption(
             f"Error map colours: blue 0, red {view['error_scale']:.2g} or more (squared error per pixel; red marks the "
             "top 1% of these images' pixels)."
@@ -240,6 +200,4 @@ with gallery:
                 caption="error map" if row == 0 else None,
                 output_format="PNG",
             )
-            cols[3].markdown(
-                f"{'**poison**' if pool['is_poisoned'][row] else 'clean'} — MSE {float(view['mse'][row]):.5f}"
-            )
+            cols[3].markdown(f"{'**poison**' if view['is_poisoned'][row] else 'clean'} — MSE {view['mse'][row]:.5f}")

@@ -9,12 +9,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.data import CLASS_NAMES
-from core.images import top_classes
 from core.pipeline import MODEL_NAMES, PAPER_RESULTS
 from core.storage import CheckpointError
 from core.sweep import sweep_steps
 from ui.common import (
-    cached_classifier,
     enlarged,
     ensure_navigation,
     figure_download,
@@ -22,7 +20,8 @@ from ui.common import (
     percentages,
     require_run,
     run_dir,
-    run_splits,
+    teacher_probabilities,
+    test_set_size,
     train_at_threshold,
 )
 
@@ -175,14 +174,12 @@ else:
 st.subheader("Teacher probabilities at T and at 1")
 T = st.slider("Temperature T", 1.0, 100.0, float(run.config.temperature), 0.5, key="T", bind="query-params")
 with guard("the teacher's probabilities"):
-    teacher = cached_classifier(run_dir(), "filter_distillation_teacher")
-    test = run_splits(run).test
-    index = st.number_input("GTSRB test image", 0, len(test) - 1, 0, key="distill_image", bind="query-params")
-    image = test.images[index : index + 1]
+    last = test_set_size(run_dir()) - 1
+    index = st.number_input("GTSRB test image", 0, last, 0, key="distill_image", bind="query-params")
+    shown = teacher_probabilities(run_dir(), int(index), T)
+    at_t, at_1 = shown["at_t"], shown["at_1"]
     left, right = st.columns([1, 4])
-    left.image(enlarged(image[0], 5), caption=CLASS_NAMES[int(test.labels[index])], output_format="PNG")
-    at_t = top_classes(teacher, image, k=5, temperature=T)[0]
-    at_1 = top_classes(teacher, image, k=5, temperature=1.0)[0]
+    left.image(enlarged(shown["image"], 5), caption=CLASS_NAMES[shown["label"]], output_format="PNG")
     figure = go.Figure(
         [
             go.Bar(y=[n for n, _ in at_t][::-1], x=[p for _, p in at_t][::-1], orientation="h", name=f"T = {T:g}"),

@@ -4,15 +4,14 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import explore
 from core.budget import BUDGET_AXES, budget_progress
 from core.data import CLASS_NAMES
 from core.defence_grid import shipped_damage
-from core.poison import DEFAULT_SOURCE_CLASS, DEFAULT_TARGET_CLASS, NOISE_SCOPES, PoisonConfig, poison_training_set
+from core.poison import DEFAULT_SOURCE_CLASS, DEFAULT_TARGET_CLASS, NOISE_SCOPES, PoisonConfig
 from core.registry import ATTACKS, DEFENCES, THREATS
 from ui.common import (
+    applied_poison_summary,
     cached_budget,
-    cached_classifier,
     cached_comparison,
     cached_defence_grid,
     cached_run,
@@ -20,10 +19,12 @@ from ui.common import (
     ensure_navigation,
     guard,
     knob_widgets,
+    load_surrogate,
+    poison_preview,
     preset_config,
     run_dir,
-    run_splits,
     set_custom_poison,
+    threat_preview,
 )
 
 ensure_navigation()
@@ -92,13 +93,11 @@ def other_threat(threat: str) -> None:
             knobs=knobs,
         )
         set_custom_poison(config)
-    run = None
+    preview = None
     with guard("loading the data"):
-        run = cached_run(run_dir())
-        train = run_splits(run).train
-    if config is None or run is None:
+        preview = threat_preview(run_dir(), config) if config is not None else None  # no crafting: milliseconds
+    if preview is None:
         return
-    preview = explore.threat_preview(train, config)  # no crafting: milliseconds
     st.success(
         f"{preview['n_poisoned']:,} of {preview['n_train']:,} training samples poisoned "
         f"({preview['n_poisoned'] / max(preview['n_train'], 1):.2%} of the training set)."
@@ -350,8 +349,7 @@ with guard("the poison settings"):
 run = None
 with guard("loading the surrogate"):
     run = cached_run(run_dir())
-    surrogate = cached_classifier(run_dir(), "surrogate")
-    splits = run_splits(run)
+    load_surrogate(run_dir())
 if config is None or run is None:
     st.stop()
 
@@ -366,17 +364,9 @@ classes = st.multiselect(
 per_class = st.slider("samples per class", 1, 4, 2, key="per_class", bind="query-params")
 
 
-@st.cache_data(max_entries=16, show_spinner="Crafting preview poisons (TAP and unlearnable: a few seconds)...")
-def preview(directory: str, classes: tuple, per_class: int, config: PoisonConfig) -> dict:
-    run = cached_run(directory)
-    return explore.poison_preview(
-        run_splits(run).train, cached_classifier(directory, "surrogate"), list(classes), per_class, config
-    )
-
-
 with guard("the preview"):
     if classes:
-        shown = preview(run_dir(), tuple(classes), per_class, config)
+        shown = poison_preview(run_dir(), tuple(classes), per_class, config)
         stats = shown["stats"]
         cols = st.columns(5)
         cols[0].metric(
@@ -408,32 +398,18 @@ with guard("the preview"):
                 width="stretch",
                 output_format="PNG",
             )
-            c4.markdown(f"**{CLASS_NAMES[int(shown['labels'][row])]}**")
+            c4.markdown(f"**{CLASS_NAMES[shown['labels'][row]]}**")
     else:
         st.caption("Pick at least one class.")
 
 st.subheader("Apply to the training set")
 
 
-@st.cache_resource(max_entries=3, show_spinner=False)
-def applied(directory: str, config: PoisonConfig):
-    run = cached_run(directory)
-    bar = st.progress(0.0, text="Crafting poisons")
-    result = poison_training_set(
-        run_splits(run).train,
-        cached_classifier(directory, "surrogate"),
-        config,
-        progress=lambda stage, done, total: bar.progress(done / max(total, 1), text=f"{stage} {done}/{total}"),
-    )
-    bar.empty()
-    return result
-
-
 # a callback, not the button's return value: the click is recorded before the rerun reaches the button
 st.button("Apply", type="primary", key="apply_poison", on_click=lambda: st.session_state.update(applied_poison=config))
 if "applied_poison" in st.session_state:
     with guard("poisoning the training set"):
-        summary = explore.applied_summary(splits.train, applied(run_dir(), st.session_state["applied_poison"]))
+        summary = applied_poison_summary(run_dir(), st.session_state["applied_poison"])
         st.success(
             f"{summary['poisoned']:,} of {summary['of']:,} training images replaced "
             f"({summary['actually changed']:,} differ after rounding)."

@@ -16,7 +16,6 @@ from core.run import weak_students_note
 from core.sweep import FILTERS, accuracy_at, curve_at_share, point_images, sweep_robust_steps, sweep_steps
 from core.train import device_description
 from ui.common import (
-    cached_autoencoder,
     cached_curves,
     cached_defence_grid,
     cached_example_pool,
@@ -27,6 +26,7 @@ from ui.common import (
     guard,
     live_trainer,
     point_seconds_here,
+    purify_preview,
     require_run,
     ringed,
     run_dir,
@@ -559,8 +559,7 @@ if "sigma" in DEFENCES[defence].params and defence != "purify_fitted":  # the pr
         bind="query-params",
     )
     with guard("the purified images"):
-        pool = cached_example_pool(directory)
-        shown = explore.purify_preview(cached_autoencoder(directory), pool["delivered"][:8], sigma)
+        shown = purify_preview(directory, sigma)
         st.caption(
             f"Clean-looking delivered images, their purified versions and the difference (amplified around grey): "
             f"purify changes them by {shown['mean_change_levels']:.1f} grey levels on average."

@@ -5,33 +5,31 @@ import streamlit as st
 
 from core import explore
 from core.data import CLASS_NAMES
-from core.images import ACCEPTED_FORMATS, UploadError, image_verdicts, read_upload
+from core.images import ACCEPTED_FORMATS, UploadError
 from core.registry import ATTACKS
 from core.sign_examples import shipped_examples
 from ui.common import (
-    cached_autoencoder,
-    cached_classifier,
     cached_run,
-    cached_supervised_detector,
     enlarged,
     ensure_navigation,
     guard,
+    image_analysis,
+    image_models,
     run_dir,
-    run_splits,
+    test_image,
+    uploaded_image,
 )
 
 ensure_navigation()
 
 st.title("Your images")
-run = student = undefended = autoencoder = residual_model = None
+run = models = None
 with guard("loading the models"):
     run = cached_run(run_dir())
-    student = cached_classifier(run_dir(), "filter_distillation")
-    undefended = cached_classifier(run_dir(), "undefended")
-    autoencoder = cached_autoencoder(run_dir())
-    residual_model = cached_supervised_detector(run_dir())
-if run is None or student is None or undefended is None or autoencoder is None:
+    models = image_models(run_dir())
+if run is None or models is None:
     st.stop()  # the guard has said which file failed
+residual_model = models["residual"]
 # The Threshold page's threshold applies to the DAE only while the DAE score is selected there.
 dae_selected = st.session_state.get("score", "dae") == "dae"
 threshold = float(st.session_state.get("threshold", run.threshold)) if dae_selected else run.threshold
@@ -73,16 +71,15 @@ files = [(upload.name, upload.getvalue) for upload in uploads or []]
 files += [(f"{name}.png (drawn; true class {examples[name][1]})", examples[name][0].read_bytes) for name in drawn]
 for name, read in files:
     try:
-        images.append(read_upload(read(), name))  # the same path for uploads and the drawn examples
+        images.append(uploaded_image(read(), name))  # the same path for uploads and the drawn examples
         names.append(name)
     except UploadError as error:
         st.error(str(error))
 with guard("loading the test images"):
-    test = run_splits(run).test
     for index in picked:
-        if 0 <= index < len(test):
-            images.append(test.images[index])
-            names.append(f"test #{index} ({CLASS_NAMES[int(test.labels[index])]})")
+        if (found := test_image(run_dir(), index)) is not None:
+            images.append(found[0])
+            names.append(f"test #{index} ({CLASS_NAMES[found[1]]})")
 
 st.subheader("Attack")
 c1, c2, c3, c4 = st.columns(4)
@@ -105,11 +102,10 @@ def top_table(top: list[tuple[str, float]]) -> pd.DataFrame:
     return pd.DataFrame({"class": [name for name, _ in top], "p": [explore.format_probability(p) for _, p in top]})
 
 
-def analyse(x, label: str) -> None:
+def draw(view: dict, label: str) -> None:
     """One row: the image the model saw, the DAE's reconstruction, error map and verdict, both models' top-5."""
-    view = image_verdicts(x, run, autoencoder, student, undefended, residual_model, threshold)
     cols = st.columns([1, 1, 1.3, 2, 2])
-    cols[0].image(enlarged(x), caption=label, output_format="PNG")
+    cols[0].image(enlarged(view["image"]), caption=label, output_format="PNG")
     cols[1].image(enlarged(view["reconstruction"]), caption="DAE reconstruction", output_format="PNG")
     cols[2].image(
         enlarged(view["error_map"]), caption=f"error map (blue 0, red {view['error_scale']:.2g}+)", output_format="PNG"
@@ -136,11 +132,11 @@ def analyse(x, label: str) -> None:
     cols[4].table(top_table(view["undefended_top"]))
 
 
+attack_settings = None if attack == "none" else dict(name=attack, eps=eps, alpha=alpha, steps=steps, target=target)
 for image, name in zip(images, names):
     with guard(f"analysing {name}"):
         st.markdown(f"#### {name}")
-        analyse(image, "what the models see (32x32)")
-        if attack != "none":
-            model = student if target == "student" else undefended
-            attacked = explore.attack_images(model, image.unsqueeze(0), attack, eps, alpha, steps)[0]
-            analyse(attacked, f"{ATTACKS.label(attack)} eps {eps} on the {target}")
+        rows = image_analysis(run_dir(), image, threshold, attack_settings)
+        draw(rows[0], "what the models see (32x32)")
+        if attack_settings is not None:
+            draw(rows[1], f"{ATTACKS.label(attack)} eps {eps} on the {target}")

@@ -152,3 +152,33 @@ def test_the_engine_has_no_import_cycle():
         if name not in state:
             cycle = cycle_from(name, [])
             assert cycle is None, " -> ".join(cycle[cycle.index(cycle[-1]) :])
+
+
+ENGINE_OBJECTS = ("Tensor", "Module", "ImageSet", "Splits", "PoisonedSet", "Generator")
+
+
+def test_pages_receive_plain_data():
+    """Issue 23: pages draw what they are handed. Every function a page imports from the app's helpers (ui/) says in
+    its annotation what it returns, and nothing a page imports (from ui/ or core/) returns a tensor, a model or a
+    dataset: those stay in ui/common.py, which hands pages pixels (numpy), numbers, tables and text."""
+    import importlib
+    import inspect
+
+    offenders = []
+    for page in [*(ROOT / "pages").glob("*.py"), ROOT / "app.py"]:
+        for node in ast.walk(ast.parse(page.read_text())):
+            if not isinstance(node, ast.ImportFrom) or not (node.module or "").startswith(("core", "ui")):
+                continue
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                imported = getattr(module, alias.name)
+                function = inspect.unwrap(getattr(imported, "__wrapped__", imported))
+                if not inspect.isfunction(function):
+                    continue
+                returns = inspect.signature(function).return_annotation
+                returns = "" if returns is inspect.Signature.empty else str(returns)
+                if node.module.startswith("ui") and not returns:
+                    offenders.append(f"{page.name}: {alias.name} (no return annotation)")
+                elif any(name in returns for name in ENGINE_OBJECTS):
+                    offenders.append(f"{page.name}: {alias.name} -> {returns}")
+    assert not offenders, offenders

@@ -9,9 +9,12 @@ import contextlib
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 import torch
 
@@ -22,11 +25,16 @@ from core.data import DatasetNotFoundError, cache_dir, dataset_available, defaul
 from core.defence_grid import SHIPPED_DEFENCE_GRIDS, load_shipped_grids
 from core.images import UploadError
 from core.pipeline import ExperimentConfig, preset
-from core.poison import PoisonConfig
+from core.poison import PoisonConfig, poison_training_set
 from core.run import SHIPPED_RUN, Run, run_choices, weak_students_note
 from core.storage import CheckpointError
 from core.sweep import train_at_threshold as train_point_at_threshold
 from core.train import TrainingCancelled, device_description
+
+if TYPE_CHECKING:
+    import optuna
+
+    from core.live import LiveTrainer
 
 torch.set_num_threads(max(1, os.cpu_count() or 1))
 
@@ -44,7 +52,7 @@ EXPECTED_ERRORS = (
 
 
 @contextlib.contextmanager
-def guard(what: str = "this step"):
+def guard(what: str = "this step") -> Iterator[None]:
     """Show any failure as a clear message instead of a traceback; the rest of the page keeps working."""
     try:
         yield
@@ -58,7 +66,7 @@ def guard(what: str = "this step"):
 
 
 @contextlib.contextmanager
-def timed(name: str):
+def timed(name: str) -> Iterator[None]:
     """Append the block's wall time in ms to the file $DAE_DISTILL_TIMINGS (bench/slider.py reads the server side
     of a slider move from it); does nothing when it is unset."""
     path = os.environ.get("DAE_DISTILL_TIMINGS")
@@ -258,7 +266,7 @@ _LIVE_TRAINER = None
 _LIVE_TRAINER_LOCK = threading.Lock()
 
 
-def live_trainer():
+def live_trainer() -> "LiveTrainer":
     """The process's background trainer (core.live): one queue shared by every session, one point at a time (a
     module-level object, not st.cache_resource: tests reach the same one)."""
     global _LIVE_TRAINER
@@ -360,12 +368,39 @@ def cached_curves(directory: str, score: str = "dae") -> dict:
     return explore.curves(scores, mask)
 
 
-@st.cache_resource(max_entries=2, show_spinner="Crafting the example poisons...")
+@st.cache_resource(max_entries=2, show_spinner="Loading the example images...")
 def cached_example_pool(directory: str, pool_size: int = 48) -> dict:
-    """A fixed, seeded pool of poisoned and clean training images (uint8) for the sample grids."""
+    """A fixed, seeded pool of poisoned and clean training images for the sample grids: "index", "is_poisoned", and
+    "clean" / "delivered" as (N, H, W, 3) uint8 pixels."""
     run = cached_run(directory)
-    splits = run_splits(run)
-    return explore.example_pool(run, splits.train, pool_size)
+    pool = explore.example_pool(run, run_splits(run).train, pool_size)
+    return {
+        "index": pool["index"],
+        "is_poisoned": pool["is_poisoned"],
+        "labels": pool["labels"].numpy(),
+        "clean": pool["clean"].permute(0, 2, 3, 1).numpy(),
+        "delivered": pool["delivered"].permute(0, 2, 3, 1).numpy(),
+    }
+
+
+def as_images(pixels: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) uint8 pixels -> the engine's (N, 3, H, W) uint8 tensor."""
+    return torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2)
+
+
+def purify_preview(directory: str, sigma: float, count: int = 8) -> dict:
+    """The first `count` delivered images of the example pool through the run's DAE purifier at noise sigma:
+    "images", "purified" and "amplified" (the change around grey) as HWC uint8 pixels, and the mean change in grey
+    levels."""
+    shown = explore.purify_preview(
+        cached_autoencoder(directory), as_images(cached_example_pool(directory)["delivered"][:count]), sigma
+    )
+    return {
+        "images": [explore.as_pixels(image) for image in shown["images"]],
+        "purified": [explore.as_pixels(image) for image in shown["purified"]],
+        "amplified": [explore.as_pixels(image) for image in shown["amplified"]],
+        "mean_change_levels": shown["mean_change_levels"],
+    }
 
 
 def sidebar() -> None:
@@ -446,15 +481,69 @@ def full_table(frame, wide: tuple[str, ...] = ()) -> None:
     st.dataframe(frame, width="stretch", hide_index=True, height=36 * (len(frame) + 1) + 3, column_config=config)
 
 
-def percentages(table):
+def percentages(table: pd.DataFrame) -> pd.DataFrame:
     """A table of shares as text ("98.27%", and "—" where there is no value): a Styler's na_rep is not applied by
     st.dataframe, which showed a raw "None"."""
     return table.map(lambda value: "—" if value is None or value != value else f"{value:.2%}")
 
 
 def enlarged(image, scale: int = 4) -> np.ndarray:
-    """An image tensor (uint8 or [0, 1]) as HWC uint8 pixels, each pixel a scale x scale block."""
-    return np.kron(explore.as_pixels(image), np.ones((scale, scale, 1), dtype=np.uint8))
+    """An image (HWC uint8 pixels, or a tensor: uint8 or [0, 1]) as HWC uint8 pixels, each a scale x scale block."""
+    pixels = image if isinstance(image, np.ndarray) else explore.as_pixels(image)
+    return np.kron(pixels, np.ones((scale, scale, 1), dtype=np.uint8))
+
+
+# ---- Your images: plain pixels and verdicts in, the models stay here ----------------------------------------------
+
+
+def uploaded_image(data: bytes, name: str) -> np.ndarray:
+    """An image file's bytes as the models see it: 32x32 HWC uint8 pixels (core.images.read_upload: an UploadError
+    says what was wrong with the file)."""
+    from core.images import read_upload
+
+    return explore.as_pixels(read_upload(data, name))
+
+
+def test_image(directory: str, index: int) -> tuple[np.ndarray, int] | None:
+    """GTSRB test image `index` of the run's test split as HWC uint8 pixels and its label (None past the end)."""
+    test = run_splits(cached_run(directory)).test
+    return (explore.as_pixels(test.images[index]), int(test.labels[index])) if 0 <= index < len(test) else None
+
+
+def image_models(directory: str) -> dict:
+    """The models Your images reads (loading them says which file failed): student, undefended, DAE, and the
+    noise-residual detector's model where the run ships one."""
+    return {
+        "student": cached_classifier(directory, "filter_distillation"),
+        "undefended": cached_classifier(directory, "undefended"),
+        "autoencoder": cached_autoencoder(directory),
+        "residual": cached_supervised_detector(directory),
+    }
+
+
+def image_analysis(directory: str, pixels: np.ndarray, threshold: float, attack: dict | None = None) -> list[dict]:
+    """What Your images shows for one image: a row for the image as given and, when attack is set ({"name", "eps",
+    "alpha", "steps", "target": "student" or "undefended"}), one for it attacked. Each row holds plain data: "image",
+    "reconstruction" and "error_map" as HWC uint8 pixels, numbers, top-5 lists (core.images.image_verdicts)."""
+    from core.images import image_verdicts
+
+    models, run = image_models(directory), cached_run(directory)
+    images = [torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)]
+    if attack is not None:
+        settings = (attack["name"], attack["eps"], attack["alpha"], attack["steps"])
+        images.append(explore.attack_images(models[attack["target"]], images[0].unsqueeze(0), *settings)[0])
+    rows = []
+    for x in images:
+        view = image_verdicts(
+            x, run, models["autoencoder"], models["student"], models["undefended"], models["residual"], threshold
+        )
+        view.update(
+            image=explore.as_pixels(x),
+            reconstruction=explore.as_pixels(view["reconstruction"]),
+            error_map=explore.as_pixels(view["error_map"]),
+        )
+        rows.append(view)
+    return rows
 
 
 def ringed(image, correct: bool, scale: int = 4) -> np.ndarray:
@@ -542,3 +631,156 @@ def knob_widgets(spec, key_prefix: str, disabled: bool = False) -> tuple:
                 )
         settings.append((f"{spec.name}.{knob.name}", value))
     return tuple(settings)
+
+
+# ---- Distillation ------------------------------------------------------------------------------------------------
+
+
+def test_set_size(directory: str) -> int:
+    return len(run_splits(cached_run(directory)).test)
+
+
+def teacher_probabilities(directory: str, index: int, temperature: float, k: int = 5) -> dict:
+    """The run's teacher on GTSRB test image `index`: the image (HWC uint8 pixels), its label, and the top-k classes
+    as (name, probability) at `temperature` and at 1."""
+    from core.images import top_classes
+
+    teacher = cached_classifier(directory, "filter_distillation_teacher")
+    test = run_splits(cached_run(directory)).test
+    image = test.images[index : index + 1]
+    return {
+        "image": explore.as_pixels(image[0]),
+        "label": int(test.labels[index]),
+        "at_t": top_classes(teacher, image, k=k, temperature=temperature)[0],
+        "at_1": top_classes(teacher, image, k=k, temperature=1.0)[0],
+    }
+
+
+# ---- Autoencoder: the DAE trained in this session stays here; the page gets numbers, bytes and pixels ------------
+
+
+@st.cache_resource(max_entries=1, show_spinner=False)
+def dae_training_pairs(directory: str, eps: float, alpha: float, steps: int):
+    """The run's DAE training pairs: its trusted images minus the calibration slice (clean -> clean) and the
+    defender's FGSM / I-FGSM copies of them (-> clean), at the given eps / alpha / steps; crafted once per session
+    (minutes on a CPU), with a bar per attack."""
+    from dataclasses import replace
+
+    from core.dae import denoising_pairs
+
+    run = cached_run(directory)
+    config = replace(run.config.dae, eps=eps, alpha=alpha, steps=steps)
+    bar = st.progress(0.0, text="crafting the defender's perturbed copies (once per session)")
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar.progress(done / max(total, 1), text=f"{stage}: {done}/{total} (once per session)")
+
+    pairs = denoising_pairs(run.dae_data(run_splits(run)), cached_classifier(directory, "defender"), config, progress)
+    bar.empty()
+    return pairs
+
+
+def train_session_dae(directory: str, config, progress) -> float:
+    """Train a DAE with `config` (core.dae.DAEConfig) on the run's pairs, keep it for this session (the Gallery
+    tab, the download), and return its mean reconstruction error on 2,000 test images. progress(event) as
+    core.dae.train_dae reports it."""
+    from core.dae import train_dae
+
+    inputs, targets = dae_training_pairs(directory, config.eps, config.alpha, config.steps)
+    model, _ = train_dae(inputs, targets, config, progress)
+    st.session_state["trained_dae"] = model
+    return explore.mean_reconstruction_error(model, run_splits(cached_run(directory)).test.images[:2000])
+
+
+def session_dae_bytes() -> bytes | None:
+    """The DAE trained in this session as safetensors bytes (None before one is trained)."""
+    from core.storage import model_bytes
+
+    model = st.session_state.get("trained_dae")
+    return None if model is None else model_bytes(model)
+
+
+def add_dae_trials(directory: str, tune_config, on_trial) -> "optuna.Study":
+    """Add tune_config.trials Optuna trials to its study on the run's DAE pairs (core.dae.tune); the study."""
+    from core.dae import tune
+
+    run = cached_run(directory)
+    dae = run.config.dae
+    inputs, targets = dae_training_pairs(directory, dae.eps, dae.alpha, dae.steps)
+    return tune(inputs, targets, dae, tune_config, on_trial=on_trial)
+
+
+def dae_gallery(directory: str, count: int = 8) -> dict:
+    """The session's DAE (else the run's) on the first `count` delivered images of the example pool: "trained_here",
+    "input" / "reconstruction" / "error_map" as lists of HWC uint8 pixels, "mse" per image, "error_scale",
+    "is_poisoned"."""
+    from core.images import error_colour_bar, reconstruction_view
+
+    trained_here = st.session_state.get("trained_dae") is not None
+    autoencoder = st.session_state["trained_dae"] if trained_here else cached_autoencoder(directory)
+    pool = cached_example_pool(directory)
+    view = reconstruction_view(autoencoder, as_images(pool["delivered"][:count]))
+    return {
+        "trained_here": trained_here,
+        **{
+            name: [explore.as_pixels(image) for image in view[name]]
+            for name in ("input", "reconstruction", "error_map")
+        },
+        "mse": view["mse"].tolist(),
+        "error_scale": view["error_scale"],
+        "is_poisoned": pool["is_poisoned"][:count].tolist(),
+        "colour_bar": explore.as_pixels(error_colour_bar()),  # the maps' scale, low error on the left
+    }
+
+
+# ---- Poison: settings in, plain previews and summaries out; the surrogate and the splits stay here ---------------
+
+
+def threat_preview(directory: str, config: PoisonConfig) -> dict:
+    """A threat that needs no surrogate applied to the run's train split (milliseconds): counts, and a seeded few
+    poisons as HWC uint8 "images" with their "old_labels" and "new_labels"."""
+    preview = explore.threat_preview(run_splits(cached_run(directory)).train, config)
+    return {**preview, "images": [explore.as_pixels(image) for image in preview["images"]]}
+
+
+def load_surrogate(directory: str) -> None:
+    """Load the run's surrogate (the attacker's model) and its GTSRB splits now, so that a damaged file or a missing
+    dataset is reported once, before the preview."""
+    cached_classifier(directory, "surrogate")
+    run_splits(cached_run(directory))
+
+
+@st.cache_data(max_entries=16, show_spinner="Crafting preview poisons (TAP and unlearnable: a few seconds)...")
+def poison_preview(directory: str, classes: tuple, per_class: int, config: PoisonConfig) -> dict:
+    """A few training images of the chosen classes poisoned with config (core.explore.poison_preview): "clean",
+    "poisoned" and "amplified" as lists of HWC uint8 pixels, "labels", "stats", the surrogate's accuracy before and
+    after."""
+    run = cached_run(directory)
+    shown = explore.poison_preview(
+        run_splits(run).train, cached_classifier(directory, "surrogate"), list(classes), per_class, config
+    )
+    return {
+        **shown,
+        **{name: [explore.as_pixels(image) for image in shown[name]] for name in ("clean", "poisoned", "amplified")},
+        "labels": shown["labels"].tolist(),
+    }
+
+
+@st.cache_resource(max_entries=3, show_spinner=False)
+def _applied_poison(directory: str, config: PoisonConfig):
+    run = cached_run(directory)
+    bar = st.progress(0.0, text="Crafting poisons")
+    result = poison_training_set(
+        run_splits(run).train,
+        cached_classifier(directory, "surrogate"),
+        config,
+        progress=lambda stage, done, total: bar.progress(done / max(total, 1), text=f"{stage} {done}/{total}"),
+    )
+    bar.empty()
+    return result
+
+
+def applied_poison_summary(directory: str, config: PoisonConfig) -> dict:
+    """Poison the run's whole train split with config (crafted once per config, with a bar) and say what changed
+    (core.explore.applied_summary: counts and the perturbation's size)."""
+    return explore.applied_summary(run_splits(cached_run(directory)).train, _applied_poison(directory, config))

@@ -86,7 +86,9 @@ def _hex_rgb(colour: str) -> tuple[int, int, int]:
 BLACK_INDEX, MARKER_INDEX = 254, 255
 
 
-def figure_png(base: BaseFigure, threshold: float, roc_point: tuple[float, float], pr_point: tuple[float, float]):
+def figure_png(
+    base: BaseFigure, threshold: float, roc_point: tuple[float, float], pr_point: tuple[float, float]
+) -> bytes:
     """The panels with this threshold's dashed line (histogram) and markers (ROC, PR), as PNG bytes."""
     image = Image.fromarray(base.indexed, "P")
     image.putpalette(base.palette)
