@@ -317,6 +317,7 @@ DEFENCES.register(
         "(sigma 0: plain reconstruction); test images are not purified (how the first grid measured it).",
         _purified,
         params=("sigma", "seed"),
+        purifies_with_run_dae=True,
     )
 )
 DEFENCES.register(
@@ -326,6 +327,7 @@ DEFENCES.register(
         "Drops what the detector flags, then replaces the rest by DAE(x + noise).",
         lambda train, context, config: _purified(_filtered(train, context, config), context, config),
         params=("detector", "sigma", "seed"),
+        purifies_with_run_dae=True,
     )
 )
 DEFENCES.register(
@@ -337,6 +339,7 @@ DEFENCES.register(
         lambda train, context, config: train,
         params=("sigma", "seed"),
         input_transform=lambda train, context, config: Purifier(context.autoencoder, config.sigma, config.seed),
+        purifies_with_run_dae=True,
     )
 )
 DEFENCES.register(

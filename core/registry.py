@@ -167,6 +167,7 @@ class DefenceSpec:
     input_transform: Callable[..., Any] | None = None
     after_training: Callable[..., Any] | None = None
     knobs: tuple[Knob, ...] = ()  # its own parameters: its functions read them with config.knob(name, knob)
+    purifies_with_run_dae: bool = False  # images go through the run's DAE at sigma: the Threshold page previews it
 
 
 @dataclass(frozen=True)

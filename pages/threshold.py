@@ -548,7 +548,7 @@ st.caption(
 )
 defence = st.selectbox("Defence", DEFENCES.names(), format_func=DEFENCES.label, key="defence", bind="query-params")
 st.markdown(DEFENCES[defence].description)
-if "sigma" in DEFENCES[defence].params and defence != "purify_fitted":  # the preview purifies with the run's DAE
+if DEFENCES[defence].purifies_with_run_dae:  # the preview purifies with the run's DAE
     sigma = st.slider(
         "sigma (std of the noise added before the DAE, [0, 1] pixel scale; 0: plain reconstruction)",
         0.0,

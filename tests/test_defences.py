@@ -203,6 +203,9 @@ def test_defence_grid_end_to_end_in_the_cli_and_the_app(gtsrb_root, run_director
     at.slider(key="sigma").set_value(0.2).run()
     assert_clean(at)
     assert any("purify changes them by" in caption.value for caption in at.caption)
+    at.selectbox(key="defence").set_value("purify_fitted").run()  # its purifier is not the run's DAE: no preview
+    assert_clean(at)
+    assert not any("purify changes them by" in caption.value for caption in at.caption)
 
 
 def test_defences_cli_rejects_an_unknown_defence_in_one_line(capsys):
