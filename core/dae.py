@@ -18,6 +18,7 @@ from torch import nn
 from core.data import ImageSet
 from core.models import AutoencoderConfig, DenoisingAutoencoder
 from core.poison import PoisonConfig, craft, quantise_toward
+from core.recipe import sampler_seed
 from core.train import TrainConfig, TrainingEvent, predict, reconstruction_loss, train
 
 
@@ -187,7 +188,7 @@ def tune(
         storage=open_storage(config.storage),
         load_if_exists=True,
         direction="minimize",
-        sampler=optuna.samplers.TPESampler(seed=config.seed + 7919 * worker + len(_completed(config))),
+        sampler=optuna.samplers.TPESampler(seed=sampler_seed(config.seed, worker, len(_completed(config)))),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
     )
 

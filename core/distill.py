@@ -14,6 +14,7 @@ import torch
 
 from core.data import ImageSet
 from core.models import Classifier, ClassifierConfig
+from core.recipe import init_seed
 from core.train import TrainConfig, TrainingEvent, hard_label_loss, predict, soft_label_loss, train
 
 
@@ -66,7 +67,7 @@ def train_classifier(
 
     adversary: core.train.Adversary for adversarial training (the caller keys its cache entry with it).
     steps: a fixed number of optimiser steps instead of the config's epochs (core.train.train)."""
-    torch.manual_seed(train_config.seed)
+    torch.manual_seed(init_seed(train_config.seed, "classifier"))
     model = Classifier(model_config)
     train(
         model,
@@ -91,7 +92,7 @@ def train_student(
     steps: int | None = None,
 ) -> Classifier:
     """A fresh classifier trained at T on the teacher's soft labels (steps: as in train_classifier)."""
-    torch.manual_seed(config.train.seed + 1)
+    torch.manual_seed(init_seed(config.train.seed, "student"))
     student = Classifier(config.model)
     train(
         student,

@@ -90,3 +90,22 @@ def repeat_seed(run_seed: int, repeat: int) -> int:
 def sampling_seed(run_seed: int, role: str) -> int:
     """The seed a role's sample choice draws (data splits, evaluation subsets, the random filter)."""
     return run_seed + SAMPLING_SEED_OFFSETS[role]
+
+
+# Within one training seed, a classifier trained on hard labels (a teacher among them) draws its initial weights from
+# the seed itself and a student from the seed plus one, so a teacher and its student never share initial weights.
+INIT_SEED_OFFSETS = {"classifier": 0, "student": 1}
+
+
+def init_seed(training_seed: int, role: str) -> int:
+    """The seed a model's initial weights draw, from its training seed ("classifier" or "student")."""
+    return training_seed + INIT_SEED_OFFSETS[role]
+
+
+# An Optuna worker's sampler: the study's seed, a prime stride per worker (workers of one study sample apart), and
+# the trials already finished (a resumed study samples new points, not its first ones again).
+OPTUNA_WORKER_STRIDE = 7919
+
+
+def sampler_seed(study_seed: int, worker: int, finished_trials: int) -> int:
+    return study_seed + OPTUNA_WORKER_STRIDE * worker + finished_trials

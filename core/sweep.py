@@ -29,7 +29,7 @@ from core.distill import DistillConfig, soft_labels, train_classifier, train_stu
 from core.evaluate import accuracy, attack_test_index, filter_quality, robust_test_set, robustness
 from core.executor import Cell, ExecutorConfig, run_cells
 from core.pipeline import ExperimentConfig, _seeded
-from core.recipe import repeat_seed, sampling_seed
+from core.recipe import init_seed, repeat_seed, sampling_seed
 from core.robust import RobustEvalConfig, attack_suite
 from core.train import machine
 
@@ -393,18 +393,20 @@ def distil_many(train: ImageSet, kept_masks: list[torch.Tensor], experiment, ste
     train_config = _seeded(experiment.classifier_train, repeat_seed(experiment.seed, seed), "sweep")
     subsets = [torch.nonzero(mask).flatten() for mask in kept_masks]
 
-    def fresh(offset: int) -> list[Classifier]:  # the inits distil_kept draws: the same for every kept set
+    def fresh(role: str) -> list[Classifier]:  # the inits distil_kept draws: the same for every kept set
         models = []
         for _ in subsets:
-            torch.manual_seed(train_config.seed + offset)
+            torch.manual_seed(init_seed(train_config.seed, role))
             models.append(Classifier(experiment.classifier))
         return models
 
     configs = [train_config] * len(subsets)
     labels = [train.labels[subset] for subset in subsets]
-    teachers = train_batched(fresh(0), train.images, labels, subsets, hard_label_loss(temperature), configs, steps)
+    teachers = train_batched(
+        fresh("classifier"), train.images, labels, subsets, hard_label_loss(temperature), configs, steps
+    )
     soft = [soft_labels(teacher, train.images[subset], temperature) for teacher, subset in zip(teachers, subsets)]
-    return train_batched(fresh(1), train.images, soft, subsets, soft_label_loss(temperature), configs, steps)
+    return train_batched(fresh("student"), train.images, soft, subsets, soft_label_loss(temperature), configs, steps)
 
 
 def _digest(mask: torch.Tensor) -> bytes:
