@@ -17,9 +17,12 @@ from core.compare import CompareConfig, build_detectors, score_detectors
 from core.evaluate import accuracy
 from core.pipeline import ExperimentConfig, ModelCache, prepare
 from core.poison import SMOOTH_SCALES
+from core.storage import ResultFile
 from core.train import machine
 
 DETECTORS_MEASURED = ("supervised", "dae")
+
+SMOOTHNESS_FILE = ResultFile("smoothness.json", "python -m core smoothness --out {folder}", ("config", "points"))
 
 
 def smoothness_sweep(

@@ -12,7 +12,6 @@ Every model is cached.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +22,7 @@ from core.evaluate import accuracy
 from core.pipeline import ExperimentConfig, ModelCache, prepare
 from core.poison import PoisonConfig
 from core.registry import THREATS
-from core.storage import CheckpointError
+from core.storage import ResultFile
 from core.train import machine
 
 BUDGET_THREATS = ("tap", "unlearnable")
@@ -137,31 +136,30 @@ def budget_curve(
 SHIPPED_BUDGET = Path(__file__).resolve().parents[1] / "checkpoints" / "budget" / "budget.json"
 
 
-def load_budget(path: str | Path = SHIPPED_BUDGET) -> dict | None:
-    """budget.json (threat -> curves), or None when there is none; a corrupt file raises CheckpointError. Older
-    files (one defence per point; no smooth-scale axis) are read into today's shape."""
-    path = Path(path)
-    try:
-        curves = json.loads(path.read_text())
-        for curve in curves.values():
-            if "defence" in curve["config"]:  # a file from before several defences per point: one defence
-                name = curve["config"].pop("defence")
-                curve["config"]["defences"] = [name]
-                for point in curve["eps"] + curve["fraction"]:
-                    point["defended"] = {name: point["defended"]}
-            curve.setdefault("smooth_scale", [])  # a file from before the smooth-scale axis: per-pixel poisons
-            curve["config"].setdefault("smooth_scales", [])
-            for point in budget_points(curve):
-                point.setdefault("smooth_scale", 1)
-                [point[key] for key in ("eps", "fraction", "undefended", "clean_reference")]
-                [point["defended"][name] for name in curve["config"]["defences"]]
-    except FileNotFoundError:
-        return None
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as error:
-        raise CheckpointError(
-            f"{path} is corrupt or from another tool ({error}); rerun `python -m core budget`"
-        ) from None
+def _upgraded_budget(curves: dict) -> dict:
+    """budget.json (threat -> curves) in today's shape: older files (one defence per point; no smooth-scale axis) are
+    read into it, and every point's keys are checked."""
+    for curve in curves.values():
+        if "defence" in curve["config"]:  # a file from before several defences per point: one defence
+            name = curve["config"].pop("defence")
+            curve["config"]["defences"] = [name]
+            for point in curve["eps"] + curve["fraction"]:
+                point["defended"] = {name: point["defended"]}
+        curve.setdefault("smooth_scale", [])  # a file from before the smooth-scale axis: per-pixel poisons
+        curve["config"].setdefault("smooth_scales", [])
+        for point in budget_points(curve):
+            point.setdefault("smooth_scale", 1)
+            [point[key] for key in ("eps", "fraction", "undefended", "clean_reference")]
+            [point["defended"][name] for name in curve["config"]["defences"]]
     return curves
+
+
+BUDGET_FILE = ResultFile("budget.json", "python -m core budget --out {folder}", upgrade=_upgraded_budget)
+
+
+def load_budget(path: str | Path = SHIPPED_BUDGET) -> dict | None:
+    """budget.json (threat -> curves), or None when there is none; a corrupt file raises CheckpointError."""
+    return BUDGET_FILE.read(path)
 
 
 # An axis of a budget curve: the config key listing its planned values, and the chart's x title given one of its

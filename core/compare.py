@@ -13,7 +13,6 @@ The clean reference and the undefended model show the damage the poisons do. Eve
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -41,7 +40,7 @@ from core.poison import threat_metrics
 from core.recipe import sampling_seed
 from core.registry import DETECTORS, THREATS, checked_knobs
 from core.robust import RobustEvalConfig, attack_suite
-from core.storage import CheckpointError, atomic_write, save_model, write_json
+from core.storage import ResultFile, atomic_write, save_model
 from core.train import machine
 
 
@@ -219,7 +218,7 @@ def score_run(
             "supervised": asdict(config.supervised),
         },
     }
-    write_json(run.directory / "detectors.json", summary)
+    DETECTORS_FILE.write(run.directory / "detectors.json", summary)
     return summary
 
 
@@ -416,21 +415,15 @@ COMPARISON_COLUMNS = (
 )
 
 
+DETECTORS_FILE = ResultFile(
+    "detectors.json", "python -m core detectors --run-dir {folder}", ("threshold", "detectors", "settings")
+)
+COMPARISON_FILE = ResultFile("compare.json", "python -m core compare --seeds 3 --out {folder}", ("summary", "runs"))
+
+
 def load_comparison(path: str | Path = SHIPPED_COMPARISON) -> dict:
     """compare.json; a missing or corrupt file raises CheckpointError saying how to make it."""
-    path = Path(path)
-    try:
-        comparison = json.loads(path.read_text())
-        comparison["summary"], comparison["runs"]  # noqa: B018 - the two keys every reader needs
-    except FileNotFoundError:
-        raise CheckpointError(
-            f"no comparison at {path}: run `python -m core compare --seeds 3 --out {path.parent}`"
-        ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
-        raise CheckpointError(
-            f"{path} is corrupt or from another tool ({error}); rerun `python -m core compare`"
-        ) from None
-    return comparison
+    return COMPARISON_FILE.read(path, missing_ok=False)
 
 
 def mean_std(stat: dict | None, percent: bool) -> str:

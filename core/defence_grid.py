@@ -13,7 +13,6 @@ resumes where it stopped.
 from __future__ import annotations
 
 import copy
-import json
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -32,7 +31,7 @@ from core.poison import PoisonConfig, threat_metrics
 from core.recipe import recipe_key
 from core.registry import DEFENCES, THREATS
 from core.robust import RobustEvalConfig, attack_suite
-from core.storage import CheckpointError
+from core.storage import ResultFile
 from core.train import machine
 
 # Threat case -> its threat and the PoisonConfig values that differ from that threat's defaults.
@@ -366,19 +365,14 @@ REFERENCE_LABELS = {"clean_reference": "clean reference", "none": "no defence", 
 GRID_COLUMNS = (("clean_acc", "clean"), ("adaptive_acc", "worst case"), ("attack_success_rate", "attack success"))
 
 
+DEFENCE_GRID_FILE = ResultFile(
+    "defences.json", "python -m core defences --out {folder}", ("summary", "runs", "config", "case_seeds")
+)
+
+
 def load_defence_grid(path: str | Path = SHIPPED_DEFENCE_GRID) -> dict | None:
     """defences.json, or None when there is none; a corrupt file raises CheckpointError saying how to remake it."""
-    path = Path(path)
-    try:
-        grid = json.loads(path.read_text())
-        grid["summary"], grid["runs"], grid["config"], grid["case_seeds"]  # noqa: B018 - the keys every reader needs
-    except FileNotFoundError:
-        return None
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
-        raise CheckpointError(
-            f"{path} is corrupt or from another tool ({error}); rerun `python -m core defences`"
-        ) from None
-    return grid
+    return DEFENCE_GRID_FILE.read(path)
 
 
 def seeds_of(metrics: dict | None) -> int:

@@ -174,13 +174,15 @@ class DefenceSpec:
 class StudySpec:
     """A command of `python -m core` (core/studies/): `main(options, data)` -> exit code, where options is an
     instance of `options` (a frozen dataclass whose fields are the command's flags, core.studies.flag_specs) and data
-    a core.studies.DataOptions (where GTSRB is). needs_dataset(options): whether GTSRB must be there first."""
+    a core.studies.DataOptions (where GTSRB is). needs_dataset(options): whether GTSRB must be there first. writes:
+    the result files it writes (core.storage.ResultFile), each read, written and upgraded one way."""
 
     name: str
     help: str
     options: type
     main: Callable[..., int]
     needs_dataset: Callable[[Any], bool] = lambda options: True
+    writes: tuple = ()  # the core.storage.ResultFile(s) it writes, each read, written and upgraded one way
 
 
 Spec = TypeVar("Spec")

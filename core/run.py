@@ -26,8 +26,8 @@ from core.models import Classifier, DenoisingAutoencoder
 from core.pipeline import MODEL_NAMES, POISONS_FILE, ExperimentConfig, export_run, run_experiment
 from core.poison import PoisonedSet, load_poisons
 from core.recipe import outdated_stages, sampling_seed
-from core.storage import CheckpointError, load_weights, write_json
-from core.sweep import usable_sweep
+from core.storage import CheckpointError, ResultFile, load_weights, write_json
+from core.sweep import SWEEP_FILE, usable_sweep
 from core.train import Progress
 
 SHIPPED_RUN = Path(__file__).resolve().parents[1] / "checkpoints" / "paper"
@@ -83,6 +83,8 @@ class Run:
     @classmethod
     def load(cls, directory: str | Path = SHIPPED_RUN) -> "Run":
         """Read a run folder; a missing or corrupt file raises CheckpointError naming it and what to do."""
+        from core.compare import DETECTORS_FILE  # its writer's module
+
         directory = Path(directory)
         results_path = directory / "results.json"
         try:
@@ -112,10 +114,10 @@ class Run:
             train_scores,
             mask,
             calibration,
-            usable_sweep(_optional_json(directory / "sweep.json")),  # an older sweep's format: none
-            _optional_json(directory / "robustness.json"),
-            _optional_json(directory / "detectors.json"),
-            _optional_json(directory / "abstention.json"),
+            usable_sweep(_optional_json(directory / "sweep.json", SWEEP_FILE)),  # an older sweep's format: none
+            _optional_json(directory / "robustness.json", ROBUSTNESS_FILE),
+            _optional_json(directory / "detectors.json", DETECTORS_FILE),
+            _optional_json(directory / "abstention.json", ABSTENTION_FILE),
         )
 
     # ---- what the run is ----
@@ -231,11 +233,21 @@ def load_run(directory: str | Path = SHIPPED_RUN) -> Run:
     return Run.load(directory)
 
 
-def _optional_json(path: Path) -> dict | None:
+# A run's follow-ups: one ResultFile each (core.storage), written by the study that makes it.
+ROBUSTNESS_FILE = ResultFile(
+    "robustness.json", "python -m core robustness --run-dir {folder}", ("config", "n_test", "models")
+)
+ABSTENTION_FILE = ResultFile(
+    "abstention.json", "python -m core abstain --run-dir {folder}", ("config", "cutoff", "sets")
+)
+SEEDS_FILE = ResultFile("seeds.json", "python -m core run --seeds 3 --out {folder}", ("config", "seeds", "summary"))
+
+
+def _optional_json(path: Path, file: ResultFile | None = None) -> dict | None:
     """An optional extra of a run; a missing or corrupt one reads as absent (the app says so)."""
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return (file or ResultFile(path.name, "")).read(path)
+    except CheckpointError:
         return None
 
 
@@ -287,7 +299,7 @@ def summarise_seeds(base: ExperimentConfig, runs: dict[str, Run], out: Path) -> 
     summary = summarise(
         {seed: {"models": run.results["models"], "filter": run.results["filter"]} for seed, run in runs.items()}
     )
-    write_json(
+    SEEDS_FILE.write(
         Path(out) / "seeds.json", {"config": base.to_dict(), "seeds": [int(seed) for seed in runs], "summary": summary}
     )
     return summary
@@ -322,7 +334,7 @@ def add_robustness(
     reports = run_cells(cells, executor, progress=progress)  # a cell per model: here, or as Ray tasks
     reports = {name: reports[name] for name in MODEL_NAMES}
     robustness = {"config": config.to_dict(), "n_test": len(test), "models": reports}
-    write_json(run.directory / "robustness.json", robustness)
+    ROBUSTNESS_FILE.write(run.directory / "robustness.json", robustness)
     # Also beside the paper-style numbers in results.json, where readers of a run look first.
     for name, report in reports.items():
         run.results["models"][name].update(
@@ -405,7 +417,7 @@ def add_abstention(
     }
     report = abstention_report(model, calibration, inputs, config)
     report.update(model=model_name, n_test=len(test))
-    write_json(run.directory / "abstention.json", report)
+    ABSTENTION_FILE.write(run.directory / "abstention.json", report)
     run.abstention = report
     return report
 

@@ -11,6 +11,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -39,6 +40,41 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
 def write_json(path: str | Path, data: dict) -> None:
     text = json.dumps(data, indent=2, sort_keys=False, default=_json_default)
     atomic_write(path, lambda tmp: tmp.write_text(text + "\n"))
+
+
+@dataclass(frozen=True)
+class ResultFile:
+    """A study's JSON file, one pattern for every study (STUDIES: StudySpec.writes): its name, the command that remakes
+    it, the top-level keys every reader needs and `upgrade`, which reads an older shape into today's and checks what
+    lies deeper (raising KeyError / TypeError / AttributeError when it is not there). read(): None for a missing file
+    (a CheckpointError saying how to make it when the file is required), a CheckpointError naming the command for one
+    that is corrupt or from another tool; write(): atomic, so a reader never sees half a file."""
+
+    name: str  # e.g. "compare.json"
+    remake: str  # the command that writes it; "{folder}" stands for the file's folder
+    required: tuple[str, ...] = ()
+    upgrade: Callable[[dict], dict] = lambda data: data
+
+    def read(self, path: str | Path, missing_ok: bool = True) -> dict | None:
+        path = Path(path)
+        command = self.remake.format(folder=path.parent)
+        try:
+            data = json.loads(path.read_text())
+            if not isinstance(data, dict):
+                raise TypeError(f"a JSON object was expected, found {type(data).__name__}")
+            missing = [key for key in self.required if key not in data]
+            if missing:
+                raise KeyError(", ".join(missing))
+            return self.upgrade(data)
+        except FileNotFoundError:
+            if missing_ok:
+                return None
+            raise CheckpointError(f"no {self.name} at {path}: run `{command}`") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError, ValueError) as error:
+            raise CheckpointError(f"{path} is corrupt or from another tool ({error!r}); rerun `{command}`") from None
+
+    def write(self, path: str | Path, data: dict) -> None:
+        write_json(path, data)
 
 
 def _json_default(value):

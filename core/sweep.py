@@ -31,6 +31,7 @@ from core.executor import Cell, ExecutorConfig, run_cells
 from core.pipeline import ExperimentConfig, _seeded
 from core.recipe import init_seed, repeat_seed, sampling_seed
 from core.robust import RobustEvalConfig, attack_suite
+from core.storage import ResultFile
 from core.train import machine
 
 if TYPE_CHECKING:
@@ -478,18 +479,13 @@ def sweep_run(
     )
 
 
+SWEEP_FILE = ResultFile("sweep.json", "python -m core sweep --run-dir {folder} --fresh", ("version",))
+
+
 def read_sweep_file(path) -> dict | None:
     """A run's sweep.json as written (any version: sweep_thresholds keeps only the points it can reuse), None when
-    there is none; a file that is not JSON raises ValueError saying how to remake it."""
-    from pathlib import Path
-
-    path = Path(path)
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is corrupt ({error}); rerun with --fresh to remake it") from None
+    there is none; a corrupt file raises CheckpointError saying how to remake it."""
+    return SWEEP_FILE.read(path)
 
 
 def usable_sweep(sweep: dict | None) -> dict | None:

@@ -182,3 +182,14 @@ def test_pages_receive_plain_data():
                 elif any(name in returns for name in ENGINE_OBJECTS):
                     offenders.append(f"{page.name}: {alias.name} -> {returns}")
     assert not offenders, offenders
+
+
+def test_studies_write_through_their_result_files():
+    """A study writes its file through the ResultFile its StudySpec declares (core.storage), never with a JSON writer of
+    its own: one pattern for reading, writing and upgrading every study's file."""
+    offenders = [
+        path.name
+        for path in (ROOT / "core" / "studies").glob("*.py")
+        if re.search(r"\bwrite_json\b|json\.dump", path.read_text())
+    ]
+    assert not offenders, offenders

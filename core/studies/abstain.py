@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.run import ABSTENTION_FILE
 from core.studies import STUDIES, DataOptions, StudySpec, load_run, option
 
 
@@ -46,6 +47,10 @@ def main(options: AbstainOptions, data: DataOptions) -> int:
 
 STUDIES.register(
     StudySpec(
-        "abstain", "MC-dropout abstention of a finished run's student: coverage and accuracy", AbstainOptions, main
+        "abstain",
+        "MC-dropout abstention of a finished run's student: coverage and accuracy",
+        AbstainOptions,
+        main,
+        writes=(ABSTENTION_FILE,),
     )
 )

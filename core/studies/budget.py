@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from core.budget import BUDGET_DEFENCES
+from core.budget import BUDGET_DEFENCES, BUDGET_FILE
 from core.poison import SMOOTH_SCALES
 from core.registry import DEFENCES, THREATS
 from core.studies import RUNS_DIR, STUDIES, DataOptions, Stages, StudySpec, option
@@ -37,7 +37,6 @@ def main(options: BudgetOptions, data: DataOptions) -> int:
     from core.budget import budget_curve
     from core.pipeline import preset
     from core.report import report_budget
-    from core.storage import write_json
 
     experiment = preset(options.preset)
     if options.train_subset is not None:
@@ -60,9 +59,9 @@ def main(options: BudgetOptions, data: DataOptions) -> int:
                 cache_dir=options.cache_dir,
                 data_root=data.data_root,
                 progress=stages,
-                on_point=lambda partial, threat=threat: write_json(out, {**curves, threat: partial}),
+                on_point=lambda partial, threat=threat: BUDGET_FILE.write(out, {**curves, threat: partial}),
             )
-            write_json(out, curves)
+            BUDGET_FILE.write(out, curves)
     print(report_budget(curves))
     print(f"\nbudget curves: {out}")
     return 0
@@ -74,5 +73,6 @@ STUDIES.register(
         "TAP / unlearnable: clean accuracy vs eps and vs poisoned fraction, undefended and defended",
         BudgetOptions,
         main,
+        writes=(BUDGET_FILE,),
     )
 )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from core.compare import COMPARISON_FILE
 from core.registry import DETECTORS, THREATS
 from core.studies import (
     RUNS_DIR,
@@ -69,7 +70,6 @@ class CompareOptions(ExecutorOptions):
 
 def main(options: CompareOptions, data: DataOptions) -> int:
     from core.compare import compare, finished_comparisons, format_comparison, load_comparison
-    from core.storage import write_json
 
     config = options.compare_config()
     out = options.out / "compare.json"
@@ -85,9 +85,9 @@ def main(options: CompareOptions, data: DataOptions) -> int:
             progress=stages,
             executor=options.executor_config(),
             previous=previous,
-            on_cell=lambda partial: write_json(out, partial),
+            on_cell=lambda partial: COMPARISON_FILE.write(out, partial),
         )
-    write_json(out, comparison)
+    COMPARISON_FILE.write(out, comparison)
     print(format_comparison(comparison))
     print(f"\ncomparison: {out}  ({comparison['seconds']:.0f} s)")
     return 0
@@ -99,5 +99,6 @@ STUDIES.register(
         "poison detectors vs random / oracle / no-filter controls, per threat model, over seeds",
         CompareOptions,
         main,
+        writes=(COMPARISON_FILE,),
     )
 )

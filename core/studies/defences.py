@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from core.defence_grid import DEFENCE_GRID_FILE
 from core.defences import DefenceConfig  # its defaults are the flags' defaults
 from core.registry import DEFENCES, DETECTORS
 from core.studies import (
@@ -99,7 +100,6 @@ class DefencesOptions(ExecutorOptions):
 
 def main(options: DefencesOptions, data: DataOptions) -> int:
     from core.defence_grid import defence_grid, finished_runs, format_defence_grid, load_defence_grid
-    from core.storage import write_json
 
     config = options.grid_config()
     out = options.out / "defences.json"
@@ -113,11 +113,11 @@ def main(options: DefencesOptions, data: DataOptions) -> int:
             options.cache_dir,
             data.data_root,
             stages,
-            on_case=lambda partial: write_json(out, partial),
+            on_case=lambda partial: DEFENCE_GRID_FILE.write(out, partial),
             previous=previous,
             executor=options.executor_config(),
         )
-    write_json(out, grid)
+    DEFENCE_GRID_FILE.write(out, grid)
     print(format_defence_grid(grid))
     print(f"\ndefence grid: {out}  ({grid['seconds']:.0f} s)")
     return 0
@@ -129,5 +129,6 @@ STUDIES.register(
         "every threat case x every training-time defence, over seeds (no distillation)",
         DefencesOptions,
         main,
+        writes=(DEFENCE_GRID_FILE,),
     )
 )

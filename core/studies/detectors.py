@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.compare import DETECTORS_FILE
 from core.studies import RUNS_DIR, STUDIES, DataOptions, Stages, StudySpec, load_run, option
 
 
@@ -46,5 +47,6 @@ STUDIES.register(
         "score every poison detector on a finished run's training set (for the app)",
         DetectorsOptions,
         main,
+        writes=(DETECTORS_FILE,),
     )
 )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.run import ROBUSTNESS_FILE
 from core.studies import STUDIES, DataOptions, ExecutorOptions, Stages, StudySpec, load_run, option
 
 
@@ -39,5 +40,6 @@ STUDIES.register(
         "adaptive, transfer and eps-curve robustness of a finished run's models",
         RobustnessOptions,
         main,
+        writes=(ROBUSTNESS_FILE,),
     )
 )

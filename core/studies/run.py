@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from core.registry import ATTACKS, THREATS
+from core.run import SEEDS_FILE
 from core.studies import (
     RUNS_DIR,
     STUDIES,
@@ -166,4 +167,8 @@ def main(options: RunOptions, data: DataOptions) -> int:
     return 0
 
 
-STUDIES.register(StudySpec("run", "run the whole pipeline and print results beside the paper's", RunOptions, main))
+STUDIES.register(
+    StudySpec(
+        "run", "run the whole pipeline and print results beside the paper's", RunOptions, main, writes=(SEEDS_FILE,)
+    )
+)

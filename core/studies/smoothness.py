@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from core.adaptive import SMOOTHNESS_FILE
 from core.studies import RUNS_DIR, STUDIES, DataOptions, Stages, StudySpec, option
 from core.studies.run import PRESETS
 
@@ -36,7 +37,6 @@ def format_smoothness(result: dict) -> str:
 def main(options: SmoothnessOptions, data: DataOptions) -> int:
     from core.adaptive import smoothness_sweep
     from core.pipeline import preset
-    from core.storage import write_json
 
     experiment = preset(options.preset)
     if options.train_subset is not None:
@@ -51,7 +51,7 @@ def main(options: SmoothnessOptions, data: DataOptions) -> int:
             stages,
             steps=options.steps,
         )
-    write_json(options.out / "smoothness.json", result)
+    SMOOTHNESS_FILE.write(options.out / "smoothness.json", result)
     print(format_smoothness(result))
     print(f"smoothness: {options.out / 'smoothness.json'}  ({result['seconds']:.0f} s)")
     return 0
@@ -63,5 +63,6 @@ STUDIES.register(
         "TAP spent low-pass vs the residual detector: detector AUC and damage per scale",
         SmoothnessOptions,
         main,
+        writes=(SMOOTHNESS_FILE,),
     )
 )

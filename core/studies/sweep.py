@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.studies import RUNS_DIR, STUDIES, DataOptions, ExecutorOptions, Stages, StudySpec, load_run, note, option
-from core.sweep import FILTERS
+from core.sweep import FILTERS, SWEEP_FILE
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,6 @@ class SweepOptions(ExecutorOptions):
 
 def main(options: SweepOptions, data: DataOptions) -> int:
     from core.live import point_estimate
-    from core.storage import write_json
     from core.sweep import format_sweep, read_sweep_file, sweep_run
 
     run = load_run(options.run_dir)
@@ -68,11 +67,11 @@ def main(options: SweepOptions, data: DataOptions) -> int:
             data.data_root,
             data.download,
             progress=stages,
-            on_point=lambda partial: write_json(out, partial),
+            on_point=lambda partial: SWEEP_FILE.write(out, partial),
             previous=previous,
             executor=options.executor_config(),
         )
-    write_json(out, sweep)
+    SWEEP_FILE.write(out, sweep)
     print(format_sweep(sweep))
     print(f"sweep: {out}  ({sweep['seconds']:.0f} s)")
     return 0
@@ -84,5 +83,6 @@ STUDIES.register(
         "student accuracy vs drop share for the run's detector, random and oracle filters, over seeds",
         SweepOptions,
         main,
+        writes=(SWEEP_FILE,),
     )
 )
