@@ -499,9 +499,9 @@ def best_defence(case_summary: dict) -> tuple[str, float] | None:
 
 
 def shipped_damage(grid: dict, threat: str, eps: float | None = None, fraction: float | None = None) -> dict | None:
-    """What the shipped grid measured for the case of `threat` closest to (eps, fraction) (eps first; the first case
-    when they are not given): clean accuracy of the clean reference, of no defence, and of the best defence, and
-    whether the case is exactly that setting ("matches")."""
+    """What the shipped grid measured for the case of `threat` closest to (eps, fraction) (eps first; a threat without
+    an L-inf budget passes eps None; the first case when neither is given): clean accuracy of the clean reference, of
+    no defence, and of the best defence, and whether the case is exactly that setting ("matches")."""
     cases = [
         (case, grid["config"]["case_settings"][case])
         for case in grid["summary"]
@@ -509,14 +509,17 @@ def shipped_damage(grid: dict, threat: str, eps: float | None = None, fraction: 
     ]
     if not cases:
         return None
-    if eps is not None and fraction is not None:
-        cases.sort(key=lambda item: (abs(item[1]["eps"] - eps), abs(item[1]["fraction"] - fraction)))
+    if fraction is not None:  # eps first where it is given (threats without an L-inf budget: the fraction alone)
+        cases.sort(
+            key=lambda item: (abs(item[1]["eps"] - (eps or 0)) * (eps is not None), abs(item[1]["fraction"] - fraction))
+        )
     case, settings = cases[0]
     models = grid["summary"][case]["models"]
     best = best_defence(grid["summary"][case])
     if not (models.get("none") and models.get("clean_reference") and best):
         return None
-    same = eps is not None and abs(settings["eps"] - eps) < 1e-6 and abs(settings["fraction"] - (fraction or 0)) < 1e-6
+    same_eps = eps is None or abs(settings["eps"] - eps) < 1e-6
+    same = fraction is not None and same_eps and abs(settings["fraction"] - fraction) < 1e-6
     return {
         "case": case,
         "label": CASE_LABELS.get(case, case),

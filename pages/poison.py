@@ -37,6 +37,29 @@ spec = THREATS[threat]
 st.caption(spec.description)
 
 
+def damage_card(shipped: dict | None) -> None:
+    """What the shipped defence grid measured for this threat (core.defence_grid.shipped_damage): the clean reference,
+    no defence and the best defence, with the case's settings and seeds."""
+    if not shipped:
+        return
+    setting = f"{shipped['fraction']:.0%} of train"
+    if shipped["eps"] is not None and "eps" in spec.params:
+        setting = f"eps {shipped['eps']:.4g} ({shipped['eps'] * 255:.1f}/255) on " + setting
+    closest = "" if shipped["matches"] else " the measured case closest to these settings:"
+    st.markdown(
+        f"**Measured damage** (shipped defence grid,{closest} {shipped['label']}: {setting}, "
+        f"{shipped['n_seeds']} seed(s), preset `{shipped['preset']}`)"
+    )
+    cols = st.columns(3)
+    cols[0].metric("clean reference: clean acc.", f"{shipped['clean_reference']:.1%}")
+    cols[1].metric(
+        "undefended: clean acc.",
+        f"{shipped['none']:.1%}",
+        f"{(shipped['none'] - shipped['clean_reference']) * 100:+.1f} points",
+    )
+    cols[2].metric(f"behind the best defence ({shipped['best']})", f"{shipped['best_acc']:.1%}")
+
+
 def other_threat(threat: str) -> None:
     """Threats without a surrogate: settings, a preview, the damage measured by `compare`, and applying it."""
     left, right = st.columns(2)
@@ -104,11 +127,13 @@ def other_threat(threat: str) -> None:
     )
     columns = st.columns(8)
     for column, image, old, new in zip(columns, preview["images"], preview["old_labels"], preview["new_labels"]):
-        column.image(
-            enlarged(image), width="stretch", caption=f"{CLASS_NAMES[old]} → {CLASS_NAMES[new]}", output_format="PNG"
-        )
+        caption = CLASS_NAMES[old] if old == new else f"{CLASS_NAMES[old]} → {CLASS_NAMES[new]}"  # relabelled or not
+        column.image(enlarged(image), width="stretch", caption=caption, output_format="PNG")
     with guard("the measured damage"):
         comparison = cached_comparison()
+        if threat not in comparison["summary"]:  # OPS, CUDA, ...: measured by the defence grids only
+            grid = cached_defence_grid()
+            damage_card(shipped_damage(grid, threat, None, fraction) if grid else None)
         if threat in comparison["summary"]:
             reference = comparison["summary"][threat]["reference"]
             shipped = comparison["config"]["fractions"][threat]
@@ -264,22 +289,7 @@ st.caption(
 )
 with guard("the measured damage"):
     grid = cached_defence_grid()
-    shipped = shipped_damage(grid, threat, eps, fraction) if grid else None
-    if shipped:
-        setting = f"eps {shipped['eps']:.4g} ({shipped['eps'] * 255:.1f}/255) on {shipped['fraction']:.0%} of train"
-        closest = "" if shipped["matches"] else " the measured case closest to these settings:"
-        st.markdown(
-            f"**Measured damage** (shipped defence grid,{closest} {shipped['label']}: {setting}, "
-            f"{shipped['n_seeds']} seed(s), preset `{shipped['preset']}`)"
-        )
-        cols = st.columns(3)
-        cols[0].metric("clean reference: clean acc.", f"{shipped['clean_reference']:.1%}")
-        cols[1].metric(
-            "undefended: clean acc.",
-            f"{shipped['none']:.1%}",
-            f"{(shipped['none'] - shipped['clean_reference']) * 100:+.1f} points",
-        )
-        cols[2].metric(f"behind the best defence ({shipped['best']})", f"{shipped['best_acc']:.1%}")
+    damage_card(shipped_damage(grid, threat, eps, fraction) if grid else None)
 with guard("the budget curves"):
     budget = cached_budget()
     curve = (budget or {}).get(threat)

@@ -397,6 +397,23 @@ def test_the_poison_page_shows_the_attack_and_the_damage_of_the_setting_it_runs(
     assert "closest" in damage and "I-FGSM, 8/255, all of train" in damage
 
 
+def test_a_threat_without_a_surrogate_shows_its_knobs_and_the_grids_damage(run_directory):
+    """CUDA on the Poison page: its own knobs (kernel size, blur) as widgets, its measured damage from the shipped
+    second grid (it is in no comparison; the card was missing), and images captioned by their class alone when the
+    threat keeps labels."""
+    at = on_page(run_directory, "pages/poison.py")
+    at.radio(key="threat").set_value("cuda").run()
+    assert_clean(at)
+    assert at.selectbox(key="threat_cuda_kernel_size").options == ["3", "5", "7"]
+    assert at.number_input(key="threat_cuda_blur").value == 0.3
+    damage = next(md.value for md in at.markdown if md.value.startswith("**Measured damage** (shipped defence grid"))
+    assert "CUDA" in damage and "100% of train" in damage and "eps" not in damage and "closest" not in damage
+    captions = [image.proto.imgs[0].caption for image in at.get("image")]
+    assert len(captions) == 8 and all(caption and "→" not in caption for caption in captions)
+    at.number_input(key="threat_cuda_blur").set_value(0.5).run()
+    assert at.session_state["custom_poison"]["knobs"] == {"cuda.blur": 0.5}
+
+
 def test_the_teacher_chart_shows_softening_on_a_log_axis(run_directory):
     """At T = 1 the teacher's top class holds nearly all the mass (both bars looked like 1.0 on a linear axis): the
     chart is on a log axis and the caption states how much the second class gains at T."""
