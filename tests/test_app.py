@@ -412,6 +412,9 @@ def test_a_threat_without_a_surrogate_shows_its_knobs_and_the_grids_damage(run_d
     assert len(captions) == 8 and all(caption and "→" not in caption for caption in captions)
     at.number_input(key="threat_cuda_blur").set_value(0.5).run()
     assert at.session_state["custom_poison"]["knobs"] == {"cuda.blur": 0.5}
+    at.radio(key="threat").set_value("label_flip").run()  # a relabelling threat says what each label became
+    captions = [image.proto.imgs[0].caption for image in at.get("image")]
+    assert captions and all(caption.startswith("Stop → ") for caption in captions)
 
 
 def test_the_teacher_chart_shows_softening_on_a_log_axis(run_directory):
