@@ -100,7 +100,8 @@ def check_detector(name: str, model) -> None:
 
 
 def check_defence(name: str) -> None:
-    """A defence returns the uint8 training set its classifier learns from, with the labels of the images it keeps;
+    """A defence returns the uint8 training set its classifier learns from: every image with its label, or a subset of
+    the images kept as they were with their labels;
     its test-time module, when it has one, keeps inputs in [0, 1] at their shape; its params are DefenceConfig
     fields."""
     from core.defences import DefenceConfig, DefenceContext
@@ -120,9 +121,16 @@ def check_defence(name: str) -> None:
     )
     result = spec.apply(train, context, DefenceConfig())
     assert result.images.dtype == torch.uint8 and result.images.shape[1:] == train.images.shape[1:], name
-    assert len(result) in (len(train), int((~dropped).sum())), f"{name} keeps neither all images nor the filter's"
-    expected = train.labels if len(result) == len(train) else train.labels[~dropped]
-    assert torch.equal(result.labels, expected), f"{name} changed the labels"
+    if len(result) == len(train):  # every image, changed or not, with its label
+        assert torch.equal(result.labels, train.labels), f"{name} changed the labels"
+    elif len(result) == int((~dropped).sum()):  # what the context's filter keeps, possibly changed, with its labels
+        assert torch.equal(result.labels, train.labels[~dropped]), f"{name} changed the labels"
+    else:  # a subset of the training images, each kept as it was with its own label (a filter of its own)
+        assert 0 < len(result) < len(train), f"{name} kept {len(result)} of {len(train)} images"
+        flat = train.images.flatten(1)
+        for image, label in zip(result.images.flatten(1), result.labels):
+            same = (flat == image).all(dim=1)
+            assert same.any() and label in train.labels[same], f"{name} kept an image it was not given, or relabelled"
     if spec.test_input is not None:
         x = train.images.float() / 255
         seen = spec.test_input(DefenceConfig())(x)

@@ -483,6 +483,26 @@ def test_abl_isolates_the_lowest_loss_images_and_those_are_the_poisons(small_spl
     assert logits.grad[0, 0] > 0 > logits.grad[1, 0]
 
 
+def test_dropping_what_is_learnt_fastest_removes_most_backdoor_poisons(small_splits):
+    """abl_drop (ABL's isolation as a filter): at its knob's 10% it drops 10% of the set, and those hold most of a 5%
+    BadNets poisoning; the share is the defence's own knob and keys its models."""
+    from core.backdoor_removal import without_the_fastest_learnt
+    from core.models import Classifier, ClassifierConfig
+
+    _, poisoned, _, recipe = _backdoored(small_splits, fraction=0.05)
+    context = DefenceContext(
+        None, None, new_classifier=lambda: Classifier(ClassifierConfig(width=8, hidden=64)), train_config=recipe
+    )
+    kept = without_the_fastest_learnt(poisoned.data, context, DefenceConfig())
+    assert len(kept) == len(poisoned.data) - round(0.1 * len(poisoned.data))
+    flat = poisoned.data.images.flatten(1)
+    kept_rows = {bytes(row.numpy()) for row in kept.images.flatten(1)}
+    poisons = [bytes(row.numpy()) for row in flat[poisoned.poison_mask]]
+    recall = sum(row not in kept_rows for row in poisons) / len(poisons)
+    assert recall > 0.8, recall  # the poisons are a shortcut: learnt first, dropped first
+    assert DefenceConfig(knobs={"abl_drop.share": 0.2}).key("abl_drop") != DefenceConfig().key("abl_drop")
+
+
 def test_grids_merge_into_one_table_each_model_from_the_grid_with_most_seeds():
     from core.defence_grid import grid_summary, merge_grids
     from core.report import report_defence_grid
