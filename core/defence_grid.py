@@ -344,7 +344,10 @@ SHIPPED_DEFENCE_GRID = Path(__file__).resolve().parents[1] / "checkpoints" / "de
 # The shipped grids the app and README show as one table (merge_grids): the first grid (issue 10: the paper's poisons,
 # TAP, unlearnable, label flip, backdoor behind filter / purify / JPEG / grayscale / adversarial training), then issue
 # 24's (backdoor removal, purification at train and test time, OPS, CUDA and the poisons crafted through a defence).
-SHIPPED_DEFENCE_GRIDS = (SHIPPED_DEFENCE_GRID, SHIPPED_DEFENCE_GRID.parents[1] / "defences_adaptive" / "defences.json")
+SHIPPED_DEFENCE_GRIDS = tuple(
+    SHIPPED_DEFENCE_GRID.parents[1] / folder / "defences.json"
+    for folder in ("defences", "defences_adaptive", "backdoor_drop")  # the first grid, the second, abl_drop's cells
+)
 
 
 # Published clean accuracies on CIFAR-10 / ResNet-18 at eps 8/255, all of train poisoned (issue 10's anchors), shown
