@@ -25,7 +25,13 @@ from core.registry import THREATS
 from core.storage import ResultFile
 from core.train import machine
 
-BUDGET_THREATS = ("tap", "unlearnable")
+
+def budget_threats() -> tuple[str, ...]:
+    """The availability poisons whose budget the budget study measures: the threats whose spec scales a crafting step
+    with eps (ThreatSpec.step_size: TAP and unlearnable noise)."""
+    return tuple(spec.name for spec in THREATS.specs() if spec.step_size is not None)
+
+
 # The two defences that restore most in the shipped defence grid (checkpoints/defences): grayscale against both
 # threats, JPEG (quality 10, the shortcut-squeezing anchor) close behind against TAP.
 BUDGET_DEFENCES = ("jpeg", "grayscale")
@@ -44,7 +50,10 @@ def poison_at(
     poison = replace(base.with_threat(threat), smooth_scale=smooth_scale)
     poison = replace(poison, steps=poison.steps if steps is None else steps)
     eps = poison.eps if eps is None else eps
-    alpha = 2.5 * eps / poison.steps if threat == "tap" else eps / 5
+    step_size = THREATS[threat].step_size
+    if step_size is None:
+        raise ValueError(f"{threat} has no budget curve: choose one of {', '.join(budget_threats())}")
+    alpha = step_size(eps, poison.steps)
     return replace(poison, eps=eps, alpha=alpha, fraction=poison.fraction if fraction is None else fraction)
 
 
@@ -65,8 +74,8 @@ def budget_curve(
     """{"config", "eps": [points], "fraction": [points], "smooth_scale": [points]}; a point holds eps, fraction,
     smooth scale and the clean test accuracies of the undefended and clean-reference classifiers, and "defended":
     {defence: accuracy}."""
-    if threat not in BUDGET_THREATS:
-        raise ValueError(f"the budget curve is for {', '.join(BUDGET_THREATS)}, got {threat!r}")
+    if threat not in budget_threats():
+        raise ValueError(f"the budget curve is for {', '.join(budget_threats())}, got {threat!r}")
     unknown = [name for name in defences if name not in DEFENCES.names()]
     if unknown or not defences:
         raise ValueError(f"defences must be some of {', '.join(DEFENCES.names())}, got {', '.join(unknown) or 'none'}")

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from core.registry import ATTACKS
+from core.registry import ATTACKS, THREATS
 from core.run import Run
 from core.train import predict
 
@@ -127,7 +127,7 @@ def poison_preview(train, surrogate: torch.nn.Module, classes: list[int], per_cl
     index = [int(i) for c in classes for i in rng.choice(np.flatnonzero(labels_np == c), per_class, replace=False)]
     index = torch.tensor(index, dtype=torch.long)
     clean, labels = train.images[index], train.labels[index]
-    if config.threat == "perturbation":
+    if "attack" in THREATS[config.threat].params:  # crafted with a registered attack (the paper's perturbation)
         poisoned = quantise_toward(clean, craft(surrogate, clean, labels, config), config.eps)
     else:  # any other surrogate threat (TAP, unlearnable), applied to just these images
         from core.data import ImageSet

@@ -129,6 +129,8 @@ class ThreatSpec:
     # settings win. default_fraction is the "fraction" entry of these.
     defaults: dict = field(default_factory=dict)
     knobs: tuple[Knob, ...] = ()  # its own parameters: apply reads them with config.knob(name, knob)
+    # (eps, steps) -> the crafting step its budget study scales with eps (None: no budget curve for it)
+    step_size: Callable[[float, int], float] | None = None
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from core.detect import SupervisedDetector, infer_threshold_from_scores, reconst
 from core.evaluate import attack_test_index, correct_per_image, filter_quality
 from core.pipeline import EVALUATION_FILE, MODEL_NAMES
 from core.recipe import sampling_seed
+from core.registry import THREATS
 from core.run import Run
 from core.storage import CheckpointError
 from core.train import predict
@@ -69,7 +70,7 @@ def verify_run(run: Run, sample: float = 0.1, data_root=None, download: bool = F
             EXACT,
         )
     )
-    if config.poison.threat == "perturbation":
+    if "attack" in THREATS[config.poison.threat].params:  # poisons crafted with an attack, quantised toward the image
         allowed = int(config.poison.eps * 255 + 1e-6)
         checks.append(
             check("poisons: inside the eps-ball (levels over)", 0, max(0, int(changed.max()) - allowed), EXACT)

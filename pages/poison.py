@@ -170,7 +170,7 @@ if not spec.needs_surrogate:
     other_threat(threat)
     st.stop()
 
-perturbation = threat == "perturbation"
+perturbation = "attack" in spec.params  # crafted with a registered attack (the paper's perturbation threat)
 defaults = preset_config().poison
 if not perturbation:  # TAP and unlearnable start from their own defaults (eps 8/255, all of train)
     defaults = defaults.with_threat(threat)

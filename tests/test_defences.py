@@ -288,7 +288,7 @@ def test_a_budget_file_with_one_defence_per_point_still_loads(tmp_path):
     # from before the smooth-scale axis: none planned, none measured, every point per pixel
     assert (curve["smooth_scale"], curve["config"]["smooth_scales"], curve["eps"][0]["smooth_scale"]) == ([], [], 1)
     write_json(tmp_path / "budget.json", {"tap": {"config": {"defences": ["jpeg"]}, "eps": [point], "fraction": []}})
-    with pytest.raises(CheckpointError, match="rerun `python -m core budget`"):
+    with pytest.raises(CheckpointError, match="rerun `python -m core budget --out "):
         load_budget(tmp_path / "budget.json")  # a float where the defences' accuracies belong
 
 

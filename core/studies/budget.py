@@ -6,19 +6,17 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from core.budget import BUDGET_DEFENCES, BUDGET_FILE
+from core.budget import BUDGET_DEFENCES, BUDGET_FILE, budget_threats
 from core.poison import SMOOTH_SCALES
 from core.registry import DEFENCES, THREATS
 from core.studies import RUNS_DIR, STUDIES, DataOptions, Stages, StudySpec, option
 from core.studies.run import PRESETS
 
-BUDGET_THREATS = ("tap", "unlearnable")  # the availability poisons whose budget matters
-
 
 @dataclass(frozen=True)
 class BudgetOptions:
     preset: str = option("compare", "the experiment the poisons and victims follow", choices=PRESETS)
-    threats: tuple[str, ...] = option(BUDGET_THREATS, "the poisons measured", choices=BUDGET_THREATS)
+    threats: tuple[str, ...] = option(("tap", "unlearnable"), "the poisons measured", choices=budget_threats)
     eps_levels: tuple[float, ...] = option((2, 4, 8, 16), "eps in grey levels (/255)")
     fractions: tuple[float, ...] = option((0.1, 0.5, 1.0), "shares of train poisoned")
     defences: tuple[str, ...] = option(BUDGET_DEFENCES, "beside undefended", choices=DEFENCES.names)

@@ -117,5 +117,6 @@ THREATS.register(
         # 8/255 as the anchors; step 2.5 * eps / steps (Madry's rule); 40 steps: the probe's 20 fooled the
         # surrogate on 86% of images at 8/255, 40 on 99% at 16/255 (../shared/notes/probes.md)
         defaults={"eps": 8 / 255, "alpha": 2.5 * (8 / 255) / 40, "steps": 40},
+        step_size=lambda eps, steps: 2.5 * eps / steps,
     )
 )

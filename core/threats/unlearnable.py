@@ -119,5 +119,6 @@ THREATS.register(
         needs_surrogate=True,  # only its architecture: the model trained alongside starts fresh
         # 8/255 as the anchors; their 20 steps of 0.8/255, halved to 10 steps of 1.6/255 for CPU budgets
         defaults={"eps": 8 / 255, "alpha": 1.6 / 255, "steps": 10},
+        step_size=lambda eps, steps: eps / 5,
     )
 )
