@@ -423,7 +423,7 @@ def defence_grid_markdown(grid: dict) -> str:
 
     cases = list(grid["summary"])
     header = [f"{case_label(grid, case)} ({grid['case_seeds'][case]} seed(s))" for case in cases]
-    rows: dict[str, list[str]] = {}
+    rows: dict[str, dict[str, str]] = {}  # model -> case -> cell: a model a case did not measure gets a dash there
     for case in cases:
         for row in defence_rows(case, grid["summary"][case]):
             cell = row["clean"] if row["clean"].startswith("n/a") else f"{row['clean']} / {row['worst case']}"
@@ -431,10 +431,12 @@ def defence_grid_markdown(grid: dict) -> str:
                 cell += f", ASR {row['attack success']}"
             if row["published (CIFAR-10)"]:
                 cell += f" (published {row['published (CIFAR-10)']})"
-            rows.setdefault(row["model"], []).append(cell)
+            rows.setdefault(row["model"], {})[case] = cell
     lines = ["| model (clean accuracy / worst case) | " + " | ".join(header) + " |"]
     lines.append("| --- " * (len(cases) + 1) + "|")
-    lines += [f"| {model} | " + " | ".join(cells) + " |" for model, cells in rows.items()]
+    lines += [
+        f"| {model} | " + " | ".join(cells.get(case, "-") for case in cases) + " |" for model, cells in rows.items()
+    ]
     return "\n".join(lines)
 
 

@@ -323,6 +323,18 @@ def test_report_gives_binomial_standard_errors_for_one_seed_and_seed_errors_for_
     assert "TAP" in table[0] and "(2 seed(s))" in table[0]
     jpeg_row = next(line for line in table if line.startswith("| JPEG"))
     assert "85.0% ± 7.1" in jpeg_row and "(published 83.9%)" in jpeg_row
+    # merged grids: a defence measured on one case only sits in that case's column, a dash in the others (the cells
+    # were appended left to right, so a backdoor-only defence's cell landed under TAP)
+    none = {"clean_acc": 0.9, "attack_success_rate": 1.0}
+    runs = {"0": {"tap": case(0.4, 0.9), "backdoor": {"n_test": 1000, "models": {"none": none}}}}
+    runs["0"]["backdoor"]["models"]["abl"] = {"clean_acc": 0.91, "attack_success_rate": 0.02}
+    settings = {**settings, "backdoor": {"threat": "backdoor", "eps": 0.01, "fraction": 0.05}}
+    grid = {"config": {"experiment": {}, "case_settings": settings}, "runs": runs, **grid_summary(runs)}
+    table = defence_grid_markdown(grid).splitlines()
+    abl_row = next(line for line in table if line.startswith("| Anti-backdoor")).split(" | ")
+    jpeg_row = next(line for line in table if line.startswith("| JPEG")).split(" | ")
+    assert abl_row[1] == "-" and abl_row[2].startswith("91.0%") and "ASR 2.0%" in abl_row[2]
+    assert jpeg_row[1].startswith("90.0%") and jpeg_row[2] == "- |"
 
 
 def test_a_grid_keeps_finished_cases_only_under_the_same_settings():
