@@ -383,11 +383,16 @@ def seeds_of(metrics: dict | None) -> int:
     return int(((metrics or {}).get("clean_acc") or {}).get("n", 0))
 
 
+PAIRED_REFERENCES = ("none", "clean_reference")
+
+
 def merge_grids(grids: list[dict]) -> dict | None:
     """Several grids of one preset as one: per threat case, every model any grid trained, each (summary and per-seed
     runs alike) from the grid with the most seeds of it (the later grid on ties: newer code). A case whose poison
     settings differ from an earlier grid's, or a grid of another experiment, is left out rather than mixed.
-    `case_seeds` is the most seeds of any model of the case; each model's own count is seeds_of(its metrics)."""
+    `case_seeds` is the most seeds of any model of the case; each model's own count is seeds_of(its metrics). Each
+    merged run keeps, per model, the clean accuracy of the references of the grid it came from ("references"), for
+    paired gaps."""
     grids = [grid for grid in grids if grid]
     if not grids:
         return None
@@ -417,6 +422,10 @@ def merge_grids(grids: list[dict]) -> dict | None:
             if case in results:
                 run = merged["runs"].setdefault(seed, {}).setdefault(case, {**results[case], "models": {}})
                 run["models"][name] = results[case]["models"].get(name)
+                # the references trained beside it (its own grid's): a paired gap compares models of one grid, not
+                # a defence with another grid's no-defence model (thread counts and code versions differ)
+                own = {ref: (results[case]["models"].get(ref) or {}).get("clean_acc") for ref in PAIRED_REFERENCES}
+                run.setdefault("references", {})[name] = own
     return merged
 
 

@@ -348,8 +348,11 @@ def report_defence_grid(grid: dict) -> str:
                 continue
             accuracies = [run["models"][name]["clean_acc"] for run in mine]
             cells = []
-            for reference in ("none", "clean_reference"):
-                others = [run["models"][reference]["clean_acc"] for run in mine]
+            for reference in ("none", "clean_reference"):  # paired with the references of the model's own grid
+                others = [
+                    (run.get("references", {}).get(name) or {}).get(reference) or run["models"][reference]["clean_acc"]
+                    for run in mine
+                ]
                 gap = seed_gap(accuracies, others) if len(mine) > 1 else binomial_gap(accuracies[0], others[0], n_test)
                 # two seeds that happen to agree give a standard error near 0: a z from it means nothing
                 z = f"z {gap['z']:+.1f}" if gap["se"] >= 0.0005 else "z n/a"

@@ -542,6 +542,8 @@ def test_grids_merge_into_one_table_each_model_from_the_grid_with_most_seeds():
     report = report_defence_grid(merged)
     abl_line = next(line for line in report.splitlines() if line.startswith("abl"))
     assert abl_line.split()[1] == "1" and "2.0% ±" in abl_line  # one seed, its attack success
+    # its gap is paired with its own grid's no defence (91%), not the merged row's (90%, from the other grid)
+    assert abl_line.split()[3] == "-3.0" and merged["summary"]["backdoor"]["models"]["none"]["clean_acc"]["n"] == 3
     jpeg_line = next(line for line in report.splitlines() if line.startswith("jpeg"))
     assert jpeg_line.split()[1] == "3"
     # a case poisoned with other settings in a later grid is not mixed in, nor a grid of another experiment
