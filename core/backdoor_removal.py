@@ -133,7 +133,7 @@ DROP_SHARE = Knob(
 DEFENCES.register(
     DefenceSpec(
         "abl_drop",
-        "Drop what is learnt fastest, retrain (ABL's isolation as a filter)",
+        "ABL's isolation as a filter: drop what is learnt fastest, retrain",
         "Trains a model briefly with ABL's LGA loss, drops the share of training images it learns fastest (a "
         "backdoor's poisons are a shortcut, learnt first) and trains the classifier from scratch on the rest.",
         without_the_fastest_learnt,

@@ -128,7 +128,10 @@ def _backdoor(grid: dict) -> dict | None:
         seeds.append(rate["n"])
         behind.append(f"{name.replace('_', ' ')} {mean_std(rate, percent=True)} ({rate['n']} seed(s))")
         if rate["mean"] < REMOVED_BELOW and clean["mean"] >= none_clean - CLEAN_COST_AT_MOST:
-            removed.append(DEFENCES.label(name).split(",")[0].split(":")[0].lower())
+            phrase = DEFENCES.label(name).split(",")[0].split(":")[0]
+            removed.append(
+                phrase if phrase[:2].isupper() else phrase[0].lower() + phrase[1:]
+            )  # "ABL's ...", "fine-tune"
             removers.append(
                 f"{name.replace('_', ' ')} ({mean_std(rate, percent=True)} attack success at "
                 f"{mean_std(clean, percent=True)} clean, no defence {none_clean:.1%})"
