@@ -534,7 +534,35 @@ def report_sweep(run: Run) -> str:
             )
     if len(complete_seeds) <= 1:  # no spread over seeds yet: the one complete seed's gaps with their test noise
         lines += one_seed_sweep_gaps(sweep, complete_seeds[0] if complete_seeds else config["seeds"][0])
+    else:
+        lines += seed_paired_sweep_gaps(sweep, complete_seeds)
     return "\n".join(lines)
+
+
+def seed_paired_sweep_gaps(sweep: dict, seeds: list[int]) -> list[str]:
+    """For a sweep with several complete seeds: at every share, DAE minus random and DAE minus oracle, clean and worst
+    case, as the mean of per-seed differences with its standard error over those seeds (paired by seed: it carries
+    the training-to-training variation and the test noise alike). Two seeds that happen to agree give an SE near 0:
+    their z is printed as n/a."""
+    config = sweep["config"]
+    by = {(m["filter"], m["target_share"], m["seed"]): m for m in sweep["measurements"]}
+    lines = [f"complete seeds {seeds}, gaps per share (SE over {len(seeds)} seeds, paired by seed):"]
+    for share in sorted(config["drop_shares"]):
+        if share == 0:
+            continue
+        cells = []
+        for other in ("random", "oracle"):
+            if not all((other, share, seed) in by for seed in seeds):
+                continue
+            for key, word in (("clean_acc", "clean"), ("adaptive_acc", "worst")):
+                gap = seed_gap(
+                    [by[("detector", share, seed)][key] for seed in seeds],
+                    [by[(other, share, seed)][key] for seed in seeds],
+                )
+                z = f"z {gap['z']:+.1f}" if gap["se"] >= 0.0005 else "z n/a"
+                cells.append(f"DAE - {other} {word} {gap['gap'] * 100:+.1f} ± {gap['se'] * 100:.1f} ({z})")
+        lines.append(f"  {share:>6.1%} dropped: " + "; ".join(cells))
+    return lines
 
 
 def one_seed_sweep_gaps(sweep: dict, seed: int | None = None) -> list[str]:

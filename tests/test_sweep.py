@@ -352,3 +352,28 @@ def test_a_sweep_resumed_part_way_still_reports_its_complete_seeds_gaps(tmp_path
     assert "1 complete seed(s) [0]" in text and "seed 0, gaps per share" in text
     at_ten = {m["filter"]: m["clean_acc"] for m in seed_zero if m["target_share"] == 0.1}
     assert f"DAE - random clean {(at_ten['detector'] - at_ten['random']) * 100:+.1f} ± " in text
+
+
+def test_gaps_per_share_are_paired_by_seed_once_two_seeds_are_complete():
+    """With two complete seeds report prints, per share, the mean of the per-seed DAE - control differences with
+    their standard error over seeds (it printed no per-share gap at all past one seed)."""
+    from core.report import seed_paired_sweep_gaps
+
+    def point(seed, name, share, clean, worst):
+        return {"seed": seed, "filter": name, "target_share": share, "clean_acc": clean, "adaptive_acc": worst}
+
+    sweep = {
+        "config": {"seeds": [0, 1], "drop_shares": [0.0, 0.5], "n_test": 10_000, "n_robust_test": 400},
+        "measurements": [
+            point(0, "detector", 0.5, 0.96, 0.50),
+            point(0, "random", 0.5, 0.98, 0.50),
+            point(1, "detector", 0.5, 0.95, 0.40),
+            point(1, "random", 0.5, 0.98, 0.50),
+        ],
+    }
+    lines = seed_paired_sweep_gaps(sweep, [0, 1])
+    assert len(lines) == 2 and "SE over 2 seeds" in lines[0]
+    # differences -2 and -3 points: mean -2.5, SE = std / sqrt(2) = 0.707 / 1.414 = 0.5 points
+    assert "DAE - random clean -2.5 ± 0.5 (z -5.0)" in lines[1]
+    assert "DAE - random worst -5.0 ± 5.0 (z -1.0)" in lines[1]
+    assert "oracle" not in lines[1]
