@@ -541,12 +541,17 @@ def report_sweep(run: Run) -> str:
 
 def seed_paired_sweep_gaps(sweep: dict, seeds: list[int]) -> list[str]:
     """For a sweep with several complete seeds: at every share, DAE minus random and DAE minus oracle, clean and worst
-    case, as the mean of per-seed differences with its standard error over those seeds (paired by seed: it carries
-    the training-to-training variation and the test noise alike). Two seeds that happen to agree give an SE near 0:
-    their z is printed as n/a."""
+    case, as the mean of per-seed differences. Its standard error is the one over those seeds (paired by seed: it
+    carries the training-to-training variation and the test noise alike), floored at the test noise of that mean
+    (independent binomials over the images): two or three seeds that happen to agree would otherwise give an SE near 0
+    and a z that means nothing."""
     config = sweep["config"]
+    sizes = {"clean_acc": config["n_test"], "adaptive_acc": config["n_robust_test"]}
     by = {(m["filter"], m["target_share"], m["seed"]): m for m in sweep["measurements"]}
-    lines = [f"complete seeds {seeds}, gaps per share (SE over {len(seeds)} seeds, paired by seed):"]
+    lines = [
+        f"complete seeds {seeds}, gaps per share (SE over {len(seeds)} seeds, paired by seed, at least the test noise "
+        f"of the mean; clean on {sizes['clean_acc']} images, worst case on {sizes['adaptive_acc']}):"
+    ]
     for share in sorted(config["drop_shares"]):
         if share == 0:
             continue
@@ -555,12 +560,13 @@ def seed_paired_sweep_gaps(sweep: dict, seeds: list[int]) -> list[str]:
             if not all((other, share, seed) in by for seed in seeds):
                 continue
             for key, word in (("clean_acc", "clean"), ("adaptive_acc", "worst")):
-                gap = seed_gap(
-                    [by[("detector", share, seed)][key] for seed in seeds],
-                    [by[(other, share, seed)][key] for seed in seeds],
-                )
-                z = f"z {gap['z']:+.1f}" if gap["se"] >= 0.0005 else "z n/a"
-                cells.append(f"DAE - {other} {word} {gap['gap'] * 100:+.1f} ± {gap['se'] * 100:.1f} ({z})")
+                a = [by[("detector", share, seed)][key] for seed in seeds]
+                b = [by[(other, share, seed)][key] for seed in seeds]
+                gap = seed_gap(a, b)
+                noise = math.sqrt(sum(x * (1 - x) + y * (1 - y) for x, y in zip(a, b)) / sizes[key]) / len(seeds)
+                se = max(gap["se"], noise)
+                z = gap["gap"] / se if se > 0 else 0.0
+                cells.append(f"DAE - {other} {word} {gap['gap'] * 100:+.1f} ± {se * 100:.1f} (z {z:+.1f})")
         lines.append(f"  {share:>6.1%} dropped: " + "; ".join(cells))
     return lines
 

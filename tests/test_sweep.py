@@ -373,7 +373,13 @@ def test_gaps_per_share_are_paired_by_seed_once_two_seeds_are_complete():
     }
     lines = seed_paired_sweep_gaps(sweep, [0, 1])
     assert len(lines) == 2 and "SE over 2 seeds" in lines[0]
-    # differences -2 and -3 points: mean -2.5, SE = std / sqrt(2) = 0.707 / 1.414 = 0.5 points
+    # differences -2 and -3 points: mean -2.5, SE = std / sqrt(2) = 0.707 / 1.414 = 0.5 points (above the test noise)
     assert "DAE - random clean -2.5 ± 0.5 (z -5.0)" in lines[1]
     assert "DAE - random worst -5.0 ± 5.0 (z -1.0)" in lines[1]
     assert "oracle" not in lines[1]
+    # two seeds that agree exactly: the SE is the test noise of the mean, not 0
+    for point in sweep["measurements"]:
+        if point["seed"] == 1:
+            point.update(clean_acc=0.96 if point["filter"] == "detector" else 0.98, adaptive_acc=0.5)
+    noise = ((0.96 * 0.04 + 0.98 * 0.02) * 2 / 10_000) ** 0.5 / 2 * 100
+    assert f"DAE - random clean -2.0 ± {noise:.1f}" in seed_paired_sweep_gaps(sweep, [0, 1])[1]
