@@ -46,6 +46,16 @@ def seed_gap(a: list[float], b: list[float]) -> dict:
     return {"gap": gap, "se": se, "z": gap / se if se > 0 else (0.0 if gap == 0 else math.inf), "n": n}
 
 
+def floored_gap(a: list[float], b: list[float], n_images: int) -> dict:
+    """seed_gap of accuracies measured on n_images each, its standard error floored at the test noise of the mean
+    difference (independent binomials): a few seeds that happen to agree give an SE near 0 and a z that means nothing;
+    one seed gives that noise alone."""
+    gap = seed_gap(a, b)
+    noise = math.sqrt(sum(x * (1 - x) + y * (1 - y) for x, y in zip(a, b)) / n_images) / len(a)
+    se = noise if gap["n"] < 2 else max(gap["se"], noise)
+    return {**gap, "se": se, "z": gap["gap"] / se if se > 0 else 0.0}
+
+
 def verdict(z: float) -> str:
     return "within noise (|z| < 2)" if abs(z) < 2 else "beyond noise (|z| >= 2)"
 
@@ -505,13 +515,16 @@ def report_sweep(run: Run) -> str:
     seeds = [seed for seed in config["seeds"] if all((name, share, seed) in by for name in config["filters"])]
     if seeds:
         means = {name: statistics.mean(by[(name, share, seed)] for seed in seeds) for name in config["filters"]}
-        gap = seed_gap([by[("detector", share, s)] for s in seeds], [by[("random", share, s)] for s in seeds])
+        gap = floored_gap(
+            [by[("detector", share, s)] for s in seeds], [by[("random", share, s)] for s in seeds], config["n_test"]
+        )
         lines.append(
             f"at {share:.1%} dropped (the run's threshold drops {run_share:.1%}), {len(seeds)} seed(s): "
             + ", ".join(f"{name} {value:.1%}" for name, value in means.items())
             + f"; DAE minus random {gap['gap'] * 100:+.1f}"
             + (
-                f" ± {gap['se'] * 100:.1f} points (SE over seeds, paired by seed), {verdict(gap['z'])}"
+                f" ± {gap['se'] * 100:.1f} points (SE over seeds, paired by seed, at least the test noise), "
+                f"{verdict(gap['z'])}"
                 if gap["n"] > 1
                 else " points (one seed: no standard error over seeds)"
             )
@@ -520,9 +533,10 @@ def report_sweep(run: Run) -> str:
         lifts = []
         for value in config["drop_shares"]:
             if value > 0:
-                gap = seed_gap(
+                gap = floored_gap(
                     [by[("oracle", value, seed)] for seed in complete_seeds],
                     [by[("oracle", 0.0, seed)] for seed in complete_seeds],
+                    config["n_test"],
                 )
                 lifts.append((gap["gap"], gap["se"], value))
         if lifts:
@@ -562,11 +576,10 @@ def seed_paired_sweep_gaps(sweep: dict, seeds: list[int]) -> list[str]:
             for key, word in (("clean_acc", "clean"), ("adaptive_acc", "worst")):
                 a = [by[("detector", share, seed)][key] for seed in seeds]
                 b = [by[(other, share, seed)][key] for seed in seeds]
-                gap = seed_gap(a, b)
-                noise = math.sqrt(sum(x * (1 - x) + y * (1 - y) for x, y in zip(a, b)) / sizes[key]) / len(seeds)
-                se = max(gap["se"], noise)
-                z = gap["gap"] / se if se > 0 else 0.0
-                cells.append(f"DAE - {other} {word} {gap['gap'] * 100:+.1f} ± {se * 100:.1f} (z {z:+.1f})")
+                gap = floored_gap(a, b, sizes[key])
+                cells.append(
+                    f"DAE - {other} {word} {gap['gap'] * 100:+.1f} ± {gap['se'] * 100:.1f} (z {gap['z']:+.1f})"
+                )
         lines.append(f"  {share:>6.1%} dropped: " + "; ".join(cells))
     return lines
 
