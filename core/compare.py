@@ -35,7 +35,7 @@ from core.detect import (
 )
 from core.evaluate import filter_quality, robust_test_set, robustness
 from core.executor import ExecutorConfig, finished_cells, run_missing_cells, worker_paths
-from core.pipeline import ExperimentConfig, ModelCache, Prepared, distilled, prepare
+from core.pipeline import DefenderStages, ExperimentConfig, ModelCache, Prepared, distilled, prepare
 from core.poison import threat_metrics
 from core.recipe import sampling_seed
 from core.registry import DETECTORS, THREATS, checked_knobs
@@ -101,7 +101,7 @@ class CompareConfig:
 
 
 def build_detectors(
-    prepared: Prepared,
+    prepared: DefenderStages,
     names: tuple[str, ...],
     config: CompareConfig,
     cache: ModelCache,
@@ -110,7 +110,7 @@ def build_detectors(
 ) -> dict[str, ScoreDetector]:
     """Every named detector from the registry, fitted as its spec says: on the defender's trusted images, or (fit_on
     "training") on the poisoned training set through poisoned_model() (default: the run's undefended classifier)."""
-    if poisoned_model is None and prepared.classifier is not None:
+    if poisoned_model is None and getattr(prepared, "classifier", None) is not None:  # a run being trained
 
         def poisoned_model():
             return prepared.classifier("undefended", prepared.poisoned.data, "undefended", prepared.poison_key)[0]
@@ -144,7 +144,7 @@ def build_detectors(
 
 
 def score_detectors(
-    prepared: Prepared, detectors: dict[str, ScoreDetector], threshold_config: ThresholdConfig, report=None
+    prepared: DefenderStages, detectors: dict[str, ScoreDetector], threshold_config: ThresholdConfig, report=None
 ) -> tuple[dict, dict, dict]:
     """Each detector thresholded per threshold_config on the (poisoned) training set.
 
@@ -162,28 +162,24 @@ def score_detectors(
     return scores, drops, quality
 
 
-def prepared_from_run(run, data_root=None, download: bool = False, progress=None) -> Prepared:
-    """The shared stages of a finished run, rebuilt from its shipped models (nothing is retrained)."""
+def prepared_from_run(run, data_root=None, download: bool = False, progress=None) -> DefenderStages:
+    """The defender's stages of a finished run, rebuilt whole from its shipped models (nothing is retrained)."""
 
     splits = run.splits(data_root, download)
     calibration = run.calibration(splits)
     detector = DAEDetector(run.autoencoder())
     detector.fit(calibration.images)
-    return Prepared(
-        splits,
-        run.poisons(splits.train),
-        run.classifier("surrogate"),
-        run.classifier("defender"),
-        run.dae_data(splits),
-        calibration,
-        detector,
-        run.train_scores,
-        run.threshold,
-        data_key={},
-        poison_key={},
-        artifacts=dict(run.results["artifacts"]),
-        classifier=None,
+    return DefenderStages(
+        splits=splits,
+        poisoned=run.poisons(splits.train),
+        defender=run.classifier("defender"),
+        dae_data=run.dae_data(splits),
+        calibration=calibration,
+        detector=detector,
+        train_scores=run.train_scores,
+        threshold=run.threshold,
         dae_config=run.config.dae,
+        artifacts=dict(run.results["artifacts"]),
     )
 
 

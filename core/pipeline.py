@@ -231,25 +231,33 @@ class RunState:
 
 
 @dataclass
-class Prepared:
-    """The stages every defence shares: data, the attacker's surrogate and poisons, the defender's
-    classifier and DAE (with the DAE detector fitted and thresholded)."""
+class DefenderStages:
+    """What the defender holds once the shared stages ran: the data, the training set as delivered (with its poisons),
+    its own classifier and DAE, the DAE detector fitted and thresholded. A finished run rebuilds all of it from its
+    files (core.compare.prepared_from_run); detectors and the filter need nothing more."""
 
     splits: GTSRBSplits
     poisoned: PoisonedSet
-    surrogate: torch.nn.Module
     defender: torch.nn.Module
     dae_data: ImageSet  # trusted images the DAE (and the defender) trained on
     calibration: ImageSet  # trusted images held out to calibrate thresholds
     detector: DAEDetector
     train_scores: torch.Tensor
     threshold: float
-    data_key: dict
-    poison_key: dict
-    artifacts: dict[str, str]
-    # (role, data, seed role, upstream, temperature=1, epochs=None, adversary=None) -> (model, cache name)
-    classifier: Callable
     dae_config: DAEConfig
+    artifacts: dict[str, str]  # role -> cache name (surrogate, defender, dae)
+
+
+@dataclass
+class Prepared(DefenderStages):
+    """The shared stages of a run being trained: DefenderStages plus the attacker's surrogate, the cache keys of the
+    data and the poisons, and `classifier`, which trains (or reloads) a classifier of the run's recipe."""
+
+    surrogate: torch.nn.Module | None = None
+    data_key: dict = field(default_factory=dict)
+    poison_key: dict = field(default_factory=dict)
+    # (role, data, seed role, upstream, temperature=1, epochs=None, adversary=None) -> (model, cache name)
+    classifier: Callable | None = None
 
 
 def _trainer(report: Progress, stage: str):
@@ -372,20 +380,20 @@ def prepare(
     )
     report("scoring training set", 1, 1)
     return Prepared(
-        splits,
-        poisoned,
-        surrogate,
-        defender,
-        dae_data,
-        calibration,
-        detector,
-        train_scores,
-        threshold,
-        data_key,
-        poison_key,
-        {"surrogate": surrogate_name, "defender": defender_name, "dae": dae_name},
-        classifier,
-        dae_config,
+        splits=splits,
+        poisoned=poisoned,
+        defender=defender,
+        dae_data=dae_data,
+        calibration=calibration,
+        detector=detector,
+        train_scores=train_scores,
+        threshold=threshold,
+        dae_config=dae_config,
+        artifacts={"surrogate": surrogate_name, "defender": defender_name, "dae": dae_name},
+        surrogate=surrogate,
+        data_key=data_key,
+        poison_key=poison_key,
+        classifier=classifier,
     )
 
 

@@ -136,11 +136,11 @@ class ThreatSpec:
 @dataclass(frozen=True)
 class DetectorSpec:
     """A poison detector: `build(context)` -> an unfitted ScoreDetector (alibi-detect's fit / score /
-    infer_threshold / predict). context: a core.pipeline.Prepared plus `cache` and `settings`
-    (core.compare.CompareConfig). fit_on: what it is fitted on: "trusted" (the DAE's training images: detectors
-    that learn a reference distribution), "calibration" (held-out trusted images: detectors that only record
-    reference scores) or "training" (the poisoned training set itself, through a model trained on it: spectral
-    signatures, activation clustering)."""
+    infer_threshold / predict). context: a core.detect.DetectorContext (the defender's DAE, classifier and trusted
+    images, a model cache, the detectors' knobs). fit_on: what it is fitted on: "trusted" (the DAE's training images:
+    detectors that learn a reference distribution), "calibration" (held-out trusted images: detectors that only
+    record reference scores) or "training" (the poisoned training set itself, through a model trained on it:
+    spectral signatures, activation clustering)."""
 
     name: str
     label: str
