@@ -46,6 +46,8 @@ CASES: dict[str, dict] = {
     "cuda": {"threat": "cuda"},  # a random 3x3 blur per class and channel, all of train
     "unlearnable_grayscale": {"threat": "unlearnable_grayscale"},  # adaptive: crafted through grayscale
     "tap_jpeg": {"threat": "tap_jpeg"},  # adaptive: crafted through JPEG at quality 10
+    # adaptive against abl_drop, which drops 10%: a quarter of the other classes poisoned (about 24% of train)
+    "backdoor_heavy": {"threat": "backdoor", "fraction": 0.25},
 }
 REFERENCES = ("clean_reference", "none", "oracle")
 
@@ -473,6 +475,7 @@ CASE_LABELS = {
     "cuda": "CUDA class-wise blur, all of train",
     "unlearnable_grayscale": "unlearnable through grayscale (adaptive), 8/255, all of train",
     "tap_jpeg": "TAP through JPEG (adaptive), 8/255, all of train",
+    "backdoor_heavy": "backdoor (BadNets) on 25%, more than abl_drop drops (adaptive)",
 }
 
 
