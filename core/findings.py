@@ -120,7 +120,7 @@ def _backdoor(grid: dict) -> dict | None:
     if not models.get("none"):
         return None
     none_clean = models["none"]["clean_acc"]["mean"]
-    behind, removers, removed, seeds = [], [], [], []
+    behind, removers, removed, seeds, beaten = [], [], [], [], []
     for name, metrics in models.items():
         if not metrics or name in ("clean_reference", "none", "oracle") or not metrics.get("attack_success_rate"):
             continue
@@ -132,12 +132,22 @@ def _backdoor(grid: dict) -> dict | None:
             removed.append(
                 phrase if phrase[:2].isupper() else phrase[0].lower() + phrase[1:]
             )  # "ABL's ...", "fine-tune"
+            heavy = grid["summary"].get("backdoor_heavy", {}).get("models", {}).get(name) or {}
+            knows = heavy.get("attack_success_rate")  # the attacker who poisons more than the defence removes
+            beaten.append(bool(knows) and knows["mean"] >= REMOVED_BELOW)
             removers.append(
                 f"{name.replace('_', ' ')} ({mean_std(rate, percent=True)} attack success at "
-                f"{mean_std(clean, percent=True)} clean, no defence {none_clean:.1%})"
+                f"{mean_std(clean, percent=True)} clean, no defence {none_clean:.1%}"
+                + (
+                    f"; a backdoor on 25% of the other classes keeps {mean_std(knows, percent=True)} behind it, "
+                    f"{knows['n']} seed(s))"
+                    if knows
+                    else ")"
+                )
             )
     title = (
         f"The backdoor is removed by {' and '.join(removed)}"
+        + (", until the attacker poisons more than it drops" if beaten and all(beaten) else "")
         if removers
         else "No defence here removes the backdoor reliably"
     )

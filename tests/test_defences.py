@@ -574,6 +574,14 @@ def test_the_overview_names_a_defence_that_removes_the_backdoor_only_when_the_gr
     assert "abl 1.0% (1 seed(s))" in removed["text"] and removed["seeds"] == 1
     assert _backdoor(grid(0.01, 0.85))["title"].startswith("No defence")  # removed, at 7 points of clean accuracy
     assert _backdoor(grid(0.2, 0.92))["title"].startswith("No defence")
+    # the attacker who knows it: a heavier backdoor case behind the same defence is reported beside the removal
+    knowing = grid(0.01, 0.915)
+    heavy = {"abl": {"clean_acc": stat(0.87, 2), "attack_success_rate": stat(1.0, 2)}}
+    knowing["summary"]["backdoor_heavy"] = {"models": heavy}
+    assert (
+        "a backdoor on 25% of the other classes keeps 100.0% ± 1.0 behind it, 2 seed(s)" in _backdoor(knowing)["text"]
+    )
+    assert "25%" not in removed["text"]
 
 
 def test_defence_verdicts_name_the_availability_poison_that_breaks_each_defence():
