@@ -544,7 +544,7 @@ def report_sweep(run: Run) -> str:
             lines.append(
                 "the oracle's largest clean-accuracy lift over its 0%-dropped student: "
                 f"{lift * 100:+.1f} ± {se * 100:.1f} points at {at:.1%} dropped "
-                f"(SE over {len(complete_seeds)} seeds, paired by seed)"
+                f"(SE over {len(complete_seeds)} seeds, paired by seed, at least the test noise)"
             )
     if len(complete_seeds) <= 1:  # no spread over seeds yet: the one complete seed's gaps with their test noise
         lines += one_seed_sweep_gaps(sweep, complete_seeds[0] if complete_seeds else config["seeds"][0])
