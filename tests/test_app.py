@@ -110,6 +110,10 @@ def test_the_default_run_draws_its_shipped_sweep_with_measured_and_interpolated_
     assert set(drawn) == {labels[name] for name in sweep["curves"]}
     for name, points in sweep["curves"].items():  # one marker per measured share
         assert drawn[labels[name]]["x"] == [point["drop_share"] for point in points]
+    # zoomed to the curves (on [0, 1] the filters' 2-point differences at 98% were one flat line), every mean inside
+    low, high = sweep_chart["layout"]["yaxis"]["range"]
+    means = [point["mean"]["clean_acc"] for points in sweep["curves"].values() for point in points]
+    assert low <= min(means) and max(means) <= high and 0.04 - 1e-9 <= high - low < 0.2, (low, high)
 
     def student_line(at) -> str:
         return next(m.value for m in at.markdown if m.value.startswith("**Student at this threshold**"))
