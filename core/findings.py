@@ -126,17 +126,15 @@ def _backdoor(grid: dict) -> dict | None:
             continue
         rate, clean = metrics["attack_success_rate"], metrics["clean_acc"]
         seeds.append(rate["n"])
-        behind.append(f"{name.replace('_', ' ')} {mean_std(rate, percent=True)} ({rate['n']} seed(s))")
+        behind.append(f"`{name}` {mean_std(rate, percent=True)} ({rate['n']} seed(s))")
         if rate["mean"] < REMOVED_BELOW and clean["mean"] >= none_clean - CLEAN_COST_AT_MOST:
             phrase = DEFENCES.label(name).split(",")[0].split(":")[0]
-            removed.append(
-                phrase if phrase[:2].isupper() else phrase[0].lower() + phrase[1:]
-            )  # "ABL's ...", "fine-tune"
+            removed.append(phrase if phrase[:2].isupper() else phrase[0].lower() + phrase[1:])  # acronyms kept
             heavy = grid["summary"].get("backdoor_heavy", {}).get("models", {}).get(name) or {}
             knows = heavy.get("attack_success_rate")  # the attacker who poisons more than the defence removes
             beaten.append(bool(knows) and knows["mean"] >= REMOVED_BELOW)
             removers.append(
-                f"{name.replace('_', ' ')} ({mean_std(rate, percent=True)} attack success at "
+                f"`{name}` ({mean_std(rate, percent=True)} attack success at "
                 f"{mean_std(clean, percent=True)} clean, no defence {none_clean:.1%}"
                 + (
                     f"; a backdoor on 25% of the other classes keeps {mean_std(knows, percent=True)} behind it, "

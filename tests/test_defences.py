@@ -571,7 +571,7 @@ def test_the_overview_names_a_defence_that_removes_the_backdoor_only_when_the_gr
 
     removed = _backdoor(grid(0.01, 0.915))
     assert removed["title"] == "The backdoor is removed by anti-backdoor learning (ABL)"  # the acronym kept
-    assert "abl 1.0% (1 seed(s))" in removed["text"] and removed["seeds"] == 1
+    assert "`abl` 1.0% (1 seed(s))" in removed["text"] and removed["seeds"] == 1  # names as the CLI spells them
     assert _backdoor(grid(0.01, 0.85))["title"].startswith("No defence")  # removed, at 7 points of clean accuracy
     assert _backdoor(grid(0.2, 0.92))["title"].startswith("No defence")
     # the attacker who knows it: a heavier backdoor case behind the same defence is reported beside the removal
