@@ -504,7 +504,7 @@ def report_sweep(run: Run) -> str:
     share = min(config["drop_shares"], key=lambda value: abs(value - run_share) if value > 0 else math.inf)
     lines = [
         f"{run.directory}: {len(measurements)} of {total} points measured, {len(complete_seeds)} complete seed(s) "
-        f"{complete_seeds}, {sweep['seconds']:.0f} s of sweep time",
+        f"{complete_seeds}, {sweep['seconds']:.0f} s in its last invocation (each point records its own)",
         f"student at 0% dropped: {statistics.mean(zero):.1%} clean (std {statistics.stdev(zero) * 100:.1f} points "
         f"over {len(zero)} seeds)"
         if len(zero) > 1
