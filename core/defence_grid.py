@@ -49,6 +49,13 @@ CASES: dict[str, dict] = {
     # adaptive against abl_drop, which drops 10%: a quarter of the other classes poisoned (about 24% of train)
     "backdoor_heavy": {"threat": "backdoor", "fraction": 0.25},
 }
+# The cases crafted by an attacker who knows a defence: case -> (the case it adapts, the defence it knows). Reports read
+# it to put the adaptive attacker's result beside the defence's.
+ADAPTIVE_CASES = {
+    "unlearnable_grayscale": ("unlearnable", "grayscale"),
+    "tap_jpeg": ("tap", "jpeg"),
+    "backdoor_heavy": ("backdoor", "abl_drop"),
+}
 REFERENCES = ("clean_reference", "none", "oracle")
 
 

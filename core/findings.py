@@ -7,6 +7,7 @@ how many seeds stand behind it and the page that shows it. A finding whose file 
 from __future__ import annotations
 
 from core.compare import mean_std
+from core.defence_grid import ADAPTIVE_CASES, CASE_LABELS
 from core.pipeline import PAPER_RESULTS
 from core.registry import DEFENCES
 from core.sweep import curve_at_share
@@ -115,6 +116,16 @@ def _poisons_that_hurt(grid: dict) -> dict | None:
 REMOVED_BELOW, CLEAN_COST_AT_MOST = 0.05, 0.02
 
 
+def _knowing_attacker(grid: dict, case: str, defence: str) -> tuple[str | None, dict | None]:
+    """The grid's case crafted against `defence` from `case` (core.defence_grid.ADAPTIVE_CASES) and its attack success
+    behind that defence: (case, metric), or (None, None) where the grid has none."""
+    for adaptive, (base, known) in ADAPTIVE_CASES.items():
+        metrics = grid["summary"].get(adaptive, {}).get("models", {}).get(defence) or {}
+        if base == case and known == defence and metrics.get("attack_success_rate"):
+            return adaptive, metrics["attack_success_rate"]
+    return None, None
+
+
 def _backdoor(grid: dict) -> dict | None:
     models = grid["summary"].get("backdoor", {}).get("models", {})
     if not models.get("none"):
@@ -130,15 +141,14 @@ def _backdoor(grid: dict) -> dict | None:
         if rate["mean"] < REMOVED_BELOW and clean["mean"] >= none_clean - CLEAN_COST_AT_MOST:
             phrase = DEFENCES.label(name).split(",")[0].split(":")[0]
             removed.append(phrase if phrase[:2].isupper() else phrase[0].lower() + phrase[1:])  # acronyms kept
-            heavy = grid["summary"].get("backdoor_heavy", {}).get("models", {}).get(name) or {}
-            knows = heavy.get("attack_success_rate")  # the attacker who poisons more than the defence removes
+            adaptive, knows = _knowing_attacker(grid, "backdoor", name)
             beaten.append(bool(knows) and knows["mean"] >= REMOVED_BELOW)
             removers.append(
                 f"`{name}` ({mean_std(rate, percent=True)} attack success at "
                 f"{mean_std(clean, percent=True)} clean, no defence {none_clean:.1%}"
                 + (
-                    f"; a backdoor on 25% of the other classes keeps {mean_std(knows, percent=True)} behind it, "
-                    f"{knows['n']} seed(s))"
+                    f"; the attacker who knows it, {CASE_LABELS.get(adaptive, adaptive)}, keeps "
+                    f"{mean_std(knows, percent=True)} behind it, {knows['n']} seed(s))"
                     if knows
                     else ")"
                 )

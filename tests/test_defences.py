@@ -588,11 +588,13 @@ def test_the_overview_names_a_defence_that_removes_the_backdoor_only_when_the_gr
     assert _backdoor(grid(0.2, 0.92))["title"].startswith("No defence")
     # the attacker who knows it: a heavier backdoor case behind the same defence is reported beside the removal
     knowing = grid(0.01, 0.915)
-    heavy = {"abl": {"clean_acc": stat(0.87, 2), "attack_success_rate": stat(1.0, 2)}}
+    knowing["summary"]["backdoor"]["models"]["abl_drop"] = {"clean_acc": stat(0.92), "attack_success_rate": stat(0.002)}
+    heavy = {name: {"clean_acc": stat(0.87, 2), "attack_success_rate": stat(1.0, 2)} for name in ("abl", "abl_drop")}
     knowing["summary"]["backdoor_heavy"] = {"models": heavy}
-    assert (
-        "a backdoor on 25% of the other classes keeps 100.0% ± 1.0 behind it, 2 seed(s)" in _backdoor(knowing)["text"]
-    )
+    text = _backdoor(knowing)["text"]
+    knows = "the attacker who knows it, backdoor (BadNets) on 25%, more than abl_drop drops (adaptive), keeps 100.0%"
+    assert text.count(knows) == 1  # beside abl_drop, the defence it was crafted against, and not beside abl
+    assert text.index(knows) > text.index("`abl_drop` (0.2% ± 1.0 attack success")
     assert "25%" not in removed["text"]
 
 
@@ -673,3 +675,12 @@ def test_a_rerun_for_some_cases_keeps_the_other_cases_the_file_holds(tmp_path):
     other = DefenceGridConfig(tiny_config(temperature=2.0), cases=("backdoor",), defences=("jpeg",), seeds=(0,))
     assert held_elsewhere(other, previous) == {}
     assert held_elsewhere(asked, previous) == {"0": {"tap": previous["runs"]["0"]["tap"]}, "1": previous["runs"]["1"]}
+
+
+def test_each_adaptive_case_names_a_case_and_a_defence_the_grid_has():
+    from core.defence_grid import ADAPTIVE_CASES, CASE_LABELS, CASES
+
+    for adaptive, (base, defence) in ADAPTIVE_CASES.items():
+        assert adaptive in CASES and base in CASES and adaptive != base, adaptive
+        assert defence in DEFENCES.names(), (adaptive, defence)
+        assert "adaptive" in CASE_LABELS[adaptive]  # the app's label says it knows the defence

@@ -48,11 +48,12 @@ def knob_option(*tables: str):
     return field(default=(), metadata={"knobs_of": tables})
 
 
-def knobs_in(settings: tuple, table: str) -> tuple:
-    """The knob settings (("entry.knob", value) pairs) whose entry is registered in `table` ("threats", ...)."""
+def knobs_in(settings: tuple, *tables: str) -> tuple:
+    """The knob settings (("entry.knob", value) pairs) whose entry is registered in one of `tables` ("threats",
+    ...)."""
     import core.registry as registry
 
-    names = getattr(registry, table.upper()).names()
+    names = {name for table in tables for name in getattr(registry, table.upper()).names()}
     return tuple((name, value) for name, value in settings if name.partition(".")[0] in names)
 
 

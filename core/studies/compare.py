@@ -53,7 +53,7 @@ class CompareOptions(ExecutorOptions):
         if self.expected_poison is not None:
             threshold = ThresholdConfig(mode="expected_poison", expected_poison=self.expected_poison)
             experiment = replace(experiment, threshold=threshold)
-        poison_knobs = knobs_in(self.knobs, "threats") + knobs_in(self.knobs, "attacks")
+        poison_knobs = knobs_in(self.knobs, "threats", "attacks")
         experiment = replace(experiment, poison=replace(experiment.poison, knobs=poison_knobs))
         detectors = tuple(self.detectors or DETECTORS.names())
         default_distil = [name for name in CONTROLS + ("dae", "supervised") if name in CONTROLS + detectors]

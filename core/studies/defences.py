@@ -73,7 +73,7 @@ class DefencesOptions(ExecutorOptions):
             overrides["classifier_train"] = replace(experiment.classifier_train, epochs=self.epochs)
         if self.dae_epochs is not None:
             overrides["dae"] = replace(experiment.dae, train=replace(experiment.dae.train, epochs=self.dae_epochs))
-        poison_knobs = knobs_in(self.knobs, "threats") + knobs_in(self.knobs, "attacks")
+        poison_knobs = knobs_in(self.knobs, "threats", "attacks")
         overrides["poison"] = replace(experiment.poison, knobs=poison_knobs)
         return DefenceGridConfig(
             replace(experiment, **overrides),
