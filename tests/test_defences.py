@@ -666,7 +666,8 @@ def test_a_rerun_for_some_cases_keeps_the_other_cases_the_file_holds(tmp_path):
     asked = DefenceGridConfig(tiny_config(), cases=("backdoor",), defences=("jpeg",), seeds=(0,))
     result = defence_grid(asked, cache_dir=tmp_path, previous=previous)  # nothing left to compute
     assert result["runs"] == previous["runs"]
-    assert list(result["config"]["cases"]) == ["backdoor", "tap"] and list(result["config"]["seeds"]) == [0, 1]
+    assert list(result["config"]["cases"]) == ["tap", "backdoor"]  # in the file's order, not the rerun's
+    assert list(result["config"]["seeds"]) == [0, 1] and list(result["runs"]["0"]) == ["tap", "backdoor"]
     assert set(result["config"]["case_settings"]) == {"tap", "backdoor"}
     assert result["case_seeds"] == {"backdoor": 1, "tap": 2} and result["seconds"] == 3.0
     # cells made with other settings are not carried along
