@@ -297,9 +297,9 @@ def defence_grid(
     runs: dict[str, dict] = finished_runs(config, previous)
     held = held_elsewhere(config, previous)  # {seed: {case: result}} kept but not asked for
     held_cases = [case for cases in held.values() for case in cases]
-    kept_order = [  # the file's own case order first, so that a rerun for a few cases does not reorder its table
-        case for case in (previous or {}).get("config", {}).get("cases", []) if case in {*config.cases, *held_cases}
-    ]
+    described = {*config.cases, *held_cases}
+    # the file's own case order first, so that a rerun for a few cases does not reorder its table
+    kept_order = [case for case in (previous or {}).get("config", {}).get("cases", []) if case in described]
     whole = replace(  # the grid the result describes: what was asked for and what is held
         config,
         cases=tuple(dict.fromkeys([*kept_order, *config.cases, *held_cases])),
