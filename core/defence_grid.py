@@ -68,6 +68,8 @@ class DefenceGridConfig:
     seeds: tuple[int, ...] = (0,)
     robust_test_subset: float = 0.3  # share of the test set attacked for the adaptive worst case
     robust_steps: int = 10
+    # forward passes averaged per attack step on a model with test-time noise (core.robust: EOT); 1: one pass
+    eot_samples: int = 1
 
     def __post_init__(self):
         if self.defences is None:
@@ -83,6 +85,8 @@ class DefenceGridConfig:
             raise ValueError("seeds must be distinct and at least one")
         if not 0 < self.robust_test_subset <= 1 or self.robust_steps < 1:
             raise ValueError("robust_test_subset must be in (0, 1] and robust_steps >= 1")
+        if self.eot_samples < 1:
+            raise ValueError(f"eot_samples must be >= 1, got {self.eot_samples}")
 
     def poison_for(self, case: str, seed: int) -> PoisonConfig:
         changes = dict(CASES[case])
@@ -94,6 +98,8 @@ class DefenceGridConfig:
         data["defence"] = {name: value for name, value in asdict(self.defence).items() if name != "knobs"}
         if self.defence.knobs:  # grids made before knobs existed keep their settings (and their cells on a rerun)
             data["defence"]["knobs"] = dict(self.defence.knobs)
+        if self.eot_samples == 1:  # likewise grids made before EOT existed
+            del data["eot_samples"]
         data["case_settings"] = {case: self.poison_for(case, 0).to_dict() for case in self.cases}
         return data
 
@@ -181,7 +187,11 @@ def grid_one(
     poisoned, mask, test = prepared.poisoned, prepared.poisoned.poison_mask, prepared.splits.test
     robust_test = robust_test_set(test, config.robust_test_subset, seed)
     robust_config = RobustEvalConfig(
-        eps=experiment.eval_attack.eps, steps=config.robust_steps, temperature=1.0, seed=seed
+        eps=experiment.eval_attack.eps,
+        steps=config.robust_steps,
+        temperature=1.0,
+        seed=seed,
+        eot_samples=config.eot_samples,
     )
 
     def measure(model: nn.Module, n_train: int) -> dict:

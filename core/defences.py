@@ -126,6 +126,7 @@ class Purifier(nn.Module):
     def __init__(self, autoencoder: nn.Module, sigma: float, seed: int):
         super().__init__()
         self.autoencoder, self.sigma, self.seed = autoencoder, sigma, seed
+        self.stochastic = sigma > 0  # core.robust attacks it with EOT when asked
         self.reset()
 
     def reset(self) -> None:

@@ -365,6 +365,9 @@ def test_a_grid_keeps_finished_cases_only_under_the_same_settings():
     other_experiment = DefenceGridConfig(**{**vars(config), "experiment": tiny_config(temperature=2.0)})
     assert finished_runs(other_experiment, saved) == {}
     assert finished_runs(config, None) == {}
+    # attacks with expectation over the purifier's noise are another evaluation: nothing is kept either
+    assert finished_runs(DefenceGridConfig(**{**vars(config), "eot_samples": 8}), saved) == {}
+    assert "eot_samples" not in saved["config"]  # while grids without EOT keep the settings they were saved with
 
 
 def test_smoothness_sweep_end_to_end_on_a_tiny_set(gtsrb_root, tmp_path, capsys):

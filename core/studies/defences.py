@@ -47,6 +47,7 @@ class DefencesOptions(ExecutorOptions):
     abl_unlearn_lr: float = option(DefenceConfig.abl_unlearn_lr, "abl: learning rate of the unlearning")
     robust_test_subset: float = option(0.3, "share of test attacked (worst case)")
     robust_steps: int = option(10, "iterations of the adaptive attacks")
+    eot_samples: int = option(1, "passes averaged per attack step on a model with test-time noise (EOT; 1: none)")
     train_subset: float | None = option(None, "override the preset's share of the train split")
     test_subset: float | None = option(None, "override the preset's share of the test split")
     epochs: int | None = option(None, "override the preset's epochs for every classifier")
@@ -95,6 +96,7 @@ class DefencesOptions(ExecutorOptions):
             seeds=tuple(range(self.seeds)),
             robust_test_subset=self.robust_test_subset,
             robust_steps=self.robust_steps,
+            eot_samples=self.eot_samples,
         )
 
 
