@@ -366,10 +366,11 @@ def threat_label(case: str) -> str:
 SHIPPED_DEFENCE_GRID = Path(__file__).resolve().parents[1] / "checkpoints" / "defences" / "defences.json"
 # The shipped grids the app and README show as one table (merge_grids): the first grid (issue 10: the paper's poisons,
 # TAP, unlearnable, label flip, backdoor behind filter / purify / JPEG / grayscale / adversarial training), then issue
-# 24's (backdoor removal, purification at train and test time, OPS, CUDA and the poisons crafted through a defence).
+# 24's (backdoor removal, purification at train and test time, OPS, CUDA and the poisons crafted through a defence),
+# its purifiers attacked with expectation over their noise (purify_eot), and abl_drop's cells.
 SHIPPED_DEFENCE_GRIDS = tuple(
     SHIPPED_DEFENCE_GRID.parents[1] / folder / "defences.json"
-    for folder in ("defences", "defences_adaptive", "backdoor_drop")  # the first grid, the second, abl_drop's cells
+    for folder in ("defences", "defences_adaptive", "purify_eot", "backdoor_drop")
 )
 
 
@@ -440,6 +441,10 @@ def merge_grids(grids: list[dict]) -> dict | None:
         merged["config"]["case_settings"][case] = settings[case]
         metrics = grid["summary"][case]["models"][name]
         merged["summary"].setdefault(case, {"models": {}})["models"][name] = metrics
+        eot_samples = grid["config"].get("eot_samples", 1)
+        if eot_samples > 1 and name in DEFENCES and DEFENCES[name].input_transform is not None:
+            # how its worst case was attacked: through the noise of its test-time purifier, with EOT
+            merged["summary"][case].setdefault("eot_samples", {})[name] = eot_samples
         merged["case_seeds"][case] = max(merged["case_seeds"].get(case, 0), grid["case_seeds"][case])
         for seed, results in grid["runs"].items():
             if case in results:
@@ -470,9 +475,11 @@ def case_label(grid: dict, case: str) -> str:
 
 
 def defence_rows(case: str, case_summary: dict) -> list[dict]:
-    """One row per reference model and defence of a case: 'mean ± std' over seeds, and the published anchor."""
+    """One row per reference model and defence of a case: 'mean ± std' over seeds, and the published anchor. A worst
+    case attacked with expectation over a purifier's test-time noise says so ("EOT x8": 8 passes per step)."""
     anchors = ANCHORS.get(case, {})
     has_asr = "attack_success_rate" in (case_summary["models"].get("none") or {})
+    eot = case_summary.get("eot_samples", {})
     rows = []
     for name, metrics in case_summary["models"].items():
         row = {"model": DEFENCES.label(name) if name in DEFENCES else REFERENCE_LABELS.get(name, name)}
@@ -480,6 +487,8 @@ def defence_rows(case: str, case_summary: dict) -> list[dict]:
         for key, title in GRID_COLUMNS:
             if key != "attack_success_rate" or has_asr:
                 row[title] = mean_std((metrics or {}).get(key), percent=True) if metrics else "n/a (all poisoned)"
+        if metrics and name in eot:
+            row["worst case"] += f" (EOT x{eot[name]})"
         row["published (CIFAR-10)"] = anchors.get(name, "")
         rows.append(row)
     return rows

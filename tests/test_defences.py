@@ -569,6 +569,29 @@ def test_grids_merge_into_one_table_each_model_from_the_grid_with_most_seeds():
     assert merge_grids([None, None]) is None
 
 
+def test_a_purifier_row_attacked_with_eot_says_so_in_the_merged_table():
+    """A grid whose attacks averaged over the purifier's noise (eot_samples > 1) supplies the purifier rows; the
+    worst case says it was measured with EOT, and only there (a model without test-time noise has none to average)."""
+    from core.defence_grid import defence_rows, grid_summary, merge_grids
+
+    def grid(eot_samples, purify_fitted):
+        stat = {"clean_acc": 0.9, "adaptive_acc": 0.3}
+        runs = {
+            str(seed): {"tap": {"models": {"none": stat, "jpeg": stat, "purify_fitted": {**stat, **purify_fitted}}}}
+            for seed in range(3)
+        }
+        config = {"experiment": {"preset": "compare"}, "case_settings": {"tap": {"threat": "tap", "fraction": 1.0}}}
+        return {"config": {**config, "eot_samples": eot_samples}, "runs": runs, **grid_summary(runs)}
+
+    merged = merge_grids([grid(1, {"adaptive_acc": 0.33}), grid(8, {"adaptive_acc": 0.2})])
+    rows = {row["model"]: row for row in defence_rows("tap", merged["summary"]["tap"])}
+    fitted = rows["Purify at train and test time: a purifier fitted on the training set"]
+    assert fitted["worst case"] == "20.0% ± 0.0 (EOT x8)"
+    assert rows["JPEG compression"]["worst case"] == "30.0% ± 0.0" and rows["no defence"]["worst case"] == "30.0% ± 0.0"
+    alone = merge_grids([grid(1, {"adaptive_acc": 0.33})])
+    assert "EOT" not in defence_rows("tap", alone["summary"]["tap"])[-1]["worst case"]
+
+
 def test_the_overview_names_a_defence_that_removes_the_backdoor_only_when_the_grid_shows_it():
     from core.findings import _backdoor
 
