@@ -189,7 +189,9 @@ st.caption(
     "Published numbers are CIFAR-10 (Fowl et al. 2021, Huang et al. 2021, Liu et al. 2023, Wu et al. 2023, Sadasivan "
     "et al. 2023; backdoor: BackdoorBench's attack success): another dataset and model, for orientation only. Oracle: "
     "trained on the clean images only (n/a when every image is poisoned). Purify the training set only: the first "
-    "grid's measurement, test images raw; at train and test time: as purification is deployed."
+    "grid's measurement, test images raw; at train and test time: as purification is deployed, its worst case "
+    "attacked through the purifier's noise: 'EOT xN' where each attack step followed the mean of N noisy passes "
+    "(expectation over transformation), one pass otherwise (an upper bound)."
 )
 names = [name for name, metrics in case_summary["models"].items() if metrics]
 bars = go.Figure(
