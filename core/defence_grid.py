@@ -410,9 +410,21 @@ def seeds_of(metrics: dict | None) -> int:
 PAIRED_REFERENCES = ("none", "clean_reference")
 
 
+def _preferred(name: str, later: dict, earlier: dict) -> bool:
+    """Whether model `name` is read from a later grid's case summary rather than an earlier one's (merge_grids)."""
+    seeds, seeds_before = seeds_of(later["models"][name]), seeds_of(earlier["models"][name])
+    if seeds != seeds_before:
+        return seeds > seeds_before
+    if name in REFERENCES:
+        return len(later["models"]) >= len(earlier["models"])
+    return True
+
+
 def merge_grids(grids: list[dict]) -> dict | None:
     """Several grids of one preset as one: per threat case, every model any grid trained, each (summary and per-seed
-    runs alike) from the grid with the most seeds of it (the later grid on ties: newer code). A case whose poison
+    runs alike) from the grid with the most seeds of it (the later grid on ties: newer code; for the reference models,
+    the grid that trained the most models of the case, so that a small grid of one or two defences added later does
+    not replace the rows every other defence of the case is read against). A case whose poison
     settings differ from an earlier grid's, or a grid of another experiment, is left out rather than mixed.
     `case_seeds` is the most seeds of any model of the case; each model's own count is seeds_of(its metrics). Each
     merged run keeps, per model, the clean accuracy of the references of the grid it came from ("references"), for
@@ -434,7 +446,7 @@ def merge_grids(grids: list[dict]) -> dict | None:
                 continue
             for name, metrics in summary["models"].items():
                 chosen = source.get((case, name))
-                if chosen is None or seeds_of(metrics) >= seeds_of(chosen["summary"][case]["models"][name]):
+                if chosen is None or _preferred(name, grid["summary"][case], chosen["summary"][case]):
                     source[case, name] = grid
     merged = {"config": {"experiment": experiment, "case_settings": {}}, "summary": {}, "case_seeds": {}, "runs": {}}
     for (case, name), grid in source.items():

@@ -561,6 +561,13 @@ def test_grids_merge_into_one_table_each_model_from_the_grid_with_most_seeds():
     assert abl_line.split()[3] == "-3.0" and merged["summary"]["backdoor"]["models"]["none"]["clean_acc"]["n"] == 3
     jpeg_line = next(line for line in report.splitlines() if line.startswith("jpeg"))
     assert jpeg_line.split()[1] == "3"
+    # a later grid of one defence at as many seeds adds its defence but leaves the references of the larger grid
+    main = grid({str(s): {"backdoor": case(0.9, jpeg=0.8, grayscale=0.85)} for s in range(3)})
+    small = grid({str(s): {"backdoor": case(0.5, abl_drop=0.9)} for s in range(3)})
+    models = merge_grids([main, small])["summary"]["backdoor"]["models"]
+    assert models["none"]["clean_acc"]["mean"] == pytest.approx(0.9) and "abl_drop" in models
+    as_large = grid({str(s): {"backdoor": case(0.5, jpeg=0.6, abl=0.9)} for s in range(3)})
+    assert merge_grids([main, as_large])["summary"]["backdoor"]["models"]["none"]["clean_acc"]["mean"] == 0.5
     # a case poisoned with other settings in a later grid is not mixed in, nor a grid of another experiment
     other = grid({"0": {"backdoor": case(0.5, abl=0.1)}}, {"backdoor": {"threat": "backdoor", "fraction": 0.5}})
     assert "abl" not in merge_grids([first, other])["summary"]["backdoor"]["models"]
