@@ -444,7 +444,7 @@ def merge_grids(grids: list[dict]) -> dict | None:
                 != grid["config"]["case_settings"][case]
             ):
                 continue
-            for name, metrics in summary["models"].items():
+            for name in summary["models"]:
                 chosen = source.get((case, name))
                 if chosen is None or _preferred(name, grid["summary"][case], chosen["summary"][case]):
                     source[case, name] = grid

@@ -87,6 +87,11 @@ def _distillation(run) -> dict:
     }
 
 
+def _in_sentence(label: str) -> str:
+    """A registry label inside a sentence: lower-case first letter, acronyms kept ('ABL', 'JPEG')."""
+    return label if label[:2].isupper() else label[0].lower() + label[1:]
+
+
 def _poisons_that_hurt(grid: dict) -> dict | None:
     parts, seeds = [], []
     for case, name in (("tap", "TAP"), ("unlearnable", "Unlearnable noise")):
@@ -102,10 +107,29 @@ def _poisons_that_hurt(grid: dict) -> dict | None:
         )
     if not parts:
         return None
+    knowing, beaten = [], []
+    for adaptive, (base, known) in ADAPTIVE_CASES.items():
+        models = grid["summary"].get(adaptive, {}).get("models", {})
+        if base not in ("tap", "unlearnable") or not (models.get(known) and models.get("none")):
+            continue
+        defended, undefended = models[known]["clean_acc"], models["none"]["clean_acc"]
+        seeds.append(defended["n"])
+        beaten.append(defended["mean"] < undefended["mean"])
+        knowing.append(
+            f"{CASE_LABELS.get(adaptive, adaptive)} leaves {_in_sentence(DEFENCES.label(known))} at "
+            f"{mean_std(defended, percent=True)} clean, below no defence's {mean_std(undefended, percent=True)}"
+            if beaten[-1]
+            else f"{CASE_LABELS.get(adaptive, adaptive)}: {known} {mean_std(defended, percent=True)}"
+        )
+    title = "Poisons that hurt, and a defence that undoes much of it"
+    if beaten and all(beaten):  # every squeezing does worse than no defence against the poison crafted through it
+        title += ", until the poison is crafted through it"
     return {
-        "title": "Poisons that hurt, and a defence that undoes much of it",
+        "title": title,
         "paper": "",
-        "text": "; ".join(parts) + " (mean ± std over seeds).",
+        "text": "; ".join(parts)
+        + (f". The poisons that know the defence: {'; '.join(knowing)}" if knowing else "")
+        + " (mean ± std over seeds).",
         "seeds": min(seeds),
         "page": "pages/detectors.py",
     }
@@ -139,8 +163,7 @@ def _backdoor(grid: dict) -> dict | None:
         seeds.append(rate["n"])
         behind.append(f"`{name}` {mean_std(rate, percent=True)} ({rate['n']} seed(s))")
         if rate["mean"] < REMOVED_BELOW and clean["mean"] >= none_clean - CLEAN_COST_AT_MOST:
-            phrase = DEFENCES.label(name).split(",")[0].split(":")[0]
-            removed.append(phrase if phrase[:2].isupper() else phrase[0].lower() + phrase[1:])  # acronyms kept
+            removed.append(_in_sentence(DEFENCES.label(name).split(",")[0].split(":")[0]))
             adaptive, knows = _knowing_attacker(grid, "backdoor", name)
             beaten.append(bool(knows) and knows["mean"] >= REMOVED_BELOW)
             removers.append(

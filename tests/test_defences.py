@@ -599,6 +599,35 @@ def test_a_purifier_row_attacked_with_eot_says_so_in_the_merged_table():
     assert "EOT" not in defence_rows("tap", alone["summary"]["tap"])[-1]["worst case"]
 
 
+def test_the_overview_says_when_the_poison_crafted_through_a_defence_beats_it():
+    """The 'poisons that hurt' finding reads each adaptive case beside the defence it knows (ADAPTIVE_CASES): the
+    title says the attacker wins only when every such defence does worse than no defence against it."""
+    from core.findings import _poisons_that_hurt
+
+    def stat(mean, n=3):
+        return {"mean": mean, "std": 0.01, "n": n}
+
+    def grid(grayscale_vs_adaptive):
+        plain = {"clean_reference": {"clean_acc": stat(0.95)}, "none": {"clean_acc": stat(0.4)}}
+        plain["grayscale"] = {"clean_acc": stat(0.9)}
+        summary = {
+            "unlearnable": {"models": plain},
+            "unlearnable_grayscale": {
+                "models": {"none": {"clean_acc": stat(0.5)}, "grayscale": {"clean_acc": stat(grayscale_vs_adaptive, 2)}}
+            },
+            "tap_jpeg": {"models": {"none": {"clean_acc": stat(0.86)}, "jpeg": {"clean_acc": stat(0.52)}}},
+        }
+        return {"summary": summary, "case_seeds": {case: 3 for case in summary}}
+
+    beaten = _poisons_that_hurt(grid(0.4))
+    assert beaten["title"].endswith(", until the poison is crafted through it") and beaten["seeds"] == 2
+    assert "leaves grayscale at 40.0% ± 1.0 clean, below no defence's 50.0% ± 1.0" in beaten["text"]
+    assert "leaves JPEG compression at 52.0% ± 1.0 clean" in beaten["text"]  # the acronym kept
+    holds = _poisons_that_hurt(grid(0.8))  # grayscale still beats no defence against the noise crafted through it
+    assert holds["title"] == "Poisons that hurt, and a defence that undoes much of it"
+    assert "grayscale 80.0% ± 1.0" in holds["text"]
+
+
 def test_the_overview_names_a_defence_that_removes_the_backdoor_only_when_the_grid_shows_it():
     from core.findings import _backdoor
 
