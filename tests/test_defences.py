@@ -349,6 +349,23 @@ def test_report_gives_binomial_standard_errors_for_one_seed_and_seed_errors_for_
     assert jpeg_row[1].startswith("90.0%") and jpeg_row[2] == "- |"
 
 
+def test_a_grid_with_eot_measures_the_noisy_purifier_both_ways(gtsrb_root, tmp_path):
+    """With eot_samples > 1 the model behind a purifier with test-time noise is attacked with EOT and, beside it, one
+    pass per step (what EOT takes off its worst case); models without noise are attacked once, as before."""
+    from core.defence_grid import DefenceGridConfig, defence_grid
+    from tests.helpers import tiny_config
+
+    config = DefenceGridConfig(
+        tiny_config(), cases=("backdoor",), defences=("purify_test", "jpeg"), robust_steps=2, eot_samples=2
+    )
+    grid = defence_grid(config, tmp_path / "cache", gtsrb_root)
+    models = grid["runs"]["0"]["backdoor"]["models"]
+    assert 0 <= models["purify_test"]["adaptive_acc"] <= 1 and 0 <= models["purify_test"]["adaptive_acc_one_pass"] <= 1
+    assert not any("adaptive_acc_one_pass" in models[name] for name in ("clean_reference", "none", "jpeg"))
+    assert grid["config"]["eot_samples"] == 2
+    assert grid["summary"]["backdoor"]["models"]["purify_test"]["adaptive_acc_one_pass"]["n"] == 1
+
+
 def test_a_grid_keeps_finished_cases_only_under_the_same_settings():
     from core.defence_grid import DefenceGridConfig, finished_runs
     from tests.helpers import tiny_config
