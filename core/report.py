@@ -384,7 +384,29 @@ def report_defence_grid(grid: dict) -> str:
                 )
                 line += f"{f'{rate * 100:.1f}% ± {se * 100:.1f}':>22}"
             lines.append(line)
+        lines += _eot_lines(case, runs)
     return "\n".join(lines)
+
+
+def _eot_lines(case: str, runs: list[dict]) -> list[str]:
+    """For each model attacked both with EOT and one pass per step (a grid run with --eot-samples): the worst case
+    each way and EOT minus one pass, paired by seed (binomial over the attacked images, unpaired, for one seed)."""
+    lines = []
+    names = dict.fromkeys(
+        name for run in runs for name, m in run["models"].items() if "adaptive_acc_one_pass" in (m or {})
+    )
+    for name in names:
+        mine = [run for run in runs if "adaptive_acc_one_pass" in (run["models"].get(name) or {})]
+        eot = [run["models"][name]["adaptive_acc"] for run in mine]
+        one_pass = [run["models"][name]["adaptive_acc_one_pass"] for run in mine]
+        n_images = mine[0].get("n_robust_test", 1)
+        gap = seed_gap(eot, one_pass) if len(mine) > 1 else binomial_gap(eot[0], one_pass[0], n_images)
+        lines.append(
+            f"{case} {name}: worst case with EOT {sum(eot) / len(eot) * 100:.1f}%, one pass per step "
+            f"{sum(one_pass) / len(one_pass) * 100:.1f}% ({len(mine)} seed(s), {n_images} attacked images); EOT minus "
+            f"one pass {gap['gap'] * 100:+.1f} ± {gap['se'] * 100:.1f} points"
+        )
+    return lines
 
 
 KEEPS_AT_LEAST = 0.9  # issue 24: a defence keeps >= 90% of the clean reference's accuracy against every poison

@@ -364,6 +364,13 @@ def test_a_grid_with_eot_measures_the_noisy_purifier_both_ways(gtsrb_root, tmp_p
     assert not any("adaptive_acc_one_pass" in models[name] for name in ("clean_reference", "none", "jpeg"))
     assert grid["config"]["eot_samples"] == 2
     assert grid["summary"]["backdoor"]["models"]["purify_test"]["adaptive_acc_one_pass"]["n"] == 1
+    from core.defence_grid import merge_grids
+    from core.report import report_defence_grid
+
+    eot, one_pass = (models["purify_test"][key] for key in ("adaptive_acc", "adaptive_acc_one_pass"))
+    line = next(line for line in report_defence_grid(merge_grids([grid])).splitlines() if "with EOT" in line)
+    assert line.startswith(f"backdoor purify_test: worst case with EOT {eot * 100:.1f}%, one pass per step")
+    assert f"{one_pass * 100:.1f}% (1 seed(s)" in line and f"{(eot - one_pass) * 100:+.1f} ±" in line
 
 
 def test_a_grid_keeps_finished_cases_only_under_the_same_settings():
