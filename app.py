@@ -14,6 +14,7 @@ PAGES = [
     st.Page("pages/distillation.py", title="Distillation", icon=":material/thermostat:"),
     st.Page("pages/detectors.py", title="Detectors", icon=":material/troubleshoot:"),
     st.Page("pages/your_images.py", title="Your images", icon=":material/image:"),
+    st.Page("pages/jobs.py", title="Jobs", icon=":material/work_history:"),
 ]
 
 page = st.navigation(PAGES)

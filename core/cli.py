@@ -29,6 +29,12 @@ def _global_options(parser: argparse.ArgumentParser, default) -> None:
         default=default,
         help="let torchvision download GTSRB into the data root (needs internet)",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=default,
+        help="CPU threads to compute with (default: all; the app's jobs: one less)",
+    )
 
 
 def add_study_flags(parser: argparse.ArgumentParser, options_type: type) -> None:
@@ -86,7 +92,9 @@ def parse(argv: list[str]) -> tuple[str, object, DataOptions]:
             values[spec.into] = values.get(spec.into, ()) + (((spec.knob, value),) if value is not None else ())
             continue
         values[spec.name] = tuple(value) if isinstance(value, list) else value
-    return args.command, study.options(**values), DataOptions(args.data_root, bool(args.download))
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    return args.command, study.options(**values), DataOptions(args.data_root, bool(args.download), args.threads)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         name, options, data = parse(sys.argv[1:] if argv is None else argv)
         study = STUDIES[name]
+        if data.threads is not None:
+            import torch
+
+            torch.set_num_threads(data.threads)
         if study.needs_dataset(options):
             from core.data import require_dataset
 

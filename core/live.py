@@ -1,102 +1,17 @@
-"""Training at a threshold in the background, so the page that asked stays responsive.
+"""How long a point at a threshold takes here: what the Threshold page says before it starts one.
 
-The Threshold page submits (run, threshold) when the slider is released (on a GPU) or when asked (on CPU, after
-saying how long it will take). One worker thread per process trains teacher and student exactly as
-core.sweep.train_at_threshold does (the sweep's fixed optimiser steps, its test subset), one job at a time in the
-order asked, and keeps every finished point; the page polls `jobs()` and draws finished points on the sweep's
-chart. Nothing here knows about Streamlit.
+A point (teacher and student at one threshold, measured as the sweep measures; `python -m core point`) runs as a
+background job (core/jobs.py); these timings estimate it from a short timing of the run's model on this device, until
+the first point trained here replaces the estimate with its own time.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from dataclasses import dataclass, field
 
 import torch
 
 from core.train import default_device
-
-
-@dataclass
-class Job:
-    run_dir: str
-    score: str
-    threshold: float
-    steps: int
-    state: str = "queued"  # queued -> running -> done | failed
-    done_steps: int = 0
-    total_steps: int = 0
-    stage: str = ""
-    point: dict | None = None
-    error: str | None = None
-    started: float | None = None
-    seconds: float | None = None
-    submitted: float = field(default_factory=time.time)
-
-
-class LiveTrainer:
-    """A queue of threshold points trained by one background thread."""
-
-    def __init__(self, train_point):
-        # train_point(job, progress(stage, done, total)) -> point dict; core.sweep.train_at_threshold wrapped by
-        # the caller with the run's data (so this class is testable without GTSRB)
-        self._train_point = train_point
-        self._lock = threading.Lock()
-        self._jobs: list[Job] = []
-        self._wake = threading.Condition(self._lock)
-        self._thread: threading.Thread | None = None
-
-    def submit(self, run_dir: str, score: str, threshold: float, steps: int) -> Job:
-        """Queue a point (a point already queued, running or done for the same run, score and threshold is returned
-        instead of training it twice)."""
-        with self._lock:
-            for job in self._jobs:
-                same = (job.run_dir, job.score, job.steps) == (run_dir, score, steps) and job.threshold == threshold
-                if same and job.state != "failed":
-                    return job
-            job = Job(run_dir, score, float(threshold), int(steps))
-            self._jobs.append(job)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._work, name="live-training", daemon=True)
-                self._thread.start()
-            self._wake.notify()
-            return job
-
-    def jobs(self, run_dir: str | None = None) -> list[Job]:
-        with self._lock:
-            return [job for job in self._jobs if run_dir is None or job.run_dir == run_dir]
-
-    def busy(self) -> bool:
-        return any(job.state in ("queued", "running") for job in self.jobs())
-
-    def measured_seconds(self, run_dir: str, steps: int) -> tuple[float, int] | None:
-        """(estimated seconds of a point of `steps` optimiser steps, how many points it rests on) from the wall time
-        per step of the points finished here for this run (training and measurement, on this machine, at whatever
-        else it was doing), or None before the first: the page's estimate, kept up to date by what it trains."""
-        done = [job for job in self.jobs(run_dir) if job.state == "done" and job.seconds is not None and job.steps]
-        if not done:
-            return None
-        per_step = sum(job.seconds / job.steps for job in done) / len(done)
-        return per_step * steps, len(done)
-
-    def _next(self) -> Job | None:
-        with self._lock:
-            return next((job for job in self._jobs if job.state == "queued"), None)
-
-    def _work(self) -> None:
-        while (job := self._next()) is not None:
-            job.state, job.started = "running", time.time()
-
-            def progress(stage: str, done: int, total: int, job=job) -> None:
-                job.stage, job.done_steps, job.total_steps = stage, done, total
-
-            try:
-                job.point = self._train_point(job, progress)
-                job.state = "done"
-            except Exception as error:  # noqa: BLE001 - reported on the page, the worker goes on
-                job.error, job.state = f"{type(error).__name__}: {error}", "failed"
-            job.seconds = round(time.time() - job.started, 1)
 
 
 def seconds_per_step(model_factory, batch_size: int, device: torch.device | None = None, repeats: int = 3) -> float:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -27,7 +27,7 @@ from core.pipeline import MODEL_NAMES, POISONS_FILE, ExperimentConfig, export_ru
 from core.poison import PoisonedSet, load_poisons
 from core.recipe import outdated_stages, sampling_seed
 from core.storage import CheckpointError, ResultFile, load_weights, write_json
-from core.sweep import SWEEP_FILE, usable_sweep
+from core.sweep import POINTS_FILE, SWEEP_FILE, usable_sweep
 from core.train import Progress
 
 SHIPPED_RUN = Path(__file__).resolve().parents[1] / "checkpoints" / "paper"
@@ -79,6 +79,7 @@ class Run:
     robustness: dict | None = None  # robustness.json from `python -m core robustness`, if run
     detectors: dict | None = None  # detectors.json from `python -m core detectors`, if run
     abstention: dict | None = None  # abstention.json from `python -m core abstain`, if run
+    points: list[dict] = field(default_factory=list)  # points.json: single thresholds trained (`python -m core point`)
 
     @classmethod
     def load(cls, directory: str | Path = SHIPPED_RUN) -> "Run":
@@ -118,6 +119,7 @@ class Run:
             _optional_json(directory / "robustness.json", ROBUSTNESS_FILE),
             _optional_json(directory / "detectors.json", DETECTORS_FILE),
             _optional_json(directory / "abstention.json", ABSTENTION_FILE),
+            (_optional_json(directory / POINTS_FILE.name, POINTS_FILE) or {}).get("points", []),
         )
 
     # ---- what the run is ----

@@ -103,6 +103,17 @@ def coarse_to_fine(shares) -> list[float]:
     return [ordered[index] for index in order]
 
 
+def shares_around(centre: float, count: int, width: float = 0.1, top: float = 0.9) -> tuple[float, ...]:
+    """`count` drop shares evenly spread over centre +- width (inside 0..top), rounded to 0.1%: where a sweep adds
+    points once its coarse curve stands (the share the run's own threshold drops)."""
+    if count < 1:
+        return ()
+    low, high = max(0.0, centre - width), min(top, centre + width)
+    if count == 1:
+        return (round(centre, 3),)
+    return tuple(round(low + (high - low) * index / (count - 1), 3) for index in range(count))
+
+
 def filter_scores(name: str, scores: torch.Tensor, poison_mask: torch.Tensor, seed: int) -> torch.Tensor:
     """What each filter ranks the training set by (it drops the highest first)."""
     if name == "detector":
@@ -495,23 +506,24 @@ def usable_sweep(sweep: dict | None) -> dict | None:
 
 
 def accuracy_at(sweep: dict, threshold: float, tolerance: float = 1e-12) -> dict:
-    """The detector curve's mean accuracies at a threshold: the measured point when the threshold is within
-    `tolerance` of one (the app passes half a slider step), else linear interpolation between the measured points
-    around it. "measured": which of the two it is."""
+    """The detector curve's mean accuracies at a threshold, and `where` they come from: "measured" (within `tolerance`
+    of a measured threshold, the app passes half a slider step; or above the 0%-dropped point's, which keeps the same
+    samples), "interpolated" (linearly, between the measured points around it) or "not measured" (outside the measured
+    range: every accuracy None, never the nearest point's). "measured": whether it is the first."""
     points = sorted(sweep["curves"]["detector"], key=lambda point: point["threshold"])
     nearest = min(points, key=lambda point: abs(point["threshold"] - threshold))
-    if abs(nearest["threshold"] - threshold) <= tolerance:
-        return {**nearest["mean"], "measured": True}
-    if threshold <= points[0]["threshold"]:
-        return {**points[0]["mean"], "measured": False}
-    if threshold >= points[-1]["threshold"]:
-        return {**points[-1]["mean"], "measured": False}
+    keeps_all = points[-1]["target_share"] == 0 and threshold >= points[-1]["threshold"]
+    if abs(nearest["threshold"] - threshold) <= tolerance or keeps_all:
+        chosen = points[-1] if keeps_all else nearest
+        return {**chosen["mean"], "measured": True, "where": "measured", "n_seeds": chosen["n_seeds"]}
+    if not points[0]["threshold"] < threshold < points[-1]["threshold"]:
+        return {**dict.fromkeys(METRICS), "measured": False, "where": "not measured", "n_seeds": 0}
     for low, high in zip(points, points[1:]):
         if low["threshold"] <= threshold <= high["threshold"]:
             weight = (threshold - low["threshold"]) / max(high["threshold"] - low["threshold"], 1e-12)
-            return {key: low["mean"][key] + weight * (high["mean"][key] - low["mean"][key]) for key in METRICS} | {
-                "measured": False
-            }
+            values = {key: low["mean"][key] + weight * (high["mean"][key] - low["mean"][key]) for key in METRICS}
+            seeds = min(low["n_seeds"], high["n_seeds"])
+            return values | {"measured": False, "where": "interpolated", "n_seeds": seeds}
     raise AssertionError("unreachable")
 
 
@@ -584,6 +596,55 @@ def train_at_threshold(
         **measure_student(student, tests, run.config, settings["robust_steps"]),
     }
     return point, student
+
+
+POINTS_VERSION = 1
+POINTS_FILE = ResultFile("points.json", "python -m core point --run-dir {folder} --threshold T", ("version", "points"))
+
+
+def measured_point(
+    run: "Run", splits, score: str, threshold: float, temperature: float, steps: int, progress=None
+) -> dict:
+    """A point trained at one threshold (core.sweep.train_at_threshold) as a record of the sweep's measurements:
+    the same fields (filter "detector", one seed, its drop share and filter quality), marked `single_point`, with the
+    score and temperature it was trained at and the sweep settings it was measured under."""
+    started = time.perf_counter()
+    point, _ = train_at_threshold(run, splits, score, threshold, temperature, steps, progress)
+    scores = run.scores_of(score)
+    dropped = scores > threshold
+    quality = filter_quality(scores, dropped, run.poison_mask, threshold)
+    settings = run.sweep["config"] if run.sweep else asdict(SweepConfig())
+    return {
+        "single_point": True,
+        "score": score,
+        "temperature": temperature,
+        "seed": 0,
+        "filter": "detector",
+        "target_share": float(dropped.float().mean()),
+        "drop_share": float(dropped.float().mean()),
+        "kept": point["kept"],
+        "kept_digest": _digest(~dropped).hex(),
+        **{key: quality[key] for key in ("threshold", "precision", "recall", "f1")},
+        "dropped_poisoned": quality["dropped_poisoned"],
+        "dropped_clean": quality["dropped_clean"],
+        **{key: point[key] for key in METRICS},
+        "steps": steps,
+        "settings": {
+            key: settings.get(key)
+            for key in ("test_subset", "attack_test_subset", "robust_test_subset", "robust_steps")
+        },
+        "seconds": round(time.perf_counter() - started, 1),
+        "threads": torch.get_num_threads(),
+        "machine": machine(),
+    }
+
+
+def add_point(previous: dict | None, point: dict) -> dict:
+    """points.json with `point` added; a point of the same score, threshold, temperature and steps replaces the
+    older one (a rerun measures it again, it does not count twice)."""
+    same = ("score", "threshold", "temperature", "steps")
+    kept = [p for p in (previous or {}).get("points", []) if any(p.get(k) != point[k] for k in same)]
+    return {"version": POINTS_VERSION, "points": [*kept, point]}
 
 
 def student_test_subset(run: "Run", test, share: float = 1.0):

@@ -1,24 +1,23 @@
 """Autoencoder: the shipped DAE, training a new one, an Optuna search, and a reconstruction gallery."""
 
-from dataclasses import replace
+from pathlib import Path
 
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.dae import DAEConfig, TuneConfig, config_from_params, load_study_if_any, redacted
-from core.models import AutoencoderConfig
+from core.dae import TuneConfig, config_from_params, load_study_if_any, redacted
 from ui.common import (
-    add_dae_trials,
     app_dir,
+    dae_folder,
     dae_gallery,
     enlarged,
     ensure_navigation,
     guard,
     require_run,
     run_dir,
-    session_dae_bytes,
-    train_session_dae,
+    trained_daes,
 )
+from ui.jobs import command, jobs_panel, start
 
 ensure_navigation()
 
@@ -65,64 +64,68 @@ def loss_chart(losses: list[float]) -> go.Figure:
 
 with training:
     st.caption(
-        "A DAE trained here lives in this session: the Gallery tab shows its reconstructions and you can download "
-        "it (safetensors). The run's filter, its scores and the Threshold and Your images pages keep the run's own "
-        "DAE: `python -m core run --dae-epochs ...` (or `--use-best-trial` after an Optuna search) makes a run with "
-        "another."
+        "A DAE trained here is a background job (`python -m core dae`): leave the page, it goes on. It is kept in the "
+        "app's cache with its losses and test error; the Gallery tab shows the one you pick and you can download it "
+        "(safetensors). The run's filter, its scores and the Threshold and Your images pages keep the run's own DAE: "
+        "`python -m core run --dae-epochs ...` (or `--use-best-trial` after an Optuna search) makes a run with another."
     )
-    if st.session_state.pop("dae_training", False):  # the last run of this page was interrupted mid-training
-        st.info("Training was cancelled: nothing was kept. The perturbed copies stay crafted for the next try.")
     base = st.session_state.get("dae_config", run.config.dae)
     c1, c2, c3 = st.columns(3)
-    depth = c1.slider("depth (stride-2 stages)", 1, 4, base.model.depth)
-    width = c1.select_slider("width (first stage channels)", [8, 16, 24, 32, 48, 64], base.model.width)
-    latent = c2.select_slider("latent size", [16, 32, 64, 128, 256, 512], min(max(base.model.latent_dim, 16), 512))
-    optimizer = c2.radio("optimiser", ["sgd", "adam"], index=0 if base.train.optimizer == "sgd" else 1, horizontal=True)
-    learning_rate = c3.number_input("learning rate", 1e-5, 2.0, float(base.train.learning_rate), format="%.5f")
-    momentum = c3.slider("momentum (SGD)", 0.0, 0.99, float(base.train.momentum))
-    epochs = c3.slider("epochs", 1, 60, base.train.epochs)
-    st.button(  # a callback records the click before the rerun reaches the button
-        "Train", type="primary", key="train-dae", on_click=lambda: st.session_state.update(train_dae_requested=True)
+    depth = c1.slider("depth (stride-2 stages)", 1, 4, base.model.depth, key="dae_depth")
+    width = c1.select_slider("width (first stage channels)", [8, 16, 24, 32, 48, 64], base.model.width, key="dae_width")
+    latent = c2.select_slider(
+        "latent size", [16, 32, 64, 128, 256, 512], min(max(base.model.latent_dim, 16), 512), key="dae_latent"
     )
-    if st.session_state.pop("train_dae_requested", False):
-        with guard("training the DAE"):
-            config = DAEConfig(
-                model=AutoencoderConfig(depth, width, latent),
-                train=replace(
-                    base.train, optimizer=optimizer, learning_rate=learning_rate, momentum=momentum, epochs=epochs
-                ),
-                eps=base.eps,
-                alpha=base.alpha,
-                steps=base.steps,
+    optimizer = c2.radio(
+        "optimiser", ["sgd", "adam"], index=0 if base.train.optimizer == "sgd" else 1, horizontal=True, key="dae_opt"
+    )
+    learning_rate = c3.number_input(
+        "learning rate", 1e-5, 2.0, float(base.train.learning_rate), format="%.5f", key="dae_lr"
+    )
+    momentum = c3.slider("momentum (SGD)", 0.0, 0.99, float(base.train.momentum), key="dae_momentum")
+    epochs = c3.slider("epochs", 1, 60, base.train.epochs, key="dae_epochs")
+    if st.button("Train in the background", type="primary", key="train-dae"):
+        with guard("starting the DAE's training"):
+            settings = {"depth": depth, "width": width, "latent-dim": latent, "optimizer": optimizer}
+            settings |= {
+                "learning-rate": repr(float(learning_rate)),
+                "momentum": repr(float(momentum)),
+                "epochs": epochs,
+            }
+            flags = [item for name, value in settings.items() for item in (f"--{name}", str(value))]
+            out = dae_folder(run_dir(), flags)
+            title = (
+                f"DAE depth {depth}, width {width}, latent {latent}, {optimizer} lr {learning_rate:g}, {epochs} epochs"
             )
-            bar, chart = st.progress(0.0), st.empty()
-            st.button("Cancel", key="cancel-dae", help="Stops training (any click interrupts the run)")
-            losses = []
-
-            def progress(event):
-                bar.progress(
-                    event.step / event.total_steps,
-                    text=f"epoch {event.epoch}/{event.epochs}, step {event.step}/{event.total_steps}",
+            start(title, "dae", [command("dae", "--run-dir", run_dir(), "--out", str(out), *flags)], run_dir=run_dir())
+    with guard("the background jobs"):
+        jobs_panel(run_dir(), kind="dae", key="autoencoder", limit=3)
+    trained = trained_daes(run_dir())
+    if trained:
+        st.markdown("**DAEs trained here on this run's pairs**")
+        for entry in trained:
+            with st.container(border=True):
+                metrics = entry["metrics"]
+                model, train_settings = entry["config"]["model"], entry["config"]["train"]
+                st.caption(
+                    f"depth {model['depth']}, width {model['width']}, latent {model['latent_dim']}; "
+                    f"{train_settings['optimizer']} lr {train_settings['learning_rate']:g}, "
+                    f"{train_settings['epochs']} epochs. Mean reconstruction error on 2,000 test images: "
+                    f"{metrics['mean_reconstruction_error_test']:.6f} (run's DAE: "
+                    f"{run.results['dae']['mean_reconstruction_error_test']:.6f})"
                 )
-                if event.epoch_loss is not None:
-                    losses.append(event.epoch_loss)
-                    chart.plotly_chart(loss_chart(losses), width="stretch")
-
-            st.session_state["dae_training"] = True  # still set on the next run if a click interrupts this one
-            test_error = train_session_dae(run_dir(), config, progress)
-            st.session_state.pop("dae_training", None)
-            st.success(
-                f"Trained. Mean reconstruction error on 2,000 test images: {test_error:.6f} "
-                f"(shipped DAE: {run.results['dae']['mean_reconstruction_error_test']:.6f})."
-            )
-
-    if (weights := session_dae_bytes()) is not None:
-        st.download_button(
-            "Download the DAE trained here (safetensors)",
-            weights,
-            "dae_trained_here.safetensors",
-            "application/octet-stream",
-        )
+                if metrics.get("losses"):
+                    st.plotly_chart(loss_chart(metrics["losses"]), width="stretch", key=f"losses-{entry['folder']}")
+                cols = st.columns(2)
+                cols[0].download_button(
+                    "Download (safetensors)",
+                    (Path(entry["folder"]) / "dae.safetensors").read_bytes(),
+                    "dae_trained_here.safetensors",
+                    "application/octet-stream",
+                    key=f"download-{entry['folder']}",
+                )
+                if cols[1].button("Show it in the Gallery", key=f"gallery-{entry['folder']}"):
+                    st.session_state["gallery_dae"] = entry["folder"]
 
 with search:
     s1, s2 = st.columns([3, 1])
@@ -145,21 +148,23 @@ with search:
         epochs_per_trial=int(epochs_per_trial),
         seed=run.config.seed,
     )
-    study = None
-    if st.button("Run trials", key="run-trials"):
-        with guard("the Optuna search"):
-            bar = st.progress(0.0, text="trials")
-            done = []
-            study = add_dae_trials(
+    if st.button("Run trials in the background", key="run-trials"):
+        with guard("starting the Optuna search"):
+            arguments = [
+                "--run-dir",
                 run_dir(),
-                config,
-                on_trial=lambda number, value: (
-                    done.append(value),
-                    bar.progress(len(done) / int(trials), text=f"trial {number}: {value}"),
-                ),
-            )
+                "--trials",
+                str(config.trials),
+                "--epochs",
+                str(config.epochs_per_trial),
+            ]
+            arguments += ["--storage", config.storage, "--study", config.study_name, "--seed", str(config.seed)]
+            title = f"{config.trials} Optuna trials of {config.epochs_per_trial} epochs, study {config.study_name}"
+            start(title, "tune", [command("tune", *arguments)], run_dir=run_dir(), again=True)
+    with guard("the background jobs"):
+        jobs_panel(run_dir(), kind="tune", key="tune", limit=2)
     with guard("reading the study"):
-        study = study or load_study_if_any(config)
+        study = load_study_if_any(config)
         if study is not None and any(t.value is not None for t in study.trials):
             from optuna import visualization
 
@@ -178,8 +183,8 @@ with search:
 
 with gallery:
     with guard("the gallery"):
-        view = dae_gallery(run_dir())
-        which = "DAE trained on the Train a DAE tab" if view["trained_here"] else "run’s DAE"
+        view = dae_gallery(run_dir(), st.session_state.get("gallery_dae"))
+        which = "DAE picked on the Train a DAE tab" if view["trained_here"] else "run’s DAE"
         st.caption(f"The {which} on 8 delivered images.")
         bar_left, bar_right = st.columns([1, 3])
         bar_left.image(enlarged(view["colour_bar"], 2), output_format="PNG")

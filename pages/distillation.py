@@ -22,8 +22,8 @@ from ui.common import (
     run_dir,
     teacher_probabilities,
     test_set_size,
-    train_at_threshold,
 )
+from ui.jobs import follow_up, jobs_panel, point_job, trained_points
 
 ensure_navigation()
 
@@ -109,9 +109,11 @@ if run.robustness:
     figure_download(curve, "eps_curve")
 else:
     st.warning(
-        "No adaptive evaluation for this run yet: `python -m core robustness --run-dir <run>` adds it. Until then the "
-        "FGSM / I-FGSM columns above may be inflated by gradient masking."
+        "No adaptive evaluation for this run yet. Until then the FGSM / I-FGSM columns above may be inflated by "
+        "gradient masking."
     )
+    with guard("the robustness job"):
+        follow_up(run_dir(), "robustness", "measure the adaptive robustness", "robustness")
 
 st.subheader("Abstention: MC dropout on the student")
 if run.abstention:
@@ -169,7 +171,9 @@ if run.abstention:
     st.plotly_chart(coverage, width="stretch", key="chart-coverage")
     figure_download(coverage, "coverage_accuracy")
 else:
-    st.info("No abstention evaluation for this run yet: `python -m core abstain --run-dir <run>` adds it.")
+    st.info("No abstention evaluation for this run yet.")
+    with guard("the abstention job"):
+        follow_up(run_dir(), "abstain", "measure abstention (MC dropout)", "abstain")
 
 st.subheader("Teacher probabilities at T and at 1")
 T = st.slider("Temperature T", 1.0, 100.0, float(run.config.temperature), 0.5, key="T", bind="query-params")
@@ -230,11 +234,24 @@ steps = st.slider(
     bind="query-params",
 )
 st.caption(f"Uses the Threshold page's current score ({score}) and threshold ({threshold:.5f}) and T = {T:g}.")
-if st.button("Train", type="primary"):
-    with guard("training teacher and student"):
-        train_at_threshold(threshold, T, steps, score)
-if st.session_state.get("trained_points"):
-    points = pd.DataFrame(st.session_state["trained_points"])
+if st.button("Train in the background", type="primary", help="A background job: leave the page, it goes on"):
+    with guard("starting the training"):
+        point_job(run_dir(), score, threshold, steps, temperature=T)
+with guard("the background jobs"):
+    jobs_panel(run_dir(), kind="point", key="distillation", limit=3)
+if trained := trained_points(run_dir()):
+    columns = (
+        "score",
+        "threshold",
+        "temperature",
+        "steps",
+        "kept",
+        "clean_acc",
+        "fgsm_acc",
+        "ifgsm_acc",
+        "adaptive_acc",
+    )
+    points = pd.DataFrame([{key: point.get(key) for key in columns} for point in trained])
     shares = {column: "{:.2%}" for column in points.columns if column.endswith(("_acc", "_rate"))}
     st.dataframe(
         points.style.format(shares, precision=5, na_rep="—"), width="stretch", hide_index=True

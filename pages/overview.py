@@ -1,23 +1,25 @@
 """Overview: the method, the current run's headline numbers beside the paper's, and how to get a run."""
 
 from dataclasses import replace
+from pathlib import Path
 
 import streamlit as st
 
 from core.findings import findings
 from core.pipeline import MODEL_NAMES, PAPER_RESULTS
-from core.run import SHIPPED_RUN, train_run, weak_students_note
+from core.run import SHIPPED_RUN, weak_students_note
+from core.studies.run import run_arguments
 from ui.common import (
-    app_dir,
     cached_defence_grid,
     custom_poison,
-    data_root,
     ensure_navigation,
     guard,
     preset_config,
     require_run,
+    run_dir,
     shown,
 )
+from ui.jobs import experiment_commands, jobs_panel, run_folder, start
 
 MODEL_LABELS = {
     "clean_reference": "clean reference (no poisons)",
@@ -66,31 +68,39 @@ digraph {
 """)
 
 buttons = st.columns(2)
-if buttons[0].button("Load the shipped demo run"):
+if run_dir() != str(SHIPPED_RUN) and buttons[0].button("Load the shipped demo run"):
     st.session_state["run_dir"] = str(SHIPPED_RUN)
     st.rerun()
 run_clicked = buttons[1].button(
-    "Run the experiment", help="With the sidebar's preset; Custom uses the Poison page's values."
+    "Run the experiment",
+    help="With the sidebar's preset (Custom: the Poison page's values): the run, then its threshold curve, as a "
+    "background job that goes on when you leave the page.",
 )
-
 if run_clicked:
     with guard("the experiment"):
         config = preset_config()
         if st.session_state.get("preset") == "Custom":
             config = replace(config, poison=custom_poison() or config.poison)
-        out = app_dir() / "runs" / f"{config.preset}-seed{config.seed}"
-        with st.status(f"Running {config.summary()}", expanded=True) as status:
-            bar = st.progress(0.0)
-            st.button("Cancel", key="cancel-run", help="Stops the run; finished models stay cached")
-            run = train_run(
-                config,
-                out,
-                app_dir() / "models",
-                data_root(),
-                progress=lambda stage, done, total: bar.progress(done / max(total, 1), text=f"{stage}: {done}/{total}"),
-            )
-            status.update(label=f"Done in {run.results['seconds']:.0f} s; results in {out}", state="complete")
-        st.session_state["run_dir"] = str(out)
+        out = run_folder(config)
+        job = start(
+            f"{config.summary()}: the run, then its threshold curve (DAE, random, oracle; one seed)",
+            "experiment",
+            experiment_commands(run_arguments(config), out),
+            run_dir=str(out),
+        )
+        st.session_state["experiment_job"] = {"id": job.id, "run_dir": str(out)}
+
+if experiment := st.session_state.get("experiment_job"):
+    st.caption(
+        "Your experiment runs in the background: leave this page or close the browser, it goes on (all jobs: the Jobs "
+        "page). When the run is trained, the app opens it; its threshold curve then fills in on the Threshold page."
+    )
+    with guard("the experiment's job"):
+        jobs_panel(experiment["run_dir"], key="overview", limit=1)
+        if (Path(experiment["run_dir"]) / "results.json").exists() and run_dir() != experiment["run_dir"]:
+            st.session_state["run_dir"] = experiment["run_dir"]  # trained: every page shows it
+            st.session_state.pop("experiment_job")
+            st.rerun()
 
 run = require_run()
 

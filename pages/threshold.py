@@ -1,6 +1,7 @@
 """Threshold: drag the detector threshold and watch the filter and the student respond; switch the score."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,7 @@ from plotly.subplots import make_subplots
 from core import explore
 from core.defence_grid import defence_table
 from core.detect import PAPER_INFERRED_THRESHOLD, PAPER_INITIAL_THRESHOLD, filter_label, infer_threshold_from_scores
+from core.jobs import minutes
 from core.registry import DEFENCES, DETECTORS
 from core.run import weak_students_note
 from core.sweep import FILTERS, accuracy_at, curve_at_share, point_images, sweep_robust_steps, sweep_steps
@@ -24,7 +26,6 @@ from ui.common import (
     ensure_navigation,
     figure_download,
     guard,
-    live_trainer,
     point_seconds_here,
     purify_preview,
     require_run,
@@ -34,6 +35,18 @@ from ui.common import (
     timed,
 )
 from ui.filter_figure import base_figure, figure_png, sample_strip
+from ui.jobs import (
+    active_jobs,
+    follow_up,
+    is_shipped,
+    jobs_panel,
+    more_seeds_commands,
+    point_job,
+    points_path,
+    start,
+    sweep_commands,
+)
+from ui.jobs import trained_points as jobs_trained_points
 
 ensure_navigation()
 
@@ -70,6 +83,8 @@ if score not in scored:
         f"{filter_label(score)} has not been scored on this run: "
         f"`python -m core detectors --run-dir {shown(directory)}` scores every registered detector."
     )
+    with guard("the detectors' job"):
+        follow_up(directory, "detectors", "score every detector", "detectors")
     st.stop()
 scores = None
 with guard(f"loading the {filter_label(score)} scores"):
@@ -120,9 +135,18 @@ def from_number() -> None:
     set_threshold(st.session_state["threshold_input"])
 
 
+SHIPPED = is_shipped(directory)  # a read-only demo: no sweep job on it
+POINTS_PATH = points_path(directory)
+
+
+def trained_points() -> list[dict]:
+    """Every single point trained at a threshold of this run and score (points.json), after any restart."""
+    return jobs_trained_points(directory, score)
+
+
 def submit_point(threshold: float) -> None:
-    """Queue teacher + student at this threshold on the background trainer (core.live)."""
-    live_trainer().submit(directory, score, threshold, sweep_steps(run))
+    """Teacher + student at this threshold as a background job (`python -m core point`), kept in points.json."""
+    point_job(directory, score, threshold, sweep_steps(run))
 
 
 def from_slider() -> None:
@@ -246,6 +270,93 @@ def sweep_chart(directory: str, metric: str) -> go.Figure:
     return figure
 
 
+def sweep_job_line() -> str | None:
+    """'7 of 18 points measured' from this run's active sweep job, or what it is doing before its sweep."""
+    for job in active_jobs(directory):
+        if job.kind not in ("experiment", "sweep"):
+            continue
+        if job.stage.startswith("threshold sweep") and job.total:
+            eta = f"; about {minutes(job.eta_seconds)} left" if job.eta_seconds else ""
+            step = f"step {job.command} of {job.commands}"
+            return f"{job.done} of {job.total} points measured in the background ({step}{eta})"
+        return f"the background job is at: {job.describe()}"
+    return None
+
+
+def curve_progress() -> None:
+    """No sweep yet: what the background job is doing, or a button that starts one."""
+    if line := sweep_job_line():
+        st.info(f"This run's threshold curve is not measured yet: {line}. The page draws it as points arrive.")
+    elif SHIPPED:
+        st.warning("This run has no threshold sweep: `python -m core sweep --run-dir " + shown(directory) + "`.")
+    else:
+        st.warning("This run has no threshold curve yet.")
+        if st.button("Measure its threshold curve in the background", key="measure_curve", type="primary"):
+            start(
+                f"threshold curve of {shown(directory)} (DAE, random, oracle; one seed)",
+                "sweep",
+                sweep_commands(directory),
+                run_dir=directory,
+            )
+            st.rerun()
+
+
+def student_at_threshold(threshold: float, drop_share: float, tolerance: float) -> None:
+    """The student's accuracy at this threshold from the sweep (measured, interpolated or not measured), with its
+    seeds and test images, the single points trained here, and random and oracle at the same share."""
+    sweep, config = run.sweep, run.sweep["config"]
+    accuracy = accuracy_at(sweep, threshold, tolerance=tolerance)
+    single = [point for point in trained_points() if abs(point["threshold"] - threshold) <= tolerance]
+    n_points = len(sweep["curves"]["detector"])
+    images = (
+        f"clean on {config['n_test']:,} test images, attacks on {config.get('n_attack_test', config['n_test']):,}, "
+        f"worst case on {config['n_robust_test']:,}"
+    )
+    if accuracy["where"] == "not measured" and single:
+        accuracy = {**{key: single[-1][key] for key in SWEEP_METRICS}, "where": "measured", "n_seeds": 1}
+        how = "measured at this threshold: a single point trained here (one seed)"
+    elif accuracy["where"] == "not measured":
+        how = (
+            "**not measured** at this threshold: it lies outside the measured thresholds "
+            f"({sweep['curves']['detector'][-1]['threshold']:.5f} to {sweep['curves']['detector'][0]['threshold']:.5f}"
+            ", where the sweep dropped its most and its least); train it below"
+        )
+    else:
+        how = {"measured": "measured at this threshold", "interpolated": "interpolated between measured points"}[
+            accuracy["where"]
+        ]
+        how += f", mean of {accuracy['n_seeds']} seed{'s' if accuracy['n_seeds'] != 1 else ''}"
+    st.markdown(
+        f"**Student at this threshold**: {how} (run `{shown(directory)}`, sweep of {n_points} thresholds, "
+        f"{config['steps']:,} optimiser steps per model, {images})"
+    )
+    if line := sweep_job_line():
+        st.caption(line)
+    if note := weak_students_note(run):
+        st.warning(note)
+    cols = st.columns(4)
+    shown_value = lambda key: "-" if accuracy[key] is None else f"{accuracy[key]:.2%}"  # noqa: E731
+    cols[0].metric("clean accuracy", shown_value("clean_acc"))
+    cols[1].metric("FGSM accuracy", shown_value("fgsm_acc"))
+    cols[2].metric("I-FGSM accuracy", shown_value("ifgsm_acc"))
+    cols[3].metric(
+        "adaptive worst case",
+        shown_value("adaptive_acc"),
+        help="per-image worst case over core/robust.py's attacks (logits / T, margin, PGD): what distilled "
+        "students cannot mask",
+    )
+    controls = [name for name in ("random", "oracle") if name in sweep["curves"]]
+    if controls:
+        st.caption(
+            f"Dropping the same share ({drop_share:.1%}) "
+            + " / ".join(
+                f"{'at random' if name == 'random' else 'poisons first (oracle)'}: clean "
+                f"{curve_at_share(sweep, name, drop_share)['clean_acc']:.2%}"
+                for name in controls
+            )
+        )
+
+
 def draw_live_view() -> None:
     slider_column, number_column = st.columns([4, 1])
     slider_column.slider(
@@ -298,45 +409,9 @@ def draw_live_view() -> None:
                 "train at the exact threshold below, or see the Detectors page for students behind each detector."
             )
         elif run.sweep:
-            sweep, config = run.sweep, run.sweep["config"]
-            accuracy = accuracy_at(sweep, threshold, tolerance=(high - low) / 2000)
-            seed_counts = sorted({point["n_seeds"] for point in sweep["curves"]["detector"]})
-            seeds = f"{seed_counts[0]}" + (f"-{seed_counts[-1]}" if len(seed_counts) > 1 else "")  # resumed part-way
-            how = "measured at this threshold" if accuracy["measured"] else "interpolated between measured points"
-            st.markdown(
-                f"**Student at this threshold**: {how} (sweep of {len(sweep['curves']['detector'])} thresholds, "
-                f"mean of {seeds} seed(s) per point, {config['steps']:,} optimiser steps per model, "
-                f"clean on {config['n_test']:,} test images, attacks on "
-                f"{config.get('n_attack_test', config['n_test']):,}, worst case on {config['n_robust_test']:,})"
-            )
-            if note := weak_students_note(run):
-                st.warning(note)
-            cols = st.columns(4)
-            cols[0].metric("clean accuracy", f"{accuracy['clean_acc']:.2%}")
-            cols[1].metric("FGSM accuracy", f"{accuracy['fgsm_acc']:.2%}")
-            cols[2].metric("I-FGSM accuracy", f"{accuracy['ifgsm_acc']:.2%}")
-            cols[3].metric(
-                "adaptive worst case",
-                f"{accuracy['adaptive_acc']:.2%}",
-                help="per-image worst case over core/robust.py's attacks (logits / T, margin, PGD): what distilled "
-                "students cannot mask",
-            )
-            controls = [name for name in ("random", "oracle") if name in sweep["curves"]]
-            if controls:
-                st.caption(
-                    f"Dropping the same share ({drop_share:.1%}) "
-                    + " / ".join(
-                        f"{'at random' if name == 'random' else 'poisons first (oracle)'}: clean "
-                        f"{curve_at_share(sweep, name, drop_share)['clean_acc']:.2%}"
-                        for name in controls
-                    )
-                )
+            student_at_threshold(threshold, drop_share, tolerance=(high - low) / 2000)
         else:
-            st.warning(
-                "This run has no threshold sweep (or one from an older version): "
-                f"`python -m core sweep --run-dir {shown(directory)}` measures the student's accuracy at 24 "
-                "thresholds, beside random and oracle filters, over 3 seeds."
-            )
+            curve_progress()
 
     interactive = st.toggle(
         "Interactive charts",
@@ -452,13 +527,11 @@ def sweep_section(drop_share: float) -> None:
         bind="query-params",
     )
     sweep_figure = sweep_chart(directory, metric)
-    trained = [job.point for job in live_trainer().jobs(directory) if job.state == "done" and job.score == score]
-    trained = [point for point in trained if metric in point]
+    trained = [point for point in trained_points() if metric in point]
     if trained:
-        n_train = len(scores)
         sweep_figure.add_trace(
             go.Scatter(
-                x=[1 - point["kept"] / n_train for point in trained],
+                x=[point["drop_share"] for point in trained],
                 y=[point[metric] for point in trained],
                 name="trained here (one seed)",
                 mode="markers",
@@ -483,11 +556,12 @@ with guard("the threshold view"):
 st.divider()
 st.subheader("Train at exactly this threshold")
 steps = sweep_steps(run)
-measured = live_trainer().measured_seconds(directory, steps)
-seconds = (
-    measured[0]
-    if measured
-    else point_seconds_here(
+timed_points = [point for point in trained_points() if point.get("steps") == steps and point.get("seconds")]
+if timed_points:
+    seconds = sum(point["seconds"] for point in timed_points) / len(timed_points)
+    basis = f"measured: the mean of the {len(timed_points)} point{'s' if len(timed_points) > 1 else ''} trained here"
+else:
+    seconds = point_seconds_here(
         run.config.classifier.width,
         run.config.classifier.hidden,
         run.config.classifier_train.batch_size,
@@ -496,26 +570,21 @@ seconds = (
         run.config.eval_attack.steps,
         sweep_robust_steps(run),
     )
-)
+    basis = "estimated from a short timing of this model here; the first point trained replaces it with its own time"
 on_gpu = device_description().startswith("GPU")
 st.caption(
     f"Trains teacher and student at the run's T on what the threshold keeps, {steps:,} optimiser steps each (the "
-    "sweep's budget, whatever the threshold keeps), and measures the student on the sweep's test subset, in the "
-    f"background: the page stays usable. On this machine ({device_description()}) a point takes about "
-    f"{seconds:.0f} s, training and measurement ("
-    + (
-        f"measured: the points trained here, {measured[1]} so far"
-        if measured
-        else "estimated from a short timing of this model here; the first point trained replaces it with its own time"
-    )
-    + "); finished points appear on the sweep's chart as stars."
+    "sweep's budget, whatever the threshold keeps), and measures the student on the sweep's test subset, as a "
+    f"background job: leave the page, it goes on. On this machine ({device_description()}) a point takes about "
+    f"{minutes(seconds)} ({basis}). Finished points are kept in `{shown(POINTS_PATH)}` and drawn on the sweep's "
+    "chart as stars."
 )
 columns = st.columns([1, 1])
 columns[0].toggle(
     "Train every threshold I release",
     value=on_gpu,
     key="live_training",
-    help="On a GPU a point takes seconds: each released slider position is queued and trained in turn.",
+    help="On a GPU a point takes seconds: each released slider position is queued as a job and trained in turn.",
 )
 columns[1].button(
     "Train at this threshold in the background",
@@ -523,35 +592,40 @@ columns[1].button(
     key="train_in_background",
     on_click=lambda: submit_point(float(st.session_state[SLIDER])),
 )
+if run.sweep and not SHIPPED and not active_jobs(directory):
+    seeds = max(point["n_seeds"] for point in run.sweep["curves"]["detector"])
+    if seeds < 3 and st.button("Measure the curve at 3 seeds in the background", key="more_seeds"):
+        start(f"threshold curve of {shown(directory)} at 3 seeds", "sweep", more_seeds_commands(directory), directory)
+        st.rerun()
+
+with guard("the background jobs"):
+    jobs_panel(directory, key="threshold", limit=4)
+    points = trained_points()
+    if points:
+        table = pd.DataFrame(
+            [
+                {key: point.get(key) for key in ("threshold", "drop_share", "kept", *SWEEP_METRICS, "steps", "seconds")}
+                for point in points
+            ]
+        )
+        st.dataframe(table, width="stretch", hide_index=True)
 
 
-# Polls while a point trains, and whenever released thresholds are queued (a release reruns only the slider's fragment,
-# so a page that was idle when drawn would not see the job it queued until a reload)
-@st.fragment(run_every=2.0 if live_trainer().busy() or st.session_state.get("live_training") else None)
-def live_jobs() -> None:
-    jobs = live_trainer().jobs(directory)
-    if not jobs:
-        return
-    for job in jobs:
-        if job.state in ("queued", "running"):
-            share = job.done_steps / max(job.total_steps, 1)
-            st.progress(share, text=f"{job.threshold:.5f}: {job.state} {job.stage} {job.done_steps}/{job.total_steps}")
-        elif job.state == "failed":
-            st.error(f"Training at {job.threshold:.5f} failed: {job.error}")
-    done = [
-        {"threshold": job.threshold, "score": job.score, "seconds": job.seconds, **job.point}
-        for job in jobs
-        if job.state == "done"
-    ]
-    if done:
-        st.dataframe(pd.DataFrame(done), width="stretch", hide_index=True)
-    if not live_trainer().busy() and st.session_state.get("jobs_seen") != len(done):
-        st.session_state["jobs_seen"] = len(done)
-        st.rerun()  # the whole page: the chart gains the new points and the polling stops
+@st.fragment(run_every=2.0 if active_jobs(directory) else None)
+def follow_files() -> None:
+    """While a job writes into this run, rerun the page when one of its files changes (a new point of the curve)."""
+    stamp = tuple(
+        (path.name, path.stat().st_mtime_ns)
+        for path in sorted([*Path(directory).glob("*.json"), POINTS_PATH])
+        if path.exists()
+    )
+    previous = st.session_state.get("run_files_stamp")
+    st.session_state["run_files_stamp"] = (directory, stamp)
+    if previous is not None and previous[0] == directory and previous[1] != stamp:
+        st.rerun()
 
 
-with guard("the background training"):
-    live_jobs()
+follow_files()
 
 st.divider()
 st.subheader("Other defences")

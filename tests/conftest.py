@@ -21,6 +21,7 @@ torch.set_num_threads(max(1, os.cpu_count() or 1))
 #   slow     over about 20 s on 2 cores: the files below, and tests marked one by one
 MARKED_FILES = {
     "test_browser.py": ("browser", "slow"),
+    "test_browser_jobs.py": ("browser", "slow"),  # a tiny run and its sweep as a background job, a server restart
     "test_cluster.py": ("cluster", "slow"),
     "test_app.py": ("slow",),  # every test opens the shipped run in Streamlit's AppTest
     "test_checkpoints.py": ("slow",),  # verify on the shipped run

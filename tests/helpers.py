@@ -7,9 +7,6 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from core.dae import DAEConfig
-from core.distill import classifier_train_config
-from core.models import AutoencoderConfig, ClassifierConfig
 from core.pipeline import ExperimentConfig, preset
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -52,16 +49,5 @@ def metric(at: AppTest, label: str) -> str:
 
 
 def tiny_config(**overrides) -> ExperimentConfig:
-    """The quick preset shrunk to seconds: 6% of train, 2% of test, width-8 classifiers, one epoch."""
-    dae = DAEConfig(model=AutoencoderConfig(depth=2, width=8, latent_dim=32))
-    dae = replace(dae, train=replace(dae.train, epochs=1))
-    return replace(
-        preset("quick"),
-        train_subset=0.06,
-        test_subset=0.02,
-        classifier=ClassifierConfig(width=8, hidden=32),
-        classifier_train=classifier_train_config(epochs=1),
-        defender_epochs=2,
-        dae=dae,
-        **overrides,
-    )
+    """The tiny preset (core.pipeline.preset): 6% of train, 2% of test, width-8 classifiers, one epoch."""
+    return replace(preset("tiny"), preset="quick", **overrides)

@@ -113,9 +113,17 @@ def test_accuracy_at_returns_measured_points_and_interpolates_between_them():
     point = sweep["curves"]["detector"][0]
     assert point["n_seeds"] == 2 and point["mean"]["clean_acc"] == pytest.approx(0.55)
     assert point["std"]["clean_acc"] == pytest.approx(0.1 / 2**0.5)
-    assert accuracy_at(sweep, 1.0) == {**sweep["curves"]["detector"][1]["mean"], "measured": True}
+    measured = {**sweep["curves"]["detector"][1]["mean"], "measured": True, "where": "measured", "n_seeds": 2}
+    assert accuracy_at(sweep, 1.0) == measured
     halfway = accuracy_at(sweep, 1.5)
     assert not halfway["measured"] and halfway["clean_acc"] == pytest.approx((0.55 + 0.75) / 2)
+    assert halfway["where"] == "interpolated"
+    # above the 0%-dropped point's threshold the same samples are kept: that point, measured
+    above = accuracy_at(sweep, 3.0)
+    assert above["where"] == "measured" and above["clean_acc"] == pytest.approx(0.55)
+    # below the lowest measured threshold nothing was measured: no number, never the nearest point's (issue 34)
+    below = accuracy_at(sweep, 0.5)
+    assert below["where"] == "not measured" and below["clean_acc"] is None and not below["measured"]
 
 
 def test_sweep_end_to_end_in_the_cli_resumes_and_shows_in_the_app(tiny_run, gtsrb_root, tmp_path, capsys):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,17 +27,14 @@ from core.pipeline import ExperimentConfig, preset
 from core.poison import PoisonConfig, poison_training_set
 from core.run import SHIPPED_RUN, Run, run_choices, weak_students_note
 from core.storage import CheckpointError
-from core.sweep import train_at_threshold as train_point_at_threshold
 from core.train import TrainingCancelled, device_description
 
 if TYPE_CHECKING:
-    import optuna
-
-    from core.live import LiveTrainer
+    pass
 
 torch.set_num_threads(max(1, os.cpu_count() or 1))
 
-PRESETS = ("Paper", "Quick", "Custom")
+PRESETS = ("Paper", "Quick", "Tiny", "Custom")
 EXPECTED_ERRORS = (
     ValueError,
     TypeError,
@@ -178,9 +174,10 @@ def run_dir() -> str:
 
 
 def app_dir() -> Path:
-    """Everything the app writes (its runs, their model cache, the Optuna study) lives here: the data cache's folder,
-    $DAE_DISTILL_CACHE (default ~/.cache/dae-distill), never the working directory."""
-    return cache_dir() / "app"
+    """Everything the app writes (its runs, their model cache, its jobs, the Optuna study) lives here:
+    $DAE_DISTILL_APP_DIR, else the data cache's folder $DAE_DISTILL_CACHE (default ~/.cache/dae-distill) / app; never
+    the working directory."""
+    return Path(os.environ.get("DAE_DISTILL_APP_DIR") or cache_dir() / "app")
 
 
 def pick_run() -> None:
@@ -190,8 +187,7 @@ def pick_run() -> None:
     current = run_dir()
     if current not in choices:
         choices = {current: "The run this session opened.", **choices}
-    if st.session_state.get("run_picker") not in choices:
-        st.session_state["run_picker"] = current
+    st.session_state["run_picker"] = current  # the run every page shows, however it was chosen (a job may open one)
     st.selectbox(
         "Run",
         list(choices),
@@ -207,8 +203,13 @@ PROJECT = Path(__file__).resolve().parents[1]
 
 
 def shown(path) -> str:
-    """A path as the pages print it: relative to the project (checkpoints/paper, ../shared/data), not the machine's
-    absolute path; absolute only when it is on another drive."""
+    """A path as the pages print it: relative to the project (checkpoints/paper, ../shared/data), or to the app's own
+    folder (app/runs/quick-ifgsm-eps0.01-seed0-1a2b3c), not the machine's absolute path; absolute only when it is on
+    another drive."""
+    try:
+        return "app/" + Path(path).resolve().relative_to(app_dir().resolve()).as_posix()
+    except ValueError:
+        pass
     try:
         return os.path.relpath(Path(path).resolve(), PROJECT)
     except ValueError:
@@ -260,39 +261,6 @@ def dataset_counts(root: str) -> tuple[int, int]:
 def run_splits(run: Run):
     c = run.config
     return cached_splits(data_root(), c.trusted_fraction, c.seed, c.train_subset, c.test_subset)
-
-
-_LIVE_TRAINER = None
-_LIVE_TRAINER_LOCK = threading.Lock()
-
-
-def live_trainer() -> "LiveTrainer":
-    """The process's background trainer (core.live): one queue shared by every session, one point at a time (a
-    module-level object, not st.cache_resource: tests reach the same one)."""
-    global _LIVE_TRAINER
-    with _LIVE_TRAINER_LOCK:
-        if _LIVE_TRAINER is None:
-            _LIVE_TRAINER = _new_live_trainer()
-        return _LIVE_TRAINER
-
-
-def _new_live_trainer():
-    from core.live import LiveTrainer
-
-    loaded: dict = {}  # the last run's splits, kept between jobs
-
-    def train_point(job, progress) -> dict:
-        run = Run.load(job.run_dir)
-        c = run.config
-        key = (job.run_dir, c.trusted_fraction, c.seed, c.train_subset, c.test_subset)
-        if loaded.get("key") != key:
-            loaded.update(key=key, splits=load_splits(data_root(), *key[1:]))
-        point, _ = train_point_at_threshold(
-            run, loaded["splits"], job.score, job.threshold, c.temperature, job.steps, progress
-        )
-        return point
-
-    return LiveTrainer(train_point)
 
 
 @st.cache_data(max_entries=4, show_spinner="Timing a training step and the attacks on this device...")
@@ -422,6 +390,10 @@ def sidebar() -> None:
         st.caption(f"Device: **{device_description()}**")
         st.subheader("Run shown")
         pick_run()
+        st.subheader("Background jobs")
+        from ui.jobs import job_settings  # ui.jobs imports this module
+
+        job_settings()
         st.subheader("New experiment")
         st.radio(
             "Preset",
@@ -430,7 +402,8 @@ def sidebar() -> None:
             bind="query-params",
             horizontal=True,
             help="What *Run the experiment* (Overview) and the Poison page's preview use. Paper: all of GTSRB, the "
-            "paper's settings. Quick: a quarter of it, fewer epochs. Custom: your own values on the Poison page.",
+            "paper's settings. Quick: a quarter of it, a narrower classifier (minutes). Tiny: seconds, a smoke test of "
+            "the whole flow (models too small to read numbers from). Custom: your own values on the Poison page.",
         )
         try:
             run = cached_run(run_dir())
@@ -460,7 +433,7 @@ def custom_poison() -> PoisonConfig | None:
 def preset_config() -> ExperimentConfig:
     """The config the sidebar's preset stands for (Custom starts from Paper)."""
     choice = st.session_state.get("preset", "Paper")
-    return preset("quick" if choice == "Quick" else "paper")
+    return preset({"Quick": "quick", "Tiny": "tiny"}.get(choice, "paper"))
 
 
 def figure_download(figure, name: str) -> None:
@@ -555,30 +528,6 @@ def ringed(image, correct: bool, scale: int = 4) -> np.ndarray:
     return pixels
 
 
-def train_at_threshold(threshold: float, temperature: float, steps: int, score: str = "dae") -> dict:
-    """Teacher and student at T on the samples whose `score` is at most threshold (core.sweep), with progress."""
-    directory = run_dir()
-    run = cached_run(directory)
-    with st.status(
-        f"Training teacher and student at T={temperature} on the samples kept at {threshold:.5f}", expanded=True
-    ) as status:
-        bar = st.progress(0.0)
-        st.button("Cancel", key="cancel-training", help="Stops the run (any click interrupts it)")
-
-        def progress(stage: str, done: int, total: int) -> None:
-            bar.progress(done / max(total, 1), text=f"{stage}: step {done}/{total}")
-
-        point, student = train_point_at_threshold(run, run_splits(run), score, threshold, temperature, steps, progress)
-        status.update(
-            label=f"Trained at {threshold:.5f}: student clean {point['clean_acc']:.2%}, "
-            f"I-FGSM {point['ifgsm_acc']:.2%}",
-            state="complete",
-        )
-    st.session_state.setdefault("trained_points", []).append(point)
-    st.session_state["last_student"] = student
-    return point
-
-
 def ensure_navigation() -> None:
     """Make a deep link (/threshold) on a fresh server go through app.py's st.navigation.
 
@@ -659,65 +608,51 @@ def teacher_probabilities(directory: str, index: int, temperature: float, k: int
 # ---- Autoencoder: the DAE trained in this session stays here; the page gets numbers, bytes and pixels ------------
 
 
-@st.cache_resource(max_entries=1, show_spinner=False)
-def dae_training_pairs(directory: str, eps: float, alpha: float, steps: int):
-    """The run's DAE training pairs: its trusted images minus the calibration slice (clean -> clean) and the
-    defender's FGSM / I-FGSM copies of them (-> clean), at the given eps / alpha / steps; crafted once per session
-    (minutes on a CPU), with a bar per attack."""
-    from dataclasses import replace
+def dae_folder(directory: str, flags: list[str]) -> Path:
+    """Where the app keeps a DAE trained on a run's pairs with these flags (one folder per run and settings)."""
+    import hashlib
 
-    from core.dae import denoising_pairs
-
-    run = cached_run(directory)
-    config = replace(run.config.dae, eps=eps, alpha=alpha, steps=steps)
-    bar = st.progress(0.0, text="crafting the defender's perturbed copies (once per session)")
-
-    def progress(stage: str, done: int, total: int) -> None:
-        bar.progress(done / max(total, 1), text=f"{stage}: {done}/{total} (once per session)")
-
-    pairs = denoising_pairs(run.dae_data(run_splits(run)), cached_classifier(directory, "defender"), config, progress)
-    bar.empty()
-    return pairs
+    digest = hashlib.sha256(repr((str(Path(directory).resolve()), flags)).encode()).hexdigest()[:10]
+    return app_dir() / "daes" / digest
 
 
-def train_session_dae(directory: str, config, progress) -> float:
-    """Train a DAE with `config` (core.dae.DAEConfig) on the run's pairs, keep it for this session (the Gallery
-    tab, the download), and return its mean reconstruction error on 2,000 test images. progress(event) as
-    core.dae.train_dae reports it."""
-    from core.dae import train_dae
+def trained_daes(directory: str) -> list[dict]:
+    """The DAEs trained on this run's pairs by the Autoencoder page's jobs: dae.json's config and metrics, and the
+    folder, newest first."""
+    import json
 
-    inputs, targets = dae_training_pairs(directory, config.eps, config.alpha, config.steps)
-    model, _ = train_dae(inputs, targets, config, progress)
-    st.session_state["trained_dae"] = model
-    return explore.mean_reconstruction_error(model, run_splits(cached_run(directory)).test.images[:2000])
-
-
-def session_dae_bytes() -> bytes | None:
-    """The DAE trained in this session as safetensors bytes (None before one is trained)."""
-    from core.storage import model_bytes
-
-    model = st.session_state.get("trained_dae")
-    return None if model is None else model_bytes(model)
+    found = []
+    for path in sorted((app_dir() / "daes").glob("*/dae.json"), key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            entry = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if entry.get("metrics", {}).get("run_dir") == str(directory) and (path.parent / "dae.safetensors").exists():
+            found.append({**entry, "folder": str(path.parent)})
+    return found
 
 
-def add_dae_trials(directory: str, tune_config, on_trial) -> "optuna.Study":
-    """Add tune_config.trials Optuna trials to its study on the run's DAE pairs (core.dae.tune); the study."""
-    from core.dae import tune
+@st.cache_resource(max_entries=4, show_spinner="Loading the autoencoder...")
+def _trained_dae(folder: str, stamp: int | None):
+    import json
 
-    run = cached_run(directory)
-    dae = run.config.dae
-    inputs, targets = dae_training_pairs(directory, dae.eps, dae.alpha, dae.steps)
-    return tune(inputs, targets, dae, tune_config, on_trial=on_trial)
+    from core.dae import DAEConfig
+    from core.models import DenoisingAutoencoder
+    from core.storage import load_weights
+
+    config = DAEConfig.from_dict(json.loads((Path(folder) / "dae.json").read_text())["config"])
+    return load_weights(folder, "dae", DenoisingAutoencoder(config.model)).eval()
 
 
-def dae_gallery(directory: str, count: int = 8) -> dict:
-    """The session's DAE (else the run's) on the first `count` delivered images of the example pool: "trained_here",
-    "input" / "reconstruction" / "error_map" as lists of HWC uint8 pixels, "mse" per image, "error_scale",
-    "is_poisoned"."""
+def dae_gallery(directory: str, trained_folder: str | None = None, count: int = 8) -> dict:
+    """A DAE trained here (its folder, when it is one of this run's), else the run's, on the first `count` delivered
+    images of the example pool: "trained_here", "input" / "reconstruction" / "error_map" as lists of HWC uint8
+    pixels, "mse" per image, "error_scale", "is_poisoned"."""
     from core.images import error_colour_bar, reconstruction_view
 
-    trained_here = st.session_state.get("trained_dae") is not None
-    autoencoder = st.session_state["trained_dae"] if trained_here else cached_autoencoder(directory)
+    trained_here = trained_folder in {entry["folder"] for entry in trained_daes(directory)}
+    stamp = _stamp(str(Path(trained_folder) / "dae.safetensors")) if trained_here else None
+    autoencoder = _trained_dae(trained_folder, stamp) if trained_here else cached_autoencoder(directory)
     pool = cached_example_pool(directory)
     view = reconstruction_view(autoencoder, as_images(pool["delivered"][:count]))
     return {

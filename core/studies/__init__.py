@@ -74,10 +74,11 @@ def option(
 
 @dataclass(frozen=True)
 class DataOptions:
-    """Where GTSRB is: the options every command accepts, before or after its name."""
+    """Where GTSRB is, and the threads to use: the options every command accepts, before or after its name."""
 
     data_root: str | None = None
     download: bool = False
+    threads: int | None = None
 
 
 @dataclass(frozen=True)
@@ -206,7 +207,10 @@ def load_run(run_dir: Path):
 
 
 class Stages:
-    """The command line's progress: one tqdm bar per stage, on stderr (the one progress shape: stage, done, total)."""
+    """The command line's progress: one tqdm bar per stage, on stderr (the one progress shape: stage, done, total).
+    Every callable in `listeners` gets the same reports (a background job's status file: core.jobs)."""
+
+    listeners: list = []
 
     def __init__(self):
         self.stage, self.bar = None, None
@@ -226,6 +230,8 @@ class Stages:
             self.bar = tqdm(total=total, desc=stage, unit="step", leave=True, dynamic_ncols=True, mininterval=0.5)
         self.bar.total = total
         self.bar.update(done - self.bar.n)
+        for listener in self.listeners:
+            listener(stage, done, total)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -20,7 +20,7 @@ from core.studies import (
     option,
 )
 
-PRESETS = ("paper", "quick", "compare", "sweep")  # core.pipeline.preset's names
+PRESETS = ("paper", "quick", "compare", "sweep", "tiny")  # core.pipeline.preset's names
 OPTUNA_STORAGE = f"sqlite:///{RUNS_DIR}/optuna.db"
 
 
@@ -51,6 +51,8 @@ class RunOptions(ExecutorOptions):  # with --seeds K: one cell per seed
     noise_scope: str | None = option(
         None, "unlearnable: one noise per image (samplewise) or per class", choices=_noise_scopes
     )
+    smooth_scale: int | None = option(None, "tap: perturbation on a (32 / scale)^2 grid, upsampled (default 1: none)")
+    poison_seed: int | None = option(None, "the poisons' own seed (default: the run's --seed)")
     poison_fraction: float | None = option(
         None, "share poisoned, in [0, 1], of what the threat says (train split; label_flip: the source class)"
     )
@@ -96,10 +98,11 @@ def experiment_of(options: RunOptions):
     config = preset(options.preset, seed=options.seed)
     poison = config.poison.with_threat(options.threat) if options.threat is not None else config.poison
     given = ("attack", "eps", "alpha", "steps", "source_class", "target_class", "trigger_size", "craft_augment")
-    poison_changes = {name: getattr(options, name) for name in (*given, "noise_scope")}
+    poison_changes = {name: getattr(options, name) for name in (*given, "noise_scope", "smooth_scale")}
     poison_changes["fraction"] = options.poison_fraction
     poison_changes["knobs"] = options.knobs or None
-    poison = replace(poison, seed=options.seed, **{k: v for k, v in poison_changes.items() if v is not None})
+    poison_seed = options.seed if options.poison_seed is None else options.poison_seed
+    poison = replace(poison, seed=poison_seed, **{k: v for k, v in poison_changes.items() if v is not None})
     if options.threshold is not None:
         threshold = ThresholdConfig(mode="fixed", value=options.threshold)
     elif options.fpr is not None:
@@ -120,6 +123,27 @@ def experiment_of(options: RunOptions):
     if options.dae_epochs is not None:
         dae = replace(dae, train=replace(dae.train, epochs=options.dae_epochs))
     return replace(config, **changes, dae=dae)
+
+
+def run_arguments(config) -> list[str]:
+    """The flags of `python -m core run` that make this ExperimentConfig from its preset (experiment_of inverts it):
+    what a background job runs for the app's *Run the experiment*. The preset's own other settings stay as they are;
+    a temperature other than the preset's is passed on."""
+    from core.pipeline import preset
+
+    p = config.poison
+    arguments = ["--preset", config.preset, "--seed", str(config.seed), "--threat", p.threat, "--attack", p.attack]
+    arguments += ["--eps", repr(p.eps), "--alpha", repr(p.alpha), "--steps", str(p.steps)]
+    arguments += ["--poison-fraction", repr(p.fraction), "--poison-seed", str(p.seed)]
+    arguments += ["--source-class", str(p.source_class), "--target-class", str(p.target_class)]
+    arguments += ["--trigger-size", str(p.trigger_size), "--noise-scope", p.noise_scope]
+    arguments += ["--smooth-scale", str(p.smooth_scale)] + (["--craft-augment"] if p.craft_augment else [])
+    for name, value in p.knobs:
+        shown = str(value).lower() if isinstance(value, bool) else str(value)
+        arguments += ["--" + name.replace(".", "-").replace("_", "-"), shown]
+    if config.temperature != preset(config.preset).temperature:
+        arguments += ["--temperature", repr(config.temperature)]
+    return arguments
 
 
 def best_trial_dae(dae, storage: str, study_name: str):

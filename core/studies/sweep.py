@@ -3,7 +3,7 @@ detector, random and oracle), over seeds, resumable point by point (core/sweep.p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from core.studies import RUNS_DIR, STUDIES, DataOptions, ExecutorOptions, Stages, StudySpec, load_run, note, option
@@ -20,6 +20,7 @@ class SweepOptions(ExecutorOptions):
     filters: tuple[str, ...] = option(FILTERS, "curves to measure", choices=FILTERS)
     points: int = option(24, "drop shares evenly spread over 0..0.9 (ignored with --drop-shares)")
     drop_shares: tuple[float, ...] | None = option(None, "explicit shares of the training set to drop")
+    refine: int = option(0, "also this many shares within +-10 points of the share the run's own threshold drops")
     test_subset: float = option(1.0, "share of the test set each student's clean accuracy is on")
     attack_test_subset: float = option(0.1, "share of that attacked with FGSM / I-FGSM")
     robust_test_subset: float = option(0.3, "share of the attacked set for the worst case")
@@ -33,6 +34,8 @@ class SweepOptions(ExecutorOptions):
     def __post_init__(self):
         if self.points < 2:
             raise ValueError(f"--points must be >= 2, got {self.points}")
+        if not 0 <= self.refine <= 50:
+            raise ValueError(f"--refine must be in 0..50, got {self.refine}")
 
     def sweep_config(self):
         from core.sweep import SweepConfig
@@ -53,13 +56,27 @@ class SweepOptions(ExecutorOptions):
 
 def main(options: SweepOptions, data: DataOptions) -> int:
     from core.live import point_estimate
-    from core.sweep import format_sweep, read_sweep_file, sweep_run
+    from core.storage import CheckpointError
+    from core.sweep import format_sweep, read_sweep_file, shares_around, sweep_run
 
     run = load_run(options.run_dir)
     config = options.sweep_config()
+    if options.refine:
+        own_share = float((run.train_scores > run.threshold).float().mean())
+        extra = shares_around(own_share, options.refine)
+        config = replace(config, drop_shares=tuple(sorted(set(config.drop_shares) | set(extra))))
     out = options.run_dir / "sweep.json"
     previous = None if options.fresh else read_sweep_file(out)
     note(f"a point is estimated at {point_estimate(run, config):.0f} s here (the Threshold page's estimate)")
+
+    def on_point(partial: dict) -> None:
+        if not (options.run_dir / "results.json").exists():  # atomic writes would make the folder again, half
+            raise CheckpointError(
+                f"the run folder {options.run_dir} was removed while its sweep ran; nothing more is "
+                "written (make the run again, then its sweep)"
+            )
+        SWEEP_FILE.write(out, partial)
+
     with Stages() as stages:
         sweep = sweep_run(
             run,
@@ -67,7 +84,7 @@ def main(options: SweepOptions, data: DataOptions) -> int:
             data.data_root,
             data.download,
             progress=stages,
-            on_point=lambda partial: SWEEP_FILE.write(out, partial),
+            on_point=on_point,
             previous=previous,
             executor=options.executor_config(),
         )

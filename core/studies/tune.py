@@ -7,7 +7,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.studies import RUNS_DIR, STUDIES, DataOptions, Stages, StudySpec, option
+from core.studies import RUNS_DIR, STUDIES, DataOptions, Stages, StudySpec, load_run, option
 from core.studies.run import OPTUNA_STORAGE, PRESETS
 
 
@@ -23,6 +23,7 @@ class TuneOptions:
     preset: str = option("quick", "whose DAE training pairs to tune on (those a run of it uses)", choices=PRESETS)
     seed: int = option(0, "the run's seed whose pairs are tuned on, and the sampler's")
     cache_dir: Path = option(RUNS_DIR / "cache", "the run's cached defender is reused")
+    run_dir: Path | None = option(None, "tune on this finished run's own pairs (its DAE's settings), not a preset's")
 
 
 def main(options: TuneOptions, data: DataOptions) -> int:
@@ -31,7 +32,8 @@ def main(options: TuneOptions, data: DataOptions) -> int:
     from core.dae import TuneConfig, open_storage, redacted, tune_workers, worker_shares
     from core.pipeline import preset, tuning_pairs
 
-    config = preset(options.preset, seed=options.seed)
+    run = load_run(options.run_dir) if options.run_dir else None  # a missing run fails before any work
+    config = run.config if run else preset(options.preset, seed=options.seed)
     tune_config = TuneConfig(
         trials=options.trials,
         storage=options.storage,
@@ -42,12 +44,18 @@ def main(options: TuneOptions, data: DataOptions) -> int:
     worker_shares(options.trials, options.workers)  # a bad --workers / --trials fails before any work
     open_storage(tune_config.storage)  # so does an unreachable or malformed storage URL
     print(
-        f"denoising pairs of a {options.preset} run (seed {options.seed}): the defender's own copies of its trusted "
-        "images",
+        f"denoising pairs of {options.run_dir or f'a {options.preset} run (seed {options.seed})'}: the defender's own "
+        "copies of its trusted images",
         file=sys.stderr,
     )
     with Stages() as stages:
-        inputs, targets = tuning_pairs(config, options.cache_dir, data.data_root, stages, data.download)
+        if run:
+            from core.dae import denoising_pairs
+
+            splits = run.splits(data.data_root, data.download)
+            inputs, targets = denoising_pairs(run.dae_data(splits), run.classifier("defender"), config.dae, stages)
+        else:
+            inputs, targets = tuning_pairs(config, options.cache_dir, data.data_root, stages, data.download)
     with tqdm(total=options.trials, desc="Optuna trials", unit="trial") as bar:
         study = tune_workers(
             inputs,

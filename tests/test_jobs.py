@@ -1,0 +1,168 @@
+"""Background jobs (core/jobs.py): a real job process on a tiny run: start, progress, cancel, kill and resume; two
+sessions asking for the same job; a single point kept in the run's folder."""
+
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from core import jobs
+from core.jobs import JobSpec
+from core.sweep import POINTS_FILE, SWEEP_FILE
+
+
+def wait_for(condition, timeout: float = 240, what: str = "the job"):
+    deadline = time.time() + timeout
+    while not (value := condition()):
+        assert time.time() < deadline, f"{what} did not happen within {timeout} s"
+        time.sleep(0.1)
+    return value
+
+
+def sweep_job(folder: Path, root: Path, steps: int, title: str = "tiny sweep") -> JobSpec:
+    command = ("sweep", "--run-dir", str(folder), "--data-root", str(root), "--drop-shares", "0", "0.5", "--seeds", "1")
+    command += ("--steps", str(steps), "--test-subset", "0.5", "--attack-test-subset", "0.5", "--robust-steps", "2")
+    return JobSpec(title, "sweep", (command,), run_dir=str(folder), threads=1)
+
+
+def measurements(folder: Path) -> list[dict]:
+    sweep = SWEEP_FILE.read(folder / "sweep.json")
+    return sweep["measurements"] if sweep else []
+
+
+@pytest.fixture
+def run_copy(tiny_run, tmp_path) -> Path:
+    folder = tmp_path / "run"
+    shutil.copytree(tiny_run.directory, folder)
+    return folder
+
+
+def test_a_job_runs_its_commands_in_its_own_process_and_reports_progress(run_copy, gtsrb_root, tmp_path):
+    root = tmp_path / "jobs"
+    spec = sweep_job(run_copy, gtsrb_root, steps=4)
+    started = time.perf_counter()
+    job = jobs.submit(root, spec)
+    assert time.perf_counter() - started < 5  # submitting starts a process, it does not train
+    assert job.state in ("queued", "running") and job.id == spec.id
+    pid = wait_for(lambda: json.loads((root / spec.id / "status.json").read_text()).get("pid"))
+    assert pid != os.getpid()
+    seen = set()
+
+    def finished():
+        current = jobs.read_status(root / spec.id)
+        if current.stage:
+            seen.add(current.stage)
+        return current.state in jobs.FINISHED and current
+
+    done = wait_for(finished)
+    assert done.state == "done", (done.error, done.log_tail)
+    assert any(stage.startswith("threshold sweep") for stage in seen) or done.total > 0
+    assert len(measurements(run_copy)) == 2 * 3  # two shares x three filters, one seed
+    assert any("sweep:" in line for line in done.log_tail)  # the command's own output is the job's log
+    # the same job again is the finished one, not a second run
+    again = jobs.submit(root, spec)
+    assert again.state == "done" and len(list(root.iterdir())) == 1 + len(list(root.glob("*.lock")))
+    assert [job.id for job in jobs.list_jobs(root, run_dir=str(run_copy))] == [spec.id]
+    assert jobs.list_jobs(root, run_dir="elsewhere") == []
+
+
+def test_a_killed_job_is_failed_with_its_log_and_resumes_keeping_every_finished_point(run_copy, gtsrb_root, tmp_path):
+    root = tmp_path / "jobs"
+    spec = sweep_job(run_copy, gtsrb_root, steps=300)
+    jobs.submit(root, spec)
+    wait_for(lambda: len(measurements(run_copy)) >= 1, what="the first point")
+    first = measurements(run_copy)
+    pid = json.loads((root / spec.id / "status.json").read_text())["pid"]
+    os.killpg(pid, signal.SIGKILL)  # as a machine restart or the OOM killer would
+    failed = wait_for(lambda: (job := jobs.read_status(root / spec.id)).state != "running" and job)
+    assert failed.state == "failed" and "ended before it finished" in failed.error
+    assert failed.log_tail  # the last lines of what it printed
+    kept = measurements(run_copy)
+    assert kept[: len(first)] == first
+    resumed = jobs.submit(root, spec)  # resume: the same commands keep the finished points
+    assert resumed.state in ("queued", "running")
+    done = wait_for(lambda: (job := jobs.read_status(root / spec.id)).state in jobs.FINISHED and job)
+    assert done.state == "done", (done.error, done.log_tail)
+    final = measurements(run_copy)
+    assert len(final) == 6 and final[: len(kept)] == kept  # nothing finished before the kill was trained again
+
+
+def test_cancel_ends_the_process_within_five_seconds_and_keeps_the_finished_points(run_copy, gtsrb_root, tmp_path):
+    root = tmp_path / "jobs"
+    spec = sweep_job(run_copy, gtsrb_root, steps=300)
+    jobs.submit(root, spec)
+    wait_for(lambda: len(measurements(run_copy)) >= 1, what="the first point")
+    before = measurements(run_copy)
+    pid = json.loads((root / spec.id / "status.json").read_text())["pid"]
+    started = time.perf_counter()
+    cancelled = jobs.cancel(root, spec.id)
+    assert time.perf_counter() - started < 5
+    assert cancelled.state == "cancelled"
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # the process is gone (and reaped: no zombie left in the server that started it)
+    assert measurements(run_copy)[: len(before)] == before
+    assert not list(run_copy.glob(".*.tmp"))  # no half-written file left behind
+
+
+def _submit_from_another_process(root: str, spec: dict, barrier) -> None:
+    barrier.wait()
+    jobs.submit(root, JobSpec.from_dict(spec))
+
+
+def test_two_sessions_asking_for_the_same_job_get_one_process(run_copy, gtsrb_root, tmp_path):
+    from dataclasses import asdict
+
+    root = tmp_path / "jobs"
+    spec = sweep_job(run_copy, gtsrb_root, steps=4)
+    context = multiprocessing.get_context("spawn")  # two app servers: separate processes on the same cache
+    barrier = context.Barrier(2)
+    askers = [context.Process(target=_submit_from_another_process, args=(str(root), asdict(spec), barrier))]
+    askers.append(context.Process(target=_submit_from_another_process, args=(str(root), asdict(spec), barrier)))
+    for process in askers:
+        process.start()
+    for process in askers:
+        process.join(60)
+        assert process.exitcode == 0
+    done = wait_for(lambda: (job := jobs.read_status(root / spec.id)).state in jobs.FINISHED and job)
+    assert done.state == "done"
+    log = (root / spec.id / "log.txt").read_text()
+    assert log.count("$ python -m core sweep") == 1  # one job process ran the command, once
+    assert len(measurements(run_copy)) == 6
+
+
+def test_a_point_is_kept_in_the_run_folder_and_the_same_point_replaces_itself(run_copy, gtsrb_root):
+    from core.cli import main
+    from core.run import Run
+
+    run = Run.load(run_copy)
+    threshold = float(run.train_scores.median())
+    command = ["point", "--run-dir", str(run_copy), "--data-root", str(gtsrb_root), "--threshold", str(threshold)]
+    assert main([*command, "--steps", "3"]) == 0
+    points = POINTS_FILE.read(run_copy / "points.json")["points"]
+    assert len(points) == 1 and points[0]["single_point"] and points[0]["score"] == "dae"
+    kept = int((run.train_scores <= threshold).sum())
+    assert points[0]["kept"] == kept and points[0]["drop_share"] == pytest.approx(1 - kept / len(run.train_scores))
+    assert all(0 <= points[0][key] <= 1 for key in ("clean_acc", "fgsm_acc", "ifgsm_acc", "adaptive_acc"))
+    assert main([*command, "--steps", "3"]) == 0
+    assert len(POINTS_FILE.read(run_copy / "points.json")["points"]) == 1  # measured again, not counted twice
+    assert main([*command, "--steps", "4"]) == 0
+    assert len(POINTS_FILE.read(run_copy / "points.json")["points"]) == 2
+    reloaded = Run.load(run_copy)
+    assert [p["steps"] for p in reloaded.points] == [3, 4]
+
+
+def test_a_point_that_keeps_nothing_or_a_bad_threshold_is_refused_before_any_work(run_copy, gtsrb_root, capsys):
+    from core.cli import main
+
+    base = ["point", "--run-dir", str(run_copy), "--data-root", str(gtsrb_root)]
+    assert main([*base, "--threshold", "-1"]) == 2
+    assert "drops every training image" in capsys.readouterr().err
+    assert main([*base, "--threshold", "nan"]) == 2
+    assert "finite" in capsys.readouterr().err
+    assert main([*base, "--threshold", "0.1", "--score", "magnet"]) == 2
+    assert not (run_copy / "points.json").exists()
