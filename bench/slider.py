@@ -94,26 +94,63 @@ def measure(
     return client, first, server
 
 
+INSTANT_GOAL_MS, INSTANT_P95_GOAL_MS = 16.0, 50.0  # issue 35: one frame at 60 Hz, median; p95 within 50 ms
+
+
+def measure_instant(url: str, presses: int) -> tuple[list[float], list[float], int]:
+    """The instant view (ui/threshold_view.py): per press, ms from the key event to the page's numbers updated (the
+    input handler's own clock) and to the next frame; and the bytes of the data it was sent (once per run and score)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{url}/threshold")
+        page.wait_for_function("() => window.__thresholdView !== undefined", timeout=180_000)
+        page.wait_for_selector("[data-testid='stStatusWidget']", state="detached", timeout=180_000)
+        page.evaluate("() => { window.__thresholdTimings.render = []; window.__thresholdTimings.frame = []; }")
+        page.locator(".tv input[type=range]").focus()
+        for _ in range(presses):
+            page.keyboard.press("ArrowRight")
+            page.wait_for_timeout(30)
+        page.wait_for_timeout(200)
+        timings = page.evaluate("() => window.__thresholdTimings")
+        size = page.evaluate("() => window.__thresholdView.bytes || 0")
+        browser.close()
+    return timings["render"], timings["frame"], size
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--run", default=str(SHIPPED_RUN), help="the run the page shows")
     parser.add_argument("--presses", type=int, default=30)
     parser.add_argument("--quiet-ms", type=float, default=400.0, help="no DOM change for this long = idle")
-    parser.add_argument("--views", nargs="+", default=["picture", "interactive"], help="picture and/or interactive")
+    parser.add_argument(
+        "--views", nargs="+", default=["instant", "picture", "interactive"], help="instant, picture and/or interactive"
+    )
     args = parser.parse_args()
     if not os.path.exists(CHROMIUM):
         sys.exit(f"error: {CHROMIUM} is missing: apt-get install chromium")
-    views = {"picture": "", "interactive": "?interactive_charts=true"}
+    # the server-side views, and the instant one computed in the browser (the page's default)
+    views = {
+        "picture": "?instant_view=false",
+        "interactive": "?instant_view=false&interactive_charts=true",
+        "instant": "",
+    }
     unknown = [view for view in args.views if view not in views]
     if unknown:
         sys.exit(f"error: unknown view {unknown}: choose from {', '.join(views)}")
     measured = {}
     with tempfile.TemporaryDirectory() as folder:
         timings = Path(folder) / "timings.tsv"
-        process, url = start_streamlit({"DAE_DISTILL_RUN": args.run, "DAE_DISTILL_TIMINGS": str(timings)})
+        environment = {"DAE_DISTILL_RUN": args.run, "DAE_DISTILL_TIMINGS": str(timings), "DAE_DISTILL_SERVER_VIEW": "0"}
+        process, url = start_streamlit(environment)
         try:
             for view in args.views:
-                measured[view] = measure(url, args.presses, args.quiet_ms, timings, views[view])
+                if view == "instant":
+                    instant = measure_instant(url, args.presses)
+                else:
+                    measured[view] = measure(url, args.presses, args.quiet_ms, timings, views[view])
         finally:
             process.terminate()
             process.wait(timeout=20)
@@ -125,6 +162,19 @@ def main() -> None:
         f"{os.cpu_count()} CPU cores"
     )
     print(f"{'per press':<46}{'median ms':>11}{'p95 ms':>9}{'goal ratio':>12}")
+    if "instant" in args.views:
+        render, frame, size = instant
+        for name, values in (
+            ("instant: key event to updated numbers", render),
+            ("instant: key event to the frame painted", frame),
+        ):
+            median = statistics.median(values)
+            print(f"{name:<46}{median:>11.1f}{percentile(values, 0.95):>9.1f}{median / INSTANT_GOAL_MS:>12.2f}")
+        met = statistics.median(frame) <= INSTANT_GOAL_MS and percentile(frame, 0.95) <= INSTANT_P95_GOAL_MS
+        print(
+            f"instant: goal (median <= {INSTANT_GOAL_MS:.0f} ms, p95 <= {INSTANT_P95_GOAL_MS:.0f} ms to the frame "
+            f"painted): {'met' if met else 'not met'}; data sent once: {size / 1e6:.2f} MB; server work per move: none"
+        )
     for view, (client, first, server) in measured.items():
         rows = (
             (f"{view}: key press to idle page (browser)", client),
@@ -139,6 +189,9 @@ def main() -> None:
             f"{view}: server share of the median {share:.0%}; goal (median < {GOAL_MS:.0f} ms): "
             f"{'met' if statistics.median(client) < GOAL_MS else 'not met'}"
         )
+    if "instant" in args.views and "picture" in measured:
+        ratio = statistics.median(measured["picture"][0]) / statistics.median(instant[1])
+        print(f"picture view's key press to idle page / instant view's key event to the frame painted: {ratio:.1f}x")
     if len(measured) == 2:
         picture, interactive = (statistics.median(measured[view][0]) for view in ("picture", "interactive"))
         print(f"picture / interactive, median to idle: {picture / interactive:.2f}x")

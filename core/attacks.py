@@ -200,19 +200,19 @@ def _iterate(model, x, y, eps, alpha, steps, start_generator, *, loss):
 
 
 # ---- the attack registry: every poisoning / upload attack the CLI and app offer ----------------
-# Each entry takes (model, x, y, eps, alpha, steps, generator) so callers need not know which it uses.
+# Each entry takes (model, x, y, eps, alpha, steps, generator, loss) so callers need not know which it uses.
 
 
-def _run_fgsm(model, x, y, eps, alpha, steps, generator=None):
-    return fgsm(model, x, y, eps)
+def _run_fgsm(model, x, y, eps, alpha, steps, generator=None, loss=cross_entropy_loss):
+    return fgsm(model, x, y, eps, loss=loss)
 
 
-def _run_ifgsm(model, x, y, eps, alpha, steps, generator=None):
-    return ifgsm(model, x, y, eps, alpha, steps)
+def _run_ifgsm(model, x, y, eps, alpha, steps, generator=None, loss=cross_entropy_loss):
+    return ifgsm(model, x, y, eps, alpha, steps, loss=loss)
 
 
-def _run_pgd(model, x, y, eps, alpha, steps, generator=None):
-    return pgd(model, x, y, eps, alpha, steps, generator=generator)
+def _run_pgd(model, x, y, eps, alpha, steps, generator=None, loss=cross_entropy_loss):
+    return pgd(model, x, y, eps, alpha, steps, generator=generator, loss=loss)
 
 
 ATTACKS.register(AttackSpec("fgsm", "FGSM", _run_fgsm, iterative=False))

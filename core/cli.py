@@ -121,6 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     except GridError as error:  # the other cells finished and were saved
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except OSError as error:  # a full disk, a folder removed mid-run: every file written so far is whole (atomic)
+        where = f" ({error.filename})" if error.filename else ""
+        print(
+            f"error: {error.strerror or error}{where}; what was written before is kept, rerun to resume",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         print("error: interrupted; finished models are cached and reused by the next run", file=sys.stderr)
         return 130

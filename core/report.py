@@ -575,6 +575,30 @@ def report_sweep(run: Run) -> str:
     return "\n".join(lines)
 
 
+def report_points(run: Run) -> str:
+    """The single points trained at a threshold on the run (points.json: the Threshold page's *Train at this
+    threshold*, `python -m core point`), one seed each, beside the sweep's detector curve where it covers them."""
+    from core.sweep import accuracy_at
+
+    lines = [
+        f"{'score':<12}{'threshold':>11}{'dropped':>9}{'T':>5}{'steps':>7}{'clean':>9}{'I-FGSM':>9}{'worst':>9}  "
+        "sweep here (DAE)"
+    ]
+    for point in sorted(run.points, key=lambda p: (p["score"], p["threshold"])):
+        beside = "-"
+        if run.sweep and point["score"] == "dae" and point["steps"] == run.sweep["config"]["steps"]:
+            at = accuracy_at(run.sweep, point["threshold"])
+            if at["clean_acc"] is not None:
+                beside = f"{at['where']}: clean {at['clean_acc']:.2%}, worst {at['adaptive_acc']:.2%}"
+        lines.append(
+            f"{point['score']:<12}{point['threshold']:>11.5f}{point['drop_share']:>9.1%}{point['temperature']:>5g}"
+            f"{point['steps']:>7}{point['clean_acc']:>9.2%}{point['ifgsm_acc']:>9.2%}{point['adaptive_acc']:>9.2%}  "
+            f"{beside}"
+        )
+    lines.append("one seed per point (seed 0 of the sweep's repeats); the sweep's column: its mean at that threshold")
+    return "\n".join(lines)
+
+
 def seed_paired_sweep_gaps(sweep: dict, seeds: list[int]) -> list[str]:
     """For a sweep with several complete seeds: at every share, DAE minus random and DAE minus oracle, clean and worst
     case, as the mean of per-seed differences. Its standard error is the one over those seeds (paired by seed: it

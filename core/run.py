@@ -87,6 +87,8 @@ class Run:
         from core.compare import DETECTORS_FILE  # its writer's module
 
         directory = Path(directory)
+        if directory.exists() and not directory.is_dir():
+            raise CheckpointError(f"{directory} is a file, not a run folder (one holding results.json)")
         results_path = directory / "results.json"
         try:
             results = json.loads(results_path.read_text())

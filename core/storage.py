@@ -70,7 +70,12 @@ class ResultFile:
             if missing_ok:
                 return None
             raise CheckpointError(f"no {self.name} at {path}: run `{command}`") from None
+        except (IsADirectoryError, NotADirectoryError):
+            raise CheckpointError(f"{path} is not a {self.name} file (a folder, or under a file)") from None
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError, ValueError) as error:
+            if path.name != self.name:  # /etc/passwd given as a comparison: not "rerun compare --out /etc"
+                what = self.remake.split(" --")[0]
+                raise CheckpointError(f"{path} is not a {self.name} ({error!r}): give one `{what}` wrote") from None
             raise CheckpointError(f"{path} is corrupt or from another tool ({error!r}); rerun `{command}`") from None
 
     def write(self, path: str | Path, data: dict) -> None:

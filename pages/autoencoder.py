@@ -13,6 +13,8 @@ from ui.common import (
     enlarged,
     ensure_navigation,
     guard,
+    keep,
+    kept,
     require_run,
     run_dir,
     trained_daes,
@@ -71,19 +73,32 @@ with training:
     )
     base = st.session_state.get("dae_config", run.config.dae)
     c1, c2, c3 = st.columns(3)
-    depth = c1.slider("depth (stride-2 stages)", 1, 4, base.model.depth, key="dae_depth")
-    width = c1.select_slider("width (first stage channels)", [8, 16, 24, 32, 48, 64], base.model.width, key="dae_width")
+
+    def remembered(key: str, default) -> dict:
+        """value, key and on_change of a widget whose value is kept for the session (ui.common.kept)."""
+        return {"value": kept(key, default), "key": key, "on_change": keep, "args": (key,)}
+
+    depth = c1.slider("depth (stride-2 stages)", 1, 4, **remembered("dae_depth", base.model.depth))
+    width = c1.select_slider(
+        "width (first stage channels)", [8, 16, 24, 32, 48, 64], **remembered("dae_width", base.model.width)
+    )
     latent = c2.select_slider(
-        "latent size", [16, 32, 64, 128, 256, 512], min(max(base.model.latent_dim, 16), 512), key="dae_latent"
+        "latent size", [16, 32, 64, 128, 256, 512], **remembered("dae_latent", min(max(base.model.latent_dim, 16), 512))
     )
     optimizer = c2.radio(
-        "optimiser", ["sgd", "adam"], index=0 if base.train.optimizer == "sgd" else 1, horizontal=True, key="dae_opt"
+        "optimiser",
+        ["sgd", "adam"],
+        index=["sgd", "adam"].index(kept("dae_opt", base.train.optimizer)),
+        horizontal=True,
+        key="dae_opt",
+        on_change=keep,
+        args=("dae_opt",),
     )
     learning_rate = c3.number_input(
-        "learning rate", 1e-5, 2.0, float(base.train.learning_rate), format="%.5f", key="dae_lr"
+        "learning rate", 1e-5, 2.0, format="%.5f", **remembered("dae_lr", float(base.train.learning_rate))
     )
-    momentum = c3.slider("momentum (SGD)", 0.0, 0.99, float(base.train.momentum), key="dae_momentum")
-    epochs = c3.slider("epochs", 1, 60, base.train.epochs, key="dae_epochs")
+    momentum = c3.slider("momentum (SGD)", 0.0, 0.99, **remembered("dae_momentum", float(base.train.momentum)))
+    epochs = c3.slider("epochs", 1, 60, **remembered("dae_epochs", base.train.epochs))
     if st.button("Train in the background", type="primary", key="train-dae"):
         with guard("starting the DAE's training"):
             settings = {"depth": depth, "width": width, "latent-dim": latent, "optimizer": optimizer}
@@ -177,6 +192,8 @@ with search:
             st.write(f"Best trial #{study.best_trial.number}: validation MSE {study.best_value:.6f}", study.best_params)
             if st.button("Apply the best trial to *Train a DAE*"):
                 st.session_state["dae_config"] = config_from_params(study.best_params, run.config.dae)
+                for key in [key for key in st.session_state if str(key).startswith("kept_dae_")]:
+                    del st.session_state[key]  # the trial's values replace the ones typed before
                 st.rerun()
         else:
             st.caption("No finished trials yet.")

@@ -20,6 +20,7 @@ from ui.common import (
     percentages,
     require_run,
     run_dir,
+    session_threshold,
     teacher_probabilities,
     test_set_size,
 )
@@ -216,7 +217,7 @@ requested = st.session_state.get("score", "dae")
 try:
     if requested != "dae":
         run.scores_of(requested)  # the scores themselves must load, not only the threshold
-    stored = float(st.session_state.get("threshold", run.threshold_of(requested)))
+    stored = session_threshold(run, requested)
     if not math.isfinite(stored):
         raise ValueError(f"threshold {stored}")
     score, threshold = requested, stored

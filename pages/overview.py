@@ -6,6 +6,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.findings import findings
+from core.jobs import list_jobs, minutes
 from core.pipeline import MODEL_NAMES, PAPER_RESULTS
 from core.run import SHIPPED_RUN, weak_students_note
 from core.studies.run import run_arguments
@@ -19,7 +20,7 @@ from ui.common import (
     run_dir,
     shown,
 )
-from ui.jobs import experiment_commands, jobs_panel, run_folder, start
+from ui.jobs import experiment_commands, jobs_panel, jobs_root, run_folder, start
 
 MODEL_LABELS = {
     "clean_reference": "clean reference (no poisons)",
@@ -76,6 +77,18 @@ run_clicked = buttons[1].button(
     help="With the sidebar's preset (Custom: the Poison page's values): the run, then its threshold curve, as a "
     "background job that goes on when you leave the page.",
 )
+with guard("the time estimate"):
+    chosen = preset_config().preset
+    made_here = [job for job in list_jobs(jobs_root(), kind="experiment") if job.state == "done" and job.finished]
+    same = [job for job in made_here if Path(job.run_dir or "").name.startswith(f"{chosen}-")]
+    if same:
+        took = same[0].finished - same[0].started
+        buttons[1].caption(
+            f"The last {chosen} experiment made here took {minutes(took)} with {same[0].threads} thread(s), run and "
+            "curve."
+        )
+    else:
+        buttons[1].caption(f"No {chosen} experiment made here yet: the Jobs page shows its progress and time left.")
 if run_clicked:
     with guard("the experiment"):
         config = preset_config()
@@ -97,10 +110,6 @@ if experiment := st.session_state.get("experiment_job"):
     )
     with guard("the experiment's job"):
         jobs_panel(experiment["run_dir"], key="overview", limit=1)
-        if (Path(experiment["run_dir"]) / "results.json").exists() and run_dir() != experiment["run_dir"]:
-            st.session_state["run_dir"] = experiment["run_dir"]  # trained: every page shows it
-            st.session_state.pop("experiment_job")
-            st.rerun()
 
 run = require_run()
 

@@ -1,6 +1,8 @@
 """Threshold: drag the detector threshold and watch the filter and the student respond; switch the score."""
 
 import json
+import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,24 +16,30 @@ from core.defence_grid import defence_table
 from core.detect import PAPER_INFERRED_THRESHOLD, PAPER_INITIAL_THRESHOLD, filter_label, infer_threshold_from_scores
 from core.jobs import minutes
 from core.registry import DEFENCES, DETECTORS
-from core.run import weak_students_note
+from core.run import run_choices, weak_students_note
 from core.sweep import FILTERS, accuracy_at, curve_at_share, point_images, sweep_robust_steps, sweep_steps
 from core.train import device_description
 from ui.common import (
+    app_dir,
+    as_text,
     cached_curves,
     cached_defence_grid,
     cached_example_pool,
+    cached_run,
     cached_scores,
     enlarged,
     ensure_navigation,
     figure_download,
+    file_stamp,
     guard,
     point_seconds_here,
     purify_preview,
     require_run,
     ringed,
     run_dir,
+    score_histogram,
     shown,
+    slider_range,
     timed,
 )
 from ui.filter_figure import base_figure, figure_png, sample_strip
@@ -47,6 +55,7 @@ from ui.jobs import (
     sweep_commands,
 )
 from ui.jobs import trained_points as jobs_trained_points
+from ui.threshold_view import instant_data, instant_view
 
 ensure_navigation()
 
@@ -105,23 +114,29 @@ def base_picture(directory: str, score: str):
     return base_figure(histogram(directory, score), curves["roc_shown"], curves["pr_shown"], titles, unit)
 
 
-@st.cache_data(max_entries=16)
-def histogram(directory: str, score: str, bins: int = 80) -> dict:
-    scores, mask = cached_scores(directory, score)
-    top = float(np.quantile(scores, 0.999))
-    edges = np.linspace(float(scores.min()), top, bins + 1)
-    return {
-        "edges": edges,
-        "clean": np.histogram(scores[~mask], edges)[0],
-        "poisoned": np.histogram(scores[mask], edges)[0],
-    }
+def histogram(directory: str, score: str) -> dict:
+    return score_histogram(directory, score)
 
 
-low = float(scores.min())
-high = float(max(np.quantile(scores, 0.999), PAPER_INITIAL_THRESHOLD if is_dae else run_threshold))
+low, high = slider_range(directory, score)
 # One slider per score, bound to the URL as threshold_<score>: a DAE threshold is never read as a MagNet one (one
 # shared key carried 0.02314 to MagNet, dropping 78% of train), and a link restores the slider and the exact box.
 SLIDER = f"threshold_{score}"
+if st.session_state.get("threshold_run") not in (None, directory):
+    # another run: it starts at its own threshold, slider and exact box alike (a previous run's value, clipped to
+    # this run's range, landed on its minimum: issue 34)
+    for key in [key for key in st.session_state if str(key).startswith("threshold_") and key != "threshold_run"]:
+        del st.session_state[key]
+    st.session_state.pop("threshold", None)
+st.session_state["threshold_run"] = directory
+if SLIDER not in st.session_state and SLIDER in st.query_params:  # a link's value (the server slider reads it itself)
+    try:
+        linked = float(st.query_params[SLIDER])
+        slack = 1e-6 * (high - low)  # the link's 8 significant digits may round past an end of the range
+        if math.isfinite(linked) and low - slack <= linked <= high + slack:
+            st.session_state[SLIDER] = float(np.clip(linked, low, high))
+    except ValueError:
+        pass
 st.session_state.setdefault(SLIDER, float(np.clip(run_threshold, low, high)))  # a link's value wins on a first load
 
 
@@ -379,6 +394,12 @@ def draw_live_view() -> None:
 
     if counts["kept"] == 0:
         st.error("This threshold drops every training sample: nothing would be left to train the teacher. Raise it.")
+    elif counts["kept"] < max(run.config.classifier_train.batch_size, 0.01 * len(scores)):
+        st.warning(
+            f"Only {counts['kept']:,} of {len(scores):,} training images are kept "
+            f"({counts['kept'] / len(scores):.2%}): a teacher trained on so few "
+            "measures almost nothing about the filter. Raise the threshold."
+        )
     metrics = [*st.columns(3), *st.columns(3)]  # two rows: whole labels and counts at 1024 px
     metrics[0].metric("kept", f"{counts['kept']:,}")
     metrics[1].metric("dropped", f"{counts['dropped_clean'] + counts['dropped_poisoned']:,}")
@@ -543,13 +564,88 @@ def sweep_section(drop_share: float) -> None:
     figure_download(sweep_figure, "student_accuracy_vs_share_dropped")
 
 
+def draw_instant_view() -> None:
+    """The slider answered in the browser (ui/threshold_view.py); the server stores the value when a drag ends."""
+    threshold = float(st.session_state[SLIDER])
+    st.session_state["threshold"] = threshold  # what the other pages use (Your images, Distillation)
+    st.query_params[SLIDER] = f"{threshold:.8g}"  # the link reproduces it (no bound widget writes it here)
+
+    def release(value: float) -> None:
+        value = float(np.clip(value, low, high))
+        st.session_state[SLIDER] = st.session_state["threshold"] = st.session_state["threshold_input"] = value
+        st.query_params[SLIDER] = f"{value:.8g}"  # the link reproduces it
+        if st.session_state.get("live_training"):
+            submit_point(value)
+        st.rerun()  # the whole page: the sweep chart's line and *Train at this threshold* read the new value
+
+    choices = compare_choices()
+    left, right = st.columns([3, 2])
+    partner = left.selectbox(
+        "Side by side with",
+        list(choices),
+        key="compare",
+        bind="query-params",
+        help="Another run (its DAE score) or another score of this run, drawn below with its own histogram, ROC, "
+        "sweep and student; a link reproduces the pair.",
+    )
+    same_share = (
+        right.radio(
+            "Second view's position",
+            ["same share", "own threshold"],
+            key="compare_position",
+            bind="query-params",
+            horizontal=True,
+            help="same share: it follows this slider at the share of the training set this one drops; own threshold: "
+            "its own slider, starting at its run's threshold",
+        )
+        == "same share"
+    )
+    key = f"instant-{score}-{Path(directory).name}"  # per run and score: a release on one never counts for another
+    data = instant_data(directory, score, file_stamp(str(Path(directory) / "sweep.json")))
+    instant_view({**data, "leads": partner != "none"}, threshold, key=key, on_release=release)
+    counts = explore.threshold_counts(scores, mask, threshold)
+    sweep_section((counts["dropped_clean"] + counts["dropped_poisoned"]) / max(len(scores), 1))
+    if partner != "none":
+        other, other_score, label = choices[partner]
+        st.markdown(f"**Side by side: {as_text(label)}**")
+        other_data = instant_data(other, other_score, file_stamp(str(Path(other) / "sweep.json")))
+        other_key = f"compare-{other_score}-{Path(other).name}"
+        start_at = float(np.clip(cached_run(other).threshold_of(other_score), other_data["low"], other_data["high"]))
+        instant_view({**other_data, "follows": same_share}, start_at, key=other_key, on_release=lambda value: None)
+
+
+def compare_choices() -> dict[str, tuple]:
+    """What the second view can show: "none", another run's DAE score ("run:<name>") or another score of this run
+    ("score:<name>"), each (folder, score, label)."""
+    choices = {"none": (None, None, "nothing")}
+    for other in run_choices(app_dir() / "runs", Path("runs")):
+        if other != directory:
+            choices[f"run:{shown(other)}"] = (other, "dae", f"run {shown(other)} (DAE score)")
+    for name in scored:
+        if name != score:
+            choices[f"score:{name}"] = (directory, name, f"this run, {filter_label(name)}")
+    return choices
+
+
 @st.fragment
 def live_view() -> None:
     """Only this reruns when the slider moves (timed for bench/slider.py)."""
     with timed("threshold fragment"):
-        draw_live_view()
+        if st.session_state.get("instant_view", INSTANT_DEFAULT):
+            draw_instant_view()
+        else:
+            draw_live_view()
 
 
+INSTANT_DEFAULT = os.environ.get("DAE_DISTILL_SERVER_VIEW") != "1"  # the tests' AppTest sets 1: it runs no JavaScript
+st.toggle(
+    "Instant view (computed in your browser)",
+    value=INSTANT_DEFAULT,
+    key="instant_view",
+    bind="query-params",
+    help="On: every move of the slider is answered in the page, within a frame, from data sent once; the server "
+    "stores the value when you release it. Off: the server draws each move (slower; for a browser without JavaScript).",
+)
 with guard("the threshold view"):
     live_view()
 

@@ -9,6 +9,7 @@ from core.images import ACCEPTED_FORMATS, UploadError
 from core.registry import ATTACKS
 from core.sign_examples import shipped_examples
 from ui.common import (
+    as_text,
     cached_run,
     enlarged,
     ensure_navigation,
@@ -16,6 +17,7 @@ from ui.common import (
     image_analysis,
     image_models,
     run_dir,
+    session_threshold,
     test_image,
     uploaded_image,
 )
@@ -32,7 +34,7 @@ if run is None or models is None:
 residual_model = models["residual"]
 # The Threshold page's threshold applies to the DAE only while the DAE score is selected there.
 dae_selected = st.session_state.get("score", "dae") == "dae"
-threshold = float(st.session_state.get("threshold", run.threshold)) if dae_selected else run.threshold
+threshold = session_threshold(run) if dae_selected else run.threshold
 st.caption(
     f"Student: `filter_distillation`; baseline: `undefended`. DAE verdict at the threshold {threshold:.5f} "
     "(set it on the Threshold page)"
@@ -67,14 +69,23 @@ picked = st.multiselect(
 )
 
 images, names = [], []
-files = [(upload.name, upload.getvalue) for upload in uploads or []]
+# Kept for the session: a visit to another page clears the uploader, not what was uploaded (issue 34)
+kept_uploads = st.session_state.setdefault("kept_uploads", {})
+for upload in uploads or []:
+    kept_uploads[upload.name] = upload.getvalue()
+if kept_uploads and not uploads:
+    st.caption(f"Showing the {len(kept_uploads)} image(s) uploaded earlier in this session.")
+    if st.button("Forget the uploaded images", key="forget_uploads"):
+        kept_uploads.clear()
+        st.rerun()
+files = [(name, lambda data=data: data) for name, data in kept_uploads.items()]
 files += [(f"{name}.png (drawn; true class {examples[name][1]})", examples[name][0].read_bytes) for name in drawn]
 for name, read in files:
     try:
         images.append(uploaded_image(read(), name))  # the same path for uploads and the drawn examples
         names.append(name)
     except UploadError as error:
-        st.error(str(error))
+        st.error(as_text(error))
 with guard("loading the test images"):
     for index in picked:
         if (found := test_image(run_dir(), index)) is not None:
@@ -134,9 +145,10 @@ def draw(view: dict, label: str) -> None:
 
 attack_settings = None if attack == "none" else dict(name=attack, eps=eps, alpha=alpha, steps=steps, target=target)
 for image, name in zip(images, names):
-    with guard(f"analysing {name}"):
-        st.markdown(f"#### {name}")
+    with guard(f"analysing {as_text(name)}"):
+        st.markdown(f"#### {as_text(name)}")
         rows = image_analysis(run_dir(), image, threshold, attack_settings)
         draw(rows[0], "what the models see (32x32)")
         if attack_settings is not None:
-            draw(rows[1], f"{ATTACKS.label(attack)} eps {eps} on the {target}")
+            objective = ", margin (Carlini-Wagner) loss" if explore.attack_takes_loss(attack) else ""
+            draw(rows[1], f"{ATTACKS.label(attack)} eps {eps} on the {target}{objective}")

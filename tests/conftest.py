@@ -13,6 +13,9 @@ from core.models import Classifier, ClassifierConfig
 from core.train import TrainConfig, hard_label_loss, train
 
 torch.set_num_threads(max(1, os.cpu_count() or 1))
+# AppTest runs no JavaScript: the tests read the Threshold page's server-side view (ui/threshold_view.py is the
+# browser's; tests/test_threshold_view.py drives it in Chromium with this unset)
+os.environ.setdefault("DAE_DISTILL_SERVER_VIEW", "1")
 
 # Markers (pyproject.toml lists them; `make test-fast` deselects slow, browser and cluster):
 #   gtsrb    needs the dataset: every test that uses the gtsrb_root fixture, directly or through another fixture

@@ -37,6 +37,24 @@ def nav(page, title: str) -> None:
     page.get_by_test_id("stSidebarNavItems").get_by_role("link", name=title).click()
 
 
+def end_jobs(cache: Path) -> None:
+    """Kill every job process this test started, whatever happened (a paused one would otherwise stay)."""
+    for path in (cache / "app" / "jobs").glob("*/status.json"):
+        pid = json.loads(path.read_text()).get("pid")
+        for sig in (signal.SIGCONT, signal.SIGKILL):
+            try:
+                os.killpg(pid, sig)
+            except (ProcessLookupError, PermissionError, TypeError):
+                pass
+
+
+@pytest.fixture
+def cache(tmp_path):
+    folder = tmp_path / "cache"
+    yield folder
+    end_jobs(folder)
+
+
 def stop(process) -> None:
     process.send_signal(signal.SIGKILL)  # as a crash would: no clean shutdown
     process.wait(timeout=20)
@@ -53,8 +71,8 @@ def browser():
         instance.close()
 
 
-def test_run_the_experiment_in_the_background_survives_navigation_and_a_server_restart(gtsrb_root, browser, tmp_path):
-    cache = tmp_path / "cache"  # the app's own folder, empty: a new user's (the decoded images' cache is shared)
+def test_run_the_experiment_in_the_background_survives_navigation_and_a_server_restart(gtsrb_root, browser, cache):
+    # the app's own folder, empty: a new user's (the decoded images' cache is shared)
     env = {"DAE_DISTILL_APP_DIR": str(cache / "app"), "GTSRB_ROOT": str(Path(gtsrb_root).resolve())}
     server, url = start_streamlit(env)
     try:
@@ -114,3 +132,18 @@ def test_run_the_experiment_in_the_background_survives_navigation_and_a_server_r
         shoot(page, "threshold_after_restart")
     finally:
         stop(server)
+
+
+def test_the_jobs_bench_runs_at_a_tiny_size_and_prints_every_goal(gtsrb_root):
+    """bench/jobs.py --tiny: the Tiny preset driven in Chromium; it prints each goal's time and the slider's ratio."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, str(root / "bench" / "jobs.py"), "--tiny"], capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for line in ("run ", "first point on the page", "first curve", "cancel", "page load while a job trains: Jobs"):
+        assert line in result.stdout, result.stdout
+    assert "x idle (goal <= 1.5x)" in result.stdout or "not measured (the job had finished)" in result.stdout

@@ -72,7 +72,7 @@ def test_grayscale_is_the_luma_weighted_sum_on_all_three_channels():
     assert torch.equal(gray[:, 0], gray[:, 1]) and torch.equal(gray[:, 1], gray[:, 2])
 
 
-def test_every_defence_returns_a_uint8_training_set_with_its_labels():
+def test_every_defence_keeps_each_image_with_its_own_label():
     images, labels = smooth_images(20, 3), torch.arange(20) % 5
     train_set = ImageSet(images, labels)
     dropped = torch.zeros(20, dtype=torch.bool)

@@ -154,6 +154,11 @@ def test_a_point_is_kept_in_the_run_folder_and_the_same_point_replaces_itself(ru
     assert len(POINTS_FILE.read(run_copy / "points.json")["points"]) == 2
     reloaded = Run.load(run_copy)
     assert [p["steps"] for p in reloaded.points] == [3, 4]
+    from core.report import report_points
+
+    table = report_points(reloaded).splitlines()  # what `python -m core report` prints under the sweep
+    assert len(table) == 1 + 2 + 1 and all(f"{threshold:.5f}" in line for line in table[1:3])
+    assert f"{points[0]['clean_acc']:.2%}" in table[1]
 
 
 def test_a_point_that_keeps_nothing_or_a_bad_threshold_is_refused_before_any_work(run_copy, gtsrb_root, capsys):
@@ -166,3 +171,57 @@ def test_a_point_that_keeps_nothing_or_a_bad_threshold_is_refused_before_any_wor
     assert "finite" in capsys.readouterr().err
     assert main([*base, "--threshold", "0.1", "--score", "magnet"]) == 2
     assert not (run_copy / "points.json").exists()
+
+
+def test_a_full_disk_mid_sweep_is_one_clear_line_and_loses_no_finished_point(run_copy, gtsrb_root):
+    """The sweep's file cannot grow past its first point (RLIMIT_FSIZE: writes fail as on a full disk): the command
+    ends with one error line and the points written before are all there, the file whole."""
+    import resource
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "core", "sweep", "--run-dir", str(run_copy), "--data-root", str(gtsrb_root)]
+    command += ["--seeds", "1", "--steps", "4", "--test-subset", "0.5", "--attack-test-subset", "0.5"]
+    command += ["--robust-steps", "2", "--filters", "detector", "--drop-shares"]
+    subprocess.run([*command, "0", "0.5"], check=True, capture_output=True, timeout=300)
+    before = measurements(run_copy)
+    size = (run_copy / "sweep.json").stat().st_size
+
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size + 64, size + 64))
+
+    result = subprocess.run(
+        [*command, "0", "0.5", "0.2"], capture_output=True, text=True, timeout=300, preexec_fn=limited
+    )
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "File too large" in errors[0] and "kept" in errors[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert measurements(run_copy) == before and (run_copy / "sweep.json").stat().st_size == size
+    assert not list(run_copy.glob(".*.tmp"))
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_a_job_with_the_ray_executor_runs_its_cells_on_ray_and_measures_what_the_local_one_does(
+    run_copy, gtsrb_root, tmp_path
+):
+    """The sidebar's *Jobs run: ray* adds --executor ray to a job's commands: the same sweep, on a real Ray instance
+    the job process starts, gives the same points as the local executor."""
+    local_copy = tmp_path / "local"
+    shutil.copytree(run_copy, local_copy)
+    root = tmp_path / "jobs"
+    local = sweep_job(local_copy, gtsrb_root, steps=4)
+    on_ray = sweep_job(run_copy, gtsrb_root, steps=4)
+    on_ray = JobSpec(on_ray.title, on_ray.kind, ((*on_ray.commands[0], "--executor", "ray"),), on_ray.run_dir, 1)
+    for spec in (local, on_ray):
+        jobs.submit(root, spec)
+        done = wait_for(lambda spec=spec: (job := jobs.read_status(root / spec.id)).state in jobs.FINISHED and job)
+        assert done.state == "done", (done.error, done.log_tail)
+    assert "ray" in (root / on_ray.id / "log.txt").read_text().lower()
+
+    def numbers(folder):
+        return [{k: v for k, v in m.items() if k not in ("seconds", "threads")} for m in measurements(folder)]
+
+    assert numbers(run_copy) == numbers(local_copy) and len(numbers(run_copy)) == 6

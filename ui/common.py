@@ -6,6 +6,7 @@ All computing lives in `core`; this module only caches it for the app and draws 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -80,6 +81,8 @@ def timed(name: str) -> Iterator[None]:
 # ---- shared links: every knob that determines a view is a widget bound to the URL (bind="query-params") --------
 # Opening a link reproduces the view; a value the page cannot use is dropped by Streamlit, and said here.
 
+# Session state that is not a widget a link may set (a link's ?threshold=-1 or ?run_picker=/etc stayed in the address)
+NOT_LINKABLE = {"threshold", "threshold_run", "run_dir", "run_picker", "link", "link_pending", "kept_uploads"}
 CUSTOM_KNOBS = ("attack", "eps", "alpha", "steps", "fraction", "poison_seed", "craft_augment", "noise_scope")
 CUSTOM_KNOB_PAGE = "poison"  # the page whose widgets these are
 
@@ -99,7 +102,17 @@ def _knob_value_ok(knob: str, raw: str) -> bool:
         value = float(raw)
     except ValueError:
         return False
-    return value == value and value >= 0 and (knob not in ("steps", "poison_seed") or value == int(value))
+    if not math.isfinite(value):  # inf, nan, 1e400: int(inf) raised OverflowError here (issue 34)
+        return False
+    return value >= 0 and (knob not in ("steps", "poison_seed") or value == int(value))
+
+
+def not_finite(raw: str) -> bool:
+    """A link value that reads as a number but not a finite one (inf, -inf, nan, 1e400): no widget can take it."""
+    try:
+        return not math.isfinite(float(raw))
+    except ValueError:
+        return False
 
 
 def open_link(page: str = "") -> None:
@@ -109,6 +122,15 @@ def open_link(page: str = "") -> None:
     if "link" in st.session_state:
         return
     link = st.query_params.to_dict()
+    # Non-finite numbers leave the address before any widget reads them (Streamlit's own parsing of inf raised
+    # OverflowError, and deleting a parameter bound to a widget raised StreamlitAPIException): said in a toast.
+    refused = {key: raw for key, raw in link.items() if not_finite(raw)}
+    for key in refused:
+        st.query_params.pop(key, None)
+    st.session_state["link_refused"] = refused
+    link = {key: raw for key, raw in link.items() if key not in refused}
+    if "run" in link:
+        open_run_link(link["run"])
     st.session_state["link"] = link
     st.session_state["link_pending"] = True
     if page != CUSTOM_KNOB_PAGE or "preset" in link:
@@ -151,8 +173,14 @@ def report_link() -> None:
     """After the first run of a session: one toast per link value the page did not use, and why."""
     if not st.session_state.pop("link_pending", False):
         return
-    ignored = {}
+    ignored = {key: (raw, "not a finite number") for key, raw in st.session_state.pop("link_refused", {}).items()}
     for key, raw in st.session_state.get("link", {}).items():
+        if key == "run":  # the sidebar's, said by open_run_link
+            continue
+        if key in NOT_LINKABLE:  # the session's own state, not a widget: a link cannot set it
+            ignored[key] = (raw, "not a setting a link can change")
+            st.query_params.pop(key, None)
+            continue
         # Streamlit keeps a valid value (a choice as its label), corrects or drops the others
         now = st.query_params.get(key)
         if key not in st.session_state:  # no widget of this page took it (the address may still hold it)
@@ -165,12 +193,37 @@ def report_link() -> None:
         else:
             ignored[key] = (raw, f"not a valid value here; showing {_shown_value(st.session_state[key])}")
     for key, (raw, why) in ignored.items():
-        st.toast(f"Ignored the link's {key}={raw[:40]}: {why}.", icon=":material/link_off:")
+        # a toast renders Markdown: the link's own text is escaped, shown as typed
+        st.toast(f"Ignored the link's {as_text(key)}={as_text(raw[:40])}: {why}.", icon=":material/link_off:")
+
+
+MARKDOWN_SPECIALS = set("\\`*_[]$<>~|!")  # what renders inline: emphasis, code, links, images, KaTeX, HTML, tables
+
+
+def as_text(text) -> str:
+    """User text (a file name, a link value) for a Markdown element, every Markdown, KaTeX and HTML character escaped:
+    shown as typed, never rendered (issue 34: a file name made bold text, a link and KaTeX)."""
+    return "".join("\\" + char if char in MARKDOWN_SPECIALS else char for char in str(text))
 
 
 def run_dir() -> str:
-    """The run the pages show: the session's choice, else $DAE_DISTILL_RUN, else the shipped demo run."""
+    """The run the pages show: the session's choice (a link's ?run=), else $DAE_DISTILL_RUN, else the demo run."""
     return st.session_state.setdefault("run_dir", os.environ.get("DAE_DISTILL_RUN", str(SHIPPED_RUN)))
+
+
+def run_link_value(directory: str) -> str:
+    """How a run is written in a link: its shown name (checkpoints/paper, app/runs/quick-ifgsm-eps0.01-seed0-1a2b3c)."""
+    return shown(directory)
+
+
+def open_run_link(value: str) -> None:
+    """A link's ?run=: one of the runs the picker lists, by its shown name; anything else is said and ignored."""
+    choices = run_choices(app_dir() / "runs", Path("runs"))
+    found = next((path for path in choices if run_link_value(path) == value), None)
+    if found is None:
+        st.toast(f"Ignored the link's run={as_text(value[:60])}: no such run here.", icon=":material/link_off:")
+        return
+    st.session_state["run_dir"] = found
 
 
 def app_dir() -> Path:
@@ -188,6 +241,7 @@ def pick_run() -> None:
     if current not in choices:
         choices = {current: "The run this session opened.", **choices}
     st.session_state["run_picker"] = current  # the run every page shows, however it was chosen (a job may open one)
+    st.query_params["run"] = run_link_value(current)  # a copied link opens the same run
     st.selectbox(
         "Run",
         list(choices),
@@ -281,7 +335,7 @@ def point_seconds_here(
     )
 
 
-def _stamp(path: str) -> int | None:
+def file_stamp(path: str) -> int | None:
     """The file's modification time: a cache key that reloads a grid or curve file its command is still writing."""
     try:
         return Path(path).stat().st_mtime_ns
@@ -294,7 +348,7 @@ def cached_defence_grid() -> dict | None:
     session_state["defence_grid_path"] names another file; None when there is none."""
     paths = (st.session_state["defence_grid_path"],) if "defence_grid_path" in st.session_state else None
     paths = tuple(str(path) for path in (paths or SHIPPED_DEFENCE_GRIDS))
-    return _defence_grid(paths, tuple(_stamp(path) for path in paths))
+    return _defence_grid(paths, tuple(file_stamp(path) for path in paths))
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
@@ -305,7 +359,7 @@ def _defence_grid(paths: tuple[str, ...], stamps: tuple) -> dict | None:
 def cached_budget() -> dict | None:
     """The budget curves (shipped unless session_state["budget_path"] names others), or None when there are none."""
     path = st.session_state.get("budget_path", str(SHIPPED_BUDGET))
-    return _budget(path, _stamp(path))
+    return _budget(path, file_stamp(path))
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
@@ -315,7 +369,7 @@ def _budget(path: str, stamp: int | None) -> dict | None:
 
 def cached_comparison(path: str = str(SHIPPED_COMPARISON)) -> dict:
     """A comparison file (compare.json), reloaded when its command rewrites it (it does after every cell)."""
-    return _comparison(path, _stamp(path))
+    return _comparison(path, file_stamp(path))
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
@@ -328,6 +382,30 @@ def cached_scores(directory: str, score: str = "dae") -> tuple[np.ndarray, np.nd
     """A detector's training-set scores ('dae': reconstruction error) and the ground-truth mask."""
     run = cached_run(directory)
     return run.scores_of(score).numpy().astype(np.float64), run.poison_mask.numpy().astype(bool)
+
+
+@st.cache_data(max_entries=16)
+def score_histogram(directory: str, score: str, bins: int = 80) -> dict:
+    """Clean and poisoned counts of a score in `bins` bins from its minimum to its 99.9th percentile."""
+    scores, mask = cached_scores(directory, score)
+    top = float(np.quantile(scores, 0.999))
+    edges = np.linspace(float(scores.min()), top, bins + 1)
+    return {
+        "edges": edges,
+        "clean": np.histogram(scores[~mask], edges)[0],
+        "poisoned": np.histogram(scores[mask], edges)[0],
+    }
+
+
+def slider_range(directory: str, score: str) -> tuple[float, float]:
+    """The Threshold slider's range for a score: its minimum to its 99.9th percentile, widened to the paper's initial
+    0.015 for the DAE (else to the run's own threshold)."""
+    from core.detect import PAPER_INITIAL_THRESHOLD
+
+    scores, _ = cached_scores(directory, score)
+    run = cached_run(directory)
+    reach = PAPER_INITIAL_THRESHOLD if score == "dae" else run.threshold_of(score)
+    return float(scores.min()), float(max(np.quantile(scores, 0.999), reach))
 
 
 @st.cache_data(max_entries=16)
@@ -418,6 +496,9 @@ def sidebar() -> None:
                 st.warning(note)
             if run.outdated:
                 st.warning(run.outdated_note())
+    from ui.jobs import follow_experiment  # ui.jobs imports this module
+
+    follow_experiment()  # outside the sidebar: a fragment draws only where it is called
 
 
 def set_custom_poison(config: PoisonConfig) -> None:
@@ -542,6 +623,25 @@ def ensure_navigation() -> None:
         st.rerun()
 
 
+def kept(key: str, default):
+    """A widget's value kept for the session: Streamlit drops a widget's state when a page does not draw it, so a
+    visit to another page reset it (the Autoencoder's epochs went back to 20). Pass as the widget's value, with
+    on_change=keep, args=(key,)."""
+    return st.session_state.get(f"kept_{key}", default)
+
+
+def keep(key: str) -> None:
+    st.session_state[f"kept_{key}"] = st.session_state[key]
+
+
+def session_threshold(run: Run, score: str = "dae") -> float:
+    """The Threshold page's current threshold when it was set on this run, else the run's own for the score: every
+    page reads the same value, and a value set on another run never carries over (issue 34)."""
+    if st.session_state.get("threshold_run") == str(run.directory) and "threshold" in st.session_state:
+        return float(st.session_state["threshold"])
+    return run.threshold_of(score)
+
+
 def require_run() -> Run:
     """The current run, or a clear message and the end of this page's run."""
     with guard("loading the run"):
@@ -651,7 +751,7 @@ def dae_gallery(directory: str, trained_folder: str | None = None, count: int = 
     from core.images import error_colour_bar, reconstruction_view
 
     trained_here = trained_folder in {entry["folder"] for entry in trained_daes(directory)}
-    stamp = _stamp(str(Path(trained_folder) / "dae.safetensors")) if trained_here else None
+    stamp = file_stamp(str(Path(trained_folder) / "dae.safetensors")) if trained_here else None
     autoencoder = _trained_dae(trained_folder, stamp) if trained_here else cached_autoencoder(directory)
     pool = cached_example_pool(directory)
     view = reconstruction_view(autoencoder, as_images(pool["delivered"][:count]))

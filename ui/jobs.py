@@ -200,6 +200,23 @@ def jobs_panel(run_dir: str | None = None, kind: str | None = None, key: str = "
     panel()
 
 
+def follow_experiment() -> None:
+    """While this session's *Run the experiment* job trains its run, poll (every page: the sidebar calls this) and
+    open the run on every page as soon as it is trained; its curve then fills in on the Threshold page."""
+    experiment = st.session_state.get("experiment_job")
+    if not experiment:
+        return
+
+    @st.fragment(run_every=POLL_SECONDS)
+    def poll() -> None:
+        if (Path(experiment["run_dir"]) / "results.json").exists():
+            st.session_state["run_dir"] = experiment["run_dir"]
+            st.session_state.pop("experiment_job", None)
+            st.rerun()
+
+    poll()
+
+
 def job_settings() -> None:
     """The sidebar's background-job settings: threads per job, and where its cells run."""
     machine = os.cpu_count() or 1

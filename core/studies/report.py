@@ -29,6 +29,7 @@ def main(options: ReportOptions, data: DataOptions) -> int:
         report_comparison,
         report_defence_grid,
         report_defence_verdicts,
+        report_points,
         report_run,
         report_sweep,
     )
@@ -49,6 +50,8 @@ def main(options: ReportOptions, data: DataOptions) -> int:
     print(report_run(run))
     if run.sweep:
         print("\nThreshold sweep:\n" + report_sweep(run))
+    if run.points:
+        print("\nPoints trained at one threshold (points.json):\n" + report_points(run))
     if comparison is not None:
         print(report_comparison(comparison))
     if grid is not None:

@@ -87,6 +87,24 @@ class RunOptions(ExecutorOptions):  # with --seeds K: one cell per seed
     def __post_init__(self):
         if self.seeds < 1:
             raise ValueError(f"--seeds must be >= 1, got {self.seeds}")
+        if self.seed < 0 or (self.poison_seed is not None and self.poison_seed < 0):
+            raise ValueError(f"--seed and --poison-seed must be >= 0, got {self.seed}, {self.poison_seed}")
+        if not 0 < self.robust_test_subset <= 1:
+            raise ValueError(f"--robust-test-subset must be in (0, 1], got {self.robust_test_subset}")
+
+
+
+def check_writable(flag: str, folder: Path) -> None:
+    """Make the folder (the command would) and write a file in it, or raise ValueError naming the flag: an --out or
+    --cache-dir that cannot be written fails before any work (it ended in a dict's repr after the surrogate trained)."""
+    import tempfile
+
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ValueError(f"{flag} {folder} cannot be written: {error.strerror or error}") from None
 
 
 def experiment_of(options: RunOptions):
@@ -165,6 +183,9 @@ def main(options: RunOptions, data: DataOptions) -> int:
     from core.run import Run, run_cell, seed_config, seed_dir, summarise_seeds
     from core.studies.robustness import robustness_of
 
+    for flag, folder in (("--out", options.out), ("--cache-dir", options.cache_dir)):
+        if folder is not None:
+            check_writable(flag, folder)
     base = experiment_of(options)
     seeds = list(range(options.seed, options.seed + options.seeds))
     paths = worker_paths(options.cache_dir, data.data_root)

@@ -39,6 +39,7 @@ def main(options: VerifyOptions, data: DataOptions) -> int:
     else:
         with Stages() as stages:
             run = load_run(options.run_dir)
+            run.check_models()  # a missing or truncated model fails here, in seconds, before any recomputation
             checks = verify_run(run, options.sample, data.data_root, data.download, stages)
             target = options.run_dir
     print(format_checks(checks))
