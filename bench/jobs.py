@@ -121,9 +121,12 @@ def main() -> None:
                 run = found.parent
                 lines.append(f"run: {run.name}, results.json says {json.loads(found.read_text())['seconds']:.0f} s")
                 nav(page, "Threshold")  # at once: the session's poll opens the new run on whatever page is shown
-                # this run's curve, not another's: "k of N points measured" with k >= 1, drawn by the page's poll
-                measured = re.compile(r"[1-9][0-9]* of [0-9]+ points measured")
-                page.get_by_text(measured).first.wait_for(timeout=1_800_000)
+                while not sweep_of(run):  # the job has written its first point
+                    time.sleep(0.5)
+                # ...and the page shows this run's curve, not another's (the student's line names the run)
+                page.get_by_text(re.compile(rf"run app/runs/{re.escape(run.name)}, sweep of")).first.wait_for(
+                    timeout=300_000
+                )
                 times["first point on the page"] = time.perf_counter() - clicked
                 if args.until_first_point:
                     browser.close()

@@ -99,7 +99,13 @@ with training:
     )
     momentum = c3.slider("momentum (SGD)", 0.0, 0.99, **remembered("dae_momentum", float(base.train.momentum)))
     epochs = c3.slider("epochs", 1, 60, **remembered("dae_epochs", base.train.epochs))
-    if st.button("Train in the background", type="primary", key="train-dae"):
+    st.button(  # a callback records the click before the rerun reaches the button
+        "Train in the background",
+        type="primary",
+        key="train-dae",
+        on_click=lambda: st.session_state.update(train_dae_requested=True),
+    )
+    if st.session_state.pop("train_dae_requested", False):
         with guard("starting the DAE's training"):
             settings = {"depth": depth, "width": width, "latent-dim": latent, "optimizer": optimizer}
             settings |= {
@@ -139,8 +145,11 @@ with training:
                     "application/octet-stream",
                     key=f"download-{entry['folder']}",
                 )
-                if cols[1].button("Show it in the Gallery", key=f"gallery-{entry['folder']}"):
-                    st.session_state["gallery_dae"] = entry["folder"]
+                cols[1].button(
+                    "Show it in the Gallery",
+                    key=f"gallery-{entry['folder']}",
+                    on_click=lambda folder=entry["folder"]: st.session_state.update(gallery_dae=folder),
+                )
 
 with search:
     s1, s2 = st.columns([3, 1])
@@ -163,7 +172,12 @@ with search:
         epochs_per_trial=int(epochs_per_trial),
         seed=run.config.seed,
     )
-    if st.button("Run trials in the background", key="run-trials"):
+    st.button(  # a callback records the click before the rerun reaches the button
+        "Run trials in the background",
+        key="run-trials",
+        on_click=lambda: st.session_state.update(run_trials_requested=True),
+    )
+    if st.session_state.pop("run_trials_requested", False):
         with guard("starting the Optuna search"):
             arguments = [
                 "--run-dir",

@@ -303,9 +303,13 @@ def curve_progress() -> None:
     if line := sweep_job_line():
         st.info(f"This run's threshold curve is not measured yet: {line}. The page draws it as points arrive.")
     elif SHIPPED:
-        st.warning("This run has no threshold sweep: `python -m core sweep --run-dir " + shown(directory) + "`.")
+        st.warning(
+            "This run has no threshold sweep (or one from an older version): `python -m core sweep --run-dir "
+            + shown(directory)
+            + "`."
+        )
     else:
-        st.warning("This run has no threshold curve yet.")
+        st.warning("This run has no threshold curve yet (or one from an older version of the sweep).")
         if st.button("Measure its threshold curve in the background", key="measure_curve", type="primary"):
             start(
                 f"threshold curve of {shown(directory)} (DAE, random, oracle; one seed)",

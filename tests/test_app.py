@@ -2,6 +2,7 @@
 
 import io
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -70,13 +71,15 @@ def test_moving_the_threshold_changes_counts_and_student_accuracy(run_directory,
     at.switch_page("pages/threshold.py").run()
     assert_clean(at)
     slider = at.slider(key="threshold_dae")
-    low, high = slider.min, slider.max
+    # between the two measured thresholds (outside them the page says "not measured", tested elsewhere)
+    low, high = sorted(point["threshold"] for point in sweep["curves"]["detector"])
     values = {}
     for fraction in (0.2, 0.6):
         slider.set_value(low + fraction * (high - low)).run()
         assert_clean(at)
         threshold = float(slider.value)
         values[fraction] = (metric(at, "kept"), metric(at, "clean accuracy"), metric(at, "I-FGSM accuracy"))
+        assert accuracy_at(sweep, threshold)["where"] == "interpolated"
         assert values[fraction][1] == f"{accuracy_at(sweep, threshold)['clean_acc']:.2%}"
     assert values[0.2][0] != values[0.6][0]  # kept count changes
     assert values[0.2][1:] != values[0.6][1:]  # the student's accuracy read from the sweep changes
@@ -505,30 +508,38 @@ def test_the_sidebar_picks_a_shipped_run_and_says_what_it_is_for(run_directory, 
     assert any("students are weak" in warning.value for warning in at.warning)
 
 
-def test_the_autoencoder_page_says_what_its_dae_is_for_and_draws_readable_views(tiny_run):
-    """The shipped DAE's settings as a table (not raw JSON); the training tab says what a DAE trained there is used
-    for; a training interrupted by a click says so on the next run; the gallery's error maps come with their colour
-    scale. Training one epoch there draws the loss as a marker (one epoch was an empty line) and offers the DAE as
-    safetensors."""
+def test_the_autoencoder_page_says_what_its_dae_is_for_and_draws_readable_views(tiny_run, tmp_path, monkeypatch):
+    """The shipped DAE's settings as a table (not raw JSON); the training tab says a DAE trained there is a background
+    job and what it is for; its settings survive a visit to another page; the trained DAE is listed with its loss as a
+    marker per epoch (one epoch was an empty line) and offered as safetensors; the gallery shows the one picked."""
+    from core import jobs
+
+    monkeypatch.setenv("DAE_DISTILL_APP_DIR", str(tmp_path / "app"))
     at = on_page(str(tiny_run.directory), "pages/autoencoder.py")
     assert_clean(at)
     assert not at.json
     assert any("- **architecture**:" in md.value and "stride-2 stages" in md.value for md in at.markdown)
-    assert any("lives in this session" in caption.value for caption in at.caption)
-    at.session_state["dae_training"] = True  # what a click during training leaves behind
-    at.run()
-    assert_clean(at)
-    assert any("Training was cancelled" in info.value for info in at.info)
+    assert any("is a background job" in caption.value for caption in at.caption)
     assert any("Error map colours: blue 0, red" in caption.value for caption in at.caption)
-    at.run()
-    assert not any("Training was cancelled" in info.value for info in at.info)  # said once
     next(slider for slider in at.slider if slider.label == "epochs").set_value(1).run()
+    at.switch_page("pages/overview.py").run()
+    at.switch_page("pages/autoencoder.py").run()
+    assert next(slider for slider in at.slider if slider.label == "epochs").value == 1  # kept for the session
     at.button(key="train-dae").click().run()
     assert_clean(at)
-    assert any(success.value.startswith("Trained.") for success in at.success)
+    (job,) = jobs.list_jobs(tmp_path / "app" / "jobs")
+    deadline = time.time() + 300
+    while (job := jobs.read_status(tmp_path / "app" / "jobs" / job.id)).active:
+        assert time.time() < deadline, job.log_tail
+        time.sleep(0.2)
+    assert job.state == "done", (job.error, job.log_tail)
+    at.run()
+    assert_clean(at)
     chart = next(json.loads(chart.proto.spec) for chart in at.get("plotly_chart") if "training MSE" in chart.proto.spec)
     assert chart["data"][0]["mode"] == "lines+markers" and len(chart["data"][0]["y"]) == 1
     assert any("safetensors" in button.proto.label for button in at.get("download_button"))
+    next(button for button in at.button if button.label == "Show it in the Gallery").click().run()
+    assert any("DAE picked on the Train a DAE tab" in caption.value for caption in at.caption)
 
 
 def test_the_applied_poison_table_shows_formatted_values(tiny_run):

@@ -10,7 +10,7 @@ import pytest
 from core import explore
 from core.run import SHIPPED_RUN, Run
 from core.sweep import accuracy_at, curve_at_share
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, start_streamlit, wait_idle
+from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, shoot, start_streamlit, wait_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -72,6 +72,7 @@ def test_the_browser_computes_what_core_computes(page):
             assert got[name]["clean_acc"] == pytest.approx(want["clean_acc"], abs=1e-9), (t, name)
         kept_nothing += got["kept"] == 0
     assert kept_nothing >= 1  # a threshold below every score was among them
+    shoot(page, "threshold_instant")
     assert {got["accuracy"]["where"] for got in browser} == {"measured", "interpolated", "not measured"}
 
 
@@ -124,4 +125,5 @@ def test_two_runs_side_by_side_from_a_link_follow_the_same_share(server, page):
     )
     n_follower = len(Run.load(SHIPPED_RUN.parent / "sweep_tap").train_scores)
     assert abs(shares[0] - shares[1]) <= 2 / n_follower, shares  # the same share of each training set dropped
+    shoot(fresh, "threshold_side_by_side")
     fresh.close()
