@@ -107,9 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         name, options, data = parse(sys.argv[1:] if argv is None else argv)
         study = STUDIES[name]
         if data.threads is not None:
-            import torch
+            from core.train import use_threads
 
-            torch.set_num_threads(data.threads)
+            use_threads(data.threads)
         if study.needs_dataset(options):
             from core.data import require_dataset
 

@@ -132,6 +132,11 @@ RECIPE_3_DEFAULTS = {"warmup_share": 0.25, "label_smoothing": 0.0, "ema_decay": 
 Progress = Callable[[str, int, int], None]
 
 
+def use_threads(threads: int) -> None:
+    """Compute with this many CPU threads from now on (the CLI's --threads; a background job's setting)."""
+    torch.set_num_threads(threads)
+
+
 @dataclass
 class TrainingEvent:
     """What the loop reports after every batch (callers turn it into Progress: stage, event.step, event.total_steps)."""

@@ -88,7 +88,8 @@ def test_every_study_is_a_command_with_one_flag_per_option():
         flags = {action.dest for action in commands[study.name]._actions if action.option_strings}
         knob_fields = {each.name for each in fields(study.options) if "knobs_of" in each.metadata}
         plain = {flag for flag in flags if not flag.startswith("knob:")}
-        assert plain - {"help", "data_root", "download"} == {each.name for each in fields(study.options)} - knob_fields
+        globals_ = {"help", "data_root", "download", "threads"}  # every command's (core/cli.py)
+        assert plain - globals_ == {each.name for each in fields(study.options)} - knob_fields
         if knob_fields:  # an entry's knob is a flag of every study whose options hold that table's knobs
             assert {flag for flag in flags if flag.startswith("knob:")}, study.name
     _, options, data = parse(["sweep", "--run-dir", "somewhere", "--drop-shares", "0", "0.5"])

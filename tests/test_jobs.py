@@ -71,13 +71,17 @@ def test_a_job_runs_its_commands_in_its_own_process_and_reports_progress(run_cop
     assert jobs.list_jobs(root, run_dir="elsewhere") == []
 
 
-def test_a_killed_job_is_failed_with_its_log_and_resumes_keeping_every_finished_point(run_copy, gtsrb_root, tmp_path):
-    root = tmp_path / "jobs"
+def started_until_its_first_point(run_copy: Path, gtsrb_root, root: Path) -> tuple[JobSpec, list[dict], int]:
+    """A sweep job long enough to stop mid-way, once its first point is written: (spec, points so far, pid)."""
     spec = sweep_job(run_copy, gtsrb_root, steps=300)
     jobs.submit(root, spec)
     wait_for(lambda: len(measurements(run_copy)) >= 1, what="the first point")
-    first = measurements(run_copy)
-    pid = json.loads((root / spec.id / "status.json").read_text())["pid"]
+    return spec, measurements(run_copy), json.loads((root / spec.id / "status.json").read_text())["pid"]
+
+
+def test_a_killed_job_is_failed_with_its_log_and_resumes_keeping_every_finished_point(run_copy, gtsrb_root, tmp_path):
+    root = tmp_path / "jobs"
+    spec, first, pid = started_until_its_first_point(run_copy, gtsrb_root, root)
     os.killpg(pid, signal.SIGKILL)  # as a machine restart or the OOM killer would
     failed = wait_for(lambda: (job := jobs.read_status(root / spec.id)).state != "running" and job)
     assert failed.state == "failed" and "ended before it finished" in failed.error
@@ -94,11 +98,7 @@ def test_a_killed_job_is_failed_with_its_log_and_resumes_keeping_every_finished_
 
 def test_cancel_ends_the_process_within_five_seconds_and_keeps_the_finished_points(run_copy, gtsrb_root, tmp_path):
     root = tmp_path / "jobs"
-    spec = sweep_job(run_copy, gtsrb_root, steps=300)
-    jobs.submit(root, spec)
-    wait_for(lambda: len(measurements(run_copy)) >= 1, what="the first point")
-    before = measurements(run_copy)
-    pid = json.loads((root / spec.id / "status.json").read_text())["pid"]
+    spec, before, pid = started_until_its_first_point(run_copy, gtsrb_root, root)
     started = time.perf_counter()
     cancelled = jobs.cancel(root, spec.id)
     assert time.perf_counter() - started < 5

@@ -65,7 +65,7 @@ def test_the_cli_is_generated_from_the_studies_table():
     }
     assert not strings & set(STUDIES.names()), strings & set(STUDIES.names())
     flags = {text for text in strings if re.fullmatch(r"--[a-z-]+", text)}
-    assert flags == {"--data-root", "--download"}, flags
+    assert flags == {"--data-root", "--download", "--threads"}, flags
 
 
 def test_every_study_lives_in_its_own_module_under_core_studies():

@@ -127,6 +127,7 @@ def open_link(page: str = "") -> None:
     refused = {key: raw for key, raw in link.items() if not_finite(raw)}
     for key in refused:
         st.query_params.pop(key, None)
+        forget_initial_link_value(key)
     st.session_state["link_refused"] = refused
     link = {key: raw for key, raw in link.items() if key not in refused}
     if "run" in link:
@@ -144,6 +145,15 @@ def open_link(page: str = "") -> None:
     if custom:
         st.session_state["preset"] = "Custom"
         st.toast(f"The link sets {', '.join(custom)}: preset Custom, so the page uses them.")
+
+
+def forget_initial_link_value(key: str) -> None:
+    """Streamlit seeds a bound widget from the query string the session opened with, not from st.query_params: the
+    refused value is removed there too (Streamlit 1.67's QueryParams._initial_query_params; nothing public does it)."""
+    from streamlit.runtime.state.session_state_proxy import get_session_state
+
+    with get_session_state().query_params() as params:
+        getattr(params, "_initial_query_params", {}).pop(key, None)
 
 
 def _shown_value(value) -> str:
@@ -623,7 +633,7 @@ def ensure_navigation() -> None:
         st.rerun()
 
 
-def kept(key: str, default):
+def kept(key: str, default: int | float | str) -> int | float | str:
     """A widget's value kept for the session: Streamlit drops a widget's state when a page does not draw it, so a
     visit to another page reset it (the Autoencoder's epochs went back to 20). Pass as the widget's value, with
     on_change=keep, args=(key,)."""

@@ -4,7 +4,6 @@ perturbed copies of its trusted images) and save it with its losses and test err
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -38,7 +37,7 @@ class DaeOptions:
 
 def main(options: DaeOptions, data: DataOptions) -> int:
     from core.dae import denoising_pairs, train_dae
-    from core.explore import mean_reconstruction_error
+    from core.detect import reconstruction_error
     from core.storage import save_model
 
     run = load_run(options.run_dir)
@@ -54,10 +53,11 @@ def main(options: DaeOptions, data: DataOptions) -> int:
                 losses.append(event.epoch_loss)
 
         model, _ = train_dae(inputs, targets, config, progress)
-    test_error = mean_reconstruction_error(model, splits.test.images[: options.test_images])
+    test_error = float(reconstruction_error(model, splits.test.images[: options.test_images]).mean())
     metrics = {"losses": losses, "mean_reconstruction_error_test": test_error, "run_dir": str(options.run_dir)}
     save_model(options.out, "dae", model, config.to_dict(), metrics)
-    print(json.dumps({"mean_reconstruction_error_test": test_error, "losses": losses}))
+    print(f"mean reconstruction error on {options.test_images:,} test images: {test_error:.6f}")
+    print("training loss per epoch: " + ", ".join(f"{loss:.6f}" for loss in losses))
     print(f"dae: {options.out / 'dae.safetensors'}")
     return 0
 

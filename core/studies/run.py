@@ -95,14 +95,21 @@ class RunOptions(ExecutorOptions):  # with --seeds K: one cell per seed
 
 
 def check_writable(flag: str, folder: Path) -> None:
-    """Make the folder (the command would) and write a file in it, or raise ValueError naming the flag: an --out or
-    --cache-dir that cannot be written fails before any work (it ended in a dict's repr after the surrogate trained)."""
+    """Write a file in the folder, or in its nearest existing parent when it is not there yet (nothing is made), or
+    raise ValueError naming the flag: an --out or --cache-dir that cannot be written fails before any work (it ended
+    in a dict's repr after the surrogate trained)."""
     import tempfile
 
+    folder = Path(folder).absolute()
+    existing = next((path for path in (folder, *folder.parents) if path.exists()), None)
     try:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
+        if existing is None or not existing.is_dir():
+            raise NotADirectoryError(20, "Not a directory")
+        with tempfile.TemporaryFile(dir=existing):
             pass
+        if existing != folder:  # what the command will make under it must be makeable: /proc refuses new folders
+            probe = Path(tempfile.mkdtemp(dir=existing))
+            probe.rmdir()
     except OSError as error:
         raise ValueError(f"{flag} {folder} cannot be written: {error.strerror or error}") from None
 
