@@ -111,11 +111,7 @@ def base_picture(directory: str, score: str):
     """The three panels without the threshold, drawn once per run and score (ui/filter_figure.py)."""
     curves = cached_curves(directory, score)
     titles = (filter_label(score), "ROC: dropping poisons", "Precision-recall")
-    return base_figure(histogram(directory, score), curves["roc_shown"], curves["pr_shown"], titles, unit)
-
-
-def histogram(directory: str, score: str) -> dict:
-    return score_histogram(directory, score)
+    return base_figure(score_histogram(directory, score), curves["roc_shown"], curves["pr_shown"], titles, unit)
 
 
 low, high = slider_range(directory, score)
@@ -453,7 +449,7 @@ def draw_live_view() -> None:
         )
         st.image(picture, width="stretch", output_format="PNG")
     else:
-        hist = histogram(directory, score)
+        hist = score_histogram(directory, score)
         centres = (hist["edges"][:-1] + hist["edges"][1:]) / 2
         # One figure with three panels, not three charts: Streamlit re-mounts every chart whose marker moves, and the
         # re-mounts are most of a slider move's time in the browser (bench/slider.py).

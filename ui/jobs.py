@@ -95,11 +95,9 @@ def more_seeds_commands(run_dir: str, seeds: int = 3) -> list[tuple[str, ...]]:
 def points_path(run_dir: str) -> Path:
     """Where points trained at a threshold of a run are kept: its points.json; for a shipped run (a read-only demo)
     the app's cache beside it."""
-    from core.run import SHIPPED_RUN
     from core.sweep import POINTS_FILE
 
-    shipped = Path(run_dir).resolve().parent == SHIPPED_RUN.parent.resolve()
-    return (app_dir() / "shipped" / Path(run_dir).name if shipped else Path(run_dir)) / POINTS_FILE.name
+    return (app_dir() / "shipped" / Path(run_dir).name if is_shipped(run_dir) else Path(run_dir)) / POINTS_FILE.name
 
 
 def trained_points(run_dir: str, score: str | None = None) -> list[dict]:
