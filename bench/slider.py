@@ -1,6 +1,7 @@
 """Key press to idle page on the Threshold page's slider, in a real browser, beside the server's share of it.
 
     python bench/slider.py [--run checkpoints/paper] [--presses 30] [--quiet-ms 400] [--views picture interactive]
+                           [--users 5] [--moves 100]
 
 Starts `streamlit run app.py` on a free localhost port, opens /threshold in Debian's Chromium (Playwright), focuses
 the slider and presses ArrowRight N times, one at a time. For each press it waits until the "kept" count has changed
@@ -10,6 +11,11 @@ and the page has not changed for --quiet-ms, and records the time from the press
 for each view of the page's panels, one after the other on the same server: the default picture (ui/filter_figure.py:
 a move draws the threshold on an image) and the interactive Plotly charts (/threshold?interactive_charts=true).
 Goal (issue 11): median under 150 ms on 2 CPU cores with the paper run's 35,288 scores.
+
+The instant view (issue 35) also: a fresh page to the view drawn on a warm server (goal: within 1 s), the bytes it is
+sent once (goal: at most 1 MB), and --users pages dragging at once (--moves pointer moves each, across the whole
+range): the server's CPU per move while they drag (/proc/<pid>/stat; goal ~0), per release, and whether every page
+showed every intermediate value in order.
 """
 
 from __future__ import annotations
@@ -120,11 +126,81 @@ def measure_instant(url: str, presses: int) -> tuple[list[float], list[float], i
     return timings["render"], timings["frame"], size
 
 
+def server_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/<pid>/stat, clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_load(url: str, loads: int = 3) -> tuple[list[float], list[float]]:
+    """Per fresh page of the instant view on a warm server: ms from navigation to the view drawn (Streamlit's start,
+    the server's run of the page, the data's transfer, decoding and first drawing), and the view's own share (decode
+    and first drawing, from the component's mount)."""
+    from playwright.sync_api import sync_playwright
+
+    to_ready, own = [], []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        for _ in range(loads + 1):  # the first warms the server's caches
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{url}/threshold")
+            page.wait_for_function("() => window.__thresholdReadyMs !== undefined", timeout=180_000)
+            to_ready.append(page.evaluate("() => performance.now()") - 0.0)
+            own.append(page.evaluate("() => window.__thresholdReadyMs"))
+            page.close()
+        browser.close()
+    return to_ready[1:], own[1:]
+
+
+def measure_users(url: str, pid: int, users: int, moves: int) -> dict:
+    """`users` pages of the instant view each dragging the slider's thumb across its whole range in `moves` pointer
+    moves, interleaved, then releasing: the server's CPU time during the drags and per release, and whether every page
+    showed every intermediate value in order."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        pages = []
+        for _ in range(users):
+            page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+            page.goto(f"{url}/threshold")
+            page.wait_for_function("() => window.__thresholdView !== undefined", timeout=180_000)
+            page.wait_for_selector("[data-testid='stStatusWidget']", state="detached", timeout=180_000)
+            page.evaluate("() => { window.__thresholdTimings.values = []; }")
+            box = page.locator(".tv input[type=range]").bounding_box()
+            pages.append((page, box))
+        time.sleep(2)  # the server settles after the loads
+        for page, box in pages:
+            page.mouse.move(box["x"] + 2, box["y"] + box["height"] / 2)
+            page.mouse.down()
+        before = server_cpu_seconds(pid)
+        for step in range(1, moves + 1):
+            for page, box in pages:
+                page.mouse.move(box["x"] + 2 + (box["width"] - 4) * step / moves, box["y"] + box["height"] / 2)
+        during = server_cpu_seconds(pid) - before
+        before = server_cpu_seconds(pid)
+        for page, _ in pages:
+            page.mouse.up()
+        time.sleep(3)  # each release reruns the page on the server
+        released = server_cpu_seconds(pid) - before
+        values = [page.evaluate("() => window.__thresholdTimings.values") for page, _ in pages]
+        browser.close()
+    in_order = all(all(a <= b for a, b in zip(shown, shown[1:])) for shown in values)
+    return {
+        "during_ms_per_move": during * 1000 / (users * moves),
+        "release_ms": released * 1000 / users,
+        "values_shown": min(len(shown) for shown in values),
+        "in_order": in_order,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--run", default=str(SHIPPED_RUN), help="the run the page shows")
     parser.add_argument("--presses", type=int, default=30)
     parser.add_argument("--quiet-ms", type=float, default=400.0, help="no DOM change for this long = idle")
+    parser.add_argument("--users", type=int, default=5, help="pages dragging at once (instant view)")
+    parser.add_argument("--moves", type=int, default=100, help="pointer moves per drag across the whole range")
     parser.add_argument(
         "--views", nargs="+", default=["instant", "picture", "interactive"], help="instant, picture and/or interactive"
     )
@@ -149,6 +225,8 @@ def main() -> None:
             for view in args.views:
                 if view == "instant":
                     instant = measure_instant(url, args.presses)
+                    loads = measure_load(url)
+                    users = measure_users(url, process.pid, args.users, args.moves)
                 else:
                     measured[view] = measure(url, args.presses, args.quiet_ms, timings, views[view])
         finally:
@@ -173,7 +251,20 @@ def main() -> None:
         met = statistics.median(frame) <= INSTANT_GOAL_MS and percentile(frame, 0.95) <= INSTANT_P95_GOAL_MS
         print(
             f"instant: goal (median <= {INSTANT_GOAL_MS:.0f} ms, p95 <= {INSTANT_P95_GOAL_MS:.0f} ms to the frame "
-            f"painted): {'met' if met else 'not met'}; data sent once: {size / 1e6:.2f} MB; server work per move: none"
+            f"painted): {'met' if met else 'not met'}; data sent once: {size / 1e6:.2f} MB (goal <= 1 MB)"
+        )
+        to_ready, own = loads
+        loaded = "met" if max(to_ready) <= 1000 else "not met"
+        print(
+            f"instant: a fresh page to the view drawn (warm server, {len(to_ready)} loads): median "
+            f"{statistics.median(to_ready):.0f} ms, of which decoding the data and the first drawing "
+            f"{statistics.median(own):.0f} ms (goal, loaded within 1 s: {loaded})"
+        )
+        print(
+            f"instant: {args.users} users dragging at once, {args.moves} pointer moves each: server CPU "
+            f"{users['during_ms_per_move']:.2f} ms per move while dragging, {users['release_ms']:.0f} ms per release; "
+            f"values shown per drag: at least {users['values_shown']} of {args.moves}, "
+            f"{'in order' if users['in_order'] else 'OUT OF ORDER'}"
         )
     for view, (client, first, server) in measured.items():
         rows = (

@@ -591,6 +591,7 @@ def shipped_damage(grid: dict, threat: str, eps: float | None = None, fraction: 
         "matches": same,
         "n_seeds": grid["case_seeds"][case],
         "preset": grid["config"]["experiment"]["preset"],
+        "n_test": next(run[case]["n_test"] for run in grid["runs"].values() if case in run),
         "clean_reference": models["clean_reference"]["clean_acc"]["mean"],
         "none": models["none"]["clean_acc"]["mean"],
         "best": DEFENCES.label(best[0]),

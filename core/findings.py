@@ -13,16 +13,45 @@ from core.registry import DEFENCES
 from core.sweep import curve_at_share
 
 
-def findings(run, grid: dict | None) -> list[dict]:
-    """[{"title", "paper", "text", "seeds", "page"}]: the paper's poisons, its filter, distillation, the poisons that
-    hurt and what restores them, the backdoor ("paper": what the paper claims, "" where it says nothing). run: a
-    core.run.Run; grid: defences.json as loaded, or None."""
-    found = [_poisons_do_no_harm(run), _filter_at_chance(run)]
+def findings(run, grid: dict | None, run_name: str = "", grid_files: tuple[str, ...] = ()) -> list[dict]:
+    """[{"title", "paper", "text", "seeds", "page", "source"}]: the paper's poisons, its filter, distillation, the
+    poisons that hurt and what restores them, the backdoor ("paper": what the paper claims, "" where it says nothing;
+    "source": the study, preset, seeds and test images its numbers come from). run: a core.run.Run; grid: the shipped
+    defence grids merged (core.defence_grid.load_shipped_grids), or None; run_name, grid_files: the run's and the
+    grids' folders as the caller shows them."""
+    run_source = run_source_line(run, run_name or str(run.directory))
+    found = [
+        {**_poisons_do_no_harm(run), "source": run_source + ", all test images"},
+        {**_filter_at_chance(run), "source": run_source + (" and its threshold sweep" if run.sweep else "")},
+    ]
     if run.robustness:
-        found.append(_distillation(run))
+        found.append(
+            {**_distillation(run), "source": f"{run_source}, {run.robustness['n_test']:,} test images attacked"}
+        )
     if grid:
-        found += [item for item in (_poisons_that_hurt(grid), _backdoor(grid)) if item]
+        for item in (_poisons_that_hurt(grid), _backdoor(grid)):
+            if item:
+                found.append({**item, "source": grid_source_line(grid, grid_files, item["seeds"])})
     return found
+
+
+def run_source_line(run, name: str) -> str:
+    """Which run a number comes from, as every page names it: folder (as the caller shows it), preset, seed, test
+    images."""
+    return (
+        f"run {name} (preset {run.config.preset}, seed {run.config.seed}, "
+        f"{run.results['data']['n_test']:,} test images)"
+    )
+
+
+def grid_source_line(grid: dict, grid_files: tuple[str, ...], seeds: int) -> str:
+    """Which shipped defence grids a number comes from: their folders, preset, seeds and test images."""
+    n_test = next(iter(next(iter(grid["runs"].values())).values()))["n_test"]
+    files = ", ".join(grid_files) if grid_files else "the shipped defence grids"
+    return (
+        f"{files} (`python -m core defences`, preset {grid['config']['experiment']['preset']}, "
+        f"{seeds} seed{'s' if seeds != 1 else ''} or more per number, {n_test:,} test images)"
+    )
 
 
 def _poisons_do_no_harm(run) -> dict:
@@ -119,7 +148,8 @@ def _poisons_that_hurt(grid: dict) -> dict | None:
             f"{CASE_LABELS.get(adaptive, adaptive)} leaves {_in_sentence(DEFENCES.label(known))} at "
             f"{mean_std(defended, percent=True)} clean, below no defence's {mean_std(undefended, percent=True)}"
             if beaten[-1]
-            else f"{CASE_LABELS.get(adaptive, adaptive)}: {known} {mean_std(defended, percent=True)}"
+            else f"{CASE_LABELS.get(adaptive, adaptive)}: {_in_sentence(DEFENCES.label(known))} "
+            f"{mean_std(defended, percent=True)}"
         )
     title = "Poisons that hurt, and a defence that undoes much of it"
     if beaten and all(beaten):  # every squeezing does worse than no defence against the poison crafted through it
@@ -156,22 +186,30 @@ def _backdoor(grid: dict) -> dict | None:
         return None
     none_clean = models["none"]["clean_acc"]["mean"]
     behind, removers, removed, seeds, beaten = [], [], [], [], []
-    for name, metrics in models.items():
-        if not metrics or name in ("clean_reference", "none", "oracle") or not metrics.get("attack_success_rate"):
-            continue
+    defended = {
+        name: metrics
+        for name, metrics in models.items()
+        if metrics and name not in ("clean_reference", "none", "oracle") and metrics.get("attack_success_rate")
+    }
+    usual = max((metrics["attack_success_rate"]["n"] for metrics in defended.values()), default=0)
+    for name, metrics in defended.items():
         rate, clean = metrics["attack_success_rate"], metrics["clean_acc"]
         seeds.append(rate["n"])
-        behind.append(f"`{name}` {mean_std(rate, percent=True)} ({rate['n']} seed(s))")
+        label = _in_sentence(DEFENCES.label(name))
+        # seeds are said once on the card; a number behind fewer says its own count
+        behind.append(
+            f"{label} {mean_std(rate, percent=True)}" + (f" ({rate['n']} seeds)" if rate["n"] != usual else "")
+        )
         if rate["mean"] < REMOVED_BELOW and clean["mean"] >= none_clean - CLEAN_COST_AT_MOST:
             removed.append(_in_sentence(DEFENCES.label(name).split(",")[0].split(":")[0]))
             adaptive, knows = _knowing_attacker(grid, "backdoor", name)
             beaten.append(bool(knows) and knows["mean"] >= REMOVED_BELOW)
             removers.append(
-                f"`{name}` ({mean_std(rate, percent=True)} attack success at "
+                f"{label} ({mean_std(rate, percent=True)} attack success at "
                 f"{mean_std(clean, percent=True)} clean, no defence {none_clean:.1%}"
                 + (
                     f"; the attacker who knows it, {CASE_LABELS.get(adaptive, adaptive)}, keeps "
-                    f"{mean_std(knows, percent=True)} behind it, {knows['n']} seed(s))"
+                    f"{mean_std(knows, percent=True)} behind it, {knows['n']} seed{'s' if knows['n'] != 1 else ''})"
                     if knows
                     else ")"
                 )

@@ -52,6 +52,13 @@ PAPER_RESULTS = {
 }
 
 MODEL_NAMES = ("clean_reference", "undefended", "distillation_only", "filter_only", "filter_distillation")
+MODEL_LABELS = {  # as the pages and tables show them
+    "clean_reference": "clean reference (no poisons)",
+    "undefended": "undefended (poisoned, no defence)",
+    "distillation_only": "distillation only",
+    "filter_only": "DAE filter only",
+    "filter_distillation": "DAE filter + distillation (the paper's)",
+}
 
 # stage name, done, total -> None. The CLI draws tqdm bars from it, the app a progress bar.
 

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.data import CLASS_NAMES
-from core.pipeline import MODEL_NAMES, PAPER_RESULTS
+from core.pipeline import MODEL_LABELS, MODEL_NAMES, PAPER_RESULTS
 from core.storage import CheckpointError
 from core.sweep import sweep_steps
 from ui.common import (
@@ -21,6 +21,7 @@ from ui.common import (
     require_run,
     run_dir,
     session_threshold,
+    shown,
     teacher_probabilities,
     test_set_size,
 )
@@ -38,7 +39,7 @@ for name in MODEL_NAMES:
     model = results["models"][name]
     rows.append(
         {
-            "model": name,
+            "model": MODEL_LABELS[name],
             "clean": model["clean_acc"],
             "FGSM": model["fgsm_acc"],
             "I-FGSM": model["ifgsm_acc"],
@@ -52,7 +53,8 @@ st.dataframe(percentages(table), width="stretch")
 attack = run.config.eval_attack
 st.caption(
     f"White-box attacks crafted on each evaluated model at T = 1: eps {attack.eps}, alpha {attack.alpha}, "
-    f"{attack.steps} steps, on {results['data']['n_test']:,} test images. Distilled students are known to mask "
+    f"{attack.steps} steps, on all {results['data']['n_test']:,} test images (run `{shown(run.directory)}`, preset "
+    f"{run.config.preset}, seed {run.config.seed}). Distilled students are known to mask "
     "gradients at T = 1 (Carlini & Wagner 2016): high numbers here do not prove robustness."
 )
 downloads = st.columns(2)
@@ -81,12 +83,16 @@ if run.robustness:
             | {"inputs with zero gradient": report["zero_grad_fraction"]}
             for name, report in robust["models"].items()
         }
+    ).rename(
+        columns=MODEL_LABELS
     )  # attacks as rows, the five models as columns: fits the page without a horizontal scroll
     st.dataframe(robust_table.style.format("{:.2%}"), width="stretch")
     config = robust["config"]
     st.caption(
-        f"{robust['n_test']:,} test images, eps {config['eps']}, {config['steps']} steps, "
-        f"alpha = {config['step_ratio']} x eps; an input counts as robust only if every attack fails on it."
+        f"A stratified subset of {robust['n_test']:,} test images (of {results['data']['n_test']:,}), eps "
+        f"{config['eps']}, {config['steps']} steps, alpha = {config['step_ratio']} x eps; an input counts as robust "
+        "only if every attack fails on it. Its clean and I-FGSM rows differ from the table above by the subset (and "
+        "the attack's steps), not by the model: the same student, measured on fewer images."
     )
     curve = go.Figure()
     for name, report in robust["models"].items():
@@ -94,7 +100,7 @@ if run.robustness:
             go.Scatter(
                 x=[p["eps"] * 255 for p in report["eps_curve"]],
                 y=[p["robust_acc"] for p in report["eps_curve"]],
-                name=name,
+                name=MODEL_LABELS.get(name, name),
                 mode="lines+markers",
             )
         )
@@ -181,10 +187,10 @@ T = st.slider("Temperature T", 1.0, 100.0, float(run.config.temperature), 0.5, k
 with guard("the teacher's probabilities"):
     last = test_set_size(run_dir()) - 1
     index = st.number_input("GTSRB test image", 0, last, 0, key="distill_image", bind="query-params")
-    shown = teacher_probabilities(run_dir(), int(index), T)
-    at_t, at_1 = shown["at_t"], shown["at_1"]
+    probabilities = teacher_probabilities(run_dir(), int(index), T)
+    at_t, at_1 = probabilities["at_t"], probabilities["at_1"]
     left, right = st.columns([1, 4])
-    left.image(enlarged(shown["image"], 5), caption=CLASS_NAMES[shown["label"]], output_format="PNG")
+    left.image(enlarged(probabilities["image"], 5), caption=CLASS_NAMES[probabilities["label"]], output_format="PNG")
     figure = go.Figure(
         [
             go.Bar(y=[n for n, _ in at_t][::-1], x=[p for _, p in at_t][::-1], orientation="h", name=f"T = {T:g}"),
@@ -200,6 +206,9 @@ with guard("the teacher's probabilities"):
         xaxis_type="log",
         xaxis_range=[-8, 0],
         xaxis_title="probability (log scale)",
+        # plain powers of ten: Plotly's SI prefixes read "10n, 1µ, 100µ" (issue 34)
+        xaxis_tickvals=[10.0**power for power in range(-8, 1, 2)],
+        xaxis_ticktext=["10⁻⁸", "10⁻⁶", "10⁻⁴", "0.01", "1"],
     )
     with right:
         st.plotly_chart(figure, width="stretch", key="chart-teacher")

@@ -5,9 +5,11 @@ from pathlib import Path
 
 import streamlit as st
 
+from core.defence_grid import SHIPPED_DEFENCE_GRIDS
+from core.detect import PAPER_INITIAL_THRESHOLD
 from core.findings import findings
 from core.jobs import list_jobs, minutes
-from core.pipeline import MODEL_NAMES, PAPER_RESULTS
+from core.pipeline import MODEL_LABELS, MODEL_NAMES, PAPER_RESULTS
 from core.run import SHIPPED_RUN, weak_students_note
 from core.studies.run import run_arguments
 from ui.common import (
@@ -22,13 +24,24 @@ from ui.common import (
 )
 from ui.jobs import experiment_commands, jobs_panel, jobs_root, run_folder, start
 
-MODEL_LABELS = {
-    "clean_reference": "clean reference (no poisons)",
-    "undefended": "undefended (poisoned, no defence)",
-    "distillation_only": "distillation only",
-    "filter_only": "DAE filter only",
-    "filter_distillation": "DAE filter + distillation (the paper's)",
-}
+GLOSSARY = """
+- **FGSM / I-FGSM / PGD**: one-step and iterated gradient-sign attacks (Goodfellow et al. 2015; Kurakin et al. 2017;
+  Madry et al. 2018); *eps* is how far each pixel may move (0.01 = 2.55 grey levels of 255).
+- **DAE**: denoising autoencoder; its *reconstruction error* is the paper's poison score.
+- **Teacher / student, T**: defensive distillation (Papernot et al. 2016): the student learns the teacher's softened
+  probabilities at temperature T.
+- **Adaptive worst case**: per test image, the strongest of several attacks that know the defence (logits / T, margin
+  loss, PGD, transfer); distilled students can hide from plain attacks (*gradient masking*).
+- **EOT**: expectation over transformation: an attack that averages its gradient over a defence's random noise.
+- **TAP**: targeted adversarial poisoning (Fowl et al. 2021): every training image nudged toward another class.
+- **Unlearnable noise**: error-minimising noise (Huang et al. 2021) that gives the model a shortcut to learn instead.
+- **OPS**: one-pixel shortcut (Wu et al. 2023): one pixel per class set to a fixed value.
+- **CUDA**: class-wise convolutional blur (Sadasivan et al. 2023).
+- **BadNets**: a backdoor (Gu et al. 2017): a small trigger patch makes the model answer a target class.
+- **ABL**: anti-backdoor learning (Li et al. 2021): isolate the images learnt fastest, then unlearn them.
+- **MC dropout**: several forward passes with dropout on; the student abstains when they disagree.
+- **Clean reference**: the same classifier trained without poisons: what a defence should get back to.
+"""
 PAGE_TITLES = {
     "pages/threshold.py": "Threshold",
     "pages/distillation.py": "Distillation",
@@ -115,20 +128,28 @@ run = require_run()
 
 st.subheader("What the paper claims, and what we measured")
 with guard("the findings"):
-    for finding in findings(run, cached_defence_grid()):
+    grid_files = tuple(shown(path.parent) for path in SHIPPED_DEFENCE_GRIDS if path.exists())
+    for finding in findings(run, cached_defence_grid(), shown(run.directory), grid_files):
         with st.container(border=True):
             st.markdown(f"**{finding['title']}** ({finding['seeds']} seed{'s' if finding['seeds'] > 1 else ''})")
             if finding["paper"]:
                 st.markdown(f"*The paper* {finding['paper']}.")
             st.markdown(finding["text"])
+            st.caption(f"From {finding['source']}.")
             st.page_link(finding["page"], label=f"See it on the {PAGE_TITLES[finding['page']]} page", icon="➡️")
-st.caption("Every number above is read from the shipped files when the page opens; README's Results has them all.")
+st.caption(
+    "Every number above is read from the shipped files when the page opens; each card names its study. The same "
+    "claim measured by two studies (a run on all of GTSRB, a grid on the compare preset's quarter) differs by their "
+    "data and seeds: each page says which it shows."
+)
+with st.expander("Glossary: the names on these pages"):
+    st.markdown(GLOSSARY)
 
 results = run.results
 st.subheader("Headline results")
 if note := weak_students_note(run):
     st.warning(note)
-st.caption(f"Run: `{shown(run.directory)}` — {run.config.summary()}")
+st.caption(f"Run `{shown(run.directory)}` ({run.config.summary()}), {results['data']['n_test']:,} test images")
 student = results["models"]["filter_distillation"]
 cols = st.columns(4)
 cols[0].metric(
@@ -143,7 +164,7 @@ cols[2].metric("filter ROC AUC (0.5 = chance)", f"{results['filter']['auroc']:.3
 cols[3].metric(
     "inferred threshold",
     f"{results['filter']['threshold']:.4f}",
-    f"paper: {PAPER_RESULTS['inferred_threshold']}",
+    f"paper: {PAPER_RESULTS['inferred_threshold']} (inferred from its initial {PAPER_INITIAL_THRESHOLD})",
     delta_color="off",
     delta_arrow="off",
 )
@@ -157,7 +178,7 @@ rows = [
 ]
 st.dataframe(rows, width="stretch", hide_index=True)
 st.caption(
-    "One seed; white-box attacks on each model at T = 1, eps 0.01 (the worst case: the strongest of the adaptive "
-    "attacks per image, on a stratified subset). `undefended` is the honest baseline for the defence, "
-    "`clean_reference` shows whether the poisons hurt at all."
+    "One seed; white-box attacks on each model at T = 1, eps 0.01, on every test image (the adaptive worst case: the "
+    "strongest of the adaptive attacks per image, on the stratified subset the Distillation page names). The "
+    "undefended model is the honest baseline for the defence; the clean reference shows whether the poisons hurt."
 )

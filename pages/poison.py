@@ -5,11 +5,13 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.budget import BUDGET_AXES, budget_progress
+from core.compare import SHIPPED_COMPARISON
 from core.data import CLASS_NAMES
 from core.defence_grid import shipped_damage
 from core.poison import DEFAULT_SOURCE_CLASS, DEFAULT_TARGET_CLASS, NOISE_SCOPES, PoisonConfig
 from core.registry import ATTACKS, DEFENCES, THREATS
 from ui.common import (
+    CUSTOM_KNOB_RANGES,
     applied_poison_summary,
     cached_budget,
     cached_comparison,
@@ -19,17 +21,20 @@ from ui.common import (
     ensure_navigation,
     guard,
     knob_widgets,
+    link_names,
     load_surrogate,
     poison_preview,
     preset_config,
     run_dir,
     set_custom_poison,
+    shown,
     threat_preview,
 )
 
 ensure_navigation()
 
 st.title("Poison")
+link_names("threat", THREATS.names(), THREATS.label)
 threat = st.radio(
     "Threat model", THREATS.names(), format_func=THREATS.label, horizontal=True, key="threat", bind="query-params"
 )
@@ -47,8 +52,14 @@ def damage_card(shipped: dict | None) -> None:
         setting = f"eps {shipped['eps']:.4g} ({shipped['eps'] * 255:.1f}/255) on " + setting
     closest = "" if shipped["matches"] else " the measured case closest to these settings:"
     st.markdown(
-        f"**Measured damage** (shipped defence grid,{closest} {shipped['label']}: {setting}, "
-        f"{shipped['n_seeds']} seed(s), preset `{shipped['preset']}`)"
+        f"**Measured damage** (shipped defence grids, `python -m core defences`,{closest} {shipped['label']}: "
+        f"{setting}, {shipped['n_seeds']} seed{'s' if shipped['n_seeds'] != 1 else ''}, preset `{shipped['preset']}`, "
+        f"{shipped['n_test']:,} test images, one classifier per model, no distillation)"
+    )
+    st.caption(
+        "Another study, not another truth: the Detectors page's comparison (`python -m core compare`) trains its "
+        "own models on the same preset and seed numbers, and its means differ from these within the seeds' spread "
+        "(the tables there and on the Detectors page give mean ± std). The Overview's run is all of GTSRB, one seed."
     )
     cols = st.columns(3)
     cols[0].metric("clean reference: clean acc.", f"{shipped['clean_reference']:.1%}")
@@ -138,8 +149,10 @@ def other_threat(threat: str) -> None:
             reference = comparison["summary"][threat]["reference"]
             shipped = comparison["config"]["fractions"][threat]
             st.markdown(
-                f"**Measured damage** (shipped comparison, default settings: fraction {shipped:.0%}, "
-                f"{len(comparison['runs'])} seeds, preset `{comparison['config']['experiment']['preset']}`)"
+                f"**Measured damage** (shipped comparison `{shown(SHIPPED_COMPARISON)}`, default settings: fraction "
+                f"{shipped:.0%}, {len(comparison['runs'])} seeds, preset "
+                f"`{comparison['config']['experiment']['preset']}`, "
+                f"{next(iter(comparison['runs'].values()))[threat]['n_test']:,} test images)"
             )
             cols = st.columns(4)
             for column, (name, key, title) in zip(
@@ -187,6 +200,7 @@ with left:
     if custom and perturbation:
         # Custom starts from the preset's attack (the paper's I-FGSM), not from the first in the list
         st.session_state.setdefault("attack", defaults.attack)
+        link_names("attack", ATTACKS.names(), ATTACKS.label)
         attack = st.selectbox("Attack", ATTACKS.names(), format_func=ATTACKS.label, key="attack", bind="query-params")
     else:  # what the preset (or the threat) uses, shown, not chosen
         attack = st.selectbox(
@@ -203,8 +217,7 @@ with left:
     iterative = ATTACKS[attack].iterative or not perturbation
     eps = st.slider(
         "eps (L-inf, [0, 1] pixel scale; 8/255 = 0.031, 16/255 = 0.063)",
-        0.0,
-        0.1,
+        *CUSTOM_KNOB_RANGES["eps"],
         float(defaults.eps),
         0.001,
         format="%.3f",
@@ -214,8 +227,7 @@ with left:
     )
     alpha = st.slider(
         "alpha (step of the iterative attacks)",
-        0.0,
-        0.05,
+        *CUSTOM_KNOB_RANGES["alpha"],
         float(defaults.alpha),
         0.0005,
         format="%.4f",
@@ -226,8 +238,7 @@ with left:
 with right:
     steps = st.slider(
         "steps",
-        1,
-        100,
+        *CUSTOM_KNOB_RANGES["steps"],
         int(defaults.steps),
         key=key("steps"),
         bind="query-params",
@@ -235,8 +246,7 @@ with right:
     )
     fraction = st.slider(
         f"poison fraction of {spec.fraction_of}",
-        0.0,
-        1.0,
+        *CUSTOM_KNOB_RANGES["fraction"],
         float(defaults.fraction),
         0.01,
         key=key("fraction"),
@@ -244,7 +254,12 @@ with right:
         disabled=not custom,
     )
     seed = st.number_input(
-        "seed", 0, 10_000, int(defaults.seed), key="poison_seed", bind="query-params", disabled=not custom
+        "seed",
+        *CUSTOM_KNOB_RANGES["poison_seed"],
+        int(defaults.seed),
+        key="poison_seed",
+        bind="query-params",
+        disabled=not custom,
     )
     craft_augment = st.checkbox(
         "craft through random flips and shifts",

@@ -32,12 +32,14 @@ from ui.common import (
     figure_download,
     file_stamp,
     guard,
+    link_names,
     point_seconds_here,
     purify_preview,
     require_run,
     ringed,
     run_dir,
     score_histogram,
+    session_threshold,
     shown,
     slider_range,
     timed,
@@ -77,13 +79,15 @@ def reset_threshold() -> None:
     st.session_state.pop("threshold_input", None)
 
 
+score_label = lambda name: filter_label(name) + ("" if name in scored else " (not scored on this run)")  # noqa: E731
+link_names("score", score_names, score_label)
 score = st.selectbox(
     "Score",
     score_names,
     key="score",
     bind="query-params",
     on_change=reset_threshold,
-    format_func=lambda name: filter_label(name) + ("" if name in scored else " (not scored on this run)"),
+    format_func=score_label,
     help="Every detector scored on this run's training set by `python -m core detectors`. "
     "The Detectors page compares them across threat models, with controls.",
 )
@@ -124,6 +128,8 @@ if st.session_state.get("threshold_run") not in (None, directory):
     for key in [key for key in st.session_state if str(key).startswith("threshold_") and key != "threshold_run"]:
         del st.session_state[key]
     st.session_state.pop("threshold", None)
+    for key in [key for key in st.query_params if key.startswith("threshold_")]:  # the previous run's, not a link
+        del st.query_params[key]
 st.session_state["threshold_run"] = directory
 if SLIDER not in st.session_state and SLIDER in st.query_params:  # a link's value (the server slider reads it itself)
     try:
@@ -133,7 +139,9 @@ if SLIDER not in st.session_state and SLIDER in st.query_params:  # a link's val
             st.session_state[SLIDER] = float(np.clip(linked, low, high))
     except ValueError:
         pass
-st.session_state.setdefault(SLIDER, float(np.clip(run_threshold, low, high)))  # a link's value wins on a first load
+# a link's value wins on a first load; back from another page, the session's value (a widget's state is dropped
+# when its page is left); else the run's own threshold
+st.session_state.setdefault(SLIDER, float(np.clip(session_threshold(run, score), low, high)))
 
 
 def set_threshold(value: float) -> None:
@@ -170,10 +178,13 @@ def from_slider() -> None:
 buttons = [*st.columns(2), *st.columns(2)]
 buttons[0].button(
     f"Paper's initial {PAPER_INITIAL_THRESHOLD}",
+    help=f"The threshold the paper starts alibi-detect from; it reports {PAPER_INFERRED_THRESHOLD} after "
+    "infer_threshold (the Overview's 'paper' value)."
+    if is_dae
+    else "a reconstruction-error threshold: DAE score only",
     on_click=set_threshold,
     args=(PAPER_INITIAL_THRESHOLD,),
     disabled=not is_dae,
-    help=None if is_dae else "a reconstruction-error threshold: DAE score only",
 )
 buttons[1].button(
     f"This run's {run_threshold:.4g}",
@@ -349,7 +360,7 @@ def student_at_threshold(threshold: float, drop_share: float, tolerance: float) 
         st.caption(line)
     if note := weak_students_note(run):
         st.warning(note)
-    cols = st.columns(4)
+    cols = [*st.columns(2), *st.columns(2)]  # two rows of two: "adaptive worst case" was cut in four columns
     shown_value = lambda key: "-" if accuracy[key] is None else f"{accuracy[key]:.2%}"  # noqa: E731
     cols[0].metric("clean accuracy", shown_value("clean_acc"))
     cols[1].metric("FGSM accuracy", shown_value("fgsm_acc"))
@@ -382,11 +393,14 @@ def draw_live_view() -> None:
         step=(high - low) / 1000,
         format="%.5f",
         on_change=from_slider,
-        bind="query-params",
     )
     threshold = float(st.session_state[SLIDER])
     st.session_state.setdefault("threshold_input", threshold)  # after the slider: it may come from a link
     st.session_state["threshold"] = threshold  # what the other pages use (Your images, Distillation)
+    st.session_state["threshold_score"] = score
+    # The link reproduces it, written here rather than by binding the slider: a bound slider drops its default (the
+    # minimum) from the address and refused a link to it (issue 34)
+    st.query_params[SLIDER] = f"{threshold:.8g}"
     number_column.number_input(
         "exact value", low, high, key="threshold_input", step=1e-4, format="%.5f", on_change=from_number
     )
@@ -568,6 +582,7 @@ def draw_instant_view() -> None:
     """The slider answered in the browser (ui/threshold_view.py); the server stores the value when a drag ends."""
     threshold = float(st.session_state[SLIDER])
     st.session_state["threshold"] = threshold  # what the other pages use (Your images, Distillation)
+    st.session_state["threshold_score"] = score
     st.query_params[SLIDER] = f"{threshold:.8g}"  # the link reproduces it (no bound widget writes it here)
 
     def release(value: float) -> None:
@@ -730,6 +745,7 @@ st.caption(
     "classifier learns (adversarial training) or repair it afterwards (fine-tuning, ABL). `python -m core defences` "
     "measures each against every threat case; the Detectors page shows the shipped grids."
 )
+link_names("defence", DEFENCES.names(), DEFENCES.label)
 defence = st.selectbox("Defence", DEFENCES.names(), format_func=DEFENCES.label, key="defence", bind="query-params")
 st.markdown(DEFENCES[defence].description)
 if DEFENCES[defence].purifies_with_run_dae:  # the preview purifies with the run's DAE

@@ -16,6 +16,7 @@ from ui.common import (
     guard,
     image_analysis,
     image_models,
+    link_names,
     run_dir,
     session_threshold,
     test_image,
@@ -94,10 +95,12 @@ with guard("loading the test images"):
 
 st.subheader("Attack")
 c1, c2, c3, c4 = st.columns(4)
+attack_label = lambda a: ATTACKS.label(a) if a != "none" else "no attack"  # noqa: E731
+link_names("upload_attack", ["none", *ATTACKS.names()], attack_label)
 attack = c1.selectbox(
     "attack",
     ["none", *ATTACKS.names()],
-    format_func=lambda a: ATTACKS.label(a) if a != "none" else "no attack",
+    format_func=attack_label,
     key="upload_attack",
     bind="query-params",
 )

@@ -162,11 +162,13 @@ def test_detectors_page_shows_each_threat_with_controls(run_directory, threat):
     at = on_page(run_directory, "pages/detectors.py")
     at.radio(key="threat").set_value(threat).run()
     assert_clean(at)
-    table = at.dataframe[0].value
-    filters = " ".join(table["filter"])
-    for control in ("no filter", "random filter", "oracle filter"):
-        assert control in filters
-    assert ("attack success" in table.columns) == (threat != "perturbation")
+    detection, students = at.dataframe[0].value, at.dataframe[1].value  # two tables: each fits 1280 px
+    for table in (detection, students):
+        filters = " ".join(table["filter"])
+        for control in ("no filter", "random filter", "oracle filter"):
+            assert control in filters
+    assert "ROC AUC" in detection.columns and "ROC AUC" not in students.columns
+    assert ("attack success" in students.columns) == (threat != "perturbation")
 
 
 def test_detectors_page_switches_to_the_backdoor_comparison_against_the_fields_detectors(run_directory):
@@ -475,6 +477,14 @@ def test_the_overview_tells_the_story_from_the_shipped_files(run_directory):
     assert len(at.get("page_link")) >= len(titles)
     headers = list(at.dataframe[0].value.columns)
     assert headers[:3] == ["model", "clean", "FGSM"] and not any(header.endswith("_acc") for header in headers)
+    # each card names its study (issue 34: the same claim showed different numbers on different pages)
+    sources = [caption.value for caption in at.caption if caption.value.startswith("From ")]
+    assert len(sources) == len(titles)
+    assert sum("run checkpoints/paper (preset paper" in source for source in sources) >= 2
+    assert all("test images" in source for source in sources)
+    if len(titles) > 3:  # the grid's cards: the folders they come from and their preset
+        assert any("checkpoints/defences" in source and "preset compare" in source for source in sources)
+    assert not any("`" in text and "_" in text.split("`")[1] for text in texts if text.count("`") >= 2), texts
 
 
 def test_the_sidebar_picks_a_shipped_run_and_says_what_it_is_for(run_directory, tmp_path):

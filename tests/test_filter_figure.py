@@ -80,5 +80,9 @@ def test_a_sample_strip_fits_streamlits_width_and_shows_each_tile():
     tiles = [np.full((96, 96, 3), 20 * k, dtype=np.uint8) for k in range(12)]
     strip = np.asarray(Image.open(io.BytesIO(sample_strip(tiles, [f"tile {k}" for k in range(12)]))))
     assert strip.shape[1] <= STREAMLIT_CONTENT_WIDTH
+    cell = 96 + 96 // 4 + 6  # rows of six: the image, its caption, the gap
     for k in range(12):
-        assert (strip[10, k * 102 + 48] == 20 * k).all()
+        assert (strip[(k // 6) * cell + 10, (k % 6) * 102 + 48] == 20 * k).all()
+    # the captions are drawn at least 13 px high (twelve in a row drew them at about 7 px once shown: issue 34)
+    caption_rows = [row for row in range(96, 96 + 96 // 4) if (strip[row, : 6 * 102] < 128).any()]
+    assert len(caption_rows) >= 9

@@ -57,7 +57,8 @@ def test_a_non_finite_number_in_a_link_is_said_and_dropped_without_a_traceback(r
     assert_clean(at)
     said = [toast.value.replace("\\", "") for toast in at.toast]  # the toast escapes Markdown: steps\_tap
     assert any(f"{key}={value}" in text and "not a finite number" in text for text in said), said
-    assert key not in at.query_params
+    # gone from the address (the threshold's is rewritten with the value the page uses)
+    assert key not in at.query_params or float(str(at.query_params[key]).strip("[]'")) > 0
 
 
 @pytest.mark.parametrize("command", ["sweep", "report", "verify", "robustness", "detectors", "point"])
@@ -178,3 +179,130 @@ def test_your_images_attacks_the_student_with_the_margin_loss_which_moves_what_c
         changed[loss] = int((explore.predict(student, adversarial).argmax(1) != before).sum())
     assert changed["margin"] > changed["cross_entropy"], changed
     assert explore.attack_takes_loss("ifgsm")
+
+
+def said(at) -> list[str]:
+    """The toasts' text as shown (a toast escapes Markdown: steps\\_tap)."""
+    return [toast.value.replace("\\", "") for toast in at.toast]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("query", "refused"), [({"fraction": "2"}, "fraction=2"), ({"steps": "1e9"}, "steps=1e9")])
+def test_an_out_of_range_custom_value_in_a_link_is_refused_and_keeps_the_preset(run_directory, query, refused):
+    at = app(run_directory)
+    for key, value in query.items():
+        at.query_params[key] = value
+    at.switch_page("pages/poison.py").run()
+    assert_clean(at)
+    assert at.session_state["preset"] == "Paper"
+    assert any(refused in text and "outside" in text for text in said(at)), said(at)
+    key = next(iter(query))
+    assert key not in at.query_params
+    assert at.slider(key=key).disabled
+
+
+@pytest.mark.slow
+def test_a_custom_value_under_a_fixed_preset_is_refused_and_the_slider_shows_what_the_page_uses(run_directory):
+    from core.pipeline import preset
+
+    at = app(run_directory)
+    at.query_params["eps"] = "0.05"
+    at.query_params["preset"] = "Paper"
+    at.switch_page("pages/poison.py").run()
+    assert_clean(at)
+    assert at.slider(key="eps").value == pytest.approx(preset("paper").poison.eps)
+    assert any("eps=0.05" in text and "preset Paper fixes it" in text for text in said(at)), said(at)
+    assert "eps" not in at.query_params
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("page", "key", "value"), [("pages/threshold.py", "threshold", "-1"), ("app.py", "run_picker", "/etc")]
+)
+def test_session_state_is_not_a_link_setting_and_leaves_the_address(run_directory, page, key, value):
+    at = app(run_directory)
+    at.query_params[key] = value
+    at.switch_page(page).run()
+    assert_clean(at)
+    assert any(f"{key}={value}" in text and "not a setting a link can change" in text for text in said(at)), said(at)
+    assert key not in at.query_params
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("page", "key", "name", "chosen"),
+    [
+        ("pages/threshold.py", "score", "magnet", "magnet"),
+        ("pages/poison.py", "threat", "tap", "tap"),
+        ("pages/your_images.py", "upload_attack", "ifgsm", "ifgsm"),
+        ("pages/threshold.py", "defence", "JPEG", "jpeg"),  # any case
+    ],
+)
+def test_a_link_may_name_a_choice_by_its_registry_name(run_directory, page, key, name, chosen):
+    at = app(run_directory)
+    at.query_params[key] = name
+    at.switch_page(page).run()
+    assert_clean(at)
+    assert at.session_state[key] == chosen
+    assert not any(key in text for text in said(at)), said(at)
+
+
+@pytest.mark.slow
+def test_the_threshold_at_the_slider_minimum_stays_in_the_address_and_a_link_to_it_opens_it(run_directory):
+    at = app(run_directory)
+    at.run()
+    at.switch_page("pages/threshold.py").run()
+    slider = at.slider(key="threshold_dae")
+    slider.set_value(slider.min).run()
+    address = at.query_params["threshold_dae"]
+    address = address[0] if isinstance(address, list) else address
+    assert float(address) == pytest.approx(slider.min, rel=1e-7)
+    linked = app(run_directory)
+    linked.query_params["threshold_dae"] = address
+    linked.switch_page("pages/threshold.py").run()
+    assert_clean(linked)
+    assert linked.slider(key="threshold_dae").value == pytest.approx(slider.min, rel=1e-7)
+    assert not any("threshold_dae" in text for text in said(linked)), said(linked)
+    linked.switch_page("pages/poison.py").run()  # leaving the page and coming back keeps it
+    linked.switch_page("pages/threshold.py").run()
+    assert linked.slider(key="threshold_dae").value == pytest.approx(slider.min, rel=1e-7)
+
+
+WIDGET_TYPES = ("checkbox", "multiselect", "number_input", "radio", "selectbox", "slider", "text_input", "toggle")
+PAGES = (
+    "pages/overview.py",
+    "pages/poison.py",
+    "pages/autoencoder.py",
+    "pages/threshold.py",
+    "pages/distillation.py",
+    "pages/detectors.py",
+    "pages/your_images.py",
+    "pages/jobs.py",
+)
+HOSTILE = ("inf", "-inf", "nan", "1e400", "", "**bold** [link](http://example.com) $x^2$ <b>")
+
+
+def linkable_keys(run_directory, page: str) -> list[str]:
+    """Every keyed widget a page (and the sidebar) draws: what a link may try to set."""
+    at = app(run_directory)
+    at.switch_page(page).run()
+    keys = {widget.key for kind in WIDGET_TYPES for widget in at.get(kind) if getattr(widget, "key", None)}
+    return sorted(keys | {"run", "threshold", "run_picker", "preset"})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", PAGES)
+def test_every_link_parameter_of_every_page_set_to_hostile_values_shows_no_exception(run_directory, page):
+    """Issue 34's walk: every page with every one of its link parameters set at once to inf, -inf, nan, 1e400, an
+    empty string and a Markdown string: no exception, no error box, and no Markdown rendered from the link."""
+    keys = linkable_keys(run_directory, page)
+    assert len(keys) > 4, keys
+    for value in HOSTILE:
+        at = app(run_directory)
+        for key in keys:
+            at.query_params[key] = value
+        at.switch_page(page).run()
+        assert not at.exception, (page, value, [e.value for e in at.exception])
+        assert at.title, (page, value)  # the page drew, not only the sidebar
+        shown = [element.value for element in (*at.markdown, *at.caption, *at.toast) if isinstance(element.value, str)]
+        assert not any("**bold**" in text or "[link](" in text for text in shown), (page, value)

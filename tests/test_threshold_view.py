@@ -117,6 +117,8 @@ def test_two_runs_side_by_side_from_a_link_follow_the_same_share(server, page):
     leader.focus()
     for _ in range(60):
         fresh.keyboard.press("ArrowRight")
+    wait_idle(fresh)  # each key press is also a release: the server stores it and the views mount again
+    fresh.wait_for_timeout(300)  # the leader announces its share 50 ms after mounting
     shares = fresh.evaluate(
         """() => {
         const lead = window.__thresholdView, follow = window.__thresholdFollower;

@@ -82,9 +82,27 @@ def timed(name: str) -> Iterator[None]:
 # Opening a link reproduces the view; a value the page cannot use is dropped by Streamlit, and said here.
 
 # Session state that is not a widget a link may set (a link's ?threshold=-1 or ?run_picker=/etc stayed in the address)
-NOT_LINKABLE = {"threshold", "threshold_run", "run_dir", "run_picker", "link", "link_pending", "kept_uploads"}
+NOT_LINKABLE = {
+    "threshold",
+    "threshold_run",
+    "threshold_score",
+    "run_dir",
+    "run_picker",
+    "link",
+    "link_pending",
+    "kept_uploads",
+}
 CUSTOM_KNOBS = ("attack", "eps", "alpha", "steps", "fraction", "poison_seed", "craft_augment", "noise_scope")
 CUSTOM_KNOB_PAGE = "poison"  # the page whose widgets these are
+# The Poison page's ranges of its numeric Custom knobs (its widgets read them here): a link value outside one is
+# refused, and does not switch the preset to Custom (fraction=2 and steps=1e9 did).
+CUSTOM_KNOB_RANGES = {
+    "eps": (0.0, 0.1),
+    "alpha": (0.0, 0.05),
+    "steps": (1, 100),
+    "fraction": (0.0, 1.0),
+    "poison_seed": (0, 10_000),
+}
 
 
 def _knob_value_ok(knob: str, raw: str) -> bool:
@@ -104,7 +122,16 @@ def _knob_value_ok(knob: str, raw: str) -> bool:
         return False
     if not math.isfinite(value):  # inf, nan, 1e400: int(inf) raised OverflowError here (issue 34)
         return False
-    return value >= 0 and (knob not in ("steps", "poison_seed") or value == int(value))
+    low, high = CUSTOM_KNOB_RANGES[knob]
+    return low <= value <= high and (knob not in ("steps", "poison_seed") or value == int(value))
+
+
+def _is_number(raw: str) -> bool:
+    try:
+        float(raw)
+    except ValueError:
+        return False
+    return True
 
 
 def not_finite(raw: str) -> bool:
@@ -134,17 +161,55 @@ def open_link(page: str = "") -> None:
         open_run_link(link["run"])
     st.session_state["link"] = link
     st.session_state["link_pending"] = True
-    if page != CUSTOM_KNOB_PAGE or "preset" in link:
+    if page != CUSTOM_KNOB_PAGE:
         return
-    custom = [
-        key
-        for key, raw in link.items()
-        for knob in CUSTOM_KNOBS
-        if (key == knob or key.startswith(f"{knob}_")) and _knob_value_ok(knob, raw)
-    ]
-    if custom:
+    linked = {
+        key: knob for key in link for knob in CUSTOM_KNOBS if key == knob or key.startswith(f"{knob}_")
+    }  # steps_tap is TAP's steps
+    custom = [key for key, knob in linked.items() if _knob_value_ok(knob, link[key])]
+    preset_named = link.get("preset")
+    if preset_named is None and custom:
         st.session_state["preset"] = "Custom"
         st.toast(f"The link sets {', '.join(custom)}: preset Custom, so the page uses them.")
+        return
+    if preset_named == "Custom":
+        return  # each widget takes its value or corrects it, and says so (report_link)
+    # Under a fixed preset the page uses the preset's values: a disabled slider showing the link's eps 0.05 while the
+    # page used 0.01, or fraction=2 switching the preset to Custom, misled (issue 34). Refused, said why.
+    for key, knob in linked.items():
+        if key in custom:
+            why = f"the preset {preset_named} fixes it; pick Custom to set it"
+        elif knob in CUSTOM_KNOB_RANGES and not _is_number(link[key]):
+            why = "not a number"
+        elif knob in CUSTOM_KNOB_RANGES:
+            low, high = CUSTOM_KNOB_RANGES[knob]
+            why = f"outside {knob}'s range {low:g} to {high:g}" + (" in whole steps" if isinstance(low, int) else "")
+        else:
+            why = f"not a value {knob} can take"
+        st.query_params.pop(key, None)
+        forget_initial_link_value(key)
+        st.session_state["link_refused"][key] = (link[key], why)
+
+
+def link_names(key: str, options, format_func) -> None:
+    """Let a link name a choice by its registry name (?score=magnet, ?threat=tap, ?upload_attack=ifgsm) as well as by
+    the label the widget shows: called before the widget, it turns the name into the label Streamlit's binding reads
+    (the binding writes labels, so the app's own links keep them)."""
+    if key in st.session_state or key not in st.query_params:
+        return
+    raw = st.query_params[key]
+    option = next((option for option in options if str(option).lower() == raw.lower()), None)
+    if option is None or format_func(option) == raw:
+        return
+    label = format_func(option)
+    from streamlit.runtime.state.session_state_proxy import get_session_state
+
+    with get_session_state().query_params() as params:
+        if key in getattr(params, "_initial_query_params", {}):
+            params._initial_query_params[key] = [label]
+        if key in getattr(params, "_query_params", {}):
+            params._query_params[key] = label
+    st.session_state.setdefault("link", {})[key] = label  # what the widget now shows: nothing to report
 
 
 def forget_initial_link_value(key: str) -> None:
@@ -183,9 +248,12 @@ def report_link() -> None:
     """After the first run of a session: one toast per link value the page did not use, and why."""
     if not st.session_state.pop("link_pending", False):
         return
-    ignored = {key: (raw, "not a finite number") for key, raw in st.session_state.pop("link_refused", {}).items()}
+    ignored = {
+        key: refused if isinstance(refused, tuple) else (refused, "not a finite number")
+        for key, refused in st.session_state.pop("link_refused", {}).items()
+    }
     for key, raw in st.session_state.get("link", {}).items():
-        if key == "run":  # the sidebar's, said by open_run_link
+        if key == "run" or key in ignored:  # the run: the sidebar's, said by open_run_link
             continue
         if key in NOT_LINKABLE:  # the session's own state, not a widget: a link cannot set it
             ignored[key] = (raw, "not a setting a link can change")
@@ -361,7 +429,7 @@ def cached_defence_grid() -> dict | None:
     return _defence_grid(paths, tuple(file_stamp(path) for path in paths))
 
 
-@st.cache_data(max_entries=4, show_spinner=False)
+@st.cache_data(max_entries=4, show_spinner="Reading the shipped studies...")
 def _defence_grid(paths: tuple[str, ...], stamps: tuple) -> dict | None:
     return load_shipped_grids(paths)
 
@@ -372,7 +440,7 @@ def cached_budget() -> dict | None:
     return _budget(path, file_stamp(path))
 
 
-@st.cache_data(max_entries=4, show_spinner=False)
+@st.cache_data(max_entries=4, show_spinner="Reading the shipped studies...")
 def _budget(path: str, stamp: int | None) -> dict | None:
     return load_budget(path)
 
@@ -382,19 +450,19 @@ def cached_comparison(path: str = str(SHIPPED_COMPARISON)) -> dict:
     return _comparison(path, file_stamp(path))
 
 
-@st.cache_data(max_entries=4, show_spinner=False)
+@st.cache_data(max_entries=4, show_spinner="Reading the shipped studies...")
 def _comparison(path: str, stamp: int | None) -> dict:
     return load_comparison(path)
 
 
-@st.cache_data(max_entries=16)
+@st.cache_data(max_entries=16, show_spinner="Reading the run's poison scores...")
 def cached_scores(directory: str, score: str = "dae") -> tuple[np.ndarray, np.ndarray]:
     """A detector's training-set scores ('dae': reconstruction error) and the ground-truth mask."""
     run = cached_run(directory)
     return run.scores_of(score).numpy().astype(np.float64), run.poison_mask.numpy().astype(bool)
 
 
-@st.cache_data(max_entries=16)
+@st.cache_data(max_entries=16, show_spinner="Binning the scores...")
 def score_histogram(directory: str, score: str, bins: int = 80) -> dict:
     """Clean and poisoned counts of a score in `bins` bins from its minimum to its 99.9th percentile."""
     scores, mask = cached_scores(directory, score)
@@ -418,7 +486,7 @@ def slider_range(directory: str, score: str) -> tuple[float, float]:
     return float(scores.min()), float(max(np.quantile(scores, 0.999), reach))
 
 
-@st.cache_data(max_entries=16)
+@st.cache_data(max_entries=16, show_spinner="Computing the ROC and precision-recall curves...")
 def cached_curves(directory: str, score: str = "dae") -> dict:
     scores, mask = cached_scores(directory, score)
     return explore.curves(scores, mask)
@@ -646,8 +714,9 @@ def keep(key: str) -> None:
 
 def session_threshold(run: Run, score: str = "dae") -> float:
     """The Threshold page's current threshold when it was set on this run, else the run's own for the score: every
-    page reads the same value, and a value set on another run never carries over (issue 34)."""
-    if st.session_state.get("threshold_run") == str(run.directory) and "threshold" in st.session_state:
+    page reads the same value, and a value set on another run or score never carries over (issue 34)."""
+    same_run = st.session_state.get("threshold_run") == str(run.directory)
+    if same_run and st.session_state.get("threshold_score") == score and "threshold" in st.session_state:
         return float(st.session_state["threshold"])
     return run.threshold_of(score)
 

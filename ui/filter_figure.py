@@ -106,19 +106,24 @@ def figure_png(
     return buffer.getvalue()
 
 
-def sample_strip(tiles: list[np.ndarray], captions: list[str], slots: int = 12, gap: int = 6) -> bytes:
-    """Up to `slots` ringed sample images (HWC uint8, one size) side by side with a caption under each, as one PNG:
-    one image for the browser to swap per row instead of a dozen elements to re-render on every move."""
+def sample_strip(
+    tiles: list[np.ndarray], captions: list[str], slots: int = 12, per_row: int = 6, gap: int = 6
+) -> bytes:
+    """Up to `slots` ringed sample images (HWC uint8, one size) in rows of `per_row`, a caption under each, as one PNG:
+    one image for the browser to swap per move instead of a dozen elements to re-render. Rows of six keep the captions
+    readable at the page's width (twelve in a row drew them at about 7 px: issue 34)."""
     from PIL import ImageFont
 
     side = tiles[0].shape[0] if tiles else 128
-    font = ImageFont.load_default(size=max(10, side // 9))
-    strip = Image.new("RGB", (slots * (side + gap) - gap, side + side // 5), "white")
+    font = ImageFont.load_default(size=max(12, side // 7))
+    rows = max(1, -(-min(len(tiles), slots) // per_row))
+    cell = side + side // 4  # the image and its caption
+    strip = Image.new("RGB", (per_row * (side + gap) - gap, rows * (cell + gap) - gap), "white")
     draw = ImageDraw.Draw(strip)
     for slot, (tile, caption) in enumerate(zip(tiles[:slots], captions)):
-        left = slot * (side + gap)
-        strip.paste(Image.fromarray(tile), (left, 0))
-        draw.text((left + side / 2, side + side / 10), caption, fill="black", font=font, anchor="mm")
+        left, top = (slot % per_row) * (side + gap), (slot // per_row) * (cell + gap)
+        strip.paste(Image.fromarray(tile), (left, top))
+        draw.text((left + side / 2, top + side + side / 8), caption, fill="black", font=font, anchor="mm")
     buffer = io.BytesIO()
     strip.save(buffer, "PNG", compress_level=1)
     return buffer.getvalue()

@@ -33,10 +33,11 @@ CSS = """
 .tv-metric .v { font-size: 1.5rem; font-variant-numeric: tabular-nums; }
 .tv table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
 .tv td, .tv th { border: 1px solid #ddd; padding: .2rem .6rem; text-align: right; }
-.tv-panels { display: grid; grid-template-columns: 1.4fr 1fr 1fr; gap: .8rem; }
+.tv-panels { display: grid; grid-template-columns: repeat(auto-fit, minmax(300px, 1fr)); gap: .8rem; }
+.tv-panels svg { max-height: 250px; }
 .tv-student { margin: .6rem 0; } .tv-note { font-size: .85rem; opacity: .8; }
-.tv-grid { display: flex; flex-wrap: wrap; gap: 4px; } .tv-tile { text-align: center; font-size: .75rem; }
-.tv-tile img { width: 72px; height: 72px; image-rendering: pixelated; border: 3px solid; display: block; }
+.tv-grid { display: flex; flex-wrap: wrap; gap: 6px; } .tv-tile { text-align: center; font-size: .9rem; }
+.tv-tile img { width: 88px; height: 88px; image-rendering: pixelated; border: 3px solid; display: block; }
 """
 
 HTML = '<div class="tv"></div>'
@@ -99,6 +100,7 @@ function el(tag, attrs, parent) {
   return node;
 }
 export default function (component) {
+  const mountedAt = performance.now();
   const { data, setStateValue, parentElement } = component;
   const root = parentElement.querySelector(".tv");
   root.innerHTML = "";
@@ -183,6 +185,42 @@ export default function (component) {
   }
   const rocDot = curvePanel("ROC: dropping poisons", data.roc[0], data.roc[1], "FPR", "TPR");
   const prDot = curvePanel("Precision-recall", data.pr[0], data.pr[1], "recall", "precision");
+  const sweepMark = sweep ? sweepPanel() : null;
+
+  // the measured sweep: the student's accuracy against the share dropped (the DAE's curve, random, oracle); a move
+  // slides the line and the dot, as the server's chart does on release
+  function sweepPanel() {
+    const SW = 300;
+    const svg = el("svg", {viewBox: `0 0 ${SW} ${H}`, width: "100%"}, panels);
+    el("text", {x: 4, y: 11, "font-size": 11}, svg).textContent = "Student vs share dropped (measured sweep)";
+    const lines = [
+      ["detector", "clean_acc", "#4c78a8", "", "clean"], ["detector", "ifgsm_acc", "#f58518", "", "I-FGSM"],
+      ["random", "clean_acc", "#888", "4 3", "random"], ["oracle", "clean_acc", "#54a24b", "1 3", "oracle"],
+    ].filter(([name]) => sweep[name]);
+    const values = lines.flatMap(([name, key]) => sweep[name].map(p => p.mean[key])).filter(v => v !== null);
+    const bottom = Math.max(0, Math.floor(10 * Math.min(...values)) / 10);
+    const right = Math.max(...lines.flatMap(([name]) => sweep[name].map(p => p.drop_share)), 1e-6);
+    const fx = v => P + (SW - 2 * P) * Math.min(v, right) / right;
+    const fy = v => H - P - (H - 2 * P) * (v - bottom) / Math.max(1 - bottom, 1e-6);
+    el("rect", {x: P, y: P, width: SW - 2 * P, height: H - 2 * P, fill: "none", stroke: "#ccc"}, svg);
+    lines.forEach(([name, key, colour, dash, label], i) => {
+      const pts = [...sweep[name]].sort((a, b) => a.drop_share - b.drop_share).filter(p => p.mean[key] !== null);
+      el("polyline", {points: pts.map(p => `${fx(p.drop_share)},${fy(p.mean[key])}`).join(" "), fill: "none",
+                      stroke: colour, "stroke-dasharray": dash}, svg);
+      el("text", {x: P + 58 * i, y: P - 2, "font-size": 9, fill: colour}, svg).textContent = label;
+    });
+    const xTitle = `share dropped (0-${(100 * right).toFixed(0)}%)`;
+    el("text", {x: SW / 2 - 40, y: H - 6, "font-size": 10}, svg).textContent = xTitle;
+    el("text", {x: 2, y: H - 6, "font-size": 9}, svg).textContent = `y: ${(100 * bottom).toFixed(0)}-100%`;
+    const mark = el("line", {y1: P, y2: H - P, stroke: "black", "stroke-dasharray": "4 3"}, svg);
+    const dot = el("circle", {r: 5, fill: "#4c78a8"}, svg);
+    return (share, accuracy) => {
+      mark.setAttribute("x1", fx(share)); mark.setAttribute("x2", fx(share));
+      const shown = accuracy !== null && accuracy !== undefined;
+      dot.setAttribute("visibility", shown ? "visible" : "hidden");
+      if (shown) { dot.setAttribute("cx", fx(share)); dot.setAttribute("cy", fy(accuracy)); }
+    };
+  }
 
   // the example pool: kept and dropped at this threshold, green ring right decision, red wrong
   const pools = root.querySelector(".tv-pools");
@@ -212,6 +250,7 @@ export default function (component) {
     for (const k of Object.keys(cells)) cells[k].textContent = int(s[k]);
     line.setAttribute("x1", sx(t)); line.setAttribute("x2", sx(t));
     rocDot(s.fpr, s.tpr); prDot(s.recall, s.precision);
+    if (sweepMark) sweepMark(s.drop_share, s.accuracy.clean_acc);
     if (sweep) {
       const a = s.accuracy;
       const seeds = `mean of ${a.n_seeds} seed${a.n_seeds === 1 ? "" : "s"}`;
@@ -271,6 +310,7 @@ export default function (component) {
   slider.addEventListener("change", () => setStateValue("threshold", parseFloat(slider.value)));
   const api = {compute, render, slider, thresholdForShare, current: () => current, bytes: JSON.stringify(data).length};
   if (data.follows) window.__thresholdFollower = api; else window.__thresholdView = api;
+  if (!data.follows) window.__thresholdReadyMs = performance.now() - mountedAt;  // decode + first drawing
   const s = render(parseFloat(slider.value));
   const announce = () => window.dispatchEvent(new CustomEvent("dae-threshold-share", {detail: {share: s.drop_share}}));
   if (data.leads) setTimeout(announce, 50);  // the follower mounts after the leader

@@ -93,7 +93,6 @@ class RunOptions(ExecutorOptions):  # with --seeds K: one cell per seed
             raise ValueError(f"--robust-test-subset must be in (0, 1], got {self.robust_test_subset}")
 
 
-
 def check_writable(flag: str, folder: Path) -> None:
     """Write a file in the folder, or in its nearest existing parent when it is not there yet (nothing is made), or
     raise ValueError naming the flag: an --out or --cache-dir that cannot be written fails before any work (it ended
