@@ -232,11 +232,12 @@ def main() -> None:
         finally:
             process.terminate()
             process.wait(timeout=20)
-    from core.run import Run
+    from core.run import Run, project_path
 
     n_scores = len(Run.load(args.run).train_scores)
     print(
-        f"Threshold page, {args.presses} ArrowRight presses per view, {n_scores:,} training scores ({args.run}), "
+        f"Threshold page, {args.presses} ArrowRight presses per view, {n_scores:,} training scores "
+        f"({project_path(args.run)}), "
         f"{os.cpu_count()} CPU cores"
     )
     print(f"{'per press':<46}{'median ms':>11}{'p95 ms':>9}{'goal ratio':>12}")

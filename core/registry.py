@@ -4,7 +4,7 @@ The CLI's choices, the app's selectors, the comparison loop and the contract tes
 adding an entry is one file (or function) that calls `register`, plus its test; nothing else names it.
 Built-in entries register where they are defined (core/attacks.py, core/threats/, core/detect.py,
 core/defences.py, core/studies/); any module placed in core/plugins/ is imported with them, so a new entry can
-live there (README: Extending).
+live there (docs/extending.md).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Accuracy gaps between two models of one run are paired over the same test images: the standard error of the gap
 is std(a_i - b_i) / sqrt(n) from the per-image records (evaluation.safetensors), and z = gap / SE. Gaps over
-seeds (compare.json) use the per-seed differences: SE = std / sqrt(seeds). "Within noise" in README means |z| < 2.
+seeds (compare.json) use the per-seed differences: SE = std / sqrt(seeds). "Beyond noise" (and a * after a gap) is
+core.stats' one rule: the 95% interval excludes 0, Student's t on seeds - 1 degrees of freedom over seeds.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from safetensors.torch import load_file
 from core.detect import reconstruction_error
 from core.pipeline import EVALUATION_FILE
 from core.registry import DETECTORS
-from core.run import Run
+from core.run import Run, project_path
+from core.stats import beyond_noise, binomial_gap, floored_gap, paired_gap, seed_gap, verdict  # noqa: F401
 
 # The model pairs README compares: (a, b, why).
 RUN_GAPS = (
@@ -26,38 +28,6 @@ RUN_GAPS = (
     ("filter_distillation", "distillation_only", "does the filter add to distillation?"),
     ("filter_distillation", "undefended", "the paper's method vs no defence"),
 )
-
-
-def paired_gap(a: torch.Tensor, b: torch.Tensor) -> dict:
-    """Mean of a - b over the same images (bool or 0/1 per image) with its standard error and z."""
-    difference = a.float() - b.float()
-    n = difference.numel()
-    gap = float(difference.mean())
-    se = float(difference.std(unbiased=True)) / math.sqrt(n) if n > 1 else float("nan")
-    return {"gap": gap, "se": se, "z": gap / se if se > 0 else (0.0 if gap == 0 else math.inf), "n": n}
-
-
-def seed_gap(a: list[float], b: list[float]) -> dict:
-    """Mean of per-seed differences a_s - b_s with its standard error over seeds and z."""
-    differences = torch.tensor(a, dtype=torch.float64) - torch.tensor(b, dtype=torch.float64)
-    n = differences.numel()
-    gap = float(differences.mean())
-    se = float(differences.std(unbiased=True)) / math.sqrt(n) if n > 1 else float("nan")
-    return {"gap": gap, "se": se, "z": gap / se if se > 0 else (0.0 if gap == 0 else math.inf), "n": n}
-
-
-def floored_gap(a: list[float], b: list[float], n_images: int) -> dict:
-    """seed_gap of accuracies measured on n_images each, its standard error floored at the test noise of the mean
-    difference (independent binomials): a few seeds that happen to agree give an SE near 0 and a z that means nothing;
-    one seed gives that noise alone."""
-    gap = seed_gap(a, b)
-    noise = math.sqrt(sum(x * (1 - x) + y * (1 - y) for x, y in zip(a, b)) / n_images) / len(a)
-    se = noise if gap["n"] < 2 else max(gap["se"], noise)
-    return {**gap, "se": se, "z": gap["gap"] / se if se > 0 else 0.0}
-
-
-def verdict(z: float) -> str:
-    return "within noise (|z| < 2)" if abs(z) < 2 else "beyond noise (|z| >= 2)"
 
 
 def run_gaps(run: Run) -> list[dict]:
@@ -118,12 +88,14 @@ def poison_facts(run: Run, data_root=None, sample: int = 2000) -> dict:
     return facts
 
 
-def report_run(run: Run, data_root=None) -> str:
+def report_run(run: Run, data_root=None, tables: bool = True) -> str:
+    """The run's tables (Markdown, unless tables is False), then every RUN_GAPS gap with its verdict, the worst-case
+    gaps, the poisons' facts and the detectors' ROC AUC."""
     results = run.results
     lines = [
-        markdown_tables(run),
+        markdown_tables(run) if tables else "",
         "",
-        f"== {run.directory}: preset {run.config.preset}, seed {run.config.seed} (one seed), "
+        f"== {project_path(run.directory)}: preset {run.config.preset}, seed {run.config.seed} (one seed), "
         f"{results['data']['n_test']:,} test images, FGSM / I-FGSM on "
         f"{results['data'].get('n_attack_test', results['data']['n_test']):,} of them ==",
     ]
@@ -131,7 +103,7 @@ def report_run(run: Run, data_root=None) -> str:
     for row in run_gaps(run):
         lines.append(
             f"{row['a'] + ' - ' + row['b']:<44}{row['metric']:<11}{row['gap'] * 100:>8.2f}p{row['se'] * 100:>7.2f}p"
-            f"{row['z']:>7.1f}  {verdict(row['z'])}"
+            f"{row['z']:>7.1f}  {verdict(row)}"
         )
     if run.robustness:
         n = run.robustness["n_test"]
@@ -143,10 +115,10 @@ def report_run(run: Run, data_root=None) -> str:
         models = run.robustness["models"]
         for a, b, _ in RUN_GAPS[1:]:
             pa, pb = models[a]["adaptive_acc"], models[b]["adaptive_acc"]
-            se = math.sqrt(pa * (1 - pa) / n + pb * (1 - pb) / n)
-            z = (pa - pb) / se if se > 0 else 0.0
+            gap = binomial_gap(pa, pb, n)
             lines.append(
-                f"{a + ' - ' + b:<44}{'worst case':<11}{(pa - pb) * 100:>8.2f}p{se * 100:>7.2f}p{z:>7.1f}  {verdict(z)}"
+                f"{a + ' - ' + b:<44}{'worst case':<11}{gap['gap'] * 100:>8.2f}p{gap['se'] * 100:>7.2f}p"
+                f"{gap['z']:>7.1f}  {verdict(gap)}"
             )
         for name, report in models.items():
             overstated = report["attacks"]["ifgsm"] - report["adaptive_acc"]
@@ -191,7 +163,7 @@ def report_comparison(comparison: dict) -> str:
         gap = seed_gap(undefended, reference)
         lines.append(
             f"undefended - clean_reference, clean accuracy: {gap['gap'] * 100:+.2f} +- {gap['se'] * 100:.2f} points "
-            f"(z {gap['z']:.1f}, {verdict(gap['z'])})"
+            f"(z {gap['z']:.1f}, {verdict(gap)})"
         )
         baseline = [run["filters"]["none"].get("student") for run in per_seed]
         for name in summary["filters"]:
@@ -204,7 +176,7 @@ def report_comparison(comparison: dict) -> str:
                 gap = seed_gap([s[metric] for s in students], [s[metric] for s in baseline])
                 lines.append(
                     f"student behind {name} - no filter, {metric}: {gap['gap'] * 100:+.1f} +- {gap['se'] * 100:.1f} "
-                    f"points (z {gap['z']:.1f})"
+                    f"points (z {gap['z']:.1f}, {verdict(gap)})"
                 )
         hard = [run["reference"]["undefended"]["clean_acc"] for run in per_seed]
         students = [
@@ -331,14 +303,6 @@ def markdown_tables(run: Run) -> str:
     return "\n".join(lines)
 
 
-def binomial_gap(a: float, b: float, n: int) -> dict:
-    """a - b for two accuracies on the same n test images, one seed, with the unpaired binomial standard error
-    sqrt(a(1-a)/n + b(1-b)/n): the grid stores no per-image results, and pairing would only shrink it."""
-    se = math.sqrt(a * (1 - a) / n + b * (1 - b) / n)
-    gap = a - b
-    return {"gap": gap, "se": se, "z": gap / se if se > 0 else (0.0 if gap == 0 else math.inf), "n": n}
-
-
 def report_defence_grid(grid: dict) -> str:
     """Per threat case: each model's clean accuracy minus no defence's and minus the clean reference's, with its
     standard error (over the seeds that trained the model when there are several, else binomial over the test
@@ -366,7 +330,8 @@ def report_defence_grid(grid: dict) -> str:
                 gap = seed_gap(accuracies, others) if len(mine) > 1 else binomial_gap(accuracies[0], others[0], n_test)
                 # two seeds that happen to agree give a standard error near 0: a z from it means nothing
                 z = f"z {gap['z']:+.1f}" if gap["se"] >= 0.0005 else "z n/a"
-                cells.append(f"{gap['gap'] * 100:+.1f} ± {gap['se'] * 100:.1f} ({z})")
+                mark = "*" if gap["se"] >= 0.0005 and beyond_noise(gap) else ""
+                cells.append(f"{gap['gap'] * 100:+.1f} ± {gap['se'] * 100:.1f} ({z}){mark}")
             mean = sum(accuracies) / len(accuracies)
             line = f"{name:<24}{len(mine):>6}{mean * 100:>7.1f}%{cells[0]:>26}{cells[1]:>26}"
             rates = [
@@ -512,7 +477,8 @@ def report_sweep(run: Run) -> str:
     oracle, with the DAE - random gap's standard error over seeds (paired by seed)."""
     sweep = run.sweep
     if not sweep:
-        return f"{run.directory}: no sweep.json (python -m core sweep --run-dir {run.directory})"
+        name = project_path(run.directory)
+        return f"{name}: no sweep.json (python -m core sweep --run-dir {name})"
     config, measurements = sweep["config"], sweep["measurements"]
     total = len(config["drop_shares"]) * len(config["filters"]) * len(config["seeds"])
     by = {(m["filter"], m["target_share"], m["seed"]): m["clean_acc"] for m in measurements}
@@ -525,7 +491,8 @@ def report_sweep(run: Run) -> str:
     run_share = float((run.train_scores > run.threshold).float().mean())
     share = min(config["drop_shares"], key=lambda value: abs(value - run_share) if value > 0 else math.inf)
     lines = [
-        f"{run.directory}: {len(measurements)} of {total} points measured, {len(complete_seeds)} complete seed(s) "
+        f"{project_path(run.directory)}: {len(measurements)} of {total} points measured, "
+        f"{len(complete_seeds)} complete seed(s) "
         f"{complete_seeds}, {sweep['seconds']:.0f} s in its last invocation (each point records its own)",
         f"student at 0% dropped: {statistics.mean(zero):.1%} clean (std {statistics.stdev(zero) * 100:.1f} points "
         f"over {len(zero)} seeds)"
@@ -546,7 +513,7 @@ def report_sweep(run: Run) -> str:
             + f"; DAE minus random {gap['gap'] * 100:+.1f}"
             + (
                 f" ± {gap['se'] * 100:.1f} points (SE over seeds, paired by seed, at least the test noise), "
-                f"{verdict(gap['z'])}"
+                f"{verdict(gap)}"
                 if gap["n"] > 1
                 else " points (one seed: no standard error over seeds)"
             )
@@ -623,8 +590,9 @@ def seed_paired_sweep_gaps(sweep: dict, seeds: list[int]) -> list[str]:
                 a = [by[("detector", share, seed)][key] for seed in seeds]
                 b = [by[(other, share, seed)][key] for seed in seeds]
                 gap = floored_gap(a, b, sizes[key])
+                mark = "*" if beyond_noise(gap) else ""
                 cells.append(
-                    f"DAE - {other} {word} {gap['gap'] * 100:+.1f} ± {gap['se'] * 100:.1f} (z {gap['z']:+.1f})"
+                    f"DAE - {other} {word} {gap['gap'] * 100:+.1f} ± {gap['se'] * 100:.1f} (z {gap['z']:+.1f}){mark}"
                 )
         lines.append(f"  {share:>6.1%} dropped: " + "; ".join(cells))
     return lines
@@ -651,11 +619,11 @@ def one_seed_sweep_gaps(sweep: dict, seed: int | None = None) -> list[str]:
                 continue
             for key in sizes:
                 a, b = by[("detector", share)][key], by[(other, share)][key]
-                se = math.sqrt(a * (1 - a) / sizes[key] + b * (1 - b) / sizes[key])
-                z = (a - b) / se if se else math.inf
+                gap = binomial_gap(a, b, sizes[key])
                 cells.append(
                     f"DAE - {other} {'clean' if key == 'clean_acc' else 'worst'} "
-                    f"{(a - b) * 100:+.1f} ± {se * 100:.1f} (z {z:+.1f})"
+                    f"{gap['gap'] * 100:+.1f} ± {gap['se'] * 100:.1f} (z {gap['z']:+.1f})"
+                    + ("*" if beyond_noise(gap) else "")
                 )
         lines.append(f"  {share:>6.1%} dropped: " + "; ".join(cells))
     return lines
@@ -742,7 +710,33 @@ def format_robustness(run, robustness: dict) -> str:
             f"{report['zero_grad_fraction']:>11.2%}"
         )
     lines.append(
-        f"robustness: {run.directory / 'robustness.json'} ({robustness['n_test']} test images, "
+        f"robustness: {project_path(run.directory / 'robustness.json')} ({robustness['n_test']} test images, "
         f"eps {robustness['config']['eps']})"
     )
+    return "\n".join(lines)
+
+
+def format_abstention(model: str, report: dict) -> str:
+    """The cut-off, then accuracy on every input set, answered and not."""
+    config = report["config"]
+    lines = [
+        f"MC dropout ({config['passes']} passes) on {model}: cut-off {report['cutoff']:.3g} "
+        f"(fpr {config['fpr']} on {report['n_calibration']} trusted clean images)",
+        f"{'inputs':<14}{'accuracy (all)':>16}{'coverage':>10}{'accuracy (answered)':>21}",
+    ]
+    for name, result in report["sets"].items():
+        at = result["at_cutoff"]
+        lines.append(f"{name:<14}{result['accuracy_all']:>16.2%}{at['coverage']:>10.2%}{at['accuracy']:>21.2%}")
+    return "\n".join(lines)
+
+
+def format_smoothness(result: dict) -> str:
+    """One row per scale: each detector's ROC AUC and the victim's clean accuracy."""
+    from core.adaptive import DETECTORS_MEASURED
+
+    lines = [f"{'smooth scale':<14}" + "".join(f"{name + ' AUC':>16}" for name in DETECTORS_MEASURED) + "   clean acc"]
+    for point in result["points"]:
+        aucs = "".join(f"{point['auroc'][name]:>16.3f}" for name in DETECTORS_MEASURED)
+        lines.append(f"{point['smooth_scale']:<14}{aucs}{point['clean_acc']:>12.1%}")
+    lines.append(f"clean reference {result['points'][0]['clean_reference_acc']:.1%}")
     return "\n".join(lines)

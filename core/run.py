@@ -31,9 +31,22 @@ from core.sweep import POINTS_FILE, SWEEP_FILE, usable_sweep
 from core.train import Progress
 
 SHIPPED_RUN = Path(__file__).resolve().parents[1] / "checkpoints" / "paper"
+
+
+def project_path(path) -> str:
+    """A path as reports print it: relative to the project when inside it (checkpoints/paper), else as given; the
+    same text on every checkout, so generated documents do not depend on where the project lives."""
+    try:
+        return Path(path).resolve().relative_to(SHIPPED_RUN.parents[1]).as_posix()
+    except ValueError:
+        return str(path)
+
+
+# The sweep presets' runs: stronger poisons than the paper's, each with a 3-seed threshold sweep
+SHIPPED_SWEEP_RUNS = tuple(SHIPPED_RUN.parent / name for name in ("sweep_paper", "sweep_tap"))
 # The shipped runs a user can open, with what each is for (the app's run picker lists these, then the user's own).
 SHIPPED_RUNS = {
-    "paper": "The paper's setting on all of GTSRB (one seed): the run README reports, with its threshold sweep.",
+    "paper": "The paper's setting on all of GTSRB (one seed): reported in docs/results.md, with its sweep.",
     "sweep_paper": "The paper's threat on a tenth of GTSRB with narrow models and a complete 3-seed threshold sweep.",
     "sweep_tap": "TAP on half of a tenth of GTSRB with narrow models and a complete 3-seed threshold sweep.",
 }

@@ -8,21 +8,23 @@ import streamlit as st
 from core.defence_grid import SHIPPED_DEFENCE_GRIDS
 from core.detect import PAPER_INITIAL_THRESHOLD
 from core.findings import findings
-from core.jobs import list_jobs, minutes
+from core.jobs import default_threads, list_jobs, minutes
 from core.pipeline import MODEL_LABELS, MODEL_NAMES, PAPER_RESULTS
-from core.run import SHIPPED_RUN, weak_students_note
+from core.run import SHIPPED_RUN, SHIPPED_SWEEP_RUNS, weak_students_note
 from core.studies.run import run_arguments
 from ui.common import (
     cached_defence_grid,
+    cached_run,
     custom_poison,
     ensure_navigation,
+    experiment_seconds_here,
     guard,
     preset_config,
     require_run,
     run_dir,
     shown,
 )
-from ui.jobs import experiment_commands, jobs_panel, jobs_root, run_folder, start
+from ui.jobs import COARSE_SHARES, experiment_commands, jobs_panel, jobs_root, run_folder, start
 
 GLOSSARY = """
 - **FGSM / I-FGSM / PGD**: one-step and iterated gradient-sign attacks (Goodfellow et al. 2015; Kurakin et al. 2017;
@@ -101,7 +103,18 @@ with guard("the time estimate"):
             "curve."
         )
     else:
-        buttons[1].caption(f"No {chosen} experiment made here yet: the Jobs page shows its progress and time left.")
+        threads = int(st.session_state.get("job_threads", default_threads()))
+        config = preset_config()
+        if st.session_state.get("preset") == "Custom":
+            config = replace(config, poison=custom_poison() or config.poison)
+        points = len(COARSE_SHARES) * 3 * 2  # DAE, random and oracle at the coarse shares, then as many refined
+        estimate = experiment_seconds_here(config, threads, tuple(float(share) for share in COARSE_SHARES), points)
+        buttons[1].caption(
+            f"No {chosen} experiment made here yet. Estimated on this machine with {threads} thread"
+            f"{'s' if threads > 1 else ''} (a short timing of its models here; bench/estimate.py checks it against a "
+            f"measured run): about {minutes(estimate['run'])} for the run, then {minutes(estimate['curve'])} for its "
+            f"threshold curve ({estimate['points']} points). The Jobs page shows progress and time left."
+        )
 if run_clicked:
     with guard("the experiment"):
         config = preset_config()
@@ -129,7 +142,10 @@ run = require_run()
 st.subheader("What the paper claims, and what we measured")
 with guard("the findings"):
     grid_files = tuple(shown(path.parent) for path in SHIPPED_DEFENCE_GRIDS if path.exists())
-    for finding in findings(run, cached_defence_grid(), shown(run.directory), grid_files):
+    sweep_runs = tuple(
+        (cached_run(str(folder)), shown(folder)) for folder in SHIPPED_SWEEP_RUNS if (folder / "results.json").exists()
+    )
+    for finding in findings(run, cached_defence_grid(), shown(run.directory), grid_files, sweep_runs):
         with st.container(border=True):
             st.markdown(f"**{finding['title']}** ({finding['seeds']} seed{'s' if finding['seeds'] > 1 else ''})")
             if finding["paper"]:

@@ -353,7 +353,7 @@ with guard("the budget curves"):
             st.caption(
                 "Smooth scale: the same L-inf budget spent on a coarse grid of (32 / scale)² cells, bilinearly "
                 "upsampled (a low-pass perturbation): the attacker's answer to the noise-residual detector, which "
-                "stops finding it between scale 2 and 4 (README)."
+                "stops finding it between scale 2 and 4 (docs/results.md, smoothness)."
             )
 
 config = None

@@ -469,7 +469,9 @@ def test_the_overview_tells_the_story_from_the_shipped_files(run_directory):
     assert_clean(at)
     texts = [md.value for md in at.markdown]
     titles = [text for text in texts if text.startswith("**") and "seed" in text]
-    assert any("do no harm" in title for title in titles) and any("at chance" in title for title in titles)
+    # the titles are chosen from the numbers (core.stats): the paper run's gap is within noise, its AUC at chance
+    assert any("do no measurable harm" in title for title in titles) and any("at chance" in title for title in titles)
+    assert any("95% interval" in text for text in texts)
     assert any(f"ROC AUC {run.results['filter']['auroc']:.3f}" in text for text in texts)
     undefended = run.results["models"]["undefended"]["clean_acc"]
     assert any(f"undefended model at {undefended:.2%}" in text for text in texts)
@@ -560,3 +562,29 @@ def test_the_applied_poison_table_shows_formatted_values(tiny_run):
     table = next(frame.value for frame in at.dataframe if "PSNR" in frame.value.columns)
     assert table["PSNR"][0].endswith(" dB") and "psnr_db" not in table.columns
     assert all(len(str(value)) < 12 for value in table.iloc[0])
+
+
+def test_run_the_experiment_says_how_long_it_will_take_here(run_directory, tmp_path, monkeypatch):
+    """Issue 34: with no experiment made here yet, the Overview estimates the chosen preset's run and curve on this
+    machine (core.live.experiment_seconds, timed here with the job's threads) and says so; Tiny is estimated shorter
+    than Paper."""
+    monkeypatch.setenv("DAE_DISTILL_APP_DIR", str(tmp_path))  # no experiment made here yet
+    at = on_page(run_directory, "pages/overview.py")
+    assert_clean(at)
+
+    def estimate() -> str:
+        return next(c.value for c in at.caption if "Estimated on this machine" in c.value)
+
+    at.sidebar.radio(key="preset").set_value("Paper").run()
+    paper = estimate()
+    at.sidebar.radio(key="preset").set_value("Tiny").run()
+    tiny = estimate()
+    assert "for the run" in paper and "threshold curve (36 points)" in paper
+
+    def minutes_of(text: str) -> float:
+        import re
+
+        value, unit = re.search(r"about ([\d.]+) (s|min|h)", text).groups()
+        return float(value) * {"s": 1 / 60, "min": 1, "h": 60}[unit]
+
+    assert minutes_of(tiny) < minutes_of(paper)

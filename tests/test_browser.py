@@ -162,7 +162,11 @@ def test_threshold_slider_and_upload_in_a_real_browser(server, browser, tmp_path
 def test_slider_bench_runs_and_prints_its_numbers():
     """bench/slider.py at a tiny size (3 presses): it drives the page and prints browser and server times."""
     result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "slider.py"), "--presses", "3", "--quiet-ms", "300"],
+        [
+            sys.executable,
+            str(ROOT / "bench" / "slider.py"),
+            *("--presses", "3", "--quiet-ms", "300", "--users", "2", "--moves", "10"),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -176,6 +180,10 @@ def test_slider_bench_runs_and_prints_its_numbers():
         median_browser, median_server = float(browser.split()[-3]), float(server.split()[-3])
         assert 0 < median_server < median_browser  # the browser waits for the server and then draws
     assert any(line.startswith("picture / interactive, median to idle:") for line in lines)
+    # the instant view: its load time, and two users dragging: every value shown in order, the server's CPU per move
+    assert any(line.startswith("instant: a fresh page to the view drawn") for line in lines), lines
+    users = next(line for line in lines if line.startswith("instant: 2 users dragging at once"))
+    assert "in order" in users and "OUT OF ORDER" not in users
 
 
 @pytest.mark.parametrize(

@@ -641,15 +641,32 @@ def test_the_overview_says_when_the_poison_crafted_through_a_defence_beats_it():
             },
             "tap_jpeg": {"models": {"none": {"clean_acc": stat(0.86)}, "jpeg": {"clean_acc": stat(0.52)}}},
         }
-        return {"summary": summary, "case_seeds": {case: 3 for case in summary}}
+        # per seed: the mean -0.01, the mean, +0.01 (what grid_gap pairs by seed)
+        runs = {
+            str(seed): {
+                case: {
+                    "n_test": 1263,
+                    "models": {
+                        name: {"clean_acc": metrics["clean_acc"]["mean"] + 0.01 * (seed - 1)}
+                        for name, metrics in cell["models"].items()
+                    },
+                }
+                for case, cell in summary.items()
+            }
+            for seed in range(3)
+        }
+        return {"summary": summary, "case_seeds": {case: 3 for case in summary}, "runs": runs}
 
     beaten = _poisons_that_hurt(grid(0.4))
     assert beaten["title"].endswith(", until the poison is crafted through it") and beaten["seeds"] == 2
     assert "leaves grayscale at 40.0% ± 1.0 clean, below no defence's 50.0% ± 1.0" in beaten["text"]
     assert "leaves JPEG compression at 52.0% ± 1.0 clean" in beaten["text"]  # the acronym kept
     holds = _poisons_that_hurt(grid(0.8))  # grayscale still beats no defence against the noise crafted through it
-    assert holds["title"] == "Poisons that hurt, and a defence that undoes much of it"
-    assert "grayscale 80.0% ± 1.0" in holds["text"]
+    # grayscale recovers most of the loss but stays short of the clean reference beyond noise: "recover", not
+    # "restores" (the words are chosen from the seed-paired gaps, core.stats)
+    assert holds["title"] == "Poisons that hurt, and squeezes that recover part of the loss"
+    assert "grayscale 90.0% ± 1.0: short of the reference by +5.0" in holds["text"]
+    assert "restores" not in holds["text"]
 
 
 def test_the_overview_names_a_defence_that_removes_the_backdoor_only_when_the_grid_shows_it():
@@ -669,7 +686,9 @@ def test_the_overview_names_a_defence_that_removes_the_backdoor_only_when_the_gr
 
     removed = _backdoor(grid(0.01, 0.915))
     assert removed["title"] == "The backdoor is removed by anti-backdoor learning (ABL)"  # the acronym kept
-    assert "`abl` 1.0% (1 seed(s))" in removed["text"] and removed["seeds"] == 1  # names as the CLI spells them
+    # plain labels (issue 34: no code names on the cards); a number behind fewer seeds than the rest says its count
+    assert "anti-backdoor learning (ABL), no clean data 1.0% (1 seed)" in removed["text"] and removed["seeds"] == 1
+    assert "`abl`" not in removed["text"]
     assert _backdoor(grid(0.01, 0.85))["title"].startswith("No defence")  # removed, at 7 points of clean accuracy
     assert _backdoor(grid(0.2, 0.92))["title"].startswith("No defence")
     # the attacker who knows it: a heavier backdoor case behind the same defence is reported beside the removal
@@ -680,7 +699,9 @@ def test_the_overview_names_a_defence_that_removes_the_backdoor_only_when_the_gr
     text = _backdoor(knowing)["text"]
     knows = "the attacker who knows it, backdoor (BadNets) on 25%, more than abl_drop drops (adaptive), keeps 100.0%"
     assert text.count(knows) == 1  # beside abl_drop, the defence it was crafted against, and not beside abl
-    assert text.index(knows) > text.index("`abl_drop` (0.2% ± 1.0 attack success")
+    assert text.index(knows) > text.index(
+        "ABL's isolation as a filter: drop what is learnt fastest, retrain (0.2% ± 1.0 attack success"
+    )
     assert "25%" not in removed["text"]
 
 

@@ -413,6 +413,23 @@ def point_seconds_here(
     )
 
 
+@st.cache_data(max_entries=8, show_spinner="Timing this machine for the estimate (a few seconds)...")
+def experiment_seconds_here(config: ExperimentConfig, threads: int, shares: tuple[float, ...], points: int) -> dict:
+    """core.live.experiment_seconds of an experiment and its one-seed threshold curve (`points` points at sweep
+    settings over `shares`) on this machine, timed with the job's thread count."""
+    from core.live import experiment_seconds
+    from core.sweep import SweepConfig
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return experiment_seconds(
+            config, dataset_counts(data_root()), SweepConfig(drop_shares=shares, seeds=(0,)), points
+        )
+    finally:
+        torch.set_num_threads(previous)
+
+
 def file_stamp(path: str) -> int | None:
     """The file's modification time: a cache key that reloads a grid or curve file its command is still writing."""
     try:

@@ -5,7 +5,7 @@ prints its table (returning the exit code). The options' fields are the command'
 name (`run_dir` -> `--run-dir`), its type comes from the annotation (`int | None`: optional; `tuple[float, ...]`:
 one or more values; `bool`: a switch), its help, choices and mutually exclusive group from `option(...)`. core/cli.py
 builds the command line from STUDIES and nothing else, so adding a study, or a knob on one, is one file here (or in
-core/plugins/) plus its test (README: Extending).
+core/plugins/) plus its test (docs/extending.md).
 """
 
 from __future__ import annotations

@@ -19,20 +19,6 @@ class AbstainOptions:
     test_subset: float = option(0.15, "stratified share of the test set to evaluate")
 
 
-def format_abstention(model: str, report: dict) -> str:
-    """The cut-off, then accuracy on every input set, answered and not."""
-    config = report["config"]
-    lines = [
-        f"MC dropout ({config['passes']} passes) on {model}: cut-off {report['cutoff']:.3g} "
-        f"(fpr {config['fpr']} on {report['n_calibration']} trusted clean images)",
-        f"{'inputs':<14}{'accuracy (all)':>16}{'coverage':>10}{'accuracy (answered)':>21}",
-    ]
-    for name, result in report["sets"].items():
-        at = result["at_cutoff"]
-        lines.append(f"{name:<14}{result['accuracy_all']:>16.2%}{at['coverage']:>10.2%}{at['accuracy']:>21.2%}")
-    return "\n".join(lines)
-
-
 def main(options: AbstainOptions, data: DataOptions) -> int:
     from core.run import add_abstention
 
@@ -40,6 +26,8 @@ def main(options: AbstainOptions, data: DataOptions) -> int:
     report = add_abstention(
         run, options.model, options.passes, options.fpr, options.test_subset, data.data_root, data.download
     )
+    from core.report import format_abstention
+
     print(format_abstention(options.model, report))
     print(f"abstention: {options.run_dir / 'abstention.json'}")
     return 0

@@ -22,18 +22,6 @@ class SmoothnessOptions:
     cache_dir: Path = option(RUNS_DIR / "cache", "trained-model cache")
 
 
-def format_smoothness(result: dict) -> str:
-    """One row per scale: each detector's ROC AUC and the victim's clean accuracy."""
-    from core.adaptive import DETECTORS_MEASURED
-
-    lines = [f"{'smooth scale':<14}" + "".join(f"{name + ' AUC':>16}" for name in DETECTORS_MEASURED) + "   clean acc"]
-    for point in result["points"]:
-        aucs = "".join(f"{point['auroc'][name]:>16.3f}" for name in DETECTORS_MEASURED)
-        lines.append(f"{point['smooth_scale']:<14}{aucs}{point['clean_acc']:>12.1%}")
-    lines.append(f"clean reference {result['points'][0]['clean_reference_acc']:.1%}")
-    return "\n".join(lines)
-
-
 def main(options: SmoothnessOptions, data: DataOptions) -> int:
     from core.adaptive import smoothness_sweep
     from core.pipeline import preset
@@ -52,6 +40,8 @@ def main(options: SmoothnessOptions, data: DataOptions) -> int:
             steps=options.steps,
         )
     SMOOTHNESS_FILE.write(options.out / "smoothness.json", result)
+    from core.report import format_smoothness
+
     print(format_smoothness(result))
     print(f"smoothness: {options.out / 'smoothness.json'}  ({result['seconds']:.0f} s)")
     return 0
