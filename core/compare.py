@@ -13,7 +13,6 @@ The clean reference and the undefended model show the damage the poisons do. Eve
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -40,14 +39,18 @@ from core.poison import threat_metrics
 from core.recipe import sampling_seed
 from core.registry import DETECTORS, THREATS, checked_knobs
 from core.robust import RobustEvalConfig, attack_suite
+from core.stats import mean_std, summarise
 from core.storage import ResultFile, atomic_write, save_model
 from core.train import machine
+
+# The threat models a comparison covers unless told: the paper's and the two with a measurable attack success.
+DEFAULT_THREATS = ("perturbation", "label_flip", "backdoor")
 
 
 @dataclass(frozen=True)
 class CompareConfig:
     experiment: ExperimentConfig
-    threats: tuple[str, ...] = ("perturbation", "label_flip", "backdoor")  # any names in core.registry.THREATS
+    threats: tuple[str, ...] = DEFAULT_THREATS  # any names in core.registry.THREATS
     detectors: tuple[str, ...] | None = None  # scored (cheap) for every threat; None: every registered detector
     distil: tuple[str, ...] | None = None  # filters that also get a teacher + student (expensive); None: all
     seeds: tuple[int, ...] = (0,)
@@ -360,29 +363,6 @@ def compare(
     return result()
 
 
-def summarise(runs: dict) -> dict:
-    """Same nested shape as one run's result, with each number replaced by {mean, std, n} over seeds."""
-    per_seed = list(runs.values())
-
-    def merge(values: list):
-        if all(isinstance(value, dict) for value in values):
-            keys = [key for key in values[0] if all(key in value for value in values)]
-            return {key: merge([value[key] for value in values]) for key in keys}
-        numbers = [
-            float(value)
-            for value in values
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(float(value))
-        ]
-        if not numbers:
-            return None
-        mean = sum(numbers) / len(numbers)
-        std = math.sqrt(sum((x - mean) ** 2 for x in numbers) / (len(numbers) - 1)) if len(numbers) > 1 else 0.0
-        return {"mean": mean, "std": std, "n": len(numbers)}
-
-    threats = [threat for threat in per_seed[0] if all(threat in run for run in per_seed)]
-    return {threat: merge([run[threat] for run in per_seed]) for threat in threats}
-
-
 SHIPPED_COMPARISON = Path(__file__).resolve().parents[1] / "checkpoints" / "compare" / "compare.json"
 
 
@@ -420,16 +400,6 @@ COMPARISON_FILE = ResultFile("compare.json", "python -m core compare --seeds 3 -
 def load_comparison(path: str | Path = SHIPPED_COMPARISON) -> dict:
     """compare.json; a missing or corrupt file raises CheckpointError saying how to make it."""
     return COMPARISON_FILE.read(path, missing_ok=False)
-
-
-def mean_std(stat: dict | None, percent: bool) -> str:
-    """A summary statistic {mean, std, n} as the tables show it: '98.1% ± 0.4' (std in points), the mean alone for
-    one seed, '-' when there is none."""
-    if not stat:
-        return "-"
-    if percent:
-        return f"{stat['mean']:.1%} ± {stat['std'] * 100:.1f}" if stat["n"] > 1 else f"{stat['mean']:.1%}"
-    return f"{stat['mean']:.3f} ± {stat['std']:.3f}" if stat["n"] > 1 else f"{stat['mean']:.3f}"
 
 
 def comparison_rows(threat_summary: dict) -> list[dict]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from core.compare import CompareConfig, build_detectors, mean_std, score_detectors, summarise
+from core.compare import CompareConfig, build_detectors, score_detectors
 from core.data import ImageSet
 from core.defences import DefenceConfig, DefenceContext, grayscale, purified
 from core.evaluate import accuracy, robust_test_set
@@ -31,38 +31,40 @@ from core.poison import PoisonConfig, threat_metrics
 from core.recipe import recipe_key
 from core.registry import DEFENCES, THREATS
 from core.robust import RobustEvalConfig, attack_suite, is_stochastic
+from core.stats import mean_std, summarise
 from core.storage import ResultFile
 from core.train import machine
 
-# Threat case -> its threat and the PoisonConfig values that differ from that threat's defaults.
-CASES: dict[str, dict] = {
-    "ifgsm_paper": {"threat": "perturbation"},  # the paper's: I-FGSM, eps 0.01, on 10% of train
-    "ifgsm_8": {"threat": "perturbation", "eps": 8 / 255, "alpha": 2 / 255, "steps": 10, "fraction": 1.0},
-    "tap": {"threat": "tap"},  # eps 8/255, 40 steps, all of train
-    "unlearnable": {"threat": "unlearnable"},  # eps 8/255, sample-wise, all of train
-    "label_flip": {"threat": "label_flip"},
-    "backdoor": {"threat": "backdoor"},
-    "ops": {"threat": "ops"},  # one pixel per image, per class, all of train
-    "cuda": {"threat": "cuda"},  # a random 3x3 blur per class and channel, all of train
-    "unlearnable_grayscale": {"threat": "unlearnable_grayscale"},  # adaptive: crafted through grayscale
-    "tap_jpeg": {"threat": "tap_jpeg"},  # adaptive: crafted through JPEG at quality 10
-    # adaptive against abl_drop, which drops 10%: a quarter of the other classes poisoned (about 24% of train)
-    "backdoor_heavy": {"threat": "backdoor", "fraction": 0.25},
-}
-# The cases crafted by an attacker who knows a defence: case -> (the case it adapts, the defence it knows). Reports read
-# it to put the adaptive attacker's result beside the defence's.
-ADAPTIVE_CASES = {
-    "unlearnable_grayscale": ("unlearnable", "grayscale"),
-    "tap_jpeg": ("tap", "jpeg"),
-    "backdoor_heavy": ("backdoor", "abl_drop"),
-}
+
+def grid_cases() -> dict[str, dict]:
+    """Threat case -> its threat and the PoisonConfig values that differ from that threat's defaults, as each registered
+    threat declares its cases (ThreatSpec.grid_cases; one case named after the threat when it declares none): a new
+    threat, a plugin's included, reaches `python -m core defences` with no other edit."""
+    cases = {}
+    for spec in THREATS.specs():
+        for case, settings in (spec.grid_cases if spec.grid_cases is not None else {spec.name: {}}).items():
+            cases[case] = {"threat": spec.name, **{key: value for key, value in settings.items() if key != "adapts"}}
+    return cases
+
+
+def adaptive_cases() -> dict[str, tuple[str, str]]:
+    """The cases crafted by an attacker who knows a defence: case -> (the case it adapts, the defence it knows), as the
+    threats declare them. Reports read it to put the adaptive attacker's result beside the defence's."""
+    return {
+        case: settings["adapts"]
+        for spec in THREATS.specs()
+        for case, settings in (spec.grid_cases or {}).items()
+        if "adapts" in settings
+    }
+
+
 REFERENCES = ("clean_reference", "none", "oracle")
 
 
 @dataclass(frozen=True)
 class DefenceGridConfig:
     experiment: ExperimentConfig
-    cases: tuple[str, ...] = tuple(CASES)
+    cases: tuple[str, ...] | None = None  # None: every case of grid_cases()
     defences: tuple[str, ...] | None = None  # names in core.registry.DEFENCES; None: all
     defence: DefenceConfig = field(default_factory=DefenceConfig)
     seeds: tuple[int, ...] = (0,)
@@ -72,10 +74,12 @@ class DefenceGridConfig:
     eot_samples: int = 1
 
     def __post_init__(self):
+        if self.cases is None:
+            object.__setattr__(self, "cases", tuple(grid_cases()))
         if self.defences is None:
             object.__setattr__(self, "defences", DEFENCES.names())
         for kind, allowed, values in (
-            ("threat case", tuple(CASES), self.cases),
+            ("threat case", tuple(grid_cases()), self.cases),
             ("defence", DEFENCES.names(), self.defences),
         ):
             unknown = [value for value in values if value not in allowed]
@@ -89,7 +93,7 @@ class DefenceGridConfig:
             raise ValueError(f"eot_samples must be >= 1, got {self.eot_samples}")
 
     def poison_for(self, case: str, seed: int) -> PoisonConfig:
-        changes = dict(CASES[case])
+        changes = dict(grid_cases()[case])
         return replace(self.experiment.poison.with_threat(changes.pop("threat")), seed=seed, **changes)
 
     def to_dict(self) -> dict:
@@ -276,7 +280,7 @@ def held_elsewhere(config: DefenceGridConfig, previous: dict | None) -> dict[str
     """The cells of `previous` made with this grid's settings for cases or seeds it does not ask for."""
     if not previous:
         return {}
-    cases = tuple(case for case in previous.get("config", {}).get("cases", []) if case in CASES)
+    cases = tuple(case for case in previous.get("config", {}).get("cases", []) if case in grid_cases())
     seeds = tuple(int(seed) for seed in previous.get("runs", {}))
     if not cases or not seeds:
         return {}
@@ -364,7 +368,7 @@ def grid_summary(runs: dict) -> dict:
 
 
 def threat_label(case: str) -> str:
-    settings = CASES[case]
+    settings = grid_cases()[case]
     label = THREATS.label(settings["threat"])
     return f"{label} (eps {settings['eps'] * 255:.0f}/255, all of train)" if "eps" in settings else label
 

@@ -87,12 +87,11 @@ class DefenceConfig:
         return knob_value(self.knobs, DEFENCES[defence], name)
 
 
+# Fields added after the first grids were made: omitted from files and keys at their defaults (read from the dataclass,
+# not repeated), so those grids keep their keys.
 LATER_DEFAULTS = {
-    "fine_tune_epochs": 10,
-    "fine_tune_lr": 0.01,
-    "abl_isolation": 0.01,
-    "abl_unlearn_epochs": 80,
-    "abl_unlearn_lr": 0.01,
+    name: DefenceConfig.__dataclass_fields__[name].default
+    for name in ("fine_tune_epochs", "fine_tune_lr", "abl_isolation", "abl_unlearn_epochs", "abl_unlearn_lr")
 }
 
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import math
 
-from core.compare import mean_std
-from core.defence_grid import ADAPTIVE_CASES, CASE_LABELS
+from core.defence_grid import CASE_LABELS, adaptive_cases
 from core.pipeline import PAPER_RESULTS
 from core.registry import DEFENCES
 from core.stats import (
@@ -19,6 +18,7 @@ from core.stats import (
     critical,
     floored_gap,
     interval,
+    mean_std,
     paired_gap,
     points,
     verdict,
@@ -291,7 +291,7 @@ def _poisons_that_hurt(grid: dict) -> dict | None:
     if not parts:
         return None
     knowing, beaten = [], []
-    for adaptive, (base, known) in ADAPTIVE_CASES.items():
+    for adaptive, (base, known) in adaptive_cases().items():
         models = grid["summary"].get(adaptive, {}).get("models", {})
         if base not in ("tap", "unlearnable") or not (models.get(known) and models.get("none")):
             continue
@@ -331,9 +331,9 @@ REMOVED_BELOW, CLEAN_COST_AT_MOST = 0.05, 0.02
 
 
 def _knowing_attacker(grid: dict, case: str, defence: str) -> tuple[str | None, dict | None]:
-    """The grid's case crafted against `defence` from `case` (core.defence_grid.ADAPTIVE_CASES) and its attack success
+    """The grid's case crafted against `defence` from `case` (core.defence_grid.adaptive_cases) and its attack success
     behind that defence: (case, metric), or (None, None) where the grid has none."""
-    for adaptive, (base, known) in ADAPTIVE_CASES.items():
+    for adaptive, (base, known) in adaptive_cases().items():
         metrics = grid["summary"].get(adaptive, {}).get("models", {}).get(defence) or {}
         if base == case and known == defence and metrics.get("attack_success_rate"):
             return adaptive, metrics["attack_success_rate"]

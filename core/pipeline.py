@@ -139,64 +139,80 @@ QUICK_EPOCHS = 6
 QUICK_WIDTH = 16
 
 
+def _paper() -> ExperimentConfig:
+    """All of GTSRB, the paper's settings."""
+    # The defender's classifier on its 3,139 trusted images: 15 passes of recipe 3's batches of 64 are 735 steps, as
+    # many as recipe 2's 30 passes of 128 took.
+    return ExperimentConfig(
+        preset="paper", defender_epochs=15, eval_attack=AttackEvalConfig(test_subset=PAPER_ATTACK_SHARE)
+    )
+
+
+def _quick() -> ExperimentConfig:
+    """A stratified quarter of GTSRB and a narrower classifier (minutes on a CPU)."""
+    return ExperimentConfig(
+        preset="quick",
+        train_subset=0.25,
+        test_subset=0.1,
+        classifier=ClassifierConfig(width=QUICK_WIDTH),
+        classifier_train=fast_classifier_train_config(epochs=QUICK_EPOCHS),
+        defender_epochs=20,
+        dae=DAEConfig(train=replace(DAEConfig().train, epochs=8)),
+    )
+
+
+def _compare() -> ExperimentConfig:
+    """The detector comparison trains ~12 models per threat and seed: recipe 2 on quick's quarter of GTSRB, narrower
+    and shorter, as every shipped grid (compare, defences, budget, ...) was made."""
+    return ExperimentConfig(
+        preset="compare",
+        train_subset=0.25,
+        test_subset=0.1,
+        classifier=ClassifierConfig(width=16),
+        classifier_train=classifier_train_config(epochs=4),
+        defender_epochs=20,
+        dae=DAEConfig(train=replace(DAEConfig().train, epochs=8)),
+    )
+
+
+def _sweep() -> ExperimentConfig:
+    """The threshold sweep trains ~210 teacher + student pairs (3 filters x 24 drop shares x 3 seeds): compare on a
+    tenth of the train split with a classifier half as wide."""
+    # Batches of 64 for 5 passes (305 steps): a width-8 classifier on the 3,921 images reaches 84% test accuracy in 8 s
+    # on 2 CPU cores; 4 passes of 128 (124 steps) left it at 51% and its students at 39% (measured).
+    return replace(
+        _compare(),
+        preset="sweep",
+        train_subset=0.1,
+        classifier=ClassifierConfig(width=8, hidden=128),
+        classifier_train=classifier_train_config(epochs=5, batch_size=64),
+    )
+
+
+def _tiny() -> ExperimentConfig:
+    """Seconds end to end: a smoke test of the whole flow (the app's, the tests'), not a result."""
+    return ExperimentConfig(
+        preset="tiny",
+        train_subset=0.06,
+        test_subset=0.02,
+        classifier=ClassifierConfig(width=8, hidden=32),
+        classifier_train=classifier_train_config(epochs=1),
+        defender_epochs=2,
+        dae=DAEConfig(
+            model=AutoencoderConfig(depth=2, width=8, latent_dim=32), train=replace(DAEConfig().train, epochs=1)
+        ),
+    )
+
+
+# The presets, in one table: the CLI's --preset choices and the app's presets come from it.
+PRESETS = {"paper": _paper, "quick": _quick, "compare": _compare, "sweep": _sweep, "tiny": _tiny}
+
+
 def preset(name: str, **overrides) -> ExperimentConfig:
-    """'paper': all of GTSRB, the paper's settings. 'quick': a stratified quarter, a narrower classifier (~minutes
-    on CPU).
-    'compare': quick with a narrower classifier and 4 epochs, for the many models of `python -m core compare`.
-    'sweep': compare on a tenth of the train split with a classifier half as wide, for the threshold sweep's
-    ~210 teacher + student pairs (3 filters x 24 drop shares x 3 seeds) on 2 CPU cores."""
-    if name == "paper":
-        # The defender's classifier on its 3,139 trusted images: 15 passes of recipe 3's batches of 64 are 735 steps,
-        # as many as recipe 2's 30 passes of 128 took.
-        base = ExperimentConfig(
-            preset="paper", defender_epochs=15, eval_attack=AttackEvalConfig(test_subset=PAPER_ATTACK_SHARE)
-        )
-    elif name == "quick":
-        base = ExperimentConfig(
-            preset="quick",
-            train_subset=0.25,
-            test_subset=0.1,
-            classifier=ClassifierConfig(width=QUICK_WIDTH),
-            classifier_train=fast_classifier_train_config(epochs=QUICK_EPOCHS),
-            defender_epochs=20,
-            dae=DAEConfig(train=replace(DAEConfig().train, epochs=8)),
-        )
-    elif name == "compare":  # the detector comparison trains ~12 models per threat and seed: narrower, shorter
-        # Recipe 2 on quick's quarter of GTSRB, as every shipped grid (compare, defences, budget, ...) was made.
-        base = ExperimentConfig(
-            preset="compare",
-            train_subset=0.25,
-            test_subset=0.1,
-            classifier=ClassifierConfig(width=16),
-            classifier_train=classifier_train_config(epochs=4),
-            defender_epochs=20,
-            dae=DAEConfig(train=replace(DAEConfig().train, epochs=8)),
-        )
-    elif name == "sweep":  # the threshold sweep trains ~210 teacher + student pairs: a tenth of GTSRB, narrow models
-        # Batches of 64 for 5 passes (305 steps): a width-8 classifier on the 3,921 images reaches 84% test accuracy
-        # in 8 s on 2 CPU cores; 4 passes of 128 (124 steps) left it at 51% and its students at 39% (measured).
-        base = replace(
-            preset("compare"),
-            preset="sweep",
-            train_subset=0.1,
-            classifier=ClassifierConfig(width=8, hidden=128),
-            classifier_train=classifier_train_config(epochs=5, batch_size=64),
-        )
-    elif name == "tiny":  # seconds end to end: a smoke test of the whole flow (the app's, the tests'), not a result
-        base = ExperimentConfig(
-            preset="tiny",
-            train_subset=0.06,
-            test_subset=0.02,
-            classifier=ClassifierConfig(width=8, hidden=32),
-            classifier_train=classifier_train_config(epochs=1),
-            defender_epochs=2,
-            dae=DAEConfig(
-                model=AutoencoderConfig(depth=2, width=8, latent_dim=32), train=replace(DAEConfig().train, epochs=1)
-            ),
-        )
-    else:
-        raise ValueError(f"unknown preset {name!r}: choose 'paper', 'quick', 'compare', 'sweep' or 'tiny'")
-    return replace(base, **overrides)
+    """The named preset (PRESETS) with any fields replaced."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}: choose {', '.join(repr(known) for known in PRESETS)}")
+    return replace(PRESETS[name](), **overrides)
 
 
 def _seeded(config: TrainConfig, seed: int, role: str) -> TrainConfig:

@@ -27,6 +27,9 @@ NOISE_SCOPES = ("samplewise", "classwise")
 SMOOTH_SCALES = (1, 2, 4, 8)
 
 
+TRIGGER_SIZES = (1, 16)  # backdoor: smallest and largest square trigger, pixels (the Poison page's slider reads it)
+
+
 @dataclass(frozen=True)
 class PoisonConfig:
     threat: str = "perturbation"  # a name in core.registry.THREATS
@@ -59,8 +62,10 @@ class PoisonConfig:
             )
         if self.threat == "label_flip" and self.source_class == self.target_class:
             raise ValueError("label flipping needs a source class different from the target class")
-        if not 1 <= self.trigger_size <= 16:
-            raise ValueError(f"trigger_size must be in 1..16 pixels, got {self.trigger_size}")
+        if not TRIGGER_SIZES[0] <= self.trigger_size <= TRIGGER_SIZES[1]:
+            raise ValueError(
+                f"trigger_size must be in {TRIGGER_SIZES[0]}..{TRIGGER_SIZES[1]} pixels, got {self.trigger_size}"
+            )
         if not 0 <= self.eps <= 1:
             raise ValueError(f"eps must be in [0, 1] (pixel scale [0, 1]; 8/255 = 0.0314), got {self.eps}")
         if not 0 <= self.alpha <= 1:

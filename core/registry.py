@@ -131,6 +131,10 @@ class ThreatSpec:
     knobs: tuple[Knob, ...] = ()  # its own parameters: apply reads them with config.knob(name, knob)
     # (eps, steps) -> the crafting step its budget study scales with eps (None: no budget curve for it)
     step_size: Callable[[float, int], float] | None = None
+    # Its cases in the defence grid (`python -m core defences`): case name -> the PoisonConfig values that differ from
+    # the threat's defaults, and "adapts": (the case it adapts, the defence it knows) for a poison crafted through a
+    # defence. None: one case named after the threat, at its defaults.
+    grid_cases: dict | None = None
 
 
 @dataclass(frozen=True)

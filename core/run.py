@@ -311,7 +311,7 @@ def seed_dir(out: Path, preset: str, seed: int, n_seeds: int) -> Path:
 
 def summarise_seeds(base: ExperimentConfig, runs: dict[str, Run], out: Path) -> dict:
     """Mean +- std over seeds of every model's and the filter's numbers, written to OUT/seeds.json."""
-    from core.compare import summarise
+    from core.stats import summarise
 
     summary = summarise(
         {seed: {"models": run.results["models"], "filter": run.results["filter"]} for seed, run in runs.items()}

@@ -8,7 +8,7 @@ from core.budget import BUDGET_AXES, budget_progress
 from core.compare import SHIPPED_COMPARISON
 from core.data import CLASS_NAMES
 from core.defence_grid import shipped_damage
-from core.poison import DEFAULT_SOURCE_CLASS, DEFAULT_TARGET_CLASS, NOISE_SCOPES, PoisonConfig
+from core.poison import DEFAULT_SOURCE_CLASS, DEFAULT_TARGET_CLASS, NOISE_SCOPES, TRIGGER_SIZES, PoisonConfig
 from core.registry import ATTACKS, DEFENCES, THREATS
 from ui.common import (
     CUSTOM_KNOB_RANGES,
@@ -106,8 +106,7 @@ def other_threat(threat: str) -> None:
         )
         trigger = st.slider(
             "trigger size (pixels)",
-            1,
-            8,
+            *TRIGGER_SIZES,
             3,
             key="trigger_size",
             bind="query-params",

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from core.cli import main
-from core.compare import CompareConfig, compare, summarise
+from core.compare import CompareConfig, compare
 from core.detect import (
     SupervisedConfig,
     SupervisedDetector,
@@ -17,6 +17,7 @@ from core.detect import (
     random_drop_mask,
     train_supervised_detector,
 )
+from core.stats import summarise
 from tests.helpers import tiny_config
 
 

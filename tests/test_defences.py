@@ -624,7 +624,7 @@ def test_a_purifier_row_attacked_with_eot_says_so_in_the_merged_table():
 
 
 def test_the_overview_says_when_the_poison_crafted_through_a_defence_beats_it():
-    """The 'poisons that hurt' finding reads each adaptive case beside the defence it knows (ADAPTIVE_CASES): the
+    """The 'poisons that hurt' finding reads each adaptive case beside the defence it knows (adaptive_cases): the
     title says the attacker wins only when every such defence does worse than no defence against it."""
     from core.findings import _poisons_that_hurt
 
@@ -786,7 +786,9 @@ def test_a_rerun_for_some_cases_keeps_the_other_cases_the_file_holds(tmp_path):
 
 
 def test_each_adaptive_case_names_a_case_and_a_defence_the_grid_has():
-    from core.defence_grid import ADAPTIVE_CASES, CASE_LABELS, CASES
+    from core.defence_grid import CASE_LABELS, adaptive_cases, grid_cases
+
+    ADAPTIVE_CASES, CASES = adaptive_cases(), grid_cases()
 
     for adaptive, (base, defence) in ADAPTIVE_CASES.items():
         assert adaptive in CASES and base in CASES and adaptive != base, adaptive

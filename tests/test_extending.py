@@ -45,6 +45,14 @@ def test_toys_are_in_the_cli_choices(toys):
     assert "toy_darken" in choices("compare", option="--threats")
     assert "toy_darkness" in choices("compare", option="--detectors")
     assert "toy_mirror" in choices("defences", option="--defences")
+    # a threat reaches the defence grid as a case of its own name, with no row written anywhere else (issue 37)
+    assert "toy_darken" in choices("defences", option="--cases")
+    from core.defence_grid import DefenceGridConfig, grid_cases
+    from core.pipeline import preset
+
+    assert grid_cases()["toy_darken"] == {"threat": "toy_darken"}
+    grid = DefenceGridConfig(preset("tiny"), cases=("toy_darken",), defences=("toy_mirror",))
+    assert grid.poison_for("toy_darken", 1).threat == "toy_darken" and grid.poison_for("toy_darken", 1).seed == 1
     assert "toy_mirror" in choices("budget", option="--defences")
     from core.cli import parse
     from core.studies.run import experiment_of

@@ -193,3 +193,21 @@ def test_studies_write_through_their_result_files():
         if re.search(r"\bwrite_json\b|json\.dump", path.read_text())
     ]
     assert not offenders, offenders
+
+
+def test_every_command_keeps_its_flags():
+    """A snapshot of every command's flags (tests/data/cli_flags.json, taken before issue 37's reorganisation of
+    core/): moving modules must not lose or rename a flag. A deliberate change of the CLI updates the snapshot."""
+    import json
+
+    from core.cli import build_parser
+
+    parser = build_parser()
+    commands = next(action for action in parser._actions if action.__class__.__name__ == "_SubParsersAction")
+    flags = {
+        name: sorted(option for action in command._actions for option in action.option_strings)
+        for name, command in commands.choices.items()
+    }
+    flags[""] = sorted(option for action in parser._actions for option in action.option_strings)
+    snapshot = json.loads((Path(__file__).parent / "data" / "cli_flags.json").read_text())
+    assert flags == snapshot

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from core.compare import COMPARISON_FILE
+from core.compare import COMPARISON_FILE, DEFAULT_THREATS
 from core.registry import DETECTORS, THREATS
 from core.studies import (
     RUNS_DIR,
@@ -25,9 +25,7 @@ from core.studies.run import PRESETS
 @dataclass(frozen=True)
 class CompareOptions(ExecutorOptions):
     preset: str = option("compare", "the shipped comparison used 'compare'", choices=PRESETS)
-    threats: tuple[str, ...] = option(
-        ("perturbation", "label_flip", "backdoor"), "threat models", choices=THREATS.names
-    )
+    threats: tuple[str, ...] = option(DEFAULT_THREATS, "threat models", choices=THREATS.names)
     detectors: tuple[str, ...] | None = option(None, "detectors to score (default: all)", choices=DETECTORS.names)
     distil: tuple[str, ...] | None = option(
         None, "filters that also get a distilled student (default: the controls, dae and supervised)"

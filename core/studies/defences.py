@@ -24,9 +24,9 @@ from core.studies.run import PRESETS
 
 
 def _case_names() -> tuple[str, ...]:
-    from core.defence_grid import CASES
+    from core.defence_grid import grid_cases
 
-    return tuple(CASES)
+    return tuple(grid_cases())
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from core.pipeline import PRESETS as PRESET_TABLE
 from core.registry import ATTACKS, THREATS
 from core.run import SEEDS_FILE
 from core.studies import (
@@ -20,7 +21,7 @@ from core.studies import (
     option,
 )
 
-PRESETS = ("paper", "quick", "compare", "sweep", "tiny")  # core.pipeline.preset's names
+PRESETS = tuple(PRESET_TABLE)  # core.pipeline.PRESETS' names
 OPTUNA_STORAGE = f"sqlite:///{RUNS_DIR}/optuna.db"
 
 

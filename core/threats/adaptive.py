@@ -31,13 +31,14 @@ def tap_through_jpeg(train, surrogate, config, progress=None):
     return poison_with_tap(train, nn.Sequential(DifferentiableJPEG(JPEG_QUALITY), surrogate).eval(), config, progress)
 
 
-for base, name, label, apply, through in (
+for base, name, label, apply, through, known in (
     (
         "unlearnable",
         "unlearnable_grayscale",
         "Unlearnable, adaptive: crafted through grayscale",
         unlearnable_through_grayscale,
         "a model that sees grayscale copies (so grayscale cannot squeeze it out)",
+        "grayscale",
     ),
     (
         "tap",
@@ -45,6 +46,7 @@ for base, name, label, apply, through in (
         "TAP, adaptive: crafted through JPEG",
         tap_through_jpeg,
         f"a differentiable JPEG at quality {JPEG_QUALITY} (so JPEG cannot squeeze it out)",
+        "jpeg",
     ),
 ):
     spec = THREATS[base]
@@ -60,5 +62,6 @@ for base, name, label, apply, through in (
             needs_surrogate=True,
             metrics=spec.metrics,
             defaults=spec.defaults,
+            grid_cases={name: {"adapts": (base, known)}},
         )
     )

@@ -42,6 +42,11 @@ def backdoor_success(model, test: ImageSet, config: PoisonConfig) -> dict:
 
 THREATS.register(
     ThreatSpec(
+        grid_cases={
+            "backdoor": {},
+            # adaptive against abl_drop, which drops 10%: a quarter of the other classes poisoned (about 24% of train)
+            "backdoor_heavy": {"fraction": 0.25, "adapts": ("backdoor", "abl_drop")},
+        },
         name="backdoor",
         label="BadNets backdoor",
         description="The attacker stamps a small trigger on a share of the other classes' training images and relabels "

@@ -24,6 +24,10 @@ def poison_with_perturbations(train: ImageSet, surrogate, config: PoisonConfig, 
 
 THREATS.register(
     ThreatSpec(
+        grid_cases={
+            "ifgsm_paper": {},  # the paper's: I-FGSM, eps 0.01, on 10% of train
+            "ifgsm_8": {"eps": 8 / 255, "alpha": 2 / 255, "steps": 10, "fraction": 1.0},
+        },
         name="perturbation",
         label="Perturbation (the paper's)",
         description="The attacker replaces a share of the training images by adversarial copies crafted on a surrogate "
