@@ -72,6 +72,18 @@ def test_the_browser_computes_what_core_computes(page):
             assert got[name]["clean_acc"] == pytest.approx(want["clean_acc"], abs=1e-9), (t, name)
         kept_nothing += got["kept"] == 0
     assert kept_nothing >= 1  # a threshold below every score was among them
+    # what the page shows is what it computed: render a few thresholds and read the texts back
+    for t in (low, measured[len(measured) // 2], high):
+        shown = page.evaluate(
+            """t => { const view = window.__thresholdView; const s = view.render(t);
+            const text = k => view.root.querySelector(`[data-s=${k}]`).textContent;
+            return {s, clean: text("clean_acc"), how: text("how"), share: text("share")}; }""",
+            t,
+        )
+        clean = shown["s"]["accuracy"]["clean_acc"]
+        assert shown["clean"] == ("-" if clean is None else f"{100 * clean:.2f}%"), (t, shown)
+        assert shown["how"].startswith(shown["s"]["accuracy"]["where"]), (t, shown)
+        assert shown["share"] == f"{100 * shown['s']['drop_share']:.1f}", (t, shown)
     shoot(page, "threshold_instant")
     assert {got["accuracy"]["where"] for got in browser} == {"measured", "interpolated", "not measured"}
 

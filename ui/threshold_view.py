@@ -154,6 +154,21 @@ export default function (component) {
   metricValue.auroc.textContent = data.auroc.toFixed(3);
   const cells = {}; root.querySelectorAll("td[data-k]").forEach(td => cells[td.dataset.k] = td);
   const student = root.querySelector(".tv-student");
+  // the student's block is built once; a move only changes its texts (re-parsing HTML on every move cost a frame)
+  const studentText = {};
+  if (sweep) {
+    student.innerHTML = `<b>Student at this threshold</b>: <span data-s="how"></span> (<span data-s="note"></span>)
+      <div class="tv-row">clean <b data-s="clean_acc"></b> · FGSM <b data-s="fgsm_acc"></b> · I-FGSM
+      <b data-s="ifgsm_acc"></b> · adaptive worst case <b data-s="adaptive_acc"></b></div>
+      <div class="tv-note">Dropping the same share (<span data-s="share"></span>%)
+      <span data-s="controls"></span></div>`;
+    student.querySelectorAll("[data-s]").forEach(node => { studentText[node.dataset.s] = node; });
+    studentText.note.textContent = data.sweep_note;
+  } else {
+    student.innerHTML = `<span class="tv-note"></span>`;
+    student.firstChild.textContent = data.no_sweep;
+  }
+  const setText = (node, text) => { if (node.textContent !== text) node.textContent = text; };
 
   // panels: histogram (log counts), ROC, precision-recall; a move only moves the line and the two markers
   const panels = root.querySelector(".tv-panels");
@@ -241,13 +256,13 @@ export default function (component) {
   function render(t) {
     current = t;
     const s = compute(t);
-    valueText.textContent = t.toFixed(5);
-    metricValue.kept.textContent = int(s.kept);
-    metricValue.dropped.textContent = int(s.dropped_clean + s.dropped_poisoned);
-    metricValue.precision.textContent = s.precision.toFixed(3);
-    metricValue.recall.textContent = s.recall.toFixed(3);
-    metricValue.f1.textContent = s.f1.toFixed(3);
-    for (const k of Object.keys(cells)) cells[k].textContent = int(s[k]);
+    setText(valueText, t.toFixed(5));
+    setText(metricValue.kept, int(s.kept));
+    setText(metricValue.dropped, int(s.dropped_clean + s.dropped_poisoned));
+    setText(metricValue.precision, s.precision.toFixed(3));
+    setText(metricValue.recall, s.recall.toFixed(3));
+    setText(metricValue.f1, s.f1.toFixed(3));
+    for (const k of Object.keys(cells)) setText(cells[k], int(s[k]));
     line.setAttribute("x1", sx(t)); line.setAttribute("x2", sx(t));
     rocDot(s.fpr, s.tpr); prDot(s.recall, s.precision);
     if (sweepMark) sweepMark(s.drop_share, s.accuracy.clean_acc);
@@ -255,17 +270,15 @@ export default function (component) {
       const a = s.accuracy;
       const seeds = `mean of ${a.n_seeds} seed${a.n_seeds === 1 ? "" : "s"}`;
       const how = a.where === "not measured"
-        ? "<b>not measured</b> at this threshold (outside the measured thresholds)"
+        ? "not measured at this threshold (outside the measured thresholds)"
         : a.where === "measured" ? `measured at this threshold, ${seeds}`
         : `interpolated between measured points, ${seeds}`;
-      const controls = ["random", "oracle"].filter(k => s[k]).map(k =>
-        `${k === "random" ? "at random" : "poisons first (oracle)"}: clean ${pct(s[k].clean_acc)}`).join(" / ");
-      student.innerHTML = `<b>Student at this threshold</b>: ${how} (${data.sweep_note})
-        <div class="tv-row">clean <b>${pct(a.clean_acc)}</b> · FGSM <b>${pct(a.fgsm_acc)}</b> · I-FGSM
-        <b>${pct(a.ifgsm_acc)}</b> · adaptive worst case <b>${pct(a.adaptive_acc)}</b></div>
-        <div class="tv-note">Dropping the same share (${(100 * s.drop_share).toFixed(1)}%) ${controls}</div>`;
-    } else {
-      student.innerHTML = `<span class="tv-note">${data.no_sweep}</span>`;
+      setText(studentText.how, how);
+      studentText.how.style.fontWeight = a.where === "not measured" ? "bold" : "normal";
+      for (const k of METRICS) setText(studentText[k], pct(a[k]));
+      setText(studentText.share, (100 * s.drop_share).toFixed(1));
+      setText(studentText.controls, ["random", "oracle"].filter(k => s[k]).map(k =>
+        `${k === "random" ? "at random" : "poisons first (oracle)"}: clean ${pct(s[k].clean_acc)}`).join(" / "));
     }
     for (const [i, row] of rows.entries()) {
       const [head, grid, title] = row;
@@ -308,7 +321,8 @@ export default function (component) {
     }
   });
   slider.addEventListener("change", () => setStateValue("threshold", parseFloat(slider.value)));
-  const api = {compute, render, slider, thresholdForShare, current: () => current, bytes: JSON.stringify(data).length};
+  const bytes = JSON.stringify(data).length;
+  const api = {compute, render, slider, root, thresholdForShare, current: () => current, bytes};
   if (data.follows) window.__thresholdFollower = api; else window.__thresholdView = api;
   if (!data.follows) window.__thresholdReadyMs = performance.now() - mountedAt;  // decode + first drawing
   const s = render(parseFloat(slider.value));
