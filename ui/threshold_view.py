@@ -53,6 +53,7 @@ function above(sorted, t) {  // how many values are > t (sorted ascending)
   return sorted.length - lo;
 }
 const METRICS = ["clean_acc", "fgsm_acc", "ifgsm_acc", "adaptive_acc"];
+const RELEASE_AFTER_MS = 300;  // a pause this long ends a burst of key presses
 function accuracyAt(detector, t, tol) {  // core.sweep.accuracy_at
   const pts = detector;  // sorted by threshold
   let nearest = pts[0];
@@ -320,7 +321,12 @@ export default function (component) {
       requestAnimationFrame(() => setTimeout(() => timings.frame.push(performance.now() - event.timeStamp), 0));
     }
   });
-  slider.addEventListener("change", () => setStateValue("threshold", parseFloat(slider.value)));
+  // the value goes to the server once the user stops: a burst of key presses (each one a "change") is one rerun
+  let release = null;
+  slider.addEventListener("change", () => {
+    clearTimeout(release);
+    release = setTimeout(() => setStateValue("threshold", parseFloat(slider.value)), RELEASE_AFTER_MS);
+  });
   const bytes = JSON.stringify(data).length;
   const api = {compute, render, slider, root, thresholdForShare, current: () => current, bytes};
   if (data.follows) window.__thresholdFollower = api; else window.__thresholdView = api;
