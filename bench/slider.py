@@ -103,6 +103,19 @@ def measure(
 INSTANT_GOAL_MS, INSTANT_P95_GOAL_MS = 16.0, 50.0  # issue 35: one frame at 60 Hz, median; p95 within 50 ms
 
 
+VIEWPORT = {"width": 1400, "height": 1000}
+
+
+def open_instant_view(opener, url: str):
+    """A new page (of a browser, or of a context made with VIEWPORT) on the Threshold page's instant view, once the
+    view is drawn and the page idle."""
+    page = opener.new_page(viewport=VIEWPORT) if hasattr(opener, "new_context") else opener.new_page()
+    page.goto(f"{url}/threshold")
+    page.wait_for_function("() => window.__thresholdView !== undefined", timeout=180_000)
+    page.wait_for_selector("[data-testid='stStatusWidget']", state="detached", timeout=180_000)
+    return page
+
+
 def measure_instant(url: str, presses: int) -> tuple[list[float], list[float], int]:
     """The instant view (ui/threshold_view.py): per press, ms from the key event to the page's numbers updated (the
     input handler's own clock) and to the next frame; and the bytes of the data it was sent (once per run and score)."""
@@ -110,10 +123,7 @@ def measure_instant(url: str, presses: int) -> tuple[list[float], list[float], i
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(f"{url}/threshold")
-        page.wait_for_function("() => window.__thresholdView !== undefined", timeout=180_000)
-        page.wait_for_selector("[data-testid='stStatusWidget']", state="detached", timeout=180_000)
+        page = open_instant_view(browser, url)
         page.evaluate("() => { window.__thresholdTimings.render = []; window.__thresholdTimings.frame = []; }")
         page.locator(".tv input[type=range]").focus()
         for _ in range(presses):
@@ -161,10 +171,7 @@ def measure_drag(url: str, moves: int) -> tuple[list[float], list[float]]:
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(f"{url}/threshold")
-        page.wait_for_function("() => window.__thresholdView !== undefined", timeout=180_000)
-        page.wait_for_selector("[data-testid='stStatusWidget']", state="detached", timeout=180_000)
+        page = open_instant_view(browser, url)
         box = page.locator(".tv input[type=range]").bounding_box()
         page.mouse.move(box["x"] + 2, box["y"] + box["height"] / 2)
         page.mouse.down()
@@ -190,10 +197,7 @@ def measure_users(url: str, pid: int, users: int, moves: int) -> dict:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         pages = []
         for _ in range(users):
-            page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
-            page.goto(f"{url}/threshold")
-            page.wait_for_function("() => window.__thresholdView !== undefined", timeout=180_000)
-            page.wait_for_selector("[data-testid='stStatusWidget']", state="detached", timeout=180_000)
+            page = open_instant_view(browser.new_context(viewport=VIEWPORT), url)  # a context each: a user each
             page.evaluate("() => { window.__thresholdTimings.values = []; }")
             box = page.locator(".tv input[type=range]").bounding_box()
             pages.append((page, box))

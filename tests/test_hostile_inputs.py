@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from core.run import SHIPPED_RUN, Run
+from tests.helpers import PAGES as APP_PAGES
 from tests.helpers import app, assert_clean
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -269,16 +270,7 @@ def test_the_threshold_at_the_slider_minimum_stays_in_the_address_and_a_link_to_
 
 
 WIDGET_TYPES = ("checkbox", "multiselect", "number_input", "radio", "selectbox", "slider", "text_input", "toggle")
-PAGES = (
-    "pages/overview.py",
-    "pages/poison.py",
-    "pages/autoencoder.py",
-    "pages/threshold.py",
-    "pages/distillation.py",
-    "pages/detectors.py",
-    "pages/your_images.py",
-    "pages/jobs.py",
-)
+PAGES = (*APP_PAGES, "pages/jobs.py")
 HOSTILE = ("inf", "-inf", "nan", "1e400", "", "**bold** [link](http://example.com) $x^2$ <b>")
 
 
