@@ -123,29 +123,31 @@ def defended_training(
 
 
 def defended_model(
-    prepared: Prepared, name: str, config: DefenceConfig, context: DefenceContext
+    prepared: Prepared, name: str, config: DefenceConfig, context: DefenceContext, clean: bool = False
 ) -> tuple[nn.Module, int]:
     """The classifier trained behind defence `name` (cached), and how many images it trained on. A defence that
-    repairs a trained classifier (after_training) starts from the undefended one."""
+    repairs a trained classifier (after_training) starts from the undefended one. clean: behind the defence on the
+    clean training set instead of the poisoned one (core.blind chooses settings so), repairing the clean reference."""
     spec = DEFENCES[name]
     key = config.key(name)
+    if clean:
+        training, role, upstream_key = prepared.splits.train, "clean_reference", prepared.data_key
+    else:
+        training, role, upstream_key = prepared.poisoned.data, "undefended", prepared.poison_key
     if spec.after_training is not None:
-        undefended, undefended_name = prepared.classifier(
-            "undefended", prepared.poisoned.data, "undefended", prepared.poison_key
-        )
-        data = prepared.poisoned.data
+        undefended, undefended_name = prepared.classifier(role, training, role, upstream_key)
         model = context.cached(
             f"defence_{name}",
             {**key, "from": undefended_name},
             lambda: copy.deepcopy(undefended),
-            lambda: spec.after_training(undefended, data, context, config),
+            lambda: spec.after_training(undefended, training, context, config),
         )
-        return model.eval(), len(data)
-    data, test_input = defended_training(name, prepared.poisoned.data, context, config)
+        return model.eval(), len(training)
+    data, test_input = defended_training(name, training, context, config)
     adversary = (key, spec.adversary(config)) if spec.adversary else None
-    upstream = {"poison": prepared.poison_key, **key, "data": data.digest()}
+    upstream = {"poison": upstream_key, **key, "data": data.digest()}
     # The undefended model's seed: defended and undefended differ only in what the defence did.
-    model, _ = prepared.classifier(f"defence_{name}", data, "undefended", upstream, adversary=adversary)
+    model, _ = prepared.classifier(f"defence_{name}", data, role, upstream, adversary=adversary)
     if test_input is not None:
         model = nn.Sequential(test_input, model).eval()
     return model, len(data)

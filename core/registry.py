@@ -174,6 +174,9 @@ class DefenceSpec:
     after_training: Callable[..., Any] | None = None
     knobs: tuple[Knob, ...] = ()  # its own parameters: its functions read them with config.knob(name, knob)
     purifies_with_run_dae: bool = False  # images go through the run's DAE at sigma: the Threshold page previews it
+    # (knob, values from the weakest to the strongest): the setting `python -m core blind` chooses on clean data
+    # before any grid sees a poison (the strongest that costs at most its budget of clean accuracy); () = none to choose
+    blind: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -258,9 +261,12 @@ def load_builtins() -> None:
         "core.detect",
         "core.training_set_detectors",
         "core.defences",
-        "core.backdoor_removal",
     ):
         importlib.import_module(module)
+    # each defence is one file in core/defences/ (the package's __init__ holds the config and the first ones)
+    defences = importlib.import_module("core.defences")
+    for info in pkgutil.iter_modules(defences.__path__):
+        importlib.import_module(f"core.defences.{info.name}")
     studies = importlib.import_module("core.studies")  # by name: core.studies imports this module
     for info in pkgutil.iter_modules(studies.__path__):
         importlib.import_module(f"core.studies.{info.name}")

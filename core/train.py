@@ -343,7 +343,8 @@ def predict(
 ) -> torch.Tensor:
     """Model outputs (logits, or reconstructions for the DAE) in eval mode, batched (default: eval_batch_size),
     returned on the CPU."""
-    device = device or next(model.parameters()).device
+    # where the model lives: a fixed filter (a projection, a low-pass) has buffers and no parameters
+    device = device or next(iter([*model.parameters(), *model.buffers()]), torch.zeros(0)).device
     batch_size = batch_size or eval_batch_size(device)
     was_training = model.training
     model.eval()

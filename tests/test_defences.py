@@ -503,7 +503,7 @@ def _backdoored(small_splits, fraction=0.2):
 
 
 def test_fine_tuning_on_clean_images_lowers_a_backdoors_success(small_splits):
-    from core.backdoor_removal import fine_tune
+    from core.defences.backdoor_removal import fine_tune
     from core.poison import threat_metrics
 
     model, poisoned, config, recipe = _backdoored(small_splits)
@@ -517,7 +517,7 @@ def test_fine_tuning_on_clean_images_lowers_a_backdoors_success(small_splits):
 
 
 def test_abl_isolates_the_lowest_loss_images_and_those_are_the_poisons(small_splits):
-    from core.backdoor_removal import isolate, lga_loss
+    from core.defences.backdoor_removal import isolate, lga_loss
     from core.models import Classifier, ClassifierConfig
 
     _, poisoned, _, recipe = _backdoored(small_splits, fraction=0.05)
@@ -537,7 +537,7 @@ def test_abl_isolates_the_lowest_loss_images_and_those_are_the_poisons(small_spl
 def test_dropping_what_is_learnt_fastest_removes_most_backdoor_poisons(small_splits):
     """abl_drop (ABL's isolation as a filter): at its knob's 10% it drops 10% of the set, and those hold most of a 5%
     BadNets poisoning; the share is the defence's own knob and keys its models."""
-    from core.backdoor_removal import without_the_fastest_learnt
+    from core.defences.backdoor_removal import without_the_fastest_learnt
     from core.models import Classifier, ClassifierConfig
 
     _, poisoned, _, recipe = _backdoored(small_splits, fraction=0.05)
@@ -738,7 +738,7 @@ def test_defence_verdicts_name_the_availability_poison_that_breaks_each_defence(
 
 
 def test_abl_unlearning_is_reproducible_from_its_seed():
-    from core.backdoor_removal import unlearn
+    from core.defences.backdoor_removal import unlearn
     from core.models import Classifier, ClassifierConfig
 
     images = smooth_images(40, 2)

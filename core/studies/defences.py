@@ -57,10 +57,18 @@ class DefencesOptions(ExecutorOptions):
     fresh: bool = option(False, "recompute every case (default: keep those --out holds, same settings)")
     cache_dir: Path = option(RUNS_DIR / "cache", "trained-model cache")
     knobs: tuple = knob_option("threats", "attacks", "defences")  # the entries' own knobs: --cuda-blur 0.5, ...
+    blind: Path | None = option(None, "a settings.json of `python -m core blind`: its chosen settings, frozen")
 
     def __post_init__(self):
         if self.seeds < 1:
             raise ValueError(f"--seeds must be >= 1, got {self.seeds}")
+
+    def defence_knobs(self) -> tuple:
+        """The defences' knobs: those of `--blind`'s file, then any given as flags (a flag wins)."""
+        from core.blind import BLIND_FILE
+
+        chosen = BLIND_FILE.read(self.blind, missing_ok=False)["knobs"] if self.blind else {}
+        return tuple({**chosen, **dict(knobs_in(self.knobs, "defences"))}.items())
 
     def grid_config(self):
         from core.defence_grid import DefenceGridConfig
@@ -91,7 +99,7 @@ class DefencesOptions(ExecutorOptions):
                 abl_isolation=self.abl_isolation,
                 abl_unlearn_epochs=self.abl_unlearn_epochs,
                 abl_unlearn_lr=self.abl_unlearn_lr,
-                knobs=knobs_in(self.knobs, "defences"),
+                knobs=self.defence_knobs(),
             ),
             seeds=tuple(range(self.seeds)),
             robust_test_subset=self.robust_test_subset,

@@ -35,8 +35,8 @@ class DefenceConfig:
     adversarial_eps: float = 8 / 255  # adversarial training: L-inf radius of the PGD examples trained on
     adversarial_steps: int = 3  # PGD steps per batch (step 2.5 * eps / steps, random start); training costs steps + 1x
     seed: int = 0
-    # Backdoor removal (core/backdoor_removal.py). The grid keys and files omit these at their defaults (to_dict), so
-    # configs made before they existed keep their keys.
+    # Backdoor removal (core/defences/backdoor_removal.py). The grid keys and files omit these at their defaults
+    # (to_dict), so configs made before they existed keep their keys.
     fine_tune_epochs: float = 10  # passes over the defender's trusted clean images (BackdoorBench: 10% clean data)
     fine_tune_lr: float = 0.01  # peak one-cycle rate of fine-tuning (BackdoorBench's 0.01)
     abl_isolation: float = 0.01  # ABL: share of the training set isolated as likely poisons (Li et al.: 1%)
@@ -139,7 +139,7 @@ class Purifier(nn.Module):
 
 def purified(purifier: Purifier, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """uint8 images through the purifier (its noise stream from the start), as uint8."""
-    purifier.reset()
+    getattr(purifier, "reset", lambda: None)()  # a noisy purifier restarts its noise stream; others have none
     return to_uint8(predict(purifier, images, batch_size)) if len(images) else images.clone()
 
 
