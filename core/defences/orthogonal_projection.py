@@ -16,12 +16,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.data import NUM_CLASSES, ImageSet
+from core.defences import purified
 from core.registry import DEFENCES, DefenceSpec, Knob
 from core.train import to_float_images
 
 NAME = "orthogonal_projection"
-LINEAR_BATCH = 512
-LINEAR_LR = 1e-3  # Adam; 10 passes fit 8,821 poisoned images to >99% train accuracy on OPS (a separable shortcut)
+LINEAR_BATCH = 128
+LINEAR_LR = 1e-2  # Adam, from zero; on a toy one-pixel shortcut 1e-3 at batch 512 fitted 40% of images, this 100%
 
 
 def linear_weights(train: ImageSet, epochs: int, seed: int) -> torch.Tensor:
@@ -29,8 +30,9 @@ def linear_weights(train: ImageSet, epochs: int, seed: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     x = to_float_images(train.images).flatten(1)
     x = x - x.mean(0)
-    linear = nn.Linear(x.shape[1], NUM_CLASSES)
     torch.manual_seed(seed)
+    linear = nn.Linear(x.shape[1], NUM_CLASSES)
+    nn.init.zeros_(linear.weight)  # from zero: the span is only what the data taught it
     optimiser = torch.optim.Adam(linear.parameters(), lr=LINEAR_LR)
     for _ in range(epochs):
         for index in torch.randperm(len(x), generator=generator).split(LINEAR_BATCH):
@@ -56,16 +58,40 @@ class Projection(nn.Module):
         return (projected + self.mean).reshape(x.shape).clamp(0, 1)
 
 
+def projection_weights(train: ImageSet, epochs: int, rounds: int, seed: int) -> torch.Tensor:
+    """The weights of `rounds` linear models stacked (rounds x classes, pixels): each fitted on the images with the
+    earlier ones' span projected out. One round leaves part of a separable shortcut (the directions gradient descent
+    found carry image content too, and a refit finds the rest: a toy one-pixel shortcut on 5 classes stayed 40-44%
+    linearly separable after one round, 24% after two, the clean images' level, in 3 seeds); the authors fit one."""
+    mean = to_float_images(train.images).flatten(1).mean(0)
+    weights = torch.zeros(0, mean.numel())
+    images = train.images
+    for round_ in range(rounds):
+        weights = torch.cat([weights, linear_weights(ImageSet(images, train.labels), epochs, seed + round_)])
+        images = purified(Projection(weights, mean), train.images)
+    return weights
+
+
 def fitted_projection(train: ImageSet, context, config) -> Projection:
     """The projection fitted on this training set (cached per set and setting)."""
-    epochs = config.knob(NAME, "linear_epochs")
+    epochs, rounds = config.knob(NAME, "linear_epochs"), config.knob(NAME, "rounds")
     mean = to_float_images(train.images).flatten(1).mean(0)
-    key = {"projection": "logistic", "epochs": epochs, "lr": LINEAR_LR, "data": train.digest(), "seed": config.seed}
+    key = {
+        "projection": "logistic",
+        "epochs": epochs,
+        "rounds": rounds,
+        "batch": LINEAR_BATCH,
+        "lr": LINEAR_LR,
+        "data": train.digest(),
+        "seed": config.seed,
+    }
     model = context.cached(
         "projection",
         key,
-        lambda: Projection(torch.ones(NUM_CLASSES, mean.numel()), mean),  # shapes only: the cache loads the rest
-        lambda: Projection(linear_weights(train, epochs, config.seed), mean),
+        lambda: Projection(
+            torch.ones(rounds * NUM_CLASSES, mean.numel()), mean
+        ),  # shapes only: the cache loads the rest
+        lambda: Projection(projection_weights(train, epochs, rounds, config.seed), mean),
     )
     return model.eval()
 
@@ -79,6 +105,10 @@ DEFENCES.register(
         lambda train, context, config: train,
         params=("seed",),
         input_transform=fitted_projection,
-        knobs=(Knob("linear_epochs", 10, "passes of the logistic regression over the training set", low=1, high=100),),
+        knobs=(
+            Knob("linear_epochs", 10, "passes of each logistic regression over the training set", low=1, high=100),
+            Knob("rounds", 3, "linear models fitted in turn, each on what the earlier ones left", low=1, high=10),
+        ),
+        blind=("rounds", (1, 2, 3, 4)),
     )
 )
