@@ -69,6 +69,7 @@ SAMPLING_SEED_OFFSETS = {
     "random_filter": 13,
     "verify": 17,
     "attack_test": 19,
+    "blind_validation": 23,
 }
 
 
