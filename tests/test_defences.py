@@ -516,6 +516,28 @@ def test_fine_tuning_on_clean_images_lowers_a_backdoors_success(small_splits):
     assert threat_metrics(model, small_splits.test, config)["attack_success_rate"] == before  # a copy was tuned
 
 
+def test_ft_sam_removes_a_backdoor_that_plain_fine_tuning_at_the_same_rate_leaves(small_splits):
+    from core.defences.ft_sam import sam_fine_tune
+    from core.evaluate import accuracy
+    from core.poison import threat_metrics
+
+    model, poisoned, config, recipe = _backdoored(small_splits)
+    context = DefenceContext(None, None, trusted=small_splits.trusted, train_config=recipe)
+    clean_before = accuracy(model, small_splits.test.images, small_splits.test.labels)
+
+    def tuned(rho: float):
+        settings = DefenceConfig(fine_tune_epochs=5, fine_tune_lr=0.05, knobs=(("ft_sam.rho", rho),))
+        tuned = sam_fine_tune(model, poisoned.data, context, settings)
+        success = threat_metrics(tuned, small_splits.test, config)["attack_success_rate"]
+        return success, accuracy(tuned, small_splits.test.images, small_splits.test.labels)
+
+    plain, _ = tuned(0.0)  # rho 0: SGD fine-tuning
+    success, clean = tuned(0.2)
+    assert plain > 0.9 and success < 0.3, (plain, success)  # measured: 0.985 and 0.063
+    assert clean > clean_before - 0.1, (clean, clean_before)
+    assert threat_metrics(model, small_splits.test, config)["attack_success_rate"] > 0.9  # a copy was tuned
+
+
 def test_abl_isolates_the_lowest_loss_images_and_those_are_the_poisons(small_splits):
     from core.defences.backdoor_removal import isolate, lga_loss
     from core.models import Classifier, ClassifierConfig
