@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torchattacks  # noqa: E402
 
 from core.attacks import fgsm, ifgsm  # noqa: E402
-from core.models import Classifier, ClassifierConfig  # noqa: E402
-from core.train import default_device  # noqa: E402
+from core.engine.models import Classifier, ClassifierConfig  # noqa: E402
+from core.engine.train import default_device  # noqa: E402
 
 
 def best_time(run, repeats: int) -> tuple[float, torch.Tensor]:

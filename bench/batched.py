@@ -1,4 +1,4 @@
-"""K students at once (core.batched, vmap over stacked weights) vs K trainings one after another.
+"""K students at once (core.engine.batched, vmap over stacked weights) vs K trainings one after another.
 
     python bench/batched.py [--steps 40] [--images 3000] [--ks 1 4 16]
 
@@ -19,9 +19,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.batched import train_batched  # noqa: E402
-from core.models import Classifier, ClassifierConfig  # noqa: E402
-from core.train import TrainConfig, default_device, device_description, hard_label_loss, train  # noqa: E402
+from core.engine.batched import train_batched  # noqa: E402
+from core.engine.models import Classifier, ClassifierConfig  # noqa: E402
+from core.engine.train import TrainConfig, default_device, device_description, hard_label_loss, train  # noqa: E402
 
 
 def synchronise(device: torch.device) -> None:

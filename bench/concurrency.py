@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.run import SHIPPED_RUN  # noqa: E402
+from core.experiments.run import SHIPPED_RUN  # noqa: E402
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, start_streamlit  # noqa: E402
 
 GOAL_MS = 1000.0

@@ -2,7 +2,8 @@
 
     python bench/estimate.py [--preset quick] [--threads 2] [--curve]
 
-Prints core.live.experiment_seconds for the preset's run (and, with --curve, its one-seed threshold curve over the
+Prints core.experiments.live.experiment_seconds for the preset's run (and, with --curve, its one-seed threshold curve
+over the
 app's coarse shares: DAE, random and oracle at 0-50%), then times `python -m core run` (and `python -m core sweep`) in
 a fresh model cache with the same thread count, and the ratio measured / estimated. Nothing else should run beside it.
 """
@@ -38,10 +39,10 @@ def main() -> None:
 
     import torch
 
-    from core.data import load_gtsrb
-    from core.live import experiment_seconds
-    from core.pipeline import preset
-    from core.sweep import SweepConfig
+    from core.engine.data import load_gtsrb
+    from core.experiments.live import experiment_seconds
+    from core.experiments.pipeline import preset
+    from core.experiments.sweep import SweepConfig
 
     torch.set_num_threads(args.threads)
     config = preset(args.preset)

@@ -2,7 +2,8 @@
 
     python bench/executors.py [--cases backdoor label_flip] [--seeds 1] [--train-subset 0.04]
 
-The defence grid (core.defence_grid) at a small size: every cell trains its models from an empty cache, once per
+The defence grid (core.experiments.defence_grid) at a small size: every cell trains its models from an empty cache,
+once per
 executor. Rows: local (cells one after another in this process), ray with the same threads per cell (the same
 numbers: checked here and printed), and ray with one CPU per cell (cells side by side; other thread counts give other
 floats, so its numbers are not expected to match). On one machine Ray buys nothing but its overhead; the speed-up is
@@ -24,10 +25,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.data import default_root  # noqa: E402
-from core.defence_grid import DefenceGridConfig, defence_grid  # noqa: E402
-from core.executor import ExecutorConfig  # noqa: E402
-from core.pipeline import preset  # noqa: E402
+from core.engine.data import default_root  # noqa: E402
+from core.engine.executor import ExecutorConfig  # noqa: E402
+from core.experiments.defence_grid import DefenceGridConfig, defence_grid  # noqa: E402
+from core.experiments.pipeline import preset  # noqa: E402
 
 
 def without_times(value):

@@ -6,7 +6,8 @@ Trains every stage from an empty cache (a temporary folder): loading, surrogate,
 teacher / student pairs, evaluation. Each stage's time is the wall time between the first and the last progress
 report of that stage name (the run's own progress callback, the one shape every long step reports through),
 grouped into the table below. Then trains one point at the run's threshold as the Threshold page's live training
-does (core.sweep.train_at_threshold: teacher + student with the sweep's fixed steps, measured). Goals (issue 11):
+does (core.experiments.sweep.train_at_threshold: teacher + student with the sweep's fixed steps, measured). Goals
+(issue 11):
 the paper preset under 60 s on one H100-class GPU, a live point under 5 s. On CPU use --train-subset to keep it short.
 """
 
@@ -21,11 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.data import load_splits  # noqa: E402
-from core.pipeline import preset  # noqa: E402
-from core.run import train_run  # noqa: E402
-from core.sweep import sweep_steps, train_at_threshold
-from core.train import device_description  # noqa: E402
+from core.engine.data import load_splits  # noqa: E402
+from core.engine.train import device_description  # noqa: E402
+from core.experiments.pipeline import preset  # noqa: E402
+from core.experiments.run import train_run  # noqa: E402
+from core.experiments.sweep import sweep_steps, train_at_threshold
 
 # progress stage name (its start) -> the row of the table it counts toward
 GROUPS = (

@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.run import SHIPPED_RUN  # noqa: E402
+from core.experiments.run import SHIPPED_RUN  # noqa: E402
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, start_streamlit  # noqa: E402
 
 GOAL_MS = 150.0
@@ -265,7 +265,7 @@ def main() -> None:
         finally:
             process.terminate()
             process.wait(timeout=20)
-    from core.run import Run, project_path
+    from core.experiments.run import Run, project_path
 
     n_scores = len(Run.load(args.run).train_scores)
     print(

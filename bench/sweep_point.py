@@ -5,10 +5,11 @@
 A point: teacher and student at the run's T on what the run's threshold keeps (a fixed number of optimiser steps
 each), then the student measured. "recipe 2, sweep v2": recipe 2 (8 epochs of batches of 128: 2,200 steps on the
 paper preset) and the version-2 layout (clean, FGSM and I-FGSM on 15% of the test set, the worst case on 30% of
-that). "recipe 3, sweep v3": the run's recipe (core.distill.FAST_RECIPE) and the version-3 layout (clean on the
+that). "recipe 3, sweep v3": the run's recipe (core.defences.distill.FAST_RECIPE) and the version-3 layout (clean on the
 whole test set, the attacks on 10% of it, the worst case on 30% of that). Both use this code's kernels. Prints each
 one's seconds (training, measurement), the ratio, the Threshold page's estimate of the new point
-(core.live.point_seconds) and how far the point's time is from it. --tiny: 3% of train and test and 20 steps, so CI
+(core.experiments.live.point_seconds) and how far the point's time is from it. --tiny: 3% of train and test and 20
+steps, so CI
 checks that it runs and prints.
 """
 
@@ -24,12 +25,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.data import stratified_split  # noqa: E402
-from core.distill import classifier_train_config  # noqa: E402
-from core.live import point_seconds  # noqa: E402
-from core.models import Classifier  # noqa: E402
-from core.run import SHIPPED_RUN, Run  # noqa: E402
-from core.sweep import StudentTests, SweepConfig, distil_kept, fixed_steps, measure_student  # noqa: E402
+from core.defences.distill import classifier_train_config  # noqa: E402
+from core.engine.data import stratified_split  # noqa: E402
+from core.engine.models import Classifier  # noqa: E402
+from core.experiments.live import point_seconds  # noqa: E402
+from core.experiments.run import SHIPPED_RUN, Run  # noqa: E402
+from core.experiments.sweep import StudentTests, SweepConfig, distil_kept, fixed_steps, measure_student  # noqa: E402
 
 LAYOUTS = {  # name -> (classifier recipe settings, sweep settings)
     "recipe 2, sweep v2": (classifier_train_config(), SweepConfig(test_subset=0.15, attack_test_subset=1.0)),

@@ -20,10 +20,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core import explore  # noqa: E402
-from core.evaluate import filter_quality  # noqa: E402
-from core.run import SHIPPED_RUN, load_run  # noqa: E402
-from core.sweep import accuracy_at  # noqa: E402
+from core.experiments.evaluate import filter_quality  # noqa: E402
+from core.experiments.run import SHIPPED_RUN, load_run  # noqa: E402
+from core.experiments.sweep import accuracy_at  # noqa: E402
+from core.reporting import explore  # noqa: E402
 
 BUDGET_MS = 100.0
 

@@ -24,13 +24,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.data import load_splits  # noqa: E402
-from core.distill import classifier_train_config, fast_classifier_train_config, train_classifier  # noqa: E402
-from core.evaluate import accuracy  # noqa: E402
-from core.models import Classifier, ClassifierConfig  # noqa: E402
-from core.pipeline import QUICK_EPOCHS, QUICK_WIDTH, preset  # noqa: E402
-from core.recipe import training_seed  # noqa: E402
-from core.storage import write_json  # noqa: E402
+from core.defences.distill import classifier_train_config, fast_classifier_train_config, train_classifier  # noqa: E402
+from core.engine.data import load_splits  # noqa: E402
+from core.engine.models import Classifier, ClassifierConfig  # noqa: E402
+from core.engine.recipe import training_seed  # noqa: E402
+from core.engine.storage import write_json  # noqa: E402
+from core.experiments.evaluate import accuracy  # noqa: E402
+from core.experiments.pipeline import QUICK_EPOCHS, QUICK_WIDTH, preset  # noqa: E402
 
 TODAY = classifier_train_config()  # recipe 2: 8 epochs, batch 128, lr 0.05, warm-up a quarter
 # name -> what changes from today's recipe ("model": what changes in the classifier; "run_seed": another run seed's
@@ -134,7 +134,7 @@ def main() -> None:
         model_config = replace(experiment.classifier, **model_changes)
         model = train_classifier(splits.train, model_config, config)
         seconds = time.perf_counter() - started
-        steps = max(1, round(len(splits.train) // config.batch_size * config.epochs))  # as core.train.train
+        steps = max(1, round(len(splits.train) // config.batch_size * config.epochs))  # as core.engine.train.train
         images = steps * config.batch_size
         results[name] = {
             "changes": changes,

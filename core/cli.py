@@ -1,4 +1,4 @@
-"""Command line: `python -m core <command>`, one command per study in core.registry.STUDIES (core/studies/).
+"""Command line: `python -m core <command>`, one command per study in core.engine.registry.STUDIES (core/studies/).
 
 It parses, calls the study and returns its exit code: every subcommand and flag is generated from the table and from
 each study's options dataclass (core.studies.flag_specs), so nothing here names a study or a knob. Errors end in one
@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from core.registry import STUDIES
+from core.engine.registry import STUDIES
 from core.studies import DataOptions, flag_specs, parse_truth
 
 
@@ -98,20 +98,20 @@ def parse(argv: list[str]) -> tuple[str, object, DataOptions]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from core.data import DatasetNotFoundError
-    from core.executor import GridError
-    from core.storage import CheckpointError
-    from core.train import TrainingCancelled
+    from core.engine.data import DatasetNotFoundError
+    from core.engine.executor import GridError
+    from core.engine.storage import CheckpointError
+    from core.engine.train import TrainingCancelled
 
     try:
         name, options, data = parse(sys.argv[1:] if argv is None else argv)
         study = STUDIES[name]
         if data.threads is not None:
-            from core.train import use_threads
+            from core.engine.train import use_threads
 
             use_threads(data.threads)
         if study.needs_dataset(options):
-            from core.data import require_dataset
+            from core.engine.data import require_dataset
 
             require_dataset(data.data_root, data.download)
         return study.main(options, data)

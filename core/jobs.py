@@ -31,7 +31,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from core.storage import write_json
+from core.engine.storage import PROJECT_ROOT, write_json
 
 JOB_FILE, STATUS_FILE, LOG_FILE, LOCK_FILE, CANCEL_FILE = "job.json", "status.json", "log.txt", "lock", "cancel"
 FINISHED = ("done", "failed", "cancelled")
@@ -167,7 +167,7 @@ def submit(root: str | Path, spec: JobSpec, again: bool = False) -> JobStatus:
                     stdin=subprocess.DEVNULL,
                     pass_fds=(lock,),
                     start_new_session=True,  # its own process group: the server's end is not its end
-                    cwd=Path(__file__).resolve().parents[1],
+                    cwd=PROJECT_ROOT,
                     env={**os.environ, "PYTHONUNBUFFERED": "1"},
                 )
             # reaps the process when it ends (no zombie per job in a long-lived server); it only waits

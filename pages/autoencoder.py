@@ -5,7 +5,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.dae import TuneConfig, config_from_params, load_study_if_any, redacted
+from core.detectors.dae import TuneConfig, config_from_params, load_study_if_any, redacted
 from ui.common import (
     app_dir,
     dae_folder,

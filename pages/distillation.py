@@ -8,10 +8,10 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.data import CLASS_NAMES
-from core.pipeline import MODEL_LABELS, MODEL_NAMES, PAPER_RESULTS
-from core.storage import CheckpointError
-from core.sweep import sweep_steps
+from core.engine.data import CLASS_NAMES
+from core.engine.storage import CheckpointError
+from core.experiments.pipeline import MODEL_LABELS, MODEL_NAMES, PAPER_RESULTS
+from core.experiments.sweep import sweep_steps
 from ui.common import (
     enlarged,
     ensure_navigation,

@@ -5,12 +5,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.defence_grid import SHIPPED_DEFENCE_GRIDS
-from core.detect import PAPER_INITIAL_THRESHOLD
-from core.findings import findings
+from core.detectors.detect import PAPER_INITIAL_THRESHOLD
+from core.experiments.defence_grid import SHIPPED_DEFENCE_GRIDS
+from core.experiments.pipeline import MODEL_LABELS, MODEL_NAMES, PAPER_RESULTS
+from core.experiments.run import SHIPPED_RUN, SHIPPED_SWEEP_RUNS, weak_students_note
 from core.jobs import default_threads, list_jobs, minutes
-from core.pipeline import MODEL_LABELS, MODEL_NAMES, PAPER_RESULTS
-from core.run import SHIPPED_RUN, SHIPPED_SWEEP_RUNS, weak_students_note
+from core.reporting.findings import findings
 from core.studies.run import run_arguments
 from ui.common import (
     cached_defence_grid,

@@ -4,12 +4,12 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.budget import BUDGET_AXES, budget_progress
-from core.compare import SHIPPED_COMPARISON
-from core.data import CLASS_NAMES
-from core.defence_grid import shipped_damage
-from core.poison import DEFAULT_SOURCE_CLASS, DEFAULT_TARGET_CLASS, NOISE_SCOPES, TRIGGER_SIZES, PoisonConfig
-from core.registry import ATTACKS, DEFENCES, THREATS
+from core.engine.data import CLASS_NAMES
+from core.engine.registry import ATTACKS, DEFENCES, THREATS
+from core.experiments.budget import BUDGET_AXES, budget_progress
+from core.experiments.compare import SHIPPED_COMPARISON
+from core.experiments.defence_grid import shipped_damage
+from core.threats.poison import DEFAULT_SOURCE_CLASS, DEFAULT_TARGET_CLASS, NOISE_SCOPES, TRIGGER_SIZES, PoisonConfig
 from ui.common import (
     CUSTOM_KNOB_RANGES,
     applied_poison_summary,
@@ -43,7 +43,8 @@ st.caption(spec.description)
 
 
 def damage_card(shipped: dict | None) -> None:
-    """What the shipped defence grid measured for this threat (core.defence_grid.shipped_damage): the clean reference,
+    """What the shipped defence grid measured for this threat (core.experiments.defence_grid.shipped_damage): the clean
+    reference,
     no defence and the best defence, with the case's settings and seeds."""
     if not shipped:
         return

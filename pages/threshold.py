@@ -11,14 +11,19 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from core import explore
-from core.defence_grid import defence_table
-from core.detect import PAPER_INFERRED_THRESHOLD, PAPER_INITIAL_THRESHOLD, filter_label, infer_threshold_from_scores
+from core.detectors.detect import (
+    PAPER_INFERRED_THRESHOLD,
+    PAPER_INITIAL_THRESHOLD,
+    filter_label,
+    infer_threshold_from_scores,
+)
+from core.engine.registry import DEFENCES, DETECTORS
+from core.engine.train import device_description
+from core.experiments.defence_grid import defence_table
+from core.experiments.run import run_choices, weak_students_note
+from core.experiments.sweep import FILTERS, accuracy_at, curve_at_share, point_images, sweep_robust_steps, sweep_steps
 from core.jobs import minutes
-from core.registry import DEFENCES, DETECTORS
-from core.run import run_choices, weak_students_note
-from core.sweep import FILTERS, accuracy_at, curve_at_share, point_images, sweep_robust_steps, sweep_steps
-from core.train import device_description
+from core.reporting import explore
 from ui.common import (
     app_dir,
     as_text,
@@ -368,7 +373,7 @@ def student_at_threshold(threshold: float, drop_share: float, tolerance: float) 
     cols[3].metric(
         "adaptive worst case",
         shown_value("adaptive_acc"),
-        help="per-image worst case over core/robust.py's attacks (logits / T, margin, PGD): what distilled "
+        help="per-image worst case over core/attacks/robust.py's attacks (logits / T, margin, PGD): what distilled "
         "students cannot mask",
     )
     controls = [name for name in ("random", "oracle") if name in sweep["curves"]]

@@ -3,11 +3,11 @@
 import pandas as pd
 import streamlit as st
 
-from core import explore
-from core.data import CLASS_NAMES
-from core.images import ACCEPTED_FORMATS, UploadError
-from core.registry import ATTACKS
-from core.sign_examples import shipped_examples
+from core.engine.data import CLASS_NAMES
+from core.engine.registry import ATTACKS
+from core.reporting import explore
+from core.reporting.images import ACCEPTED_FORMATS, UploadError
+from core.reporting.sign_examples import shipped_examples
 from ui.common import (
     as_text,
     cached_run,

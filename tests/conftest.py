@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.data import dataset_available, default_root, load_splits
-from core.models import Classifier, ClassifierConfig
-from core.train import TrainConfig, hard_label_loss, train
+from core.engine.data import dataset_available, default_root, load_splits
+from core.engine.models import Classifier, ClassifierConfig
+from core.engine.train import TrainConfig, hard_label_loss, train
 
 torch.set_num_threads(max(1, os.cpu_count() or 1))
 # AppTest runs no JavaScript: the tests read the Threshold page's server-side view (ui/threshold_view.py is the
@@ -98,7 +98,7 @@ def saturated_classifier(small_classifier) -> torch.nn.Module:
 @pytest.fixture(scope="session")
 def run_directory(gtsrb_root):
     """The run the app tests open: $DAE_DISTILL_RUN, else the shipped paper run."""
-    from core.run import SHIPPED_RUN
+    from core.experiments.run import SHIPPED_RUN
 
     directory = os.environ.get("DAE_DISTILL_RUN", str(SHIPPED_RUN))
     assert os.path.exists(os.path.join(directory, "results.json")), f"no shipped run at {directory}"
@@ -108,7 +108,7 @@ def run_directory(gtsrb_root):
 @pytest.fixture(scope="module")
 def tiny_run(gtsrb_root, tmp_path_factory):
     """A finished run of tests.helpers.tiny_config (seconds to train), once per test module."""
-    from core.run import train_run
+    from core.experiments.run import train_run
     from tests.helpers import tiny_config
 
     base = tmp_path_factory.mktemp("tiny_run")

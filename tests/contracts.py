@@ -5,13 +5,13 @@ tests/test_registry.py runs them on every registered entry, tests/test_extending
 import pytest
 import torch
 
-from core.data import ImageSet
-from core.detect import DetectorContext, SupervisedConfig
-from core.models import AutoencoderConfig, Classifier, ClassifierConfig, DenoisingAutoencoder
-from core.poison import PoisonConfig, poison_training_set, threat_metrics
-from core.registry import ATTACKS, DEFENCES, DETECTORS, THREATS
-from core.storage import config_hash
-from core.train import TrainConfig
+from core.detectors.detect import DetectorContext, SupervisedConfig
+from core.engine.data import ImageSet
+from core.engine.models import AutoencoderConfig, Classifier, ClassifierConfig, DenoisingAutoencoder
+from core.engine.registry import ATTACKS, DEFENCES, DETECTORS, THREATS
+from core.engine.storage import config_hash
+from core.engine.train import TrainConfig
+from core.threats.poison import PoisonConfig, poison_training_set, threat_metrics
 
 
 def random_set(n=120, seed=0) -> ImageSet:
@@ -72,7 +72,7 @@ def check_detector(name: str, model) -> None:
     spec = DETECTORS[name]
     torch.manual_seed(0)
     autoencoder = DenoisingAutoencoder(AutoencoderConfig(depth=2, width=4, latent_dim=8)).eval()
-    from core.dae import DAEConfig
+    from core.detectors.dae import DAEConfig
 
     trusted = random_set(40, seed=1)
     context = DetectorContext(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from core.pipeline import ExperimentConfig, preset
+from core.experiments.pipeline import ExperimentConfig, preset
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -49,5 +49,5 @@ def metric(at: AppTest, label: str) -> str:
 
 
 def tiny_config(**overrides) -> ExperimentConfig:
-    """The tiny preset (core.pipeline.preset): 6% of train, 2% of test, width-8 classifiers, one epoch."""
+    """The tiny preset (core.experiments.pipeline.preset): 6% of train, 2% of test, width-8 classifiers, one epoch."""
     return replace(preset("tiny"), preset="quick", **overrides)

@@ -3,8 +3,14 @@ import math
 import pytest
 import torch
 
-from core.abstain import AbstainConfig, MCDropoutDetector, abstention_report, expected_kl, mc_dropout_probabilities
-from core.data import ImageSet
+from core.detectors.abstain import (
+    AbstainConfig,
+    MCDropoutDetector,
+    abstention_report,
+    expected_kl,
+    mc_dropout_probabilities,
+)
+from core.engine.data import ImageSet
 
 
 def random_images(n: int, seed: int) -> ImageSet:

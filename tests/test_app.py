@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from core.registry import THREATS
+from core.engine.registry import THREATS
 from tests.helpers import APP, PAGES, app, assert_clean, metric, on_page
 
 
@@ -29,8 +29,8 @@ def test_moving_the_threshold_changes_counts_and_student_accuracy(run_directory,
     import json
     import shutil
 
-    from core.run import Run
-    from core.sweep import SWEEP_VERSION, accuracy_at, curves_of
+    from core.experiments.run import Run
+    from core.experiments.sweep import SWEEP_VERSION, accuracy_at, curves_of
 
     folder = tmp_path / "run"
     shutil.copytree(run_directory, folder)
@@ -97,8 +97,8 @@ def test_the_default_run_draws_its_shipped_sweep_with_measured_and_interpolated_
     """The run the app opens by default ships its measured sweep (issue 22): the Threshold page draws each filter's
     curve with a marker per measured share, and says whether the student's numbers at the slider's threshold were
     measured there or interpolated between measured points."""
-    from core.run import SHIPPED_RUN, Run
-    from core.sweep import accuracy_at
+    from core.experiments.run import SHIPPED_RUN, Run
+    from core.experiments.sweep import accuracy_at
 
     sweep = Run.load(SHIPPED_RUN).sweep
     assert sweep is not None, "checkpoints/paper ships no usable sweep.json: run README's sweep command"
@@ -141,7 +141,7 @@ def test_the_default_run_draws_its_shipped_sweep_with_measured_and_interpolated_
 
 def test_switching_the_score_changes_the_filter(run_directory):
     at = on_page(run_directory, "pages/threshold.py")
-    from core.registry import DETECTORS
+    from core.engine.registry import DETECTORS
 
     options = at.selectbox(key="score").options
     assert len(options) == len(DETECTORS.names())  # every registered detector, scored on this run or not
@@ -162,7 +162,8 @@ def test_detectors_page_shows_each_threat_with_controls(run_directory, threat):
     at = on_page(run_directory, "pages/detectors.py")
     at.radio(key="threat").set_value(threat).run()
     assert_clean(at)
-    detection, students = at.dataframe[0].value, at.dataframe[1].value  # two tables: each fits 1280 px
+    # the defence ranking first, then the comparison's two tables (each fits 1280 px)
+    detection, students = at.dataframe[1].value, at.dataframe[2].value
     for table in (detection, students):
         filters = " ".join(table["filter"])
         for control in ("no filter", "random filter", "oracle filter"):
@@ -171,25 +172,39 @@ def test_detectors_page_shows_each_threat_with_controls(run_directory, threat):
     assert ("attack success" in students.columns) == (threat != "perturbation")
 
 
+def test_detectors_page_leads_with_every_defence_ranked_by_its_worst_case(run_directory):
+    """Issue 38: the page opens with the ranking of the shipped grids' defences, as the generator words it."""
+    from core.experiments.defence_grid import load_shipped_grids
+    from core.reporting.report import ranking_table
+
+    rows, sentence = ranking_table(load_shipped_grids())
+    at = on_page(run_directory, "pages/detectors.py")
+    assert_clean(at)
+    assert at.header[0].value == "One defence against every poison?"
+    table = at.dataframe[0].value
+    assert list(table["defence"]) == [row["defence"] for row in rows] and len(rows) >= 11  # none left out
+    assert any(sentence in block.value for block in at.markdown)
+
+
 def test_detectors_page_switches_to_the_backdoor_comparison_against_the_fields_detectors(run_directory):
     """The shipped backdoor comparison (spectral signatures, activation clustering) is a second file: the page
     offers it, shows its detectors beside the controls, and a threat that file lacks falls back to one it has."""
     at = on_page(run_directory, "pages/detectors.py")
     at.radio(key="threat").set_value("perturbation").run()
-    from core.compare import SHIPPED_COMPARISONS
+    from core.experiments.compare import SHIPPED_COMPARISONS
 
     options = at.radio(key="comparison").options
     assert options == [label for label, path in SHIPPED_COMPARISONS.items() if path.exists()]
     at.radio(key="comparison").set_value(options[1]).run()
     assert_clean(at)
     assert at.radio(key="threat").options == [THREATS.label("backdoor")] and at.radio(key="threat").value == "backdoor"
-    filters = " ".join(at.dataframe[0].value["filter"])
+    filters = " ".join(at.dataframe[1].value["filter"])
     assert "spectral signatures" in filters.lower() and "activation clustering" in filters.lower()
     assert "oracle filter" in filters
     if len(options) > 2:  # activation clustering's ranking beside its authors' rule
         at.radio(key="comparison").set_value(options[2]).run()
         assert_clean(at)
-        filters = " ".join(at.dataframe[0].value["filter"])
+        filters = " ".join(at.dataframe[1].value["filter"])
         assert "authors' rule" in filters and "activation clustering" in filters.lower()
 
 
@@ -300,7 +315,7 @@ def test_a_corrupt_run_gives_a_message_and_the_app_keeps_working(run_directory, 
 
 def test_a_missing_dataset_is_explained(monkeypatch, tmp_path):
     """Needs no dataset: it is the case of a machine without one."""
-    from core.run import SHIPPED_RUN
+    from core.experiments.run import SHIPPED_RUN
 
     monkeypatch.setenv("GTSRB_ROOT", str(tmp_path / "nowhere"))
     at = app(str(SHIPPED_RUN))
@@ -314,8 +329,8 @@ def test_a_missing_dataset_is_explained(monkeypatch, tmp_path):
 
 def test_a_backdoor_run_renders_on_every_page(gtsrb_root, tmp_path):
     """Runs of the other threat models load like the paper's: triggers in the sample grids, attack success shown."""
-    from core.pipeline import export_run, run_experiment
-    from core.poison import PoisonConfig
+    from core.experiments.pipeline import export_run, run_experiment
+    from core.threats.poison import PoisonConfig
     from tests.helpers import tiny_config
 
     config = tiny_config(poison=PoisonConfig(threat="backdoor", fraction=0.2, target_class=3))
@@ -330,7 +345,7 @@ def test_a_backdoor_run_renders_on_every_page(gtsrb_root, tmp_path):
 
 def _walk_every_page_after_every_score(run_directory, clean: bool) -> None:
     """Pick each Score option on the Threshold page, then open every page with that state in the session."""
-    from core.registry import DETECTORS
+    from core.engine.registry import DETECTORS
 
     at = on_page(run_directory, "pages/threshold.py")
     for option in DETECTORS.names():  # every Score the selector offers
@@ -385,7 +400,7 @@ def test_the_detector_table_shows_a_dash_where_a_control_has_no_detection_qualit
     oracle controls keep theirs, below the detectors."""
     at = on_page(run_directory, "pages/detectors.py")
     assert_clean(at)
-    table = at.dataframe[0].value
+    table = at.dataframe[1].value
     rows = {row["filter"]: row for row in table.to_dict("records")}
     none = rows["no filter (control)"]
     assert none["ROC AUC"] == none["precision"] == none["recall"] == "-"
@@ -450,7 +465,7 @@ def test_the_teacher_chart_shows_softening_on_a_log_axis(run_directory):
 
 def test_the_mc_dropout_verdict_states_its_cut_off(run_directory):
     """Your images: the MC-dropout verdict names the disagreement, the run's cut-off value and how it was set."""
-    from core.run import Run
+    from core.experiments.run import Run
 
     cutoff = Run.load(run_directory).abstention["cutoff"]
     at = on_page(run_directory, "pages/your_images.py")  # GTSRB test image 0 is picked by default
@@ -462,14 +477,14 @@ def test_the_mc_dropout_verdict_states_its_cut_off(run_directory):
 def test_the_overview_tells_the_story_from_the_shipped_files(run_directory):
     """The Overview states what the paper claims and what was measured, each finding with its seeds and a link to
     the page that shows it, numbers read from the run's files; the model table has readable headers."""
-    from core.run import Run
+    from core.experiments.run import Run
 
     run = Run.load(run_directory)
     at = on_page(run_directory, "pages/overview.py")
     assert_clean(at)
     texts = [md.value for md in at.markdown]
     titles = [text for text in texts if text.startswith("**") and "seed" in text]
-    # the titles are chosen from the numbers (core.stats): the paper run's gap is within noise, its AUC at chance
+    # the titles are chosen from the numbers (core.engine.stats): the paper run's gap is within noise, its AUC at chance
     assert any("do no measurable harm" in title for title in titles) and any("at chance" in title for title in titles)
     assert any("95% interval" in text for text in texts)
     assert any(f"ROC AUC {run.results['filter']['auroc']:.3f}" in text for text in texts)
@@ -495,7 +510,7 @@ def test_the_sidebar_picks_a_shipped_run_and_says_what_it_is_for(run_directory, 
     where its numbers are shown."""
     import shutil
 
-    from core.run import SHIPPED_RUN, run_choices
+    from core.experiments.run import SHIPPED_RUN, run_choices
 
     mine = tmp_path / "runs" / "mine"
     shutil.copytree(run_directory, mine)
@@ -566,7 +581,8 @@ def test_the_applied_poison_table_shows_formatted_values(tiny_run):
 
 def test_run_the_experiment_says_how_long_it_will_take_here(run_directory, tmp_path, monkeypatch):
     """Issue 34: with no experiment made here yet, the Overview estimates the chosen preset's run and curve on this
-    machine (core.live.experiment_seconds, timed here with the job's threads) and says so; Tiny is estimated shorter
+    machine (core.experiments.live.experiment_seconds, timed here with the job's threads) and says so; Tiny is
+    estimated shorter
     than Paper."""
     monkeypatch.setenv("DAE_DISTILL_APP_DIR", str(tmp_path))  # no experiment made here yet
     at = on_page(run_directory, "pages/overview.py")

@@ -5,9 +5,9 @@ import copy
 import pytest
 import torch
 
-from core.batched import train_batched
-from core.models import Classifier, ClassifierConfig
-from core.train import TrainConfig, hard_label_loss, soft_label_loss, train
+from core.engine.batched import train_batched
+from core.engine.models import Classifier, ClassifierConfig
+from core.engine.train import TrainConfig, hard_label_loss, soft_label_loss, train
 
 
 def test_batched_training_gives_the_weights_of_k_sequential_trainings():

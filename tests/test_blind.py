@@ -2,8 +2,8 @@
 
 import json
 
-from core.blind import BLIND_FILE, choose
 from core.cli import main
+from core.experiments.blind import BLIND_FILE, choose
 from core.studies.defences import DefencesOptions
 
 

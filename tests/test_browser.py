@@ -133,7 +133,7 @@ def test_threshold_slider_and_upload_in_a_real_browser(server, browser, tmp_path
     page.goto(f"{server}/your_images")
     page.wait_for_selector("[data-testid='stFileUploaderDropzoneInput']", state="attached", timeout=120_000)
     wait_idle(page)
-    image_path = tmp_path / "sign.png"  # a drawn stop sign shipped with the project (core/sign_examples.py)
+    image_path = tmp_path / "sign.png"  # a drawn stop sign shipped with the project (core/reporting/sign_examples.py)
     shutil.copy(ROOT / "examples" / "signs" / "stop_1.png", image_path)
     page.set_input_files("[data-testid='stFileUploaderDropzoneInput']", str(image_path))
     page.wait_for_selector("text=sign.png", timeout=60_000)

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from core.cli import main, parse
-from core.dae import DAEConfig, TuneConfig, config_from_params, load_study_if_any, tune_workers, worker_shares
-from core.executor import Cell, ExecutorConfig, GridError, run_cells
-from core.models import AutoencoderConfig
+from core.detectors.dae import DAEConfig, TuneConfig, config_from_params, load_study_if_any, tune_workers, worker_shares
+from core.engine.executor import Cell, ExecutorConfig, GridError, run_cells
+from core.engine.models import AutoencoderConfig
 
 POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
 PASSWORD = "grid-secret"
@@ -228,7 +228,7 @@ def test_a_failing_ray_cell_is_retried_and_named(tmp_path):
     """On Ray too: a cell that cannot find its dataset fails on the worker, runs twice, and is named in the error."""
     import ray
 
-    from core.defence_grid import DefenceGridConfig, grid_cell
+    from core.experiments.defence_grid import DefenceGridConfig, grid_cell
     from tests.helpers import tiny_config
 
     config = DefenceGridConfig(tiny_config(), cases=("backdoor",), defences=("jpeg",))

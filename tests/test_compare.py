@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from core.cli import main
-from core.compare import CompareConfig, compare
-from core.detect import (
+from core.detectors.detect import (
     SupervisedConfig,
     SupervisedDetector,
     jensen_shannon,
@@ -17,7 +16,8 @@ from core.detect import (
     random_drop_mask,
     train_supervised_detector,
 )
-from core.stats import summarise
+from core.engine.stats import summarise
+from core.experiments.compare import CompareConfig, compare
 from tests.helpers import tiny_config
 
 
@@ -87,7 +87,7 @@ def test_tiny_comparison_over_two_seeds(gtsrb_root, tmp_path):
 
 
 def test_a_comparison_keeps_finished_cells_only_under_the_same_settings():
-    from core.compare import finished_comparisons
+    from core.experiments.compare import finished_comparisons
 
     config = CompareConfig(tiny_config(), threats=("backdoor", "label_flip"), detectors=("dae",), seeds=(0, 1))
     saved = json.loads(json.dumps({"config": config.to_dict(), "runs": {"0": {"backdoor": {"n_test": 1}}}}))

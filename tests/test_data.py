@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from core import data
-from core.data import (
+from core.engine import data
+from core.engine.data import (
     CLASS_NAMES,
     NUM_CLASSES,
     DatasetNotFoundError,
@@ -109,8 +109,8 @@ def test_full_size_images_are_resized_bilinearly(tmp_path, monkeypatch):
 
 
 def test_full_size_and_pre_resized_roots_do_not_share_cache_entries(tmp_path, monkeypatch):
-    from core.pipeline import ModelCache, _data_and_classifiers, preset
-    from core.storage import config_hash
+    from core.engine.storage import config_hash
+    from core.experiments.pipeline import ModelCache, _data_and_classifiers, preset
 
     monkeypatch.setenv("DAE_DISTILL_CACHE", str(tmp_path / "cache"))
     make_gtsrb_root(tmp_path / "full", per_class=4)
@@ -126,8 +126,8 @@ def test_full_size_and_pre_resized_roots_do_not_share_cache_entries(tmp_path, mo
 
 
 def test_cache_keys_change_with_the_recipe(monkeypatch):
-    from core import recipe
-    from core.storage import config_hash
+    from core.engine import recipe
+    from core.engine.storage import config_hash
 
     before = config_hash(recipe.recipe_key("classifier"))
     monkeypatch.setitem(recipe.RECIPE_VERSIONS, "classifier", recipe.RECIPE_VERSIONS["classifier"] + 1)

@@ -2,9 +2,15 @@ import numpy as np
 import pytest
 import torch
 
-from core.detect import DAEDetector, ScoreDetector, ThresholdConfig, reconstruction_error, set_detector_threshold
-from core.evaluate import filter_quality
-from core.models import AutoencoderConfig, DenoisingAutoencoder
+from core.detectors.detect import (
+    DAEDetector,
+    ScoreDetector,
+    ThresholdConfig,
+    reconstruction_error,
+    set_detector_threshold,
+)
+from core.engine.models import AutoencoderConfig, DenoisingAutoencoder
+from core.experiments.evaluate import filter_quality
 
 
 class MeanPixel(ScoreDetector):
@@ -83,7 +89,7 @@ def test_filter_counts_add_up():
 
 
 def test_threshold_from_stored_scores_matches_the_detector():
-    from core.detect import infer_threshold_from_scores
+    from core.detectors.detect import infer_threshold_from_scores
 
     values = np.random.default_rng(1).random(500)
     detector = MeanPixel().fit(_images(values))
@@ -92,7 +98,7 @@ def test_threshold_from_stored_scores_matches_the_detector():
 
 
 def test_random_and_oracle_controls_drop_what_they_claim():
-    from core.detect import oracle_drop_mask, random_drop_mask
+    from core.detectors.detect import oracle_drop_mask, random_drop_mask
 
     poisoned = torch.zeros(1000, dtype=torch.bool)
     poisoned[::10] = True
@@ -112,7 +118,7 @@ def test_random_and_oracle_controls_drop_what_they_claim():
 def test_mahalanobis_fits_features_that_are_constant_on_the_reference():
     """Dead ReLU units (constant features) made the covariance singular and alibi-detect's eigh fail on the paper
     run; they are left out, and a point far off in the features that vary still scores far."""
-    from core.detect import FeatureDetector
+    from core.detectors.detect import FeatureDetector
 
     generator = torch.Generator().manual_seed(0)
     varying = torch.randn(300, 8, generator=generator)

@@ -9,7 +9,7 @@ from dataclasses import asdict, fields, is_dataclass
 
 import pytest
 
-from core.docs import BLOCK, DOCUMENTS, PROJECT, outside_blocks, update
+from core.reporting.docs import BLOCK, DOCUMENTS, PROJECT, outside_blocks, update
 
 # A measured number as prose would state one: a decimal, a percentage, a duration, a ratio, a "±".
 MEASURED = re.compile(
@@ -19,8 +19,10 @@ MEASURED = re.compile(
 
 def setting_values() -> set[str]:
     """Every number a config or a published anchor holds, as prose writes it: 0.01, 10%, 8/255's 0.031, 76.09%."""
-    from core import defences, detect, jobs, pipeline, sweep
-    from core.pipeline import PAPER_RESULTS, preset
+    from core import defences, jobs
+    from core.detectors import detect
+    from core.experiments import pipeline, sweep
+    from core.experiments.pipeline import PAPER_RESULTS, preset
 
     numbers: set[float] = set()
 
@@ -58,7 +60,7 @@ def test_every_generated_block_is_current():
 
 
 def test_every_document_has_blocks_and_every_block_a_generator():
-    from core.docs import BLOCKS
+    from core.reporting.docs import BLOCKS
 
     for document in DOCUMENTS:
         text = (PROJECT / document).read_text()

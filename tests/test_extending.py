@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from core.cli import build_parser
-from core.registry import ATTACKS, DEFENCES, DETECTORS, STUDIES, THREATS
+from core.engine.registry import ATTACKS, DEFENCES, DETECTORS, STUDIES, THREATS
 from tests import contracts
 from tests.helpers import on_page
 
@@ -47,8 +47,8 @@ def test_toys_are_in_the_cli_choices(toys):
     assert "toy_mirror" in choices("defences", option="--defences")
     # a threat reaches the defence grid as a case of its own name, with no row written anywhere else (issue 37)
     assert "toy_darken" in choices("defences", option="--cases")
-    from core.defence_grid import DefenceGridConfig, grid_cases
-    from core.pipeline import preset
+    from core.experiments.defence_grid import DefenceGridConfig, grid_cases
+    from core.experiments.pipeline import preset
 
     assert grid_cases()["toy_darken"] == {"threat": "toy_darken"}
     grid = DefenceGridConfig(preset("tiny"), cases=("toy_darken",), defences=("toy_mirror",))
@@ -115,11 +115,11 @@ def test_toys_pass_the_contract_tests(toys, tiny_model):
 def test_the_toy_detector_finds_the_toy_threat(toys):
     from sklearn.metrics import roc_auc_score
 
-    from core.poison import PoisonConfig, poison_training_set
+    from core.threats.poison import PoisonConfig, poison_training_set
 
     clean = contracts.random_set(300)
     poisoned = poison_training_set(clean, None, PoisonConfig(threat="toy_darken", fraction=0.2))
-    from core.detect import DetectorContext
+    from core.detectors.detect import DetectorContext
 
     detector = DETECTORS["toy_darkness"].build(DetectorContext(None, None, None, None, "toy"))
     detector.fit(clean.images[:50])
@@ -160,10 +160,11 @@ def test_the_toy_defence_trains_and_tests_through_the_same_operation(toys):
 
 
 def test_a_module_in_core_plugins_is_discovered(tmp_path, monkeypatch):
-    """core.registry.load_builtins imports every module on core.plugins' path: a plugin dropped there registers itself
+    """core.engine.registry.load_builtins imports every module on core.plugins' path: a plugin dropped there registers
+    itself
     without any other file naming it."""
+    import core.engine.registry
     import core.plugins
-    import core.registry
 
     (tmp_path / "dropped_in_toy.py").write_text(
         (__import__("pathlib").Path(__file__).parent / "plugins" / "toy_threat.py")
@@ -171,7 +172,7 @@ def test_a_module_in_core_plugins_is_discovered(tmp_path, monkeypatch):
         .replace('"toy_darken"', '"toy_dropped_in"')
     )
     monkeypatch.setattr(core.plugins, "__path__", [*core.plugins.__path__, str(tmp_path)])
-    monkeypatch.setattr(core.registry, "_loaded", False)
+    monkeypatch.setattr(core.engine.registry, "_loaded", False)
     try:
         assert "toy_dropped_in" not in THREATS._specs
         assert "toy_dropped_in" in THREATS.names()  # names() loads the built-ins and the plugins
@@ -182,13 +183,14 @@ def test_a_module_in_core_plugins_is_discovered(tmp_path, monkeypatch):
 
 
 def test_a_knob_declared_in_a_spec_is_a_config_value_a_flag_and_a_widget(toys, capsys, run_directory):
-    """Issue 23: an entry's own parameter is one declaration in its file (core.registry.Knob). The toys' knobs become
+    """Issue 23: an entry's own parameter is one declaration in its file (core.engine.registry.Knob). The toys' knobs
+    become
     flags of the studies that read their tables, reach the configs the entries read, change what the entry does and
     what keys its models, are refused with one error line when out of range, and are widgets on the Poison page."""
     from core.cli import main, parse
     from core.defences import DefenceConfig, DefenceContext
-    from core.poison import PoisonConfig, poison_training_set
     from core.studies.run import experiment_of
+    from core.threats.poison import PoisonConfig, poison_training_set
 
     _, options, _ = parse(
         ["run", "--threat", "toy_darken", "--toy-darken-factor", "4", "--toy-random-sign-share", "0.5"]

@@ -48,7 +48,7 @@ def test_threshold_with_truncated_detector_scores_gives_a_message(run_directory,
 
 def test_switching_the_score_starts_from_that_scores_run_threshold_even_from_a_link(run_directory):
     """A DAE threshold carried to MagNet dropped 78% of the training set instead of the run's 10%."""
-    from core.run import Run
+    from core.experiments.run import Run
 
     run = Run.load(run_directory)
     at = app(run_directory)
@@ -170,7 +170,7 @@ def test_bad_parameters_and_global_options_after_the_subcommand(capsys, gtsrb_ro
 
 
 def test_a_threshold_out_of_range_in_a_link_is_reported(run_directory):
-    from core.run import Run
+    from core.experiments.run import Run
 
     at = app(run_directory)
     at.query_params.update(threshold_dae="7", interactive_charts="maybe")
@@ -183,8 +183,8 @@ def test_a_threshold_out_of_range_in_a_link_is_reported(run_directory):
 
 def _links():
     """Links as the browser writes them: a choice shown through a label is in the URL as that label."""
-    from core.detect import filter_label
-    from core.registry import ATTACKS, THREATS
+    from core.detectors.detect import filter_label
+    from core.engine.registry import ATTACKS, THREATS
 
     return [
         (
@@ -227,7 +227,7 @@ def test_distillation_tables_show_no_raw_none(run_directory):
     assert_clean(at)
     first = at.dataframe[0].value
     assert list(first["paper (adversarial)"])[:4] == ["—"] * 4
-    from core.pipeline import MODEL_LABELS
+    from core.experiments.pipeline import MODEL_LABELS
 
     assert first.loc[MODEL_LABELS["filter_distillation"], "paper (adversarial)"].endswith("%")
     assert "filter_distillation" not in first.index  # plain labels, not code names (issue 34)

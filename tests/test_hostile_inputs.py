@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core.run import SHIPPED_RUN, Run
+from core.experiments.run import SHIPPED_RUN, Run
 from tests.helpers import PAGES as APP_PAGES
 from tests.helpers import app, assert_clean
 
@@ -128,7 +128,7 @@ def test_outside_the_measured_sweep_the_page_says_not_measured_and_warns_when_al
 
 @pytest.mark.slow
 def test_switching_the_run_starts_at_its_own_threshold_and_every_page_reads_it(run_directory):
-    from core.run import SHIPPED_RUN, Run
+    from core.experiments.run import SHIPPED_RUN, Run
 
     other = str(SHIPPED_RUN.parent / "sweep_tap")
     at = app(run_directory)
@@ -146,7 +146,7 @@ def test_switching_the_run_starts_at_its_own_threshold_and_every_page_reads_it(r
 
 @pytest.mark.slow
 def test_the_run_is_in_the_link_and_a_link_opens_it(run_directory):
-    from core.run import SHIPPED_RUN
+    from core.experiments.run import SHIPPED_RUN
 
     at = app(run_directory)
     at.run()
@@ -166,8 +166,8 @@ def test_the_run_is_in_the_link_and_a_link_opens_it(run_directory):
 def test_your_images_attacks_the_student_with_the_margin_loss_which_moves_what_cross_entropy_cannot():
     """I-FGSM at eps 0.01 with cross-entropy left the distilled student's "Stop 1.0000" unchanged (its softmax is
     saturated at T = 1); the margin loss, the project's adaptive objective, is what the page now uses."""
-    from core import explore
-    from core.data import load_splits
+    from core.engine.data import load_splits
+    from core.reporting import explore
 
     run = Run.load(SHIPPED_RUN)
     student = run.classifier("filter_distillation")
@@ -204,7 +204,7 @@ def test_an_out_of_range_custom_value_in_a_link_is_refused_and_keeps_the_preset(
 
 @pytest.mark.slow
 def test_a_custom_value_under_a_fixed_preset_is_refused_and_the_slider_shows_what_the_page_uses(run_directory):
-    from core.pipeline import preset
+    from core.experiments.pipeline import preset
 
     at = app(run_directory)
     at.query_params["eps"] = "0.05"

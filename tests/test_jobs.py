@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from core import jobs
+from core.experiments.sweep import POINTS_FILE, SWEEP_FILE
 from core.jobs import JobSpec
-from core.sweep import POINTS_FILE, SWEEP_FILE
 
 
 def wait_for(condition, timeout: float = 240, what: str = "the job"):
@@ -137,7 +137,7 @@ def test_two_sessions_asking_for_the_same_job_get_one_process(run_copy, gtsrb_ro
 
 def test_a_point_is_kept_in_the_run_folder_and_the_same_point_replaces_itself(run_copy, gtsrb_root):
     from core.cli import main
-    from core.run import Run
+    from core.experiments.run import Run
 
     run = Run.load(run_copy)
     threshold = float(run.train_scores.median())
@@ -154,7 +154,7 @@ def test_a_point_is_kept_in_the_run_folder_and_the_same_point_replaces_itself(ru
     assert len(POINTS_FILE.read(run_copy / "points.json")["points"]) == 2
     reloaded = Run.load(run_copy)
     assert [p["steps"] for p in reloaded.points] == [3, 4]
-    from core.report import report_points
+    from core.reporting.report import report_points
 
     table = report_points(reloaded).splitlines()  # what `python -m core report` prints under the sweep
     assert len(table) == 1 + 2 + 1 and all(f"{threshold:.5f}" in line for line in table[1:3])

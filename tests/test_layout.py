@@ -54,7 +54,7 @@ def test_the_cli_neither_trains_nor_attacks():
 def test_the_cli_is_generated_from_the_studies_table():
     """core/cli.py (issue 23: 1,059 lines once) is global options, the subcommands generated from STUDIES, and main:
     at most about 300 lines, naming no study and no flag but the global ones."""
-    from core.registry import STUDIES
+    from core.engine.registry import STUDIES
 
     source = (ROOT / "core" / "cli.py").read_text()
     assert len(source.splitlines()) <= 300
@@ -70,7 +70,7 @@ def test_the_cli_is_generated_from_the_studies_table():
 
 def test_every_study_lives_in_its_own_module_under_core_studies():
     """A study's options, main and text table are in core/studies/<name>.py: one module registers one study."""
-    from core.registry import STUDIES
+    from core.engine.registry import STUDIES
 
     for study in STUDIES.specs():
         module = study.main.__module__
@@ -120,13 +120,43 @@ def core_modules() -> dict[str, Path]:
 
 
 def test_the_engine_never_imports_the_apps_views():
-    """core/explore.py is what the app's pages compute from; studies, the CLI and the rest of the engine never read
-    it (issue 23: budget, report, sign_examples, sweep and the CLI did, and explore -> run -> sweep -> explore was a
-    cycle)."""
+    """core/reporting/explore.py is what the app's pages compute from; studies, the CLI and the rest of the engine
+    never read it (issue 23: budget, report, sign_examples, sweep and the CLI did, and explore -> run -> sweep ->
+    explore was a cycle)."""
     offenders = [
-        name for name, path in core_modules().items() if name != "core.explore" and "core.explore" in core_imports(path)
+        name
+        for name, path in core_modules().items()
+        if name != "core.reporting.explore" and "core.reporting.explore" in core_imports(path)
     ]
-    assert not offenders, f"{offenders} import core.explore: move what they need next to its writer in core/"
+    assert not offenders, f"{offenders} import core.reporting.explore: move what they need next to its writer in core/"
+
+
+# core/'s folders, lowest first. Defences sit below threats: a poison crafted through a defence (core/threats/adaptive)
+# needs the defence's operation, and no defence needs a threat. core/cli.py, core/jobs.py and core/plugins/ sit on top.
+LAYERS = ("engine", "attacks", "defences", "threats", "detectors", "experiments", "reporting", "studies")
+
+
+def test_a_layer_imports_only_its_own_and_the_layers_below():
+    """Issue 37: the layers are the folders `ls core` shows; a module importing a higher layer (inside a function too)
+    fails here, naming the import."""
+    assert {path.name for path in (ROOT / "core").iterdir() if path.is_dir() and path.name != "__pycache__"} == {
+        *LAYERS,
+        "plugins",
+    }
+    rank = {layer: number for number, layer in enumerate(LAYERS)}
+
+    def layer(module: str) -> str | None:
+        parts = module.split(".")
+        return parts[1] if len(parts) > 1 and parts[1] in rank else None
+
+    upward = [
+        f"{name} imports {other}"
+        for name, path in core_modules().items()
+        if layer(name) is not None
+        for other in core_imports(path)
+        if layer(other) is not None and rank[layer(other)] > rank[layer(name)]
+    ]
+    assert not upward, upward
 
 
 def test_the_engine_has_no_import_cycle():
@@ -185,7 +215,8 @@ def test_pages_receive_plain_data():
 
 
 def test_studies_write_through_their_result_files():
-    """A study writes its file through the ResultFile its StudySpec declares (core.storage), never with a JSON writer of
+    """A study writes its file through the ResultFile its StudySpec declares (core.engine.storage), never with a JSON
+    writer of
     its own: one pattern for reading, writing and upgrading every study's file."""
     offenders = [
         path.name

@@ -5,8 +5,8 @@ import os
 import shutil
 import time
 
-from core.live import seconds_per_step
-from core.models import Classifier, ClassifierConfig
+from core.engine.models import Classifier, ClassifierConfig
+from core.experiments.live import seconds_per_step
 
 
 def test_seconds_per_step_is_positive_and_grows_with_the_model():
@@ -53,9 +53,10 @@ def test_the_page_is_not_blocked_while_a_point_trains_as_a_job_and_the_point_out
 
 
 def test_point_estimate_adds_training_and_measurement_for_the_images_of_a_point():
-    """core.live.point_seconds: more optimiser steps and more attacked images each make a point cost more, and a
+    """core.experiments.live.point_seconds: more optimiser steps and more attacked images each make a point cost more,
+    and a
     point with nothing to measure costs about its training steps alone."""
-    from core.live import point_seconds
+    from core.experiments.live import point_seconds
 
     def factory():
         return Classifier(ClassifierConfig(width=4, hidden=16))

@@ -9,9 +9,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from core.dae import DAEConfig, TuneConfig, load_study_if_any, tune
-from core.models import AutoencoderConfig
-from core.pipeline import MODEL_NAMES, export_run, preset, run_experiment
+from core.detectors.dae import DAEConfig, TuneConfig, load_study_if_any, tune
+from core.engine.models import AutoencoderConfig
+from core.experiments.pipeline import MODEL_NAMES, export_run, preset, run_experiment
 from tests.helpers import tiny_config
 
 
@@ -127,7 +127,7 @@ def test_tiny_end_to_end_run_has_every_field_in_range(gtsrb_root, tmp_path):
 
 
 def test_tiny_backdoor_run_reports_attack_success_and_caches_the_relabelled_set(gtsrb_root, tmp_path):
-    from core.poison import PoisonConfig
+    from core.threats.poison import PoisonConfig
 
     config = tiny_config(poison=PoisonConfig(threat="backdoor", fraction=0.2, target_class=3))
     results, state = run_experiment(config, tmp_path / "cache", gtsrb_root)
@@ -155,7 +155,7 @@ def test_cli_threat_defaults_follow_the_threat():
 
 
 def test_run_over_seeds_reports_mean_and_std(gtsrb_root, tmp_path):
-    from core.run import seed_config, seed_dir, summarise_seeds, train_run
+    from core.experiments.run import seed_config, seed_dir, summarise_seeds, train_run
 
     out = tmp_path / "seeds"
     runs = {

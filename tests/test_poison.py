@@ -1,8 +1,14 @@
 import pytest
 import torch
 
-from core.data import ImageSet
-from core.poison import PoisonConfig, choose_poison_indices, poison_training_set, quantise_toward, threat_metrics
+from core.engine.data import ImageSet
+from core.threats.poison import (
+    PoisonConfig,
+    choose_poison_indices,
+    poison_training_set,
+    quantise_toward,
+    threat_metrics,
+)
 
 
 @pytest.fixture

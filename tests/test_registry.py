@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.poison import PoisonConfig
-from core.registry import ATTACKS, DEFENCES, DETECTORS, THREATS
+from core.engine.registry import ATTACKS, DEFENCES, DETECTORS, THREATS
+from core.threats.poison import PoisonConfig
 from tests.contracts import check_attack, check_defence, check_detector, check_threat
 
 
@@ -41,7 +41,7 @@ def test_unknown_names_and_duplicates_are_refused():
 
 
 def test_a_knob_checks_its_values_and_a_default_value_is_unset():
-    from core.registry import Knob, checked_knobs
+    from core.engine.registry import Knob, checked_knobs
 
     size = Knob("kernel_size", 3, "side", choices=(3, 5, 7))
     blur = Knob("blur", 0.3, "taps", low=0, high=1)

@@ -1,8 +1,14 @@
 import pytest
 import torch
 
+from core.attacks.robust import (
+    ExpectationOverTransformation,
+    RobustEvalConfig,
+    attack_suite,
+    is_stochastic,
+    robust_report,
+)
 from core.defences import Purifier
-from core.robust import ExpectationOverTransformation, RobustEvalConfig, attack_suite, is_stochastic, robust_report
 
 
 def test_the_per_input_worst_case_catches_inputs_no_single_attack_does(small_classifier, small_splits):

@@ -3,13 +3,13 @@
 import torch
 from torch import nn
 
-from core.data import ImageSet
-from core.defence_grid import defended_training
 from core.defences import DefenceConfig, DefenceContext, grayscale, jpeg
 from core.defences.grayscale_noise import grayscale_and_noise
 from core.defences.orthogonal_projection import linear_weights
 from core.defences.sharpen_lowpass import SharpenLowpass
-from core.train import to_float_images
+from core.engine.data import ImageSet
+from core.engine.train import to_float_images
+from core.experiments.defence_grid import defended_training
 
 
 def smooth_images(n: int, seed: int) -> torch.Tensor:

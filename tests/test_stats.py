@@ -1,11 +1,12 @@
-"""The one significance rule (core/stats.py) and the words the generator chooses from it (core/findings.py)."""
+"""The one significance rule (core/engine/stats.py) and the words the generator chooses from it
+(core/reporting/findings.py)."""
 
 import math
 
 import pytest
 
-from core.findings import sweep_against_random
-from core.stats import auroc_se, beyond_noise, critical, floored_gap, interval, seed_gap, verdict
+from core.engine.stats import auroc_se, beyond_noise, critical, floored_gap, interval, seed_gap, verdict
+from core.reporting.findings import sweep_against_random
 
 
 def test_the_rule_is_a_t_interval_on_seeds_minus_one_degrees_of_freedom():

@@ -3,11 +3,11 @@
 import torch
 import torch.nn.functional as F
 
-from core.models import Classifier, ClassifierConfig
-from core.poison import PoisonConfig, poison_training_set
+from core.engine.models import Classifier, ClassifierConfig
+from core.engine.train import predict
+from core.threats.poison import PoisonConfig, poison_training_set
 from core.threats.tap import permuted_target, targeted_pgd
 from core.threats.unlearnable import error_minimising_noise
-from core.train import predict
 
 
 def test_tap_moves_predictions_toward_the_next_class(small_classifier, small_splits):

@@ -1,4 +1,5 @@
-"""One pattern for a study's file (core.storage.ResultFile, listed in each StudySpec's `writes`): every shipped file
+"""One pattern for a study's file (core.engine.storage.ResultFile, listed in each StudySpec's `writes`): every shipped
+file
 reads through it, and any bytes in its place read as a dict or as a CheckpointError that names the command that
 remakes it."""
 
@@ -9,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.registry import STUDIES
-from core.storage import CheckpointError
+from core.engine.registry import STUDIES
+from core.engine.storage import CheckpointError
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = {file.name: file for study in STUDIES.specs() for file in study.writes}

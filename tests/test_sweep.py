@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from core.cli import main
-from core.data import ImageSet
-from core.models import Classifier, ClassifierConfig
-from core.run import Run
-from core.sweep import SweepConfig, accuracy_at, curves_of, distil_kept, dropped_at, filter_scores
-from core.train import TrainConfig, hard_label_loss, train
+from core.engine.data import ImageSet
+from core.engine.models import Classifier, ClassifierConfig
+from core.engine.train import TrainConfig, hard_label_loss, train
+from core.experiments.run import Run
+from core.experiments.sweep import SweepConfig, accuracy_at, curves_of, distil_kept, dropped_at, filter_scores
 from tests.helpers import tiny_config
 
 
@@ -212,16 +212,16 @@ def test_gpu_bench_runs_on_cpu_at_a_tiny_size_and_prints_its_stage_table(gtsrb_r
 
 def test_a_batched_sweep_trains_the_same_kept_sets_as_one_model(tiny_run, gtsrb_root, tmp_path, monkeypatch):
     """--batch-models 8: the distinct kept sets of a seed train as one batched teacher and one batched student
-    (core.batched); every point is measured, on the same kept sets as the sequential sweep."""
-    import core.batched
+    (core.engine.batched); every point is measured, on the same kept sets as the sequential sweep."""
+    import core.engine.batched
 
-    calls, real = [], core.batched.train_batched
+    calls, real = [], core.engine.batched.train_batched
 
     def counted(models, *args, **kwargs):
         calls.append(len(models))
         return real(models, *args, **kwargs)
 
-    monkeypatch.setattr(core.batched, "train_batched", counted)
+    monkeypatch.setattr(core.engine.batched, "train_batched", counted)
     results = {}
     for batch_models in (1, 8):
         folder = tmp_path / f"run{batch_models}"
@@ -271,8 +271,8 @@ def test_report_sweep_states_the_shipped_sweeps_numbers():
     import statistics
     from pathlib import Path
 
-    from core.report import report_sweep
-    from core.run import Run
+    from core.experiments.run import Run
+    from core.reporting.report import report_sweep
 
     folder = Path(__file__).resolve().parents[1] / "checkpoints" / "sweep_paper"
     text = report_sweep(Run.load(folder))
@@ -300,7 +300,7 @@ def test_report_sweep_states_the_shipped_sweeps_numbers():
 
 
 def test_shares_are_measured_coarse_to_fine_so_a_partial_sweep_spans_the_range():
-    from core.sweep import coarse_to_fine
+    from core.experiments.sweep import coarse_to_fine
 
     shares = (0.5, 0.0, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4)
     order = coarse_to_fine(shares)
@@ -315,7 +315,7 @@ def test_shares_are_measured_coarse_to_fine_so_a_partial_sweep_spans_the_range()
 
 def test_one_seed_gaps_carry_the_test_noise_standard_error():
     """report's one-seed sweep lines: DAE minus each control at each share, with sqrt(a(1-a)/n + b(1-b)/n)."""
-    from core.report import one_seed_sweep_gaps
+    from core.reporting.report import one_seed_sweep_gaps
 
     def point(name, share, clean, worst):
         return {"seed": 0, "filter": name, "target_share": share, "clean_acc": clean, "adaptive_acc": worst}
@@ -343,8 +343,8 @@ def test_a_sweep_resumed_part_way_still_reports_its_complete_seeds_gaps(tmp_path
     import shutil
     from pathlib import Path
 
-    from core.report import report_sweep
-    from core.run import Run
+    from core.experiments.run import Run
+    from core.reporting.report import report_sweep
 
     shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "paper"
     folder = tmp_path / "paper"
@@ -365,7 +365,7 @@ def test_a_sweep_resumed_part_way_still_reports_its_complete_seeds_gaps(tmp_path
 def test_gaps_per_share_are_paired_by_seed_once_two_seeds_are_complete():
     """With two complete seeds report prints, per share, the mean of the per-seed DAE - control differences with
     their standard error over seeds (it printed no per-share gap at all past one seed)."""
-    from core.report import seed_paired_sweep_gaps
+    from core.reporting.report import seed_paired_sweep_gaps
 
     def point(seed, name, share, clean, worst):
         return {"seed": seed, "filter": name, "target_share": share, "clean_acc": clean, "adaptive_acc": worst}

@@ -7,9 +7,9 @@ import os
 import numpy as np
 import pytest
 
-from core import explore
-from core.run import SHIPPED_RUN, Run
-from core.sweep import accuracy_at, curve_at_share
+from core.experiments.run import SHIPPED_RUN, Run
+from core.experiments.sweep import accuracy_at, curve_at_share
+from core.reporting import explore
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, shoot, start_streamlit, wait_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

@@ -1,9 +1,8 @@
 import pytest
 import torch
 
-from core.evaluate import accuracy
-from core.models import AutoencoderConfig, Classifier, ClassifierConfig, DenoisingAutoencoder
-from core.train import (
+from core.engine.models import AutoencoderConfig, Classifier, ClassifierConfig, DenoisingAutoencoder
+from core.engine.train import (
     RECIPE_3_DEFAULTS,
     TrainConfig,
     TrainingCancelled,
@@ -13,6 +12,7 @@ from core.train import (
     soft_label_loss,
     train,
 )
+from core.experiments.evaluate import accuracy
 
 
 def test_small_classifier_learns_gtsrb_on_cpu(small_splits):
@@ -202,8 +202,8 @@ def test_per_image_normalisation_ignores_an_image_s_brightness_and_contrast():
 def test_denoising_pairs_report_progress_and_are_the_same_in_chunks():
     """The Autoencoder page crafts the defender's copies in chunks with a bar (it showed a spinner for minutes): the
     chunked FGSM / I-FGSM copies are exactly the unchunked ones, and progress reaches the total for each attack."""
-    from core.dae import DAEConfig, denoising_pairs
-    from core.data import ImageSet
+    from core.detectors.dae import DAEConfig, denoising_pairs
+    from core.engine.data import ImageSet
 
     torch.manual_seed(0)
     model = Classifier(ClassifierConfig(width=4, hidden=16)).eval()
@@ -221,7 +221,7 @@ def test_denoising_pairs_report_progress_and_are_the_same_in_chunks():
 def test_model_bytes_is_a_safetensors_file_of_the_weights():
     from safetensors.torch import load
 
-    from core.storage import model_bytes
+    from core.engine.storage import model_bytes
 
     model = DenoisingAutoencoder(AutoencoderConfig(depth=2, width=8, latent_dim=16))
     weights = load(model_bytes(model))

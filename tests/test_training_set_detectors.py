@@ -7,7 +7,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from core.training_set_detectors import ActivationClusteringDetector, SpectralSignatureDetector, two_means
+from core.detectors.training_set import ActivationClusteringDetector, SpectralSignatureDetector, two_means
 
 
 class PatchAwareModel(nn.Module):
@@ -56,7 +56,7 @@ def test_two_means_splits_two_blobs():
 
 
 def test_the_authors_rule_flags_a_small_separated_cluster_and_nothing_when_poisons_are_the_majority():
-    from core.training_set_detectors import ActivationClusteringRule, silhouette
+    from core.detectors.training_set import ActivationClusteringRule, silhouette
 
     images, poisoned = backdoored_set()  # 20 of class 1's 200 images triggered: a small, well separated cluster
     scores = ActivationClusteringRule(PatchAwareModel()).fit(images).score(images)

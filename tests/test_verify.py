@@ -8,8 +8,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from core.cli import main
-from core.evaluate import AttackEvalConfig
-from core.run import Run, train_run
+from core.experiments.evaluate import AttackEvalConfig
+from core.experiments.run import Run, train_run
 from tests.helpers import tiny_config
 
 
@@ -81,7 +81,7 @@ def test_report_gives_paired_standard_errors(tiny_run, gtsrb_root, capsys):
     assert main(["report", "--run-dir", str(tiny_run.directory), "--data-root", str(gtsrb_root)]) == 0
     out = capsys.readouterr().out
     assert "undefended - clean_reference" in out and "noise" in out
-    from core.report import paired_gap
+    from core.reporting.report import paired_gap
 
     gap = paired_gap(torch.tensor([1, 1, 0, 1]), torch.tensor([1, 0, 0, 0]))
     assert gap["gap"] == pytest.approx(0.5) and gap["se"] == pytest.approx((1 / 3) ** 0.5 / 2)
@@ -90,7 +90,7 @@ def test_report_gives_paired_standard_errors(tiny_run, gtsrb_root, capsys):
 def test_verify_checks_the_shipped_comparison_and_catches_an_edit(tmp_path, capsys):
     import json
 
-    from core.compare import SHIPPED_COMPARISON
+    from core.experiments.compare import SHIPPED_COMPARISON
 
     assert main(["verify", "--comparison", str(SHIPPED_COMPARISON)]) == 0
     comparison = json.loads(SHIPPED_COMPARISON.read_text())

@@ -18,17 +18,17 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from core import explore
-from core.budget import SHIPPED_BUDGET, load_budget
-from core.compare import SHIPPED_COMPARISON, load_comparison
-from core.data import DatasetNotFoundError, cache_dir, dataset_available, default_root, load_splits
-from core.defence_grid import SHIPPED_DEFENCE_GRIDS, load_shipped_grids
-from core.images import UploadError
-from core.pipeline import ExperimentConfig, preset
-from core.poison import PoisonConfig, poison_training_set
-from core.run import SHIPPED_RUN, Run, run_choices, weak_students_note
-from core.storage import CheckpointError
-from core.train import TrainingCancelled, device_description
+from core.engine.data import DatasetNotFoundError, cache_dir, dataset_available, default_root, load_splits
+from core.engine.storage import CheckpointError
+from core.engine.train import TrainingCancelled, device_description
+from core.experiments.budget import SHIPPED_BUDGET, load_budget
+from core.experiments.compare import SHIPPED_COMPARISON, load_comparison
+from core.experiments.defence_grid import SHIPPED_DEFENCE_GRIDS, load_shipped_grids
+from core.experiments.pipeline import ExperimentConfig, preset
+from core.experiments.run import SHIPPED_RUN, Run, run_choices, weak_students_note
+from core.reporting import explore
+from core.reporting.images import UploadError
+from core.threats.poison import PoisonConfig, poison_training_set
 
 if TYPE_CHECKING:
     pass
@@ -107,8 +107,8 @@ CUSTOM_KNOB_RANGES = {
 
 def _knob_value_ok(knob: str, raw: str) -> bool:
     """Whether a link's value for a Custom-only knob is one its widget can take (eps=lots is not)."""
-    from core.poison import NOISE_SCOPES
-    from core.registry import ATTACKS
+    from core.engine.registry import ATTACKS
+    from core.threats.poison import NOISE_SCOPES
 
     if knob == "attack":
         return raw in ATTACKS.names() or raw in {ATTACKS.label(name) for name in ATTACKS.names()}
@@ -385,7 +385,7 @@ def cached_splits(root: str, trusted_fraction: float, seed: int, train_subset: f
 
 @st.cache_data(max_entries=2, show_spinner="Reading GTSRB...")
 def dataset_counts(root: str) -> tuple[int, int]:
-    from core.data import load_gtsrb
+    from core.engine.data import load_gtsrb
 
     return len(load_gtsrb("train", root)), len(load_gtsrb("test", root))
 
@@ -399,9 +399,10 @@ def run_splits(run: Run):
 def point_seconds_here(
     width: int, hidden: int, batch_size: int, steps: int, images: tuple, attack_steps: int, robust_steps: int
 ) -> float:
-    """Estimated seconds of one threshold point on this device (core.live.point_seconds); images: (name, count)."""
-    from core.live import point_seconds
-    from core.models import Classifier, ClassifierConfig
+    """Estimated seconds of one threshold point on this device (core.experiments.live.point_seconds); images: (name,
+    count)."""
+    from core.engine.models import Classifier, ClassifierConfig
+    from core.experiments.live import point_seconds
 
     return point_seconds(
         lambda: Classifier(ClassifierConfig(width=width, hidden=hidden)),
@@ -415,10 +416,11 @@ def point_seconds_here(
 
 @st.cache_data(max_entries=8, show_spinner="Timing this machine for the estimate (a few seconds)...")
 def experiment_seconds_here(config: ExperimentConfig, threads: int, shares: tuple[float, ...], points: int) -> dict:
-    """core.live.experiment_seconds of an experiment and its one-seed threshold curve (`points` points at sweep
+    """core.experiments.live.experiment_seconds of an experiment and its one-seed threshold curve (`points` points at
+    sweep
     settings over `shares`) on this machine, timed with the job's thread count."""
-    from core.live import experiment_seconds
-    from core.sweep import SweepConfig
+    from core.experiments.live import experiment_seconds
+    from core.experiments.sweep import SweepConfig
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -439,7 +441,7 @@ def file_stamp(path: str) -> int | None:
 
 
 def cached_defence_grid() -> dict | None:
-    """The threat x defence grid: the shipped grids as one (core.defence_grid.merge_grids) unless
+    """The threat x defence grid: the shipped grids as one (core.experiments.defence_grid.merge_grids) unless
     session_state["defence_grid_path"] names another file; None when there is none."""
     paths = (st.session_state["defence_grid_path"],) if "defence_grid_path" in st.session_state else None
     paths = tuple(str(path) for path in (paths or SHIPPED_DEFENCE_GRIDS))
@@ -495,7 +497,7 @@ def score_histogram(directory: str, score: str, bins: int = 80) -> dict:
 def slider_range(directory: str, score: str) -> tuple[float, float]:
     """The Threshold slider's range for a score: its minimum to its 99.9th percentile, widened to the paper's initial
     0.015 for the DAE (else to the run's own threshold)."""
-    from core.detect import PAPER_INITIAL_THRESHOLD
+    from core.detectors.detect import PAPER_INITIAL_THRESHOLD
 
     scores, _ = cached_scores(directory, score)
     run = cached_run(directory)
@@ -646,9 +648,10 @@ def enlarged(image, scale: int = 4) -> np.ndarray:
 
 
 def uploaded_image(data: bytes, name: str) -> np.ndarray:
-    """An image file's bytes as the models see it: 32x32 HWC uint8 pixels (core.images.read_upload: an UploadError
+    """An image file's bytes as the models see it: 32x32 HWC uint8 pixels (core.reporting.images.read_upload: an
+    UploadError
     says what was wrong with the file)."""
-    from core.images import read_upload
+    from core.reporting.images import read_upload
 
     return explore.as_pixels(read_upload(data, name))
 
@@ -673,8 +676,9 @@ def image_models(directory: str) -> dict:
 def image_analysis(directory: str, pixels: np.ndarray, threshold: float, attack: dict | None = None) -> list[dict]:
     """What Your images shows for one image: a row for the image as given and, when attack is set ({"name", "eps",
     "alpha", "steps", "target": "student" or "undefended"}), one for it attacked. Each row holds plain data: "image",
-    "reconstruction" and "error_map" as HWC uint8 pixels, numbers, top-5 lists (core.images.image_verdicts)."""
-    from core.images import image_verdicts
+    "reconstruction" and "error_map" as HWC uint8 pixels, numbers, top-5 lists
+    (core.reporting.images.image_verdicts)."""
+    from core.reporting.images import image_verdicts
 
     models, run = image_models(directory), cached_run(directory)
     images = [torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)]
@@ -746,7 +750,8 @@ def require_run() -> Run:
 
 
 def knob_widgets(spec, key_prefix: str, disabled: bool = False) -> tuple:
-    """A widget per knob an entry's spec owns (core.registry.Knob), in two columns: ("entry.knob", value) pairs for its
+    """A widget per knob an entry's spec owns (core.engine.registry.Knob), in two columns: ("entry.knob", value) pairs
+    for its
     config. Choices: a select box; a bool: a checkbox; a number: a number box within the knob's range."""
     if not spec.knobs:
         return ()
@@ -788,7 +793,7 @@ def test_set_size(directory: str) -> int:
 def teacher_probabilities(directory: str, index: int, temperature: float, k: int = 5) -> dict:
     """The run's teacher on GTSRB test image `index`: the image (HWC uint8 pixels), its label, and the top-k classes
     as (name, probability) at `temperature` and at 1."""
-    from core.images import top_classes
+    from core.reporting.images import top_classes
 
     teacher = cached_classifier(directory, "filter_distillation_teacher")
     test = run_splits(cached_run(directory)).test
@@ -832,9 +837,9 @@ def trained_daes(directory: str) -> list[dict]:
 def _trained_dae(folder: str, stamp: int | None):
     import json
 
-    from core.dae import DAEConfig
-    from core.models import DenoisingAutoencoder
-    from core.storage import load_weights
+    from core.detectors.dae import DAEConfig
+    from core.engine.models import DenoisingAutoencoder
+    from core.engine.storage import load_weights
 
     config = DAEConfig.from_dict(json.loads((Path(folder) / "dae.json").read_text())["config"])
     return load_weights(folder, "dae", DenoisingAutoencoder(config.model)).eval()
@@ -844,7 +849,7 @@ def dae_gallery(directory: str, trained_folder: str | None = None, count: int = 
     """A DAE trained here (its folder, when it is one of this run's), else the run's, on the first `count` delivered
     images of the example pool: "trained_here", "input" / "reconstruction" / "error_map" as lists of HWC uint8
     pixels, "mse" per image, "error_scale", "is_poisoned"."""
-    from core.images import error_colour_bar, reconstruction_view
+    from core.reporting.images import error_colour_bar, reconstruction_view
 
     trained_here = trained_folder in {entry["folder"] for entry in trained_daes(directory)}
     stamp = file_stamp(str(Path(trained_folder) / "dae.safetensors")) if trained_here else None
@@ -883,7 +888,8 @@ def load_surrogate(directory: str) -> None:
 
 @st.cache_data(max_entries=16, show_spinner="Crafting preview poisons (TAP and unlearnable: a few seconds)...")
 def poison_preview(directory: str, classes: tuple, per_class: int, config: PoisonConfig) -> dict:
-    """A few training images of the chosen classes poisoned with config (core.explore.poison_preview): "clean",
+    """A few training images of the chosen classes poisoned with config (core.reporting.explore.poison_preview):
+    "clean",
     "poisoned" and "amplified" as lists of HWC uint8 pixels, "labels", "stats", the surrogate's accuracy before and
     after."""
     run = cached_run(directory)
@@ -913,5 +919,5 @@ def _applied_poison(directory: str, config: PoisonConfig):
 
 def applied_poison_summary(directory: str, config: PoisonConfig) -> dict:
     """Poison the run's whole train split with config (crafted once per config, with a bar) and say what changed
-    (core.explore.applied_summary: counts and the perturbation's size)."""
+    (core.reporting.explore.applied_summary: counts and the perturbation's size)."""
     return explore.applied_summary(run_splits(cached_run(directory)).train, _applied_poison(directory, config))

@@ -5,8 +5,9 @@ and poison mask, the measured sweep curves, the example pool's scores): sent onc
 as base64 float32, about 280 KB for the paper run's 35,288), then every move is computed and drawn by the page's own
 JavaScript: the kept / dropped x clean / poisoned counts (two binary searches), precision, recall, F1, the operating
 points on the histogram, ROC and precision-recall panels, the student's accuracy read from the sweep (measured,
-interpolated or not measured: core.sweep.accuracy_at's rule), random and oracle at the same share
-(core.sweep.curve_at_share) and the kept / dropped example grids. The value goes back to the server (the session,
+interpolated or not measured: core.experiments.sweep.accuracy_at's rule), random and oracle at the same share
+(core.experiments.sweep.curve_at_share) and the kept / dropped example grids. The value goes back to the server (the
+session,
 the link, the other pages, *Train at this threshold*) when the drag ends. tests/test_threshold_view.py checks the
 page's numbers against core's for hundreds of thresholds. A Streamlit components-v2 component (inline HTML / CSS /
 JS in the app's page, no iframe, no second server); the server-side view stays for a browser without JavaScript.
@@ -21,7 +22,7 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from core.sweep import METRICS
+from core.experiments.sweep import METRICS
 
 CSS = """
 .tv { font-family: var(--st-font, sans-serif); color: var(--st-text-color, #262730); }
@@ -54,7 +55,7 @@ function above(sorted, t) {  // how many values are > t (sorted ascending)
 }
 const METRICS = ["clean_acc", "fgsm_acc", "ifgsm_acc", "adaptive_acc"];
 const RELEASE_AFTER_MS = 300;  // a pause this long ends a burst of key presses
-function accuracyAt(detector, t, tol) {  // core.sweep.accuracy_at
+function accuracyAt(detector, t, tol) {  // core.experiments.sweep.accuracy_at
   const pts = detector;  // sorted by threshold
   let nearest = pts[0];
   for (const p of pts) if (Math.abs(p.threshold - t) < Math.abs(nearest.threshold - t)) nearest = p;
@@ -78,7 +79,7 @@ function accuracyAt(detector, t, tol) {  // core.sweep.accuracy_at
     }
   }
 }
-function curveAtShare(points, share) {  // core.sweep.curve_at_share; points sorted by drop_share
+function curveAtShare(points, share) {  // core.experiments.sweep.curve_at_share; points sorted by drop_share
   if (share <= points[0].drop_share) return points[0].mean;
   const last = points[points.length - 1];
   if (share >= last.drop_share) return last.mean;
@@ -301,7 +302,7 @@ export default function (component) {
 
   // side by side: the leader announces the share it drops; a follower moves to the threshold dropping that share
   const all = new Float32Array(n); all.set(clean); all.set(poisoned, nClean); all.sort();
-  function thresholdForShare(share) {  // core.sweep.dropped_at: the highest kept score
+  function thresholdForShare(share) {  // core.experiments.sweep.dropped_at: the highest kept score
     const count = Math.min(Math.round(share * n), n - 1);
     return Math.min(Math.max(all[n - 1 - count], data.low), data.high);
   }
@@ -394,7 +395,7 @@ def view_data(scores, mask, curves, hist, sweep, pool, pool_scores, low, high, l
 @st.cache_data(max_entries=8, show_spinner="Preparing the instant view (once per run and score)...")
 def instant_data(directory: str, score: str, stamp=None) -> dict:
     """view_data for a run and score (stamp: the run's sweep.json time, so new points are sent)."""
-    from core.detect import filter_label
+    from core.detectors.detect import filter_label
     from ui.common import (
         cached_curves,
         cached_example_pool,

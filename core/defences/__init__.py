@@ -1,6 +1,6 @@
 """Training-time defences: what the defender does to the (poisoned) training set before its classifier trains.
 
-Each entry of core.registry.DEFENCES turns the training set into the one the classifier learns from (filter,
+Each entry of core.engine.registry.DEFENCES turns the training set into the one the classifier learns from (filter,
 purify, JPEG, grayscale) or changes how it learns (adversarial training). Anchors, CIFAR-10 / ResNet-18 at eps 8/255:
 JPEG quality 10 restores TAP to 83.9% and error-minimising noise to 81.5%; grayscale restores error-minimising
 noise (93.0%) but not TAP (9.1%) (Liu et al. 2023, image shortcut squeezing). Purification adds noise larger than
@@ -20,11 +20,11 @@ from torch import nn
 from torchvision.transforms.functional import rgb_to_grayscale
 
 from core.attacks import pgd
-from core.data import ImageSet
-from core.models import AutoencoderConfig, DenoisingAutoencoder
-from core.registry import DEFENCES, DETECTORS, DefenceSpec, checked_knobs, knob_value
-from core.train import TrainConfig, predict, reconstruction_loss, to_float_images
-from core.train import train as train_model
+from core.engine.data import ImageSet
+from core.engine.models import AutoencoderConfig, DenoisingAutoencoder
+from core.engine.registry import DEFENCES, DETECTORS, DefenceSpec, checked_knobs, knob_value
+from core.engine.train import TrainConfig, predict, reconstruction_loss, to_float_images
+from core.engine.train import train as train_model
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,8 @@ LATER_DEFAULTS = {
 class DefenceContext:
     """What the defender has: its DAE, the drop decision of any detector on the training set, its trusted clean
     images, and the run's classifier (a fresh one and its training recipe). cached(role, key, build, fit) -> a model
-    fitted once per key and run (core.pipeline.ModelCache under the run's poisons); by default, fitted every time."""
+    fitted once per key and run (core.experiments.pipeline.ModelCache under the run's poisons); by default, fitted
+    every time."""
 
     autoencoder: nn.Module
     drop_mask: Callable[[str], torch.Tensor]  # detector name -> bool per training image (True: dropped)
@@ -125,7 +126,7 @@ class Purifier(nn.Module):
     def __init__(self, autoencoder: nn.Module, sigma: float, seed: int):
         super().__init__()
         self.autoencoder, self.sigma, self.seed = autoencoder, sigma, seed
-        self.stochastic = sigma > 0  # core.robust attacks it with EOT when asked
+        self.stochastic = sigma > 0  # core.attacks.robust attacks it with EOT when asked
         self.reset()
 
     def reset(self) -> None:

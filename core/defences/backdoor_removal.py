@@ -1,4 +1,5 @@
-"""Backdoor removal: defences that repair the classifier trained on the poisoned set (core.registry.DEFENCES entries
+"""Backdoor removal: defences that repair the classifier trained on the poisoned set (core.engine.registry.DEFENCES
+entries
 with `after_training`). Anchors, BackdoorBench (CIFAR-10, PreAct-ResNet18, BadNets at 1%): attack success 1.48% after
 fine-tuning on clean data, 0% after ABL, at 83-91% clean accuracy.
 
@@ -25,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.data import ImageSet
 from core.defences import DefenceConfig, DefenceContext
-from core.registry import DEFENCES, DefenceSpec, Knob
-from core.train import hard_label_loss, predict, to_float_images, train
+from core.engine.data import ImageSet
+from core.engine.registry import DEFENCES, DefenceSpec, Knob
+from core.engine.train import hard_label_loss, predict, to_float_images, train
 
 LGA_GAMMA = 0.5  # Li et al.'s loss floor for the isolation model
 ISOLATION_EPOCHS = 2  # passes with the LGA loss before isolating (Li et al.: 20 of 100 epochs; ours train 4 in all)
@@ -83,7 +84,7 @@ def unlearn(model: nn.Module, isolated: ImageSet, rest: ImageSet, config: Defenc
     rest of the training set twice its size. Li et al.'s plain ascent (their 5e-4 x 20 passes) took our classifier
     from 91.3% to 5.5% clean on the compare preset (backdoor, seed 0); capped and anchored this way, 80 passes at
     0.01 left it at 91.8% with attack success 1.3% (issue 24's probe)."""
-    torch.manual_seed(config.seed)  # dropout draws from the global generator: seeded, as core.train.train does
+    torch.manual_seed(config.seed)  # dropout draws from the global generator: seeded, as core.engine.train.train does
     unlearned = copy.deepcopy(model).train()  # train mode, as Li et al.: in eval mode the saturated loss barely moves
     device = next(unlearned.parameters()).device
     optimizer = torch.optim.SGD(unlearned.parameters(), lr=config.abl_unlearn_lr, momentum=0.9, weight_decay=5e-4)

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.registry import DEFENCES, DefenceSpec, Knob
-from core.train import random_translate, to_float_images
+from core.engine.registry import DEFENCES, DefenceSpec, Knob
+from core.engine.train import random_translate, to_float_images
 
 NAME = "ft_sam"
 

@@ -8,9 +8,9 @@ grayscale defence), JPEG on the training set (as the jpeg defence). Cost: one pl
 
 from __future__ import annotations
 
-from core.data import ImageSet
 from core.defences import GrayscaleInput, grayscale, jpeg
-from core.registry import DEFENCES, DefenceSpec, Knob
+from core.engine.data import ImageSet
+from core.engine.registry import DEFENCES, DefenceSpec, Knob
 
 NAME = "grayscale_jpeg"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torchvision.transforms.functional import rgb_to_grayscale
 
-from core.registry import DEFENCES, DefenceSpec, Knob
+from core.engine.registry import DEFENCES, DefenceSpec, Knob
 
 NAME = "grayscale_noise"
 
@@ -25,7 +25,8 @@ def grayscale_and_noise(x: torch.Tensor, share_grey: float, sigma: float, genera
 
 
 def augmenter(config):
-    """The per-batch augmentation as a core.train.Adversary (it ignores the model), seeded by the defence's seed."""
+    """The per-batch augmentation as a core.engine.train.Adversary (it ignores the model), seeded by the defence's
+    seed."""
     share_grey, sigma = config.knob(NAME, "share_grey"), config.knob(NAME, "sigma")
     generator = torch.Generator().manual_seed(config.seed)
     return lambda model, x, labels: grayscale_and_noise(x, share_grey, sigma, generator)

@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.data import NUM_CLASSES, ImageSet
 from core.defences import purified
-from core.registry import DEFENCES, DefenceSpec, Knob
-from core.train import to_float_images
+from core.engine.data import NUM_CLASSES, ImageSet
+from core.engine.registry import DEFENCES, DefenceSpec, Knob
+from core.engine.train import to_float_images
 
 NAME = "orthogonal_projection"
 LINEAR_BATCH = 128

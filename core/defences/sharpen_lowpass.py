@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.registry import DEFENCES, DefenceSpec, Knob
+from core.engine.registry import DEFENCES, DefenceSpec, Knob
 
 NAME = "sharpen_lowpass"
 BLUR_KERNEL = torch.tensor([1.0, 2.0, 1.0]) / 4  # the unsharp mask's blur: a 3x3 binomial filter

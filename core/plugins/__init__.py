@@ -1,2 +1,3 @@
 """Drop a module here to add an attack, threat model or detector: it is imported with the built-in entries
-(core.registry.load_builtins) and registers itself with ATTACKS / THREATS / DETECTORS.register (README: Extending)."""
+(core.engine.registry.load_builtins) and registers itself with ATTACKS / THREATS / DETECTORS.register (README:
+Extending)."""

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 
-from core.registry import STUDIES, StudySpec
+from core.engine.registry import STUDIES, StudySpec
 
 __all__ = [
     "STUDIES",
@@ -40,7 +40,8 @@ KNOB_TABLES = ("attacks", "threats", "detectors", "defences")  # the registries 
 
 def knob_option(*tables: str):
     """A study option holding the knobs of the named registries' entries (KNOB_TABLES), as ("entry.knob", value)
-    pairs: each knob of each registered entry becomes its own flag, --entry-knob (core/registry.py: Knob), so a knob
+    pairs: each knob of each registered entry becomes its own flag, --entry-knob (core/engine/registry.py: Knob), so a
+    knob
     declared in an entry's spec reaches the command line with nothing else to write."""
     unknown = set(tables) - set(KNOB_TABLES)
     if unknown or not tables:
@@ -51,7 +52,7 @@ def knob_option(*tables: str):
 def knobs_in(settings: tuple, *tables: str) -> tuple:
     """The knob settings (("entry.knob", value) pairs) whose entry is registered in one of `tables` ("threats",
     ...)."""
-    import core.registry as registry
+    import core.engine.registry as registry
 
     names = {name for table in tables for name in getattr(registry, table.upper()).names()}
     return tuple((name, value) for name, value in settings if name.partition(".")[0] in names)
@@ -83,7 +84,7 @@ class DataOptions:
 
 @dataclass(frozen=True)
 class ExecutorOptions:
-    """Where a grid's cells run (core.executor): inherited by the studies that have cells."""
+    """Where a grid's cells run (core.engine.executor): inherited by the studies that have cells."""
 
     executor: str = option("local", "local: in this process; ray: one task per cell", choices=("local", "ray"))
     ray_address: str | None = option(None, "'auto' or ray://host:port (default: start a Ray instance on this machine)")
@@ -91,7 +92,7 @@ class ExecutorOptions:
     gpus_per_cell: float = option(0.0, "ray: GPU share per cell (0.25: four a GPU)")
 
     def executor_config(self):
-        from core.executor import ExecutorConfig
+        from core.engine.executor import ExecutorConfig
 
         return ExecutorConfig(self.executor, self.ray_address, self.cpus_per_cell, self.gpus_per_cell)
 
@@ -126,7 +127,7 @@ parse_truth.__name__ = "true-or-false"  # what argparse names when a value is ne
 
 def knob_flag_specs(field_name: str, tables: tuple[str, ...]) -> list[FlagSpec]:
     """One flag per knob of every entry registered in the named tables: --entry-knob, default unset (the spec's)."""
-    import core.registry as registry
+    import core.engine.registry as registry
 
     specs = []
     for table in tables:
@@ -199,7 +200,7 @@ def _value_type(hint, where: str) -> tuple[type, bool]:
 
 def load_run(run_dir: Path):
     """A finished run's folder, with a note on stderr when it was made with an older recipe."""
-    from core.run import Run, warn_if_outdated
+    from core.experiments.run import Run, warn_if_outdated
 
     run = Run.load(run_dir)
     warn_if_outdated(run)

@@ -1,12 +1,12 @@
 """`python -m core abstain`: MC-dropout abstention of a finished run's student, its coverage and accuracy
-(abstention.json in the run; core/abstain.py computes)."""
+(abstention.json in the run; core/detectors/abstain.py computes)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.run import ABSTENTION_FILE
+from core.experiments.run import ABSTENTION_FILE
 from core.studies import STUDIES, DataOptions, StudySpec, load_run, option
 
 
@@ -20,13 +20,13 @@ class AbstainOptions:
 
 
 def main(options: AbstainOptions, data: DataOptions) -> int:
-    from core.run import add_abstention
+    from core.experiments.run import add_abstention
 
     run = load_run(options.run_dir)
     report = add_abstention(
         run, options.model, options.passes, options.fpr, options.test_subset, data.data_root, data.download
     )
-    from core.report import format_abstention
+    from core.reporting.report import format_abstention
 
     print(format_abstention(options.model, report))
     print(f"abstention: {options.run_dir / 'abstention.json'}")

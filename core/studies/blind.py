@@ -1,4 +1,5 @@
-"""`python -m core blind`: each defence's setting chosen on clean data, before any grid sees a poison (core/blind.py
+"""`python -m core blind`: each defence's setting chosen on clean data, before any grid sees a poison
+(core/experiments/blind.py
 computes; settings.json in --out, which `python -m core defences --blind` reads)."""
 
 from __future__ import annotations
@@ -6,13 +7,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.blind import BLIND_FILE
+from core.experiments.blind import BLIND_FILE
 from core.studies import RUNS_DIR, STUDIES, DataOptions, Stages, StudySpec, option
 from core.studies.run import PRESETS
 
 
 def _tunable() -> tuple[str, ...]:
-    from core.blind import blindly_tunable
+    from core.experiments.blind import blindly_tunable
 
     return blindly_tunable()
 
@@ -37,8 +38,8 @@ class BlindOptions:
 def main(options: BlindOptions, data: DataOptions) -> int:
     from dataclasses import replace
 
-    from core.blind import blind_settings, format_blind_settings
-    from core.pipeline import preset
+    from core.experiments.blind import blind_settings, format_blind_settings
+    from core.experiments.pipeline import preset
 
     out = options.out / BLIND_FILE.name
     experiment = replace(preset(options.preset), seed=options.seed)

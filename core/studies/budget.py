@@ -1,16 +1,17 @@
 """`python -m core budget`: TAP / unlearnable clean accuracy against eps, the poisoned share and (TAP) the smooth
-scale, undefended and behind defences; written after every point (core/budget.py computes; budget.json in --out)."""
+scale, undefended and behind defences; written after every point (core/experiments/budget.py computes; budget.json in
+--out)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from core.budget import BUDGET_DEFENCES, BUDGET_FILE, budget_threats
-from core.poison import SMOOTH_SCALES
-from core.registry import DEFENCES, THREATS
+from core.engine.registry import DEFENCES, THREATS
+from core.experiments.budget import BUDGET_DEFENCES, BUDGET_FILE, budget_threats
 from core.studies import RUNS_DIR, STUDIES, DataOptions, Stages, StudySpec, option
 from core.studies.run import PRESETS
+from core.threats.poison import SMOOTH_SCALES
 
 
 @dataclass(frozen=True)
@@ -32,9 +33,9 @@ class BudgetOptions:
 
 
 def main(options: BudgetOptions, data: DataOptions) -> int:
-    from core.budget import budget_curve
-    from core.pipeline import preset
-    from core.report import report_budget
+    from core.experiments.budget import budget_curve
+    from core.experiments.pipeline import preset
+    from core.reporting.report import report_budget
 
     experiment = preset(options.preset)
     if options.train_subset is not None:

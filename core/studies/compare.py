@@ -1,13 +1,13 @@
 """`python -m core compare`: every registered poison detector against the no-filter, random and oracle controls, per
-threat model, over seeds; resumable cell by cell (core/compare.py computes; compare.json in --out)."""
+threat model, over seeds; resumable cell by cell (core/experiments/compare.py computes; compare.json in --out)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from core.compare import COMPARISON_FILE, DEFAULT_THREATS
-from core.registry import DETECTORS, THREATS
+from core.engine.registry import DETECTORS, THREATS
+from core.experiments.compare import COMPARISON_FILE, DEFAULT_THREATS
 from core.studies import (
     RUNS_DIR,
     STUDIES,
@@ -43,9 +43,9 @@ class CompareOptions(ExecutorOptions):
             raise ValueError(f"--seeds must be >= 1, got {self.seeds}")
 
     def compare_config(self):
-        from core.compare import CompareConfig
-        from core.detect import CONTROLS, ThresholdConfig
-        from core.pipeline import preset
+        from core.detectors.detect import CONTROLS, ThresholdConfig
+        from core.experiments.compare import CompareConfig
+        from core.experiments.pipeline import preset
 
         experiment = preset(self.preset)
         if self.expected_poison is not None:
@@ -67,7 +67,7 @@ class CompareOptions(ExecutorOptions):
 
 
 def main(options: CompareOptions, data: DataOptions) -> int:
-    from core.compare import compare, finished_comparisons, format_comparison, load_comparison
+    from core.experiments.compare import compare, finished_comparisons, format_comparison, load_comparison
 
     config = options.compare_config()
     out = options.out / "compare.json"

@@ -25,7 +25,7 @@ class DaeOptions:
 
     def dae_config(self, base):
         """The run's DAEConfig with every option given."""
-        from core.models import AutoencoderConfig
+        from core.engine.models import AutoencoderConfig
 
         model = {k: getattr(self, k) for k in ("depth", "width", "latent_dim") if getattr(self, k) is not None}
         train = {k: getattr(self, k) for k in ("optimizer", "learning_rate", "momentum", "epochs")}
@@ -36,9 +36,9 @@ class DaeOptions:
 
 
 def main(options: DaeOptions, data: DataOptions) -> int:
-    from core.dae import denoising_pairs, train_dae
-    from core.detect import reconstruction_error
-    from core.storage import save_model
+    from core.detectors.dae import denoising_pairs, train_dae
+    from core.detectors.detect import reconstruction_error
+    from core.engine.storage import save_model
 
     run = load_run(options.run_dir)
     config = options.dae_config(run.config.dae)  # bad values fail here, before any work

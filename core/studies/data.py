@@ -13,7 +13,7 @@ class NoOptions:
 
 
 def main(options: NoOptions, data: DataOptions) -> int:
-    from core.data import default_root, load_gtsrb
+    from core.engine.data import default_root, load_gtsrb
 
     root = data.data_root or default_root()
     train, test = load_gtsrb("train", root, data.download), load_gtsrb("test", root, data.download)

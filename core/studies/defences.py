@@ -1,14 +1,14 @@
 """`python -m core defences`: every threat case x every registered training-time defence, over seeds, resumable case
-by case (core/defence_grid.py computes; defences.json in --out)."""
+by case (core/experiments/defence_grid.py computes; defences.json in --out)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from core.defence_grid import DEFENCE_GRID_FILE
 from core.defences import DefenceConfig  # its defaults are the flags' defaults
-from core.registry import DEFENCES, DETECTORS
+from core.engine.registry import DEFENCES, DETECTORS
+from core.experiments.defence_grid import DEFENCE_GRID_FILE
 from core.studies import (
     RUNS_DIR,
     STUDIES,
@@ -24,7 +24,7 @@ from core.studies.run import PRESETS
 
 
 def _case_names() -> tuple[str, ...]:
-    from core.defence_grid import grid_cases
+    from core.experiments.defence_grid import grid_cases
 
     return tuple(grid_cases())
 
@@ -65,15 +65,15 @@ class DefencesOptions(ExecutorOptions):
 
     def defence_knobs(self) -> tuple:
         """The defences' knobs: those of `--blind`'s file, then any given as flags (a flag wins)."""
-        from core.blind import BLIND_FILE
+        from core.experiments.blind import BLIND_FILE
 
         chosen = BLIND_FILE.read(self.blind, missing_ok=False)["knobs"] if self.blind else {}
         return tuple({**chosen, **dict(knobs_in(self.knobs, "defences"))}.items())
 
     def grid_config(self):
-        from core.defence_grid import DefenceGridConfig
         from core.defences import DefenceConfig
-        from core.pipeline import preset
+        from core.experiments.defence_grid import DefenceGridConfig
+        from core.experiments.pipeline import preset
 
         experiment = preset(self.preset)
         names = ("train_subset", "test_subset", "defender_epochs")
@@ -109,7 +109,7 @@ class DefencesOptions(ExecutorOptions):
 
 
 def main(options: DefencesOptions, data: DataOptions) -> int:
-    from core.defence_grid import defence_grid, finished_runs, format_defence_grid, load_defence_grid
+    from core.experiments.defence_grid import defence_grid, finished_runs, format_defence_grid, load_defence_grid
 
     config = options.grid_config()
     out = options.out / "defences.json"

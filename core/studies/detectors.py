@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.compare import DETECTORS_FILE
+from core.experiments.compare import DETECTORS_FILE
 from core.studies import RUNS_DIR, STUDIES, DataOptions, Stages, StudySpec, load_run, option
 
 
@@ -29,7 +29,7 @@ def format_detectors(summary: dict) -> str:
 
 
 def main(options: DetectorsOptions, data: DataOptions) -> int:
-    from core.run import add_detectors
+    from core.experiments.run import add_detectors
 
     run = load_run(options.run_dir)
     with Stages() as stages:

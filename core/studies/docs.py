@@ -1,4 +1,5 @@
-"""`python -m core docs`: README and docs/ regenerated from the shipped files (core/docs.py); `--check` only says
+"""`python -m core docs`: README and docs/ regenerated from the shipped files (core/reporting/docs.py); `--check` only
+says
 which generated blocks are stale (exit 1), as CI does."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ class DocsOptions:
 
 
 def main(options: DocsOptions, data: DataOptions) -> int:
-    from core.docs import DOCUMENTS, update
+    from core.reporting.docs import DOCUMENTS, update
 
     missing = [document for document in DOCUMENTS if not (options.root / document).is_file()]
     if missing:

@@ -7,8 +7,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.experiments.sweep import POINTS_FILE
 from core.studies import STUDIES, DataOptions, Stages, StudySpec, load_run, note, option
-from core.sweep import POINTS_FILE
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class PointOptions:
 
 
 def main(options: PointOptions, data: DataOptions) -> int:
-    from core.sweep import add_point, measured_point, sweep_steps
+    from core.experiments.sweep import add_point, measured_point, sweep_steps
 
     run = load_run(options.run_dir)
     scores = run.scores_of(options.score)  # a score not on the run: CheckpointError before any work

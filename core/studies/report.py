@@ -1,5 +1,5 @@
 """`python -m core report`: the numbers README states about a run (and a comparison, defence grid or budget curves),
-computed from their files with standard errors (core/report.py computes)."""
+computed from their files with standard errors (core/reporting/report.py computes)."""
 
 from __future__ import annotations
 
@@ -20,20 +20,20 @@ class ReportOptions:
 
 
 def main(options: ReportOptions, data: DataOptions) -> int:
-    from core.budget import load_budget
-    from core.compare import load_comparison
-    from core.defence_grid import load_defence_grid, merge_grids
-    from core.report import (
+    from core.engine.storage import CheckpointError
+    from core.experiments.budget import load_budget
+    from core.experiments.compare import load_comparison
+    from core.experiments.defence_grid import load_defence_grid, merge_grids
+    from core.reporting.report import (
         defence_grid_markdown,
         report_budget,
         report_comparison,
         report_defence_grid,
-        report_defence_verdicts,
+        report_defence_ranking,
         report_points,
         report_run,
         report_sweep,
     )
-    from core.storage import CheckpointError
 
     # Every file named is read before the (slow) run report, so a wrong path fails at once.
     comparison = load_comparison(options.comparison) if options.comparison else None
@@ -56,7 +56,7 @@ def main(options: ReportOptions, data: DataOptions) -> int:
         print(report_comparison(comparison))
     if grid is not None:
         print(report_defence_grid(grid))
-        print(report_defence_verdicts(grid))
+        print("\nEvery defence ranked by its worst case over every poison:\n" + report_defence_ranking(grid))
         print("\nREADME's table:\n" + defence_grid_markdown(grid))
     if curves is not None:
         print(report_budget(curves))

@@ -1,12 +1,12 @@
 """`python -m core robustness`: adaptive, transfer and eps-curve robustness of a finished run's models (stored in
-its robustness.json; core/robust.py computes)."""
+its robustness.json; core/attacks/robust.py computes)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.run import ROBUSTNESS_FILE
+from core.experiments.run import ROBUSTNESS_FILE
 from core.studies import STUDIES, DataOptions, ExecutorOptions, Stages, StudySpec, load_run, option
 
 
@@ -18,15 +18,16 @@ class RobustnessOptions(ExecutorOptions):  # a cell per model
 
 
 def robustness_of(run, test_subset: float, steps: int, data: DataOptions, executor) -> dict:
-    """Measure and store the run's robustness (core.run.add_robustness), with the command line's progress bars."""
-    from core.run import add_robustness
+    """Measure and store the run's robustness (core.experiments.run.add_robustness), with the command line's progress
+    bars."""
+    from core.experiments.run import add_robustness
 
     with Stages() as stages:
         return add_robustness(run, test_subset, steps, data.data_root, data.download, stages, executor)
 
 
 def main(options: RobustnessOptions, data: DataOptions) -> int:
-    from core.report import format_robustness
+    from core.reporting.report import format_robustness
 
     run = load_run(options.run_dir)
     robust = robustness_of(run, options.test_subset, options.steps, data, options.executor_config())

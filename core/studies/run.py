@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from core.pipeline import PRESETS as PRESET_TABLE
-from core.registry import ATTACKS, THREATS
-from core.run import SEEDS_FILE
+from core.engine.registry import ATTACKS, THREATS
+from core.experiments.pipeline import PRESETS as PRESET_TABLE
+from core.experiments.run import SEEDS_FILE
 from core.studies import (
     RUNS_DIR,
     STUDIES,
@@ -21,12 +21,12 @@ from core.studies import (
     option,
 )
 
-PRESETS = tuple(PRESET_TABLE)  # core.pipeline.PRESETS' names
+PRESETS = tuple(PRESET_TABLE)  # core.experiments.pipeline.PRESETS' names
 OPTUNA_STORAGE = f"sqlite:///{RUNS_DIR}/optuna.db"
 
 
 def _noise_scopes() -> tuple[str, ...]:
-    from core.poison import NOISE_SCOPES
+    from core.threats.poison import NOISE_SCOPES
 
     return NOISE_SCOPES
 
@@ -74,7 +74,7 @@ class RunOptions(ExecutorOptions):  # with --seeds K: one cell per seed
         False, "also run the adaptive / transfer / eps-curve evaluation (as the robustness command) on the new run"
     )
     robust_test_subset: float = option(0.08, "with --robustness: share of the test set to attack")
-    seed: int = option(0, "the run's seed (every seed of its stages is derived from it: core/recipe.py)")
+    seed: int = option(0, "the run's seed (every seed of its stages is derived from it: core/engine/recipe.py)")
     seeds: int = option(1, "run seeds seed..seed+K-1 (each into OUT/seed<k>) and report mean +- std")
     out: Path | None = option(
         None, "write results.json, models, poisons and scores here (default: runs/<preset>-seed<seed>)"
@@ -117,8 +117,8 @@ def check_writable(flag: str, folder: Path) -> None:
 def experiment_of(options: RunOptions):
     """The ExperimentConfig the options describe: the preset, then the chosen threat's own defaults (TAP: eps 8/255,
     40 steps, all of train), then every option given."""
-    from core.detect import ThresholdConfig
-    from core.pipeline import preset
+    from core.detectors.detect import ThresholdConfig
+    from core.experiments.pipeline import preset
 
     config = preset(options.preset, seed=options.seed)
     poison = config.poison.with_threat(options.threat) if options.threat is not None else config.poison
@@ -154,7 +154,7 @@ def run_arguments(config) -> list[str]:
     """The flags of `python -m core run` that make this ExperimentConfig from its preset (experiment_of inverts it):
     what a background job runs for the app's *Run the experiment*. The preset's own other settings stay as they are;
     a temperature other than the preset's is passed on."""
-    from core.pipeline import preset
+    from core.experiments.pipeline import preset
 
     p = config.poison
     arguments = ["--preset", config.preset, "--seed", str(config.seed), "--threat", p.threat, "--attack", p.attack]
@@ -173,7 +173,7 @@ def run_arguments(config) -> list[str]:
 
 def best_trial_dae(dae, storage: str, study_name: str):
     """The DAE config with the Optuna study's best trial's hyperparameters (`python -m core tune` makes the study)."""
-    from core.dae import TuneConfig, config_from_params, load_study_if_any, redacted
+    from core.detectors.dae import TuneConfig, config_from_params, load_study_if_any, redacted
 
     study = load_study_if_any(TuneConfig(storage=storage, study_name=study_name))
     try:
@@ -185,9 +185,9 @@ def best_trial_dae(dae, storage: str, study_name: str):
 
 
 def main(options: RunOptions, data: DataOptions) -> int:
-    from core.executor import Cell, run_cells, worker_paths
-    from core.report import format_results, format_robustness, format_seeds
-    from core.run import Run, run_cell, seed_config, seed_dir, summarise_seeds
+    from core.engine.executor import Cell, run_cells, worker_paths
+    from core.experiments.run import Run, run_cell, seed_config, seed_dir, summarise_seeds
+    from core.reporting.report import format_results, format_robustness, format_seeds
     from core.studies.robustness import robustness_of
 
     for flag, folder in (("--out", options.out), ("--cache-dir", options.cache_dir)):

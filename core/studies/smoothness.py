@@ -1,12 +1,12 @@
 """`python -m core smoothness`: TAP's budget spent on a coarser grid against the residual detector: the detectors'
-ROC AUC and the damage per scale (core/adaptive.py computes; smoothness.json in --out)."""
+ROC AUC and the damage per scale (core/experiments/smoothness.py computes; smoothness.json in --out)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from core.adaptive import SMOOTHNESS_FILE
+from core.experiments.smoothness import SMOOTHNESS_FILE
 from core.studies import RUNS_DIR, STUDIES, DataOptions, Stages, StudySpec, option
 from core.studies.run import PRESETS
 
@@ -23,8 +23,8 @@ class SmoothnessOptions:
 
 
 def main(options: SmoothnessOptions, data: DataOptions) -> int:
-    from core.adaptive import smoothness_sweep
-    from core.pipeline import preset
+    from core.experiments.pipeline import preset
+    from core.experiments.smoothness import smoothness_sweep
 
     experiment = preset(options.preset)
     if options.train_subset is not None:
@@ -40,7 +40,7 @@ def main(options: SmoothnessOptions, data: DataOptions) -> int:
             steps=options.steps,
         )
     SMOOTHNESS_FILE.write(options.out / "smoothness.json", result)
-    from core.report import format_smoothness
+    from core.reporting.report import format_smoothness
 
     print(format_smoothness(result))
     print(f"smoothness: {options.out / 'smoothness.json'}  ({result['seconds']:.0f} s)")

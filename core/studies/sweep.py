@@ -1,13 +1,14 @@
 """`python -m core sweep`: the student's accuracy against the share of the training set a filter drops (the run's
-detector, random and oracle), over seeds, resumable point by point (core/sweep.py computes; sweep.json in the run)."""
+detector, random and oracle), over seeds, resumable point by point (core/experiments/sweep.py computes; sweep.json in
+the run)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from core.experiments.sweep import FILTERS, SWEEP_FILE
 from core.studies import RUNS_DIR, STUDIES, DataOptions, ExecutorOptions, Stages, StudySpec, load_run, note, option
-from core.sweep import FILTERS, SWEEP_FILE
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class SweepOptions(ExecutorOptions):
             raise ValueError(f"--refine must be in 0..50, got {self.refine}")
 
     def sweep_config(self):
-        from core.sweep import SweepConfig
+        from core.experiments.sweep import SweepConfig
 
         shares = self.drop_shares or tuple(round(0.9 * index / (self.points - 1), 4) for index in range(self.points))
         return SweepConfig(
@@ -55,9 +56,9 @@ class SweepOptions(ExecutorOptions):
 
 
 def main(options: SweepOptions, data: DataOptions) -> int:
-    from core.live import point_estimate
-    from core.storage import CheckpointError
-    from core.sweep import format_sweep, read_sweep_file, shares_around, sweep_run
+    from core.engine.storage import CheckpointError
+    from core.experiments.live import point_estimate
+    from core.experiments.sweep import format_sweep, read_sweep_file, shares_around, sweep_run
 
     run = load_run(options.run_dir)
     config = options.sweep_config()

@@ -29,8 +29,8 @@ class TuneOptions:
 def main(options: TuneOptions, data: DataOptions) -> int:
     from tqdm import tqdm
 
-    from core.dae import TuneConfig, open_storage, redacted, tune_workers, worker_shares
-    from core.pipeline import preset, tuning_pairs
+    from core.detectors.dae import TuneConfig, open_storage, redacted, tune_workers, worker_shares
+    from core.experiments.pipeline import preset, tuning_pairs
 
     run = load_run(options.run_dir) if options.run_dir else None  # a missing run fails before any work
     config = run.config if run else preset(options.preset, seed=options.seed)
@@ -50,7 +50,7 @@ def main(options: TuneOptions, data: DataOptions) -> int:
     )
     with Stages() as stages:
         if run:
-            from core.dae import denoising_pairs
+            from core.detectors.dae import denoising_pairs
 
             splits = run.splits(data.data_root, data.download)
             inputs, targets = denoising_pairs(run.dae_data(splits), run.classifier("defender"), config.dae, stages)

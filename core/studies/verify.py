@@ -1,5 +1,6 @@
 """`python -m core verify`: recompute a stratified sample of a shipped run's numbers from its stored models and
-poisons, or check what follows from a compare.json alone (core/verify.py computes). Exit 1 when any differs."""
+poisons, or check what follows from a compare.json alone (core/experiments/verify.py computes). Exit 1 when any
+differs."""
 
 from __future__ import annotations
 
@@ -30,10 +31,10 @@ def format_checks(checks: list[dict]) -> str:
 
 
 def main(options: VerifyOptions, data: DataOptions) -> int:
-    from core.verify import verify_comparison, verify_run
+    from core.experiments.verify import verify_comparison, verify_run
 
     if options.comparison:
-        from core.compare import load_comparison
+        from core.experiments.compare import load_comparison
 
         checks, target = verify_comparison(load_comparison(options.comparison)), options.comparison
     else:

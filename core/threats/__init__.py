@@ -1,4 +1,4 @@
-"""Threat models, one file each; importing this package registers them in core.registry.THREATS.
+"""Threat models, one file each; importing this package registers them in core.engine.registry.THREATS.
 The import order is the order the CLI and the app list them in."""
 
 # isort: skip_file

@@ -14,7 +14,7 @@ from __future__ import annotations
 from torch import nn
 
 from core.defences import DifferentiableJPEG, GrayscaleInput
-from core.registry import THREATS, ThreatSpec
+from core.engine.registry import THREATS, ThreatSpec
 from core.threats.tap import poison_with_tap
 from core.threats.unlearnable import poison_with_unlearnable_noise
 
@@ -49,7 +49,7 @@ for base, name, label, apply, through, known in (
         "jpeg",
     ),
 ):
-    spec = THREATS[base]
+    spec = THREATS.registered(base)  # registered above it by core/threats/__init__.py
     THREATS.register(
         ThreatSpec(
             name=name,

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import torch
 
-from core.data import ImageSet
-from core.poison import PoisonConfig, PoisonedSet, choose_poison_indices, poison_mask, target_success
-from core.registry import THREATS, ThreatSpec
+from core.engine.data import ImageSet
+from core.engine.registry import THREATS, ThreatSpec
+from core.threats.poison import PoisonConfig, PoisonedSet, choose_poison_indices, poison_mask, target_success
 
 
 def trigger_patch(size: int) -> torch.Tensor:

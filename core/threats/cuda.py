@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from core.data import NUM_CLASSES, ImageSet
-from core.poison import PoisonConfig, PoisonedSet, choose_poison_indices, poison_mask
-from core.registry import THREATS, Knob, ThreatSpec
+from core.engine.data import NUM_CLASSES, ImageSet
+from core.engine.registry import THREATS, Knob, ThreatSpec
+from core.threats.poison import PoisonConfig, PoisonedSet, choose_poison_indices, poison_mask
 
 KERNEL_SIZE = Knob("kernel_size", 3, "side k of each class's blur kernel, in pixels (their 3)", choices=(3, 5, 7))
 BLUR = Knob(

@@ -3,9 +3,9 @@ Attack success: the share of the source class's test images classified as the ta
 
 from __future__ import annotations
 
-from core.data import ImageSet
-from core.poison import PoisonConfig, PoisonedSet, choose_poison_indices, poison_mask, target_success
-from core.registry import THREATS, ThreatSpec
+from core.engine.data import ImageSet
+from core.engine.registry import THREATS, ThreatSpec
+from core.threats.poison import PoisonConfig, PoisonedSet, choose_poison_indices, poison_mask, target_success
 
 
 def flip_labels(train: ImageSet, config: PoisonConfig, progress=None) -> PoisonedSet:

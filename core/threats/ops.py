@@ -15,9 +15,9 @@ import itertools
 
 import torch
 
-from core.data import NUM_CLASSES, ImageSet
-from core.poison import PoisonConfig, PoisonedSet, choose_poison_indices, poison_mask
-from core.registry import THREATS, ThreatSpec
+from core.engine.data import NUM_CLASSES, ImageSet
+from core.engine.registry import THREATS, ThreatSpec
+from core.threats.poison import PoisonConfig, PoisonedSet, choose_poison_indices, poison_mask
 
 COLOURS = torch.tensor(list(itertools.product((0, 255), repeat=3)), dtype=torch.float32)  # (8, 3): saturated colours
 

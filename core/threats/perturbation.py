@@ -3,9 +3,9 @@ surrogate with a registered attack (FGSM / I-FGSM / PGD), labels kept, delivered
 
 from __future__ import annotations
 
-from core.data import ImageSet
-from core.poison import PoisonConfig, PoisonedSet, choose_poison_indices, craft, poison_mask, quantise_toward
-from core.registry import THREATS, ThreatSpec
+from core.engine.data import ImageSet
+from core.engine.registry import THREATS, ThreatSpec
+from core.threats.poison import PoisonConfig, PoisonedSet, choose_poison_indices, craft, poison_mask, quantise_toward
 
 BATCH_SIZE = 2048  # poisons crafted per call (and per progress report)
 

@@ -4,7 +4,7 @@ Every chosen training image is replaced by a targeted PGD adversarial example of
 surrogate, aimed at the permuted class (y + 1) mod C, labels kept. A victim trained from scratch on such images
 learns the features of the wrong class behind each label, and fails on clean test images. Anchor: CIFAR-10,
 ResNet-18, eps 8/255, all of train, 250 steps: clean accuracy 94.7% -> 8.2%; untargeted poisons are far weaker.
-The poisons are delivered as uint8 (core.poison.quantise_toward keeps the eps-ball after rounding).
+The poisons are delivered as uint8 (core.threats.poison.quantise_toward keeps the eps-ball after rounding).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from core.attacks import batched, loss_gradient, project_linf
-from core.data import NUM_CLASSES, ImageSet
-from core.poison import PoisonConfig, PoisonedSet, choose_poison_indices, poison_mask, quantise_toward
-from core.registry import THREATS, ThreatSpec
-from core.train import random_translate
+from core.engine.data import NUM_CLASSES, ImageSet
+from core.engine.registry import THREATS, ThreatSpec
+from core.engine.train import random_translate
+from core.threats.poison import PoisonConfig, PoisonedSet, choose_poison_indices, poison_mask, quantise_toward
 
 BATCH_SIZE = 1024  # poisons crafted per call (and per progress report)
 

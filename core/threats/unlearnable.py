@@ -5,7 +5,7 @@ noisy images, the noise then descends the same loss (within the eps-ball), until
 almost perfectly. The noise has become a shortcut that explains each label, so a victim trained on it learns the
 noise, not the signs. Class-wise: one noise per class (a stronger, simpler shortcut); sample-wise: one per image.
 Anchor: CIFAR-10, ResNet-18, eps 8/255, all of train, 20 steps of 0.8/255 per round: clean accuracy -> 21.1%.
-Labels are kept; poisons are delivered as uint8 within the eps-ball (core.poison.quantise_toward).
+Labels are kept; poisons are delivered as uint8 within the eps-ball (core.threats.poison.quantise_toward).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from core.data import NUM_CLASSES, ImageSet
-from core.poison import PoisonConfig, PoisonedSet, choose_poison_indices, poison_mask, quantise_toward
-from core.registry import THREATS, ThreatSpec
-from core.train import default_device
+from core.engine.data import NUM_CLASSES, ImageSet
+from core.engine.registry import THREATS, ThreatSpec
+from core.engine.train import default_device
+from core.threats.poison import PoisonConfig, PoisonedSet, choose_poison_indices, poison_mask, quantise_toward
 
 # The min-min schedule of Huang et al.: train the model TRAIN_STEPS batches, then optimise the noise of every
 # poisoned image for config.steps steps; stop once the model fits the noisy images (STOP_ACCURACY) or after

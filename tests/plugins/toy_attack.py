@@ -4,7 +4,7 @@
 
 import torch
 
-from core.registry import ATTACKS, AttackSpec, Knob
+from core.engine.registry import ATTACKS, AttackSpec, Knob
 
 
 def random_sign(model, x, y, eps, alpha, steps, generator=None, share: float = 1.0):

@@ -4,8 +4,8 @@ key come from it."""
 
 from torch import nn
 
-from core.data import ImageSet
-from core.registry import DEFENCES, DefenceSpec, Knob
+from core.engine.data import ImageSet
+from core.engine.registry import DEFENCES, DefenceSpec, Knob
 
 AXIS = Knob("axis", "width", "mirror left-right (width) or upside down (height)", choices=("width", "height"))
 DIMENSION = {"width": -1, "height": -2}

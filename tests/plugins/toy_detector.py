@@ -3,9 +3,9 @@
 
 import torch
 
-from core.detect import ScoreDetector
-from core.registry import DETECTORS, DetectorSpec, Knob
-from core.train import to_float_images
+from core.detectors.detect import ScoreDetector
+from core.engine.registry import DETECTORS, DetectorSpec, Knob
+from core.engine.train import to_float_images
 
 POWER = Knob("power", 1.0, "the darkness score is raised to this power", low=0.5, high=4.0)
 

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from core.registry import STUDIES, StudySpec
+from core.engine.registry import STUDIES, StudySpec
 from core.studies import option
 
 

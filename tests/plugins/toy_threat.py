@@ -2,9 +2,9 @@
 times darker) is declared here and nowhere else: the config value, the flag --toy-darken-factor and the Poison
 page's widget come from it."""
 
-from core.data import ImageSet
-from core.poison import PoisonConfig, PoisonedSet, choose_poison_indices, poison_mask
-from core.registry import THREATS, Knob, ThreatSpec
+from core.engine.data import ImageSet
+from core.engine.registry import THREATS, Knob, ThreatSpec
+from core.threats.poison import PoisonConfig, PoisonedSet, choose_poison_indices, poison_mask
 
 FACTOR = Knob("factor", 2, "how many times darker a poisoned image is", low=2, high=8)
 
