@@ -13,6 +13,7 @@ from core.experiments.defence_grid import case_label, defence_rows
 from core.reporting.report import ranking_table
 from ui.common import (
     cached_comparison,
+    cached_defence_costs,
     cached_defence_grid,
     ensure_navigation,
     figure_download,
@@ -41,7 +42,7 @@ with guard("loading the defence grids"):
 if ranking_grid is None:
     st.info("No shipped defence grid: `python -m core defences --seeds 3 --out checkpoints/defences` makes it.")
 else:
-    ranking_rows, ranking_sentence = ranking_table(ranking_grid)
+    ranking_rows, ranking_sentence = ranking_table(ranking_grid, cached_defence_costs())
     st.markdown(f"**{ranking_sentence}**")
     full_table(pd.DataFrame(ranking_rows), wide=("defence",))
     st.caption(
@@ -51,7 +52,9 @@ else:
         "(mean over seeds) against the poison where that share is smallest. Poisons / backdoors: how many of the "
         "grids' cases the defence was trained behind; seeds: the fewest behind any of its cells. From the shipped "
         "defence grids merged (preset compare; the table below names each case's settings). The five newest defences "
-        "had their setting chosen on clean data before any poison (`python -m core blind`, docs/results.md)."
+        "had their setting chosen on clean data before any poison (`python -m core blind`, docs/results.md). Cost: "
+        "seconds of its training over one plain training's, measured side by side by `python bench/defence_cost.py` "
+        "(its file names the preset, images and threads)."
     )
 st.divider()
 

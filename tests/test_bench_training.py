@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bench.training import RECIPES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,3 +37,15 @@ def test_sweep_point_bench_tiny_prints_both_points_the_ratio_and_the_estimate():
         assert int(steps) == 20 and float(estimate) > 0 and ratio.endswith("x")
         assert abs(float(training) + float(measuring) - float(total)) <= 1  # whole seconds, rounded
     assert "new point / today's:" in printed
+
+
+def test_defence_cost_bench_tiny_prints_each_defences_ratio_to_a_plain_training(tmp_path):
+    out = tmp_path / "cost.json"
+    command = [sys.executable, str(ROOT / "bench" / "defence_cost.py"), "--tiny", "--out", str(out)]
+    printed = subprocess.run(command, capture_output=True, text=True, timeout=900, check=True, cwd=ROOT).stdout
+    stored = json.loads(out.read_text())
+    assert set(stored["defences"]) == {"jpeg", "grayscale_noise"} and stored["plain_seconds"] > 0
+    for name, cost in stored["defences"].items():
+        assert cost["ratio"] == pytest.approx(cost["seconds"] / stored["plain_seconds"], abs=0.02)
+        assert f"{cost['ratio']:.2f}x plain" in next(line for line in printed.splitlines() if line.startswith(name))
+    assert "plain training before the defences" in printed and stored["plain_seconds_after"] > 0

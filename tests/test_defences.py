@@ -789,7 +789,11 @@ def test_the_ranking_names_each_defences_breaking_poison_and_whether_one_meets_t
     cases["backdoor"][0]["models"]["jpeg"]["clean_acc"] = stat(0.935)
     for seed in grid["runs"].values():
         seed["backdoor"]["models"]["jpeg"]["clean_acc"] = 0.935
-    assert ranking_table(grid)[1] == "Meets the goal (every poison, 3 seeds): jpeg."
+    assert ranking_table(grid)[1].startswith("No defence meets the goal")  # its cost is not measured
+    assert ranking_table(grid, {"defences": {"jpeg": {"ratio": 4.0}}})[1].startswith("No defence meets the goal")
+    cheap = {"defences": {"jpeg": {"ratio": 1.1}}}
+    assert ranking_table(grid, cheap)[1] == "Meets the goal (every poison, 3 seeds, at most 3x): jpeg."
+    assert ranking_table(grid, cheap)[0][1]["cost (plain trainings)"] == "1.1x"
 
 
 def test_abl_unlearning_is_reproducible_from_its_seed():

@@ -6,6 +6,7 @@ All computing lives in `core`; this module only caches it for the app and draws 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import time
@@ -19,7 +20,7 @@ import streamlit as st
 import torch
 
 from core.engine.data import DatasetNotFoundError, cache_dir, dataset_available, default_root, load_splits
-from core.engine.storage import CheckpointError
+from core.engine.storage import PROJECT_ROOT, CheckpointError
 from core.engine.train import TrainingCancelled, device_description
 from core.experiments.budget import SHIPPED_BUDGET, load_budget
 from core.experiments.compare import SHIPPED_COMPARISON, load_comparison
@@ -446,6 +447,22 @@ def cached_defence_grid() -> dict | None:
     paths = (st.session_state["defence_grid_path"],) if "defence_grid_path" in st.session_state else None
     paths = tuple(str(path) for path in (paths or SHIPPED_DEFENCE_GRIDS))
     return _defence_grid(paths, tuple(file_stamp(path) for path in paths))
+
+
+def cached_defence_costs() -> dict | None:
+    """bench/defence_cost.py's shipped result (each defence's cost in plain trainings), None when not measured."""
+    from core.reporting.report import DEFENCE_COST_FILE
+
+    path = PROJECT_ROOT / DEFENCE_COST_FILE
+    return _json_file(str(path), file_stamp(str(path)))
+
+
+@st.cache_data(max_entries=4)
+def _json_file(path: str, stamp) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 @st.cache_data(max_entries=4, show_spinner="Reading the shipped studies...")

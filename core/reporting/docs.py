@@ -14,6 +14,7 @@ outside a block. A block named `bench:PATH` is that benchmark result file, verba
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -238,13 +239,22 @@ def defence_grids(root: Path) -> str:
 @block("defence_ranking")
 def defence_ranking(root: Path) -> str:
     from core.experiments.defence_grid import SHIPPED_DEFENCE_GRIDS, load_shipped_grids
-    from core.reporting.report import report_defence_ranking
+    from core.reporting.report import DEFENCE_COST_FILE, report_defence_ranking
 
     paths = [root / path.relative_to(PROJECT) for path in SHIPPED_DEFENCE_GRIDS]
     grid = load_shipped_grids([path for path in paths if path.exists()])
     files = ", ".join(str(path.parent.relative_to(root)) for path in paths if path.exists())
-    return f"Ranked from {files} (merged; each defence read against the references trained beside it).\n\n" + (
-        report_defence_ranking(grid)
+    cost_file = root / DEFENCE_COST_FILE
+    costs = json.loads(cost_file.read_text()) if cost_file.exists() else None
+    cost_source = (
+        f"costs from `{DEFENCE_COST_FILE}` (`python bench/defence_cost.py --out {DEFENCE_COST_FILE}`: "
+        f"{costs['preset']} preset, {costs['train_images']:,} training images, {costs['threads']} threads)"
+        if costs
+        else "costs not measured yet"
+    )
+    return (
+        f"Ranked from {files} (merged; each defence read against the references trained beside it); "
+        f"{cost_source}.\n\n{report_defence_ranking(grid, costs)}"
     )
 
 

@@ -382,7 +382,9 @@ KEEPS_AT_LEAST = 0.9  # issue 24: a defence keeps >= 90% of the clean reference'
 # triggered test images at a cost of at most MAX_CLEAN_COST of clean accuracy against no defence; over GOAL_SEEDS seeds.
 MAX_ATTACK_SUCCESS = 0.05
 MAX_CLEAN_COST = 0.02
-GOAL_SEEDS = 3  # (the cost part, at most 3 plain trainings, is bench/defence_cost.py's)
+GOAL_SEEDS = 3
+MAX_COST = 3.0  # plain trainings (bench/defence_cost.py measures each defence's ratio)
+DEFENCE_COST_FILE = "bench/results/defence_cost.json"  # under the project folder
 
 
 def _is_availability(grid: dict, case: str) -> bool:
@@ -407,13 +409,15 @@ def _with_own_reference(grid: dict, case: str, name: str, reference: str) -> lis
     return pairs
 
 
-def defence_ranking(grid: dict) -> list[dict]:
+def defence_ranking(grid: dict, costs: dict | None = None) -> list[dict]:
     """Every defence of a (merged) grid ranked by its worst case over every poison it was trained behind: the share of
     the clean reference's clean accuracy it keeps against its worst availability poison (that poison named; the mean
     over seeds of its accuracy over the reference trained beside it), then the attack success it leaves against its
     worst backdoor and the clean accuracy it costs there against no defence, the fewest seeds behind any of its cells,
-    and whether it meets each part of the goal. Label flipping (targeted, no trigger) is neither kind and is left to
-    the grid's table. No defence is left out for doing badly; one measured on no availability poison ranks last."""
+    and whether it meets each part of the goal; costs: bench/defence_cost.py's file, for the cost of each as a ratio to
+    one plain training (a defence without one cannot be said to meet the goal). Label flipping (targeted, no
+    trigger) is neither kind and is left to the grid's table. No defence is left out for doing badly; one measured
+    on no availability poison ranks last."""
     from core.engine.registry import DEFENCES
 
     ranking: dict[str, dict] = {}
@@ -468,8 +472,14 @@ def defence_ranking(grid: dict) -> list[dict]:
             and entry["clean_cost"] is not None
             and entry["clean_cost"] <= MAX_CLEAN_COST
         )
+        entry["cost"] = ((costs or {}).get("defences", {}).get(entry["defence"]) or {}).get("ratio")
         entry["meets_goal"] = (
-            entry["complete"] and entry["keeps"] and entry["removes_backdoors"] and entry["seeds"] >= GOAL_SEEDS
+            entry["complete"]
+            and entry["keeps"]
+            and entry["removes_backdoors"]
+            and entry["seeds"] >= GOAL_SEEDS
+            and entry["cost"] is not None
+            and entry["cost"] <= MAX_COST
         )
     return sorted(
         ranking.values(),
@@ -480,7 +490,7 @@ def defence_ranking(grid: dict) -> list[dict]:
     )
 
 
-def ranking_table(grid: dict) -> tuple[list[dict], str]:
+def ranking_table(grid: dict, costs: dict | None = None) -> tuple[list[dict], str]:
     """The ranking as rows of text (column -> cell) and one sentence: whether any defence meets the goal, or how far
     the best of those measured on every availability poison falls (a defence measured on fewer may rank above it:
     its row says on how many). README's block and the Detectors page show these."""
@@ -492,7 +502,7 @@ def ranking_table(grid: dict) -> tuple[list[dict], str]:
     def case(name):
         return case_label(grid, name) if name else "-"
 
-    ranking = defence_ranking(grid)
+    ranking = defence_ranking(grid, costs)
     rows = [
         {
             "rank": str(number),
@@ -506,6 +516,7 @@ def ranking_table(grid: dict) -> tuple[list[dict], str]:
             ),
             "clean cost there": f"{entry['clean_cost'] * 100:+.1f} points" if entry["clean_cost"] is not None else "-",
             "backdoors": f"{entry['backdoor_cases']} of {backdoors}",
+            "cost (plain trainings)": f"{entry['cost']:.1f}x" if entry["cost"] is not None else "not measured",
             "seeds (fewest)": str(entry["seeds"]),
         }
         for number, entry in enumerate(ranking, 1)
@@ -513,7 +524,7 @@ def ranking_table(grid: dict) -> tuple[list[dict], str]:
     winners = [entry["defence"] for entry in ranking if entry["meets_goal"]]
     complete = [entry for entry in ranking if entry["complete"]]
     if winners:
-        sentence = f"Meets the goal (every poison, {GOAL_SEEDS} seeds): {', '.join(winners)}."
+        sentence = f"Meets the goal (every poison, {GOAL_SEEDS} seeds, at most {MAX_COST:g}x): {', '.join(winners)}."
     elif complete:
         best = complete[0]
         sentence = (
@@ -526,8 +537,8 @@ def ranking_table(grid: dict) -> tuple[list[dict], str]:
     return rows, sentence
 
 
-def report_defence_ranking(grid: dict) -> str:
-    rows, sentence = ranking_table(grid)
+def report_defence_ranking(grid: dict, costs: dict | None = None) -> str:
+    rows, sentence = ranking_table(grid, costs)
     if not rows:
         return sentence
     lines = ["| " + " | ".join(rows[0]) + " |", "| --- " * len(rows[0]) + "|"]
