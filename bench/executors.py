@@ -2,12 +2,11 @@
 
     python bench/executors.py [--cases backdoor label_flip] [--seeds 1] [--train-subset 0.04]
 
-The defence grid (core.experiments.defence_grid) at a small size: every cell trains its models from an empty cache,
-once per
-executor. Rows: local (cells one after another in this process), ray with the same threads per cell (the same
+The defence grid (core.experiments.defence_grid) at a small size: every cell trains its models from an empty cache, once
+per executor. Rows: local (cells one after another in this process), ray with the same threads per cell (the same
 numbers: checked here and printed), and ray with one CPU per cell (cells side by side; other thread counts give other
-floats, so its numbers are not expected to match). On one machine Ray buys nothing but its overhead; the speed-up is
-a cluster's (README: "Running on a cluster").
+floats, so its numbers are not expected to match). On one machine Ray buys nothing but its overhead; the speed-up is a
+cluster's (README: "Running on a cluster").
 """
 
 from __future__ import annotations

@@ -9,8 +9,7 @@ that). "recipe 3, sweep v3": the run's recipe (core.defences.distill.FAST_RECIPE
 whole test set, the attacks on 10% of it, the worst case on 30% of that). Both use this code's kernels. Prints each
 one's seconds (training, measurement), the ratio, the Threshold page's estimate of the new point
 (core.experiments.live.point_seconds) and how far the point's time is from it. --tiny: 3% of train and test and 20
-steps, so CI
-checks that it runs and prints.
+steps, so CI checks that it runs and prints.
 """
 
 from __future__ import annotations

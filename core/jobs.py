@@ -4,10 +4,9 @@ A job is one or more command lines of `python -m core` (a run, then its sweep, .
 `python -m core.jobs <folder>` in a process of its own session: closing the page, the browser or the app's server
 does not end it. Its folder, <root>/<id>/, holds
   job.json     what to run (the commands, a title, the run folder it writes into), written once
-  status.json  what the job process is doing: state, command n of N, stage, done / total, timings
-  log.txt      the process's stdout and stderr
-  lock         held (flock) by the job process for as long as it lives: free + not finished = it was killed
-  cancel       present once someone asked to cancel it
+  status.json  what the job process is doing: state, command n of N, stage, done / total, timings log.txt      the
+  process's stdout and stderr lock         held (flock) by the job process for as long as it lives: free + not finished
+  = it was killed cancel       present once someone asked to cancel it
 The id is a hash of the commands, so two sessions, or two app servers on the same cache, asking for the same work get
 the same job; submitting under <root>/submit.lock makes the check and the start one step. Jobs wait for one of the
 machine's job slots (<root>/slot-K.lock) in the order the kernel grants them; a queued job is a waiting process.

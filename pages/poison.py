@@ -44,8 +44,7 @@ st.caption(spec.description)
 
 def damage_card(shipped: dict | None) -> None:
     """What the shipped defence grid measured for this threat (core.experiments.defence_grid.shipped_damage): the clean
-    reference,
-    no defence and the best defence, with the case's settings and seeds."""
+    reference, no defence and the best defence, with the case's settings and seeds."""
     if not shipped:
         return
     setting = f"{shipped['fraction']:.0%} of train"

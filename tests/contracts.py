@@ -101,9 +101,8 @@ def check_detector(name: str, model) -> None:
 
 def check_defence(name: str) -> None:
     """A defence returns the uint8 training set its classifier learns from: every image with its label, or a subset of
-    the images kept as they were with their labels;
-    its test-time module, when it has one, keeps inputs in [0, 1] at their shape; its params are DefenceConfig
-    fields."""
+    the images kept as they were with their labels; its test-time module, when it has one, keeps inputs in [0, 1] at
+    their shape; its params are DefenceConfig fields."""
     from core.defences import DefenceConfig, DefenceContext
 
     spec = DEFENCES[name]

@@ -581,9 +581,8 @@ def test_the_applied_poison_table_shows_formatted_values(tiny_run):
 
 def test_run_the_experiment_says_how_long_it_will_take_here(run_directory, tmp_path, monkeypatch):
     """Issue 34: with no experiment made here yet, the Overview estimates the chosen preset's run and curve on this
-    machine (core.experiments.live.experiment_seconds, timed here with the job's threads) and says so; Tiny is
-    estimated shorter
-    than Paper."""
+    machine (core.experiments.live.experiment_seconds, timed here with the job's threads) and says so; Tiny is estimated
+    shorter than Paper."""
     monkeypatch.setenv("DAE_DISTILL_APP_DIR", str(tmp_path))  # no experiment made here yet
     at = on_page(run_directory, "pages/overview.py")
     assert_clean(at)

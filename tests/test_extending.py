@@ -161,8 +161,7 @@ def test_the_toy_defence_trains_and_tests_through_the_same_operation(toys):
 
 def test_a_module_in_core_plugins_is_discovered(tmp_path, monkeypatch):
     """core.engine.registry.load_builtins imports every module on core.plugins' path: a plugin dropped there registers
-    itself
-    without any other file naming it."""
+    itself without any other file naming it."""
     import core.engine.registry
     import core.plugins
 
@@ -184,9 +183,8 @@ def test_a_module_in_core_plugins_is_discovered(tmp_path, monkeypatch):
 
 def test_a_knob_declared_in_a_spec_is_a_config_value_a_flag_and_a_widget(toys, capsys, run_directory):
     """Issue 23: an entry's own parameter is one declaration in its file (core.engine.registry.Knob). The toys' knobs
-    become
-    flags of the studies that read their tables, reach the configs the entries read, change what the entry does and
-    what keys its models, are refused with one error line when out of range, and are widgets on the Poison page."""
+    become flags of the studies that read their tables, reach the configs the entries read, change what the entry does
+    and what keys its models, are refused with one error line when out of range, and are widgets on the Poison page."""
     from core.cli import main, parse
     from core.defences import DefenceConfig, DefenceContext
     from core.studies.run import experiment_of

@@ -216,8 +216,7 @@ def test_pages_receive_plain_data():
 
 def test_studies_write_through_their_result_files():
     """A study writes its file through the ResultFile its StudySpec declares (core.engine.storage), never with a JSON
-    writer of
-    its own: one pattern for reading, writing and upgrading every study's file."""
+    writer of its own: one pattern for reading, writing and upgrading every study's file."""
     offenders = [
         path.name
         for path in (ROOT / "core" / "studies").glob("*.py")

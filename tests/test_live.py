@@ -54,8 +54,7 @@ def test_the_page_is_not_blocked_while_a_point_trains_as_a_job_and_the_point_out
 
 def test_point_estimate_adds_training_and_measurement_for_the_images_of_a_point():
     """core.experiments.live.point_seconds: more optimiser steps and more attacked images each make a point cost more,
-    and a
-    point with nothing to measure costs about its training steps alone."""
+    and a point with nothing to measure costs about its training steps alone."""
     from core.experiments.live import point_seconds
 
     def factory():

@@ -1,6 +1,5 @@
 """One pattern for a study's file (core.engine.storage.ResultFile, listed in each StudySpec's `writes`): every shipped
-file
-reads through it, and any bytes in its place read as a dict or as a CheckpointError that names the command that
+file reads through it, and any bytes in its place read as a dict or as a CheckpointError that names the command that
 remakes it."""
 
 import json

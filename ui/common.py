@@ -418,8 +418,7 @@ def point_seconds_here(
 @st.cache_data(max_entries=8, show_spinner="Timing this machine for the estimate (a few seconds)...")
 def experiment_seconds_here(config: ExperimentConfig, threads: int, shares: tuple[float, ...], points: int) -> dict:
     """core.experiments.live.experiment_seconds of an experiment and its one-seed threshold curve (`points` points at
-    sweep
-    settings over `shares`) on this machine, timed with the job's thread count."""
+    sweep settings over `shares`) on this machine, timed with the job's thread count."""
     from core.experiments.live import experiment_seconds
     from core.experiments.sweep import SweepConfig
 
@@ -666,8 +665,7 @@ def enlarged(image, scale: int = 4) -> np.ndarray:
 
 def uploaded_image(data: bytes, name: str) -> np.ndarray:
     """An image file's bytes as the models see it: 32x32 HWC uint8 pixels (core.reporting.images.read_upload: an
-    UploadError
-    says what was wrong with the file)."""
+    UploadError says what was wrong with the file)."""
     from core.reporting.images import read_upload
 
     return explore.as_pixels(read_upload(data, name))

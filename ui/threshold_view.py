@@ -7,9 +7,8 @@ JavaScript: the kept / dropped x clean / poisoned counts (two binary searches), 
 points on the histogram, ROC and precision-recall panels, the student's accuracy read from the sweep (measured,
 interpolated or not measured: core.experiments.sweep.accuracy_at's rule), random and oracle at the same share
 (core.experiments.sweep.curve_at_share) and the kept / dropped example grids. The value goes back to the server (the
-session,
-the link, the other pages, *Train at this threshold*) when the drag ends. tests/test_threshold_view.py checks the
-page's numbers against core's for hundreds of thresholds. A Streamlit components-v2 component (inline HTML / CSS /
+session, the link, the other pages, *Train at this threshold*) when the drag ends. tests/test_threshold_view.py checks
+the page's numbers against core's for hundreds of thresholds. A Streamlit components-v2 component (inline HTML / CSS /
 JS in the app's page, no iframe, no second server); the server-side view stays for a browser without JavaScript.
 """
 

@@ -1,7 +1,6 @@
 """Backdoor removal: defences that repair the classifier trained on the poisoned set (core.engine.registry.DEFENCES
-entries
-with `after_training`). Anchors, BackdoorBench (CIFAR-10, PreAct-ResNet18, BadNets at 1%): attack success 1.48% after
-fine-tuning on clean data, 0% after ABL, at 83-91% clean accuracy.
+entries with `after_training`). Anchors, BackdoorBench (CIFAR-10, PreAct-ResNet18, BadNets at 1%): attack success 1.48%
+after fine-tuning on clean data, 0% after ABL, at 83-91% clean accuracy.
 
 - fine_tune: fine-tune on the defender's trusted clean images (BackdoorBench's 'ft'): the trigger's features are
   not reinforced by clean data, and a moderate rate lets them decay.

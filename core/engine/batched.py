@@ -5,10 +5,9 @@ one training set and for the same number of optimiser steps. On a GPU a width-8 
 mostly idle, so K of them run as one: their weights are stacked along a new first dimension, each step draws each
 model's own batch (its own subset, permutation and augmentation, from its own seeded generator, in the same order
 as core.engine.train.train draws them) and one vmapped forward / backward computes all K losses. SGD and the
-learning-rate
-schedule act element-wise, so model k ends where core.engine.train.train would have taken it alone: bench/batched.py
-measures the speed, tests/test_batched.py the equality (without dropout: vmap draws dropout masks from the global
-generator in another order, same distribution).
+learning-rate schedule act element-wise, so model k ends where core.engine.train.train would have taken it alone:
+bench/batched.py measures the speed, tests/test_batched.py the equality (without dropout: vmap draws dropout masks from
+the global generator in another order, same distribution).
 """
 
 from __future__ import annotations

@@ -141,11 +141,10 @@ class ThreatSpec:
 class DetectorSpec:
     """A poison detector: `build(context)` -> an unfitted ScoreDetector (alibi-detect's fit / score /
     infer_threshold / predict). context: a core.detectors.detect.DetectorContext (the defender's DAE, classifier and
-    trusted
-    images, a model cache, the detectors' knobs). fit_on: what it is fitted on: "trusted" (the DAE's training images:
-    detectors that learn a reference distribution), "calibration" (held-out trusted images: detectors that only
-    record reference scores) or "training" (the poisoned training set itself, through a model trained on it:
-    spectral signatures, activation clustering)."""
+    trusted images, a model cache, the detectors' knobs). fit_on: what it is fitted on: "trusted" (the DAE's training
+    images: detectors that learn a reference distribution), "calibration" (held-out trusted images: detectors that only
+    record reference scores) or "training" (the poisoned training set itself, through a model trained on it: spectral
+    signatures, activation clustering)."""
 
     name: str
     label: str
@@ -158,8 +157,7 @@ class DetectorSpec:
 class DefenceSpec:
     """A training-time defence (core/defences.py): `apply(train, context, config)` -> the ImageSet the classifier
     trains on. adversary(config) -> a core.engine.train.Adversary (adversarial training) or None. test_input(config) ->
-    a
-    module every input goes through at test time too (grayscale), or None. input_transform(train, context, config)
+    a module every input goes through at test time too (grayscale), or None. input_transform(train, context, config)
     -> a module (a purifier) that every training image goes through before training and every input at test time:
     one operation on both sides. after_training(model, train, context, config) -> the defended classifier, made from
     the one trained on the poisoned set (fine-tuning, unlearning). params: the DefenceConfig fields it reads (the app

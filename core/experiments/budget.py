@@ -5,10 +5,9 @@ fraction (at the threat's default eps, 8/255), a classifier trained on them unde
 (by default the grid's two best: JPEG and grayscale), beside the clean reference. Step sizes scale with eps as the
 defaults do (TAP 2.5 eps / steps, unlearnable eps / 5).
 For a threat whose crafting has a smooth scale (TAP), optionally a third axis: the same budget (default eps, all of
-train) spent on a coarser perturbation grid, the attacker's answer to the residual detector
-(core.experiments.smoothness measures
-what it does to the detector; this axis, what it still does to the victim and whether JPEG / grayscale still undo it).
-Every model is cached.
+train) spent on a coarser perturbation grid, the attacker's answer to the residual detector (core.experiments.smoothness
+measures what it does to the detector; this axis, what it still does to the victim and whether JPEG / grayscale still
+undo it). Every model is cached.
 """
 
 from __future__ import annotations

@@ -2,13 +2,12 @@
 
 For each seed and threat case (the paper's I-FGSM at eps 0.01, I-FGSM at 8/255 on all of train, TAP, unlearnable
 noise, label flip, backdoor) the train split is poisoned, every defence in core.engine.registry.DEFENCES turns it into
-the
-set a classifier trains on (or trains it adversarially), and that classifier is measured: clean test accuracy, the
+the set a classifier trains on (or trains it adversarially), and that classifier is measured: clean test accuracy, the
 adaptive worst case over core.attacks.robust.attack_suite, and the attack success rate where the threat has one. Beside
-them: the clean reference, no defence, and the oracle (drop exactly the poisons; empty when all of train is
-poisoned). One classifier per defence, no distillation: the question is what the defence does to the data, and the
-detector comparison (core.experiments.compare) already measures the distilled students. Every model is cached; the grid
-resumes where it stopped.
+them: the clean reference, no defence, and the oracle (drop exactly the poisons; empty when all of train is poisoned).
+One classifier per defence, no distillation: the question is what the defence does to the data, and the detector
+comparison (core.experiments.compare) already measures the distilled students. Every model is cached; the grid resumes
+where it stopped.
 """
 
 from __future__ import annotations

@@ -105,8 +105,7 @@ def experiment_seconds(
 ) -> dict:
     """Estimated wall time here of `python -m core run` with `config` on GTSRB's official (train, test) counts, and of
     its threshold curve `sweep` (a core.experiments.sweep.SweepConfig, one seed): {"run", "curve", "points"}. The run
-    trains the
-    surrogate, the defender, the DAE, and five models of which two are distilled (teacher and student): eight
+    trains the surrogate, the defender, the DAE, and five models of which two are distilled (teacher and student): eight
     classifier trainings on the training set; crafts its poisons (an input gradient per image and attack step); makes
     the defender's perturbed copies; and attacks the five models on the test set. The curve: its points, each as
     point_seconds counts it (points: how many; default, the sweep's shares x filters x seeds)."""

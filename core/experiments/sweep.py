@@ -213,8 +213,7 @@ class StudentTests:
 
 def measure_student(student, tests: StudentTests, experiment: ExperimentConfig, robust_steps: int) -> dict:
     """Clean accuracy on tests.clean, FGSM and I-FGSM on tests.attacked, the adaptive worst case (core.attacks.robust)
-    on
-    tests.robust."""
+    on tests.robust."""
     robust_config = RobustEvalConfig(
         eps=experiment.eval_attack.eps, steps=robust_steps, temperature=experiment.temperature, seed=experiment.seed
     )
@@ -383,8 +382,7 @@ def sweep_cell(
     progress=None,
 ) -> dict:
     """One cell of the sweep for core.engine.executor: the students of some kept sets at one seed, each measured, with
-    the
-    wall time per kept set (what the Threshold page's estimate of a point is checked against)."""
+    the wall time per kept set (what the Threshold page's estimate of a point is checked against)."""
     started = time.perf_counter()
     students = distil_many(train, kept_masks, experiment, steps, seed)
     metrics = [measure_student(s, tests, experiment, robust_steps) for s in students]

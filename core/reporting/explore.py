@@ -4,11 +4,10 @@ sample pools, the purify preview, display formatting.
 Only the app (pages/, ui/) and bench/threshold.py import this module; studies, the CLI and the rest of the engine
 never do (tests/test_layout.py). A study's file reader lives beside its writer
 (core.experiments.compare.load_comparison,
-core.experiments.defence_grid.load_defence_grid, core.experiments.budget.load_budget, core.experiments.sweep for a
-run's sweep points), an uploaded image's
-reading and verdicts in core.reporting.images. Everything here takes and returns plain tensors, arrays and dicts so the
-app can
-cache it by small config values. A finished run is a core.experiments.run.Run.
+core.experiments.defence_grid.load_defence_grid, core.experiments.budget.load_budget, core.experiments.sweep for a run's
+sweep points), an uploaded image's reading and verdicts in core.reporting.images. Everything here takes and returns
+plain tensors, arrays and dicts so the app can cache it by small config values. A finished run is a
+core.experiments.run.Run.
 """
 
 from __future__ import annotations

@@ -32,10 +32,9 @@ def findings(
     """[{"title", "paper", "text", "seeds", "page", "source"}]: the paper's poisons, its filter, distillation, the
     poisons that hurt and what restores them, the backdoor ("paper": what the paper claims, "" where it says nothing;
     "source": the study, preset, seeds and test images its numbers come from). run: a core.experiments.run.Run; grid:
-    the shipped
-    defence grids merged (core.experiments.defence_grid.load_shipped_grids), or None; run_name, grid_files: the run's
-    and the
-    grids' folders as the caller shows them; sweep_runs: (run, name) of the sweep presets' runs (stronger poisons)."""
+    the shipped defence grids merged (core.experiments.defence_grid.load_shipped_grids), or None; run_name, grid_files:
+    the run's and the grids' folders as the caller shows them; sweep_runs: (run, name) of the sweep presets' runs
+    (stronger poisons)."""
     run_source = run_source_line(run, run_name or str(run.directory))
     found = [
         {**_poisons_do_no_harm(run), "source": run_source + ", all test images"},
@@ -254,8 +253,7 @@ def _in_sentence(label: str) -> str:
 def grid_gap(grid: dict, case: str, a: str, b: str, metric: str = "clean_acc") -> dict:
     """a - b in a grid's case over the seeds that trained both, paired by seed, its SE floored at the test noise
     (core.engine.stats.floored_gap; one seed: the test noise alone). A merged grid pairs a model with the references of
-    its
-    own grid."""
+    its own grid."""
     pairs = []
     for run in grid["runs"].values():
         cell = run.get(case)

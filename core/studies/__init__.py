@@ -41,8 +41,7 @@ KNOB_TABLES = ("attacks", "threats", "detectors", "defences")  # the registries 
 def knob_option(*tables: str):
     """A study option holding the knobs of the named registries' entries (KNOB_TABLES), as ("entry.knob", value)
     pairs: each knob of each registered entry becomes its own flag, --entry-knob (core/engine/registry.py: Knob), so a
-    knob
-    declared in an entry's spec reaches the command line with nothing else to write."""
+    knob declared in an entry's spec reaches the command line with nothing else to write."""
     unknown = set(tables) - set(KNOB_TABLES)
     if unknown or not tables:
         raise ValueError(f"knob_option takes some of {KNOB_TABLES}, got {tables}")

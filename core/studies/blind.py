@@ -1,6 +1,5 @@
 """`python -m core blind`: each defence's setting chosen on clean data, before any grid sees a poison
-(core/experiments/blind.py
-computes; settings.json in --out, which `python -m core defences --blind` reads)."""
+(core/experiments/blind.py computes; settings.json in --out, which `python -m core defences --blind` reads)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
 """`python -m core docs`: README and docs/ regenerated from the shipped files (core/reporting/docs.py); `--check` only
-says
-which generated blocks are stale (exit 1), as CI does."""
+says which generated blocks are stale (exit 1), as CI does."""
 
 from __future__ import annotations
 
