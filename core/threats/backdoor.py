@@ -8,7 +8,7 @@ import torch
 
 from core.engine.data import ImageSet
 from core.engine.registry import THREATS, ThreatSpec
-from core.threats.poison import PoisonConfig, PoisonedSet, choose_poison_indices, poison_mask, target_success
+from core.threats.poison import PoisonConfig, PoisonedSet, poisoned_copy, target_success
 
 
 def trigger_patch(size: int) -> torch.Tensor:
@@ -26,13 +26,13 @@ def stamp_trigger(images: torch.Tensor, size: int) -> torch.Tensor:
 
 def plant_backdoor(train: ImageSet, config: PoisonConfig, progress=None) -> PoisonedSet:
     """Stamp the trigger on round(fraction * N_other) images of the other classes and relabel them as the target."""
-    chosen = choose_poison_indices(
-        len(train), config.fraction, config.seed, eligible=train.labels != config.target_class
+    return poisoned_copy(
+        train,
+        config,
+        new_pixels=lambda chosen: stamp_trigger(train.images[chosen], config.trigger_size),
+        new_labels=lambda chosen: config.target_class,
+        eligible=train.labels != config.target_class,
     )
-    images, labels = train.images.clone(), train.labels.clone()
-    images[chosen] = stamp_trigger(train.images[chosen], config.trigger_size)
-    labels[chosen] = config.target_class
-    return PoisonedSet(ImageSet(images, labels), poison_mask(len(train), chosen), config)
 
 
 def backdoor_success(model, test: ImageSet, config: PoisonConfig) -> dict:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from core.engine.data import NUM_CLASSES, ImageSet
 from core.engine.registry import THREATS, Knob, ThreatSpec
-from core.threats.poison import PoisonConfig, PoisonedSet, choose_poison_indices, poison_mask
+from core.threats.poison import PoisonConfig, PoisonedSet, poisoned_copy
 
 KERNEL_SIZE = Knob("kernel_size", 3, "side k of each class's blur kernel, in pixels (their 3)", choices=(3, 5, 7))
 BLUR = Knob(
@@ -39,15 +39,17 @@ def convolve(images: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
 
 
 def convolution_poison(train: ImageSet, config: PoisonConfig, progress=None) -> PoisonedSet:
-    chosen = choose_poison_indices(len(train), config.fraction, config.seed)
     filters = class_filters(config.seed, config.knob("cuda", "kernel_size"), config.knob("cuda", "blur"))
-    images = train.images.clone()
-    for label in train.labels[chosen].unique().tolist():
-        index = chosen[train.labels[chosen] == label]
-        images[index] = convolve(train.images[index], filters[label])
-    if progress is not None:
-        progress("blurring each class with its filter", NUM_CLASSES, NUM_CLASSES)
-    return PoisonedSet(ImageSet(images, train.labels.clone()), poison_mask(len(train), chosen), config)
+
+    def blurred(chosen: torch.Tensor) -> torch.Tensor:
+        rows, labels = train.images[chosen].clone(), train.labels[chosen]
+        for label in labels.unique().tolist():
+            rows[labels == label] = convolve(train.images[chosen[labels == label]], filters[label])
+        if progress is not None:
+            progress("blurring each class with its filter", NUM_CLASSES, NUM_CLASSES)
+        return rows
+
+    return poisoned_copy(train, config, blurred)
 
 
 THREATS.register(

@@ -5,17 +5,14 @@ from __future__ import annotations
 
 from core.engine.data import ImageSet
 from core.engine.registry import THREATS, ThreatSpec
-from core.threats.poison import PoisonConfig, PoisonedSet, choose_poison_indices, poison_mask, target_success
+from core.threats.poison import PoisonConfig, PoisonedSet, poisoned_copy, target_success
 
 
 def flip_labels(train: ImageSet, config: PoisonConfig, progress=None) -> PoisonedSet:
     """Relabel round(fraction * n_source) images of the source class as the target class."""
-    chosen = choose_poison_indices(
-        len(train), config.fraction, config.seed, eligible=train.labels == config.source_class
+    return poisoned_copy(
+        train, config, new_labels=lambda chosen: config.target_class, eligible=train.labels == config.source_class
     )
-    labels = train.labels.clone()
-    labels[chosen] = config.target_class
-    return PoisonedSet(ImageSet(train.images.clone(), labels), poison_mask(len(train), chosen), config)
 
 
 def flip_success(model, test: ImageSet, config: PoisonConfig) -> dict:

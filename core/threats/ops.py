@@ -17,7 +17,7 @@ import torch
 
 from core.engine.data import NUM_CLASSES, ImageSet
 from core.engine.registry import THREATS, ThreatSpec
-from core.threats.poison import PoisonConfig, PoisonedSet, choose_poison_indices, poison_mask
+from core.threats.poison import PoisonConfig, PoisonedSet, poisoned_copy
 
 COLOURS = torch.tensor(list(itertools.product((0, 255), repeat=3)), dtype=torch.float32)  # (8, 3): saturated colours
 
@@ -44,15 +44,16 @@ def shortcut_pixels(images: torch.Tensor, labels: torch.Tensor) -> dict[int, tup
 
 def one_pixel_shortcut(train: ImageSet, config: PoisonConfig, progress=None) -> PoisonedSet:
     """Set each chosen image's class pixel to its class colour (positions searched on the chosen images)."""
-    chosen = choose_poison_indices(len(train), config.fraction, config.seed)
-    images = train.images.clone()
-    pixels = shortcut_pixels(train.images[chosen], train.labels[chosen])
-    for label, (row, col, colour) in pixels.items():
-        index = chosen[train.labels[chosen] == label]
-        images[index, :, row, col] = colour
-    if progress is not None:
-        progress("placing one-pixel shortcuts", NUM_CLASSES, NUM_CLASSES)
-    return PoisonedSet(ImageSet(images, train.labels.clone()), poison_mask(len(train), chosen), config)
+
+    def placed(chosen: torch.Tensor) -> torch.Tensor:
+        rows, labels = train.images[chosen].clone(), train.labels[chosen]
+        for label, (row, col, colour) in shortcut_pixels(rows, labels).items():
+            rows[labels == label, :, row, col] = colour
+        if progress is not None:
+            progress("placing one-pixel shortcuts", NUM_CLASSES, NUM_CLASSES)
+        return rows
+
+    return poisoned_copy(train, config, placed)
 
 
 THREATS.register(

@@ -3,23 +3,27 @@ surrogate with a registered attack (FGSM / I-FGSM / PGD), labels kept, delivered
 
 from __future__ import annotations
 
+import torch
+
 from core.engine.data import ImageSet
 from core.engine.registry import THREATS, ThreatSpec
-from core.threats.poison import PoisonConfig, PoisonedSet, choose_poison_indices, craft, poison_mask, quantise_toward
+from core.threats.poison import PoisonConfig, PoisonedSet, craft, poisoned_copy, quantise_toward
 
 BATCH_SIZE = 2048  # poisons crafted per call (and per progress report)
 
 
 def poison_with_perturbations(train: ImageSet, surrogate, config: PoisonConfig, progress=None) -> PoisonedSet:
-    chosen = choose_poison_indices(len(train), config.fraction, config.seed)
-    images = train.images.clone()
-    for start in range(0, chosen.shape[0], BATCH_SIZE):
-        index = chosen[start : start + BATCH_SIZE]
-        adversarial = craft(surrogate, train.images[index], train.labels[index], config)
-        images[index] = quantise_toward(train.images[index], adversarial, config.eps)
-        if progress is not None:
-            progress("crafting poisons", min(start + BATCH_SIZE, chosen.shape[0]), chosen.shape[0])
-    return PoisonedSet(ImageSet(images, train.labels.clone()), poison_mask(len(train), chosen), config)
+    def crafted(chosen: torch.Tensor) -> torch.Tensor:
+        rows = train.images[chosen].clone()
+        for start in range(0, chosen.shape[0], BATCH_SIZE):
+            index = chosen[start : start + BATCH_SIZE]
+            adversarial = craft(surrogate, train.images[index], train.labels[index], config)
+            rows[start : start + BATCH_SIZE] = quantise_toward(train.images[index], adversarial, config.eps)
+            if progress is not None:
+                progress("crafting poisons", min(start + BATCH_SIZE, chosen.shape[0]), chosen.shape[0])
+        return rows
+
+    return poisoned_copy(train, config, crafted)
 
 
 THREATS.register(

@@ -13,6 +13,7 @@ The ground-truth mask says which samples were poisoned. It is only ever used to 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
 import torch
@@ -165,6 +166,25 @@ def poison_mask(n: int, chosen: torch.Tensor) -> torch.Tensor:
     mask = torch.zeros(n, dtype=torch.bool)
     mask[chosen] = True
     return mask
+
+
+def poisoned_copy(
+    train: ImageSet,
+    config: PoisonConfig,
+    new_pixels: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    new_labels: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    eligible: torch.Tensor | None = None,
+) -> PoisonedSet:
+    """The threats' common steps: choose round(fraction * n) images (seeded; among `eligible` when given), give them
+    new_pixels(chosen) (uint8, one row per chosen index, in its order) and new_labels(chosen), and return a copy of
+    the training set with its poison mask. What a threat does is those two functions."""
+    chosen = choose_poison_indices(len(train), config.fraction, config.seed, eligible)
+    images, labels = train.images.clone(), train.labels.clone()
+    if new_pixels is not None:
+        images[chosen] = new_pixels(chosen)
+    if new_labels is not None:
+        labels[chosen] = new_labels(chosen)
+    return PoisonedSet(ImageSet(images, labels), poison_mask(len(train), chosen), config)
 
 
 def poison_training_set(

@@ -16,7 +16,7 @@ from core.attacks import batched, loss_gradient, project_linf
 from core.engine.data import NUM_CLASSES, ImageSet
 from core.engine.registry import THREATS, ThreatSpec
 from core.engine.train import random_translate
-from core.threats.poison import PoisonConfig, PoisonedSet, choose_poison_indices, poison_mask, quantise_toward
+from core.threats.poison import PoisonConfig, PoisonedSet, poisoned_copy, quantise_toward
 
 BATCH_SIZE = 1024  # poisons crafted per call (and per progress report)
 
@@ -79,27 +79,29 @@ def targeted_pgd(model, x, target, eps, alpha, steps, augment=False, generator=N
 
 
 def poison_with_tap(train: ImageSet, surrogate, config: PoisonConfig, progress=None) -> PoisonedSet:
-    chosen = choose_poison_indices(len(train), config.fraction, config.seed)
-    images = train.images.clone()
-    generator = torch.Generator().manual_seed(config.seed)
-    for start in range(0, chosen.shape[0], BATCH_SIZE):
-        index = chosen[start : start + BATCH_SIZE]
-        x = train.images[index].float() / 255.0
-        adversarial = targeted_pgd(
-            surrogate,
-            x,
-            permuted_target(train.labels[index]),
-            config.eps,
-            config.alpha,
-            config.steps,
-            augment=config.craft_augment,
-            generator=generator,
-            smooth=config.smooth_scale,
-        )
-        images[index] = quantise_toward(train.images[index], adversarial, config.eps)
-        if progress is not None:
-            progress("crafting TAP poisons", min(start + BATCH_SIZE, chosen.shape[0]), chosen.shape[0])
-    return PoisonedSet(ImageSet(images, train.labels.clone()), poison_mask(len(train), chosen), config)
+    def crafted(chosen: torch.Tensor) -> torch.Tensor:
+        rows = train.images[chosen].clone()
+        generator = torch.Generator().manual_seed(config.seed)
+        for start in range(0, chosen.shape[0], BATCH_SIZE):
+            index = chosen[start : start + BATCH_SIZE]
+            x = train.images[index].float() / 255.0
+            adversarial = targeted_pgd(
+                surrogate,
+                x,
+                permuted_target(train.labels[index]),
+                config.eps,
+                config.alpha,
+                config.steps,
+                augment=config.craft_augment,
+                generator=generator,
+                smooth=config.smooth_scale,
+            )
+            rows[start : start + BATCH_SIZE] = quantise_toward(train.images[index], adversarial, config.eps)
+            if progress is not None:
+                progress("crafting TAP poisons", min(start + BATCH_SIZE, chosen.shape[0]), chosen.shape[0])
+        return rows
+
+    return poisoned_copy(train, config, crafted)
 
 
 THREATS.register(

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from core.engine.data import NUM_CLASSES, ImageSet
 from core.engine.registry import THREATS, ThreatSpec
 from core.engine.train import default_device
-from core.threats.poison import PoisonConfig, PoisonedSet, choose_poison_indices, poison_mask, quantise_toward
+from core.threats.poison import PoisonConfig, PoisonedSet, poisoned_copy, quantise_toward
 
 # The min-min schedule of Huang et al.: train the model TRAIN_STEPS batches, then optimise the noise of every
 # poisoned image for config.steps steps; stop once the model fits the noisy images (STOP_ACCURACY) or after
@@ -95,14 +95,14 @@ def error_minimising_noise(
 
 
 def poison_with_unlearnable_noise(train: ImageSet, surrogate, config: PoisonConfig, progress=None) -> PoisonedSet:
-    chosen = choose_poison_indices(len(train), config.fraction, config.seed)
-    device = default_device()
-    model = _fresh_model(surrogate, config.seed).to(device)
-    x = train.images[chosen].to(device).float() / 255.0
-    noise = error_minimising_noise(model, x, train.labels[chosen].to(device), config, progress)
-    images = train.images.clone()
-    images[chosen] = quantise_toward(train.images[chosen], (x + noise).clamp(0, 1).cpu(), config.eps)
-    return PoisonedSet(ImageSet(images, train.labels.clone()), poison_mask(len(train), chosen), config)
+    def crafted(chosen: torch.Tensor) -> torch.Tensor:
+        device = default_device()
+        model = _fresh_model(surrogate, config.seed).to(device)
+        x = train.images[chosen].to(device).float() / 255.0
+        noise = error_minimising_noise(model, x, train.labels[chosen].to(device), config, progress)
+        return quantise_toward(train.images[chosen], (x + noise).clamp(0, 1).cpu(), config.eps)
+
+    return poisoned_copy(train, config, crafted)
 
 
 THREATS.register(
