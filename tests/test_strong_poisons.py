@@ -177,3 +177,20 @@ def test_tap_through_jpeg_still_hits_the_target_after_a_real_jpeg(small_classifi
         delivered = jpeg((adversarial * 255).round().to(torch.uint8), 10)
         hits[through] = float((predict(small_classifier, delivered).argmax(1) == target).float().mean())
     assert hits["jpeg"] > hits["none"] + 0.1, hits
+
+
+def test_tap_through_the_lowpass_filter_still_hits_the_target_after_the_filter(small_classifier, small_splits):
+    """tap_lowpass (issue 38's attacker who knows sharpen_lowpass): crafted through the filter, the poison still moves
+    the filtered image toward the next class, where plain TAP's does so less."""
+    from core.defences.sharpen_lowpass import SharpenLowpass
+    from core.threats.adaptive import LOWPASS_CUTOFF
+
+    test = small_splits.test.subset(torch.arange(128))
+    x, target = test.images.float() / 255, permuted_target(test.labels)
+    filtered = SharpenLowpass(amount=1.0, cutoff=LOWPASS_CUTOFF)
+    defended = torch.nn.Sequential(filtered, small_classifier).eval()
+    hits = {}
+    for through, model in (("none", small_classifier), ("lowpass", defended)):
+        adversarial = targeted_pgd(model, x, target, 8 / 255, 2 / 255, 10)
+        hits[through] = float((predict(defended, adversarial).argmax(1) == target).float().mean())
+    assert hits["lowpass"] > hits["none"] + 0.1, hits

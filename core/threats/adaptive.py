@@ -5,8 +5,11 @@ TAP on the shipped grid (README); these two put the defence in the attacker's lo
 - unlearnable_grayscale: error-minimising noise (core/threats/unlearnable.py) whose model sees grayscale copies, so
   the noise must be a shortcut in luminance, the one channel grayscale keeps;
 - tap_jpeg: TAP (core/threats/tap.py) through a differentiable JPEG at the defence's quality 10
-  (core.defences.DifferentiableJPEG), so the poison pushes the surrogate toward the next class after compression.
-Their knobs, defaults and delivery are those of the poison they adapt.
+  (core.defences.DifferentiableJPEG), so the poison pushes the surrogate toward the next class after compression;
+- tap_lowpass: TAP through the sharpen_lowpass defence's filter (core/defences/sharpen_lowpass.py) at the cutoff
+  `python -m core blind` chose for it (8 cycles per image; a knob), so the poison lives in the frequencies the filter
+  keeps (issue 38: the new defence that did best on the first cells, against the attacker who knows it).
+Their defaults and delivery are those of the poison they adapt.
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ from __future__ import annotations
 from torch import nn
 
 from core.defences import DifferentiableJPEG, GrayscaleInput
-from core.engine.registry import THREATS, ThreatSpec
+from core.defences.sharpen_lowpass import SharpenLowpass
+from core.engine.registry import THREATS, Knob, ThreatSpec
 from core.threats.tap import poison_with_tap
 from core.threats.unlearnable import poison_with_unlearnable_noise
 
 JPEG_QUALITY = 10  # the jpeg defence's default (core.defences.DefenceConfig.jpeg_quality), the anchor's
+LOWPASS_CUTOFF = 8  # sharpen_lowpass's blind choice (checkpoints/blind/settings.json); tap_lowpass's knob default
 
 
 def unlearnable_through_grayscale(train, surrogate, config, progress=None):
@@ -31,7 +36,13 @@ def tap_through_jpeg(train, surrogate, config, progress=None):
     return poison_with_tap(train, nn.Sequential(DifferentiableJPEG(JPEG_QUALITY), surrogate).eval(), config, progress)
 
 
-for base, name, label, apply, through, known in (
+def tap_through_lowpass(train, surrogate, config, progress=None):
+    """TAP whose targeted PGD descends the surrogate's loss on sharpen_lowpass(x + delta)."""
+    filtered = SharpenLowpass(amount=1.0, cutoff=config.knob("tap_lowpass", "cutoff"))
+    return poison_with_tap(train, nn.Sequential(filtered, surrogate).eval(), config, progress)
+
+
+for base, name, label, apply, through, known, knobs in (
     (
         "unlearnable",
         "unlearnable_grayscale",
@@ -39,6 +50,7 @@ for base, name, label, apply, through, known in (
         unlearnable_through_grayscale,
         "a model that sees grayscale copies (so grayscale cannot squeeze it out)",
         "grayscale",
+        (),
     ),
     (
         "tap",
@@ -47,6 +59,16 @@ for base, name, label, apply, through, known in (
         tap_through_jpeg,
         f"a differentiable JPEG at quality {JPEG_QUALITY} (so JPEG cannot squeeze it out)",
         "jpeg",
+        (),
+    ),
+    (
+        "tap",
+        "tap_lowpass",
+        "TAP, adaptive: crafted through sharpening and a low-pass filter",
+        tap_through_lowpass,
+        "the sharpen_lowpass filter (so the poison survives it)",
+        "sharpen_lowpass",
+        (Knob("cutoff", LOWPASS_CUTOFF, "the filter's cutoff the attacker crafts through, cycles per image", 1, 23),),
     ),
 ):
     spec = THREATS.registered(base)  # registered above it by core/threats/__init__.py
@@ -63,5 +85,6 @@ for base, name, label, apply, through, known in (
             metrics=spec.metrics,
             defaults=spec.defaults,
             grid_cases={name: {"adapts": (base, known)}},
+            knobs=knobs,
         )
     )
