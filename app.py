@@ -5,15 +5,16 @@ import sys
 import streamlit as st
 
 st.set_page_config(page_title="DAE + defensive distillation, measured", page_icon=":material/traffic:", layout="wide")
-if "ui.common" not in sys.modules:
+if "ui.data" not in sys.modules:
     # The first visit after a server start imports the engine (PyTorch, alibi-detect: 7 s on a warm disk, 40 s
     # measured on a cold one): the page says so at once instead of staying blank (issue 34).
     with st.spinner(
         "Starting the engine: loading PyTorch and alibi-detect (first visit after a server start)...", show_time=True
     ):
-        import ui.common  # noqa: F401
+        import ui.data  # noqa: F401
 
-from ui.common import open_link, report_link, sidebar  # noqa: E402
+from ui.links import open_link, report_link  # noqa: E402
+from ui.widgets import sidebar  # noqa: E402
 
 PAGES = [
     st.Page("pages/overview.py", title="Overview", icon=":material/home:", default=True),

@@ -7,7 +7,7 @@ Starts `streamlit run app.py` on a free localhost port, opens /threshold in Debi
 the slider and presses ArrowRight N times, one at a time. For each press it waits until the "kept" count has changed
 and the page has not changed for --quiet-ms, and records the time from the press to the page's last DOM change
 (a MutationObserver's clock): what a user waits for. The page's fragment logs its own wall time
-($DAE_DISTILL_TIMINGS, ui.common.timed): the server's part. Prints median and 95th percentile of both, side by side,
+($DAE_DISTILL_TIMINGS, ui.widgets.timed): the server's part. Prints median and 95th percentile of both, side by side,
 for each view of the page's panels, one after the other on the same server: the default picture (ui/filter_figure.py:
 a move draws the threshold on an image) and the interactive Plotly charts (/threshold?interactive_charts=true).
 Goal (issue 11): median under 150 ms on 2 CPU cores with the paper run's 35,288 scores.

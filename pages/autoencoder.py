@@ -6,20 +6,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.detectors.dae import TuneConfig, config_from_params, load_study_if_any, redacted
-from ui.common import (
-    app_dir,
-    dae_folder,
-    dae_gallery,
-    enlarged,
-    ensure_navigation,
-    guard,
-    keep,
-    kept,
-    require_run,
-    run_dir,
-    trained_daes,
-)
+from ui.data import app_dir, dae_folder, dae_gallery, run_dir, trained_daes
 from ui.jobs import command, jobs_panel, start
+from ui.links import ensure_navigation, keep, kept
+from ui.widgets import enlarged, guard, require_run
 
 ensure_navigation()
 
@@ -75,7 +65,7 @@ with training:
     c1, c2, c3 = st.columns(3)
 
     def remembered(key: str, default) -> dict:
-        """value, key and on_change of a widget whose value is kept for the session (ui.common.kept)."""
+        """value, key and on_change of a widget whose value is kept for the session (ui.links.kept)."""
         return {"value": kept(key, default), "key": key, "on_change": keep, "args": (key,)}
 
     depth = c1.slider("depth (stride-2 stages)", 1, 4, **remembered("dae_depth", base.model.depth))

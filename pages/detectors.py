@@ -11,18 +11,9 @@ from core.engine.registry import THREATS
 from core.experiments.compare import SHIPPED_COMPARISON, SHIPPED_COMPARISONS, comparison_rows
 from core.experiments.defence_grid import case_label, defence_rows
 from core.reporting.report import ranking_table
-from ui.common import (
-    cached_comparison,
-    cached_defence_costs,
-    cached_defence_grid,
-    ensure_navigation,
-    figure_download,
-    full_table,
-    guard,
-    link_names,
-    require_run,
-    shown,
-)
+from ui.data import cached_comparison, cached_defence_costs, cached_defence_grid, shown
+from ui.links import ensure_navigation, link_names
+from ui.widgets import figure_download, full_table, guard, require_run
 
 ensure_navigation()
 

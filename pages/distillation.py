@@ -12,20 +12,10 @@ from core.engine.data import CLASS_NAMES
 from core.engine.storage import CheckpointError
 from core.experiments.pipeline import MODEL_LABELS, MODEL_NAMES, PAPER_RESULTS
 from core.experiments.sweep import sweep_steps
-from ui.common import (
-    enlarged,
-    ensure_navigation,
-    figure_download,
-    guard,
-    percentages,
-    require_run,
-    run_dir,
-    session_threshold,
-    shown,
-    teacher_probabilities,
-    test_set_size,
-)
+from ui.data import run_dir, shown, teacher_probabilities, test_set_size
 from ui.jobs import follow_up, jobs_panel, point_job, trained_points
+from ui.links import ensure_navigation
+from ui.widgets import enlarged, figure_download, guard, percentages, require_run, session_threshold
 
 ensure_navigation()
 

@@ -3,8 +3,9 @@
 import streamlit as st
 
 from core.jobs import SLOTS
-from ui.common import ensure_navigation, guard
 from ui.jobs import jobs_panel, jobs_root
+from ui.links import ensure_navigation
+from ui.widgets import guard
 
 ensure_navigation()
 

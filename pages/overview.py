@@ -12,19 +12,10 @@ from core.experiments.run import SHIPPED_RUN, SHIPPED_SWEEP_RUNS, weak_students_
 from core.jobs import default_threads, list_jobs, minutes
 from core.reporting.findings import findings
 from core.studies.run import run_arguments
-from ui.common import (
-    cached_defence_grid,
-    cached_run,
-    custom_poison,
-    ensure_navigation,
-    experiment_seconds_here,
-    guard,
-    preset_config,
-    require_run,
-    run_dir,
-    shown,
-)
+from ui.data import cached_defence_grid, cached_run, experiment_seconds_here, run_dir, shown
 from ui.jobs import COARSE_SHARES, experiment_commands, jobs_panel, jobs_root, run_folder, start
+from ui.links import ensure_navigation
+from ui.widgets import custom_poison, guard, preset_config, require_run
 
 GLOSSARY = """
 - **FGSM / I-FGSM / PGD**: one-step and iterated gradient-sign attacks (Goodfellow et al. 2015; Kurakin et al. 2017;

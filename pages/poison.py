@@ -10,26 +10,20 @@ from core.experiments.budget import BUDGET_AXES, budget_progress
 from core.experiments.compare import SHIPPED_COMPARISON
 from core.experiments.defence_grid import shipped_damage
 from core.threats.poison import DEFAULT_SOURCE_CLASS, DEFAULT_TARGET_CLASS, NOISE_SCOPES, TRIGGER_SIZES, PoisonConfig
-from ui.common import (
-    CUSTOM_KNOB_RANGES,
+from ui.data import (
     applied_poison_summary,
     cached_budget,
     cached_comparison,
     cached_defence_grid,
     cached_run,
-    enlarged,
-    ensure_navigation,
-    guard,
-    knob_widgets,
-    link_names,
     load_surrogate,
     poison_preview,
-    preset_config,
     run_dir,
-    set_custom_poison,
     shown,
     threat_preview,
 )
+from ui.links import CUSTOM_KNOB_RANGES, ensure_navigation, link_names
+from ui.widgets import enlarged, guard, knob_widgets, preset_config, set_custom_poison
 
 ensure_navigation()
 

@@ -24,30 +24,20 @@ from core.experiments.run import run_choices, weak_students_note
 from core.experiments.sweep import FILTERS, accuracy_at, curve_at_share, point_images, sweep_robust_steps, sweep_steps
 from core.jobs import minutes
 from core.reporting import explore
-from ui.common import (
+from ui.data import (
     app_dir,
-    as_text,
     cached_curves,
     cached_defence_grid,
     cached_example_pool,
     cached_run,
     cached_scores,
-    enlarged,
-    ensure_navigation,
-    figure_download,
     file_stamp,
-    guard,
-    link_names,
     point_seconds_here,
     purify_preview,
-    require_run,
-    ringed,
     run_dir,
     score_histogram,
-    session_threshold,
     shown,
     slider_range,
-    timed,
 )
 from ui.filter_figure import base_figure, figure_png, sample_strip
 from ui.jobs import (
@@ -62,7 +52,9 @@ from ui.jobs import (
     sweep_commands,
 )
 from ui.jobs import trained_points as jobs_trained_points
+from ui.links import as_text, ensure_navigation, link_names
 from ui.threshold_view import instant_data, instant_view
+from ui.widgets import enlarged, figure_download, guard, require_run, ringed, session_threshold, timed
 
 ensure_navigation()
 

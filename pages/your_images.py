@@ -8,20 +8,9 @@ from core.engine.registry import ATTACKS
 from core.reporting import explore
 from core.reporting.images import ACCEPTED_FORMATS, UploadError
 from core.reporting.sign_examples import shipped_examples
-from ui.common import (
-    as_text,
-    cached_run,
-    enlarged,
-    ensure_navigation,
-    guard,
-    image_analysis,
-    image_models,
-    link_names,
-    run_dir,
-    session_threshold,
-    test_image,
-    uploaded_image,
-)
+from ui.data import cached_run, image_analysis, image_models, run_dir, test_image, uploaded_image
+from ui.links import as_text, ensure_navigation, link_names
+from ui.widgets import enlarged, guard, session_threshold
 
 ensure_navigation()
 

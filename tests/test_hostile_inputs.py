@@ -32,7 +32,7 @@ def one_error_line(result: subprocess.CompletedProcess, says: str) -> None:
 
 
 def test_every_non_finite_spelling_is_recognised():
-    from ui.common import not_finite
+    from ui.links import not_finite
 
     assert all(not_finite(value) for value in NOT_FINITE)
     assert not any(not_finite(value) for value in ("0.05", "7", "1e300", "-3", "lots", ""))
@@ -103,7 +103,7 @@ def test_verify_reports_a_truncated_model_before_recomputing(tiny_run, tmp_path,
 
 
 def test_user_text_is_shown_as_text_never_as_markdown():
-    from ui.common import as_text
+    from ui.links import as_text
 
     name = "evil **bold** [link](http%3A%2F%2Fexample.com) $x^2$ <b>.png"
     escaped = as_text(name)

@@ -190,7 +190,7 @@ ENGINE_OBJECTS = ("Tensor", "Module", "ImageSet", "Splits", "PoisonedSet", "Gene
 def test_pages_receive_plain_data():
     """Issue 23: pages draw what they are handed. Every function a page imports from the app's helpers (ui/) says in
     its annotation what it returns, and nothing a page imports (from ui/ or core/) returns a tensor, a model or a
-    dataset: those stay in ui/common.py, which hands pages pixels (numpy), numbers, tables and text."""
+    dataset: those stay in ui/data.py, which hands pages pixels (numpy), numbers, tables and text."""
     import importlib
     import inspect
 

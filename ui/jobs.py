@@ -18,7 +18,7 @@ from core import jobs
 from core.engine.registry import STUDIES
 from core.jobs import JobSpec, JobStatus, default_threads
 from core.studies import ExecutorOptions
-from ui.common import app_dir, data_root, shown
+from ui.data import app_dir, data_root, shown
 
 POLL_SECONDS = 2.0
 COARSE_SHARES = ("0", "0.1", "0.2", "0.3", "0.4", "0.5")  # a first curve over 0-50% dropped (DAE, random, oracle)

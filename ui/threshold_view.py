@@ -395,7 +395,7 @@ def view_data(scores, mask, curves, hist, sweep, pool, pool_scores, low, high, l
 def instant_data(directory: str, score: str, stamp=None) -> dict:
     """view_data for a run and score (stamp: the run's sweep.json time, so new points are sent)."""
     from core.detectors.detect import filter_label
-    from ui.common import (
+    from ui.data import (
         cached_curves,
         cached_example_pool,
         cached_run,

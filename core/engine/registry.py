@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar
 class Knob:
     """A parameter an entry owns (a CUDA filter's size, a defence's strength): declared once, in the entry's spec, it
     becomes a value of the config the entry reads (`knobs`, set as "entry.knob"), a command-line flag
-    (`--entry-knob`, core.studies) and a widget on the app's page (ui.common.knob_widgets). The type is the
+    (`--entry-knob`, core.studies) and a widget on the app's page (ui.widgets.knob_widgets). The type is the
     default's: int, float, str or bool."""
 
     name: str
