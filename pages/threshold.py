@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
-from plotly.subplots import make_subplots
 
 from core.detectors.detect import (
     PAPER_INFERRED_THRESHOLD,
@@ -17,9 +16,8 @@ from core.detectors.detect import (
     filter_label,
     infer_threshold_from_scores,
 )
-from core.engine.registry import DEFENCES, DETECTORS
+from core.engine.registry import DETECTORS
 from core.engine.train import device_description
-from core.experiments.defence_grid import defence_table
 from core.experiments.run import run_choices, weak_students_note
 from core.experiments.sweep import FILTERS, accuracy_at, curve_at_share, point_images, sweep_robust_steps, sweep_steps
 from core.jobs import minutes
@@ -27,19 +25,17 @@ from core.reporting import explore
 from ui.data import (
     app_dir,
     cached_curves,
-    cached_defence_grid,
     cached_example_pool,
     cached_run,
     cached_scores,
     file_stamp,
     point_seconds_here,
-    purify_preview,
     run_dir,
     score_histogram,
     shown,
     slider_range,
 )
-from ui.filter_figure import base_figure, figure_png, sample_strip
+from ui.filter_figure import base_figure, figure_png, interactive_figure, sample_strip
 from ui.jobs import (
     active_jobs,
     follow_up,
@@ -53,8 +49,9 @@ from ui.jobs import (
 )
 from ui.jobs import trained_points as jobs_trained_points
 from ui.links import as_text, ensure_navigation, link_names
+from ui.other_defences import draw_other_defences
 from ui.threshold_view import instant_data, instant_view
-from ui.widgets import enlarged, figure_download, guard, require_run, ringed, session_threshold, timed
+from ui.widgets import figure_download, guard, require_run, ringed, session_threshold, timed
 
 ensure_navigation()
 
@@ -381,6 +378,19 @@ def student_at_threshold(threshold: float, drop_share: float, tolerance: float) 
 
 
 def draw_live_view() -> None:
+    """The server-drawn view: the slider, what it keeps, the student there, the filter's panels, the examples."""
+    threshold = threshold_controls()
+    counts = explore.threshold_counts(scores, mask, threshold)
+    warn_when_little_is_kept(counts["kept"])
+    drop_share = (counts["dropped_clean"] + counts["dropped_poisoned"]) / max(len(scores), 1)
+    counts_and_student(counts, threshold, drop_share)
+    filter_panels(counts, threshold)
+    sweep_section(drop_share)  # in the fragment: its line follows the slider in both views
+    example_grids(threshold)
+
+
+def threshold_controls() -> float:
+    """The slider and the exact-value box; the value goes to the session (the other pages) and the link."""
     slider_column, number_column = st.columns([4, 1])
     slider_column.slider(
         f"Threshold ({filter_label(score)})",
@@ -401,16 +411,21 @@ def draw_live_view() -> None:
     number_column.number_input(
         "exact value", low, high, key="threshold_input", step=1e-4, format="%.5f", on_change=from_number
     )
-    counts = explore.threshold_counts(scores, mask, threshold)
+    return threshold
 
-    if counts["kept"] == 0:
+
+def warn_when_little_is_kept(kept: int) -> None:
+    if kept == 0:
         st.error("This threshold drops every training sample: nothing would be left to train the teacher. Raise it.")
-    elif counts["kept"] < max(run.config.classifier_train.batch_size, 0.01 * len(scores)):
+    elif kept < max(run.config.classifier_train.batch_size, 0.01 * len(scores)):
         st.warning(
-            f"Only {counts['kept']:,} of {len(scores):,} training images are kept "
-            f"({counts['kept'] / len(scores):.2%}): a teacher trained on so few "
-            "measures almost nothing about the filter. Raise the threshold."
+            f"Only {kept:,} of {len(scores):,} training images are kept ({kept / len(scores):.2%}): a teacher trained "
+            "on so few measures almost nothing about the filter. Raise the threshold."
         )
+
+
+def counts_and_student(counts: dict, threshold: float, drop_share: float) -> None:
+    """The filter's metrics, the kept / dropped x clean / poisoned table, and the student read from the sweep."""
     metrics = [*st.columns(3), *st.columns(3)]  # two rows: whole labels and counts at 1024 px
     metrics[0].metric("kept", f"{counts['kept']:,}")
     metrics[1].metric("dropped", f"{counts['dropped_clean'] + counts['dropped_poisoned']:,}")
@@ -418,7 +433,6 @@ def draw_live_view() -> None:
     metrics[3].metric("recall", f"{counts['recall']:.3f}")
     metrics[4].metric("F1", f"{counts['f1']:.3f}")
     metrics[5].metric("ROC AUC of the score", f"{curves['auroc']:.3f}")
-
     table = pd.DataFrame(
         {
             "clean": [counts["kept_clean"], counts["dropped_clean"]],
@@ -432,8 +446,6 @@ def draw_live_view() -> None:
     left.download_button(
         "Download counts (JSON)", json.dumps(counts, indent=2), "threshold_counts.json", "application/json"
     )
-
-    drop_share = (counts["dropped_clean"] + counts["dropped_poisoned"]) / max(len(scores), 1)
     with right:
         if run.sweep and not is_dae:
             st.info(
@@ -445,6 +457,9 @@ def draw_live_view() -> None:
         else:
             curve_progress()
 
+
+def filter_panels(counts: dict, threshold: float) -> None:
+    """Histogram, ROC and precision-recall at the threshold: a picture (the default) or interactive Plotly charts."""
     interactive = st.toggle(
         "Interactive charts",
         key="interactive_charts",
@@ -452,72 +467,24 @@ def draw_live_view() -> None:
         help="Plotly charts with hover, zoom and downloads. Off (the default), the histogram, ROC and precision-recall "
         "panels are a picture on which each move only draws the threshold: a faster slider.",
     )
-    fpr_point, tpr_point = explore.operating_point(scores, mask, threshold)
+    operating = explore.operating_point(scores, mask, threshold)
+    precision_recall = (counts["recall"], counts["precision"])
     if not interactive:
         # A picture drawn once per score; a move only draws the line and the markers (ui/filter_figure.py).
-        picture = figure_png(
-            base_picture(directory, score), threshold, (fpr_point, tpr_point), (counts["recall"], counts["precision"])
-        )
+        picture = figure_png(base_picture(directory, score), threshold, operating, precision_recall)
         st.image(picture, width="stretch", output_format="PNG")
-    else:
-        hist = score_histogram(directory, score)
-        centres = (hist["edges"][:-1] + hist["edges"][1:]) / 2
-        # One figure with three panels, not three charts: Streamlit re-mounts every chart whose marker moves, and the
-        # re-mounts are most of a slider move's time in the browser (bench/slider.py).
-        figure = make_subplots(
-            rows=1,
-            cols=3,
-            subplot_titles=(filter_label(score), "ROC: dropping poisons", "Precision-recall"),
-            horizontal_spacing=0.07,
-        )
-        for trace in (
-            go.Bar(x=centres, y=hist["clean"], name="clean", marker_color="#4c78a8", opacity=0.7),
-            go.Bar(x=centres, y=hist["poisoned"], name="poisoned", marker_color="#e45756", opacity=0.7),
-        ):
-            figure.add_trace(trace, row=1, col=1)
-        figure.add_vline(threshold, line_color="black", line_dash="dash", row=1, col=1)
-        figure.add_trace(
-            go.Scatter(x=curves["roc_shown"][0], y=curves["roc_shown"][1], name="ROC", mode="lines"), row=1, col=2
-        )
-        figure.add_trace(
-            go.Scatter(x=[0, 1], y=[0, 1], name="chance", mode="lines", line_dash="dot", line_color="grey"),
-            row=1,
-            col=2,
-        )
-        figure.add_trace(
-            go.Scatter(x=[fpr_point], y=[tpr_point], name="this threshold (ROC)", mode="markers", marker_size=12),
-            row=1,
-            col=2,
-        )
-        figure.add_trace(
-            go.Scatter(x=curves["pr_shown"][0], y=curves["pr_shown"][1], name="PR", mode="lines"), row=1, col=3
-        )
-        figure.add_trace(
-            go.Scatter(
-                x=[counts["recall"]],
-                y=[counts["precision"]],
-                name="this threshold (PR)",
-                mode="markers",
-                marker_size=12,
-            ),
-            row=1,
-            col=3,
-        )
-        figure.update_layout(barmode="overlay", height=330, margin=dict(t=40, b=30))
-        figure.update_xaxes(title_text=unit, row=1, col=1)
-        figure.update_yaxes(title_text="training images", type="log", row=1, col=1)
-        figure.update_xaxes(title_text="false-positive rate", row=1, col=2)
-        figure.update_yaxes(title_text="true-positive rate", row=1, col=2)
-        figure.update_xaxes(title_text="recall", row=1, col=3)
-        figure.update_yaxes(title_text="precision", row=1, col=3)
-        st.plotly_chart(figure, width="stretch", key="chart-filter")
-        figure_download(figure, "histogram_roc_precision_recall")
+        return
+    figure = interactive_figure(
+        score_histogram(directory, score), curves, threshold, operating, precision_recall, filter_label(score), unit
+    )
+    st.plotly_chart(figure, width="stretch", key="chart-filter")
+    figure_download(figure, "histogram_roc_precision_recall")
 
-    sweep_section(drop_share)  # in the fragment: its line follows the slider in both views
 
+def example_grids(threshold: float) -> None:
+    """The example pool's kept and dropped images at the threshold, ringed by whether the decision was right."""
     pool = cached_example_pool(directory)
-    pool_scores = scores[pool["index"]]
-    dropped = pool_scores > threshold
+    dropped = scores[pool["index"]] > threshold
     for title, selected in (("Kept", ~dropped), ("Dropped", dropped)):
         positions = np.flatnonzero(selected)[:12]
         count = int(selected.sum())
@@ -736,50 +703,4 @@ def follow_files() -> None:
 follow_files()
 
 st.divider()
-st.subheader("Other defences")
-st.caption(
-    "Filtering is one defence. The others change every training image (purify, JPEG, grayscale), how the "
-    "classifier learns (adversarial training) or repair it afterwards (fine-tuning, ABL). `python -m core defences` "
-    "measures each against every threat case; the Detectors page shows the shipped grids."
-)
-link_names("defence", DEFENCES.names(), DEFENCES.label)
-defence = st.selectbox("Defence", DEFENCES.names(), format_func=DEFENCES.label, key="defence", bind="query-params")
-st.markdown(DEFENCES[defence].description)
-if DEFENCES[defence].purifies_with_run_dae:  # the preview purifies with the run's DAE
-    sigma = st.slider(
-        "sigma (std of the noise added before the DAE, [0, 1] pixel scale; 0: plain reconstruction)",
-        0.0,
-        0.3,
-        0.1,
-        0.01,
-        key="sigma",
-        bind="query-params",
-    )
-    with guard("the purified images"):
-        shown = purify_preview(directory, sigma)
-        st.caption(
-            f"Clean-looking delivered images, their purified versions and the difference (amplified around grey): "
-            f"purify changes them by {shown['mean_change_levels']:.1f} grey levels on average."
-        )
-        for title, images in (("delivered", shown["images"]), ("purified", shown["purified"])):
-            columns = st.columns(8)
-            for column, image in zip(columns, images):
-                column.image(enlarged(image), caption=title, width="stretch", output_format="PNG")
-        columns = st.columns(8)
-        for column, image in zip(columns, shown["amplified"]):
-            column.image(enlarged(image), caption="difference", width="stretch", output_format="PNG")
-with guard("the shipped defence grid"):
-    grid = cached_defence_grid()
-    if grid:
-        rows = defence_table(grid, defence)
-        if not rows:
-            st.info(f"The shipped grid did not train behind {DEFENCES.label(defence)}.")
-        else:
-            st.dataframe(pd.DataFrame(rows), width="stretch", hide_index=True)
-        st.caption(
-            f"Shipped grid, preset `{grid['config']['experiment']['preset']}` (seeds: how many stand behind a row): "
-            "one classifier behind this defence per threat case (no distillation); worst case = adaptive attacks at "
-            "the paper's eps 0.01."
-        )
-    else:
-        st.info("No shipped defence grid: `python -m core defences --seeds 3 --out checkpoints/defences` makes it.")
+draw_other_defences(directory)

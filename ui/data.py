@@ -38,8 +38,6 @@ def app_dir() -> Path:
     return Path(os.environ.get("DAE_DISTILL_APP_DIR") or cache_dir() / "app")
 
 
-
-
 def shown(path) -> str:
     """A path as the pages print it: relative to the project (checkpoints/paper, ../shared/data), or to the app's own
     folder (app/runs/quick-ifgsm-eps0.01-seed0-1a2b3c), not the machine's absolute path; absolute only when it is on

@@ -130,3 +130,49 @@ def sample_strip(
 
 
 STREAMLIT_CONTENT_WIDTH = 1460  # st.image re-encodes wider pictures after resizing them (image_utils.py)
+
+
+def interactive_figure(
+    hist: dict,
+    curves: dict,
+    threshold: float,
+    operating: tuple[float, float],
+    precision_recall: tuple[float, float],
+    title: str,
+    unit: str,
+):
+    """The same three panels as interactive Plotly charts (hover, zoom, download), the threshold drawn on them. One
+    figure with three panels, not three charts: Streamlit re-mounts every chart whose marker moves, and the re-mounts
+    are most of a slider move's time in the browser (bench/slider.py)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    centres = (hist["edges"][:-1] + hist["edges"][1:]) / 2
+    figure = make_subplots(
+        rows=1, cols=3, subplot_titles=(title, "ROC: dropping poisons", "Precision-recall"), horizontal_spacing=0.07
+    )
+    figure.add_trace(go.Bar(x=centres, y=hist["clean"], name="clean", marker_color=CLEAN, opacity=0.7), row=1, col=1)
+    figure.add_trace(
+        go.Bar(x=centres, y=hist["poisoned"], name="poisoned", marker_color=POISONED, opacity=0.7), row=1, col=1
+    )
+    figure.add_vline(threshold, line_color="black", line_dash="dash", row=1, col=1)
+    roc_x, roc_y = curves["roc_shown"]
+    figure.add_trace(go.Scatter(x=roc_x, y=roc_y, name="ROC", mode="lines"), row=1, col=2)
+    chance = go.Scatter(x=[0, 1], y=[0, 1], name="chance", mode="lines", line_dash="dot", line_color="grey")
+    figure.add_trace(chance, row=1, col=2)
+    marker = dict(mode="markers", marker_size=12)
+    figure.add_trace(
+        go.Scatter(x=[operating[0]], y=[operating[1]], name="this threshold (ROC)", **marker), row=1, col=2
+    )
+    pr_x, pr_y = curves["pr_shown"]
+    figure.add_trace(go.Scatter(x=pr_x, y=pr_y, name="PR", mode="lines"), row=1, col=3)
+    figure.add_trace(
+        go.Scatter(x=[precision_recall[0]], y=[precision_recall[1]], name="this threshold (PR)", **marker), row=1, col=3
+    )
+    figure.update_layout(barmode="overlay", height=330, margin=dict(t=40, b=30))
+    for column, (x_title, y_title) in enumerate(
+        ((unit, "training images"), ("false-positive rate", "true-positive rate"), ("recall", "precision")), 1
+    ):
+        figure.update_xaxes(title_text=x_title, row=1, col=column)
+        figure.update_yaxes(title_text=y_title, row=1, col=column, **({"type": "log"} if column == 1 else {}))
+    return figure
