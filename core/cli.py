@@ -42,6 +42,7 @@ def add_study_flags(parser: argparse.ArgumentParser, options_type: type) -> None
     required when its fields say so."""
     groups: dict[str, argparse._MutuallyExclusiveGroup] = {}
     for spec in flag_specs(options_type):
+        shown_help = spec.help.replace("%", "%%")  # argparse %-formats help texts ("10%" would raise)
         if spec.group is not None:
             if spec.group not in groups:
                 groups[spec.group] = parser.add_mutually_exclusive_group(required=spec.required)
@@ -52,11 +53,11 @@ def add_study_flags(parser: argparse.ArgumentParser, options_type: type) -> None
             kind = parse_truth if spec.kind is bool else spec.kind
             metavar = None if spec.choices else spec.knob.partition(".")[2].upper()
             parser.add_argument(
-                spec.flag, dest=spec.name, type=kind, choices=spec.choices, metavar=metavar, help=spec.help
+                spec.flag, dest=spec.name, type=kind, choices=spec.choices, metavar=metavar, help=shown_help
             )
             continue
         if spec.kind is bool:
-            target.add_argument(spec.flag, dest=spec.name, action="store_true", default=spec.default, help=spec.help)
+            target.add_argument(spec.flag, dest=spec.name, action="store_true", default=spec.default, help=shown_help)
             continue
         target.add_argument(
             spec.flag,
@@ -66,7 +67,7 @@ def add_study_flags(parser: argparse.ArgumentParser, options_type: type) -> None
             choices=spec.choices,
             default=list(spec.default) if spec.many and spec.default is not None else spec.default,
             required=required,
-            help=spec.help,
+            help=shown_help,
         )
 
 

@@ -14,7 +14,9 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
+import plotly.graph_objects as go
 from PIL import Image, ImageDraw
+from plotly.subplots import make_subplots
 
 CLEAN, POISONED, CURVE, MARKER = "#4c78a8", "#e45756", "#1f77b4", "#ff7f0e"
 
@@ -140,13 +142,10 @@ def interactive_figure(
     precision_recall: tuple[float, float],
     title: str,
     unit: str,
-):
+) -> go.Figure:
     """The same three panels as interactive Plotly charts (hover, zoom, download), the threshold drawn on them. One
     figure with three panels, not three charts: Streamlit re-mounts every chart whose marker moves, and the re-mounts
     are most of a slider move's time in the browser (bench/slider.py)."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
     centres = (hist["edges"][:-1] + hist["edges"][1:]) / 2
     figure = make_subplots(
         rows=1, cols=3, subplot_titles=(title, "ROC: dropping poisons", "Precision-recall"), horizontal_spacing=0.07

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -27,21 +27,30 @@ from core.engine.train import TrainConfig, predict, reconstruction_loss, to_floa
 from core.engine.train import train as train_model
 
 
+def flag(default, help: str, choices=None):
+    """A DefenceConfig field that `python -m core defences` offers as a flag of the same name (core.studies
+    .config_flags): declared once, here, with its help and allowed values."""
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
 @dataclass(frozen=True)
 class DefenceConfig:
-    detector: str = "dae"  # filter: which detector's scores decide (thresholded as the run's ThresholdConfig says)
-    sigma: float = 0.1  # purify: std of the Gaussian noise added before the DAE reconstructs ([0, 1] pixel scale)
-    jpeg_quality: int = 10  # jpeg: PIL quality 1..95 (the anchor's 10)
-    adversarial_eps: float = 8 / 255  # adversarial training: L-inf radius of the PGD examples trained on
-    adversarial_steps: int = 3  # PGD steps per batch (step 2.5 * eps / steps, random start); training costs steps + 1x
+    # filter: which detector's scores decide (thresholded as the run's ThresholdConfig says)
+    detector: str = flag("dae", "what filter / filter_purify use", choices=DETECTORS.names)
+    sigma: float = flag(0.1, "purify: std of the noise added before the DAE ([0, 1] scale)")
+    jpeg_quality: int = flag(10, "jpeg: PIL quality 1..95 (the anchor's 10)")
+    adversarial_eps: float = flag(8 / 255, "adversarial training: L-inf radius of the PGD examples trained on")
+    # step 2.5 * eps / steps, random start; training costs steps + 1x
+    adversarial_steps: int = flag(3, "adversarial training: PGD steps per batch")
     seed: int = 0
     # Backdoor removal (core/defences/backdoor_removal.py). The grid keys and files omit these at their defaults
     # (to_dict), so configs made before they existed keep their keys.
-    fine_tune_epochs: float = 10  # passes over the defender's trusted clean images (BackdoorBench: 10% clean data)
-    fine_tune_lr: float = 0.01  # peak one-cycle rate of fine-tuning (BackdoorBench's 0.01)
-    abl_isolation: float = 0.01  # ABL: share of the training set isolated as likely poisons (Li et al.: 1%)
-    abl_unlearn_epochs: int = 80  # ABL: passes over the isolated images (Li et al.: 5 to 20; see backdoor_removal)
-    abl_unlearn_lr: float = 0.01  # ABL: SGD rate of the unlearning (Li et al.'s 5e-4 for plain ascent)
+    fine_tune_epochs: float = flag(10, "fine_tune, ft_sam: passes over the trusted clean images (BackdoorBench: 10%)")
+    fine_tune_lr: float = flag(0.01, "fine_tune, ft_sam: peak learning rate (BackdoorBench's 0.01)")
+    abl_isolation: float = flag(0.01, "abl: share of the training set isolated as likely poisons (Li et al.: 1%)")
+    # Li et al.: 5 to 20; see backdoor_removal
+    abl_unlearn_epochs: int = flag(80, "abl: passes over the isolated images")
+    abl_unlearn_lr: float = flag(0.01, "abl: learning rate of the unlearning (Li et al.'s 5e-4 for plain ascent)")
     # the registered defences' own parameters (DefenceSpec.knobs), "defence.knob" -> value; unset knobs take their
     # spec's default. Omitted from files and keys when none is set.
     knobs: tuple = ()

@@ -464,7 +464,8 @@ def defence_ranking(grid: dict, costs: dict | None = None) -> list[dict]:
                         entry.update(kept=kept, kept_case=case)
     availability = sum(1 for case in grid["summary"] if _is_availability(grid, case))
     for entry in ranking.values():
-        entry["complete"] = entry["availability_cases"] == availability  # measured on every availability poison
+        # measured on every availability poison (of which there is at least one, with its reference)
+        entry["complete"] = entry["kept"] is not None and entry["availability_cases"] == availability
         entry["keeps"] = entry["kept"] is not None and entry["kept"] >= KEEPS_AT_LEAST
         entry["removes_backdoors"] = (
             entry["asr"] is not None

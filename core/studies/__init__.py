@@ -72,6 +72,27 @@ def option(
     return field(default=default, metadata=metadata)
 
 
+def config_flags(config_type: type):
+    """A class decorator (under @dataclass) that gives a study's options every field of `config_type` declared with
+    a help text (core.defences.flag): same name, type, default, help and choices. The parameter is declared once,
+    in its config; `config_values(options, config_type)` hands the values back."""
+
+    def add(cls: type) -> type:
+        hints = typing.get_type_hints(config_type)
+        for each in fields(config_type):
+            if "help" in each.metadata:
+                cls.__annotations__[each.name] = hints[each.name]
+                setattr(cls, each.name, option(each.default, each.metadata["help"], each.metadata.get("choices")))
+        return cls
+
+    return add
+
+
+def config_values(options, config_type: type) -> dict:
+    """The values of the flags config_flags added, by field name, for config_type(**...)."""
+    return {each.name: getattr(options, each.name) for each in fields(config_type) if "help" in each.metadata}
+
+
 @dataclass(frozen=True)
 class DataOptions:
     """Where GTSRB is, and the threads to use: the options every command accepts, before or after its name."""

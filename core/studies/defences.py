@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from core.defences import DefenceConfig  # its defaults are the flags' defaults
-from core.engine.registry import DEFENCES, DETECTORS
+from core.defences import DefenceConfig  # its flag fields are this command's flags
+from core.engine.registry import DEFENCES
 from core.experiments.defence_grid import DEFENCE_GRID_FILE
 from core.studies import (
     RUNS_DIR,
@@ -16,6 +16,8 @@ from core.studies import (
     ExecutorOptions,
     Stages,
     StudySpec,
+    config_flags,
+    config_values,
     knob_option,
     knobs_in,
     option,
@@ -30,21 +32,12 @@ def _case_names() -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
+@config_flags(DefenceConfig)  # each defence setting (detector, sigma, jpeg_quality, ...) is a flag of its own name
 class DefencesOptions(ExecutorOptions):
     preset: str = option("compare", "the shipped grid used 'compare'", choices=PRESETS)
     cases: tuple[str, ...] | None = option(None, "threat cases (default: all)", choices=_case_names)
     defences: tuple[str, ...] | None = option(None, "defences to train behind (default: all)", choices=DEFENCES.names)
     seeds: int = option(1, "seeds 0..K-1, mean +- std over those that finish")
-    detector: str = option(DefenceConfig.detector, "what filter / filter_purify use", choices=DETECTORS.names)
-    sigma: float = option(DefenceConfig.sigma, "purify: noise std before the DAE ([0, 1] scale)")
-    jpeg_quality: int = option(DefenceConfig.jpeg_quality, "jpeg: PIL quality 1..95")
-    adversarial_eps: float = option(DefenceConfig.adversarial_eps, "adversarial training: PGD radius")
-    adversarial_steps: int = option(DefenceConfig.adversarial_steps, "adversarial training: PGD steps per batch")
-    fine_tune_epochs: float = option(DefenceConfig.fine_tune_epochs, "fine_tune: passes over the trusted clean images")
-    fine_tune_lr: float = option(DefenceConfig.fine_tune_lr, "fine_tune: peak learning rate")
-    abl_isolation: float = option(DefenceConfig.abl_isolation, "abl: share of the training set isolated")
-    abl_unlearn_epochs: int = option(DefenceConfig.abl_unlearn_epochs, "abl: passes over the isolated images")
-    abl_unlearn_lr: float = option(DefenceConfig.abl_unlearn_lr, "abl: learning rate of the unlearning")
     robust_test_subset: float = option(0.3, "share of test attacked (worst case)")
     robust_steps: int = option(10, "iterations of the adaptive attacks")
     eot_samples: int = option(1, "passes averaged per attack step on a model with test-time noise (EOT; 1: none)")
@@ -88,19 +81,7 @@ class DefencesOptions(ExecutorOptions):
             replace(experiment, **overrides),
             cases=tuple(self.cases or _case_names()),
             defences=tuple(self.defences or DEFENCES.names()),
-            defence=DefenceConfig(
-                detector=self.detector,
-                sigma=self.sigma,
-                jpeg_quality=self.jpeg_quality,
-                adversarial_eps=self.adversarial_eps,
-                adversarial_steps=self.adversarial_steps,
-                fine_tune_epochs=self.fine_tune_epochs,
-                fine_tune_lr=self.fine_tune_lr,
-                abl_isolation=self.abl_isolation,
-                abl_unlearn_epochs=self.abl_unlearn_epochs,
-                abl_unlearn_lr=self.abl_unlearn_lr,
-                knobs=self.defence_knobs(),
-            ),
+            defence=DefenceConfig(**config_values(self, DefenceConfig), knobs=self.defence_knobs()),
             seeds=tuple(range(self.seeds)),
             robust_test_subset=self.robust_test_subset,
             robust_steps=self.robust_steps,
