@@ -2,9 +2,9 @@
 
 The CLI's choices, the app's selectors, the comparison loop and the contract tests iterate these tables, so
 adding an entry is one file (or function) that calls `register`, plus its test; nothing else names it.
-Built-in entries register where they are defined (core/attacks.py, core/threats/, core/detectors/detect.py,
-core/defences.py, core/studies/); any module placed in core/plugins/ is imported with them, so a new entry can
-live there (docs/extending.md).
+Built-in entries register where they are defined (core/attacks/, core/threats/, core/detectors/, core/defences/,
+core/studies/: every module of ENTRY_PACKAGES); any module placed in core/plugins/ is imported with them, so a
+new entry can live there (docs/extending.md).
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ class DetectorSpec:
 
 @dataclass(frozen=True)
 class DefenceSpec:
-    """A training-time defence (core/defences.py): `apply(train, context, config)` -> the ImageSet the classifier
+    """A training-time defence (core/defences/): `apply(train, context, config)` -> the ImageSet the classifier
     trains on. adversary(config) -> a core.engine.train.Adversary (adversarial training) or None. test_input(config) ->
     a module every input goes through at test time too (grayscale), or None. input_transform(train, context, config)
     -> a module (a purifier) that every training image goes through before training and every input at test time:
