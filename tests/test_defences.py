@@ -711,6 +711,11 @@ def test_the_overview_names_a_defence_that_removes_the_backdoor_only_when_the_gr
     # plain labels (issue 34: no code names on the cards); a number behind fewer seeds than the rest says its count
     assert "anti-backdoor learning (ABL), no clean data 1.0% (1 seed)" in removed["text"] and removed["seeds"] == 1
     assert "`abl`" not in removed["text"]
+    # the card's seeds are those behind its title: another defence's single seed is said beside it, not on the card
+    few = grid(0.01, 0.915)
+    few["summary"]["backdoor"]["models"]["abl"]["attack_success_rate"] = stat(0.01)
+    few["summary"]["backdoor"]["models"]["jpeg"]["attack_success_rate"] = stat(1.0, 1)
+    assert _backdoor(few)["seeds"] == 3 and "(1 seed)" in _backdoor(few)["text"]
     assert _backdoor(grid(0.01, 0.85))["title"].startswith("No defence")  # removed, at 7 points of clean accuracy
     assert _backdoor(grid(0.2, 0.92))["title"].startswith("No defence")
     # the attacker who knows it: a heavier backdoor case behind the same defence is reported beside the removal

@@ -349,7 +349,7 @@ def _backdoor(grid: dict) -> dict | None:
     if not models.get("none"):
         return None
     none_clean = models["none"]["clean_acc"]["mean"]
-    behind, removers, removed, seeds, beaten = [], [], [], [], []
+    behind, removers, removed, seeds, beaten, remover_seeds = [], [], [], [], [], []
     defended = {
         name: metrics
         for name, metrics in models.items()
@@ -367,6 +367,7 @@ def _backdoor(grid: dict) -> dict | None:
         )
         if rate["mean"] < REMOVED_BELOW and clean["mean"] >= none_clean - CLEAN_COST_AT_MOST:
             removed.append(_in_sentence(DEFENCES.label(name).split(",")[0].split(":")[0]))
+            remover_seeds.append(rate["n"])
             adaptive, knows = _knowing_attacker(grid, "backdoor", name)
             beaten.append(bool(knows) and knows["mean"] >= REMOVED_BELOW)
             removers.append(
@@ -392,7 +393,9 @@ def _backdoor(grid: dict) -> dict | None:
         f"behind each defence: {', '.join(behind)}."
         + (f" Removed (under 5%, at most 2 points of clean accuracy lost): {'; '.join(removers)}." if removers else "")
         + " Purification lowers it only by breaking the classifier (its clean accuracy is on the Detectors page).",
-        "seeds": min(seeds) if seeds else grid["case_seeds"]["backdoor"],
+        # the seeds behind the title's claim: those of the defences it names (another defence's fewer seeds are said
+        # beside that defence's number)
+        "seeds": min(remover_seeds) if remover_seeds else usual or grid["case_seeds"]["backdoor"],
         "page": "pages/detectors.py",
     }
 
