@@ -387,6 +387,19 @@ MAX_COST = 3.0  # plain trainings (bench/defence_cost.py measures each defence's
 DEFENCE_COST_FILE = "bench/results/defence_cost.json"  # under the project folder
 
 
+def required_poisons(grid: dict, defence: str) -> set[str]:
+    """The availability poisons a defence must be measured on to be ranked complete: every plain one of the grid and
+    the adaptive ones crafted against it."""
+    from core.experiments.defence_grid import adaptive_cases
+
+    adaptive = adaptive_cases()
+    return {
+        case
+        for case in grid["summary"]
+        if _is_availability(grid, case) and (case not in adaptive or adaptive[case][1] == defence)
+    }
+
+
 def _is_availability(grid: dict, case: str) -> bool:
     """A case whose poison aims at accuracy (no attack success rate): the rest are backdoors and label flipping."""
     return "attack_success_rate" not in (grid["summary"][case]["models"].get("none") or {})
@@ -441,6 +454,7 @@ def defence_ranking(grid: dict, costs: dict | None = None) -> list[dict]:
                     "clean_cost": None,
                     "cases": 0,
                     "availability_cases": 0,
+                    "measured": set(),
                     "backdoor_cases": 0,
                     "seeds": metrics["clean_acc"]["n"],
                 },
@@ -448,6 +462,7 @@ def defence_ranking(grid: dict, costs: dict | None = None) -> list[dict]:
             entry["cases"] += 1
             entry["seeds"] = min(entry["seeds"], metrics["clean_acc"]["n"])
             entry["backdoor_cases" if backdoor else "availability_cases"] += 1
+            entry["measured"].add(case)
             if backdoor:
                 asr = (metrics.get("attack_success_rate") or {}).get("mean")
                 if asr is not None and (entry["asr"] is None or asr > entry["asr"]):
@@ -462,10 +477,12 @@ def defence_ranking(grid: dict, costs: dict | None = None) -> list[dict]:
                     kept = sum(acc / reference for acc, reference in pairs) / len(pairs)
                     if entry["kept"] is None or kept < entry["kept"]:
                         entry.update(kept=kept, kept_case=case)
-    availability = sum(1 for case in grid["summary"] if _is_availability(grid, case))
     for entry in ranking.values():
-        # measured on every availability poison (of which there is at least one, with its reference)
-        entry["complete"] = entry["kept"] is not None and entry["availability_cases"] == availability
+        # measured on every availability poison it must face: the plain ones and those crafted against it (one crafted
+        # against another defence counts where it was measured)
+        required = required_poisons(grid, entry["defence"])
+        entry["required"], entry["required_measured"] = len(required), len(required & entry.pop("measured"))
+        entry["complete"] = entry["kept"] is not None and entry["required_measured"] == entry["required"]
         entry["keeps"] = entry["kept"] is not None and entry["kept"] >= KEEPS_AT_LEAST
         entry["removes_backdoors"] = (
             entry["asr"] is not None
@@ -497,7 +514,6 @@ def ranking_table(grid: dict, costs: dict | None = None) -> tuple[list[dict], st
     its row says on how many). README's block and the Detectors page show these."""
     from core.experiments.defence_grid import case_label
 
-    availability = sum(1 for case in grid["summary"] if _is_availability(grid, case))
     backdoors = sum(1 for settings in grid["config"]["case_settings"].values() if settings["threat"] == "backdoor")
 
     def case(name):
@@ -511,7 +527,8 @@ def ranking_table(grid: dict, costs: dict | None = None) -> tuple[list[dict], st
             "kept vs clean reference, worst availability poison": (
                 f"{entry['kept']:.1%} ({case(entry['kept_case'])})" if entry["kept"] is not None else "not measured"
             ),
-            "poisons": f"{entry['availability_cases']} of {availability}",
+            # of the poisons it must face (the plain ones and those crafted against it), how many it was measured on
+            "poisons": f"{entry['required_measured']} of {entry['required']}",
             "backdoor success, worst": (
                 f"{entry['asr']:.1%} ({case(entry['asr_case'])})" if entry["asr"] is not None else "not measured"
             ),
