@@ -530,6 +530,7 @@ CASE_LABELS = {
     "cuda": "CUDA class-wise blur, all of train",
     "unlearnable_grayscale": "unlearnable through grayscale (adaptive), 8/255, all of train",
     "tap_jpeg": "TAP through JPEG (adaptive), 8/255, all of train",
+    "tap_lowpass": "TAP through sharpening and a low-pass filter (adaptive), 8/255, all of train",
     "backdoor_heavy": "backdoor (BadNets) on 25%, more than abl_drop drops (adaptive)",
 }
 
