@@ -11,7 +11,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from core.engine.data import DatasetNotFoundError, require_dataset
+from core.engine.executor import GridError
 from core.engine.registry import STUDIES
+from core.engine.storage import CheckpointError
+from core.engine.train import TrainingCancelled, use_threads
 from core.studies import DataOptions, flag_specs, parse_truth
 
 
@@ -99,21 +103,13 @@ def parse(argv: list[str]) -> tuple[str, object, DataOptions]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from core.engine.data import DatasetNotFoundError
-    from core.engine.executor import GridError
-    from core.engine.storage import CheckpointError
-    from core.engine.train import TrainingCancelled
 
     try:
         name, options, data = parse(sys.argv[1:] if argv is None else argv)
         study = STUDIES[name]
         if data.threads is not None:
-            from core.engine.train import use_threads
-
             use_threads(data.threads)
         if study.needs_dataset(options):
-            from core.engine.data import require_dataset
-
             require_dataset(data.data_root, data.download)
         return study.main(options, data)
     except (ValueError, TypeError, DatasetNotFoundError, CheckpointError, TrainingCancelled) as error:

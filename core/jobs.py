@@ -30,7 +30,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
+
+from core import cli
 from core.engine.storage import PROJECT_ROOT, write_json
+from core.studies import Stages
 
 JOB_FILE, STATUS_FILE, LOG_FILE, LOCK_FILE, CANCEL_FILE = "job.json", "status.json", "log.txt", "lock", "cancel"
 FINISHED = ("done", "failed", "cancelled")
@@ -272,10 +276,6 @@ class StatusWriter:
 
 def run_job(folder: Path) -> int:
     """Run a job's commands in order in this process (the caller holds the job's lock)."""
-    import torch
-
-    from core import cli
-    from core.studies import Stages
 
     spec = JobSpec.from_dict(_read_json(folder / JOB_FILE))
     status = StatusWriter(folder, spec)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import plotly.graph_objects as go
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 from plotly.subplots import make_subplots
 
 CLEAN, POISONED, CURVE, MARKER = "#4c78a8", "#e45756", "#1f77b4", "#ff7f0e"
@@ -38,6 +38,7 @@ class BaseFigure:
 
 def base_figure(hist: dict, roc: tuple, pr: tuple, titles: tuple[str, str, str], unit: str) -> BaseFigure:
     """Draw the three panels once. hist: {"edges", "clean", "poisoned"}; roc, pr: (x, y) curves (thinned)."""
+    # deferred: matplotlib adds about 0.7 s to the Threshold page's first load and only the static picture needs it
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -114,7 +115,6 @@ def sample_strip(
     """Up to `slots` ringed sample images (HWC uint8, one size) in rows of `per_row`, a caption under each, as one PNG:
     one image for the browser to swap per move instead of a dozen elements to re-render. Rows of six keep the captions
     readable at the page's width (twelve in a row drew them at about 7 px: issue 34)."""
-    from PIL import ImageFont
 
     side = tiles[0].shape[0] if tiles else 128
     font = ImageFont.load_default(size=max(12, side // 7))

@@ -15,7 +15,10 @@ from pathlib import Path
 import streamlit as st
 
 from core import jobs
+from core.detectors.detect import filter_label
 from core.engine.registry import STUDIES
+from core.experiments.run import SHIPPED_RUN
+from core.experiments.sweep import POINTS_FILE
 from core.jobs import JobSpec, JobStatus, default_threads
 from core.studies import ExecutorOptions
 from ui.data import app_dir, data_root, shown
@@ -95,14 +98,12 @@ def more_seeds_commands(run_dir: str, seeds: int = 3) -> list[tuple[str, ...]]:
 def points_path(run_dir: str) -> Path:
     """Where points trained at a threshold of a run are kept: its points.json; for a shipped run (a read-only demo)
     the app's cache beside it."""
-    from core.experiments.sweep import POINTS_FILE
 
     return (app_dir() / "shipped" / Path(run_dir).name if is_shipped(run_dir) else Path(run_dir)) / POINTS_FILE.name
 
 
 def trained_points(run_dir: str, score: str | None = None) -> list[dict]:
     """Every single point trained on this run (all scores, or one), read from points_path: kept after any restart."""
-    from core.experiments.sweep import POINTS_FILE
 
     try:
         stored = (POINTS_FILE.read(points_path(run_dir)) or {}).get("points", [])
@@ -113,7 +114,6 @@ def trained_points(run_dir: str, score: str | None = None) -> list[dict]:
 
 def point_job(run_dir: str, score: str, threshold: float, steps: int, temperature: float | None = None) -> JobStatus:
     """Teacher and student at one threshold as a background job (`python -m core point`), kept in points_path."""
-    from core.detectors.detect import filter_label
 
     arguments = ["--run-dir", run_dir, "--threshold", repr(float(threshold)), "--score", score, "--steps", str(steps)]
     arguments += ["--out", str(points_path(run_dir))]
@@ -124,7 +124,6 @@ def point_job(run_dir: str, score: str, threshold: float, steps: int, temperatur
 
 
 def is_shipped(run_dir: str) -> bool:
-    from core.experiments.run import SHIPPED_RUN
 
     return Path(run_dir).resolve().parent == SHIPPED_RUN.parent.resolve()
 

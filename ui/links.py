@@ -7,8 +7,12 @@ import math
 from pathlib import Path
 
 import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
+from streamlit.runtime.state.session_state_proxy import get_session_state
 
+from core.engine.registry import ATTACKS
 from core.experiments.run import run_choices
+from core.threats.poison import NOISE_SCOPES
 from ui.data import app_dir, shown
 
 # Session state that is not a widget a link may set (a link's ?threshold=-1 or ?run_picker=/etc stayed in the address)
@@ -43,8 +47,6 @@ CUSTOM_KNOB_RANGES = {
 
 def _knob_value_ok(knob: str, raw: str) -> bool:
     """Whether a link's value for a Custom-only knob is one its widget can take (eps=lots is not)."""
-    from core.engine.registry import ATTACKS
-    from core.threats.poison import NOISE_SCOPES
 
     if knob == "attack":
         return raw in ATTACKS.names() or raw in {ATTACKS.label(name) for name in ATTACKS.names()}
@@ -138,7 +140,6 @@ def link_names(key: str, options, format_func) -> None:
     if option is None or format_func(option) == raw:
         return
     label = format_func(option)
-    from streamlit.runtime.state.session_state_proxy import get_session_state
 
     with get_session_state().query_params() as params:
         if key in getattr(params, "_initial_query_params", {}):
@@ -151,7 +152,6 @@ def link_names(key: str, options, format_func) -> None:
 def forget_initial_link_value(key: str) -> None:
     """Streamlit seeds a bound widget from the query string the session opened with, not from st.query_params: the
     refused value is removed there too (Streamlit 1.67's QueryParams._initial_query_params; nothing public does it)."""
-    from streamlit.runtime.state.session_state_proxy import get_session_state
 
     with get_session_state().query_params() as params:
         getattr(params, "_initial_query_params", {}).pop(key, None)
@@ -242,7 +242,6 @@ def ensure_navigation() -> None:
     st.navigation; the first visitor of a deep link would then miss the shared sidebar. Switching the
     flag and rerunning sends that run through app.py, which picks the same page from the URL.
     """
-    from streamlit.runtime.pages_manager import PagesManager
 
     if PagesManager.uses_pages_directory:
         PagesManager.uses_pages_directory = False

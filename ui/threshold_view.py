@@ -21,7 +21,17 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
+from core.detectors.detect import filter_label
 from core.experiments.sweep import METRICS
+from ui.data import (
+    cached_curves,
+    cached_example_pool,
+    cached_run,
+    cached_scores,
+    score_histogram,
+    shown,
+    slider_range,
+)
 
 CSS = """
 .tv { font-family: var(--st-font, sans-serif); color: var(--st-text-color, #262730); }
@@ -394,16 +404,6 @@ def view_data(scores, mask, curves, hist, sweep, pool, pool_scores, low, high, l
 @st.cache_data(max_entries=8, show_spinner="Preparing the instant view (once per run and score)...")
 def instant_data(directory: str, score: str, stamp=None) -> dict:
     """view_data for a run and score (stamp: the run's sweep.json time, so new points are sent)."""
-    from core.detectors.detect import filter_label
-    from ui.data import (
-        cached_curves,
-        cached_example_pool,
-        cached_run,
-        cached_scores,
-        score_histogram,
-        shown,
-        slider_range,
-    )
 
     run = cached_run(directory)
     scores, mask = cached_scores(directory, score)

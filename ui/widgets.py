@@ -22,6 +22,7 @@ from core.reporting import explore
 from core.reporting.images import UploadError
 from core.threats.poison import PoisonConfig
 from ui.data import app_dir, cached_run, data_root, dataset_counts, run_dir, shown
+from ui.jobs import follow_experiment, job_settings
 from ui.links import run_link_value
 
 PRESETS = ("Paper", "Quick", "Tiny", "Custom")
@@ -109,7 +110,6 @@ def sidebar() -> None:
         st.subheader("Run shown")
         pick_run()
         st.subheader("Background jobs")
-        from ui.jobs import job_settings  # ui.jobs imports this module
 
         job_settings()
         st.subheader("New experiment")
@@ -136,7 +136,6 @@ def sidebar() -> None:
                 st.warning(note)
             if run.outdated:
                 st.warning(run.outdated_note())
-    from ui.jobs import follow_experiment  # ui.jobs imports this module
 
     follow_experiment()  # outside the sidebar: a fragment draws only where it is called
 

@@ -12,10 +12,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import optuna
 import torch
+import torch.multiprocessing as multiprocessing
+from optuna.storages import RDBStorage
+from optuna.storages.journal import JournalFileBackend, JournalStorage
 from torch import nn
 
 from core.engine.data import ImageSet
+from core.engine.executor import GridError
 from core.engine.models import AutoencoderConfig, DenoisingAutoencoder
 from core.engine.recipe import sampler_seed
 from core.engine.train import TrainConfig, TrainingEvent, predict, reconstruction_loss, train
@@ -175,8 +180,6 @@ def tune(
     the process when several share the study (tune_workers): each draws its own sampler seed, so two workers started
     together do not propose the same first trials.
     """
-    import optuna
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     generator = torch.Generator().manual_seed(config.seed)
     order = torch.randperm(inputs.shape[0], generator=generator)
@@ -251,7 +254,6 @@ def tune_workers(
     this machine's threads; on several machines, run `tune` on each with the same --storage). Returns the study."""
     if workers == 1:
         return tune(inputs, targets, base, config, on_trial)
-    import torch.multiprocessing as multiprocessing
 
     open_storage(config.storage)  # fail here, once, on a bad URL, before any process starts
     load_or_create_study(config)  # created once, so that the workers do not race to create it
@@ -285,8 +287,6 @@ def tune_workers(
             if process.is_alive():
                 process.terminate()
     if failures:
-        from core.engine.executor import GridError
-
         raise GridError(f"{len(failures)} of {workers} Optuna workers failed: " + "; ".join(failures))
     return load_study_if_any(config)
 
@@ -302,18 +302,17 @@ def open_storage(url: str):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         return url
     if url.startswith("journal:///"):
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
-
         path = Path("/" + url.removeprefix("journal:///").lstrip("/"))
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
     if url.startswith(("postgresql://", "postgresql+psycopg://", "postgres://")):
+        # deferred: psycopg and SQLAlchemy add about 0.3 s to every import of this module and only a PostgreSQL
+        # storage needs them
         try:
             import psycopg  # noqa: F401 -- SQLAlchemy's postgresql+psycopg dialect needs it
+            from sqlalchemy.exc import ArgumentError, OperationalError
         except ImportError:
             raise ValueError("a postgresql:// storage needs psycopg: pip install psycopg==3.3.6") from None
-        from optuna.storages import RDBStorage
-        from sqlalchemy.exc import ArgumentError, OperationalError
 
         dialect_url = "postgresql+psycopg://" + url.split("://", 1)[1]
         try:
@@ -339,8 +338,6 @@ def redacted(url: str) -> str:
 
 
 def load_or_create_study(config: TuneConfig):
-    import optuna
-
     return optuna.create_study(
         study_name=config.study_name, storage=open_storage(config.storage), load_if_exists=True, direction="minimize"
     )
@@ -348,8 +345,6 @@ def load_or_create_study(config: TuneConfig):
 
 def load_study_if_any(config: TuneConfig):
     """The persisted study, or None when there is none yet."""
-    import optuna
-
     try:
         return optuna.load_study(study_name=config.study_name, storage=open_storage(config.storage))
     except KeyError:

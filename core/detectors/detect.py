@@ -33,7 +33,9 @@ with warnings.catch_warnings():  # alibi-detect still decorates with the depreca
     from alibi_detect.od._mahalanobis import Mahalanobis
     from alibi_detect.od.pytorch.base import TorchOutlierDetector, TorchOutlierDetectorOutput
 
+from core.detectors.dae import denoising_pairs
 from core.engine.models import Classifier
+from core.engine.recipe import recipe_key
 from core.engine.registry import DETECTORS, DetectorSpec, knob_value
 from core.engine.train import TrainConfig, default_device, hard_label_loss, predict, to_float_images, train
 
@@ -389,8 +391,6 @@ class DetectorContext:
 
 def supervised_model(context: DetectorContext) -> nn.Module:
     """The noise-residual classifier of the context's defender, cached by everything that determines it."""
-    from core.detectors.dae import denoising_pairs
-    from core.engine.recipe import recipe_key
 
     def fit():
         inputs, _ = denoising_pairs(context.dae_data, context.defender, context.dae_config)

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from core.engine.recipe import sampling_seed
+from core.engine.recipe import RECIPE_VERSIONS, sampling_seed
 from core.engine.storage import atomic_write, set_aside
 
 IMAGE_SIZE = 32
@@ -139,6 +139,7 @@ def require_dataset(root: str | Path | None = None, download: bool = False) -> P
 
 
 def _torchvision_samples(root: Path, split: str, download: bool) -> list[tuple[str, int]]:
+    # deferred: torchvision.datasets adds 2-3 s to every import of the engine and only a first download needs it
     from torchvision.datasets import GTSRB
 
     try:
@@ -160,7 +161,6 @@ def _decode(path: str) -> np.ndarray:
 
 
 def _cache_key(root: Path, split: str, samples: list[tuple[str, int]]) -> str:
-    from core.engine.recipe import RECIPE_VERSIONS
 
     digest = hashlib.sha256(f"{root.resolve()}|{split}|{IMAGE_SIZE}|{RECIPE_VERSIONS['data']}".encode())
     for path, label in samples:

@@ -36,7 +36,8 @@ from typing import Any
 
 import torch
 
-from core.engine.train import Progress
+from core.engine.data import default_root
+from core.engine.train import Progress, TrainingCancelled
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,6 @@ class ExecutorConfig:
 
 def worker_paths(cache_dir, data_root=None) -> dict[str, str]:
     """The model cache and the data root as absolute paths: a Ray worker does not run in this directory."""
-    from core.engine.data import default_root
 
     return {"cache_dir": str(Path(cache_dir).resolve()), "data_root": str(Path(data_root or default_root()).resolve())}
 
@@ -178,7 +178,6 @@ def _failure(cell: Cell, error: BaseException) -> str:
 
 def run_local(cells: list[Cell], executor: ExecutorConfig, on_result, progress: Progress | None) -> dict[str, dict]:
     """One cell after another in this process; each cell's own stages go to progress, prefixed with its key."""
-    from core.engine.train import TrainingCancelled
 
     results, failures = {}, []
     for number, cell in enumerate(cells, 1):
@@ -217,6 +216,7 @@ def connect_ray(executor: ExecutorConfig):
     """ray.init for this grid: the given cluster, or a Ray instance on this machine. Raises ValueError with what to
     do when Ray is missing or the address does not answer."""
     try:
+        # deferred: ray adds about 0.5 s to every import of the engine and only the cluster executor needs it
         import ray
     except ImportError:
         raise ValueError("--executor ray needs the ray package: pip install ray==2.58.0") from None

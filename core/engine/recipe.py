@@ -22,12 +22,13 @@ History (why each version is what it is):
 
 from __future__ import annotations
 
+from core.engine.train import default_device
+
 RECIPE_VERSIONS = {"data": 2, "poison": 3, "classifier": 3, "dae": 3, "supervised_detector": 2}
 
 
 def recipe_key(stage: str) -> dict:
     """The recipe version of a stage, the device type and the autocast mode it trains with (bf16 on CUDA)."""
-    from core.engine.train import default_device
 
     device = default_device().type
     return {

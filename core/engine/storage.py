@@ -9,13 +9,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save, save_file
 
 # the project's folder (checkpoints/, examples/, docs/): the one place that knows where core/ sits in it
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -115,7 +117,6 @@ def save_model(
 
 def model_bytes(model: torch.nn.Module) -> bytes:
     """A model's weights as a safetensors file's bytes (for a download; never a pickle)."""
-    from safetensors.torch import save
 
     return save({name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()})
 
@@ -147,8 +148,6 @@ def has_model(directory: str | Path, name: str) -> bool:
 def set_aside(directory: str | Path, name: str, error: Exception) -> None:
     """Move a corrupt cache entry's files (<name>.*) to <name>.corrupt-<time>.* and say so on stderr: a corrupt entry
     is evidence of a crash or a full disk, so it is kept, never trusted, and the caller rebuilds it."""
-    import sys
-    import time
 
     directory = Path(directory)
     stamp = time.strftime("%Y%m%d-%H%M%S")

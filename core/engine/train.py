@@ -9,6 +9,7 @@ Any uint8 batch (images) is turned into floats in [0, 1] on the fly.
 from __future__ import annotations
 
 import os
+import platform
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -39,8 +40,6 @@ def device_description() -> str:
 def machine() -> dict:
     """Where a result was computed, for the file that holds it (README quotes wall times with it): threads (CPU
     floats differ between thread counts), the device, the processor, its cores and torch's version."""
-    import os
-    import platform
 
     processor = platform.processor() or platform.machine()
     try:

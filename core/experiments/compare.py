@@ -28,6 +28,7 @@ from core.detectors.detect import (
     ScoreDetector,
     SupervisedConfig,
     ThresholdConfig,
+    filter_label,
     oracle_drop_mask,
     random_drop_mask,
     set_detector_threshold,
@@ -404,7 +405,6 @@ def load_comparison(path: str | Path = SHIPPED_COMPARISON) -> dict:
 
 def comparison_rows(threat_summary: dict) -> list[dict]:
     """One row per model of a threat's summary (reference models, then each filter), numbers as 'mean ± std'."""
-    from core.detectors.detect import filter_label
 
     detection = ("auroc", "precision", "recall")
     rows = []

@@ -490,7 +490,6 @@ def load_shipped_grids(paths=SHIPPED_DEFENCE_GRIDS) -> dict | None:
 
 def case_label(grid: dict, case: str) -> str:
     """A threat case as a user reads it: 'TAP, 8/255 on 100%' from the settings the grid stored."""
-    from core.engine.registry import THREATS
 
     settings = grid["config"]["case_settings"][case]
     label = THREATS.label(settings["threat"]).split(":")[0]
@@ -609,7 +608,6 @@ def shipped_damage(grid: dict, threat: str, eps: float | None = None, fraction: 
 
 def format_defence_grid(grid: dict) -> str:
     """Per threat case: clean accuracy, adaptive worst case and attack success of each reference and defence."""
-    from core.experiments.defence_grid import threat_label
 
     def cell(stat, width=16):
         return f"{mean_std(stat, percent=True):>{width}}"

@@ -14,13 +14,15 @@ import time
 
 import torch
 
-from core.engine.train import default_device
+from core.attacks import loss_gradient
+from core.engine.models import Classifier, DenoisingAutoencoder
+from core.engine.train import TrainConfig, default_device, hard_label_loss, predict, train
+from core.experiments.sweep import fixed_steps, point_image_counts
 
 
 def seconds_per_step(model_factory, batch_size: int, device: torch.device | None = None, repeats: int = 3) -> float:
     """Wall time of one training step of a fresh model on this device (forward, backward, update): what the page
     multiplies by the steps a point needs to say how long it will take."""
-    from core.engine.train import TrainConfig, hard_label_loss, train
 
     device = device or default_device()
     model = model_factory()
@@ -61,8 +63,6 @@ def point_seconds(
 
 def per_image_seconds(model, device: torch.device) -> tuple[float, float]:
     """(forward, input gradient) seconds per image of a model here, in batches of 256 as the attacks run."""
-    from core.attacks import loss_gradient
-    from core.engine.train import predict
 
     model = model.to(device).to(memory_format=torch.channels_last).eval()
     x = torch.rand(256, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
@@ -109,8 +109,6 @@ def experiment_seconds(
     classifier trainings on the training set; crafts its poisons (an input gradient per image and attack step); makes
     the defender's perturbed copies; and attacks the five models on the test set. The curve: its points, each as
     point_seconds counts it (points: how many; default, the sweep's shares x filters x seeds)."""
-    from core.engine.models import Classifier, DenoisingAutoencoder
-    from core.experiments.sweep import fixed_steps, point_image_counts
 
     device = device or default_device()
     n_total = round(n_official[0] * config.train_subset)
@@ -153,9 +151,6 @@ def experiment_seconds(
 
 def point_estimate(run, config) -> float:
     """core.experiments.live.point_seconds for a point of this sweep on the run (what the Threshold page shows)."""
-    from core.engine.models import Classifier
-    from core.experiments.live import point_seconds
-    from core.experiments.sweep import fixed_steps, point_image_counts
 
     images = point_image_counts(len(run.poison_mask), run.results["data"]["n_test"], config)
     c = run.config

@@ -20,15 +20,29 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from core.attacks import ifgsm, margin_loss, pgd
+from core.attacks.robust import RobustEvalConfig, robust_report
+from core.detectors.abstain import AbstainConfig, abstention_report
+from core.detectors.detect import NoiseResidualNet, SupervisedConfig
 from core.engine.data import GTSRBSplits, ImageSet, load_splits, stratified_split
+from core.engine.executor import Cell, run_cells
 from core.engine.models import Classifier, DenoisingAutoencoder
 from core.engine.recipe import outdated_stages, sampling_seed
+from core.engine.stats import summarise
 from core.engine.storage import PROJECT_ROOT, CheckpointError, ResultFile, load_weights, write_json
 from core.engine.train import Progress
+from core.experiments.compare import DETECTORS_FILE, CompareConfig, score_run
 from core.experiments.evaluate import robust_test_set
-from core.experiments.pipeline import MODEL_NAMES, POISONS_FILE, ExperimentConfig, export_run, run_experiment
+from core.experiments.pipeline import (
+    MODEL_NAMES,
+    POISONS_FILE,
+    ExperimentConfig,
+    ModelCache,
+    export_run,
+    run_experiment,
+)
 from core.experiments.sweep import POINTS_FILE, SWEEP_FILE, usable_sweep
-from core.threats.poison import PoisonedSet, load_poisons
+from core.threats.poison import PoisonedSet, load_poisons, quantise_toward
 
 SHIPPED_RUN = PROJECT_ROOT / "checkpoints" / "paper"
 
@@ -97,7 +111,6 @@ class Run:
     @classmethod
     def load(cls, directory: str | Path = SHIPPED_RUN) -> "Run":
         """Read a run folder; a missing or corrupt file raises CheckpointError naming it and what to do."""
-        from core.experiments.compare import DETECTORS_FILE  # its writer's module
 
         directory = Path(directory)
         if directory.exists() and not directory.is_dir():
@@ -198,7 +211,6 @@ class Run:
 
     def supervised_detector(self):
         """The run's noise-residual poison detector (`python -m core detectors` ships it), or None."""
-        from core.detectors.detect import NoiseResidualNet
 
         if not (self.directory / "supervised_detector.safetensors").exists() or not self.detectors:
             return None
@@ -311,7 +323,6 @@ def seed_dir(out: Path, preset: str, seed: int, n_seeds: int) -> Path:
 
 def summarise_seeds(base: ExperimentConfig, runs: dict[str, Run], out: Path) -> dict:
     """Mean +- std over seeds of every model's and the filter's numbers, written to OUT/seeds.json."""
-    from core.engine.stats import summarise
 
     summary = summarise(
         {seed: {"models": run.results["models"], "filter": run.results["filter"]} for seed, run in runs.items()}
@@ -337,8 +348,6 @@ def add_robustness(
     """Adaptive, transfer and eps-curve robustness of the run's five models: robustness.json, and adaptive_acc /
     zero_grad_fraction / eps_curve beside the paper-style numbers in results.json. `executor` (core.engine.executor)
     runs the five models' evaluations: in this process by default, or on Ray."""
-    from core.attacks.robust import RobustEvalConfig
-    from core.engine.executor import Cell, run_cells
 
     run.check_models((*MODEL_NAMES, "surrogate"))
     test = robust_test_set(run.splits(data_root, download).test, test_subset, run.config.seed)
@@ -367,7 +376,6 @@ def add_robustness(
 
 def robustness_cell(model, test, config, surrogate, progress=None) -> dict:
     """One model's robustness report (core.attacks.robust.robust_report) as a cell for core.engine.executor."""
-    from core.attacks.robust import robust_report
 
     return robust_report(model, test, config, transfer_from=surrogate, progress=progress, stage="robustness")
 
@@ -382,9 +390,6 @@ def add_detectors(
 ) -> dict:
     """Every registered detector on the run's stored training set: detectors.json, detector_scores.safetensors and
     the supervised detector's weights in the run folder."""
-    from core.detectors.detect import SupervisedConfig
-    from core.experiments.compare import CompareConfig, score_run
-    from core.experiments.pipeline import ModelCache
 
     run.check_models(("surrogate", "defender"))
     config = CompareConfig(run.config, supervised=SupervisedConfig(epochs=supervised_epochs))
@@ -398,9 +403,6 @@ def add_abstention(
 ) -> dict:
     """MC-dropout abstention of one of the run's models, calibrated on trusted clean images no model trained on,
     measured on clean, I-FGSM and margin-PGD test images (rounded to 8 bits like everything the model sees)."""
-    from core.attacks import ifgsm, margin_loss, pgd
-    from core.detectors.abstain import AbstainConfig, abstention_report
-    from core.threats.poison import quantise_toward
 
     if model_name not in MODEL_NAMES:
         raise ValueError(f"--model must be one of {', '.join(MODEL_NAMES)}, got {model_name!r}")

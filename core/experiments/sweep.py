@@ -26,11 +26,13 @@ import torch
 
 from core.attacks.robust import RobustEvalConfig, attack_suite
 from core.defences.distill import DistillConfig, soft_labels, train_classifier, train_student
-from core.engine.data import ImageSet, stratified_split
+from core.engine.batched import train_batched
+from core.engine.data import ImageSet, load_splits, stratified_split
 from core.engine.executor import Cell, ExecutorConfig, run_cells
+from core.engine.models import Classifier
 from core.engine.recipe import init_seed, repeat_seed, sampling_seed
 from core.engine.storage import ResultFile
-from core.engine.train import machine
+from core.engine.train import hard_label_loss, machine, soft_label_loss
 from core.experiments.evaluate import accuracy, attack_test_index, filter_quality, robust_test_set, robustness
 from core.experiments.pipeline import ExperimentConfig, _seeded
 
@@ -399,9 +401,6 @@ def distil_many(train: ImageSet, kept_masks: list[torch.Tensor], experiment, ste
     batch = experiment.classifier_train.batch_size
     if len(kept_masks) == 1 or min(int(mask.sum()) for mask in kept_masks) < batch:
         return [distil_kept(train, mask, experiment, steps, seed, should_stop=should_stop)[1] for mask in kept_masks]
-    from core.engine.batched import train_batched
-    from core.engine.models import Classifier
-    from core.engine.train import hard_label_loss, soft_label_loss
 
     temperature = experiment.temperature
     train_config = _seeded(experiment.classifier_train, repeat_seed(experiment.seed, seed), "sweep")
@@ -481,7 +480,6 @@ def sweep_run(
     executor: ExecutorConfig | None = None,
 ) -> dict:
     """The sweep of a finished run, on its stored poisons and DAE scores (nothing of the run is retrained)."""
-    from core.engine.data import load_splits
 
     c = run.config
     splits = load_splits(data_root, c.trusted_fraction, c.seed, c.train_subset, c.test_subset, download)
@@ -684,7 +682,6 @@ def format_sweep(sweep: dict) -> str:
 
 def _sweep_errors(settings: dict) -> str:
     """What one seed's point can resolve: the binomial standard error at 50% (the largest) of each measurement."""
-    from core.experiments.sweep import standard_errors
 
     worst = standard_errors(dict.fromkeys(("clean_acc", "fgsm_acc", "ifgsm_acc", "adaptive_acc"), 0.5), settings)
     return (

@@ -24,6 +24,7 @@ from core.detectors.detect import SupervisedDetector, infer_threshold_from_score
 from core.engine.data import stratified_split
 from core.engine.recipe import sampling_seed
 from core.engine.registry import THREATS
+from core.engine.stats import summarise
 from core.engine.storage import CheckpointError
 from core.engine.train import predict
 from core.experiments.evaluate import attack_test_index, correct_per_image, filter_quality
@@ -200,7 +201,6 @@ def verify_comparison(comparison: dict) -> list[dict]:
     """compare.json ships no models (recomputing a cell retrains ~12 classifiers: `python -m core compare`); what
     follows from the file itself is checked: every mean +- std follows from the per-seed runs, and every control
     drops what it claims (oracle: exactly the poisons; random: as many as the DAE filter; none: nothing)."""
-    from core.engine.stats import summarise
 
     checks = []
     recomputed = summarise(comparison["runs"])

@@ -16,10 +16,32 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 
+from core.detectors.detect import filter_label
 from core.engine.storage import PROJECT_ROOT
+from core.experiments.blind import BLIND_FILE, format_blind_settings
+from core.experiments.budget import load_budget
+from core.experiments.compare import SHIPPED_COMPARISONS, format_comparison, load_comparison
+from core.experiments.defence_grid import SHIPPED_DEFENCE_GRIDS, load_shipped_grids
+from core.experiments.run import Run
+from core.reporting.findings import findings
+from core.reporting.report import (
+    DEFENCE_COST_FILE,
+    defence_grid_markdown,
+    format_abstention,
+    format_robustness,
+    format_smoothness,
+    markdown_tables,
+    report_budget,
+    report_comparison,
+    report_defence_grid,
+    report_defence_ranking,
+    report_run,
+    report_sweep,
+)
 
 PROJECT = PROJECT_ROOT
 DOCUMENTS = (
@@ -100,14 +122,11 @@ def outside_blocks(text: str) -> str:
 
 
 def _run(root: Path, name: str):
-    from core.experiments.run import Run
 
     return Run.load(root / "checkpoints" / name)
 
 
 def _findings(root: Path) -> list[dict]:
-    from core.experiments.defence_grid import SHIPPED_DEFENCE_GRIDS, load_shipped_grids
-    from core.reporting.findings import findings
 
     grid_paths = [root / path.relative_to(PROJECT) for path in SHIPPED_DEFENCE_GRIDS]
     grid = load_shipped_grids([path for path in grid_paths if path.exists()])
@@ -147,28 +166,24 @@ def findings_sections(root: Path) -> str:
 
 @block("paper_run_tables")
 def paper_run_tables(root: Path) -> str:
-    from core.reporting.report import markdown_tables
 
     return markdown_tables(_run(root, "paper"))
 
 
 @block("paper_run_gaps")
 def paper_run_gaps(root: Path) -> str:
-    from core.reporting.report import report_run
 
     return fenced(report_run(_run(root, "paper"), tables=False))
 
 
 @block("paper_sweep")
 def paper_sweep(root: Path) -> str:
-    from core.reporting.report import report_sweep
 
     return fenced(report_sweep(_run(root, "paper")))
 
 
 @block("sweep_presets")
 def sweep_presets(root: Path) -> str:
-    from core.reporting.report import report_sweep
 
     parts = []
     for name in ("sweep_paper", "sweep_tap"):
@@ -179,7 +194,6 @@ def sweep_presets(root: Path) -> str:
 
 @block("robustness")
 def robustness(root: Path) -> str:
-    from core.reporting.report import format_robustness
 
     run = _run(root, "paper")
     return fenced(format_robustness(run, run.robustness))
@@ -187,7 +201,6 @@ def robustness(root: Path) -> str:
 
 @block("abstention")
 def abstention(root: Path) -> str:
-    from core.reporting.report import format_abstention
 
     run = _run(root, "paper")
     return fenced(format_abstention(run.abstention["model"], run.abstention))
@@ -196,7 +209,6 @@ def abstention(root: Path) -> str:
 @block("detectors_paper_run")
 def detectors_paper_run(root: Path) -> str:
     """Every detector scored on the paper run's training set (detectors.json)."""
-    from core.detectors.detect import filter_label
 
     detectors = _run(root, "paper").detectors
     lines = ["| detector | ROC AUC | precision | recall |", "| --- | --- | --- | --- |"]
@@ -212,8 +224,6 @@ def detectors_paper_run(root: Path) -> str:
 
 @block("comparisons")
 def comparisons(root: Path) -> str:
-    from core.experiments.compare import SHIPPED_COMPARISONS, format_comparison, load_comparison
-    from core.reporting.report import report_comparison
 
     parts = []
     for label, path in SHIPPED_COMPARISONS.items():
@@ -227,8 +237,6 @@ def comparisons(root: Path) -> str:
 
 @block("defence_grids")
 def defence_grids(root: Path) -> str:
-    from core.experiments.defence_grid import SHIPPED_DEFENCE_GRIDS, load_shipped_grids
-    from core.reporting.report import defence_grid_markdown, report_defence_grid
 
     paths = [root / path.relative_to(PROJECT) for path in SHIPPED_DEFENCE_GRIDS]
     grid = load_shipped_grids([path for path in paths if path.exists()])
@@ -238,8 +246,6 @@ def defence_grids(root: Path) -> str:
 
 @block("defence_ranking")
 def defence_ranking(root: Path) -> str:
-    from core.experiments.defence_grid import SHIPPED_DEFENCE_GRIDS, load_shipped_grids
-    from core.reporting.report import DEFENCE_COST_FILE, report_defence_ranking
 
     paths = [root / path.relative_to(PROJECT) for path in SHIPPED_DEFENCE_GRIDS]
     grid = load_shipped_grids([path for path in paths if path.exists()])
@@ -260,7 +266,6 @@ def defence_ranking(root: Path) -> str:
 
 @block("blind_settings")
 def blind_settings(root: Path) -> str:
-    from core.experiments.blind import BLIND_FILE, format_blind_settings
 
     path = root / "checkpoints" / "blind" / BLIND_FILE.name
     settings = BLIND_FILE.read(path)
@@ -273,17 +278,12 @@ def blind_settings(root: Path) -> str:
 
 @block("budget")
 def budget(root: Path) -> str:
-    from core.experiments.budget import load_budget
-    from core.reporting.report import report_budget
 
     return fenced(report_budget(load_budget(root / "checkpoints" / "budget" / "budget.json")))
 
 
 @block("smoothness")
 def smoothness(root: Path) -> str:
-    import json
-
-    from core.reporting.report import format_smoothness
 
     return fenced(format_smoothness(json.loads((root / "checkpoints" / "smoothness" / "smoothness.json").read_text())))
 
@@ -292,8 +292,6 @@ def smoothness(root: Path) -> str:
 def cluster_cost(root: Path) -> str:
     """Per shipped grid, its cells' own `seconds`: median and longest, and the threads each ran on where recorded (a
     cell resumed from cached models records only what it recomputed)."""
-    import json
-    import statistics
 
     rows = ["| file | cells | median cell | longest cell | threads per cell |", "| --- | --- | --- | --- | --- |"]
     for name in ("defences", "defences_adaptive", "backdoor_drop", "purify_eot"):

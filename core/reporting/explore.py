@@ -12,6 +12,7 @@ core.experiments.run.Run.
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import replace
 
@@ -19,9 +20,15 @@ import numpy as np
 import torch
 from sklearn.metrics import precision_recall_curve, roc_curve
 
+from core.attacks import cross_entropy_loss, margin_loss
+from core.defences import purify
+from core.detectors.detect import reconstruction_error
+from core.engine.data import ImageSet
 from core.engine.registry import ATTACKS, THREATS
 from core.engine.train import predict
+from core.experiments.evaluate import accuracy
 from core.experiments.run import Run
+from core.threats.poison import craft, poison_training_set, quantise_toward
 
 # ---- the threshold view -------------------------------------------------------------------------
 
@@ -117,7 +124,6 @@ def attack_images(
     model's own prediction. loss "margin" (Carlini-Wagner: the adaptive objective core.attacks.robust uses; a distilled
     student's softmax is saturated at T = 1, so cross-entropy has almost no gradient and I-FGSM at eps 0.01 left
     "Stop 1.0000" unchanged) or "cross_entropy" (the paper's)."""
-    from core.attacks import cross_entropy_loss, margin_loss
 
     x = images.float() / 255
     labels = predict(model, x).argmax(dim=1)
@@ -129,7 +135,6 @@ def attack_images(
 
 def attack_takes_loss(attack: str) -> bool:
     """Whether a registered attack's run takes a `loss` (the built-in ones do; a plugin's may not)."""
-    import inspect
 
     return "loss" in inspect.signature(ATTACKS[attack].run).parameters
 
@@ -142,8 +147,6 @@ def format_probability(p: float) -> str:
 def poison_preview(train, surrogate: torch.nn.Module, classes: list[int], per_class: int, config) -> dict:
     """A few training images of the chosen classes poisoned with config (seeded choice): clean, poisoned, the
     perturbation amplified to [0, 1] for display, its size, and the surrogate's accuracy before and after."""
-    from core.experiments.evaluate import accuracy
-    from core.threats.poison import craft, quantise_toward
 
     rng = np.random.default_rng(config.seed)
     labels_np = train.labels.numpy()
@@ -153,9 +156,6 @@ def poison_preview(train, surrogate: torch.nn.Module, classes: list[int], per_cl
     if "attack" in THREATS[config.threat].params:  # crafted with a registered attack (the paper's perturbation)
         poisoned = quantise_toward(clean, craft(surrogate, clean, labels, config), config.eps)
     else:  # any other surrogate threat (TAP, unlearnable), applied to just these images
-        from core.engine.data import ImageSet
-        from core.threats.poison import poison_training_set
-
         poisoned = poison_training_set(ImageSet(clean, labels), surrogate, replace(config, fraction=1.0)).data.images
     amplified = ((poisoned.float() - clean.float()) / max(2 * config.eps * 255, 1e-6) + 0.5).clamp(0, 1)
     return {
@@ -172,7 +172,6 @@ def poison_preview(train, surrogate: torch.nn.Module, classes: list[int], per_cl
 def threat_preview(train, config, shown: int = 8) -> dict:
     """A threat that needs no surrogate (label flip, backdoor) applied to the whole train split, and a seeded few of
     its poisons with their old and new labels."""
-    from core.threats.poison import poison_training_set
 
     poisoned = poison_training_set(train, None, config)
     changed = torch.nonzero(poisoned.poison_mask).flatten()
@@ -199,7 +198,6 @@ def applied_summary(train, poisoned) -> dict:
 
 
 def mean_reconstruction_error(autoencoder: torch.nn.Module, images: torch.Tensor) -> float:
-    from core.detectors.detect import reconstruction_error
 
     return float(reconstruction_error(autoencoder, images).mean())
 
@@ -242,7 +240,6 @@ def example_pool(run: Run, train, pool_size: int = 48) -> dict:
 def purify_preview(autoencoder: torch.nn.Module, images: torch.Tensor, sigma: float, seed: int = 0) -> dict:
     """A few delivered training images through the purify defence, DAE(x + sigma * noise): the images, their
     purified versions, the difference amplified around grey, and the mean absolute change in grey levels."""
-    from core.defences import purify
 
     purified = purify(autoencoder, images, sigma, seed)
     difference = purified.float() - images.float()

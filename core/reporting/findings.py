@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+from safetensors.torch import load_file
+
 from core.engine.registry import DEFENCES
 from core.engine.stats import (
     auroc_se,
@@ -21,8 +23,8 @@ from core.engine.stats import (
     points,
     verdict,
 )
-from core.experiments.defence_grid import CASE_LABELS, adaptive_cases
-from core.experiments.pipeline import PAPER_RESULTS
+from core.experiments.defence_grid import CASE_LABELS, adaptive_cases, case_label
+from core.experiments.pipeline import EVALUATION_FILE, PAPER_RESULTS
 from core.reporting.report import KEEPS_AT_LEAST, MAX_ATTACK_SUCCESS, MAX_CLEAN_COST, defence_ranking
 
 
@@ -105,12 +107,9 @@ def _poisons_do_no_harm(run) -> dict:
 
 def _run_gap(run, a: str, b: str, metric: str = "clean_acc") -> dict:
     """a - b on the run's test images, paired per image when its per-image records are there, else binomial."""
-    from core.experiments.pipeline import EVALUATION_FILE
 
     path = run.directory / EVALUATION_FILE
     if path.exists():
-        from safetensors.torch import load_file
-
         records = load_file(str(path))
         if f"{a}/{metric}" in records and f"{b}/{metric}" in records:
             return paired_gap(records[f"{a}/{metric}"], records[f"{b}/{metric}"])
@@ -403,7 +402,6 @@ def _backdoor(grid: dict) -> dict | None:
 def _one_defence(grid: dict) -> dict | None:
     """Issue 38's question: which single defence, one setting, holds against every poison? The ranking's answer, worded
     from its numbers."""
-    from core.experiments.defence_grid import case_label
 
     ranking = [entry for entry in defence_ranking(grid) if entry["complete"]]  # measured on every such poison
     if not ranking:

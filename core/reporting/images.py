@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from core.detectors.abstain import expected_kl, mc_dropout_probabilities
+from core.detectors.detect import SupervisedDetector
 from core.engine.data import CLASS_NAMES, IMAGE_SIZE
 from core.engine.train import predict
 
@@ -127,7 +129,6 @@ def image_verdicts(
 ) -> dict:
     """Everything Your images shows for one image in [0, 1] (3, 32, 32): the DAE's view and verdict at dae_threshold,
     the noise-residual detector's verdict at the run's threshold (when the run ships one), both models' top-k."""
-    from core.detectors.detect import SupervisedDetector
 
     x = x.float() / 255 if x.dtype == torch.uint8 else x
     view = reconstruction_view(autoencoder, x.unsqueeze(0))
@@ -152,7 +153,6 @@ def image_verdicts(
 def student_abstention(student, x: torch.Tensor, abstention: dict) -> dict:
     """The student's MC-dropout verdict on one image in [0, 1] at the run's cut-off (`python -m core abstain`
     calibrated it on trusted clean images at 5% false abstentions): a softmax of 0.9998 says little on its own."""
-    from core.detectors.abstain import expected_kl, mc_dropout_probabilities
 
     config = abstention["config"]
     probabilities = mc_dropout_probabilities(student, x.unsqueeze(0), config["passes"], config["seed"])

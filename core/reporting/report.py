@@ -15,10 +15,14 @@ import torch
 from safetensors.torch import load_file
 
 from core.detectors.detect import reconstruction_error
-from core.engine.registry import DETECTORS
+from core.engine.registry import DEFENCES, DETECTORS
 from core.engine.stats import beyond_noise, binomial_gap, floored_gap, paired_gap, seed_gap, verdict  # noqa: F401
-from core.experiments.pipeline import EVALUATION_FILE
+from core.experiments.budget import budget_points, budget_progress
+from core.experiments.defence_grid import adaptive_cases, case_label, defence_rows
+from core.experiments.pipeline import EVALUATION_FILE, MODEL_NAMES
 from core.experiments.run import Run, project_path
+from core.experiments.smoothness import DETECTORS_MEASURED
+from core.experiments.sweep import accuracy_at
 
 # The model pairs README compares: (a, b, why).
 RUN_GAPS = (
@@ -197,8 +201,6 @@ def _pct(value) -> str:
 
 def markdown_tables(run: Run) -> str:
     """README's tables of a run, in Markdown, straight from its JSON files."""
-    from core.engine.registry import DETECTORS
-    from core.experiments.pipeline import MODEL_NAMES
 
     results, lines = run.results, []
     lines += ["| model | clean | FGSM | I-FGSM |", "| --- | --- | --- | --- |"]
@@ -390,7 +392,6 @@ DEFENCE_COST_FILE = "bench/results/defence_cost.json"  # under the project folde
 def required_poisons(grid: dict, defence: str) -> set[str]:
     """The availability poisons a defence must be measured on to be ranked complete: every plain one of the grid and
     the adaptive ones crafted against it."""
-    from core.experiments.defence_grid import adaptive_cases
 
     adaptive = adaptive_cases()
     return {
@@ -431,7 +432,6 @@ def defence_ranking(grid: dict, costs: dict | None = None) -> list[dict]:
     one plain training (a defence without one cannot be said to meet the goal). Label flipping (targeted, no
     trigger) is neither kind and is left to the grid's table. No defence is left out for doing badly; one measured
     on no availability poison ranks last."""
-    from core.engine.registry import DEFENCES
 
     ranking: dict[str, dict] = {}
     for case, summary in grid["summary"].items():
@@ -512,7 +512,6 @@ def ranking_table(grid: dict, costs: dict | None = None) -> tuple[list[dict], st
     """The ranking as rows of text (column -> cell) and one sentence: whether any defence meets the goal, or how far
     the best of those measured on every availability poison falls (a defence measured on fewer may rank above it:
     its row says on how many). README's block and the Detectors page show these."""
-    from core.experiments.defence_grid import case_label
 
     backdoors = sum(1 for settings in grid["config"]["case_settings"].values() if settings["threat"] == "backdoor")
 
@@ -568,7 +567,6 @@ def defence_grid_markdown(grid: dict) -> str:
     """README's table of the grid: one row per reference model and defence, one column per threat case (with its
     number of seeds), each cell 'clean / worst case' as mean ± std over seeds, attack success where it applies, and
     the published anchor beside ours."""
-    from core.experiments.defence_grid import case_label, defence_rows  # defence_rows carries the anchors (ANCHORS)
 
     cases = list(grid["summary"])
     header = [f"{case_label(grid, case)} ({grid['case_seeds'][case]} seed(s))" for case in cases]
@@ -593,7 +591,6 @@ def report_budget(curves: dict) -> str:
     """The budget curves (budget.json), one table per threat: clean accuracy undefended, behind each defence and of
     the clean reference, and the gaps README quotes (undefended minus clean reference; each defence minus
     undefended) with the binomial standard error over the test images (one seed: no seed-to-seed variation)."""
-    from core.experiments.budget import budget_points, budget_progress
 
     lines = []
     for threat, curve in curves.items():
@@ -694,7 +691,6 @@ def report_sweep(run: Run) -> str:
 def report_points(run: Run) -> str:
     """The single points trained at a threshold on the run (points.json: the Threshold page's *Train at this
     threshold*, `python -m core point`), one seed each, beside the sweep's detector curve where it covers them."""
-    from core.experiments.sweep import accuracy_at
 
     lines = [
         f"{'score':<12}{'threshold':>11}{'dropped':>9}{'T':>5}{'steps':>7}{'clean':>9}{'I-FGSM':>9}{'worst':>9}  "
@@ -780,7 +776,6 @@ def one_seed_sweep_gaps(sweep: dict, seed: int | None = None) -> list[str]:
 
 def format_results(results: dict) -> str:
     """The five models' accuracies, the filter's quality, and our numbers beside the paper's."""
-    from core.experiments.pipeline import MODEL_NAMES
 
     has_asr = "attack_success_rate" in results["models"][MODEL_NAMES[0]]
     lines = [f"{'model':<22}{'clean':>8}{'FGSM':>8}{'I-FGSM':>8}" + (f"{'attack success':>16}" if has_asr else "")]
@@ -831,7 +826,6 @@ def format_results(results: dict) -> str:
 
 def format_seeds(seeds, summary: dict, out) -> str:
     """`run --seeds K`: each model's accuracies as mean +- std over the seeds, and the filter's ROC AUC."""
-    from core.experiments.pipeline import MODEL_NAMES
 
     lines = [f"\n{'model':<22}{'clean':>16}{'FGSM':>16}{'I-FGSM':>16}   (mean +- std over {len(seeds)} seeds)"]
     for name in MODEL_NAMES:
@@ -881,7 +875,6 @@ def format_abstention(model: str, report: dict) -> str:
 
 def format_smoothness(result: dict) -> str:
     """One row per scale: each detector's ROC AUC and the victim's clean accuracy."""
-    from core.experiments.smoothness import DETECTORS_MEASURED
 
     lines = [f"{'smooth scale':<14}" + "".join(f"{name + ' AUC':>16}" for name in DETECTORS_MEASURED) + "   clean acc"]
     for point in result["points"]:

@@ -17,6 +17,8 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from core.engine.data import CLASS_NAMES
 from core.engine.storage import PROJECT_ROOT
+from core.experiments.run import Run
+from core.reporting.images import image_verdicts, read_upload
 
 SIGNS_DIR = PROJECT_ROOT / "examples" / "signs"
 SIZE = 96  # pixels of a shipped example (the models see 32x32 after the upload path's resize)
@@ -146,8 +148,6 @@ def write_examples(directory: Path = SIGNS_DIR) -> list[Path]:
 def evaluate(run_dir) -> dict:
     """The run's student and undefended model on the shipped drawn signs: right answers, the DAE filter's and the
     MC-dropout verdicts (the Your images page's numbers, for all of them at once)."""
-    from core.experiments.run import Run
-    from core.reporting.images import image_verdicts, read_upload
 
     run = Run.load(run_dir)
     models = {role: run.classifier(role) for role in ("filter_distillation", "undefended")}

@@ -17,7 +17,12 @@ from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 
+from tqdm import tqdm
+
+import core.engine.registry as registry
+from core.engine.executor import ExecutorConfig
 from core.engine.registry import STUDIES, StudySpec
+from core.experiments.run import Run, warn_if_outdated
 
 __all__ = [
     "STUDIES",
@@ -51,7 +56,6 @@ def knob_option(*tables: str):
 def knobs_in(settings: tuple, *tables: str) -> tuple:
     """The knob settings (("entry.knob", value) pairs) whose entry is registered in one of `tables` ("threats",
     ...)."""
-    import core.engine.registry as registry
 
     names = {name for table in tables for name in getattr(registry, table.upper()).names()}
     return tuple((name, value) for name, value in settings if name.partition(".")[0] in names)
@@ -112,7 +116,6 @@ class ExecutorOptions:
     gpus_per_cell: float = option(0.0, "ray: GPU share per cell (0.25: four a GPU)")
 
     def executor_config(self):
-        from core.engine.executor import ExecutorConfig
 
         return ExecutorConfig(self.executor, self.ray_address, self.cpus_per_cell, self.gpus_per_cell)
 
@@ -147,7 +150,6 @@ parse_truth.__name__ = "true-or-false"  # what argparse names when a value is ne
 
 def knob_flag_specs(field_name: str, tables: tuple[str, ...]) -> list[FlagSpec]:
     """One flag per knob of every entry registered in the named tables: --entry-knob, default unset (the spec's)."""
-    import core.engine.registry as registry
 
     specs = []
     for table in tables:
@@ -220,7 +222,6 @@ def _value_type(hint, where: str) -> tuple[type, bool]:
 
 def load_run(run_dir: Path):
     """A finished run's folder, with a note on stderr when it was made with an older recipe."""
-    from core.experiments.run import Run, warn_if_outdated
 
     run = Run.load(run_dir)
     warn_if_outdated(run)
@@ -243,7 +244,6 @@ class Stages:
         self.close()
 
     def __call__(self, stage: str, done: int, total: int) -> None:
-        from tqdm import tqdm
 
         if stage != self.stage:
             self.close()

@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.experiments.run import ABSTENTION_FILE
+from core.experiments.run import ABSTENTION_FILE, add_abstention
+from core.reporting.report import format_abstention
 from core.studies import STUDIES, DataOptions, StudySpec, load_run, option
 
 
@@ -20,13 +21,11 @@ class AbstainOptions:
 
 
 def main(options: AbstainOptions, data: DataOptions) -> int:
-    from core.experiments.run import add_abstention
 
     run = load_run(options.run_dir)
     report = add_abstention(
         run, options.model, options.passes, options.fpr, options.test_subset, data.data_root, data.download
     )
-    from core.reporting.report import format_abstention
 
     print(format_abstention(options.model, report))
     print(f"abstention: {options.run_dir / 'abstention.json'}")

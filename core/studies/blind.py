@@ -3,16 +3,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from core.experiments.blind import BLIND_FILE
+from core.experiments.blind import BLIND_FILE, blind_settings, blindly_tunable, format_blind_settings
+from core.experiments.pipeline import preset
 from core.studies import RUNS_DIR, STUDIES, DataOptions, Stages, StudySpec, option
 from core.studies.run import PRESETS
 
 
 def _tunable() -> tuple[str, ...]:
-    from core.experiments.blind import blindly_tunable
 
     return blindly_tunable()
 
@@ -35,10 +35,6 @@ class BlindOptions:
 
 
 def main(options: BlindOptions, data: DataOptions) -> int:
-    from dataclasses import replace
-
-    from core.experiments.blind import blind_settings, format_blind_settings
-    from core.experiments.pipeline import preset
 
     out = options.out / BLIND_FILE.name
     experiment = replace(preset(options.preset), seed=options.seed)

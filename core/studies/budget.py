@@ -8,7 +8,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from core.engine.registry import DEFENCES, THREATS
-from core.experiments.budget import BUDGET_DEFENCES, BUDGET_FILE, budget_threats
+from core.experiments.budget import BUDGET_DEFENCES, BUDGET_FILE, budget_curve, budget_threats
+from core.experiments.pipeline import preset
+from core.reporting.report import report_budget
 from core.studies import RUNS_DIR, STUDIES, DataOptions, Stages, StudySpec, option
 from core.studies.run import PRESETS
 from core.threats.poison import SMOOTH_SCALES
@@ -33,9 +35,6 @@ class BudgetOptions:
 
 
 def main(options: BudgetOptions, data: DataOptions) -> int:
-    from core.experiments.budget import budget_curve
-    from core.experiments.pipeline import preset
-    from core.reporting.report import report_budget
 
     experiment = preset(options.preset)
     if options.train_subset is not None:

@@ -6,8 +6,18 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from core.detectors.detect import CONTROLS, ThresholdConfig
 from core.engine.registry import DETECTORS, THREATS
-from core.experiments.compare import COMPARISON_FILE, DEFAULT_THREATS
+from core.experiments.compare import (
+    COMPARISON_FILE,
+    DEFAULT_THREATS,
+    CompareConfig,
+    compare,
+    finished_comparisons,
+    format_comparison,
+    load_comparison,
+)
+from core.experiments.pipeline import preset
 from core.studies import (
     RUNS_DIR,
     STUDIES,
@@ -43,9 +53,6 @@ class CompareOptions(ExecutorOptions):
             raise ValueError(f"--seeds must be >= 1, got {self.seeds}")
 
     def compare_config(self):
-        from core.detectors.detect import CONTROLS, ThresholdConfig
-        from core.experiments.compare import CompareConfig
-        from core.experiments.pipeline import preset
 
         experiment = preset(self.preset)
         if self.expected_poison is not None:
@@ -67,7 +74,6 @@ class CompareOptions(ExecutorOptions):
 
 
 def main(options: CompareOptions, data: DataOptions) -> int:
-    from core.experiments.compare import compare, finished_comparisons, format_comparison, load_comparison
 
     config = options.compare_config()
     out = options.out / "compare.json"

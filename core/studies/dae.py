@@ -7,6 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from core.detectors.dae import denoising_pairs, train_dae
+from core.detectors.detect import reconstruction_error
+from core.engine.models import AutoencoderConfig
+from core.engine.storage import save_model
 from core.studies import STUDIES, DataOptions, Stages, StudySpec, load_run, option
 
 
@@ -25,7 +29,6 @@ class DaeOptions:
 
     def dae_config(self, base):
         """The run's DAEConfig with every option given."""
-        from core.engine.models import AutoencoderConfig
 
         model = {k: getattr(self, k) for k in ("depth", "width", "latent_dim") if getattr(self, k) is not None}
         train = {k: getattr(self, k) for k in ("optimizer", "learning_rate", "momentum", "epochs")}
@@ -36,9 +39,6 @@ class DaeOptions:
 
 
 def main(options: DaeOptions, data: DataOptions) -> int:
-    from core.detectors.dae import denoising_pairs, train_dae
-    from core.detectors.detect import reconstruction_error
-    from core.engine.storage import save_model
 
     run = load_run(options.run_dir)
     config = options.dae_config(run.config.dae)  # bad values fail here, before any work

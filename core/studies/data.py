@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.engine.data import default_root, load_gtsrb
 from core.studies import STUDIES, DataOptions, StudySpec
 
 
@@ -13,7 +14,6 @@ class NoOptions:
 
 
 def main(options: NoOptions, data: DataOptions) -> int:
-    from core.engine.data import default_root, load_gtsrb
 
     root = data.data_root or default_root()
     train, test = load_gtsrb("train", root, data.download), load_gtsrb("test", root, data.download)

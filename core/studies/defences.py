@@ -8,7 +8,17 @@ from pathlib import Path
 
 from core.defences import DefenceConfig  # its flag fields are this command's flags
 from core.engine.registry import DEFENCES
-from core.experiments.defence_grid import DEFENCE_GRID_FILE
+from core.experiments.blind import BLIND_FILE
+from core.experiments.defence_grid import (
+    DEFENCE_GRID_FILE,
+    DefenceGridConfig,
+    defence_grid,
+    finished_runs,
+    format_defence_grid,
+    grid_cases,
+    load_defence_grid,
+)
+from core.experiments.pipeline import preset
 from core.studies import (
     RUNS_DIR,
     STUDIES,
@@ -26,7 +36,6 @@ from core.studies.run import PRESETS
 
 
 def _case_names() -> tuple[str, ...]:
-    from core.experiments.defence_grid import grid_cases
 
     return tuple(grid_cases())
 
@@ -58,15 +67,11 @@ class DefencesOptions(ExecutorOptions):
 
     def defence_knobs(self) -> tuple:
         """The defences' knobs: those of `--blind`'s file, then any given as flags (a flag wins)."""
-        from core.experiments.blind import BLIND_FILE
 
         chosen = BLIND_FILE.read(self.blind, missing_ok=False)["knobs"] if self.blind else {}
         return tuple({**chosen, **dict(knobs_in(self.knobs, "defences"))}.items())
 
     def grid_config(self):
-        from core.defences import DefenceConfig
-        from core.experiments.defence_grid import DefenceGridConfig
-        from core.experiments.pipeline import preset
 
         experiment = preset(self.preset)
         names = ("train_subset", "test_subset", "defender_epochs")
@@ -90,7 +95,6 @@ class DefencesOptions(ExecutorOptions):
 
 
 def main(options: DefencesOptions, data: DataOptions) -> int:
-    from core.experiments.defence_grid import defence_grid, finished_runs, format_defence_grid, load_defence_grid
 
     config = options.grid_config()
     out = options.out / "defences.json"

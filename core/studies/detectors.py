@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.experiments.compare import DETECTORS_FILE
+from core.experiments.run import add_detectors
 from core.studies import RUNS_DIR, STUDIES, DataOptions, Stages, StudySpec, load_run, option
 
 
@@ -29,7 +30,6 @@ def format_detectors(summary: dict) -> str:
 
 
 def main(options: DetectorsOptions, data: DataOptions) -> int:
-    from core.experiments.run import add_detectors
 
     run = load_run(options.run_dir)
     with Stages() as stages:

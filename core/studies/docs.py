@@ -7,6 +7,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.reporting.docs import DOCUMENTS, update
 from core.studies import STUDIES, DataOptions, StudySpec, option
 
 
@@ -17,7 +18,6 @@ class DocsOptions:
 
 
 def main(options: DocsOptions, data: DataOptions) -> int:
-    from core.reporting.docs import DOCUMENTS, update
 
     missing = [document for document in DOCUMENTS if not (options.root / document).is_file()]
     if missing:

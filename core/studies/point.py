@@ -3,11 +3,12 @@ kept in the run's points.json beside its sweep (what the Threshold page's *Train
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.experiments.sweep import POINTS_FILE
+from core.experiments.sweep import POINTS_FILE, add_point, measured_point, sweep_steps
 from core.studies import STUDIES, DataOptions, Stages, StudySpec, load_run, note, option
 
 
@@ -21,7 +22,6 @@ class PointOptions:
     out: Path | None = option(None, "the points file to add it to (default: RUN_DIR/points.json)")
 
     def __post_init__(self):
-        import math
 
         if self.threshold is None or not math.isfinite(self.threshold):
             raise ValueError(f"--threshold must be a finite number, got {self.threshold}")
@@ -32,7 +32,6 @@ class PointOptions:
 
 
 def main(options: PointOptions, data: DataOptions) -> int:
-    from core.experiments.sweep import add_point, measured_point, sweep_steps
 
     run = load_run(options.run_dir)
     scores = run.scores_of(options.score)  # a score not on the run: CheckpointError before any work

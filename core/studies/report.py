@@ -6,6 +6,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.engine.storage import CheckpointError
+from core.experiments.budget import load_budget
+from core.experiments.compare import load_comparison
+from core.experiments.defence_grid import load_defence_grid, merge_grids
+from core.reporting.report import (
+    defence_grid_markdown,
+    report_budget,
+    report_comparison,
+    report_defence_grid,
+    report_defence_ranking,
+    report_points,
+    report_run,
+    report_sweep,
+)
 from core.studies import STUDIES, DataOptions, StudySpec, load_run, option
 
 
@@ -20,20 +34,6 @@ class ReportOptions:
 
 
 def main(options: ReportOptions, data: DataOptions) -> int:
-    from core.engine.storage import CheckpointError
-    from core.experiments.budget import load_budget
-    from core.experiments.compare import load_comparison
-    from core.experiments.defence_grid import load_defence_grid, merge_grids
-    from core.reporting.report import (
-        defence_grid_markdown,
-        report_budget,
-        report_comparison,
-        report_defence_grid,
-        report_defence_ranking,
-        report_points,
-        report_run,
-        report_sweep,
-    )
 
     # Every file named is read before the (slow) run report, so a wrong path fails at once.
     comparison = load_comparison(options.comparison) if options.comparison else None

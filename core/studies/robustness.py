@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.experiments.run import ROBUSTNESS_FILE
+from core.experiments.run import ROBUSTNESS_FILE, add_robustness
+from core.reporting.report import format_robustness
 from core.studies import STUDIES, DataOptions, ExecutorOptions, Stages, StudySpec, load_run, option
 
 
@@ -20,14 +21,12 @@ class RobustnessOptions(ExecutorOptions):  # a cell per model
 def robustness_of(run, test_subset: float, steps: int, data: DataOptions, executor) -> dict:
     """Measure and store the run's robustness (core.experiments.run.add_robustness), with the command line's progress
     bars."""
-    from core.experiments.run import add_robustness
 
     with Stages() as stages:
         return add_robustness(run, test_subset, steps, data.data_root, data.download, stages, executor)
 
 
 def main(options: RobustnessOptions, data: DataOptions) -> int:
-    from core.reporting.report import format_robustness
 
     run = load_run(options.run_dir)
     robust = robustness_of(run, options.test_subset, options.steps, data, options.executor_config())

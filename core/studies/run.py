@@ -3,12 +3,18 @@ one or more seeds, printed beside the paper's numbers."""
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from core.detectors.dae import TuneConfig, config_from_params, load_study_if_any, redacted
+from core.detectors.detect import ThresholdConfig
+from core.engine.executor import Cell, run_cells, worker_paths
 from core.engine.registry import ATTACKS, THREATS
 from core.experiments.pipeline import PRESETS as PRESET_TABLE
-from core.experiments.run import SEEDS_FILE
+from core.experiments.pipeline import preset
+from core.experiments.run import SEEDS_FILE, Run, run_cell, seed_config, seed_dir, summarise_seeds
+from core.reporting.report import format_results, format_robustness, format_seeds
 from core.studies import (
     RUNS_DIR,
     STUDIES,
@@ -20,13 +26,14 @@ from core.studies import (
     note,
     option,
 )
+from core.studies.robustness import robustness_of
+from core.threats.poison import NOISE_SCOPES
 
 PRESETS = tuple(PRESET_TABLE)  # core.experiments.pipeline.PRESETS' names
 OPTUNA_STORAGE = f"sqlite:///{RUNS_DIR}/optuna.db"
 
 
 def _noise_scopes() -> tuple[str, ...]:
-    from core.threats.poison import NOISE_SCOPES
 
     return NOISE_SCOPES
 
@@ -98,7 +105,6 @@ def check_writable(flag: str, folder: Path) -> None:
     """Write a file in the folder, or in its nearest existing parent when it is not there yet (nothing is made), or
     raise ValueError naming the flag: an --out or --cache-dir that cannot be written fails before any work (it ended
     in a dict's repr after the surrogate trained)."""
-    import tempfile
 
     folder = Path(folder).absolute()
     existing = next((path for path in (folder, *folder.parents) if path.exists()), None)
@@ -117,8 +123,6 @@ def check_writable(flag: str, folder: Path) -> None:
 def experiment_of(options: RunOptions):
     """The ExperimentConfig the options describe: the preset, then the chosen threat's own defaults (TAP: eps 8/255,
     40 steps, all of train), then every option given."""
-    from core.detectors.detect import ThresholdConfig
-    from core.experiments.pipeline import preset
 
     config = preset(options.preset, seed=options.seed)
     poison = config.poison.with_threat(options.threat) if options.threat is not None else config.poison
@@ -154,7 +158,6 @@ def run_arguments(config) -> list[str]:
     """The flags of `python -m core run` that make this ExperimentConfig from its preset (experiment_of inverts it):
     what a background job runs for the app's *Run the experiment*. The preset's own other settings stay as they are;
     a temperature other than the preset's is passed on."""
-    from core.experiments.pipeline import preset
 
     p = config.poison
     arguments = ["--preset", config.preset, "--seed", str(config.seed), "--threat", p.threat, "--attack", p.attack]
@@ -173,7 +176,6 @@ def run_arguments(config) -> list[str]:
 
 def best_trial_dae(dae, storage: str, study_name: str):
     """The DAE config with the Optuna study's best trial's hyperparameters (`python -m core tune` makes the study)."""
-    from core.detectors.dae import TuneConfig, config_from_params, load_study_if_any, redacted
 
     study = load_study_if_any(TuneConfig(storage=storage, study_name=study_name))
     try:
@@ -185,10 +187,6 @@ def best_trial_dae(dae, storage: str, study_name: str):
 
 
 def main(options: RunOptions, data: DataOptions) -> int:
-    from core.engine.executor import Cell, run_cells, worker_paths
-    from core.experiments.run import Run, run_cell, seed_config, seed_dir, summarise_seeds
-    from core.reporting.report import format_results, format_robustness, format_seeds
-    from core.studies.robustness import robustness_of
 
     for flag, folder in (("--out", options.out), ("--cache-dir", options.cache_dir)):
         if folder is not None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from core.experiments.smoothness import SMOOTHNESS_FILE
+from core.experiments.pipeline import preset
+from core.experiments.smoothness import SMOOTHNESS_FILE, smoothness_sweep
+from core.reporting.report import format_smoothness
 from core.studies import RUNS_DIR, STUDIES, DataOptions, Stages, StudySpec, option
 from core.studies.run import PRESETS
 
@@ -23,8 +25,6 @@ class SmoothnessOptions:
 
 
 def main(options: SmoothnessOptions, data: DataOptions) -> int:
-    from core.experiments.pipeline import preset
-    from core.experiments.smoothness import smoothness_sweep
 
     experiment = preset(options.preset)
     if options.train_subset is not None:
@@ -40,7 +40,6 @@ def main(options: SmoothnessOptions, data: DataOptions) -> int:
             steps=options.steps,
         )
     SMOOTHNESS_FILE.write(options.out / "smoothness.json", result)
-    from core.reporting.report import format_smoothness
 
     print(format_smoothness(result))
     print(f"smoothness: {options.out / 'smoothness.json'}  ({result['seconds']:.0f} s)")

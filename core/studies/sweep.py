@@ -7,7 +7,17 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from core.experiments.sweep import FILTERS, SWEEP_FILE
+from core.engine.storage import CheckpointError
+from core.experiments.live import point_estimate
+from core.experiments.sweep import (
+    FILTERS,
+    SWEEP_FILE,
+    SweepConfig,
+    format_sweep,
+    read_sweep_file,
+    shares_around,
+    sweep_run,
+)
 from core.studies import RUNS_DIR, STUDIES, DataOptions, ExecutorOptions, Stages, StudySpec, load_run, note, option
 
 
@@ -39,7 +49,6 @@ class SweepOptions(ExecutorOptions):
             raise ValueError(f"--refine must be in 0..50, got {self.refine}")
 
     def sweep_config(self):
-        from core.experiments.sweep import SweepConfig
 
         shares = self.drop_shares or tuple(round(0.9 * index / (self.points - 1), 4) for index in range(self.points))
         return SweepConfig(
@@ -56,9 +65,6 @@ class SweepOptions(ExecutorOptions):
 
 
 def main(options: SweepOptions, data: DataOptions) -> int:
-    from core.engine.storage import CheckpointError
-    from core.experiments.live import point_estimate
-    from core.experiments.sweep import format_sweep, read_sweep_file, shares_around, sweep_run
 
     run = load_run(options.run_dir)
     config = options.sweep_config()

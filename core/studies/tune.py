@@ -7,6 +7,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from tqdm import tqdm
+
+from core.detectors.dae import TuneConfig, denoising_pairs, open_storage, redacted, tune_workers, worker_shares
+from core.experiments.pipeline import preset, tuning_pairs
 from core.studies import RUNS_DIR, STUDIES, DataOptions, Stages, StudySpec, load_run, option
 from core.studies.run import OPTUNA_STORAGE, PRESETS
 
@@ -27,10 +31,6 @@ class TuneOptions:
 
 
 def main(options: TuneOptions, data: DataOptions) -> int:
-    from tqdm import tqdm
-
-    from core.detectors.dae import TuneConfig, open_storage, redacted, tune_workers, worker_shares
-    from core.experiments.pipeline import preset, tuning_pairs
 
     run = load_run(options.run_dir) if options.run_dir else None  # a missing run fails before any work
     config = run.config if run else preset(options.preset, seed=options.seed)
@@ -50,8 +50,6 @@ def main(options: TuneOptions, data: DataOptions) -> int:
     )
     with Stages() as stages:
         if run:
-            from core.detectors.dae import denoising_pairs
-
             splits = run.splits(data.data_root, data.download)
             inputs, targets = denoising_pairs(run.dae_data(splits), run.classifier("defender"), config.dae, stages)
         else:

@@ -8,6 +8,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.experiments.compare import load_comparison
+from core.experiments.verify import verify_comparison, verify_run
 from core.studies import STUDIES, DataOptions, Stages, StudySpec, load_run, option
 
 
@@ -31,11 +33,8 @@ def format_checks(checks: list[dict]) -> str:
 
 
 def main(options: VerifyOptions, data: DataOptions) -> int:
-    from core.experiments.verify import verify_comparison, verify_run
 
     if options.comparison:
-        from core.experiments.compare import load_comparison
-
         checks, target = verify_comparison(load_comparison(options.comparison)), options.comparison
     else:
         with Stages() as stages:

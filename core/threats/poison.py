@@ -17,10 +17,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from core.engine.data import NUM_CLASSES, ImageSet
 from core.engine.registry import ATTACKS, THREATS, checked_knobs, knob_value, knobs_of
+from core.engine.storage import CheckpointError, atomic_write
+from core.engine.train import predict
 
 # GTSRB class 14 is "Stop", class 3 "Speed limit (60km/h)": a flip with obvious real-world harm.
 DEFAULT_SOURCE_CLASS, DEFAULT_TARGET_CLASS = 14, 3
@@ -155,7 +158,6 @@ def craft(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, config: 
 
 def target_success(model: nn.Module, images: torch.Tensor, target_class: int) -> dict:
     """attack_success_rate: the share of images the model classifies as the attacker's target (nan for none)."""
-    from core.engine.train import predict
 
     predicted = predict(model, images).argmax(dim=1)
     rate = float((predicted == target_class).float().mean()) if predicted.numel() else float("nan")
@@ -207,9 +209,6 @@ def threat_metrics(model: nn.Module, test: ImageSet, config: PoisonConfig) -> di
 
 def save_poisons(path, poisoned: PoisonedSet) -> None:
     """The poisoned rows as delivered (index, uint8 images, labels), atomically: a run keeps its own poisons."""
-    from safetensors.torch import save_file
-
-    from core.engine.storage import atomic_write
 
     index = torch.nonzero(poisoned.poison_mask).flatten()
     payload = {
@@ -224,9 +223,6 @@ def load_poisons(path, clean: ImageSet, config: PoisonConfig) -> PoisonedSet:
     """The set the defender received: clean rows from the split, poisoned rows exactly as stored.
 
     Raises CheckpointError when the file is missing, corrupt, or does not fit the split."""
-    from safetensors.torch import load_file
-
-    from core.engine.storage import CheckpointError
 
     try:
         stored = load_file(str(path))
