@@ -194,3 +194,47 @@ def test_tap_through_the_lowpass_filter_still_hits_the_target_after_the_filter(s
         adversarial = targeted_pgd(model, x, target, 8 / 255, 2 / 255, 10)
         hits[through] = float((predict(defended, adversarial).argmax(1) == target).float().mean())
     assert hits["lowpass"] > hits["none"] + 0.1, hits
+
+
+def test_tap_through_grayscale_jpeg_hits_the_target_after_grey_and_a_real_jpeg(small_classifier, small_splits):
+    """tap_grayscale_jpeg (issue 38's attacker who knows grayscale_jpeg): crafted through grey and a differentiable
+    JPEG, the poison still moves what the defence trains on (a real JPEG of the grey image) toward the next class,
+    where plain TAP's does so less."""
+    from core.defences import DifferentiableJPEG, GrayscaleInput, grayscale, jpeg
+    from core.threats.adaptive import GRAYSCALE_JPEG_QUALITY as quality
+
+    test = small_splits.test.subset(torch.arange(128))
+    x, target = test.images.float() / 255, permuted_target(test.labels)
+    grey_model = torch.nn.Sequential(GrayscaleInput(), small_classifier).eval()
+    through = torch.nn.Sequential(GrayscaleInput(), DifferentiableJPEG(quality), small_classifier).eval()
+    hits = {}
+    for name, model in (("none", small_classifier), ("grayscale_jpeg", through)):
+        adversarial = targeted_pgd(model, x, target, 8 / 255, 2 / 255, 10)
+        delivered = jpeg(grayscale((adversarial * 255).round().to(torch.uint8)), quality)
+        hits[name] = float((predict(grey_model, delivered).argmax(1) == target).float().mean())
+    assert hits["grayscale_jpeg"] > hits["none"] + 0.1, hits
+
+
+def test_the_grayscale_jpeg_attacker_adapts_a_copy_of_its_surrogate_to_grey_jpeg_images(small_classifier, small_splits):
+    """The surrogate tap_grayscale_jpeg crafts on is fine-tuned on the defence's view: it classifies grey JPEG images
+    better than the colour surrogate it copies, which is left untouched; its poisons are uint8 within eps, labels
+    kept."""
+    from core.defences import grayscale, jpeg
+    from core.threats.adaptive import GRAYSCALE_JPEG_QUALITY as quality
+    from core.threats.adaptive import surrogate_on_the_defences_view
+
+    before = {name: value.clone() for name, value in small_classifier.state_dict().items()}
+    adapted = surrogate_on_the_defences_view(small_splits.train, small_classifier, quality, seed=0)
+    assert all(torch.equal(value, before[name]) for name, value in small_classifier.state_dict().items())
+    test = small_splits.test
+    view = jpeg(grayscale(test.images), quality)
+
+    def accuracy(model):
+        return float((predict(model, view).argmax(1) == test.labels).float().mean())
+
+    assert accuracy(adapted) > accuracy(small_classifier) + 0.02, (accuracy(adapted), accuracy(small_classifier))
+    few = small_splits.train.subset(torch.arange(64))
+    config = PoisonConfig(threat="tap_grayscale_jpeg", eps=8 / 255, alpha=2 / 255, steps=2, fraction=0.5, seed=0)
+    poisoned = poison_training_set(few, small_classifier, config).data
+    change = poisoned.images.int() - few.images.int()
+    assert 0 < int(change.abs().max()) <= 8 and torch.equal(poisoned.labels, few.labels)
