@@ -17,9 +17,8 @@ from core.detectors.detect import (
     infer_threshold_from_scores,
 )
 from core.engine.registry import DETECTORS
-from core.engine.train import device_description
 from core.experiments.run import run_choices, weak_students_note
-from core.experiments.sweep import FILTERS, accuracy_at, curve_at_share, point_images, sweep_robust_steps, sweep_steps
+from core.experiments.sweep import FILTERS, accuracy_at, curve_at_share
 from core.jobs import minutes
 from core.reporting import explore
 from ui.data import (
@@ -29,7 +28,6 @@ from ui.data import (
     cached_run,
     cached_scores,
     file_stamp,
-    point_seconds_here,
     run_dir,
     score_histogram,
     shown,
@@ -40,9 +38,6 @@ from ui.jobs import (
     active_jobs,
     follow_up,
     is_shipped,
-    jobs_panel,
-    more_seeds_commands,
-    point_job,
     points_path,
     start,
     sweep_commands,
@@ -50,6 +45,7 @@ from ui.jobs import (
 from ui.jobs import trained_points as jobs_trained_points
 from ui.links import as_text, ensure_navigation, link_names
 from ui.other_defences import draw_other_defences
+from ui.point_training import draw_point_training, submit_point
 from ui.threshold_view import instant_data, instant_view
 from ui.widgets import figure_download, guard, require_run, ringed, session_threshold, timed
 
@@ -157,15 +153,10 @@ def trained_points() -> list[dict]:
     return jobs_trained_points(directory, score)
 
 
-def submit_point(threshold: float) -> None:
-    """Teacher + student at this threshold as a background job (`python -m core point`), kept in points.json."""
-    point_job(directory, score, threshold, sweep_steps(run))
-
-
 def from_slider() -> None:
     st.session_state["threshold_input"] = st.session_state[SLIDER]
     if st.session_state.get("live_training"):
-        submit_point(float(st.session_state[SLIDER]))
+        submit_point(run, directory, score, float(st.session_state[SLIDER]))
 
 
 # Two rows of two: every label stays whole down to a 1024 px window (four columns cut them there)
@@ -554,7 +545,7 @@ def draw_instant_view() -> None:
         st.session_state[SLIDER] = st.session_state["threshold"] = st.session_state["threshold_input"] = value
         st.query_params[SLIDER] = f"{value:.8g}"  # the link reproduces it
         if st.session_state.get("live_training"):
-            submit_point(value)
+            submit_point(run, directory, score, value)
         st.rerun()  # the whole page: the sweep chart's line and *Train at this threshold* read the new value
 
     choices = compare_choices()
@@ -629,61 +620,7 @@ with guard("the threshold view"):
     live_view()
 
 st.divider()
-st.subheader("Train at exactly this threshold")
-steps = sweep_steps(run)
-timed_points = [point for point in trained_points() if point.get("steps") == steps and point.get("seconds")]
-if timed_points:
-    seconds = sum(point["seconds"] for point in timed_points) / len(timed_points)
-    basis = f"measured: the mean of the {len(timed_points)} point{'s' if len(timed_points) > 1 else ''} trained here"
-else:
-    seconds = point_seconds_here(
-        run.config.classifier.width,
-        run.config.classifier.hidden,
-        run.config.classifier_train.batch_size,
-        steps,
-        tuple(point_images(run).items()),
-        run.config.eval_attack.steps,
-        sweep_robust_steps(run),
-    )
-    basis = "estimated from a short timing of this model here; the first point trained replaces it with its own time"
-on_gpu = device_description().startswith("GPU")
-st.caption(
-    f"Trains teacher and student at the run's T on what the threshold keeps, {steps:,} optimiser steps each (the "
-    "sweep's budget, whatever the threshold keeps), and measures the student on the sweep's test subset, as a "
-    f"background job: leave the page, it goes on. On this machine ({device_description()}) a point takes about "
-    f"{minutes(seconds)} ({basis}). Finished points are kept in `{shown(POINTS_PATH)}` and drawn on the sweep's "
-    "chart as stars."
-)
-columns = st.columns([1, 1])
-columns[0].toggle(
-    "Train every threshold I release",
-    value=on_gpu,
-    key="live_training",
-    help="On a GPU a point takes seconds: each released slider position is queued as a job and trained in turn.",
-)
-columns[1].button(
-    "Train at this threshold in the background",
-    type="primary",
-    key="train_in_background",
-    on_click=lambda: submit_point(float(st.session_state[SLIDER])),
-)
-if run.sweep and not SHIPPED and not active_jobs(directory):
-    seeds = max(point["n_seeds"] for point in run.sweep["curves"]["detector"])
-    if seeds < 3 and st.button("Measure the curve at 3 seeds in the background", key="more_seeds"):
-        start(f"threshold curve of {shown(directory)} at 3 seeds", "sweep", more_seeds_commands(directory), directory)
-        st.rerun()
-
-with guard("the background jobs"):
-    jobs_panel(directory, key="threshold", limit=4)
-    points = trained_points()
-    if points:
-        table = pd.DataFrame(
-            [
-                {key: point.get(key) for key in ("threshold", "drop_share", "kept", *SWEEP_METRICS, "steps", "seconds")}
-                for point in points
-            ]
-        )
-        st.dataframe(table, width="stretch", hide_index=True)
+draw_point_training(run, directory, score, SLIDER)
 
 
 @st.fragment(run_every=2.0 if active_jobs(directory) else None)
