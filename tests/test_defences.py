@@ -858,3 +858,16 @@ def test_each_adaptive_case_names_a_case_and_a_defence_the_grid_has():
         assert adaptive in CASES and base in CASES and adaptive != base, adaptive
         assert defence in DEFENCES.names(), (adaptive, defence)
         assert "adaptive" in CASE_LABELS[adaptive]  # the app's label says it knows the defence
+
+
+def test_every_grid_case_reads_differently_in_the_tables():
+    """The merged table's columns and the ranking's 'breaks it' name a case by case_label: three adaptive TAPs once read
+    'TAP, adaptive' alike; each now names the defence it was crafted through."""
+    from core.experiments.defence_grid import DefenceGridConfig, case_label, grid_cases
+    from core.experiments.pipeline import preset
+
+    grid = DefenceGridConfig(preset("compare"), cases=tuple(grid_cases()), defences=("jpeg",))
+    stored = {"config": {"case_settings": {case: grid.poison_for(case, 0).to_dict() for case in grid.cases}}}
+    labels = {case: case_label(stored, case) for case in grid.cases}
+    assert len(set(labels.values())) == len(labels), labels
+    assert labels["tap_jpeg"].startswith("TAP through JPEG") and labels["tap"].startswith("TAP,")

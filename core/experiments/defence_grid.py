@@ -489,10 +489,13 @@ def load_shipped_grids(paths=SHIPPED_DEFENCE_GRIDS) -> dict | None:
 
 
 def case_label(grid: dict, case: str) -> str:
-    """A threat case as a user reads it: 'TAP, 8/255 on 100%' from the settings the grid stored."""
+    """A threat case as a user reads it: 'TAP, 8/255 on 100%' from the settings the grid stored; a poison crafted
+    through a defence names it ('TAP through JPEG, ...'): three adaptive TAPs read 'TAP, adaptive' alike."""
 
     settings = grid["config"]["case_settings"][case]
-    label = THREATS.label(settings["threat"]).split(":")[0]
+    label = THREATS.label(settings["threat"])
+    base, adaptive, through = label.partition(", adaptive: crafted through ")
+    label = f"{base} through {through}" if adaptive else label.split(":")[0]
     if settings["threat"] not in THREATS or "eps" not in THREATS[settings["threat"]].params:  # no L-inf budget
         return f"{label}, {settings['fraction']:.0%}"
     return f"{label}, {settings['eps'] * 255:.1f}/255 on {settings['fraction']:.0%}"
@@ -530,6 +533,7 @@ CASE_LABELS = {
     "unlearnable_grayscale": "unlearnable through grayscale (adaptive), 8/255, all of train",
     "tap_jpeg": "TAP through JPEG (adaptive), 8/255, all of train",
     "tap_lowpass": "TAP through sharpening and a low-pass filter (adaptive), 8/255, all of train",
+    "tap_grayscale_jpeg": "TAP through grayscale and JPEG (adaptive), 8/255, all of train",
     "backdoor_heavy": "backdoor (BadNets) on 25%, more than abl_drop drops (adaptive)",
 }
 
