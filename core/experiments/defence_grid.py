@@ -380,10 +380,11 @@ SHIPPED_DEFENCE_GRID = PROJECT_ROOT / "checkpoints" / "defences" / "defences.jso
 # The shipped grids the app and README show as one table (merge_grids): the first grid (issue 10: the paper's poisons,
 # TAP, unlearnable, label flip, backdoor behind filter / purify / JPEG / grayscale / adversarial training), then issue
 # 24's (backdoor removal, purification at train and test time, OPS, CUDA and the poisons crafted through a defence),
-# its purifiers attacked with expectation over their noise (purify_eot), and abl_drop's cells.
+# its purifiers attacked with expectation over their noise (purify_eot), abl_drop's cells, issue 38's defences at their
+# blind settings (defences_blind) and I-BAU, added after them, at its own (backdoor_i_bau).
 SHIPPED_DEFENCE_GRIDS = tuple(
     SHIPPED_DEFENCE_GRID.parents[1] / folder / "defences.json"
-    for folder in ("defences", "defences_adaptive", "purify_eot", "backdoor_drop", "defences_blind")
+    for folder in ("defences", "defences_adaptive", "purify_eot", "backdoor_drop", "defences_blind", "backdoor_i_bau")
 )
 
 

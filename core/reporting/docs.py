@@ -267,13 +267,16 @@ def defence_ranking(root: Path) -> str:
 @block("blind_settings")
 def blind_settings(root: Path) -> str:
 
-    path = root / "checkpoints" / "blind" / BLIND_FILE.name
-    settings = BLIND_FILE.read(path)
-    if settings is None:
-        return "Not made yet: `python -m core blind --out checkpoints/blind`."
-    config = settings["config"]
-    where = f"From `{path.relative_to(root)}` ({config['preset']} preset, seed {config['seed']})."
-    return f"{where}\n\n{format_blind_settings(settings)}"
+    # checkpoints/blind, then any later study's own folder (checkpoints/blind_i_bau: a defence added after the grid
+    # that reads checkpoints/blind was made, kept apart so that grid's frozen settings stay what it used)
+    paths = sorted((root / "checkpoints").glob(f"blind*/{BLIND_FILE.name}"), key=lambda path: path.parent.name)
+    blocks = []
+    for path in paths:
+        settings = BLIND_FILE.read(path)
+        config = settings["config"]
+        where = f"From `{path.relative_to(root)}` ({config['preset']} preset, seed {config['seed']})."
+        blocks.append(f"{where}\n\n{format_blind_settings(settings)}")
+    return "\n\n".join(blocks) or "Not made yet: `python -m core blind --out checkpoints/blind`."
 
 
 @block("budget")
