@@ -81,8 +81,10 @@ def main() -> None:
     parser.add_argument(
         "--blind",
         type=Path,
-        default=Path("checkpoints/blind/settings.json"),
-        help="settings.json of python -m core blind: the settings the grid froze (if present)",
+        nargs="+",
+        default=sorted(Path("checkpoints").glob("blind*/settings.json")),
+        help="settings.json files of python -m core blind: the settings the grids froze (default: every "
+        "checkpoints/blind*/settings.json)",
     )
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--out", type=Path, default=None)
@@ -94,12 +96,13 @@ def main() -> None:
     if not args.tiny:
         experiment = replace(experiment, train_subset=args.train_subset)
     defences = args.defences or (["jpeg", "grayscale_noise"] if args.tiny else list(DEFENCES.names()))
-    chosen = BLIND_FILE.read(args.blind) if args.blind.exists() else None
-    settings = DefenceConfig(knobs=tuple((chosen or {}).get("knobs", {}).items()))
+    files = [path for path in args.blind if path.exists()]
+    chosen = {name: value for path in files for name, value in BLIND_FILE.read(path)["knobs"].items()}
+    settings = DefenceConfig(knobs=tuple(chosen.items()))
     print(
         f"defence cost on {experiment.preset} ({'tiny' if args.tiny else f'train subset {args.train_subset}'}), "
         f"{torch.get_num_threads()} threads, one seed, nothing cached; settings: "
-        f"{'blind, from ' + str(args.blind) if chosen else 'defaults'}"
+        f"{'blind, from ' + ', '.join(map(str, files)) if files else 'defaults'}"
     )
     result = measure(experiment, defences, settings, args.data_root, args.out)
     print(f"plain training (the unit): {result['plain_seconds']:.1f} s on {result['train_images']:,} images")

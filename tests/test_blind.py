@@ -7,10 +7,11 @@ from core.experiments.blind import BLIND_FILE, choose
 from core.studies.defences import DefencesOptions
 
 
-def test_the_strongest_setting_within_the_budget_is_chosen_and_the_weakest_when_none_is():
+def test_the_strongest_setting_within_the_budget_is_chosen_and_the_least_costly_when_none_is():
     assert choose(0.98, [0.975, 0.97, 0.962, 0.955]) == 2  # 0.962 is within 2 points, 0.955 is not
     assert choose(0.98, [0.95, 0.985, 0.90]) == 1  # a weaker value that fails does not stop a stronger one
     assert choose(0.98, [0.90, 0.80]) == 0
+    assert choose(0.98, [0.71, 0.83, 0.92, 0.90]) == 2  # none within: the least costly, not the weakest (I-BAU)
 
 
 def test_blind_writes_every_value_it_tried_and_a_grid_freezes_its_choice(gtsrb_root, tmp_path, capsys):
