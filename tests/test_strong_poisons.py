@@ -1,5 +1,6 @@
 """TAP and error-minimising noise against their definitions, on small models."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -215,6 +216,7 @@ def test_tap_through_grayscale_jpeg_hits_the_target_after_grey_and_a_real_jpeg(s
     assert hits["grayscale_jpeg"] > hits["none"] + 0.1, hits
 
 
+@pytest.mark.slow
 def test_the_grayscale_jpeg_attacker_adapts_a_copy_of_its_surrogate_to_grey_jpeg_images(small_classifier, small_splits):
     """The surrogate tap_grayscale_jpeg crafts on is fine-tuned on the defence's view: it classifies grey JPEG images
     better than the colour surrogate it copies, which is left untouched; its poisons are uint8 within eps, labels
