@@ -213,15 +213,15 @@ def test_gpu_bench_runs_on_cpu_at_a_tiny_size_and_prints_its_stage_table(gtsrb_r
 def test_a_batched_sweep_trains_the_same_kept_sets_as_one_model(tiny_run, gtsrb_root, tmp_path, monkeypatch):
     """--batch-models 8: the distinct kept sets of a seed train as one batched teacher and one batched student
     (core.engine.batched); every point is measured, on the same kept sets as the sequential sweep."""
-    import core.engine.batched
+    import core.experiments.sweep
 
-    calls, real = [], core.engine.batched.train_batched
+    calls, real = [], core.experiments.sweep.train_batched
 
     def counted(models, *args, **kwargs):
         calls.append(len(models))
         return real(models, *args, **kwargs)
 
-    monkeypatch.setattr(core.engine.batched, "train_batched", counted)
+    monkeypatch.setattr(core.experiments.sweep, "train_batched", counted)  # the name the sweep calls
     results = {}
     for batch_models in (1, 8):
         folder = tmp_path / f"run{batch_models}"

@@ -55,7 +55,13 @@ def point_seconds(
     images["robust_test"]), which also makes 7 forward passes per image."""
     device = device or default_device()
     step = seconds_per_step(model_factory, batch_size, device, repeats=5)
-    forward, gradient = per_image_seconds(model_factory(), device)
+    timings = (step, *per_image_seconds(model_factory(), device))
+    return point_cost(timings, steps, images, attack_steps, robust_steps)
+
+
+def point_cost(timings: tuple[float, float, float], steps: int, images: dict[str, int], attack_steps, robust_steps):
+    """point_seconds' count, from (seconds per optimiser step, per image forward, per image input gradient)."""
+    step, forward, gradient = timings
     forwards = images["kept"] + images["test"] + 7 * images["robust_test"]
     gradients = (1 + attack_steps) * images["attack_test"] + (2 + 4 * robust_steps) * images["robust_test"]
     return 2 * steps * step + forwards * forward + gradients * gradient
