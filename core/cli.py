@@ -103,7 +103,6 @@ def parse(argv: list[str]) -> tuple[str, object, DataOptions]:
 
 
 def main(argv: list[str] | None = None) -> int:
-
     try:
         name, options, data = parse(sys.argv[1:] if argv is None else argv)
         study = STUDIES[name]

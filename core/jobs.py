@@ -276,7 +276,6 @@ class StatusWriter:
 
 def run_job(folder: Path) -> int:
     """Run a job's commands in order in this process (the caller holds the job's lock)."""
-
     spec = JobSpec.from_dict(_read_json(folder / JOB_FILE))
     status = StatusWriter(folder, spec)
     status.update(state="queued")

@@ -97,7 +97,6 @@ def cached_splits(root: str, trusted_fraction: float, seed: int, train_subset: f
 
 @st.cache_data(max_entries=2, show_spinner="Reading GTSRB...")
 def dataset_counts(root: str) -> tuple[int, int]:
-
     return len(load_gtsrb("train", root)), len(load_gtsrb("test", root))
 
 
@@ -112,7 +111,6 @@ def point_seconds_here(
 ) -> float:
     """Estimated seconds of one threshold point on this device (core.experiments.live.point_seconds); images: (name,
     count)."""
-
     return point_seconds(
         lambda: Classifier(ClassifierConfig(width=width, hidden=hidden)),
         batch_size,
@@ -127,7 +125,6 @@ def point_seconds_here(
 def experiment_seconds_here(config: ExperimentConfig, threads: int, shares: tuple[float, ...], points: int) -> dict:
     """core.experiments.live.experiment_seconds of an experiment and its one-seed threshold curve (`points` points at
     sweep settings over `shares`) on this machine, timed with the job's thread count."""
-
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -156,7 +153,6 @@ def cached_defence_grid() -> dict | None:
 
 def cached_defence_costs() -> dict | None:
     """bench/defence_cost.py's shipped result (each defence's cost in plain trainings), None when not measured."""
-
     path = PROJECT_ROOT / DEFENCE_COST_FILE
     return _json_file(str(path), file_stamp(str(path)))
 
@@ -218,7 +214,6 @@ def score_histogram(directory: str, score: str, bins: int = 80) -> dict:
 def slider_range(directory: str, score: str) -> tuple[float, float]:
     """The Threshold slider's range for a score: its minimum to its 99.9th percentile, widened to the paper's initial
     0.015 for the DAE (else to the run's own threshold)."""
-
     scores, _ = cached_scores(directory, score)
     run = cached_run(directory)
     reach = PAPER_INITIAL_THRESHOLD if score == "dae" else run.threshold_of(score)
@@ -269,7 +264,6 @@ def purify_preview(directory: str, sigma: float, count: int = 8) -> dict:
 def uploaded_image(data: bytes, name: str) -> np.ndarray:
     """An image file's bytes as the models see it: 32x32 HWC uint8 pixels (core.reporting.images.read_upload: an
     UploadError says what was wrong with the file)."""
-
     return explore.as_pixels(read_upload(data, name))
 
 
@@ -295,7 +289,6 @@ def image_analysis(directory: str, pixels: np.ndarray, threshold: float, attack:
     "alpha", "steps", "target": "student" or "undefended"}), one for it attacked. Each row holds plain data: "image",
     "reconstruction" and "error_map" as HWC uint8 pixels, numbers, top-5 lists
     (core.reporting.images.image_verdicts)."""
-
     models, run = image_models(directory), cached_run(directory)
     images = [torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)]
     if attack is not None:
@@ -322,7 +315,6 @@ def test_set_size(directory: str) -> int:
 def teacher_probabilities(directory: str, index: int, temperature: float, k: int = 5) -> dict:
     """The run's teacher on GTSRB test image `index`: the image (HWC uint8 pixels), its label, and the top-k classes
     as (name, probability) at `temperature` and at 1."""
-
     teacher = cached_classifier(directory, "filter_distillation_teacher")
     test = run_splits(cached_run(directory)).test
     image = test.images[index : index + 1]
@@ -336,7 +328,6 @@ def teacher_probabilities(directory: str, index: int, temperature: float, k: int
 
 def dae_folder(directory: str, flags: list[str]) -> Path:
     """Where the app keeps a DAE trained on a run's pairs with these flags (one folder per run and settings)."""
-
     digest = hashlib.sha256(repr((str(Path(directory).resolve()), flags)).encode()).hexdigest()[:10]
     return app_dir() / "daes" / digest
 
@@ -344,7 +335,6 @@ def dae_folder(directory: str, flags: list[str]) -> Path:
 def trained_daes(directory: str) -> list[dict]:
     """The DAEs trained on this run's pairs by the Autoencoder page's jobs: dae.json's config and metrics, and the
     folder, newest first."""
-
     found = []
     for path in sorted((app_dir() / "daes").glob("*/dae.json"), key=lambda p: p.stat().st_mtime, reverse=True):
         try:
@@ -358,7 +348,6 @@ def trained_daes(directory: str) -> list[dict]:
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the autoencoder...")
 def _trained_dae(folder: str, stamp: int | None):
-
     config = DAEConfig.from_dict(json.loads((Path(folder) / "dae.json").read_text())["config"])
     return load_weights(folder, "dae", DenoisingAutoencoder(config.model)).eval()
 
@@ -367,7 +356,6 @@ def dae_gallery(directory: str, trained_folder: str | None = None, count: int = 
     """A DAE trained here (its folder, when it is one of this run's), else the run's, on the first `count` delivered
     images of the example pool: "trained_here", "input" / "reconstruction" / "error_map" as lists of HWC uint8
     pixels, "mse" per image, "error_scale", "is_poisoned"."""
-
     trained_here = trained_folder in {entry["folder"] for entry in trained_daes(directory)}
     stamp = file_stamp(str(Path(trained_folder) / "dae.safetensors")) if trained_here else None
     autoencoder = _trained_dae(trained_folder, stamp) if trained_here else cached_autoencoder(directory)

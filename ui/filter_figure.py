@@ -115,7 +115,6 @@ def sample_strip(
     """Up to `slots` ringed sample images (HWC uint8, one size) in rows of `per_row`, a caption under each, as one PNG:
     one image for the browser to swap per move instead of a dozen elements to re-render. Rows of six keep the captions
     readable at the page's width (twelve in a row drew them at about 7 px: issue 34)."""
-
     side = tiles[0].shape[0] if tiles else 128
     font = ImageFont.load_default(size=max(12, side // 7))
     rows = max(1, -(-min(len(tiles), slots) // per_row))

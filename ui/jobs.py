@@ -98,13 +98,11 @@ def more_seeds_commands(run_dir: str, seeds: int = 3) -> list[tuple[str, ...]]:
 def points_path(run_dir: str) -> Path:
     """Where points trained at a threshold of a run are kept: its points.json; for a shipped run (a read-only demo)
     the app's cache beside it."""
-
     return (app_dir() / "shipped" / Path(run_dir).name if is_shipped(run_dir) else Path(run_dir)) / POINTS_FILE.name
 
 
 def trained_points(run_dir: str, score: str | None = None) -> list[dict]:
     """Every single point trained on this run (all scores, or one), read from points_path: kept after any restart."""
-
     try:
         stored = (POINTS_FILE.read(points_path(run_dir)) or {}).get("points", [])
     except ValueError:  # a damaged file: the pages show no points rather than fail; a new point rewrites it
@@ -114,7 +112,6 @@ def trained_points(run_dir: str, score: str | None = None) -> list[dict]:
 
 def point_job(run_dir: str, score: str, threshold: float, steps: int, temperature: float | None = None) -> JobStatus:
     """Teacher and student at one threshold as a background job (`python -m core point`), kept in points_path."""
-
     arguments = ["--run-dir", run_dir, "--threshold", repr(float(threshold)), "--score", score, "--steps", str(steps)]
     arguments += ["--out", str(points_path(run_dir))]
     arguments += ["--temperature", repr(float(temperature))] if temperature is not None else []
@@ -124,7 +121,6 @@ def point_job(run_dir: str, score: str, threshold: float, steps: int, temperatur
 
 
 def is_shipped(run_dir: str) -> bool:
-
     return Path(run_dir).resolve().parent == SHIPPED_RUN.parent.resolve()
 
 

@@ -47,7 +47,6 @@ CUSTOM_KNOB_RANGES = {
 
 def _knob_value_ok(knob: str, raw: str) -> bool:
     """Whether a link's value for a Custom-only knob is one its widget can take (eps=lots is not)."""
-
     if knob == "attack":
         return raw in ATTACKS.names() or raw in {ATTACKS.label(name) for name in ATTACKS.names()}
     if knob == "noise_scope":
@@ -152,7 +151,6 @@ def link_names(key: str, options, format_func) -> None:
 def forget_initial_link_value(key: str) -> None:
     """Streamlit seeds a bound widget from the query string the session opened with, not from st.query_params: the
     refused value is removed there too (Streamlit 1.67's QueryParams._initial_query_params; nothing public does it)."""
-
     with get_session_state().query_params() as params:
         getattr(params, "_initial_query_params", {}).pop(key, None)
 
@@ -242,7 +240,6 @@ def ensure_navigation() -> None:
     st.navigation; the first visitor of a deep link would then miss the shared sidebar. Switching the
     flag and rerunning sends that run through app.py, which picks the same page from the URL.
     """
-
     if PagesManager.uses_pages_directory:
         PagesManager.uses_pages_directory = False
         st.rerun()

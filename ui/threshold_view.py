@@ -404,7 +404,6 @@ def view_data(scores, mask, curves, hist, sweep, pool, pool_scores, low, high, l
 @st.cache_data(max_entries=8, show_spinner="Preparing the instant view (once per run and score)...")
 def instant_data(directory: str, score: str, stamp=None) -> dict:
     """view_data for a run and score (stamp: the run's sweep.json time, so new points are sent)."""
-
     run = cached_run(directory)
     scores, mask = cached_scores(directory, score)
     pool = cached_example_pool(directory)

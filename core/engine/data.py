@@ -161,7 +161,6 @@ def _decode(path: str) -> np.ndarray:
 
 
 def _cache_key(root: Path, split: str, samples: list[tuple[str, int]]) -> str:
-
     digest = hashlib.sha256(f"{root.resolve()}|{split}|{IMAGE_SIZE}|{RECIPE_VERSIONS['data']}".encode())
     for path, label in samples:
         stat = os.stat(path)

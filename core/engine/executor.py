@@ -83,7 +83,6 @@ class ExecutorConfig:
 
 def worker_paths(cache_dir, data_root=None) -> dict[str, str]:
     """The model cache and the data root as absolute paths: a Ray worker does not run in this directory."""
-
     return {"cache_dir": str(Path(cache_dir).resolve()), "data_root": str(Path(data_root or default_root()).resolve())}
 
 
@@ -178,7 +177,6 @@ def _failure(cell: Cell, error: BaseException) -> str:
 
 def run_local(cells: list[Cell], executor: ExecutorConfig, on_result, progress: Progress | None) -> dict[str, dict]:
     """One cell after another in this process; each cell's own stages go to progress, prefixed with its key."""
-
     results, failures = {}, []
     for number, cell in enumerate(cells, 1):
         started = time.time()

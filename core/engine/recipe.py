@@ -29,7 +29,6 @@ RECIPE_VERSIONS = {"data": 2, "poison": 3, "classifier": 3, "dae": 3, "supervise
 
 def recipe_key(stage: str) -> dict:
     """The recipe version of a stage, the device type and the autocast mode it trains with (bf16 on CUDA)."""
-
     device = default_device().type
     return {
         "stage": stage,

@@ -117,7 +117,6 @@ def save_model(
 
 def model_bytes(model: torch.nn.Module) -> bytes:
     """A model's weights as a safetensors file's bytes (for a download; never a pickle)."""
-
     return save({name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()})
 
 
@@ -148,7 +147,6 @@ def has_model(directory: str | Path, name: str) -> bool:
 def set_aside(directory: str | Path, name: str, error: Exception) -> None:
     """Move a corrupt cache entry's files (<name>.*) to <name>.corrupt-<time>.* and say so on stderr: a corrupt entry
     is evidence of a crash or a full disk, so it is kept, never trusted, and the caller rebuilds it."""
-
     directory = Path(directory)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for path in directory.glob(f"{name}.*"):

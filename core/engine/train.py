@@ -40,7 +40,6 @@ def device_description() -> str:
 def machine() -> dict:
     """Where a result was computed, for the file that holds it (README quotes wall times with it): threads (CPU
     floats differ between thread counts), the device, the processor, its cores and torch's version."""
-
     processor = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as info:

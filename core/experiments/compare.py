@@ -168,7 +168,6 @@ def score_detectors(
 
 def prepared_from_run(run, data_root=None, download: bool = False, progress=None) -> DefenderStages:
     """The defender's stages of a finished run, rebuilt whole from its shipped models (nothing is retrained)."""
-
     splits = run.splits(data_root, download)
     calibration = run.calibration(splits)
     detector = DAEDetector(run.autoencoder())
@@ -405,7 +404,6 @@ def load_comparison(path: str | Path = SHIPPED_COMPARISON) -> dict:
 
 def comparison_rows(threat_summary: dict) -> list[dict]:
     """One row per model of a threat's summary (reference models, then each filter), numbers as 'mean ± std'."""
-
     detection = ("auroc", "precision", "recall")
     rows = []
     for name, metrics in threat_summary["reference"].items():

@@ -492,7 +492,6 @@ def load_shipped_grids(paths=SHIPPED_DEFENCE_GRIDS) -> dict | None:
 def case_label(grid: dict, case: str) -> str:
     """A threat case as a user reads it: 'TAP, 8/255 on 100%' from the settings the grid stored; a poison crafted
     through a defence names it ('TAP through JPEG, ...'): three adaptive TAPs read 'TAP, adaptive' alike."""
-
     settings = grid["config"]["case_settings"][case]
     label = THREATS.label(settings["threat"])
     base, adaptive, through = label.partition(", adaptive: crafted through ")

@@ -23,7 +23,6 @@ from core.experiments.sweep import fixed_steps, point_image_counts
 def seconds_per_step(model_factory, batch_size: int, device: torch.device | None = None, repeats: int = 3) -> float:
     """Wall time of one training step of a fresh model on this device (forward, backward, update): what the page
     multiplies by the steps a point needs to say how long it will take."""
-
     device = device or default_device()
     model = model_factory()
     images = torch.randint(0, 256, (batch_size * (repeats + 1), 3, 32, 32), dtype=torch.uint8)
@@ -69,7 +68,6 @@ def point_cost(timings: tuple[float, float, float], steps: int, images: dict[str
 
 def per_image_seconds(model, device: torch.device) -> tuple[float, float]:
     """(forward, input gradient) seconds per image of a model here, in batches of 256 as the attacks run."""
-
     model = model.to(device).to(memory_format=torch.channels_last).eval()
     x = torch.rand(256, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.zeros(256, dtype=torch.long, device=device)
@@ -115,7 +113,6 @@ def experiment_seconds(
     classifier trainings on the training set; crafts its poisons (an input gradient per image and attack step); makes
     the defender's perturbed copies; and attacks the five models on the test set. The curve: its points, each as
     point_seconds counts it (points: how many; default, the sweep's shares x filters x seeds)."""
-
     device = device or default_device()
     n_total = round(n_official[0] * config.train_subset)
     n_trusted = round(n_total * config.trusted_fraction)
@@ -157,7 +154,6 @@ def experiment_seconds(
 
 def point_estimate(run, config) -> float:
     """core.experiments.live.point_seconds for a point of this sweep on the run (what the Threshold page shows)."""
-
     images = point_image_counts(len(run.poison_mask), run.results["data"]["n_test"], config)
     c = run.config
     steps = config.steps or fixed_steps(c, len(run.poison_mask))

@@ -111,7 +111,6 @@ class Run:
     @classmethod
     def load(cls, directory: str | Path = SHIPPED_RUN) -> "Run":
         """Read a run folder; a missing or corrupt file raises CheckpointError naming it and what to do."""
-
         directory = Path(directory)
         if directory.exists() and not directory.is_dir():
             raise CheckpointError(f"{directory} is a file, not a run folder (one holding results.json)")
@@ -211,7 +210,6 @@ class Run:
 
     def supervised_detector(self):
         """The run's noise-residual poison detector (`python -m core detectors` ships it), or None."""
-
         if not (self.directory / "supervised_detector.safetensors").exists() or not self.detectors:
             return None
         width = self.detectors["settings"]["supervised"]["width"]
@@ -323,7 +321,6 @@ def seed_dir(out: Path, preset: str, seed: int, n_seeds: int) -> Path:
 
 def summarise_seeds(base: ExperimentConfig, runs: dict[str, Run], out: Path) -> dict:
     """Mean +- std over seeds of every model's and the filter's numbers, written to OUT/seeds.json."""
-
     summary = summarise(
         {seed: {"models": run.results["models"], "filter": run.results["filter"]} for seed, run in runs.items()}
     )
@@ -348,7 +345,6 @@ def add_robustness(
     """Adaptive, transfer and eps-curve robustness of the run's five models: robustness.json, and adaptive_acc /
     zero_grad_fraction / eps_curve beside the paper-style numbers in results.json. `executor` (core.engine.executor)
     runs the five models' evaluations: in this process by default, or on Ray."""
-
     run.check_models((*MODEL_NAMES, "surrogate"))
     test = robust_test_set(run.splits(data_root, download).test, test_subset, run.config.seed)
     config = RobustEvalConfig(
@@ -376,7 +372,6 @@ def add_robustness(
 
 def robustness_cell(model, test, config, surrogate, progress=None) -> dict:
     """One model's robustness report (core.attacks.robust.robust_report) as a cell for core.engine.executor."""
-
     return robust_report(model, test, config, transfer_from=surrogate, progress=progress, stage="robustness")
 
 
@@ -390,7 +385,6 @@ def add_detectors(
 ) -> dict:
     """Every registered detector on the run's stored training set: detectors.json, detector_scores.safetensors and
     the supervised detector's weights in the run folder."""
-
     run.check_models(("surrogate", "defender"))
     config = CompareConfig(run.config, supervised=SupervisedConfig(epochs=supervised_epochs))
     summary = score_run(run, config, ModelCache(cache_dir), data_root, download, progress)
@@ -403,7 +397,6 @@ def add_abstention(
 ) -> dict:
     """MC-dropout abstention of one of the run's models, calibrated on trusted clean images no model trained on,
     measured on clean, I-FGSM and margin-PGD test images (rounded to 8 bits like everything the model sees)."""
-
     if model_name not in MODEL_NAMES:
         raise ValueError(f"--model must be one of {', '.join(MODEL_NAMES)}, got {model_name!r}")
     if not 0 < test_subset <= 1:

@@ -480,7 +480,6 @@ def sweep_run(
     executor: ExecutorConfig | None = None,
 ) -> dict:
     """The sweep of a finished run, on its stored poisons and DAE scores (nothing of the run is retrained)."""
-
     c = run.config
     splits = load_splits(data_root, c.trusted_fraction, c.seed, c.train_subset, c.test_subset, download)
     poisoned = run.poisons(splits.train)
@@ -651,7 +650,6 @@ def add_point(previous: dict | None, point: dict) -> dict:
 
 def student_test_subset(run: "Run", test, share: float = 1.0):
     """The stratified test subset the threshold sweep measured students' clean accuracy on (same seed)."""
-
     if share >= 1:
         return test
     _, index = stratified_split(test.labels, share, sampling_seed(run.config.seed, "sweep_test"))
@@ -682,7 +680,6 @@ def format_sweep(sweep: dict) -> str:
 
 def _sweep_errors(settings: dict) -> str:
     """What one seed's point can resolve: the binomial standard error at 50% (the largest) of each measurement."""
-
     worst = standard_errors(dict.fromkeys(("clean_acc", "fgsm_acc", "ifgsm_acc", "adaptive_acc"), 0.5), settings)
     return (
         f"standard error of one seed's point at most: clean ±{worst['clean_acc']:.1%} ({settings['n_test']} images), "

@@ -201,7 +201,6 @@ def verify_comparison(comparison: dict) -> list[dict]:
     """compare.json ships no models (recomputing a cell retrains ~12 classifiers: `python -m core compare`); what
     follows from the file itself is checked: every mean +- std follows from the per-seed runs, and every control
     drops what it claims (oracle: exactly the poisons; random: as many as the DAE filter; none: nothing)."""
-
     checks = []
     recomputed = summarise(comparison["runs"])
     mismatched = _count_mismatches(comparison["summary"], recomputed)

@@ -122,12 +122,10 @@ def outside_blocks(text: str) -> str:
 
 
 def _run(root: Path, name: str):
-
     return Run.load(root / "checkpoints" / name)
 
 
 def _findings(root: Path) -> list[dict]:
-
     grid_paths = [root / path.relative_to(PROJECT) for path in SHIPPED_DEFENCE_GRIDS]
     grid = load_shipped_grids([path for path in grid_paths if path.exists()])
     grid_files = tuple(str(path.parent.relative_to(root)) for path in grid_paths if path.exists())
@@ -166,25 +164,21 @@ def findings_sections(root: Path) -> str:
 
 @block("paper_run_tables")
 def paper_run_tables(root: Path) -> str:
-
     return markdown_tables(_run(root, "paper"))
 
 
 @block("paper_run_gaps")
 def paper_run_gaps(root: Path) -> str:
-
     return fenced(report_run(_run(root, "paper"), tables=False))
 
 
 @block("paper_sweep")
 def paper_sweep(root: Path) -> str:
-
     return fenced(report_sweep(_run(root, "paper")))
 
 
 @block("sweep_presets")
 def sweep_presets(root: Path) -> str:
-
     parts = []
     for name in ("sweep_paper", "sweep_tap"):
         run = _run(root, name)
@@ -194,14 +188,12 @@ def sweep_presets(root: Path) -> str:
 
 @block("robustness")
 def robustness(root: Path) -> str:
-
     run = _run(root, "paper")
     return fenced(format_robustness(run, run.robustness))
 
 
 @block("abstention")
 def abstention(root: Path) -> str:
-
     run = _run(root, "paper")
     return fenced(format_abstention(run.abstention["model"], run.abstention))
 
@@ -209,7 +201,6 @@ def abstention(root: Path) -> str:
 @block("detectors_paper_run")
 def detectors_paper_run(root: Path) -> str:
     """Every detector scored on the paper run's training set (detectors.json)."""
-
     detectors = _run(root, "paper").detectors
     lines = ["| detector | ROC AUC | precision | recall |", "| --- | --- | --- | --- |"]
     for name, quality in detectors["detectors"].items():
@@ -224,7 +215,6 @@ def detectors_paper_run(root: Path) -> str:
 
 @block("comparisons")
 def comparisons(root: Path) -> str:
-
     parts = []
     for label, path in SHIPPED_COMPARISONS.items():
         path = root / path.relative_to(PROJECT)
@@ -237,7 +227,6 @@ def comparisons(root: Path) -> str:
 
 @block("defence_grids")
 def defence_grids(root: Path) -> str:
-
     paths = [root / path.relative_to(PROJECT) for path in SHIPPED_DEFENCE_GRIDS]
     grid = load_shipped_grids([path for path in paths if path.exists()])
     files = ", ".join(str(path.parent.relative_to(root)) for path in paths if path.exists())
@@ -246,7 +235,6 @@ def defence_grids(root: Path) -> str:
 
 @block("defence_ranking")
 def defence_ranking(root: Path) -> str:
-
     paths = [root / path.relative_to(PROJECT) for path in SHIPPED_DEFENCE_GRIDS]
     grid = load_shipped_grids([path for path in paths if path.exists()])
     files = ", ".join(str(path.parent.relative_to(root)) for path in paths if path.exists())
@@ -281,13 +269,11 @@ def blind_settings(root: Path) -> str:
 
 @block("budget")
 def budget(root: Path) -> str:
-
     return fenced(report_budget(load_budget(root / "checkpoints" / "budget" / "budget.json")))
 
 
 @block("smoothness")
 def smoothness(root: Path) -> str:
-
     return fenced(format_smoothness(json.loads((root / "checkpoints" / "smoothness" / "smoothness.json").read_text())))
 
 
@@ -295,7 +281,6 @@ def smoothness(root: Path) -> str:
 def cluster_cost(root: Path) -> str:
     """Per shipped grid, its cells' own `seconds`: median and longest, and the threads each ran on where recorded (a
     cell resumed from cached models records only what it recomputed)."""
-
     rows = ["| file | cells | median cell | longest cell | threads per cell |", "| --- | --- | --- | --- | --- |"]
     for name in ("defences", "defences_adaptive", "backdoor_drop", "purify_eot"):
         grid = json.loads((root / "checkpoints" / name / "defences.json").read_text())

@@ -124,7 +124,6 @@ def attack_images(
     model's own prediction. loss "margin" (Carlini-Wagner: the adaptive objective core.attacks.robust uses; a distilled
     student's softmax is saturated at T = 1, so cross-entropy has almost no gradient and I-FGSM at eps 0.01 left
     "Stop 1.0000" unchanged) or "cross_entropy" (the paper's)."""
-
     x = images.float() / 255
     labels = predict(model, x).argmax(dim=1)
     objective = {"margin": margin_loss, "cross_entropy": cross_entropy_loss}[loss]
@@ -135,7 +134,6 @@ def attack_images(
 
 def attack_takes_loss(attack: str) -> bool:
     """Whether a registered attack's run takes a `loss` (the built-in ones do; a plugin's may not)."""
-
     return "loss" in inspect.signature(ATTACKS[attack].run).parameters
 
 
@@ -147,7 +145,6 @@ def format_probability(p: float) -> str:
 def poison_preview(train, surrogate: torch.nn.Module, classes: list[int], per_class: int, config) -> dict:
     """A few training images of the chosen classes poisoned with config (seeded choice): clean, poisoned, the
     perturbation amplified to [0, 1] for display, its size, and the surrogate's accuracy before and after."""
-
     rng = np.random.default_rng(config.seed)
     labels_np = train.labels.numpy()
     index = [int(i) for c in classes for i in rng.choice(np.flatnonzero(labels_np == c), per_class, replace=False)]
@@ -172,7 +169,6 @@ def poison_preview(train, surrogate: torch.nn.Module, classes: list[int], per_cl
 def threat_preview(train, config, shown: int = 8) -> dict:
     """A threat that needs no surrogate (label flip, backdoor) applied to the whole train split, and a seeded few of
     its poisons with their old and new labels."""
-
     poisoned = poison_training_set(train, None, config)
     changed = torch.nonzero(poisoned.poison_mask).flatten()
     chosen = changed[torch.randperm(len(changed), generator=torch.Generator().manual_seed(config.seed))[:shown]]
@@ -198,7 +194,6 @@ def applied_summary(train, poisoned) -> dict:
 
 
 def mean_reconstruction_error(autoencoder: torch.nn.Module, images: torch.Tensor) -> float:
-
     return float(reconstruction_error(autoencoder, images).mean())
 
 
@@ -240,7 +235,6 @@ def example_pool(run: Run, train, pool_size: int = 48) -> dict:
 def purify_preview(autoencoder: torch.nn.Module, images: torch.Tensor, sigma: float, seed: int = 0) -> dict:
     """A few delivered training images through the purify defence, DAE(x + sigma * noise): the images, their
     purified versions, the difference amplified around grey, and the mean absolute change in grey levels."""
-
     purified = purify(autoencoder, images, sigma, seed)
     difference = purified.float() - images.float()
     scale = max(float(difference.abs().max()), 1.0)

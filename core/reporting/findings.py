@@ -107,7 +107,6 @@ def _poisons_do_no_harm(run) -> dict:
 
 def _run_gap(run, a: str, b: str, metric: str = "clean_acc") -> dict:
     """a - b on the run's test images, paired per image when its per-image records are there, else binomial."""
-
     path = run.directory / EVALUATION_FILE
     if path.exists():
         records = load_file(str(path))
@@ -402,7 +401,6 @@ def _backdoor(grid: dict) -> dict | None:
 def _one_defence(grid: dict) -> dict | None:
     """Issue 38's question: which single defence, one setting, holds against every poison? The ranking's answer, worded
     from its numbers."""
-
     ranking = [entry for entry in defence_ranking(grid) if entry["complete"]]  # measured on every such poison
     if not ranking:
         return None

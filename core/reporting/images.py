@@ -129,7 +129,6 @@ def image_verdicts(
 ) -> dict:
     """Everything Your images shows for one image in [0, 1] (3, 32, 32): the DAE's view and verdict at dae_threshold,
     the noise-residual detector's verdict at the run's threshold (when the run ships one), both models' top-k."""
-
     x = x.float() / 255 if x.dtype == torch.uint8 else x
     view = reconstruction_view(autoencoder, x.unsqueeze(0))
     mse = float(view["mse"][0])
@@ -153,7 +152,6 @@ def image_verdicts(
 def student_abstention(student, x: torch.Tensor, abstention: dict) -> dict:
     """The student's MC-dropout verdict on one image in [0, 1] at the run's cut-off (`python -m core abstain`
     calibrated it on trusted clean images at 5% false abstentions): a softmax of 0.9998 says little on its own."""
-
     config = abstention["config"]
     probabilities = mc_dropout_probabilities(student, x.unsqueeze(0), config["passes"], config["seed"])
     mean = probabilities.mean(dim=0)[0]

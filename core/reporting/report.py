@@ -201,7 +201,6 @@ def _pct(value) -> str:
 
 def markdown_tables(run: Run) -> str:
     """README's tables of a run, in Markdown, straight from its JSON files."""
-
     results, lines = run.results, []
     lines += ["| model | clean | FGSM | I-FGSM |", "| --- | --- | --- | --- |"]
     for name in MODEL_NAMES:
@@ -392,7 +391,6 @@ DEFENCE_COST_FILE = "bench/results/defence_cost.json"  # under the project folde
 def required_poisons(grid: dict, defence: str) -> set[str]:
     """The availability poisons a defence must be measured on to be ranked complete: every plain one of the grid and
     the adaptive ones crafted against it."""
-
     adaptive = adaptive_cases()
     return {
         case
@@ -432,7 +430,6 @@ def defence_ranking(grid: dict, costs: dict | None = None) -> list[dict]:
     one plain training (a defence without one cannot be said to meet the goal). Label flipping (targeted, no
     trigger) is neither kind and is left to the grid's table. No defence is left out for doing badly; one measured
     on no availability poison ranks last."""
-
     ranking: dict[str, dict] = {}
     for case, summary in grid["summary"].items():
         targeted = "attack_success_rate" in (summary["models"].get("none") or {})
@@ -512,7 +509,6 @@ def ranking_table(grid: dict, costs: dict | None = None) -> tuple[list[dict], st
     """The ranking as rows of text (column -> cell) and one sentence: whether any defence meets the goal, or how far
     the best of those measured on every availability poison falls (a defence measured on fewer may rank above it:
     its row says on how many). README's block and the Detectors page show these."""
-
     backdoors = sum(1 for settings in grid["config"]["case_settings"].values() if settings["threat"] == "backdoor")
 
     def case(name):
@@ -567,7 +563,6 @@ def defence_grid_markdown(grid: dict) -> str:
     """README's table of the grid: one row per reference model and defence, one column per threat case (with its
     number of seeds), each cell 'clean / worst case' as mean ± std over seeds, attack success where it applies, and
     the published anchor beside ours."""
-
     cases = list(grid["summary"])
     header = [f"{case_label(grid, case)} ({grid['case_seeds'][case]} seed(s))" for case in cases]
     rows: dict[str, dict[str, str]] = {}  # model -> case -> cell: a model a case did not measure gets a dash there
@@ -591,7 +586,6 @@ def report_budget(curves: dict) -> str:
     """The budget curves (budget.json), one table per threat: clean accuracy undefended, behind each defence and of
     the clean reference, and the gaps README quotes (undefended minus clean reference; each defence minus
     undefended) with the binomial standard error over the test images (one seed: no seed-to-seed variation)."""
-
     lines = []
     for threat, curve in curves.items():
         defences, n_test = curve["config"]["defences"], curve["n_test"]
@@ -691,7 +685,6 @@ def report_sweep(run: Run) -> str:
 def report_points(run: Run) -> str:
     """The single points trained at a threshold on the run (points.json: the Threshold page's *Train at this
     threshold*, `python -m core point`), one seed each, beside the sweep's detector curve where it covers them."""
-
     lines = [
         f"{'score':<12}{'threshold':>11}{'dropped':>9}{'T':>5}{'steps':>7}{'clean':>9}{'I-FGSM':>9}{'worst':>9}  "
         "sweep here (DAE)"
@@ -776,7 +769,6 @@ def one_seed_sweep_gaps(sweep: dict, seed: int | None = None) -> list[str]:
 
 def format_results(results: dict) -> str:
     """The five models' accuracies, the filter's quality, and our numbers beside the paper's."""
-
     has_asr = "attack_success_rate" in results["models"][MODEL_NAMES[0]]
     lines = [f"{'model':<22}{'clean':>8}{'FGSM':>8}{'I-FGSM':>8}" + (f"{'attack success':>16}" if has_asr else "")]
     for name in MODEL_NAMES:
@@ -826,7 +818,6 @@ def format_results(results: dict) -> str:
 
 def format_seeds(seeds, summary: dict, out) -> str:
     """`run --seeds K`: each model's accuracies as mean +- std over the seeds, and the filter's ROC AUC."""
-
     lines = [f"\n{'model':<22}{'clean':>16}{'FGSM':>16}{'I-FGSM':>16}   (mean +- std over {len(seeds)} seeds)"]
     for name in MODEL_NAMES:
         m = summary["models"][name]
@@ -875,7 +866,6 @@ def format_abstention(model: str, report: dict) -> str:
 
 def format_smoothness(result: dict) -> str:
     """One row per scale: each detector's ROC AUC and the victim's clean accuracy."""
-
     lines = [f"{'smooth scale':<14}" + "".join(f"{name + ' AUC':>16}" for name in DETECTORS_MEASURED) + "   clean acc"]
     for point in result["points"]:
         aucs = "".join(f"{point['auroc'][name]:>16.3f}" for name in DETECTORS_MEASURED)

@@ -148,7 +148,6 @@ def write_examples(directory: Path = SIGNS_DIR) -> list[Path]:
 def evaluate(run_dir) -> dict:
     """The run's student and undefended model on the shipped drawn signs: right answers, the DAE filter's and the
     MC-dropout verdicts (the Your images page's numbers, for all of them at once)."""
-
     run = Run.load(run_dir)
     models = {role: run.classifier(role) for role in ("filter_distillation", "undefended")}
     autoencoder = run.autoencoder()

@@ -56,7 +56,6 @@ def knob_option(*tables: str):
 def knobs_in(settings: tuple, *tables: str) -> tuple:
     """The knob settings (("entry.knob", value) pairs) whose entry is registered in one of `tables` ("threats",
     ...)."""
-
     names = {name for table in tables for name in getattr(registry, table.upper()).names()}
     return tuple((name, value) for name, value in settings if name.partition(".")[0] in names)
 
@@ -116,7 +115,6 @@ class ExecutorOptions:
     gpus_per_cell: float = option(0.0, "ray: GPU share per cell (0.25: four a GPU)")
 
     def executor_config(self):
-
         return ExecutorConfig(self.executor, self.ray_address, self.cpus_per_cell, self.gpus_per_cell)
 
 
@@ -150,7 +148,6 @@ parse_truth.__name__ = "true-or-false"  # what argparse names when a value is ne
 
 def knob_flag_specs(field_name: str, tables: tuple[str, ...]) -> list[FlagSpec]:
     """One flag per knob of every entry registered in the named tables: --entry-knob, default unset (the spec's)."""
-
     specs = []
     for table in tables:
         for entry in getattr(registry, table.upper()).specs():
@@ -222,7 +219,6 @@ def _value_type(hint, where: str) -> tuple[type, bool]:
 
 def load_run(run_dir: Path):
     """A finished run's folder, with a note on stderr when it was made with an older recipe."""
-
     run = Run.load(run_dir)
     warn_if_outdated(run)
     return run
@@ -244,7 +240,6 @@ class Stages:
         self.close()
 
     def __call__(self, stage: str, done: int, total: int) -> None:
-
         if stage != self.stage:
             self.close()
             self.stage = stage

@@ -21,7 +21,6 @@ class AbstainOptions:
 
 
 def main(options: AbstainOptions, data: DataOptions) -> int:
-
     run = load_run(options.run_dir)
     report = add_abstention(
         run, options.model, options.passes, options.fpr, options.test_subset, data.data_root, data.download

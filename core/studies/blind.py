@@ -13,7 +13,6 @@ from core.studies.run import PRESETS
 
 
 def _tunable() -> tuple[str, ...]:
-
     return blindly_tunable()
 
 
@@ -35,7 +34,6 @@ class BlindOptions:
 
 
 def main(options: BlindOptions, data: DataOptions) -> int:
-
     out = options.out / BLIND_FILE.name
     experiment = replace(preset(options.preset), seed=options.seed)
     defences = tuple(options.defences or _tunable())

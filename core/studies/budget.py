@@ -35,7 +35,6 @@ class BudgetOptions:
 
 
 def main(options: BudgetOptions, data: DataOptions) -> int:
-
     experiment = preset(options.preset)
     if options.train_subset is not None:
         experiment = replace(experiment, train_subset=options.train_subset)

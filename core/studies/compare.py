@@ -53,7 +53,6 @@ class CompareOptions(ExecutorOptions):
             raise ValueError(f"--seeds must be >= 1, got {self.seeds}")
 
     def compare_config(self):
-
         experiment = preset(self.preset)
         if self.expected_poison is not None:
             threshold = ThresholdConfig(mode="expected_poison", expected_poison=self.expected_poison)
@@ -74,7 +73,6 @@ class CompareOptions(ExecutorOptions):
 
 
 def main(options: CompareOptions, data: DataOptions) -> int:
-
     config = options.compare_config()
     out = options.out / "compare.json"
     previous = None if options.fresh or not out.exists() else load_comparison(out)

@@ -29,7 +29,6 @@ class DaeOptions:
 
     def dae_config(self, base):
         """The run's DAEConfig with every option given."""
-
         model = {k: getattr(self, k) for k in ("depth", "width", "latent_dim") if getattr(self, k) is not None}
         train = {k: getattr(self, k) for k in ("optimizer", "learning_rate", "momentum", "epochs")}
         train = {k: v for k, v in train.items() if v is not None}
@@ -39,7 +38,6 @@ class DaeOptions:
 
 
 def main(options: DaeOptions, data: DataOptions) -> int:
-
     run = load_run(options.run_dir)
     config = options.dae_config(run.config.dae)  # bad values fail here, before any work
     splits = run.splits(data.data_root, data.download)

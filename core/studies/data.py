@@ -14,7 +14,6 @@ class NoOptions:
 
 
 def main(options: NoOptions, data: DataOptions) -> int:
-
     root = data.data_root or default_root()
     train, test = load_gtsrb("train", root, data.download), load_gtsrb("test", root, data.download)
     print(f"GTSRB at {root}: {len(train)} training and {len(test)} test images, {int(train.labels.max()) + 1} classes")

@@ -36,7 +36,6 @@ from core.studies.run import PRESETS
 
 
 def _case_names() -> tuple[str, ...]:
-
     return tuple(grid_cases())
 
 
@@ -67,12 +66,10 @@ class DefencesOptions(ExecutorOptions):
 
     def defence_knobs(self) -> tuple:
         """The defences' knobs: those of `--blind`'s file, then any given as flags (a flag wins)."""
-
         chosen = BLIND_FILE.read(self.blind, missing_ok=False)["knobs"] if self.blind else {}
         return tuple({**chosen, **dict(knobs_in(self.knobs, "defences"))}.items())
 
     def grid_config(self):
-
         experiment = preset(self.preset)
         names = ("train_subset", "test_subset", "defender_epochs")
         overrides = {name: getattr(self, name) for name in names if getattr(self, name) is not None}
@@ -95,7 +92,6 @@ class DefencesOptions(ExecutorOptions):
 
 
 def main(options: DefencesOptions, data: DataOptions) -> int:
-
     config = options.grid_config()
     out = options.out / "defences.json"
     previous = None if options.fresh else load_defence_grid(out)

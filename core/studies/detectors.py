@@ -30,7 +30,6 @@ def format_detectors(summary: dict) -> str:
 
 
 def main(options: DetectorsOptions, data: DataOptions) -> int:
-
     run = load_run(options.run_dir)
     with Stages() as stages:
         summary = add_detectors(

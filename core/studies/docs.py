@@ -18,7 +18,6 @@ class DocsOptions:
 
 
 def main(options: DocsOptions, data: DataOptions) -> int:
-
     missing = [document for document in DOCUMENTS if not (options.root / document).is_file()]
     if missing:
         raise FileNotFoundError(f"no {', '.join(missing)} under {options.root}")

@@ -22,7 +22,6 @@ class PointOptions:
     out: Path | None = option(None, "the points file to add it to (default: RUN_DIR/points.json)")
 
     def __post_init__(self):
-
         if self.threshold is None or not math.isfinite(self.threshold):
             raise ValueError(f"--threshold must be a finite number, got {self.threshold}")
         if self.temperature is not None and not (math.isfinite(self.temperature) and self.temperature > 0):
@@ -32,7 +31,6 @@ class PointOptions:
 
 
 def main(options: PointOptions, data: DataOptions) -> int:
-
     run = load_run(options.run_dir)
     scores = run.scores_of(options.score)  # a score not on the run: CheckpointError before any work
     if not bool((scores <= options.threshold).any()):

@@ -21,13 +21,11 @@ class RobustnessOptions(ExecutorOptions):  # a cell per model
 def robustness_of(run, test_subset: float, steps: int, data: DataOptions, executor) -> dict:
     """Measure and store the run's robustness (core.experiments.run.add_robustness), with the command line's progress
     bars."""
-
     with Stages() as stages:
         return add_robustness(run, test_subset, steps, data.data_root, data.download, stages, executor)
 
 
 def main(options: RobustnessOptions, data: DataOptions) -> int:
-
     run = load_run(options.run_dir)
     robust = robustness_of(run, options.test_subset, options.steps, data, options.executor_config())
     print(format_robustness(run, robust))

@@ -34,7 +34,6 @@ OPTUNA_STORAGE = f"sqlite:///{RUNS_DIR}/optuna.db"
 
 
 def _noise_scopes() -> tuple[str, ...]:
-
     return NOISE_SCOPES
 
 
@@ -105,7 +104,6 @@ def check_writable(flag: str, folder: Path) -> None:
     """Write a file in the folder, or in its nearest existing parent when it is not there yet (nothing is made), or
     raise ValueError naming the flag: an --out or --cache-dir that cannot be written fails before any work (it ended
     in a dict's repr after the surrogate trained)."""
-
     folder = Path(folder).absolute()
     existing = next((path for path in (folder, *folder.parents) if path.exists()), None)
     try:
@@ -123,7 +121,6 @@ def check_writable(flag: str, folder: Path) -> None:
 def experiment_of(options: RunOptions):
     """The ExperimentConfig the options describe: the preset, then the chosen threat's own defaults (TAP: eps 8/255,
     40 steps, all of train), then every option given."""
-
     config = preset(options.preset, seed=options.seed)
     poison = config.poison.with_threat(options.threat) if options.threat is not None else config.poison
     given = ("attack", "eps", "alpha", "steps", "source_class", "target_class", "trigger_size", "craft_augment")
@@ -158,7 +155,6 @@ def run_arguments(config) -> list[str]:
     """The flags of `python -m core run` that make this ExperimentConfig from its preset (experiment_of inverts it):
     what a background job runs for the app's *Run the experiment*. The preset's own other settings stay as they are;
     a temperature other than the preset's is passed on."""
-
     p = config.poison
     arguments = ["--preset", config.preset, "--seed", str(config.seed), "--threat", p.threat, "--attack", p.attack]
     arguments += ["--eps", repr(p.eps), "--alpha", repr(p.alpha), "--steps", str(p.steps)]
@@ -176,7 +172,6 @@ def run_arguments(config) -> list[str]:
 
 def best_trial_dae(dae, storage: str, study_name: str):
     """The DAE config with the Optuna study's best trial's hyperparameters (`python -m core tune` makes the study)."""
-
     study = load_study_if_any(TuneConfig(storage=storage, study_name=study_name))
     try:
         best = study.best_trial  # ValueError when no trial has finished
@@ -187,7 +182,6 @@ def best_trial_dae(dae, storage: str, study_name: str):
 
 
 def main(options: RunOptions, data: DataOptions) -> int:
-
     for flag, folder in (("--out", options.out), ("--cache-dir", options.cache_dir)):
         if folder is not None:
             check_writable(flag, folder)

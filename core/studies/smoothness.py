@@ -25,7 +25,6 @@ class SmoothnessOptions:
 
 
 def main(options: SmoothnessOptions, data: DataOptions) -> int:
-
     experiment = preset(options.preset)
     if options.train_subset is not None:
         experiment = replace(experiment, train_subset=options.train_subset)

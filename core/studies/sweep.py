@@ -49,7 +49,6 @@ class SweepOptions(ExecutorOptions):
             raise ValueError(f"--refine must be in 0..50, got {self.refine}")
 
     def sweep_config(self):
-
         shares = self.drop_shares or tuple(round(0.9 * index / (self.points - 1), 4) for index in range(self.points))
         return SweepConfig(
             drop_shares=tuple(shares),
@@ -65,7 +64,6 @@ class SweepOptions(ExecutorOptions):
 
 
 def main(options: SweepOptions, data: DataOptions) -> int:
-
     run = load_run(options.run_dir)
     config = options.sweep_config()
     if options.refine:

@@ -31,7 +31,6 @@ class TuneOptions:
 
 
 def main(options: TuneOptions, data: DataOptions) -> int:
-
     run = load_run(options.run_dir) if options.run_dir else None  # a missing run fails before any work
     config = run.config if run else preset(options.preset, seed=options.seed)
     tune_config = TuneConfig(

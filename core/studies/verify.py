@@ -33,7 +33,6 @@ def format_checks(checks: list[dict]) -> str:
 
 
 def main(options: VerifyOptions, data: DataOptions) -> int:
-
     if options.comparison:
         checks, target = verify_comparison(load_comparison(options.comparison)), options.comparison
     else:

@@ -158,7 +158,6 @@ def craft(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, config: 
 
 def target_success(model: nn.Module, images: torch.Tensor, target_class: int) -> dict:
     """attack_success_rate: the share of images the model classifies as the attacker's target (nan for none)."""
-
     predicted = predict(model, images).argmax(dim=1)
     rate = float((predicted == target_class).float().mean()) if predicted.numel() else float("nan")
     return {"attack_success_rate": rate, "n_asr_test": int(predicted.numel())}
@@ -209,7 +208,6 @@ def threat_metrics(model: nn.Module, test: ImageSet, config: PoisonConfig) -> di
 
 def save_poisons(path, poisoned: PoisonedSet) -> None:
     """The poisoned rows as delivered (index, uint8 images, labels), atomically: a run keeps its own poisons."""
-
     index = torch.nonzero(poisoned.poison_mask).flatten()
     payload = {
         "index": index,
@@ -223,7 +221,6 @@ def load_poisons(path, clean: ImageSet, config: PoisonConfig) -> PoisonedSet:
     """The set the defender received: clean rows from the split, poisoned rows exactly as stored.
 
     Raises CheckpointError when the file is missing, corrupt, or does not fit the split."""
-
     try:
         stored = load_file(str(path))
         index, images, labels = stored["index"].long(), stored["images"], stored["labels"].long()
