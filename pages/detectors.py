@@ -42,8 +42,9 @@ else:
         "2 points, over 3 seeds. Kept: the defended model's clean accuracy over the clean reference trained beside it "
         "(mean over seeds) against the poison where that share is smallest. Poisons / backdoors: how many of the "
         "grids' cases the defence was trained behind; seeds: the fewest behind any of its cells. From the shipped "
-        "defence grids merged (preset compare; the table below names each case's settings). The five newest defences "
-        "had their setting chosen on clean data before any poison (`python -m core blind`, docs/results.md). Cost: "
+        "defence grids merged (preset compare; the table below names each case's settings). The newest defences "
+        "(issue 38's five, then I-BAU) had their setting chosen on clean data before any poison "
+        "(`python -m core blind`, docs/results.md). Cost: "
         "seconds of its training over one plain training's, measured side by side by `python bench/defence_cost.py` "
         "(its file names the preset, images and threads)."
     )
