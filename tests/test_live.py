@@ -9,14 +9,20 @@ from core.engine.models import Classifier, ClassifierConfig
 from core.experiments.live import seconds_per_step
 
 
-def test_seconds_per_step_is_positive_and_grows_with_the_model():
-    # about 60x the multiply-adds; timed in alternation and compared at their fastest, so a burst of other work on the
-    # machine during one timing does not decide it (it did once, with tests running beside it)
-    small, large = [], []
-    for _ in range(3):
-        small.append(seconds_per_step(lambda: Classifier(ClassifierConfig(width=4, hidden=16)), 32, repeats=2))
-        large.append(seconds_per_step(lambda: Classifier(ClassifierConfig(width=32, hidden=256)), 32, repeats=2))
-    assert 0 < min(small) < min(large)
+def test_seconds_per_step_times_the_steps_it_divides_by():
+    """The estimate is the time of `repeats` steps over `repeats`, after one warm-up step: the model sees exactly
+    1 + repeats batches of the asked size. (Its size against another model's is a timing, not a unit test; the
+    CI machine once timed the 60x larger model faster.)"""
+    batches = []
+
+    def counted():
+        model = Classifier(ClassifierConfig(width=4, hidden=16))
+        model.register_forward_hook(lambda module, inputs, output: batches.append(len(inputs[0])))
+        return model
+
+    seconds = seconds_per_step(counted, 8, repeats=3)
+    assert batches == [8, 8, 8, 8]
+    assert 0 < seconds < 60
 
 
 def test_the_page_is_not_blocked_while_a_point_trains_as_a_job_and_the_point_outlives_the_session(
