@@ -56,8 +56,9 @@ def add_study_flags(parser: argparse.ArgumentParser, options_type: type) -> None
         if spec.knob is not None:  # an entry's own knob: its value or unset (the entry's default)
             kind = parse_truth if spec.kind is bool else spec.kind
             metavar = None if spec.choices else spec.knob.partition(".")[2].upper()
+            alone = {"nargs": "?", "const": True} if spec.kind is bool else {}  # --craft-augment alone: true
             parser.add_argument(
-                spec.flag, dest=spec.name, type=kind, choices=spec.choices, metavar=metavar, help=shown_help
+                spec.flag, dest=spec.name, type=kind, choices=spec.choices, metavar=metavar, help=shown_help, **alone
             )
             continue
         if spec.kind is bool:

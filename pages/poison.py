@@ -9,7 +9,7 @@ from core.engine.registry import ATTACKS, DEFENCES, THREATS
 from core.experiments.budget import BUDGET_AXES, budget_progress
 from core.experiments.compare import SHIPPED_COMPARISON
 from core.experiments.defence_grid import shipped_damage
-from core.threats.poison import DEFAULT_SOURCE_CLASS, DEFAULT_TARGET_CLASS, NOISE_SCOPES, TRIGGER_SIZES, PoisonConfig
+from core.threats.poison import DEFAULT_SOURCE_CLASS, DEFAULT_TARGET_CLASS, PoisonConfig
 from ui.data import (
     applied_poison_summary,
     cached_budget,
@@ -98,16 +98,8 @@ def other_threat(threat: str) -> None:
             key=f"fraction_{threat}",
             bind="query-params",
         )
-        trigger = st.slider(
-            "trigger size (pixels)",
-            *TRIGGER_SIZES,
-            3,
-            key="trigger_size",
-            bind="query-params",
-            disabled="trigger_size" not in spec.params,
-        )
         seed = st.number_input("seed", 0, 10_000, 0, key="threat_seed", bind="query-params")
-    knobs = knob_widgets(spec, "threat")  # the threat's own parameters, declared in its spec
+    knobs = knob_widgets(spec, "threat")  # the threat's own parameters (backdoor: its trigger size), in its spec
     config = None
     with guard("the poison settings"):
         config = PoisonConfig(
@@ -115,7 +107,6 @@ def other_threat(threat: str) -> None:
             fraction=fraction,
             source_class=source,
             target_class=target,
-            trigger_size=trigger,
             seed=int(seed),
             knobs=knobs,
         )
@@ -254,25 +245,10 @@ with right:
         bind="query-params",
         disabled=not custom,
     )
-    craft_augment = st.checkbox(
-        "craft through random flips and shifts",
-        bool(defaults.craft_augment),
-        key="craft_augment",
-        bind="query-params",
-        disabled=not custom or "craft_augment" not in spec.params,
-        help="TAP: poisons that survive the victim's data augmentation.",
-    )
-    noise_scope = st.radio(
-        "noise scope",
-        NOISE_SCOPES,
-        horizontal=True,
-        key="noise_scope",
-        bind="query-params",
-        disabled=not custom or "noise_scope" not in spec.params,
-        help="Unlearnable: one noise per image (sample-wise) or one per class (class-wise).",
-    )
-# the threat's and (perturbation) the attack's own parameters, declared in their specs
-knobs = knob_widgets(spec, "poison", disabled=not custom)
+# the threat's own parameters (and those of the threat it adapts: TAP's smooth scale for TAP through JPEG), and the
+# perturbation's attack's, declared in their specs
+knobs = knob_widgets(THREATS[spec.adapts], "poison", disabled=not custom) if spec.adapts else ()
+knobs += knob_widgets(spec, "poison", disabled=not custom)
 if perturbation:
     knobs += knob_widgets(ATTACKS[attack], "poison", disabled=not custom)
 if not custom:
@@ -286,7 +262,6 @@ if not custom:
         defaults.fraction,
         defaults.seed,
     )
-    craft_augment, noise_scope = defaults.craft_augment, defaults.noise_scope
 if iterative and alpha * steps < eps:
     st.warning(
         f"alpha x steps = {alpha * steps:.4f} is below eps = {eps}: the attack cannot reach the edge of the eps-ball."
@@ -359,8 +334,6 @@ with guard("the poison settings"):
         steps=steps,
         fraction=fraction,
         seed=int(seed),
-        craft_augment=craft_augment,
-        noise_scope=noise_scope,
         knobs=knobs,
     )
     set_custom_poison(config)

@@ -5,7 +5,7 @@ tests/test_registry.py runs them on every registered entry, tests/test_extending
 import pytest
 import torch
 
-from core.detectors.detect import DetectorContext, SupervisedConfig
+from core.detectors.detect import DetectorContext
 from core.engine.data import ImageSet
 from core.engine.models import AutoencoderConfig, Classifier, ClassifierConfig, DenoisingAutoencoder
 from core.engine.registry import ATTACKS, DEFENCES, DETECTORS, THREATS
@@ -82,7 +82,7 @@ def check_detector(name: str, model) -> None:
         DAEConfig(),
         "defender-test",
         Cache(),
-        supervised=SupervisedConfig(width=4, epochs=1),
+        knobs={"supervised.width": 4, "supervised.epochs": 1},
         poisoned_model=lambda: model,
     )
     detector = spec.build(context)
@@ -102,8 +102,8 @@ def check_detector(name: str, model) -> None:
 def check_defence(name: str) -> None:
     """A defence returns the uint8 training set its classifier learns from: every image with its label, or a subset of
     the images kept as they were with their labels; its test-time module, when it has one, keeps inputs in [0, 1] at
-    their shape; its params are DefenceConfig fields."""
-    from core.defences import DefenceConfig, DefenceContext
+    their shape; its params are settings a DefenceConfig holds (seed, detector, a stored knob)."""
+    from core.defences import DefenceConfig, DefenceContext, defence_stored_knobs
 
     spec = DEFENCES[name]
     torch.manual_seed(0)
@@ -134,8 +134,8 @@ def check_defence(name: str) -> None:
         x = train.images.float() / 255
         seen = spec.test_input(DefenceConfig())(x)
         assert seen.shape == x.shape and 0 <= float(seen.min()) and float(seen.max()) <= 1, name
-    assert set(spec.params) <= set(DefenceConfig.__dataclass_fields__), name
-    config = DefenceConfig(fine_tune_epochs=1, abl_unlearn_epochs=1, abl_isolation=0.1)
+    assert set(spec.params) <= {"detector", "seed", *defence_stored_knobs()}, name  # settings a key can hold
+    config = DefenceConfig(knobs={"fine_tune.epochs": 1, "abl.unlearn_epochs": 1, "abl.isolation": 0.1})
     if spec.input_transform is not None:  # a purifier: the same module on training images and test inputs
         x = train.images.float() / 255
         seen = spec.input_transform(result, context, config)(x)

@@ -447,6 +447,31 @@ def test_a_threat_without_a_surrogate_shows_its_knobs_and_the_grids_damage(run_d
     assert captions and all(caption.startswith("Stop → ") for caption in captions)
 
 
+def test_the_poisons_older_parameters_are_knob_widgets_that_keep_their_links(run_directory):
+    """Trigger size, craft augment, noise scope and smooth scale are knobs of their threats (Knob.stored_as): the
+    widgets come from the Knob (the trigger box allows 1-16, as the config does; the slider it replaced stopped at 8),
+    an adaptive TAP shows TAP's own knobs, which its crafting reads, and a link under the old names still sets them."""
+    at = on_page(run_directory, "pages/poison.py")
+    at.radio(key="threat").set_value("backdoor").run()
+    assert_clean(at)
+    trigger = at.number_input(key="trigger_size")
+    assert (trigger.min, trigger.max, trigger.value) == (1, 16, 3)
+    trigger.set_value(12).run()
+    assert at.session_state["custom_poison"]["trigger_size"] == 12
+    at.radio(key="threat").set_value("tap_jpeg").run()
+    assert_clean(at)
+    assert (
+        at.selectbox(key="smooth_scale").options == ["1", "2", "4", "8"] and not at.checkbox(key="craft_augment").value
+    )
+    linked = app(run_directory)
+    linked.query_params.update({"threat": "tap", "smooth_scale": "4", "craft_augment": "true"})
+    linked.switch_page("pages/poison.py").run()
+    assert_clean(linked)
+    assert linked.session_state["preset"] == "Custom"
+    poison = linked.session_state["custom_poison"]
+    assert (poison["threat"], poison["smooth_scale"], poison["craft_augment"]) == ("tap", 4, True)
+
+
 def test_the_teacher_chart_shows_softening_on_a_log_axis(run_directory):
     """At T = 1 the teacher's top class holds nearly all the mass (both bars looked like 1.0 on a linear axis): the
     chart is on a log axis and the caption states how much the second class gains at T."""

@@ -57,7 +57,7 @@ def test_tiny_comparison_over_two_seeds(gtsrb_root, tmp_path):
         seeds=(0, 1),
         robust_test_subset=0.5,
         robust_steps=2,
-        supervised=SupervisedConfig(width=4, epochs=1),
+        knobs={"supervised.width": 4, "supervised.epochs": 1},
     )
     # seed 0 first, saved after every cell; then both seeds resumed from that result: seed 0 is kept, not recomputed
     partials = []

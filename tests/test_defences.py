@@ -103,9 +103,10 @@ def test_every_defence_keeps_each_image_with_its_own_label():
 def test_defence_config_rejects_bad_values_with_the_valid_range():
     for bad, words in (
         ({"detector": "oracle_magic"}, "dae"),
-        ({"sigma": -0.1}, "sigma"),
-        ({"jpeg_quality": 0}, "1..95"),
-        ({"adversarial_steps": 0}, "adversarial_steps"),
+        ({"knobs": {"purify.sigma": -0.1}}, "sigma"),
+        ({"knobs": {"jpeg.quality": 0}}, r"\[1, 95\]"),
+        ({"knobs": {"adversarial_training.steps": 0}}, "steps"),
+        ({"knobs": {"fine_tune.epochs": 2.5}}, "whole number"),  # passes are whole since epochs is a knob
     ):
         with pytest.raises(ValueError, match=words):
             DefenceConfig(**bad)
@@ -133,7 +134,8 @@ def test_adversarial_training_raises_robust_accuracy_on_a_tiny_model():
     x_test, y_test = toy_with_a_non_robust_shortcut(512, 1)
     eps = 0.03
     robust = {}
-    for name, attack in (("standard", None), ("adversarial", adversary(DefenceConfig(adversarial_eps=eps)))):
+    adversarial = adversary(DefenceConfig(knobs={"adversarial_training.eps": eps}))
+    for name, attack in (("standard", None), ("adversarial", adversarial)):
         torch.manual_seed(0)
         model = nn.Sequential(Centred(), nn.Flatten(), nn.Linear(3072, 2))
         config = TrainConfig(epochs=10, batch_size=64, learning_rate=0.01, schedule="constant")
@@ -384,7 +386,7 @@ def test_a_grid_keeps_finished_cases_only_under_the_same_settings():
     assert finished_runs(DefenceGridConfig(**{**vars(config), "seeds": (0, 1, 2)}), saved) == saved["runs"]
     assert finished_runs(DefenceGridConfig(**{**vars(config), "cases": ("backdoor",)}), saved) == {"0": {}}
     # any other setting changed (the jpeg quality, the experiment): nothing is kept
-    other_quality = DefenceGridConfig(**{**vars(config), "defence": DefenceConfig(jpeg_quality=50)})
+    other_quality = DefenceGridConfig(**{**vars(config), "defence": DefenceConfig(knobs={"jpeg.quality": 50})})
     assert finished_runs(other_quality, saved) == {}
     other_experiment = DefenceGridConfig(**{**vars(config), "experiment": tiny_config(temperature=2.0)})
     assert finished_runs(other_experiment, saved) == {}
@@ -456,7 +458,7 @@ def test_purification_at_test_time_is_the_operation_the_training_images_went_thr
     from core.experiments.defence_grid import defended_training
 
     train_set = ImageSet(smooth_images(20, 1), torch.arange(20) % 3)
-    config = DefenceConfig(sigma=0.2, seed=4)
+    config = DefenceConfig(seed=4, knobs={"purify.sigma": 0.2})
     trained_on, test_input = defended_training("purify_test", train_set, DefenceContext(Halve(), None), config)
     test_input.reset()
     at_test = test_input(train_set.images.float() / 255) * 255
@@ -480,7 +482,7 @@ def test_a_fitted_purifier_denoises_its_training_set_and_is_fitted_once(small_sp
         return fit()
 
     context = DefenceContext(None, None, cached=cached)
-    trained_on, purifier = defended_training("purify_fitted", train_set, context, DefenceConfig(sigma=0.1))
+    trained_on, purifier = defended_training("purify_fitted", train_set, context, DefenceConfig())  # sigma 0.1
     assert fitted == [train_set.digest()]
     x = train_set.images.float() / 255
     error = float(((trained_on.images.float() / 255 - x) ** 2).mean())
@@ -510,7 +512,7 @@ def test_fine_tuning_on_clean_images_lowers_a_backdoors_success(small_splits):
     before = threat_metrics(model, small_splits.test, config)["attack_success_rate"]
     context = DefenceContext(None, None, trusted=small_splits.trusted, train_config=recipe)
     # a strong rate: at the grid's gentle 0.01 fine-tuning leaves the backdoor (README, second grid)
-    tuned = fine_tune(model, poisoned.data, context, DefenceConfig(fine_tune_epochs=5, fine_tune_lr=0.3))
+    tuned = fine_tune(model, poisoned.data, context, DefenceConfig(knobs={"fine_tune.epochs": 5, "fine_tune.lr": 0.3}))
     after = threat_metrics(tuned, small_splits.test, config)["attack_success_rate"]
     assert before > 0.8 and after < before - 0.3, (before, after)
     assert threat_metrics(model, small_splits.test, config)["attack_success_rate"] == before  # a copy was tuned
@@ -526,7 +528,7 @@ def test_ft_sam_removes_a_backdoor_that_plain_fine_tuning_at_the_same_rate_leave
     clean_before = accuracy(model, small_splits.test.images, small_splits.test.labels)
 
     def tuned(rho: float):
-        settings = DefenceConfig(fine_tune_epochs=5, fine_tune_lr=0.05, knobs=(("ft_sam.rho", rho),))
+        settings = DefenceConfig(knobs={"fine_tune.epochs": 5, "fine_tune.lr": 0.05, "ft_sam.rho": rho})
         tuned = sam_fine_tune(model, poisoned.data, context, settings)
         success = threat_metrics(tuned, small_splits.test, config)["attack_success_rate"]
         return success, accuracy(tuned, small_splits.test.images, small_splits.test.labels)
@@ -591,7 +593,7 @@ def test_abl_isolates_the_lowest_loss_images_and_those_are_the_poisons(small_spl
     context = DefenceContext(
         None, None, new_classifier=lambda: Classifier(ClassifierConfig(width=8, hidden=64)), train_config=recipe
     )
-    isolated = isolate(poisoned.data, context, DefenceConfig(abl_isolation=0.01))
+    isolated = isolate(poisoned.data, context, DefenceConfig())  # ABL's 1%
     assert len(isolated) == round(0.01 * len(poisoned.data))
     precision = float(poisoned.poison_mask[isolated].float().mean())
     assert precision > 3 * float(poisoned.poison_mask.float().mean()), precision  # far above the ~5% base rate
@@ -854,10 +856,10 @@ def test_abl_unlearning_is_reproducible_from_its_seed():
     isolated, rest = ImageSet(images[:8], torch.zeros(8, dtype=torch.long)), ImageSet(images[8:], torch.arange(32) % 5)
     torch.manual_seed(0)
     model = Classifier(ClassifierConfig(width=2, hidden=8, dropout=0.5))
-    config = DefenceConfig(abl_unlearn_epochs=3)
+    config = DefenceConfig(knobs={"abl.unlearn_epochs": 3})
     first, second = unlearn(model, isolated, rest, config), unlearn(model, isolated, rest, config)
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
-    other = unlearn(model, isolated, rest, DefenceConfig(abl_unlearn_epochs=3, seed=1))
+    other = unlearn(model, isolated, rest, DefenceConfig(seed=1, knobs={"abl.unlearn_epochs": 3}))
     assert not all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), other.state_dict().values()))
 
 
@@ -916,3 +918,28 @@ def test_every_grid_case_reads_differently_in_the_tables():
     labels = {case: case_label(stored, case) for case in grid.cases}
     assert len(set(labels.values())) == len(labels), labels
     assert labels["tap_jpeg"].startswith("TAP through JPEG") and labels["tap"].startswith("TAP,")
+
+
+def test_the_settings_that_were_config_fields_keep_their_names_in_keys_and_grid_files():
+    """Issue 37 made sigma, jpeg_quality, adversarial_*, fine_tune_* and abl_* knobs of their defences (and
+    trigger_size, craft_augment, noise_scope, smooth_scale knobs of their threats) under their old names
+    (Knob.stored_as): a model's key names what it did before, and the command that made each shipped grid, rerun,
+    keeps every cell it holds (its settings read back from the file are the ones it was made with)."""
+    from core.experiments.defence_grid import SHIPPED_DEFENCE_GRIDS, DefenceGridConfig, finished_runs
+
+    before = {  # the key's names before the move (DefenceConfig.key then: "defence" and the spec's params)
+        "purify": {"sigma", "seed"},
+        "filter_purify": {"detector", "sigma", "seed"},
+        "jpeg": {"jpeg_quality"},
+        "adversarial_training": {"adversarial_eps", "adversarial_steps", "seed"},
+        "fine_tune": {"fine_tune_epochs", "fine_tune_lr", "seed"},
+        "ft_sam": {"fine_tune_epochs", "fine_tune_lr", "seed", "ft_sam.rho"},
+        "abl": {"abl_isolation", "abl_unlearn_epochs", "abl_unlearn_lr", "seed"},
+    }
+    for defence, names in before.items():
+        assert set(DefenceConfig().key(defence)) == {"defence", *names}, defence
+    assert DefenceConfig(knobs={"jpeg.quality": 50}).key("jpeg")["jpeg_quality"] == 50
+    for path in SHIPPED_DEFENCE_GRIDS:  # checkpoints/defences predates fine_tune's settings: it kept no cell before
+        grid = json.loads(path.read_text())
+        kept = finished_runs(DefenceGridConfig.from_dict(grid["config"]), grid)
+        assert kept == grid["runs"], path.parent.name

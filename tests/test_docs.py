@@ -41,8 +41,9 @@ def setting_values() -> set[str]:
 
     for name in ("paper", "quick", "tiny", "compare", "sweep"):
         collect(asdict(preset(name)))
+        collect(preset(name).poison.to_dict())  # with the threats' stored knobs (trigger_size, ...)
     collect(PAPER_RESULTS)
-    collect(asdict(defences.DefenceConfig()))
+    collect(defences.DefenceConfig().to_dict())  # with the defences' stored knobs (sigma, jpeg_quality, ...)
     collect(asdict(sweep.SweepConfig()))
     numbers |= {detect.PAPER_INITIAL_THRESHOLD, detect.PAPER_INFERRED_THRESHOLD, 8 / 255, 16 / 255, 2 / 255}
     numbers |= {jobs.CANCEL_GRACE_SECONDS}

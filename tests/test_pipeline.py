@@ -12,6 +12,7 @@ import torch
 from core.detectors.dae import DAEConfig, TuneConfig, load_study_if_any, tune
 from core.engine.models import AutoencoderConfig
 from core.experiments.pipeline import MODEL_NAMES, export_run, preset, run_experiment
+from core.threats.poison import PoisonConfig
 from tests.helpers import tiny_config
 
 
@@ -152,6 +153,53 @@ def test_cli_threat_defaults_follow_the_threat():
     assert poison("--threat", "backdoor").fraction == 0.05
     assert poison("--threat", "backdoor", "--poison-fraction", "0.2").fraction == 0.2
     assert poison().fraction == 0.1 and poison().threat == "perturbation"
+
+
+def test_the_command_a_job_runs_makes_the_config_it_was_made_from():
+    """core.studies.run.run_arguments (what the app's *Run the experiment* job runs) inverts experiment_of, stored knobs
+    (--trigger-size, --craft-augment: parameters older than knobs) and an entry's own knobs alike; --craft-augment
+    alone means true, as before it was a knob."""
+    from core.cli import parse
+    from core.studies.run import experiment_of, run_arguments
+
+    knobs = {"tap.craft_augment": True, "tap.smooth_scale": 4, "backdoor.trigger_size": 5, "cuda.blur": 0.5}
+    config = replace(preset("quick"), poison=PoisonConfig(threat="tap", eps=8 / 255, knobs=knobs))
+    assert experiment_of(parse(["run", *run_arguments(config)])[1]) == config
+    alone = experiment_of(parse(["run", "--threat", "tap", "--craft-augment"])[1]).poison
+    assert alone.knob("tap", "craft_augment") is True
+    assert experiment_of(parse(["run", "--craft-augment", "false"])[1]).poison.knob("tap", "craft_augment") is False
+
+
+def test_a_stored_knob_stays_at_the_top_of_every_poison_config_file():
+    """Every poison config's dict holds trigger_size, craft_augment, noise_scope and smooth_scale at the top level,
+    whatever its threat, as files and cache keys did when they were config fields (Knob.stored_as), and a file of that
+    form reads back into the knobs. Two entries cannot claim one stored name."""
+    from core.engine.registry import THREATS, Knob, ThreatSpec
+
+    data = PoisonConfig(threat="label_flip", source_class=1).to_dict()
+    assert {name: data[name] for name in ("trigger_size", "craft_augment", "noise_scope", "smooth_scale")} == {
+        "trigger_size": 3,
+        "craft_augment": False,
+        "noise_scope": "samplewise",
+        "smooth_scale": 1,
+    }
+    assert "knobs" not in data  # a label flip owns no knob of its own
+    old_file = {**data, "threat": "unlearnable", "noise_scope": "classwise"}
+    config = PoisonConfig.from_dict(old_file)
+    assert config.knob("unlearnable", "noise_scope") == "classwise" and config.to_dict() == old_file
+    thief = ThreatSpec(
+        name="thief",
+        label="t",
+        description="d",
+        apply=None,
+        default_fraction=0.1,
+        fraction_of="t",
+        params=(),
+        knobs=(Knob("size", 3, "a trigger", 1, 16, stored_as="trigger_size"),),
+    )
+    with pytest.raises(ValueError, match="backdoor"):
+        THREATS.register(thief)
+    assert "thief" not in THREATS.names()
 
 
 def test_run_over_seeds_reports_mean_and_std(gtsrb_root, tmp_path):

@@ -68,6 +68,9 @@ def test_choice_is_seeded_and_exact():
         ({"steps": 0}, "steps"),
         ({"attack": "cw"}, "attack"),
         ({"alpha": -1}, "alpha"),
+        ({"knobs": {"backdoor.trigger_size": 17}}, "trigger_size"),  # a stored knob checks its range as any knob
+        ({"knobs": {"tap.smooth_scale": 3}}, "smooth_scale"),
+        ({"knobs": {"unlearnable.noise_scope": "pixelwise"}}, "noise_scope"),
     ],
 )
 def test_config_rejects_bad_values(kwargs, message):
@@ -88,7 +91,7 @@ def test_label_flip_relabels_exactly_the_chosen_share_of_the_source_class(random
 
 @pytest.mark.parametrize("fraction", [0.0, 0.1, 0.33])
 def test_backdoor_stamps_exactly_the_patch_and_relabels_exactly_the_fraction(random_set, fraction):
-    config = PoisonConfig(threat="backdoor", target_class=0, trigger_size=3, fraction=fraction, seed=2)
+    config = PoisonConfig(threat="backdoor", target_class=0, fraction=fraction, seed=2)  # a 3-pixel trigger
     poisoned = poison_training_set(random_set, None, config)
     eligible = random_set.labels != 0
     assert poisoned.n_poisoned == round(fraction * int(eligible.sum()))

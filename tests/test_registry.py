@@ -86,5 +86,5 @@ def test_any_knob_setting_is_a_config_or_a_value_error(settings):
     except ValueError as error:
         assert str(error)
         return
-    assert PoisonConfig(**config.to_dict()) == config
+    assert PoisonConfig.from_dict(config.to_dict()) == config
     assert 0 <= config.knob("cuda", "blur") <= 1 and config.knob("cuda", "kernel_size") in (3, 5, 7)

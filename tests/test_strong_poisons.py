@@ -33,7 +33,7 @@ def test_tap_with_augmented_views_still_hits_the_target(small_classifier, small_
 def test_tap_poisons_are_uint8_within_eps_and_keep_labels(small_classifier, small_splits):
     train = small_splits.train.subset(torch.arange(300))
     config = PoisonConfig().with_threat("tap")
-    config = PoisonConfig(**{**config.to_dict(), "alpha": 4 / 255, "steps": 3, "fraction": 0.5})
+    config = PoisonConfig.from_dict({**config.to_dict(), "alpha": 4 / 255, "steps": 3, "fraction": 0.5})
     poisoned = poison_training_set(train, small_classifier, config)
     change = (poisoned.data.images.int() - train.images.int()).abs()
     assert poisoned.data.images.dtype == torch.uint8 and int(change.max()) == int(8 / 255 * 255 + 1e-6)
@@ -51,7 +51,9 @@ def test_error_minimising_noise_lowers_the_loss_of_the_model_it_was_made_with(sm
         x, y = data.images.float() / 255, data.labels
         torch.manual_seed(0)
         model = Classifier(ClassifierConfig(width=4, hidden=16))
-        config = PoisonConfig(threat="unlearnable", eps=8 / 255, alpha=2 / 255, steps=5, noise_scope=scope)
+        config = PoisonConfig(
+            threat="unlearnable", eps=8 / 255, alpha=2 / 255, steps=5, knobs={"unlearnable.noise_scope": scope}
+        )
         noise = error_minimising_noise(model, x, y, config)
         assert float(noise.abs().max()) <= 8 / 255 + 1e-6
         if scope == "classwise":  # one noise per class: images of a class share it

@@ -10,9 +10,8 @@ import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.runtime.state.session_state_proxy import get_session_state
 
-from core.engine.registry import ATTACKS
+from core.engine.registry import ATTACKS, THREATS, stored_knobs
 from core.experiments.run import run_choices
-from core.threats.poison import NOISE_SCOPES
 from ui.data import app_dir, shown
 
 # Session state that is not a widget a link may set (a link's ?threshold=-1 or ?run_picker=/etc stayed in the address)
@@ -28,7 +27,15 @@ NOT_LINKABLE = {
 }
 
 
-CUSTOM_KNOBS = ("attack", "eps", "alpha", "steps", "fraction", "poison_seed", "craft_augment", "noise_scope")
+def custom_stored_knobs() -> dict:
+    """The stored knobs (core.engine.registry.Knob.stored_as) of the threats crafted on a surrogate, which the Poison
+    page's Custom preset sets (TAP's craft_augment and smooth_scale, unlearnable's noise_scope): link parameter -> Knob.
+    Their widgets bind to the link under the stored name (ui.widgets.knob_widgets), and the knob says what it takes."""
+    surrogate_threats = {spec.name for spec in THREATS.specs() if spec.needs_surrogate}
+    return {name: knob for name, (entry, knob) in stored_knobs(THREATS).items() if entry in surrogate_threats}
+
+
+CUSTOM_KNOBS = ("attack", "eps", "alpha", "steps", "fraction", "poison_seed", *custom_stored_knobs())
 
 
 CUSTOM_KNOB_PAGE = "poison"  # the page whose widgets these are
@@ -49,10 +56,8 @@ def _knob_value_ok(knob: str, raw: str) -> bool:
     """Whether a link's value for a Custom-only knob is one its widget can take (eps=lots is not)."""
     if knob == "attack":
         return raw in ATTACKS.names() or raw in {ATTACKS.label(name) for name in ATTACKS.names()}
-    if knob == "noise_scope":
-        return raw in NOISE_SCOPES
-    if knob == "craft_augment":
-        return raw.lower() in ("true", "false")
+    if knob in custom_stored_knobs():
+        return link_value(custom_stored_knobs()[knob], raw) is not None
     try:
         value = float(raw)
     except ValueError:
@@ -61,6 +66,16 @@ def _knob_value_ok(knob: str, raw: str) -> bool:
         return False
     low, high = CUSTOM_KNOB_RANGES[knob]
     return low <= value <= high and (knob not in ("steps", "poison_seed") or value == int(value))
+
+
+def link_value(knob, raw: str):
+    """A link's text as a value the knob takes (true / false, a whole number, a number, a word), or None."""
+    try:
+        if knob.kind is bool:
+            return {"true": True, "false": False}[raw.lower()]
+        return knob.check(float(raw) if knob.kind in (int, float) else raw, knob.name)
+    except (KeyError, ValueError, OverflowError):
+        return None
 
 
 def _is_number(raw: str) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from core.defences import SIGMA
 from core.engine.registry import DEFENCES
 from core.experiments.defence_grid import defence_table
 from ui.data import cached_defence_grid, purify_preview
@@ -45,14 +46,15 @@ def draw_other_defences(directory: str) -> None:
 
 def purified_preview(directory: str) -> None:
     """Delivered images, their purified versions at the chosen sigma, and the difference."""
-    sigma = st.slider(
-        "sigma (std of the noise added before the DAE, [0, 1] pixel scale; 0: plain reconstruction)",
-        0.0,
-        0.3,
-        0.1,
+    sigma = st.slider(  # purify's knob: its range, default and help
+        "sigma",
+        float(SIGMA.low),
+        float(SIGMA.high),
+        SIGMA.default,
         0.01,
         key="sigma",
         bind="query-params",
+        help=SIGMA.help,
     )
     with guard("the purified images"):
         preview = purify_preview(directory, sigma)

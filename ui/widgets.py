@@ -147,7 +147,7 @@ def set_custom_poison(config: PoisonConfig) -> None:
 
 def custom_poison() -> PoisonConfig | None:
     stored = st.session_state.get("custom_poison")
-    return PoisonConfig(**stored) if stored else None
+    return PoisonConfig.from_dict(stored) if stored else None
 
 
 def preset_config() -> ExperimentConfig:
@@ -213,22 +213,25 @@ def require_run() -> Run:
 
 def knob_widgets(spec, key_prefix: str, disabled: bool = False) -> tuple:
     """A widget per knob an entry's spec owns (core.engine.registry.Knob), in two columns: ("entry.knob", value) pairs
-    for its
-    config. Choices: a select box; a bool: a checkbox; a number: a number box within the knob's range."""
+    for its config. Choices: a select box; a bool: a checkbox; a number: a number box within the knob's range. A
+    stored knob (Knob.stored_as) keys its widget by that name and keeps it in the link (?trigger_size=5), as the
+    widget it replaced did."""
     if not spec.knobs:
         return ()
     settings = []
     columns = st.columns(2)
     for index, knob in enumerate(spec.knobs):
-        key = f"{key_prefix}_{spec.name}_{knob.name}"
+        common = {"disabled": disabled, "help": knob.help}
+        if knob.stored_as:
+            common.update(key=knob.stored_as, bind="query-params")
+        else:
+            common.update(key=f"{key_prefix}_{spec.name}_{knob.name}")
         label = f"{knob.name.replace('_', ' ')} ({spec.label.split(':')[0]})"
         with columns[index % 2]:
             if knob.choices is not None:
-                value = st.selectbox(
-                    label, knob.choices, knob.choices.index(knob.default), key=key, disabled=disabled, help=knob.help
-                )
+                value = st.selectbox(label, knob.choices, knob.choices.index(knob.default), **common)
             elif knob.kind is bool:
-                value = st.checkbox(label, knob.default, key=key, disabled=disabled, help=knob.help)
+                value = st.checkbox(label, knob.default, **common)
             else:
                 step = 1 if knob.kind is int else 0.01
                 value = st.number_input(
@@ -237,9 +240,7 @@ def knob_widgets(spec, key_prefix: str, disabled: bool = False) -> tuple:
                     knob.kind(knob.high) if knob.high is not None else None,
                     knob.default,
                     step,
-                    key=key,
-                    disabled=disabled,
-                    help=knob.help,
+                    **common,
                 )
         settings.append((f"{spec.name}.{knob.name}", value))
     return tuple(settings)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -22,9 +22,24 @@ from torchvision.transforms.functional import rgb_to_grayscale
 from core.attacks import pgd
 from core.engine.data import ImageSet
 from core.engine.models import AutoencoderConfig, DenoisingAutoencoder
-from core.engine.registry import DEFENCES, DETECTORS, DefenceSpec, checked_knobs, knob_value
+from core.engine.registry import DEFENCES, DETECTORS, DefenceSpec, Knob, checked_knobs, knob_value, stored_knobs
 from core.engine.train import TrainConfig, predict, reconstruction_loss, to_float_images
 from core.engine.train import train as train_model
+
+# The built-in defences' own parameters (each in its entry's spec below). Stored names: they were this module's config
+# fields before knobs existed, and every shipped grid file and model key holds them under those names.
+SIGMA = Knob(
+    "sigma",
+    0.1,
+    "std of the noise added before the DAE ([0, 1] pixel scale; 0: plain reconstruction)",
+    0,
+    1,
+    stored_as="sigma",
+)
+JPEG_QUALITY = Knob("quality", 10, "PIL quality 1..95 (the anchor's 10)", 1, 95, stored_as="jpeg_quality")
+ADVERSARIAL_EPS = Knob("eps", 8 / 255, "L-inf radius of the PGD examples trained on", 0, 1, stored_as="adversarial_eps")
+# step 2.5 * eps / steps, random start; training costs steps + 1x
+ADVERSARIAL_STEPS = Knob("steps", 3, "PGD steps per batch", 1, 100, stored_as="adversarial_steps")
 
 
 def flag(default, help: str, choices=None):
@@ -37,71 +52,56 @@ def flag(default, help: str, choices=None):
 class DefenceConfig:
     # filter: which detector's scores decide (thresholded as the run's ThresholdConfig says)
     detector: str = flag("dae", "what filter / filter_purify use", choices=DETECTORS.names)
-    sigma: float = flag(0.1, "purify: std of the noise added before the DAE ([0, 1] scale)")
-    jpeg_quality: int = flag(10, "jpeg: PIL quality 1..95 (the anchor's 10)")
-    adversarial_eps: float = flag(8 / 255, "adversarial training: L-inf radius of the PGD examples trained on")
-    # step 2.5 * eps / steps, random start; training costs steps + 1x
-    adversarial_steps: int = flag(3, "adversarial training: PGD steps per batch")
     seed: int = 0
-    # Backdoor removal (core/defences/backdoor_removal.py). The grid keys and files omit these at their defaults
-    # (to_dict), so configs made before they existed keep their keys.
-    fine_tune_epochs: float = flag(10, "fine_tune, ft_sam: passes over the trusted clean images (BackdoorBench: 10%)")
-    fine_tune_lr: float = flag(0.01, "fine_tune, ft_sam: peak learning rate (BackdoorBench's 0.01)")
-    abl_isolation: float = flag(0.01, "abl: share of the training set isolated as likely poisons (Li et al.: 1%)")
-    # Li et al.: 5 to 20; see backdoor_removal
-    abl_unlearn_epochs: int = flag(80, "abl: passes over the isolated images")
-    abl_unlearn_lr: float = flag(0.01, "abl: learning rate of the unlearning (Li et al.'s 5e-4 for plain ascent)")
     # the registered defences' own parameters (DefenceSpec.knobs), "defence.knob" -> value; unset knobs take their
-    # spec's default. Omitted from files and keys when none is set.
+    # spec's default. Files hold the set ones, and every stored one (Knob.stored_as: purify's sigma, jpeg's
+    # jpeg_quality, ...) at the top level, as when they were fields of this config.
     knobs: tuple = ()
 
     def __post_init__(self):
         object.__setattr__(self, "knobs", checked_knobs(self.knobs, {spec.name: spec for spec in DEFENCES.specs()}))
         if self.detector not in DETECTORS:
             raise ValueError(f"unknown detector {self.detector!r}: choose one of {', '.join(DETECTORS.names())}")
-        if not 0 <= self.sigma <= 1:
-            raise ValueError(f"sigma must be in [0, 1] (noise std on the [0, 1] pixel scale), got {self.sigma}")
-        if not 1 <= self.jpeg_quality <= 95:
-            raise ValueError(f"jpeg_quality must be in 1..95, got {self.jpeg_quality}")
-        if not 0 < self.adversarial_eps <= 1 or not 1 <= self.adversarial_steps <= 100:
-            raise ValueError("adversarial_eps must be in (0, 1] and adversarial_steps in 1..100")
-        if not 0 < self.fine_tune_epochs <= 100 or not 0 < self.fine_tune_lr <= 1:
-            raise ValueError("fine_tune_epochs must be in (0, 100] and fine_tune_lr in (0, 1]")
-        if (
-            not 0 < self.abl_isolation < 0.5
-            or not 1 <= self.abl_unlearn_epochs <= 200
-            or not 0 < self.abl_unlearn_lr <= 1
-        ):
-            raise ValueError(
-                "abl_isolation must be in (0, 0.5), abl_unlearn_epochs in 1..200 and abl_unlearn_lr in (0, 1]"
-            )
 
     def to_dict(self) -> dict:
-        data = {
-            name: value
-            for name, value in asdict(self).items()
-            if name not in LATER_DEFAULTS or value != LATER_DEFAULTS[name]
-        }
-        data["knobs"] = dict(self.knobs)
-        return data if self.knobs else {name: value for name, value in data.items() if name != "knobs"}
+        stored = defence_stored_knobs()
+        data = {"detector": self.detector, **{name: self.value(name) for name in stored}, "seed": self.seed}
+        stored_settings = {f"{entry}.{knob.name}" for entry, knob in stored.values()}
+        own = {name: value for name, value in self.knobs if name not in stored_settings}
+        return {**data, "knobs": own} if own else data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DefenceConfig":
+        """The config of a to_dict (a grid file's): the stored knobs back from the top level."""
+        data = dict(data)
+        settings = dict(data.pop("knobs", None) or {})
+        for name, (entry, knob) in defence_stored_knobs().items():
+            if name in data:
+                settings[f"{entry}.{knob.name}"] = data.pop(name)
+        return cls(**data, knobs=settings)
+
+    def value(self, name: str):
+        """A setting by the name a key or file holds it under: detector, seed, or a stored knob (sigma, ...)."""
+        if name in ("detector", "seed"):
+            return getattr(self, name)
+        entry, knob = defence_stored_knobs()[name]
+        return self.knob(entry, knob.name)
 
     def key(self, defence: str) -> dict:
-        """The fields and knobs this defence reads: what keys a model trained behind it."""
+        """What keys a model trained behind this defence: the shared settings it reads (its spec's params: the seed,
+        the detector, another defence's stored knob) and its own knobs, a stored one under its stored name."""
         spec = DEFENCES[defence]
-        own = {f"{defence}.{knob.name}": self.knob(defence, knob.name) for knob in spec.knobs}
-        return {"defence": defence, **{name: getattr(self, name) for name in spec.params}, **own}
+        own = {knob.stored_as or f"{defence}.{knob.name}": self.knob(defence, knob.name) for knob in spec.knobs}
+        return {"defence": defence, **{name: self.value(name) for name in spec.params}, **own}
 
     def knob(self, defence: str, name: str):
         """The value of the defence's knob `name` (its spec's default unless set)."""
         return knob_value(self.knobs, DEFENCES[defence], name)
 
 
-# Fields added after the first grids were made: omitted from files and keys at their defaults (read from the dataclass,
-# not repeated), so those grids keep their keys.
-LATER_DEFAULTS = {
-    name: DefenceConfig.__dataclass_fields__[name].default
-    for name in ("fine_tune_epochs", "fine_tune_lr", "abl_isolation", "abl_unlearn_epochs", "abl_unlearn_lr")
-}
+def defence_stored_knobs() -> dict:
+    """The defences' stored knobs (core.engine.registry.Knob.stored_as): stored name -> (defence, knob)."""
+    return stored_knobs(DEFENCES)
 
 
 @dataclass
@@ -176,7 +176,9 @@ def fitted_purifier(train: ImageSet, context: "DefenceContext", config: "Defence
     def fit() -> nn.Module:
         generator = torch.Generator().manual_seed(config.seed)
         targets = train.images.repeat(PURIFIER_NOISY_COPIES, 1, 1, 1)
-        noisy = to_float_images(targets) + config.sigma * torch.randn(targets.shape, generator=generator)
+        noisy = to_float_images(targets) + config.knob("purify", "sigma") * torch.randn(
+            targets.shape, generator=generator
+        )
         torch.manual_seed(config.seed)
         autoencoder = DenoisingAutoencoder(PURIFIER_MODEL)
         train_model(
@@ -189,11 +191,11 @@ def fitted_purifier(train: ImageSet, context: "DefenceContext", config: "Defence
         "train": PURIFIER_TRAIN.to_dict(),
         "copies": PURIFIER_NOISY_COPIES,
         "data": train.digest(),
-        "sigma": config.sigma,
+        "sigma": config.knob("purify", "sigma"),
         "seed": config.seed,
     }
     autoencoder = context.cached("purifier", key, lambda: DenoisingAutoencoder(PURIFIER_MODEL), fit)
-    return Purifier(autoencoder.eval(), config.sigma, config.seed)
+    return Purifier(autoencoder.eval(), config.knob("purify", "sigma"), config.seed)
 
 
 def jpeg(images: torch.Tensor, quality: int) -> torch.Tensor:
@@ -290,7 +292,7 @@ class GrayscaleInput(nn.Module):
 
 def adversary(config: DefenceConfig):
     """PGD at adversarial_eps against the model being trained (Madry et al.): the accepted baseline."""
-    eps, steps = config.adversarial_eps, config.adversarial_steps
+    eps, steps = config.knob("adversarial_training", "eps"), config.knob("adversarial_training", "steps")
     generator = torch.Generator().manual_seed(config.seed)
 
     def attack(model: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -307,7 +309,9 @@ def _filtered(train: ImageSet, context: DefenceContext, config: DefenceConfig) -
 
 
 def _purified(train: ImageSet, context: DefenceContext, config: DefenceConfig) -> ImageSet:
-    return ImageSet(purify(context.autoencoder, train.images, config.sigma, config.seed), train.labels)
+    return ImageSet(
+        purify(context.autoencoder, train.images, config.knob("purify", "sigma"), config.seed), train.labels
+    )
 
 
 DEFENCES.register(
@@ -326,8 +330,9 @@ DEFENCES.register(
         "Replaces every training image by the paper DAE's reconstruction of it with Gaussian noise of std sigma added "
         "(sigma 0: plain reconstruction); test images are not purified (how the first grid measured it).",
         _purified,
-        params=("sigma", "seed"),
+        params=("seed",),
         purifies_with_run_dae=True,
+        knobs=(SIGMA,),
     )
 )
 DEFENCES.register(
@@ -348,7 +353,9 @@ DEFENCES.register(
         "trusted set to undo small perturbations): purification as its papers deploy it.",
         lambda train, context, config: train,
         params=("sigma", "seed"),
-        input_transform=lambda train, context, config: Purifier(context.autoencoder, config.sigma, config.seed),
+        input_transform=lambda train, context, config: Purifier(
+            context.autoencoder, config.knob("purify", "sigma"), config.seed
+        ),
         purifies_with_run_dae=True,
     )
 )
@@ -368,8 +375,8 @@ DEFENCES.register(
         "jpeg",
         "JPEG compression",
         "Re-encodes every training image as JPEG at the given quality (image shortcut squeezing).",
-        lambda train, context, config: ImageSet(jpeg(train.images, config.jpeg_quality), train.labels),
-        params=("jpeg_quality",),
+        lambda train, context, config: ImageSet(jpeg(train.images, config.knob("jpeg", "quality")), train.labels),
+        knobs=(JPEG_QUALITY,),
     )
 )
 DEFENCES.register(
@@ -387,7 +394,8 @@ DEFENCES.register(
         "Adversarial training (PGD)",
         "Trains on PGD adversarial examples of the classifier itself at adversarial_eps, made fresh every batch.",
         lambda train, context, config: train,
-        params=("adversarial_eps", "adversarial_steps", "seed"),
+        params=("seed",),
         adversary=adversary,
+        knobs=(ADVERSARIAL_EPS, ADVERSARIAL_STEPS),
     )
 )

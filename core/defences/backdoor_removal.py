@@ -33,6 +33,30 @@ from core.engine.train import hard_label_loss, predict, to_float_images, train
 LGA_GAMMA = 0.5  # Li et al.'s loss floor for the isolation model
 ISOLATION_EPOCHS = 2  # passes with the LGA loss before isolating (Li et al.: 20 of 100 epochs; ours train 4 in all)
 UNLEARN_BATCH = 64  # Li et al.'s batch size
+FINE_TUNE_EPOCHS = Knob(
+    "epochs", 10, "passes over the trusted clean images (BackdoorBench: 10%)", 1, 100, stored_as="fine_tune_epochs"
+)
+FINE_TUNE_LR = Knob("lr", 0.01, "peak learning rate (BackdoorBench's 0.01)", 0, 1, stored_as="fine_tune_lr")
+ABL_ISOLATION = Knob(
+    "isolation",
+    0.01,
+    "share of the training set isolated as likely poisons (Li et al.: 1%)",
+    0,
+    0.5,
+    stored_as="abl_isolation",
+)
+# Li et al.: 5 to 20; see unlearn
+ABL_UNLEARN_EPOCHS = Knob(
+    "unlearn_epochs", 80, "passes over the isolated images", 1, 200, stored_as="abl_unlearn_epochs"
+)
+ABL_UNLEARN_LR = Knob(
+    "unlearn_lr",
+    0.01,
+    "learning rate of the unlearning (Li et al.'s 5e-4 for plain ascent)",
+    0,
+    1,
+    stored_as="abl_unlearn_lr",
+)
 
 
 def fine_tune(model: nn.Module, train_set: ImageSet, context: DefenceContext, config: DefenceConfig) -> nn.Module:
@@ -41,7 +65,10 @@ def fine_tune(model: nn.Module, train_set: ImageSet, context: DefenceContext, co
         raise ValueError("fine-tuning needs the defender's trusted images and the run's training recipe")
     tuned = copy.deepcopy(model)
     recipe = replace(
-        context.train_config, epochs=config.fine_tune_epochs, learning_rate=config.fine_tune_lr, seed=config.seed
+        context.train_config,
+        epochs=config.knob("fine_tune", "epochs"),
+        learning_rate=config.knob("fine_tune", "lr"),
+        seed=config.seed,
     )
     train(tuned, context.trusted.images, context.trusted.labels, hard_label_loss(), recipe)
     return tuned
@@ -73,7 +100,7 @@ def isolate(
         replace(context.train_config, epochs=ISOLATION_EPOCHS, seed=config.seed),
     )
     losses = F.cross_entropy(predict(model, train_set.images), train_set.labels, reduction="none")
-    count = max(1, round((config.abl_isolation if share is None else share) * len(train_set)))
+    count = max(1, round((config.knob("abl", "isolation") if share is None else share) * len(train_set)))
     return losses.argsort()[:count]
 
 
@@ -86,10 +113,12 @@ def unlearn(model: nn.Module, isolated: ImageSet, rest: ImageSet, config: Defenc
     torch.manual_seed(config.seed)  # dropout draws from the global generator: seeded, as core.engine.train.train does
     unlearned = copy.deepcopy(model).train()  # train mode, as Li et al.: in eval mode the saturated loss barely moves
     device = next(unlearned.parameters()).device
-    optimizer = torch.optim.SGD(unlearned.parameters(), lr=config.abl_unlearn_lr, momentum=0.9, weight_decay=5e-4)
+    optimizer = torch.optim.SGD(
+        unlearned.parameters(), lr=config.knob("abl", "unlearn_lr"), momentum=0.9, weight_decay=5e-4
+    )
     generator = torch.Generator().manual_seed(config.seed)
     cap = math.log(unlearned.head.out_features) if hasattr(unlearned, "head") else math.log(43)
-    for _ in range(config.abl_unlearn_epochs):
+    for _ in range(config.knob("abl", "unlearn_epochs")):
         order = torch.randperm(len(isolated), generator=generator)
         for start in range(0, len(isolated), UNLEARN_BATCH):
             index = order[start : start + UNLEARN_BATCH]
@@ -148,8 +177,9 @@ DEFENCES.register(
         "Trains the classifier learnt on the poisoned set further on the defender's trusted clean images "
         "(fine_tune_epochs passes at fine_tune_lr), so what only the poisons taught it decays.",
         lambda train_set, context, config: train_set,
-        params=("fine_tune_epochs", "fine_tune_lr", "seed"),
+        params=("seed",),
         after_training=fine_tune,
+        knobs=(FINE_TUNE_EPOCHS, FINE_TUNE_LR),
     )
 )
 DEFENCES.register(
@@ -160,7 +190,8 @@ DEFENCES.register(
         "if they are a shortcut), then makes the classifier learnt on the poisoned set unlearn them by gradient "
         "ascent (Li et al. 2021).",
         lambda train_set, context, config: train_set,
-        params=("abl_isolation", "abl_unlearn_epochs", "abl_unlearn_lr", "seed"),
+        params=("seed",),
         after_training=anti_backdoor_learning,
+        knobs=(ABL_ISOLATION, ABL_UNLEARN_EPOCHS, ABL_UNLEARN_LR),
     )
 )

@@ -31,8 +31,8 @@ def sam_fine_tune(model: nn.Module, train_set, context, config) -> nn.Module:
     tuned = copy.deepcopy(model).train()
     images, labels = context.trusted.images, context.trusted.labels
     batch = context.train_config.batch_size
-    steps = max(1, math.ceil(config.fine_tune_epochs * len(images) / batch))
-    optimiser = torch.optim.SGD(tuned.parameters(), lr=config.fine_tune_lr, momentum=0.9, weight_decay=5e-4)
+    steps = max(1, math.ceil(config.knob("fine_tune", "epochs") * len(images) / batch))
+    optimiser = torch.optim.SGD(tuned.parameters(), lr=config.knob("fine_tune", "lr"), momentum=0.9, weight_decay=5e-4)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
     generator = torch.Generator().manual_seed(config.seed)
     parameters = [p for p in tuned.parameters() if p.requires_grad]

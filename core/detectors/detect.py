@@ -36,7 +36,7 @@ with warnings.catch_warnings():  # alibi-detect still decorates with the depreca
 from core.detectors.dae import denoising_pairs
 from core.engine.models import Classifier
 from core.engine.recipe import recipe_key
-from core.engine.registry import DETECTORS, DetectorSpec, knob_value
+from core.engine.registry import DETECTORS, DetectorSpec, Knob, knob_value
 from core.engine.train import TrainConfig, default_device, hard_label_loss, predict, to_float_images, train
 
 if TYPE_CHECKING:
@@ -364,6 +364,32 @@ def oracle_drop_mask(poison_mask: torch.Tensor) -> torch.Tensor:
 
 # ---- the detector registry ----------------------------------------------------------------------
 
+# The built-in detectors' own parameters (each in its entry's spec below). MagNet's temperature and KNN's k were fields
+# of the comparison's config before knobs existed: stored names keep every shipped file's settings. The supervised
+# detector's three are written as the SupervisedConfig its files and cache key have always held ("supervised": {...}).
+MAGNET_TEMPERATURE = Knob(
+    "temperature", 10.0, "softmax temperature of the JSD (MagNet's 10)", 0.01, 1000, stored_as="magnet_temperature"
+)
+KNN_K = Knob(
+    "k",
+    10,
+    "neighbours whose mean distance is the score (knn_latent's knob; knn_features reads it)",
+    1,
+    1000,
+    stored_as="knn_k",
+)
+SUPERVISED_WIDTH = Knob("width", SupervisedConfig.width, "channels of the noise-residual CNN", 1, 512)
+SUPERVISED_EPOCHS = Knob(
+    "epochs", SupervisedConfig.epochs, "passes over the defender's clean and perturbed copies", 1, 1000
+)
+SUPERVISED_LEARNING_RATE = Knob("learning_rate", SupervisedConfig.learning_rate, "Adam's learning rate", 1e-6, 1.0)
+
+
+def supervised_config(knobs: tuple) -> SupervisedConfig:
+    """The supervised detector's settings from its knobs, in the form its files and cache key hold."""
+    spec = DETECTORS["supervised"]
+    return SupervisedConfig(**{knob.name: knob_value(knobs, spec, knob.name) for knob in spec.knobs})
+
 
 @dataclass
 class DetectorContext:
@@ -375,9 +401,6 @@ class DetectorContext:
     dae_config: "DAEConfig"  # how the defender's own perturbed copies were made
     defender_name: str  # the defender's cache name (keys the supervised detector)
     cache: object | None = None  # a core.experiments.pipeline.ModelCache for trained detectors; None trains afresh
-    magnet_temperature: float = 10.0
-    knn_k: int = 10
-    supervised: SupervisedConfig = SupervisedConfig()
     report: object | None = None  # progress(stage, done, total)
     # () -> the classifier trained on the poisoned training set (trained or loaded on first call): for the
     # detectors fitted on the training set itself (core/detectors/training_set.py)
@@ -387,6 +410,10 @@ class DetectorContext:
     def knob(self, detector: str, name: str):
         """The value of the detector's knob `name` (its spec's default unless set)."""
         return knob_value(self.knobs, DETECTORS[detector], name)
+
+    @property
+    def supervised(self) -> SupervisedConfig:
+        return supervised_config(self.knobs)
 
 
 def supervised_model(context: DetectorContext) -> nn.Module:
@@ -417,7 +444,7 @@ def supervised_model(context: DetectorContext) -> nn.Module:
 def _feature_detector(kind: str, space: str):
     def build(context: DetectorContext) -> FeatureDetector:
         features = latent_features(context.autoencoder) if space == "latent" else classifier_features(context.defender)
-        return FeatureDetector(kind, features, k=context.knn_k)
+        return FeatureDetector(kind, features, k=context.knob("knn_latent", "k"))
 
     return build
 
@@ -429,7 +456,8 @@ DETECTORS.register(
     DetectorSpec(
         "magnet",
         "MagNet: JSD of classifier on x vs DAE(x)",
-        lambda context: MagNetDetector(context.autoencoder, context.defender, context.magnet_temperature),
+        lambda context: MagNetDetector(context.autoencoder, context.defender, context.knob("magnet", "temperature")),
+        knobs=(MAGNET_TEMPERATURE,),
     )
 )
 for _kind, _kind_label in (("mahalanobis", "Mahalanobis"), ("knn", "KNN")):
@@ -440,10 +468,14 @@ for _kind, _kind_label in (("mahalanobis", "Mahalanobis"), ("knn", "KNN")):
                 f"{_kind_label} on {_space_label} (alibi-detect)",
                 _feature_detector(_kind, _space),
                 fit_on="trusted",
+                knobs=(KNN_K,) if (_kind, _space) == ("knn", "latent") else (),
             )
         )
 DETECTORS.register(
     DetectorSpec(
-        "supervised", "Supervised noise-residual CNN", lambda context: SupervisedDetector(supervised_model(context))
+        "supervised",
+        "Supervised noise-residual CNN",
+        lambda context: SupervisedDetector(supervised_model(context)),
+        knobs=(SUPERVISED_WIDTH, SUPERVISED_EPOCHS, SUPERVISED_LEARNING_RATE),
     )
 )

@@ -30,6 +30,10 @@ class Knob:
     low: float | None = None  # int and float knobs: the smallest and largest allowed value
     high: float | None = None
     choices: tuple | None = None  # str or int knobs: the allowed values
+    # A parameter older than knobs (TAP's smooth_scale): its value sits at the top of every config's dict under this
+    # name, set or not, so that the files and cache keys made before it was a knob keep theirs; its flag is
+    # --stored-as and its link parameter ?stored_as=. One entry owns a stored name (Registry.register checks).
+    stored_as: str | None = None
 
     def __post_init__(self):
         if not self.name or not self.name.replace("_", "").isalnum() or self.name != self.name.lower():
@@ -129,6 +133,9 @@ class ThreatSpec:
     # settings win. default_fraction is the "fraction" entry of these.
     defaults: dict = field(default_factory=dict)
     knobs: tuple[Knob, ...] = ()  # its own parameters: apply reads them with config.knob(name, knob)
+    # the threat whose crafting this one reuses through a defence (core/threats/adaptive.py): that threat's knobs
+    # apply here too (the app draws them, the budget study varies them)
+    adapts: str | None = None
     # (eps, steps) -> the crafting step its budget study scales with eps (None: no budget curve for it)
     step_size: Callable[[float, int], float] | None = None
     # Its cases in the defence grid (`python -m core defences`): case name -> the PoisonConfig values that differ from
@@ -160,8 +167,9 @@ class DefenceSpec:
     a module every input goes through at test time too (grayscale), or None. input_transform(train, context, config)
     -> a module (a purifier) that every training image goes through before training and every input at test time:
     one operation on both sides. after_training(model, train, context, config) -> the defended classifier, made from
-    the one trained on the poisoned set (fine-tuning, unlearning). params: the DefenceConfig fields it reads (the app
-    shows only those)."""
+    the one trained on the poisoned set (fine-tuning, unlearning). params: the shared settings it reads besides its own
+    knobs (seed, detector, another defence's stored knob: ft_sam reads fine_tune's epochs and lr as fine_tune_epochs
+    and fine_tune_lr); its models' key holds them and its knobs (DefenceConfig.key)."""
 
     name: str
     label: str
@@ -195,6 +203,16 @@ class StudySpec:
 
 
 Spec = TypeVar("Spec")
+# Knob.stored_as -> (the registry, the entry that owns it, the knob), filled by Registry.register: a stored name is
+# one entry's in all the registries
+_STORED_KNOBS: dict[str, tuple] = {}
+
+
+def stored_knobs(*registries) -> dict[str, tuple[str, Knob]]:
+    """The knobs with a stored name (Knob.stored_as) of the entries of these registries (THREATS and ATTACKS share
+    PoisonConfig): stored name -> (the entry that owns it, the knob), in registration order."""
+    load_builtins()
+    return {name: (entry, knob) for name, (registry, entry, knob) in _STORED_KNOBS.items() if registry in registries}
 
 
 class Registry(Generic[Spec]):
@@ -210,11 +228,19 @@ class Registry(Generic[Spec]):
             raise ValueError(f"{self.kind} names are lower-case words joined by '_', got {name!r}")
         if name in self._specs and self._specs[name] is not spec:
             raise ValueError(f"a {self.kind} named {name!r} is already registered")
+        stored = {knob.stored_as: (self, name, knob) for knob in getattr(spec, "knobs", ()) if knob.stored_as}
+        for stored_name in stored:
+            registry, owner, _ = _STORED_KNOBS.get(stored_name, (self, name, None))
+            if (registry, owner) != (self, name):
+                raise ValueError(f"{name}: the stored name {stored_name!r} is the {registry.kind} {owner}'s already")
         self._specs[name] = spec
+        _STORED_KNOBS.update(stored)
         return spec
 
     def unregister(self, name: str) -> None:
-        self._specs.pop(name, None)
+        spec = self._specs.pop(name, None)
+        for knob in getattr(spec, "knobs", ()):
+            _STORED_KNOBS.pop(knob.stored_as, None)
 
     def registered(self, name: str) -> Spec:
         """An entry registered so far, without loading the built-ins: for an entry built on another while the

@@ -23,7 +23,7 @@ from core.engine.train import machine
 from core.experiments.defence_grid import defence_context, defended_model
 from core.experiments.evaluate import accuracy
 from core.experiments.pipeline import ExperimentConfig, ModelCache, prepare
-from core.threats.poison import PoisonConfig
+from core.threats.poison import PoisonConfig, threat_knobs
 
 
 def budget_threats() -> tuple[str, ...]:
@@ -37,6 +37,14 @@ def budget_threats() -> tuple[str, ...]:
 BUDGET_DEFENCES = ("jpeg", "grayscale")
 
 
+SMOOTH_SETTING = "tap.smooth_scale"  # the knob of the third axis (core/threats/tap.py: SMOOTH_SCALE)
+
+
+def has_smooth_scale(threat: str) -> bool:
+    """Whether the threat's crafting reads TAP's smooth scale (TAP and the TAPs crafted through a defence)."""
+    return SMOOTH_SETTING in threat_knobs(threat)
+
+
 def poison_at(
     base: PoisonConfig,
     threat: str,
@@ -47,7 +55,7 @@ def poison_at(
 ) -> PoisonConfig:
     """The threat's defaults with eps, fraction, steps and / or smooth scale changed, the step size scaled with eps
     (and steps)."""
-    poison = replace(base.with_threat(threat), smooth_scale=smooth_scale)
+    poison = base.with_threat(threat).with_knobs({SMOOTH_SETTING: smooth_scale})
     poison = replace(poison, steps=poison.steps if steps is None else steps)
     eps = poison.eps if eps is None else eps
     step_size = THREATS[threat].step_size
@@ -79,7 +87,7 @@ def budget_curve(
     unknown = [name for name in defences if name not in DEFENCES.names()]
     if unknown or not defences:
         raise ValueError(f"defences must be some of {', '.join(DEFENCES.names())}, got {', '.join(unknown) or 'none'}")
-    if smooth_scales and "smooth_scale" not in THREATS[threat].params:
+    if smooth_scales and not has_smooth_scale(threat):
         raise ValueError(f"{threat} has no smooth scale (its crafting is per pixel): measure smooth scales for tap")
     started = time.time()
     cache = ModelCache(cache_dir)
@@ -129,7 +137,7 @@ def budget_curve(
             measured[poison] = {
                 "eps": poison.eps,
                 "fraction": poison.fraction,
-                "smooth_scale": poison.smooth_scale,
+                "smooth_scale": poison.knob("tap", "smooth_scale"),
                 "undefended": accuracy(undefended, test.images, test.labels),
                 "defended": {name: accuracy(model, test.images, test.labels) for name, model in defended.items()},
                 "clean_reference": accuracy(reference, test.images, test.labels),

@@ -26,17 +26,17 @@ from core.detectors.detect import (
     DAEDetector,
     DetectorContext,
     ScoreDetector,
-    SupervisedConfig,
     ThresholdConfig,
     filter_label,
     oracle_drop_mask,
     random_drop_mask,
     set_detector_threshold,
+    supervised_config,
 )
 from core.engine.data import ImageSet
 from core.engine.executor import ExecutorConfig, finished_cells, run_missing_cells, worker_paths
 from core.engine.recipe import sampling_seed
-from core.engine.registry import DETECTORS, THREATS, checked_knobs
+from core.engine.registry import DETECTORS, THREATS, checked_knobs, knob_value, stored_knobs
 from core.engine.stats import mean_std, summarise
 from core.engine.storage import PROJECT_ROOT, ResultFile, atomic_write, save_model
 from core.engine.train import machine
@@ -58,10 +58,10 @@ class CompareConfig:
     fractions: dict = field(default_factory=dict)  # per threat; a threat not named uses its spec's default
     robust_test_subset: float = 0.3  # share of the run's test set attacked for the adaptive worst case
     robust_steps: int = 10
-    magnet_temperature: float = 10.0
-    knn_k: int = 10
-    supervised: SupervisedConfig = field(default_factory=SupervisedConfig)
-    knobs: tuple = ()  # the detectors' own parameters (DetectorSpec.knobs), "detector.knob" -> value; unset: default
+    # the detectors' own parameters (DetectorSpec.knobs), "detector.knob" -> value; unset: default. Files hold the set
+    # ones, MagNet's and KNN's at the top level (magnet_temperature, knn_k) and the supervised detector's as
+    # "supervised": {...}, where they were before they were knobs.
+    knobs: tuple = ()
 
     def __post_init__(self):
         object.__setattr__(self, "knobs", checked_knobs(self.knobs, {spec.name: spec for spec in DETECTORS.specs()}))
@@ -98,9 +98,16 @@ class CompareConfig:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["experiment"] = self.experiment.to_dict()
-        data["knobs"] = dict(self.knobs)
-        if not self.knobs:  # grids made before knobs existed keep their settings (and their cells on a rerun)
-            del data["knobs"]
+        stored = stored_knobs(DETECTORS)
+        data.update(
+            {name: knob_value(self.knobs, DETECTORS[entry], knob.name) for name, (entry, knob) in stored.items()}
+        )
+        data["supervised"] = asdict(supervised_config(self.knobs))
+        written = {f"{entry}.{knob.name}" for entry, knob in stored.values()}
+        own = {name: value for name, value in self.knobs if name not in written and not name.startswith("supervised.")}
+        del data["knobs"]
+        if own:  # grids made before knobs existed have no "knobs" key (and keep their cells on a rerun)
+            data["knobs"] = own
         return data
 
 
@@ -131,12 +138,9 @@ def build_detectors(
         prepared.dae_config,
         prepared.artifacts["defender"],
         cache,
-        config.magnet_temperature,
-        config.knn_k,
-        config.supervised,
-        report,
-        poisoned_model,
-        config.knobs,
+        report=report,
+        poisoned_model=poisoned_model,
+        knobs=config.knobs,
     )
     detectors: dict[str, ScoreDetector] = {}
     for name in names:
@@ -201,7 +205,7 @@ def score_run(
             run.directory,
             "supervised_detector",
             detectors["supervised"].model,
-            {"role": "supervised_detector", "supervised": asdict(config.supervised)},
+            {"role": "supervised_detector", "supervised": asdict(supervised_config(config.knobs))},
             quality["supervised"],
         )
     payload = {name: value.float().contiguous() for name, value in scores.items()}
@@ -212,9 +216,9 @@ def score_run(
         "n_poisoned": prepared.poisoned.n_poisoned,
         "detectors": quality,
         "settings": {
-            "magnet_temperature": config.magnet_temperature,
-            "knn_k": config.knn_k,
-            "supervised": asdict(config.supervised),
+            "magnet_temperature": knob_value(config.knobs, DETECTORS["magnet"], "temperature"),
+            "knn_k": knob_value(config.knobs, DETECTORS["knn_latent"], "k"),
+            "supervised": asdict(supervised_config(config.knobs)),
         },
     }
     DETECTORS_FILE.write(run.directory / "detectors.json", summary)

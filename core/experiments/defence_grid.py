@@ -99,13 +99,25 @@ class DefenceGridConfig:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["experiment"] = self.experiment.to_dict()
-        data["defence"] = {name: value for name, value in asdict(self.defence).items() if name != "knobs"}
-        if self.defence.knobs:  # grids made before knobs existed keep their settings (and their cells on a rerun)
-            data["defence"]["knobs"] = dict(self.defence.knobs)
+        data["defence"] = self.defence.to_dict()  # "knobs" only when one is set: older grids keep their cells
         if self.eot_samples == 1:  # likewise grids made before EOT existed
             del data["eot_samples"]
         data["case_settings"] = {case: self.poison_for(case, 0).to_dict() for case in self.cases}
         return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DefenceGridConfig":
+        """The config of a grid file (its "config"): what `python -m core defences` would rerun it with."""
+        return cls(
+            ExperimentConfig.from_dict(data["experiment"]),
+            cases=tuple(data["cases"]),
+            defences=tuple(data["defences"]),
+            defence=DefenceConfig.from_dict(data["defence"]),
+            seeds=tuple(data["seeds"]),
+            robust_test_subset=data["robust_test_subset"],
+            robust_steps=data["robust_steps"],
+            eot_samples=data.get("eot_samples", 1),
+        )
 
 
 def defended_training(
@@ -276,6 +288,10 @@ def finished_runs(config: DefenceGridConfig, previous: dict | None) -> dict[str,
     """The (seed, case) results of an earlier grid that this one can keep: the seeds and cases this grid asks for,
     made with the same settings in every other respect (the experiment, defences, robust evaluation, and the case's
     own poison settings). A grid with other settings keeps nothing."""
+    if previous and "defence" in previous.get("config", {}):  # the defence settings as this code writes them: a
+        # grid written before fine_tune's and ABL's settings existed lacks them at their defaults (checkpoints/defences)
+        defence = DefenceConfig.from_dict(previous["config"]["defence"]).to_dict()
+        previous = {**previous, "config": {**previous["config"], "defence": defence}}
     return finished_cells(config.to_dict(), previous, "cases", "case_settings")
 
 

@@ -119,7 +119,7 @@ class ExperimentConfig:
             },
             classifier=ClassifierConfig(**data["classifier"]),
             classifier_train=TrainConfig.from_dict(data["classifier_train"]),
-            poison=PoisonConfig(**data["poison"]),
+            poison=PoisonConfig.from_dict(data["poison"]),
             dae=DAEConfig.from_dict(data["dae"]),
             threshold=ThresholdConfig(**data["threshold"]),
             eval_attack=AttackEvalConfig(**data["eval_attack"]),

@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from core.attacks import ifgsm, margin_loss, pgd
 from core.attacks.robust import RobustEvalConfig, robust_report
 from core.detectors.abstain import AbstainConfig, abstention_report
-from core.detectors.detect import NoiseResidualNet, SupervisedConfig
+from core.detectors.detect import NoiseResidualNet
 from core.engine.data import GTSRBSplits, ImageSet, load_splits, stratified_split
 from core.engine.executor import Cell, run_cells
 from core.engine.models import Classifier, DenoisingAutoencoder
@@ -377,7 +377,7 @@ def robustness_cell(model, test, config, surrogate, progress=None) -> dict:
 
 def add_detectors(
     run: Run,
-    supervised_epochs: int,
+    knobs: tuple,
     cache_dir,
     data_root=None,
     download: bool = False,
@@ -386,7 +386,7 @@ def add_detectors(
     """Every registered detector on the run's stored training set: detectors.json, detector_scores.safetensors and
     the supervised detector's weights in the run folder."""
     run.check_models(("surrogate", "defender"))
-    config = CompareConfig(run.config, supervised=SupervisedConfig(epochs=supervised_epochs))
+    config = CompareConfig(run.config, knobs=knobs)
     summary = score_run(run, config, ModelCache(cache_dir), data_root, download, progress)
     run.detectors = summary
     return summary

@@ -18,7 +18,7 @@ from core.experiments.budget import poison_at
 from core.experiments.compare import CompareConfig, build_detectors, score_detectors
 from core.experiments.evaluate import accuracy
 from core.experiments.pipeline import ExperimentConfig, ModelCache, prepare
-from core.threats.poison import SMOOTH_SCALES
+from core.threats.tap import SMOOTH_SCALE
 
 DETECTORS_MEASURED = ("supervised", "dae")
 
@@ -27,7 +27,7 @@ SMOOTHNESS_FILE = ResultFile("smoothness.json", "python -m core smoothness --out
 
 def smoothness_sweep(
     experiment: ExperimentConfig,
-    scales: tuple[int, ...] = SMOOTH_SCALES,
+    scales: tuple[int, ...] = SMOOTH_SCALE.choices,
     fraction: float = 0.5,
     cache_dir="runs/cache",
     data_root=None,
@@ -42,7 +42,7 @@ def smoothness_sweep(
     points = []
     for number, scale in enumerate(scales):
         report("smoothness sweep", number, len(scales))
-        poison = replace(poison_at(experiment.poison, "tap", fraction=fraction, steps=steps), smooth_scale=scale)
+        poison = poison_at(experiment.poison, "tap", fraction=fraction, steps=steps, smooth_scale=scale)
         config = replace(experiment, poison=poison)
         prepared = prepare(config, cache, data_root, report)
         settings = CompareConfig(config, threats=("tap",), detectors=DETECTORS_MEASURED, distil=("none",))

@@ -31,6 +31,7 @@ __all__ = [
     "ExecutorOptions",
     "Stages",
     "option",
+    "knob_flag",
     "knob_option",
     "knobs_in",
     "flag_specs",
@@ -146,8 +147,13 @@ def parse_truth(text: str) -> bool:
 parse_truth.__name__ = "true-or-false"  # what argparse names when a value is neither
 
 
+def knob_flag(entry: str, knob) -> str:
+    """A knob's flag: --entry-knob (--cuda-kernel-size), or --stored-as for a knob older than knobs (--trigger-size)."""
+    return "--" + (knob.stored_as or f"{entry}-{knob.name}").replace("_", "-")
+
+
 def knob_flag_specs(field_name: str, tables: tuple[str, ...]) -> list[FlagSpec]:
-    """One flag per knob of every entry registered in the named tables: --entry-knob, default unset (the spec's)."""
+    """One flag per knob of every entry registered in the named tables (knob_flag), default unset (the spec's)."""
     specs = []
     for table in tables:
         for entry in getattr(registry, table.upper()).specs():
@@ -156,7 +162,7 @@ def knob_flag_specs(field_name: str, tables: tuple[str, ...]) -> list[FlagSpec]:
                 specs.append(
                     FlagSpec(
                         name=f"knob:{entry.name}.{knob.name}",
-                        flag=f"--{entry.name}-{knob.name}".replace("_", "-"),
+                        flag=knob_flag(entry.name, knob),
                         kind=knob.kind,
                         many=False,
                         default=None,

@@ -7,13 +7,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from core.engine.registry import DEFENCES, THREATS
-from core.experiments.budget import BUDGET_DEFENCES, BUDGET_FILE, budget_curve, budget_threats
+from core.engine.registry import DEFENCES
+from core.experiments.budget import BUDGET_DEFENCES, BUDGET_FILE, budget_curve, budget_threats, has_smooth_scale
 from core.experiments.pipeline import preset
 from core.reporting.report import report_budget
 from core.studies import RUNS_DIR, STUDIES, DataOptions, Stages, StudySpec, option
 from core.studies.run import PRESETS
-from core.threats.poison import SMOOTH_SCALES
+from core.threats.tap import SMOOTH_SCALE
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class BudgetOptions:
     smooth_scales: tuple[int, ...] = option(
         (),
         "also measure the poison spent on a coarser grid (pixels per cell; default eps, all of train): TAP only",
-        choices=SMOOTH_SCALES,
+        choices=SMOOTH_SCALE.choices,
     )
     out: Path = option(RUNS_DIR / "budget", "folder for budget.json")
     cache_dir: Path = option(RUNS_DIR / "cache", "trained-model cache")
@@ -42,7 +42,7 @@ def main(options: BudgetOptions, data: DataOptions) -> int:
     curves = {}
     with Stages() as stages:
         for threat in options.threats:
-            smooth_scales = tuple(options.smooth_scales) if "smooth_scale" in THREATS[threat].params else ()
+            smooth_scales = tuple(options.smooth_scales) if has_smooth_scale(threat) else ()
             if options.smooth_scales and not smooth_scales:
                 print(f"{threat}: no smooth-scale axis (its crafting is per pixel; only TAP's has the knob)")
             curves[threat] = budget_curve(

@@ -40,7 +40,7 @@ def _case_names() -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-@config_flags(DefenceConfig)  # each defence setting (detector, sigma, jpeg_quality, ...) is a flag of its own name
+@config_flags(DefenceConfig)  # --detector; the defences' own settings (--sigma, --jpeg-quality, ...) are knobs
 class DefencesOptions(ExecutorOptions):
     preset: str = option("compare", "the shipped grid used 'compare'", choices=PRESETS)
     cases: tuple[str, ...] | None = option(None, "threat cases (default: all)", choices=_case_names)

@@ -8,13 +8,13 @@ from pathlib import Path
 
 from core.experiments.compare import DETECTORS_FILE
 from core.experiments.run import add_detectors
-from core.studies import RUNS_DIR, STUDIES, DataOptions, Stages, StudySpec, load_run, option
+from core.studies import RUNS_DIR, STUDIES, DataOptions, Stages, StudySpec, knob_option, load_run, option
 
 
 @dataclass(frozen=True)
 class DetectorsOptions:
     run_dir: Path = option(None, "a run's output folder (holds results.json)", required=True)
-    supervised_epochs: int = option(20, "epochs of the supervised noise-residual detector")
+    knobs: tuple = knob_option("detectors")  # the detectors' own knobs: --supervised-epochs 20, --knn-k 5, ...
     cache_dir: Path = option(RUNS_DIR / "cache", "trained-model cache")
 
 
@@ -32,9 +32,7 @@ def format_detectors(summary: dict) -> str:
 def main(options: DetectorsOptions, data: DataOptions) -> int:
     run = load_run(options.run_dir)
     with Stages() as stages:
-        summary = add_detectors(
-            run, options.supervised_epochs, options.cache_dir, data.data_root, data.download, stages
-        )
+        summary = add_detectors(run, options.knobs, options.cache_dir, data.data_root, data.download, stages)
     print(format_detectors(summary))
     print(f"detectors: {options.run_dir / 'detectors.json'}, scores in detector_scores.safetensors")
     return 0

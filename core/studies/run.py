@@ -22,19 +22,15 @@ from core.studies import (
     ExecutorOptions,
     Stages,
     StudySpec,
+    knob_flag,
     knob_option,
     note,
     option,
 )
 from core.studies.robustness import robustness_of
-from core.threats.poison import NOISE_SCOPES
 
 PRESETS = tuple(PRESET_TABLE)  # core.experiments.pipeline.PRESETS' names
 OPTUNA_STORAGE = f"sqlite:///{RUNS_DIR}/optuna.db"
-
-
-def _noise_scopes() -> tuple[str, ...]:
-    return NOISE_SCOPES
 
 
 def _threat_help() -> str:
@@ -47,18 +43,10 @@ class RunOptions(ExecutorOptions):  # with --seeds K: one cell per seed
     threat: str | None = option(None, _threat_help, choices=THREATS.names)
     source_class: int | None = option(None, "label_flip: the class whose labels are flipped (default 14, Stop)")
     target_class: int | None = option(None, "label_flip / backdoor: the attacker's target class (default 3, 60 km/h)")
-    trigger_size: int | None = option(None, "backdoor: side of the square trigger patch in pixels (default 3)")
     attack: str | None = option(None, "poisoning attack (perturbation threat)", choices=ATTACKS.names)
     eps: float | None = option(None, "L-inf radius of the poisons on the [0, 1] pixel scale (16/255 = 0.0627)")
     alpha: float | None = option(None, "step size of the iterative attacks (I-FGSM, TAP, unlearnable)")
     steps: int | None = option(None, "iterations of the iterative attacks")
-    craft_augment: bool | None = option(
-        None, "tap: craft through random flips and +-2 px shifts (poisons that survive the victim's augmentation)"
-    )
-    noise_scope: str | None = option(
-        None, "unlearnable: one noise per image (samplewise) or per class", choices=_noise_scopes
-    )
-    smooth_scale: int | None = option(None, "tap: perturbation on a (32 / scale)^2 grid, upsampled (default 1: none)")
     poison_seed: int | None = option(None, "the poisons' own seed (default: the run's --seed)")
     poison_fraction: float | None = option(
         None, "share poisoned, in [0, 1], of what the threat says (train split; label_flip: the source class)"
@@ -89,7 +77,8 @@ class RunOptions(ExecutorOptions):  # with --seeds K: one cell per seed
     train_subset: float | None = option(None, "override the preset's share of the train split")
     test_subset: float | None = option(None, "override the preset's share of the test split")
     defender_epochs: int | None = option(None, "override the preset's epochs of the defender's classifier")
-    knobs: tuple = knob_option("threats", "attacks")  # --cuda-blur 0.5, ...: the threats' and attacks' own knobs
+    # --cuda-blur 0.5, --trigger-size 5, ...: the threats' and attacks' own knobs
+    knobs: tuple = knob_option("threats", "attacks")
 
     def __post_init__(self):
         if self.seeds < 1:
@@ -123,12 +112,12 @@ def experiment_of(options: RunOptions):
     40 steps, all of train), then every option given."""
     config = preset(options.preset, seed=options.seed)
     poison = config.poison.with_threat(options.threat) if options.threat is not None else config.poison
-    given = ("attack", "eps", "alpha", "steps", "source_class", "target_class", "trigger_size", "craft_augment")
-    poison_changes = {name: getattr(options, name) for name in (*given, "noise_scope", "smooth_scale")}
+    given = ("attack", "eps", "alpha", "steps", "source_class", "target_class")
+    poison_changes = {name: getattr(options, name) for name in given}
     poison_changes["fraction"] = options.poison_fraction
-    poison_changes["knobs"] = options.knobs or None
     poison_seed = options.seed if options.poison_seed is None else options.poison_seed
     poison = replace(poison, seed=poison_seed, **{k: v for k, v in poison_changes.items() if v is not None})
+    poison = poison.with_knobs(dict(options.knobs))
     if options.threshold is not None:
         threshold = ThresholdConfig(mode="fixed", value=options.threshold)
     elif options.fpr is not None:
@@ -160,11 +149,11 @@ def run_arguments(config) -> list[str]:
     arguments += ["--eps", repr(p.eps), "--alpha", repr(p.alpha), "--steps", str(p.steps)]
     arguments += ["--poison-fraction", repr(p.fraction), "--poison-seed", str(p.seed)]
     arguments += ["--source-class", str(p.source_class), "--target-class", str(p.target_class)]
-    arguments += ["--trigger-size", str(p.trigger_size), "--noise-scope", p.noise_scope]
-    arguments += ["--smooth-scale", str(p.smooth_scale)] + (["--craft-augment"] if p.craft_augment else [])
-    for name, value in p.knobs:
-        shown = str(value).lower() if isinstance(value, bool) else str(value)
-        arguments += ["--" + name.replace(".", "-").replace("_", "-"), shown]
+    for spec in (*THREATS.specs(), *ATTACKS.specs()):  # the set knobs, and every stored one (as files hold them)
+        for knob in spec.knobs:
+            if knob.stored_as or f"{spec.name}.{knob.name}" in dict(p.knobs):
+                value = p.knob(spec.name, knob.name)
+                arguments += [knob_flag(spec.name, knob), str(value).lower() if isinstance(value, bool) else str(value)]
     if config.temperature != preset(config.preset).temperature:
         arguments += ["--temperature", repr(config.temperature)]
     return arguments

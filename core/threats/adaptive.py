@@ -126,5 +126,6 @@ for base, name, label, apply, through, known, knobs in (
             defaults=spec.defaults,
             grid_cases={name: {"adapts": (base, known)}},
             knobs=knobs,
+            adapts=base,
         )
     )

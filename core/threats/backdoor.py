@@ -7,8 +7,17 @@ from __future__ import annotations
 import torch
 
 from core.engine.data import ImageSet
-from core.engine.registry import THREATS, ThreatSpec
+from core.engine.registry import THREATS, Knob, ThreatSpec
 from core.threats.poison import PoisonConfig, PoisonedSet, poisoned_copy, target_success
+
+TRIGGER_SIZE = Knob(
+    "trigger_size",
+    3,
+    "side of the square trigger in pixels, stamped in the bottom-right corner",
+    1,
+    16,
+    stored_as="trigger_size",
+)
 
 
 def trigger_patch(size: int) -> torch.Tensor:
@@ -29,7 +38,7 @@ def plant_backdoor(train: ImageSet, config: PoisonConfig, progress=None) -> Pois
     return poisoned_copy(
         train,
         config,
-        new_pixels=lambda chosen: stamp_trigger(train.images[chosen], config.trigger_size),
+        new_pixels=lambda chosen: stamp_trigger(train.images[chosen], config.knob("backdoor", "trigger_size")),
         new_labels=lambda chosen: config.target_class,
         eligible=train.labels != config.target_class,
     )
@@ -37,7 +46,7 @@ def plant_backdoor(train: ImageSet, config: PoisonConfig, progress=None) -> Pois
 
 def backdoor_success(model, test: ImageSet, config: PoisonConfig) -> dict:
     others = test.images[test.labels != config.target_class]
-    return target_success(model, stamp_trigger(others, config.trigger_size), config.target_class)
+    return target_success(model, stamp_trigger(others, config.knob("backdoor", "trigger_size")), config.target_class)
 
 
 THREATS.register(
@@ -54,7 +63,8 @@ THREATS.register(
         apply=lambda train, surrogate, config, progress=None: plant_backdoor(train, config),
         default_fraction=0.05,
         fraction_of="the other classes",  # BadNets-typical
-        params=("target_class", "trigger_size", "fraction", "seed"),
+        params=("target_class", "fraction", "seed"),
         metrics=backdoor_success,
+        knobs=(TRIGGER_SIZE,),
     )
 )

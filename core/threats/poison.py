@@ -21,17 +21,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from core.engine.data import NUM_CLASSES, ImageSet
-from core.engine.registry import ATTACKS, THREATS, checked_knobs, knob_value, knobs_of
+from core.engine.registry import ATTACKS, THREATS, checked_knobs, knob_value, knobs_of, stored_knobs
 from core.engine.storage import CheckpointError, atomic_write
 from core.engine.train import predict
 
 # GTSRB class 14 is "Stop", class 3 "Speed limit (60km/h)": a flip with obvious real-world harm.
 DEFAULT_SOURCE_CLASS, DEFAULT_TARGET_CLASS = 14, 3
-NOISE_SCOPES = ("samplewise", "classwise")
-SMOOTH_SCALES = (1, 2, 4, 8)
-
-
-TRIGGER_SIZES = (1, 16)  # backdoor: smallest and largest square trigger, pixels (the Poison page's slider reads it)
 
 
 @dataclass(frozen=True)
@@ -46,14 +41,9 @@ class PoisonConfig:
     seed: int = 0
     source_class: int = DEFAULT_SOURCE_CLASS  # label_flip only
     target_class: int = DEFAULT_TARGET_CLASS  # label_flip and backdoor
-    trigger_size: int = 3  # backdoor: side of the square trigger in pixels, stamped in the bottom-right corner
-    craft_augment: bool = False  # tap: random flips and +-2 px shifts of each step's view (poisons that survive them)
-    noise_scope: str = "samplewise"  # unlearnable: one noise per image, or "classwise": one per class
-    # tap: the perturbation lives on a (32 / smooth_scale)^2 grid, bilinearly upsampled: the same L-inf budget spent
-    # low-pass, against a defender who looks at high-frequency residuals. 1: a free value per pixel.
-    smooth_scale: int = 1
     # the registered threats' and attacks' own parameters (ThreatSpec.knobs, AttackSpec.knobs), "entry.knob" -> value;
-    # unset knobs take their spec's default. Files and cache keys hold only this threat's and attack's (none: no key).
+    # unset knobs take their spec's default. Files and cache keys hold only this threat's and attack's (none: no key),
+    # and every stored knob (Knob.stored_as: backdoor's trigger size, TAP's smooth scale, ...) at the top level.
     knobs: tuple = ()
 
     def __post_init__(self):
@@ -66,42 +56,59 @@ class PoisonConfig:
             )
         if self.threat == "label_flip" and self.source_class == self.target_class:
             raise ValueError("label flipping needs a source class different from the target class")
-        if not TRIGGER_SIZES[0] <= self.trigger_size <= TRIGGER_SIZES[1]:
-            raise ValueError(
-                f"trigger_size must be in {TRIGGER_SIZES[0]}..{TRIGGER_SIZES[1]} pixels, got {self.trigger_size}"
-            )
         if not 0 <= self.eps <= 1:
             raise ValueError(f"eps must be in [0, 1] (pixel scale [0, 1]; 8/255 = 0.0314), got {self.eps}")
         if not 0 <= self.alpha <= 1:
             raise ValueError(f"alpha must be in [0, 1] (a step on the [0, 1] pixel scale), got {self.alpha}")
         if not 1 <= self.steps <= 10_000:
             raise ValueError(f"steps must be in 1..10000, got {self.steps}")
-        if self.smooth_scale not in SMOOTH_SCALES:
-            raise ValueError(
-                f"smooth_scale must be one of {SMOOTH_SCALES} (pixels per grid cell), got {self.smooth_scale}"
-            )
-        if self.noise_scope not in NOISE_SCOPES:
-            raise ValueError(f"noise_scope must be one of {', '.join(NOISE_SCOPES)}, got {self.noise_scope!r}")
         if not 0.0 <= self.fraction <= 1.0:
             raise ValueError(f"poison fraction must be in [0, 1], got {self.fraction}")
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        own = knobs_of(self.knobs, self.threat, self.attack)
-        if own:
+        del data["knobs"]
+        stored = stored_knobs(THREATS, ATTACKS)
+        data.update({name: self.knob(entry, knob.name) for name, (entry, knob) in stored.items()})
+        stored_names = {f"{entry}.{knob.name}" for entry, knob in stored.values()}
+        own = {
+            name: value
+            for name, value in knobs_of(self.knobs, self.threat, self.attack).items()
+            if name not in stored_names
+        }
+        if own:  # configs made before knobs existed have no "knobs" key, and keep it that way
             data["knobs"] = own
-        else:  # configs made before knobs existed keep their keys
-            del data["knobs"]
         return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PoisonConfig":
+        """The config of a to_dict (a file's, a cache key's): the stored knobs back from the top level."""
+        data = dict(data)
+        settings = dict(data.pop("knobs", None) or {})
+        for name, (entry, knob) in stored_knobs(THREATS, ATTACKS).items():
+            if name in data:
+                settings[f"{entry}.{knob.name}"] = data.pop(name)
+        return cls(**data, knobs=settings)
 
     def knob(self, entry: str, name: str):
         """The value of the knob `name` of the threat or attack `entry` (its spec's default unless set)."""
         return knob_value(self.knobs, THREATS[entry] if entry in THREATS else ATTACKS[entry], name)
 
+    def with_knobs(self, settings: dict) -> "PoisonConfig":
+        """This config with some knobs set ({"entry.knob": value}), the others as they were."""
+        return replace(self, knobs={**dict(self.knobs), **settings})
+
     def with_threat(self, threat: str) -> "PoisonConfig":
         """This config switched to another threat, starting from that threat's defaults (its spec's `defaults`)."""
         spec = THREATS[threat]
         return replace(self, threat=threat, **{"fraction": spec.default_fraction, **spec.defaults})
+
+
+def threat_knobs(threat: str) -> dict:
+    """ "entry.knob" -> Knob for every knob the threat's crafting reads: its own, and those of the threat it adapts."""
+    spec = THREATS[threat]
+    owners = [THREATS[spec.adapts]] if spec.adapts else []
+    return {f"{owner.name}.{knob.name}": knob for owner in (*owners, spec) for knob in owner.knobs}
 
 
 @dataclass

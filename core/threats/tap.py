@@ -14,11 +14,26 @@ import torch.nn.functional as F
 
 from core.attacks import batched, loss_gradient, project_linf
 from core.engine.data import NUM_CLASSES, ImageSet
-from core.engine.registry import THREATS, ThreatSpec
+from core.engine.registry import THREATS, Knob, ThreatSpec
 from core.engine.train import random_translate
 from core.threats.poison import PoisonConfig, PoisonedSet, poisoned_copy, quantise_toward
 
 BATCH_SIZE = 1024  # poisons crafted per call (and per progress report)
+CRAFT_AUGMENT = Knob(
+    "craft_augment",
+    False,
+    "craft through random flips and +-2 px shifts of each step's view (poisons that survive the victim's augmentation)",
+    stored_as="craft_augment",
+)
+# The same L-inf budget spent low-pass, against a defender who looks at high-frequency residuals (1: a free value per
+# pixel; the smoothness study finds the noise-residual detector blind between 2 and 4).
+SMOOTH_SCALE = Knob(
+    "smooth_scale",
+    1,
+    "the perturbation lives on a (32 / scale)^2 grid, bilinearly upsampled (1: none)",
+    choices=(1, 2, 4, 8),
+    stored_as="smooth_scale",
+)
 
 
 def permuted_target(labels: torch.Tensor) -> torch.Tensor:
@@ -92,9 +107,9 @@ def poison_with_tap(train: ImageSet, surrogate, config: PoisonConfig, progress=N
                 config.eps,
                 config.alpha,
                 config.steps,
-                augment=config.craft_augment,
+                augment=config.knob("tap", "craft_augment"),
                 generator=generator,
-                smooth=config.smooth_scale,
+                smooth=config.knob("tap", "smooth_scale"),
             )
             rows[start : start + BATCH_SIZE] = quantise_toward(train.images[index], adversarial, config.eps)
             if progress is not None:
@@ -114,7 +129,8 @@ THREATS.register(
         apply=poison_with_tap,
         default_fraction=1.0,  # the anchors poison all of train
         fraction_of="the train split",
-        params=("eps", "alpha", "steps", "craft_augment", "smooth_scale", "fraction", "seed"),
+        params=("eps", "alpha", "steps", "fraction", "seed"),
+        knobs=(CRAFT_AUGMENT, SMOOTH_SCALE),
         needs_surrogate=True,
         # 8/255 as the anchors; step 2.5 * eps / steps (Madry's rule); 40 steps: the probe's 20 fooled the
         # surrogate on 86% of images at 8/255, 40 on 99% at 16/255 (../shared/notes/probes.md)

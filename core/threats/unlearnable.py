@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from core.engine.data import NUM_CLASSES, ImageSet
-from core.engine.registry import THREATS, ThreatSpec
+from core.engine.registry import THREATS, Knob, ThreatSpec
 from core.engine.train import default_device
 from core.threats.poison import PoisonConfig, PoisonedSet, poisoned_copy, quantise_toward
 
@@ -28,6 +28,13 @@ MAX_ROUNDS = 10
 STOP_ACCURACY = 0.99
 BATCH_SIZE = 512  # images per model step and per noise step
 LEARNING_RATE = 0.1  # SGD with momentum 0.9, weight decay 5e-4, as their ResNet-18
+NOISE_SCOPE = Knob(
+    "noise_scope",
+    "samplewise",
+    "one noise per image (samplewise) or one per class (classwise: a stronger, simpler shortcut)",
+    choices=("samplewise", "classwise"),
+    stored_as="noise_scope",
+)
 
 
 def _fresh_model(surrogate: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -47,12 +54,12 @@ def error_minimising_noise(
     config: PoisonConfig,
     progress=None,
 ) -> torch.Tensor:
-    """Noise (float, within +-eps) for float images in [0, 1]: one per image or one per class (config.noise_scope).
+    """Noise (float, within +-eps) for float images in [0, 1]: one per image or one per class (the noise_scope knob).
 
     Trains `model` in place alongside the noise. Returns the noise per image, on the images' device."""
     device = images.device
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    classwise = config.noise_scope == "classwise"
+    classwise = config.knob("unlearnable", "noise_scope") == "classwise"
     noise = torch.zeros((NUM_CLASSES if classwise else images.shape[0], *images.shape[1:]), device=device)
     optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=0.9, weight_decay=5e-4)
     n = images.shape[0]
@@ -115,7 +122,8 @@ THREATS.register(
         apply=poison_with_unlearnable_noise,
         default_fraction=1.0,  # the anchors poison all of train
         fraction_of="the train split",
-        params=("eps", "alpha", "steps", "noise_scope", "fraction", "seed"),
+        params=("eps", "alpha", "steps", "fraction", "seed"),
+        knobs=(NOISE_SCOPE,),
         needs_surrogate=True,  # only its architecture: the model trained alongside starts fresh
         # 8/255 as the anchors; their 20 steps of 0.8/255, halved to 10 steps of 1.6/255 for CPU budgets
         defaults={"eps": 8 / 255, "alpha": 1.6 / 255, "steps": 10},
