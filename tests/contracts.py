@@ -132,7 +132,7 @@ def check_defence(name: str) -> None:
             assert same.any() and label in train.labels[same], f"{name} kept an image it was not given, or relabelled"
     if spec.test_input is not None:
         x = train.images.float() / 255
-        seen = spec.test_input(DefenceConfig())(x)
+        seen = spec.test_input(DefenceConfig())(x).detach()  # a purifier keeps its graph
         assert seen.shape == x.shape and 0 <= float(seen.min()) and float(seen.max()) <= 1, name
     assert set(spec.params) <= {"detector", "seed", *defence_stored_knobs()}, name  # settings a key can hold
     config = DefenceConfig(knobs={"fine_tune.epochs": 1, "abl.unlearn_epochs": 1, "abl.isolation": 0.1})

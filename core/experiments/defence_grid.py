@@ -397,10 +397,20 @@ SHIPPED_DEFENCE_GRID = PROJECT_ROOT / "checkpoints" / "defences" / "defences.jso
 # TAP, unlearnable, label flip, backdoor behind filter / purify / JPEG / grayscale / adversarial training), then issue
 # 24's (backdoor removal, purification at train and test time, OPS, CUDA and the poisons crafted through a defence),
 # its purifiers attacked with expectation over their noise (purify_eot), abl_drop's cells, issue 38's defences at their
-# blind settings (defences_blind) and I-BAU, added after them, at its own (backdoor_i_bau).
+# blind settings (defences_blind) and I-BAU, added after them, at its own (backdoor_i_bau); the best of them,
+# grayscale_jpeg, over three seeds (grayscale_jpeg_seeds: merge_grids reads its rows, and the references beside them,
+# from the grid with the most seeds).
 SHIPPED_DEFENCE_GRIDS = tuple(
     SHIPPED_DEFENCE_GRID.parents[1] / folder / "defences.json"
-    for folder in ("defences", "defences_adaptive", "purify_eot", "backdoor_drop", "defences_blind", "backdoor_i_bau")
+    for folder in (
+        "defences",
+        "defences_adaptive",
+        "purify_eot",
+        "backdoor_drop",
+        "defences_blind",
+        "backdoor_i_bau",
+        "grayscale_jpeg_seeds",
+    )
 )
 
 
