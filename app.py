@@ -5,16 +5,6 @@ import sys
 import streamlit as st
 
 st.set_page_config(page_title="DAE + defensive distillation, measured", page_icon=":material/traffic:", layout="wide")
-if "ui.data" not in sys.modules:
-    # The first visit after a server start imports the engine (PyTorch, alibi-detect: 7 s on a warm disk, 40 s
-    # measured on a cold one): the page says so at once instead of staying blank (issue 34).
-    with st.spinner(
-        "Starting the engine: loading PyTorch and alibi-detect (first visit after a server start)...", show_time=True
-    ):
-        import ui.data  # noqa: F401
-
-from ui.links import open_link, report_link  # noqa: E402
-from ui.widgets import sidebar  # noqa: E402
 
 PAGES = [
     st.Page("pages/overview.py", title="Overview", icon=":material/home:", default=True),
@@ -27,7 +17,20 @@ PAGES = [
     st.Page("pages/jobs.py", title="Jobs", icon=":material/work_history:"),
 ]
 
+# the sidebar first: a cold start (the import below) shows the pages by their titles, never their file names
 page = st.navigation(PAGES)
+
+if "ui.data" not in sys.modules:
+    # The first visit after a server start imports the engine (PyTorch, alibi-detect: 7 s on a warm disk, 40 s
+    # measured on a cold one): the page says so at once instead of staying blank (issue 34).
+    with st.spinner(
+        "Starting the engine: loading PyTorch and alibi-detect (first visit after a server start)...", show_time=True
+    ):
+        import ui.data  # noqa: F401
+
+from ui.links import open_link, report_link  # noqa: E402
+from ui.widgets import sidebar  # noqa: E402
+
 open_link(page.url_path)
 sidebar()
 try:

@@ -1,5 +1,9 @@
 """Autoencoder: the shipped DAE, training a new one, an Optuna search, and a reconstruction gallery."""
 
+from ui.navigation import ensure_navigation
+
+ensure_navigation()  # first: a deep link on a fresh server goes through app.py before the engine loads
+
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -8,10 +12,8 @@ import streamlit as st
 from core.detectors.dae import TuneConfig, config_from_params, load_study_if_any, redacted
 from ui.data import app_dir, dae_folder, dae_gallery, run_dir, trained_daes
 from ui.jobs import command, jobs_panel, start
-from ui.links import ensure_navigation, keep, kept
+from ui.links import keep, kept
 from ui.widgets import enlarged, guard, require_run
-
-ensure_navigation()
 
 st.title("Autoencoder")
 run = require_run()

@@ -1,5 +1,9 @@
 """Detectors: every poison detector against the no-filter, random and oracle controls, per threat model."""
 
+from ui.navigation import ensure_navigation
+
+ensure_navigation()  # first: a deep link on a fresh server goes through app.py before the engine loads
+
 import json
 
 import pandas as pd
@@ -12,10 +16,8 @@ from core.experiments.compare import SHIPPED_COMPARISON, SHIPPED_COMPARISONS, co
 from core.experiments.defence_grid import case_label, defence_rows
 from core.reporting.report import ranking_table
 from ui.data import cached_comparison, cached_defence_costs, cached_defence_grid, shown
-from ui.links import ensure_navigation, link_names
-from ui.widgets import figure_download, full_table, guard, require_run
-
-ensure_navigation()
+from ui.links import link_names
+from ui.widgets import figure_download, full_table, guard, require_run, wrapped_table
 
 st.title("Detectors")
 st.caption(
@@ -35,7 +37,7 @@ if ranking_grid is None:
 else:
     ranking_rows, ranking_sentence = ranking_table(ranking_grid, cached_defence_costs())
     st.markdown(f"**{ranking_sentence}**")
-    full_table(pd.DataFrame(ranking_rows), wide=("defence",))
+    wrapped_table(pd.DataFrame(ranking_rows))
     st.caption(
         "The goal: one defence, one setting, keeps 90% of the clean reference's accuracy against every availability "
         "poison (the adaptive ones included) and leaves every backdoor under 5% attack success at a cost of at most "

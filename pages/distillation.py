@@ -1,5 +1,9 @@
 """Distillation: temperature, teacher probabilities at T and at 1, and the five models side by side."""
 
+from ui.navigation import ensure_navigation
+
+ensure_navigation()  # first: a deep link on a fresh server goes through app.py before the engine loads
+
 import json
 import math
 
@@ -14,10 +18,7 @@ from core.experiments.pipeline import MODEL_LABELS, MODEL_NAMES, PAPER_RESULTS
 from core.experiments.sweep import sweep_steps
 from ui.data import run_dir, shown, teacher_probabilities, test_set_size
 from ui.jobs import follow_up, jobs_panel, point_job, trained_points
-from ui.links import ensure_navigation
 from ui.widgets import enlarged, figure_download, guard, percentages, require_run, session_threshold
-
-ensure_navigation()
 
 st.title("Distillation")
 run = require_run()

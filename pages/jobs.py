@@ -1,13 +1,14 @@
 """Jobs: every background job of this app's cache (runs, sweeps, points, scoring), queued, running and finished."""
 
+from ui.navigation import ensure_navigation
+
+ensure_navigation()  # first: a deep link on a fresh server goes through app.py before the engine loads
+
 import streamlit as st
 
 from core.jobs import SLOTS
 from ui.jobs import jobs_panel, jobs_root
-from ui.links import ensure_navigation
 from ui.widgets import guard
-
-ensure_navigation()
 
 st.title("Background jobs")
 st.caption(

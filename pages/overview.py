@@ -1,5 +1,9 @@
 """Overview: the method, the current run's headline numbers beside the paper's, and how to get a run."""
 
+from ui.navigation import ensure_navigation
+
+ensure_navigation()  # first: a deep link on a fresh server goes through app.py before the engine loads
+
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,7 +18,6 @@ from core.reporting.findings import findings
 from core.studies.run import run_arguments
 from ui.data import cached_defence_grid, cached_run, experiment_seconds_here, run_dir, shown
 from ui.jobs import COARSE_SHARES, experiment_commands, jobs_panel, jobs_root, run_folder, start
-from ui.links import ensure_navigation
 from ui.widgets import custom_poison, guard, preset_config, require_run
 
 GLOSSARY = """
@@ -46,8 +49,6 @@ PAGE_TITLES = {
 def percent(value) -> str:
     return "-" if value is None else f"{value:.2%}"
 
-
-ensure_navigation()
 
 st.title("DAE-filtered defensive distillation, measured")
 st.caption(

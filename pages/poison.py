@@ -1,5 +1,9 @@
 """Poison: pick a registered threat model and look at it; the perturbation threat with any registered attack."""
 
+from ui.navigation import ensure_navigation
+
+ensure_navigation()  # first: a deep link on a fresh server goes through app.py before the engine loads
+
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -22,10 +26,8 @@ from ui.data import (
     shown,
     threat_preview,
 )
-from ui.links import CUSTOM_KNOB_RANGES, ensure_navigation, link_names
+from ui.links import CUSTOM_KNOB_RANGES, link_names
 from ui.widgets import enlarged, guard, knob_widgets, preset_config, set_custom_poison
-
-ensure_navigation()
 
 st.title("Poison")
 link_names("threat", THREATS.names(), THREATS.label)

@@ -1,5 +1,9 @@
 """Threshold: drag the detector threshold and watch the filter and the student respond; switch the score."""
 
+from ui.navigation import ensure_navigation
+
+ensure_navigation()  # first: a deep link on a fresh server goes through app.py before the engine loads
+
 import json
 import math
 import os
@@ -43,13 +47,11 @@ from ui.jobs import (
     sweep_commands,
 )
 from ui.jobs import trained_points as jobs_trained_points
-from ui.links import as_text, ensure_navigation, link_names
+from ui.links import as_text, link_names
 from ui.other_defences import draw_other_defences
 from ui.point_training import draw_point_training, submit_point
 from ui.threshold_view import instant_data, instant_view
 from ui.widgets import figure_download, guard, require_run, ringed, session_threshold, timed
-
-ensure_navigation()
 
 st.title("Threshold")
 st.caption(

@@ -1,5 +1,9 @@
 """Your images: upload images (or pick GTSRB test images), see both models and the DAE, then attack them."""
 
+from ui.navigation import ensure_navigation
+
+ensure_navigation()  # first: a deep link on a fresh server goes through app.py before the engine loads
+
 import pandas as pd
 import streamlit as st
 
@@ -9,10 +13,8 @@ from core.reporting import explore
 from core.reporting.images import ACCEPTED_FORMATS, UploadError
 from core.reporting.sign_examples import shipped_examples
 from ui.data import cached_run, image_analysis, image_models, run_dir, test_image, uploaded_image
-from ui.links import as_text, ensure_navigation, link_names
+from ui.links import as_text, link_names
 from ui.widgets import enlarged, guard, session_threshold
-
-ensure_navigation()
 
 st.title("Your images")
 run = models = None

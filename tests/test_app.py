@@ -162,8 +162,8 @@ def test_detectors_page_shows_each_threat_with_controls(run_directory, threat):
     at = on_page(run_directory, "pages/detectors.py")
     at.radio(key="threat").set_value(threat).run()
     assert_clean(at)
-    # the defence ranking first, then the comparison's two tables (each fits 1280 px)
-    detection, students = at.dataframe[1].value, at.dataframe[2].value
+    # the defence ranking (a wrapped table) first, then the comparison's two dataframes (each fits 1280 px)
+    detection, students = at.dataframe[0].value, at.dataframe[1].value
     for table in (detection, students):
         filters = " ".join(table["filter"])
         for control in ("no filter", "random filter", "oracle filter"):
@@ -181,7 +181,7 @@ def test_detectors_page_leads_with_every_defence_ranked_by_its_worst_case(run_di
     at = on_page(run_directory, "pages/detectors.py")
     assert_clean(at)
     assert at.header[0].value == "One defence against every poison?"
-    table = at.dataframe[0].value
+    table = at.table[0].value
     assert list(table["defence"]) == [row["defence"] for row in rows] and len(rows) >= 11  # none left out
     assert any(sentence in block.value for block in at.markdown)
 
@@ -198,13 +198,13 @@ def test_detectors_page_switches_to_the_backdoor_comparison_against_the_fields_d
     at.radio(key="comparison").set_value(options[1]).run()
     assert_clean(at)
     assert at.radio(key="threat").options == [THREATS.label("backdoor")] and at.radio(key="threat").value == "backdoor"
-    filters = " ".join(at.dataframe[1].value["filter"])
+    filters = " ".join(at.dataframe[0].value["filter"])
     assert "spectral signatures" in filters.lower() and "activation clustering" in filters.lower()
     assert "oracle filter" in filters
     if len(options) > 2:  # activation clustering's ranking beside its authors' rule
         at.radio(key="comparison").set_value(options[2]).run()
         assert_clean(at)
-        filters = " ".join(at.dataframe[1].value["filter"])
+        filters = " ".join(at.dataframe[0].value["filter"])
         assert "authors' rule" in filters and "activation clustering" in filters.lower()
 
 
@@ -400,7 +400,7 @@ def test_the_detector_table_shows_a_dash_where_a_control_has_no_detection_qualit
     oracle controls keep theirs, below the detectors."""
     at = on_page(run_directory, "pages/detectors.py")
     assert_clean(at)
-    table = at.dataframe[1].value
+    table = at.dataframe[0].value
     rows = {row["filter"]: row for row in table.to_dict("records")}
     none = rows["no filter (control)"]
     assert none["ROC AUC"] == none["precision"] == none["recall"] == "-"

@@ -7,7 +7,6 @@ import math
 from pathlib import Path
 
 import streamlit as st
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.runtime.state.session_state_proxy import get_session_state
 
 from core.engine.registry import ATTACKS, THREATS, stored_knobs
@@ -246,18 +245,6 @@ def open_run_link(value: str) -> None:
         st.toast(f"Ignored the link's run={as_text(value[:60])}: no such run here.", icon=":material/link_off:")
         return
     st.session_state["run_dir"] = found
-
-
-def ensure_navigation() -> None:
-    """Make a deep link (/threshold) on a fresh server go through app.py's st.navigation.
-
-    Streamlit runs a pages/ file directly (its legacy multipage mode) until some session has called
-    st.navigation; the first visitor of a deep link would then miss the shared sidebar. Switching the
-    flag and rerunning sends that run through app.py, which picks the same page from the URL.
-    """
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        st.rerun()
 
 
 def kept(key: str, default: int | float | str) -> int | float | str:

@@ -174,6 +174,12 @@ def full_table(frame, wide: tuple[str, ...] = ()) -> None:
     st.dataframe(frame, width="stretch", hide_index=True, height=36 * (len(frame) + 1) + 3, column_config=config)
 
 
+def wrapped_table(frame) -> None:
+    """A table whose cells wrap to the page's width: for wide text columns (the defence ranking's nine) that a
+    dataframe hid behind a sideways scroll at 1400 px. Its values are the engine's labels, never user text."""
+    st.table(frame, hide_index=True)
+
+
 def percentages(table: pd.DataFrame) -> pd.DataFrame:
     """A table of shares as text ("98.27%", and "—" where there is no value): a Styler's na_rep is not applied by
     st.dataframe, which showed a raw "None"."""
