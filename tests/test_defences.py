@@ -327,6 +327,12 @@ def test_report_gives_binomial_standard_errors_for_one_seed_and_seed_errors_for_
     grid = {"config": {"experiment": {"preset": "compare"}}, "runs": one_seed, **grid_summary(one_seed)}
     jpeg_line = next(line for line in report_defence_grid(grid).splitlines() if line.startswith("jpeg"))
     assert f"+50.0 ± {gap['se'] * 100:.1f}" in jpeg_line
+    # three seeds whose gaps agree: the standard error is floored at the test noise, not ~0 with a huge z and a star
+    agreeing = {str(seed): {"tap": case(0.4, 0.42)} for seed in range(3)}
+    grid = {"config": {"experiment": {"preset": "compare"}}, "runs": agreeing, **grid_summary(agreeing)}
+    jpeg_line = next(line for line in report_defence_grid(grid).splitlines() if line.startswith("jpeg"))
+    noise = ((0.42 * 0.58 + 0.4 * 0.6) * 3 / 1000) ** 0.5 / 3
+    assert f"+2.0 ± {noise * 100:.1f}" in jpeg_line and "*" not in jpeg_line.split("±")[1]
 
     # README's table: a column per case with its seed count, mean ± std over seeds, the published anchor beside it
     from core.reporting.report import defence_grid_markdown
@@ -730,6 +736,14 @@ def test_the_overview_says_when_the_poison_crafted_through_a_defence_beats_it():
     assert beaten["title"].endswith(", until the poison is crafted through it") and beaten["seeds"] == 2
     assert "leaves grayscale at 40.0% ± 1.0 clean, below no defence's 50.0% ± 1.0" in beaten["text"]
     assert "leaves JPEG compression at 52.0% ± 1.0 clean" in beaten["text"]  # the acronym kept
+    # a defence from another grid is read against the no-defence model trained beside it (a merged grid's
+    # "references"), not the merged row's: 40% beats the 30% trained beside it, though not the row's 50%
+    own_grid = grid(0.4)
+    for seed, run in own_grid["runs"].items():
+        run["unlearnable_grayscale"]["references"] = {"grayscale": {"none": 0.29 + 0.01 * int(seed)}}
+    text = _poisons_that_hurt(own_grid)["text"]
+    assert "unlearnable through grayscale (adaptive), 8/255, all of train: grayscale 40.0% ± 1.0" in text
+    assert "below no defence's 50.0%" not in text
     holds = _poisons_that_hurt(grid(0.8))  # grayscale still beats no defence against the noise crafted through it
     # grayscale recovers most of the loss but stays short of the clean reference beyond noise: "recover", not
     # "restores" (the words are chosen from the seed-paired gaps, core.engine.stats)
@@ -751,7 +765,16 @@ def test_the_overview_names_a_defence_that_removes_the_backdoor_only_when_the_gr
             "jpeg": {"clean_acc": stat(0.82), "attack_success_rate": stat(1.0)},
             "abl": {"clean_acc": stat(abl_clean), "attack_success_rate": stat(abl_rate, 1)},
         }
-        return {"summary": {"backdoor": {"models": models}}, "case_seeds": {"backdoor": 3}}
+        return with_runs({"summary": {"backdoor": {"models": models}}, "case_seeds": {"backdoor": 3}})
+
+    def with_runs(grid):  # each model's mean at each of its seeds: what the clean-cost gaps pair by seed
+        grid["runs"] = {}
+        for case, cell in grid["summary"].items():
+            for name, metrics in cell["models"].items():
+                for seed in range(metrics["clean_acc"]["n"]):
+                    run = grid["runs"].setdefault(str(seed), {}).setdefault(case, {"n_test": 1263, "models": {}})
+                    run["models"][name] = {"clean_acc": metrics["clean_acc"]["mean"]}
+        return grid
 
     removed = _backdoor(grid(0.01, 0.915))
     assert removed["title"] == "The backdoor is removed by anti-backdoor learning (ABL)"  # the acronym kept
@@ -765,12 +788,18 @@ def test_the_overview_names_a_defence_that_removes_the_backdoor_only_when_the_gr
     assert _backdoor(few)["seeds"] == 3 and "(1 seed)" in _backdoor(few)["text"]
     assert _backdoor(grid(0.01, 0.85))["title"].startswith("No defence")  # removed, at 7 points of clean accuracy
     assert _backdoor(grid(0.2, 0.92))["title"].startswith("No defence")
+    # the clean cost is read against the no-defence model of the defence's own grid (a merged grid's "references"):
+    # 91.5% is within 2 points of the merged row's 92% but 3.5 points under the 95% trained beside it
+    own_grid = grid(0.01, 0.915)
+    for run in own_grid["runs"].values():
+        run["backdoor"]["references"] = {"abl": {"none": 0.95, "clean_reference": 0.96}}
+    assert _backdoor(own_grid)["title"].startswith("No defence")
     # the attacker who knows it: a heavier backdoor case behind the same defence is reported beside the removal
     knowing = grid(0.01, 0.915)
     knowing["summary"]["backdoor"]["models"]["abl_drop"] = {"clean_acc": stat(0.92), "attack_success_rate": stat(0.002)}
     heavy = {name: {"clean_acc": stat(0.87, 2), "attack_success_rate": stat(1.0, 2)} for name in ("abl", "abl_drop")}
     knowing["summary"]["backdoor_heavy"] = {"models": heavy}
-    text = _backdoor(knowing)["text"]
+    text = _backdoor(with_runs(knowing))["text"]
     knows = "the attacker who knows it, backdoor (BadNets) on 25%, more than abl_drop drops (adaptive), keeps 100.0%"
     assert text.count(knows) == 1  # beside abl_drop, the defence it was crafted against, and not beside abl
     assert text.index(knows) > text.index(

@@ -21,6 +21,7 @@ from core.engine.stats import (
     mean_std,
     paired_gap,
     points,
+    summarise,
     verdict,
 )
 from core.experiments.defence_grid import CASE_LABELS, adaptive_cases, case_label
@@ -248,10 +249,10 @@ def _in_sentence(label: str) -> str:
     return label if label[:2].isupper() else label[0].lower() + label[1:]
 
 
-def grid_gap(grid: dict, case: str, a: str, b: str, metric: str = "clean_acc") -> dict:
-    """a - b in a grid's case over the seeds that trained both, paired by seed, its SE floored at the test noise
-    (core.engine.stats.floored_gap; one seed: the test noise alone). A merged grid pairs a model with the references of
-    its own grid."""
+def paired(grid: dict, case: str, a: str, b: str, metric: str = "clean_acc") -> list[tuple[float, float]]:
+    """(a, b) per seed that trained both in a grid's case. A merged grid pairs a model with the references of its own
+    grid: a defence taken from a one-seed grid is read against the no-defence model trained beside it, not against
+    another grid's (other thread counts train other models: 61.1% and 69.0% for TAP through the low-pass at seed 0)."""
     pairs = []
     for run in grid["runs"].values():
         cell = run.get(case)
@@ -259,8 +260,22 @@ def grid_gap(grid: dict, case: str, a: str, b: str, metric: str = "clean_acc") -
             continue
         other = (cell.get("references", {}).get(a) or {}).get(b) if metric == "clean_acc" else None
         pairs.append((cell["models"][a][metric], other if other is not None else cell["models"][b][metric]))
+    return pairs
+
+
+def grid_gap(grid: dict, case: str, a: str, b: str, metric: str = "clean_acc") -> dict:
+    """a - b in a grid's case over the seeds that trained both, paired by seed (paired), its SE floored at the test
+    noise (core.engine.stats.floored_gap; one seed: the test noise alone)."""
+    pairs = paired(grid, case, a, b, metric)
     n_test = next(run[case]["n_test"] for run in grid["runs"].values() if case in run)
     return floored_gap([x for x, _ in pairs], [y for _, y in pairs], n_test)  # one seed: the test noise alone
+
+
+def reference_beside(grid: dict, case: str, model: str, reference: str) -> dict | None:
+    """The reference's clean accuracy {mean, std, n} over the seeds `model` was trained at, from `model`'s own grid:
+    what a sentence about the model compares it with."""
+    pairs = paired(grid, case, model, reference)
+    return summarise({str(seed): {"acc": b} for seed, (_, b) in enumerate(pairs)})["acc"] if pairs else None
 
 
 def _poisons_that_hurt(grid: dict) -> dict | None:
@@ -296,9 +311,9 @@ def _poisons_that_hurt(grid: dict) -> dict | None:
         models = grid["summary"].get(adaptive, {}).get("models", {})
         if base not in ("tap", "unlearnable") or not (models.get(known) and models.get("none")):
             continue
-        defended, undefended = models[known]["clean_acc"], models["none"]["clean_acc"]
+        defended, undefended = models[known]["clean_acc"], reference_beside(grid, adaptive, known, "none")
         seeds.append(defended["n"])
-        beaten.append(defended["mean"] < undefended["mean"])
+        beaten.append(grid_gap(grid, adaptive, known, "none")["gap"] < 0)
         knowing.append(
             f"{CASE_LABELS.get(adaptive, adaptive)} leaves {_in_sentence(DEFENCES.label(known))} at "
             f"{mean_std(defended, percent=True)} clean, below no defence's {mean_std(undefended, percent=True)}"
@@ -346,7 +361,6 @@ def _backdoor(grid: dict) -> dict | None:
     models = grid["summary"].get("backdoor", {}).get("models", {})
     if not models.get("none"):
         return None
-    none_clean = models["none"]["clean_acc"]["mean"]
     behind, removers, removed, seeds, beaten, remover_seeds = [], [], [], [], [], []
     defended = {
         name: metrics
@@ -363,14 +377,17 @@ def _backdoor(grid: dict) -> dict | None:
             f"{label} {mean_std(rate, percent=True)}"
             + (f" ({rate['n']} seed{'s' if rate['n'] != 1 else ''})" if rate["n"] != usual else "")
         )
-        if rate["mean"] < REMOVED_BELOW and clean["mean"] >= none_clean - CLEAN_COST_AT_MOST:
+        # its clean cost against the no-defence model trained beside it (its own grid's, paired by seed)
+        none_clean = reference_beside(grid, "backdoor", name, "none")
+        cost = -grid_gap(grid, "backdoor", name, "none")["gap"]
+        if rate["mean"] < REMOVED_BELOW and cost <= CLEAN_COST_AT_MOST:
             removed.append(_in_sentence(DEFENCES.label(name).split(",")[0].split(":")[0]))
             remover_seeds.append(rate["n"])
             adaptive, knows = _knowing_attacker(grid, "backdoor", name)
             beaten.append(bool(knows) and knows["mean"] >= REMOVED_BELOW)
             removers.append(
                 f"{label} ({mean_std(rate, percent=True)} attack success at "
-                f"{mean_std(clean, percent=True)} clean, no defence {none_clean:.1%}"
+                f"{mean_std(clean, percent=True)} clean, no defence {mean_std(none_clean, percent=True)}"
                 + (
                     f"; the attacker who knows it, {CASE_LABELS.get(adaptive, adaptive)}, keeps "
                     f"{mean_std(knows, percent=True)} behind it, {knows['n']} seed{'s' if knows['n'] != 1 else ''})"
